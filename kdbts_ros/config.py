@@ -1,0 +1,229 @@
+"""One configuration model for the node, replay, demo and tools.
+
+Every setting is a dataclass field with a description and, for numbers, a range.
+The node declares its ROS parameters from these fields (dotted names such as
+``grid.resolution``), and the command-line tools read the same YAML file that
+the node reads (ROS 2 parameter-file layout, ``<node>: ros__parameters: ...``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+
+def _f(default: Any, description: str, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None, runtime: bool = False) -> Any:
+    """A dataclass field carrying its parameter description, range and choices."""
+    meta = {"description": description, "range": (lo, hi) if lo is not None else None,
+            "choices": choices, "runtime": runtime}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """The density network and its input resolution."""
+
+    backbone: str = _f("resnet50", "ResNet encoder depth (torchvision layout)",
+                       choices=("resnet18", "resnet34", "resnet50"))
+    image_height: int = _f(192, "network input height in pixels (official: 192)", 32, 1024)
+    image_width: int = _f(640, "network input width in pixels (official: 640)", 32, 2048)
+    feature_dim: int = _f(64, "channels of the pixel-aligned feature map (d_out)", 8, 256)
+    mv_hidden: int = _f(128, "hidden width of the multi-view head's per-view MLP", 8, 1024)
+    mv_feature_dim: int = _f(16, "per-view feature width fused by the multi-view head", 4, 256)
+    z_near: float = _f(3.0, "near plane of the positional code and rendering, metres", 0.1, 100.0)
+    z_far: float = _f(80.0, "far plane of the positional code and rendering, metres", 1.0, 1000.0)
+    checkpoint: str = _f("", "project checkpoint (.safetensors); empty: seeded random weights")
+    seed: int = _f(0, "seed for random weights and seeded ray jitter", 0, 2**31 - 1)
+    device: str = _f("auto", "torch device: auto, cpu, cuda, cuda:N")
+    dtype: str = _f("float32", "compute dtype", choices=("float32", "float16", "bfloat16"))
+    chunk_points: int = _f(262144, "points per network query chunk (memory budget)", 1024, 2**26,
+                           runtime=True)
+
+
+@dataclass
+class GridConfig:
+    """The camera-aligned bird's-eye grid (paper Fig. 4: x [-9, 9], y [0, 1], z [3, 23])."""
+
+    x_min: float = _f(-9.0, "left edge across the camera (camera x), metres", -100.0, 100.0, runtime=True)
+    x_max: float = _f(9.0, "right edge across the camera (camera x), metres", -100.0, 100.0, runtime=True)
+    z_min: float = _f(3.0, "near edge along the optical axis (camera z), metres", 0.0, 200.0, runtime=True)
+    z_max: float = _f(23.0, "far edge along the optical axis (camera z), metres", 0.0, 200.0, runtime=True)
+    y_min: float = _f(0.0, "top of the height band below the camera (camera y, down), metres",
+                      -10.0, 10.0, runtime=True)
+    y_max: float = _f(1.0, "bottom of the height band below the camera (camera y, down), metres",
+                      -10.0, 10.0, runtime=True)
+    resolution: float = _f(0.2, "cell size across and forward, metres", 0.01, 5.0, runtime=True)
+    height_levels: int = _f(5, "number of height levels in [y_min, y_max]", 1, 256, runtime=True)
+    occupied_density: float = _f(0.5, "density (1/m) above which a voxel counts as occupied "
+                                 "(paper: sigma > 0.5)", 0.0, 1000.0, runtime=True)
+
+
+@dataclass
+class RenderConfig:
+    """Volume rendering of the expected ray-termination depth."""
+
+    samples: int = _f(64, "samples per ray, spaced linearly in inverse depth", 2, 512)
+    depth_scale: float = _f(0.25, "depth image size relative to the network input", 0.05, 1.0,
+                            runtime=True)
+    jitter: str = _f("none", "sample placement: none (deterministic mid-points) or seeded "
+                     "(stratified jitter from model.seed, as the official evaluation)",
+                     choices=("none", "seeded"))
+
+
+@dataclass
+class TopicsConfig:
+    """Topic names; all remappable at launch as well."""
+
+    image: str = _f("/camera/image_raw", "input sensor_msgs/Image")
+    camera_info: str = _f("/camera/camera_info", "input sensor_msgs/CameraInfo")
+    occupancy: str = _f("/kdbts/occupancy", "output nav_msgs/OccupancyGrid")
+    points: str = _f("/kdbts/points", "output sensor_msgs/PointCloud2")
+    depth: str = _f("/kdbts/depth", "output sensor_msgs/Image 32FC1 metres")
+    depth_info: str = _f("/kdbts/depth/camera_info", "output CameraInfo matching the depth image")
+    density_grid: str = _f("/kdbts/density_grid", "output kdbts_ros/DensityGrid")
+
+
+@dataclass
+class PipelineConfig:
+    """Everything the node, replay and demo share."""
+
+    fixed_frame: str = _f("odom", "frame the camera poses are looked up in (TF)")
+    mode: str = _f("sv", "density head: sv (single view), mv (multi-view over the window), "
+                   "auto (mv when at least two posed frames, else sv)",
+                   choices=("sv", "mv", "auto"), runtime=True)
+    window_size: int = _f(4, "frames kept in the sliding window", 1, 64)
+    tf_timeout: float = _f(0.5, "seconds to wait for TF at an image's stamp before dropping it",
+                           0.0, 60.0, runtime=True)
+    latency_budget: float = _f(0.5, "seconds; latency above it is a diagnostic warning",
+                               0.0, 60.0, runtime=True)
+    input_reliable: bool = _f(False, "subscribe to inputs reliable (default best effort)")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One flattened setting: dotted name, default, type and documentation."""
+
+    name: str
+    default: Any
+    type: type
+    description: str
+    range: tuple[float, float] | None
+    choices: tuple[str, ...] | None
+    runtime: bool
+
+
+def iter_params(cfg: Any, prefix: str = "") -> Iterator[ParamSpec]:
+    """Flatten a config dataclass into dotted parameter specs (current values as defaults)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from iter_params(value, f"{prefix}{f.name}.")
+            continue
+        m = f.metadata
+        yield ParamSpec(f"{prefix}{f.name}", value, type(value), m["description"], m["range"],
+                        m["choices"], m["runtime"])
+
+
+def validate(spec: ParamSpec, value: Any) -> str | None:
+    """Reason why ``value`` is not acceptable for ``spec``, or None if it is."""
+    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
+        return f"{spec.name}: expected {spec.type.__name__}, got {type(value).__name__}"
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        return f"{spec.name}: {value} outside [{spec.range[0]}, {spec.range[1]}]"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{spec.name}: {value!r} not one of {', '.join(spec.choices)}"
+    return None
+
+
+def set_param(cfg: Any, name: str, value: Any) -> None:
+    """Set a dotted parameter on a config tree after validating it; raises ValueError."""
+    specs = {s.name: s for s in iter_params(cfg)}
+    if name not in specs:
+        raise ValueError(f"unknown parameter {name!r}")
+    reason = validate(specs[name], value)
+    if reason:
+        raise ValueError(reason)
+    *path, leaf = name.split(".")
+    target = cfg
+    for part in path:
+        target = getattr(target, part)
+    old = getattr(target, leaf)
+    setattr(target, leaf, float(value) if specs[name].type is float else value)
+    try:
+        check_consistency(cfg)
+    except ValueError:
+        setattr(target, leaf, old)
+        raise
+
+
+def check_consistency(cfg: PipelineConfig) -> None:
+    """Cross-field checks that single ranges cannot express; raises ValueError."""
+    g = cfg.grid
+    if not (g.x_min < g.x_max and g.z_min < g.z_max and g.y_min < g.y_max):
+        raise ValueError("grid: each min must be below its max")
+    if cfg.model.z_near >= cfg.model.z_far:
+        raise ValueError("model.z_near must be below model.z_far")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def to_yaml(cfg: PipelineConfig, node_name: str = "kdbts_node") -> str:
+    """The config as a commented ROS 2 parameter file (what ``config/default.yaml`` holds)."""
+    lines = [f"{node_name}:", "  ros__parameters:"]
+    opened: list[str] = []
+    for spec in iter_params(cfg):
+        *groups, leaf = spec.name.split(".")
+        common = 0
+        while common < min(len(groups), len(opened)) and groups[common] == opened[common]:
+            common += 1
+        opened = opened[:common]
+        for g in groups[common:]:
+            lines.append(f"{'  ' * (len(opened) + 2)}{g}:")
+            opened.append(g)
+        indent = "  " * (len(groups) + 2)
+        notes = [spec.description]
+        if spec.range is not None:
+            notes.append(f"range [{spec.range[0]:g}, {spec.range[1]:g}]")
+        if spec.choices:
+            notes.append("one of " + "|".join(spec.choices))
+        notes.append("runtime" if spec.runtime else "start-up only")
+        value = yaml.safe_dump(spec.default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"{indent}{leaf}: {value}  # {'; '.join(notes)}")
+    return "\n".join(lines) + "\n"
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a YAML file (ROS 2 parameter layout or plain nested mapping) into a checked config."""
+    cfg = PipelineConfig()
+    values: dict[str, Any] = {}
+    if path is not None:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+        # ROS 2 parameter files nest settings under "<node name>: ros__parameters:"
+        for node_tree in list(tree.values()):
+            if isinstance(node_tree, dict) and "ros__parameters" in node_tree:
+                tree = node_tree["ros__parameters"]
+                break
+        values = _flatten(tree)
+    values.update(overrides or {})
+    for name, value in values.items():
+        set_param(cfg, name, value)
+    check_consistency(cfg)
+    return cfg

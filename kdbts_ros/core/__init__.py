@@ -1,0 +1,1 @@
+"""ROS-free core: camera, geometry, model, grids, window and the pipeline."""

@@ -1,0 +1,84 @@
+"""Camera conventions shared by the network, rendering and message building.
+
+The official BTS/KDBTS code works with *normalised* intrinsics that map camera
+points to image coordinates in [-1, 1] (x right, y down, z forward):
+``fx' = 2 fx / W0``, ``cx' = 2 cx / W0 - 1`` (same for y) with the calibration
+image size W0 x H0. Because the image is then resized to the network size
+without cropping, the same K' holds at any resolution.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Depth below which a point counts as behind the camera (official EPS).
+Z_EPS = 1e-3
+
+
+def normalise_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel intrinsics (OpenCV convention) of a width x height image to normalised K'."""
+    Kn = np.eye(3, dtype=np.float64)
+    Kn[0, 0] = 2.0 * K[0, 0] / width
+    Kn[1, 1] = 2.0 * K[1, 1] / height
+    Kn[0, 2] = 2.0 * K[0, 2] / width - 1.0
+    Kn[1, 2] = 2.0 * K[1, 2] / height - 1.0
+    return Kn
+
+
+def pixel_intrinsics(Kn: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`normalise_intrinsics` for an image of the given size."""
+    K = np.eye(3, dtype=np.float64)
+    K[0, 0] = Kn[0, 0] * width / 2.0
+    K[1, 1] = Kn[1, 1] * height / 2.0
+    K[0, 2] = (Kn[0, 2] + 1.0) * width / 2.0
+    K[1, 2] = (Kn[1, 2] + 1.0) * height / 2.0
+    return K
+
+
+def project(points_cam: torch.Tensor, Kn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Project camera-frame points (..., 3) with normalised K' (..., 3, 3) broadcastable.
+
+    Returns normalised image coordinates xy (..., 2), camera depth z (..., 1) and
+    an invalid mask (...,) that is true behind the camera or outside [-1, 1].
+    """
+    uvz = (Kn @ points_cam.unsqueeze(-1)).squeeze(-1)
+    z = uvz[..., 2:3]
+    xy = uvz[..., :2] / z.clamp_min(Z_EPS)
+    invalid = (z[..., 0] <= Z_EPS) | (xy.abs() > 1).any(-1)
+    return xy, z, invalid
+
+
+def unproject(xy: torch.Tensor, z: torch.Tensor, Kn: torch.Tensor) -> torch.Tensor:
+    """Camera-frame points from normalised image coordinates (..., 2) and depth z (..., 1)."""
+    x = (xy[..., 0:1] - Kn[..., 0, 2:3]) / Kn[..., 0, 0:1] * z
+    y = (xy[..., 1:2] - Kn[..., 1, 2:3]) / Kn[..., 1, 1:2] * z
+    return torch.cat([x, y, z], -1)
+
+
+def ray_grid(Kn: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Camera-frame ray directions with unit z for every pixel, (H, W, 3).
+
+    The official ray generator spaces pixels with ``linspace(-1, 1, W)`` (the
+    align_corners=True convention) while features are sampled with
+    align_corners=False; we keep that half-pixel difference for parity.
+    """
+    ys = torch.linspace(-1, 1, height, dtype=Kn.dtype, device=Kn.device)
+    xs = torch.linspace(-1, 1, width, dtype=Kn.dtype, device=Kn.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    dx = (gx - Kn[0, 2]) / Kn[0, 0]
+    dy = (gy - Kn[1, 2]) / Kn[1, 1]
+    return torch.stack([dx, dy, torch.ones_like(dx)], -1)
+
+
+def ray_pixel_intrinsics(Kn: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel intrinsics that describe the rays of :func:`ray_grid` for a width x height image.
+
+    With the linspace grid, pixel i sits at normalised coordinate -1 + 2 i / (W - 1),
+    so the published depth image's camera_info must use these intrinsics.
+    """
+    K = np.eye(3, dtype=np.float64)
+    K[0, 0] = Kn[0, 0] * (width - 1) / 2.0
+    K[1, 1] = Kn[1, 1] * (height - 1) / 2.0
+    K[0, 2] = (Kn[0, 2] + 1.0) * (width - 1) / 2.0
+    K[1, 2] = (Kn[1, 2] + 1.0) * (height - 1) / 2.0
+    return K

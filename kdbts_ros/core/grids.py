@@ -1,0 +1,84 @@
+"""The camera-aligned grid: cell centres, bird's-eye occupancy and occupied voxels.
+
+Grid frame: x across (camera x, right), y forward (camera z), z up (camera -y).
+Its lower corner sits at camera (x_min, y_max, z_min): y_max is the lowest
+height level because camera y points down. Arrays are indexed [iz, iy, ix]
+(height, forward, across), so flattening them gives the DensityGrid and
+OccupancyGrid row-major order ``ix + size_x * (iy + size_y * iz)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import GridConfig
+
+# Rotation whose columns are the grid axes expressed in the camera frame.
+R_CAM_GRID = np.array([[1.0, 0.0, 0.0],
+                       [0.0, 0.0, -1.0],
+                       [0.0, 1.0, 0.0]])
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Sizes and placement of the grid derived from a :class:`GridConfig`."""
+
+    x_min: float
+    y_max: float
+    z_min: float
+    resolution: float
+    resolution_z: float
+    size_x: int
+    size_y: int
+    size_z: int
+
+    @classmethod
+    def from_config(cls, g: GridConfig) -> "GridSpec":
+        """Whole cells covering the configured extent (the far edges are rounded to cells)."""
+        size_x = max(1, int(round((g.x_max - g.x_min) / g.resolution)))
+        size_y = max(1, int(round((g.z_max - g.z_min) / g.resolution)))
+        return cls(g.x_min, g.y_max, g.z_min, g.resolution, (g.y_max - g.y_min) / g.height_levels,
+                   size_x, size_y, g.height_levels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(size_z, size_y, size_x): height, forward, across."""
+        return self.size_z, self.size_y, self.size_x
+
+    def T_cam_grid(self) -> np.ndarray:
+        """4x4 pose of the grid's lower corner in the camera frame."""
+        T = np.eye(4)
+        T[:3, :3] = R_CAM_GRID
+        T[:3, 3] = (self.x_min, self.y_max, self.z_min)
+        return T
+
+    def centres_cam(self) -> np.ndarray:
+        """Cell centres in the camera frame, (size_z, size_y, size_x, 3)."""
+        ix = (np.arange(self.size_x) + 0.5) * self.resolution
+        iy = (np.arange(self.size_y) + 0.5) * self.resolution
+        iz = (np.arange(self.size_z) + 0.5) * self.resolution_z
+        gz, gy, gx = np.meshgrid(iz, iy, ix, indexing="ij")
+        local = np.stack([gx, gy, gz], -1)
+        return local @ R_CAM_GRID.T + self.T_cam_grid()[:3, 3]
+
+
+def bev_occupancy(density: np.ndarray, invalid: np.ndarray, dz: float) -> np.ndarray:
+    """OccupancyGrid values (size_y, size_x) int8 from densities (size_z, size_y, size_x).
+
+    A column's value is the probability, in percent, that a vertical ray through
+    the height band is stopped: 100 (1 - exp(-sum sigma dz)) over the levels a
+    camera saw; -1 (unknown) where no level of the column was seen.
+    """
+    seen = ~invalid
+    optical_depth = np.where(seen, density, 0.0).sum(0) * dz
+    value = np.rint(100.0 * (1.0 - np.exp(-optical_depth))).astype(np.int8)
+    value[~seen.any(0)] = -1
+    return value
+
+
+def occupied_voxels(centres: np.ndarray, density: np.ndarray, invalid: np.ndarray,
+                    threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (M, 3) and densities (M,) of seen voxels whose density exceeds the threshold."""
+    keep = (~invalid) & (density > threshold)
+    return centres[keep], density[keep]

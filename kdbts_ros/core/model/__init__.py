@@ -1,0 +1,1 @@
+"""BTS / MVBTS / KDBTS networks, rendering and checkpoints (no ROS imports)."""

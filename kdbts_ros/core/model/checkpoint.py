@@ -1,0 +1,60 @@
+"""The project's checkpoint format: one safetensors file with the architecture in its metadata.
+
+safetensors holds raw tensors only, so loading can never run pickled code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .network import Architecture, DensityField
+
+FORMAT = "kdbts_ros/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason."""
+
+
+def save_checkpoint(path: str | Path, model: DensityField, info: dict | None = None) -> None:
+    """Write weights and architecture (plus free-form info such as training resolution)."""
+    meta = {"format": FORMAT, "architecture": json.dumps(dataclasses.asdict(model.arch)),
+            "info": json.dumps(info or {})}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_checkpoint(path: str | Path) -> tuple[DensityField, dict]:
+    """Build the network a checkpoint describes and load it strictly; returns (model, info)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; "
+                              "convert official checkpoints with 'kdbts import'")
+    try:
+        arch = Architecture(**json.loads(meta["architecture"]))
+        info = json.loads(meta.get("info", "{}"))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: architecture record unreadable ({exc})") from exc
+    model = DensityField(arch)
+    result = model.load_state_dict(tensors, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: missing keys {result.missing_keys[:5]}, "
+                              f"unexpected keys {result.unexpected_keys[:5]}")
+    return model, info
+
+
+def random_model(arch: Architecture, seed: int) -> DensityField:
+    """A network with seeded random weights (the same for the same seed on every machine)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DensityField(arch)

@@ -1,0 +1,125 @@
+"""The density field: encoder-decoder features, projection, positional code and both heads.
+
+Module names follow the official ``MVBTSNet`` (``encoder.encoder.encoder.*``,
+``encoder.decoder.decoder.{i}.*``, ``code_xyz.*``, ``heads.singleviewhead.*``,
+``heads.multiviewhead3.*``) so official weights map one to one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..camera import project
+from .code import PositionalEncoding, z_code
+from .decoder import Decoder
+from .heads import MLP, MultiViewHead
+from .resnet import ResnetEncoder
+
+SV_HEAD = "singleviewhead"
+MV_HEAD = "multiviewhead3"
+HEAD_NAMES = {"sv": SV_HEAD, "mv": MV_HEAD}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shapes that define a network; stored with every checkpoint."""
+
+    backbone: str = "resnet50"
+    feature_dim: int = 64
+    sv_hidden: int = 64
+    mv_hidden: int = 128
+    mv_feature_dim: int = 16
+    z_near: float = 3.0
+    z_far: float = 80.0
+
+
+@dataclass
+class Views:
+    """Encoded, posed frames a query can use; tensors carry a leading batch dimension B.
+
+    ``w2c`` maps query-frame points into each view's camera; view 0 is the frame
+    the single-view head reads.
+    """
+
+    features: torch.Tensor  # (B, V, C, H, W)
+    Kn: torch.Tensor        # (B, V, 3, 3) normalised intrinsics
+    w2c: torch.Tensor       # (B, V, 4, 4)
+
+    def subset(self, idx: list[int]) -> "Views":
+        """The views with the given indices, in that order."""
+        return Views(self.features[:, idx], self.Kn[:, idx], self.w2c[:, idx])
+
+
+class Monodepth2(nn.Module):
+    """ResNet encoder plus decoder; input RGB in [0, 1], output (B, d_out, H, W)."""
+
+    def __init__(self, backbone: str, d_out: int):
+        super().__init__()
+        self.encoder = ResnetEncoder(backbone)
+        self.decoder = Decoder(self.encoder.num_ch_enc, d_out)
+
+    def forward(self, image01: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(image01))
+
+
+class DensityField(nn.Module):
+    """BTS / MVBTS / KDBTS network: one encoder and decoder, a single-view and a multi-view head."""
+
+    def __init__(self, arch: Architecture = Architecture()):
+        super().__init__()
+        self.arch = arch
+        self.encoder = Monodepth2(arch.backbone, arch.feature_dim)
+        self.code_xyz = PositionalEncoding()
+        d_in = arch.feature_dim + self.code_xyz.d_out
+        self.heads = nn.ModuleDict({
+            SV_HEAD: MLP(d_in, arch.sv_hidden, 1),
+            MV_HEAD: MultiViewHead(d_in, arch.mv_hidden, arch.mv_feature_dim),
+        })
+
+    def encode(self, image01: torch.Tensor) -> torch.Tensor:
+        """Pixel-aligned features (B, C, H, W) of RGB images in [0, 1] (B, 3, H, W)."""
+        return self.encoder(image01)
+
+    def point_inputs(self, points: torch.Tensor, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-view head inputs (B, N, V, C + 39) and invalid mask (B, N, V) of query points (B, N, 3)."""
+        B, V, C, H, W = views.features.shape
+        N = points.shape[1]
+        R, t = views.w2c[:, :, None, :3, :3], views.w2c[:, :, None, :3, 3]
+        cam = (R @ points[:, None, :, :, None]).squeeze(-1) + t      # (B, V, N, 3)
+        xy, z, invalid = project(cam, views.Kn[:, :, None])
+        code_in = torch.cat([xy, z_code(z, self.arch.z_near, self.arch.z_far)], -1)
+        code = self.code_xyz(code_in.reshape(-1, 3)).view(B, V, N, -1)
+        # out-of-image points still get a feature (border padding), as in the official model
+        feats = F.grid_sample(views.features.reshape(B * V, C, H, W), xy.reshape(B * V, 1, N, 2),
+                              mode="bilinear", padding_mode="border", align_corners=False)
+        feats = feats.view(B, V, C, N).permute(0, 1, 3, 2)
+        x = torch.cat([feats, code], -1).permute(0, 2, 1, 3)          # (B, N, V, C + 39)
+        return x, invalid.permute(0, 2, 1)
+
+    def density_logits(self, points: torch.Tensor, views: Views, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (pre-softplus) head output (B, N) and invalid mask (B, N, V); head is 'sv' or 'mv'."""
+        x, invalid = self.point_inputs(points, views)
+        if head == "sv":
+            out = self.heads[SV_HEAD](x[:, :, 0])
+        elif head == "mv":
+            out = self.heads[MV_HEAD](x, invalid)
+        else:
+            raise ValueError(f"head must be 'sv' or 'mv', not {head!r}")
+        return out[..., 0], invalid
+
+    def density(self, points: torch.Tensor, views: Views, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softplus density (B, N) in 1/m and invalid mask (B, N, V)."""
+        logits, invalid = self.density_logits(points, views, head)
+        return F.softplus(logits), invalid
+
+    def query(self, points: torch.Tensor, views: Views, head: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`density` in chunks of ``chunk`` points to bound memory."""
+        sig, inv = [], []
+        for start in range(0, points.shape[1], chunk):
+            s, i = self.density(points[:, start:start + chunk], views, head)
+            sig.append(s)
+            inv.append(i)
+        return torch.cat(sig, 1), torch.cat(inv, 1)

@@ -1,0 +1,168 @@
+"""Frame in, outputs out: the one object the node, replay and demo drive."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from ..config import PipelineConfig
+from . import geometry
+from .camera import normalise_intrinsics, ray_grid, ray_pixel_intrinsics
+from .grids import GridSpec, bev_occupancy, occupied_voxels
+from .model.checkpoint import load_checkpoint, random_model
+from .model.network import Architecture, DensityField, Views
+from .model.render import render_depth
+from .window import FrameWindow, WindowEntry
+
+
+@dataclass
+class Frame:
+    """One camera image with what is known about it."""
+
+    image: np.ndarray                 # (H, W, 3) uint8 RGB
+    K: np.ndarray                     # 3x3 pixel intrinsics of `image` (rectified: camera_info P)
+    stamp_ns: int
+    frame_id: str                     # the optical frame, whatever its name
+    T_fixed_cam: np.ndarray | None = None
+
+
+@dataclass
+class Outputs:
+    """Everything published for one frame, in plain arrays."""
+
+    stamp_ns: int
+    camera_frame: str
+    out_frame: str                    # fixed frame when posed, else the camera frame
+    T_out_cam: np.ndarray
+    spec: GridSpec
+    density: np.ndarray               # (size_z, size_y, size_x) float32, NaN where unseen
+    occupancy: np.ndarray | None      # (size_y, size_x) int8
+    points: np.ndarray                # (M, 3) float32 in out_frame
+    point_density: np.ndarray         # (M,) float32
+    point_rgb: np.ndarray             # (M, 3) uint8
+    depth: np.ndarray | None          # (h, w) float32 metres (camera z)
+    depth_K: np.ndarray | None        # pixel intrinsics of the depth image
+    head: str
+    num_views: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    """Resolve 'auto' to CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: PipelineConfig) -> tuple[DensityField, dict]:
+    """Load the configured checkpoint, or seeded random weights when none is given."""
+    m = cfg.model
+    if m.checkpoint:
+        return load_checkpoint(m.checkpoint)
+    arch = Architecture(m.backbone, m.feature_dim, 64, m.mv_hidden, m.mv_feature_dim, m.z_near, m.z_far)
+    return random_model(arch, m.seed), {"weights": f"random (seed {m.seed})"}
+
+
+class Pipeline:
+    """Encodes each frame once, keeps the window, queries the field and builds output arrays."""
+
+    def __init__(self, cfg: PipelineConfig, model: DensityField | None = None):
+        self.cfg = cfg
+        self.device = pick_device(cfg.model.device)
+        if model is None:
+            model, self.model_info = build_model(cfg)
+        else:
+            self.model_info = {"weights": "given"}
+        self.model = model.to(self.device).eval()
+        self.window = FrameWindow(cfg.window_size)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Network input (height, width)."""
+        return self.cfg.model.image_height, self.cfg.model.image_width
+
+    def _head_and_views(self, current: WindowEntry) -> tuple[str, Views]:
+        mode = self.cfg.mode
+        others = [e for e in self.window.posed() if e is not current] if current.T_fixed_cam is not None else []
+        use_mv = mode == "mv" or (mode == "auto" and others)
+        entries = [current] + (others if use_mv else [])
+        if use_mv and current.T_fixed_cam is not None:
+            T_cur = current.T_fixed_cam
+            w2c = [geometry.invert(e.T_fixed_cam) @ T_cur for e in entries]
+        else:
+            w2c = [np.eye(4)]
+        views = Views(torch.stack([e.features for e in entries])[None],
+                      torch.stack([e.Kn for e in entries])[None],
+                      torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
+        return ("mv" if use_mv else "sv"), views
+
+    @torch.inference_mode()
+    def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True) -> Outputs:
+        """Run one frame through the network and build grid, cloud and depth arrays."""
+        t0 = time.perf_counter()
+        cfg, H, W = self.cfg, *self.input_size
+        h0, w0 = frame.image.shape[:2]
+        resized = cv2.resize(frame.image, (W, H), interpolation=cv2.INTER_LINEAR)
+        image01 = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        Kn = torch.as_tensor(normalise_intrinsics(frame.K, w0, h0), dtype=torch.float32, device=self.device)
+        t1 = time.perf_counter()
+        entry = WindowEntry(frame.stamp_ns, self.model.encode(image01)[0], Kn, frame.T_fixed_cam)
+        self.window.push(entry)
+        head, views = self._head_and_views(entry)
+        t2 = time.perf_counter()
+
+        spec = GridSpec.from_config(cfg.grid)
+        centres = spec.centres_cam()
+        density = np.full(spec.shape, np.nan, np.float32)
+        occupancy, points, pdens, prgb = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32), \
+            np.zeros((0, 3), np.uint8)
+        if want_grid:
+            pts = torch.as_tensor(centres.reshape(1, -1, 3), dtype=torch.float32, device=self.device)
+            sigma, invalid = self.model.query(pts, views, head, cfg.model.chunk_points)
+            sigma = sigma[0].float().cpu().numpy().reshape(spec.shape)
+            # a voxel is seen when the current camera sees it (the SV head reads view 0 only)
+            unseen = invalid[0, :, 0].cpu().numpy().reshape(spec.shape)
+            density = np.where(unseen, np.nan, sigma).astype(np.float32)
+            occupancy = bev_occupancy(sigma, unseen, spec.resolution_z)
+            vox, pdens = occupied_voxels(centres, sigma, unseen, cfg.grid.occupied_density)
+            prgb = self._colours(vox, Kn.cpu().numpy(), resized)
+            points = vox
+        t3 = time.perf_counter()
+
+        depth = depth_K = None
+        if want_depth:
+            h = max(1, int(round(H * cfg.render.depth_scale)))
+            w = max(1, int(round(W * cfg.render.depth_scale)))
+            dirs = ray_grid(Kn, h, w).reshape(-1, 3)
+            gen = torch.Generator().manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
+            fn = lambda p: self.model.density(p[None], views, head)[0][0]  # noqa: E731
+            depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
+                                 cfg.model.chunk_points, gen).float().cpu().numpy().reshape(h, w)
+            depth_K = ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
+        t4 = time.perf_counter()
+
+        if frame.T_fixed_cam is not None:
+            out_frame, T_out_cam = cfg.fixed_frame, frame.T_fixed_cam
+        else:
+            out_frame, T_out_cam = frame.frame_id, np.eye(4)
+        points = (points @ T_out_cam[:3, :3].T + T_out_cam[:3, 3]).astype(np.float32)
+        return Outputs(frame.stamp_ns, frame.frame_id, out_frame, T_out_cam, spec, density, occupancy,
+                       points, pdens.astype(np.float32), prgb, depth, depth_K, head,
+                       int(views.features.shape[1]),
+                       {"preprocess": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3})
+
+    @staticmethod
+    def _colours(points_cam: np.ndarray, Kn: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """RGB of the network image at each point's projection (nearest pixel)."""
+        if len(points_cam) == 0:
+            return np.zeros((0, 3), np.uint8)
+        H, W = image.shape[:2]
+        uvz = points_cam @ Kn.T
+        xy = uvz[:, :2] / uvz[:, 2:3]
+        # normalised coordinates use the align_corners=False convention of feature sampling
+        u = np.clip(np.floor((xy[:, 0] + 1) * W / 2), 0, W - 1).astype(int)
+        v = np.clip(np.floor((xy[:, 1] + 1) * H / 2), 0, H - 1).astype(int)
+        return image[v, u]

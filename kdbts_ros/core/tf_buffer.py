@@ -1,0 +1,110 @@
+"""A TF buffer without ROS: static and time-stamped transforms, tree walks and interpolation.
+
+Used where tf2_ros is not installed (PyPI environments, replay). Like tf2, each
+child frame has one parent; a lookup composes the edges up to the common
+ancestor, interpolating each dynamic edge at the requested stamp.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import geometry
+
+
+class TfError(LookupError):
+    """A failed lookup; ``reason`` is one of 'unknown_frame', 'disconnected', 'past', 'future'."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class _Edge:
+    parent: str
+    static: bool
+    stamps: list[int] = field(default_factory=list)
+    poses: list[np.ndarray] = field(default_factory=list)
+
+
+class TfBuffer:
+    """Transforms keyed by child frame, with a bounded history per edge."""
+
+    def __init__(self, cache_ns: int = 10_000_000_000, tolerance_ns: int = 0):
+        self.cache_ns = cache_ns
+        self.tolerance_ns = tolerance_ns  # how far a lookup may extrapolate by holding the end value
+        self._edges: dict[str, _Edge] = {}
+
+    def clear(self) -> None:
+        """Forget all dynamic transforms (static ones stay, as in tf2 after a time jump)."""
+        self._edges = {k: e for k, e in self._edges.items() if e.static}
+
+    def set_transform(self, parent: str, child: str, stamp_ns: int, T: np.ndarray, static: bool) -> None:
+        """Add T_parent_child at a stamp; a static transform holds for all time."""
+        edge = self._edges.get(child)
+        if edge is None or edge.parent != parent or edge.static != static:
+            edge = self._edges[child] = _Edge(parent, static)
+        if static:
+            edge.stamps, edge.poses = [0], [T]
+            return
+        if edge.stamps and stamp_ns < edge.stamps[-1] - self.cache_ns:
+            # far older than the history: time jumped back (a looping bag), start the edge afresh
+            edge.stamps, edge.poses = [], []
+        i = bisect.bisect_left(edge.stamps, stamp_ns)
+        if i < len(edge.stamps) and edge.stamps[i] == stamp_ns:
+            edge.poses[i] = T
+        else:
+            edge.stamps.insert(i, stamp_ns)
+            edge.poses.insert(i, T)
+        cut = bisect.bisect_left(edge.stamps, edge.stamps[-1] - self.cache_ns)
+        del edge.stamps[:cut], edge.poses[:cut]
+
+    def _edge_at(self, child: str, stamp_ns: int) -> np.ndarray:
+        edge = self._edges[child]
+        if edge.static:
+            return edge.poses[0]
+        s = edge.stamps
+        if stamp_ns < s[0] - self.tolerance_ns:
+            raise TfError("past", f"{edge.parent}->{child}: {stamp_ns} ns is before the oldest "
+                          f"transform ({s[0]} ns)")
+        if stamp_ns > s[-1] + self.tolerance_ns:
+            raise TfError("future", f"{edge.parent}->{child}: {stamp_ns} ns is after the newest "
+                          f"transform ({s[-1]} ns)")
+        i = bisect.bisect_left(s, stamp_ns)
+        if i == 0:
+            return edge.poses[0]
+        if i == len(s):
+            return edge.poses[-1]
+        a = (stamp_ns - s[i - 1]) / (s[i] - s[i - 1])
+        return geometry.interpolate(edge.poses[i - 1], edge.poses[i], a)
+
+    def _chain(self, frame: str) -> list[str]:
+        chain = [frame]
+        while chain[-1] in self._edges:
+            chain.append(self._edges[chain[-1]].parent)
+            if len(chain) > 256:
+                raise TfError("disconnected", f"TF loop above {frame!r}")
+        return chain
+
+    def _known(self, frame: str) -> bool:
+        return frame in self._edges or any(e.parent == frame for e in self._edges.values())
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        """T_target_source at the stamp: maps points in ``source`` into ``target``."""
+        for f in (target, source):
+            if not self._known(f):
+                raise TfError("unknown_frame", f"frame {f!r} does not exist in TF")
+        up_s, up_t = self._chain(source), self._chain(target)
+        common = next((f for f in up_s if f in up_t), None)
+        if common is None:
+            raise TfError("disconnected", f"{source!r} and {target!r} are not connected in TF")
+        T_common_source = np.eye(4)
+        for child in reversed(up_s[: up_s.index(common)]):
+            T_common_source = T_common_source @ self._edge_at(child, stamp_ns)
+        T_common_target = np.eye(4)
+        for child in reversed(up_t[: up_t.index(common)]):
+            T_common_target = T_common_target @ self._edge_at(child, stamp_ns)
+        return geometry.invert(T_common_target) @ T_common_source
