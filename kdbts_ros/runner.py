@@ -1,0 +1,154 @@
+"""Serialized messages in, serialized outputs out: the logic the node, demo and replay share.
+
+The runner takes CDR bytes of Image, CameraInfo and TF messages, pairs each
+image with its intrinsics and its pose at the image stamp, runs the pipeline and
+returns the output messages as CDR bytes. Every input it cannot use is counted
+by reason, so nothing is lost silently.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import messages as M
+from .config import PipelineConfig
+from .core.pipeline import Frame, Outputs, Pipeline
+from .core.tf_buffer import TfBuffer, TfError
+
+log = logging.getLogger("kdbts_ros")
+
+
+@dataclass
+class _Pending:
+    frame: Frame
+    arrival_ns: int
+
+
+class FrameRunner:
+    """Holds the newest unprocessed frame, the TF buffer, the intrinsics and the counters."""
+
+    def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None):
+        self.cfg = cfg
+        self.pipeline = pipeline or Pipeline(cfg)
+        self.tf = TfBuffer()
+        self.intrinsics: tuple[np.ndarray, int, int, str] | None = None
+        self.pending: _Pending | None = None
+        self.drops: Counter[str] = Counter()
+        self.processed = 0
+        self.last_stamp_ns: int | None = None
+        self.latencies: list[float] = []
+        self.last: Outputs | None = None
+
+    # ------------------------------------------------------------ inputs
+    def on_camera_info(self, data: bytes) -> None:
+        """Take intrinsics from a CameraInfo (P for rectified images, else K)."""
+        try:
+            info = M.camera_info_intrinsics(M.deserialize(data, "sensor_msgs/msg/CameraInfo"))
+        except M.ConversionError as exc:
+            self._drop("bad_camera_info", str(exc))
+            return
+        if self.intrinsics is None:
+            log.info("intrinsics from camera_info %s: fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)",
+                     info[3], info[0][0, 0], info[0][1, 1], info[0][0, 2], info[0][1, 2], info[1], info[2])
+        self.intrinsics = info
+
+    def on_tf(self, data: bytes, static: bool) -> None:
+        """Add the transforms of a TFMessage; non-finite or non-rigid ones are counted and skipped."""
+        try:
+            items = M.tf_transforms(M.deserialize(data, "tf2_msgs/msg/TFMessage"))
+        except M.ConversionError as exc:
+            self._drop("bad_tf", str(exc))
+            return
+        for parent, child, stamp, T, problem in items:
+            if problem:
+                self._drop("bad_tf", f"{parent}->{child}: {problem}")
+                continue
+            self.tf.set_transform(parent, child, stamp, T, static)
+
+    def on_image(self, data: bytes, arrival_ns: int) -> None:
+        """Decode an Image and make it the pending frame (a still-pending older one is dropped)."""
+        try:
+            msg = M.deserialize(data, "sensor_msgs/msg/Image")
+            rgb = M.image_to_rgb(msg)
+        except M.ConversionError as exc:
+            self._drop("bad_image", str(exc))
+            return
+        if self.intrinsics is None:
+            self._drop("no_camera_info", "image before any camera_info; waiting for intrinsics")
+            return
+        K, w, h, _ = self.intrinsics
+        if (w, h) != (rgb.shape[1], rgb.shape[0]):
+            self._drop("size_mismatch", f"image {rgb.shape[1]}x{rgb.shape[0]} but camera_info {w}x{h}")
+            return
+        stamp = M.stamp_ns(msg.header.stamp)
+        if self.last_stamp_ns is not None and stamp < self.last_stamp_ns:
+            self._drop("time_jump_back", "image stamp went backwards; window and TF history cleared")
+            self.tf.clear()
+            self.pipeline.window.entries.clear()
+            self.pending = None
+        self.last_stamp_ns = stamp
+        if self.pending is not None:
+            self._drop("superseded", "a newer image arrived before the previous one was processed")
+        self.pending = _Pending(Frame(rgb, K, stamp, msg.header.frame_id.lstrip("/")), arrival_ns)
+
+    # ------------------------------------------------------------ processing
+    def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
+             ) -> list[tuple[str, str, bytes]]:
+        """Process the pending frame once its pose is known; returns (topic, msgtype, bytes)."""
+        p = self.pending
+        if p is None:
+            return []
+        try:
+            p.frame.T_fixed_cam = self.tf.lookup(self.cfg.fixed_frame, p.frame.frame_id, p.frame.stamp_ns)
+        except TfError as exc:
+            waited = (now_ns - p.arrival_ns) * 1e-9
+            if exc.reason in ("future", "unknown_frame", "disconnected") and waited < self.cfg.tf_timeout:
+                return []  # the transform may still arrive: retry on the next step
+            self.pending = None
+            self._drop(f"tf_{exc.reason}", f"no pose for {p.frame.frame_id} in {self.cfg.fixed_frame}: {exc}")
+            return []
+        self.pending = None
+        out = self.pipeline.process(p.frame, want_depth=want_depth, want_grid=want_grid)
+        self.last = out
+        self.processed += 1
+        return [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]
+
+    def record_latency(self, seconds: float) -> None:
+        """Keep the publish-minus-stamp latency of recent frames."""
+        self.latencies = (self.latencies + [seconds])[-100:]
+
+    def _drop(self, reason: str, message: str) -> None:
+        self.drops[reason] += 1
+        log.warning("dropped (%s, %d so far): %s", reason, self.drops[reason], message)
+
+    # ------------------------------------------------------------ reporting
+    def diagnostics(self, stamp_ns: int) -> bytes:
+        """DiagnosticArray bytes: counts, latency against the budget, head and views."""
+        lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+        level, message = "OK", "running"
+        if self.processed == 0:
+            level, message = "WARN", "no frame processed yet"
+        elif lat.max() > self.cfg.latency_budget:
+            level, message = "WARN", f"latency {lat.max():.3f} s above budget {self.cfg.latency_budget} s"
+        values: dict[str, object] = {"frames_processed": self.processed,
+                                     "latency_last_s": f"{lat[-1]:.4f}", "latency_max_s": f"{lat.max():.4f}",
+                                     "latency_median_s": f"{np.median(lat):.4f}",
+                                     "dropped_total": sum(self.drops.values()),
+                                     "head": self.last.head if self.last else "",
+                                     "num_views": self.last.num_views if self.last else 0,
+                                     "weights": self.pipeline.model_info.get("weights", ""),
+                                     "device": str(self.pipeline.device)}
+        values.update({f"dropped_{k}": v for k, v in sorted(self.drops.items())})
+        if self.last:
+            values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})
+        return M.serialize(M.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
+                                         values))
+
+
+def wall_ns() -> int:
+    """Wall-clock time in nanoseconds."""
+    return time.time_ns()

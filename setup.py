@@ -1,0 +1,35 @@
+"""pip install of kdbts_ros without ROS: the Python package, its message definitions and the CLI.
+
+On a ROS 2 machine colcon builds with CMakeLists.txt instead (package.xml: ament_cmake),
+which also generates the msg/ interfaces.
+"""
+import shutil
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithMsgs(build_py):
+    """Copy msg/*.msg into the package so the rosbags typestore finds them after a plain install."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "kdbts_ros" / "interfaces"
+        target.mkdir(parents=True, exist_ok=True)
+        for msg in Path(__file__).parent.joinpath("msg").glob("*.msg"):
+            shutil.copy(msg, target / msg.name)
+
+
+setup(
+    name="kdbts_ros",
+    version="0.1.0",
+    description="Single- and multi-view neural density fields (BTS / MVBTS / KDBTS) as a ROS 2 perception node",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kdbts_ros", "kdbts_ros.*"]),
+    install_requires=["torch>=2.1", "numpy", "scipy", "opencv-python-headless", "rosbags>=0.10", "pyyaml",
+                      "safetensors", "tqdm", "transforms3d"],
+    entry_points={"console_scripts": ["kdbts = kdbts_ros.cli:main", "kdbts_node = kdbts_ros.ros.node:main"]},
+    cmdclass={"build_py": BuildPyWithMsgs},
+)

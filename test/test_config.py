@@ -1,0 +1,38 @@
+"""The one configuration model: YAML file, validation and the node's parameter table."""
+import pytest
+
+from kdbts_ros.config import PipelineConfig, iter_params, load_config, set_param, to_yaml
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_is_the_generated_parameter_file():
+    assert (ROOT / "config/default.yaml").read_text() == to_yaml(PipelineConfig())
+    assert load_config(ROOT / "config/default.yaml") == PipelineConfig()
+
+
+def test_every_parameter_is_documented_with_a_range_or_choices_where_numeric():
+    for spec in iter_params(PipelineConfig()):
+        assert spec.description
+        if spec.type in (int, float):
+            assert spec.range is not None, spec.name
+
+
+def test_invalid_values_are_rejected_with_a_reason_and_leave_the_config_unchanged(tmp_path):
+    cfg = PipelineConfig()
+    with pytest.raises(ValueError, match="outside"):
+        set_param(cfg, "grid.resolution", 0.0)
+    with pytest.raises(ValueError, match="not one of"):
+        set_param(cfg, "mode", "both")
+    with pytest.raises(ValueError, match="expected int"):
+        set_param(cfg, "window_size", 2.5)
+    with pytest.raises(ValueError, match="below its max"):
+        set_param(cfg, "grid.x_min", 20.0)
+    assert cfg == PipelineConfig()
+    with pytest.raises(ValueError, match="unknown parameter"):
+        load_config(overrides={"grid.cell": 1})
+    f = tmp_path / "p.yaml"
+    f.write_text("kdbts_node:\n  ros__parameters:\n    mode: mv\n    grid:\n      resolution: 1\n")
+    cfg = load_config(f)
+    assert cfg.mode == "mv" and cfg.grid.resolution == 1.0 and isinstance(cfg.grid.resolution, float)
