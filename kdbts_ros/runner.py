@@ -8,7 +8,6 @@ by reason, so nothing is lost silently.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -147,8 +146,3 @@ class FrameRunner:
             values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})
         return M.serialize(M.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
                                          values))
-
-
-def wall_ns() -> int:
-    """Wall-clock time in nanoseconds."""
-    return time.time_ns()
