@@ -50,6 +50,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Convert an official BTS / MVBTS / KDBTS checkpoint into the project's safetensors format."""
+    from .core.model.checkpoint import CheckpointError, save_checkpoint
+    from .core.model.network import absent_head_prefixes
+    from .core.model.official import import_official
+
+    try:
+        model, report = import_official(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"kdbts import: {exc}", file=sys.stderr)
+        return 1
+    print(f"architecture: {report.architecture}")
+    print(f"mapped {report.mapped} tensors; heads present: {', '.join(report.heads) or 'none'}")
+    for key in report.ignored:
+        print(f"  ignored (renderer counter): {key}")
+    for key in report.unexpected:
+        print(f"  UNEXPECTED (not in the network): {key}")
+    for key in report.missing:
+        print(f"  MISSING (would stay random): {key}")
+    # keys of a head the checkpoint does not have (BTS: no multi-view head) may be missing; no others
+    absent = absent_head_prefixes(report.heads)
+    if report.unexpected or not report.heads or not all(k.startswith(absent) for k in report.missing):
+        print("kdbts import: refusing to write a partially loaded network (see the keys above)", file=sys.stderr)
+        return 1
+    if absent:
+        print(f"note: no weights for {', '.join(absent)}; that head is marked unavailable")
+    model.available_heads = report.heads
+    save_checkpoint(args.out, model, {"source": str(args.checkpoint), "imported_from": "official",
+                                      "image_height": 192, "image_width": 640})
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    """Write one PNG with the input, its depth and its bird's-eye density profile."""
+    import cv2
+    import numpy as np
+
+    from .viz import PRESETS, preset_intrinsics, render_figure
+
+    bgr = cv2.imread(str(args.image))
+    if bgr is None:
+        print(f"kdbts viz: cannot read image {args.image}", file=sys.stderr)
+        return 1
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    if args.intrinsics:
+        fx, fy, cx, cy = args.intrinsics
+        K, pitch = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), 0.0
+    else:
+        K, pitch = preset_intrinsics(args.preset, w, h), PRESETS[args.preset][1]
+    cfg = _config(args)
+    head = args.head or ("mv" if cfg.mode == "mv" else "sv")
+    _, _, picture = render_figure(cfg, rgb, K, head, pitch)
+    cv2.imwrite(str(args.out), picture)
+    print(f"head {head}; wrote {args.out} ({picture.shape[1]}x{picture.shape[0]})")
+    return 0
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     """Print every parameter with its default, range and description."""
     from .config import PipelineConfig, iter_params, to_yaml
@@ -79,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"folder of the shared KITTI samples (default: {DEFAULT_KITTI}, "
                            "or $KDBTS_KITTI_SAMPLE)")
     demo.set_defaults(func=cmd_demo)
+    imp = sub.add_parser("import", help="convert an official BTS / MVBTS / KDBTS checkpoint (.pt) to .safetensors")
+    imp.add_argument("checkpoint", type=Path, help="official training checkpoint (torch.save file)")
+    imp.add_argument("out", type=Path, help="output .safetensors file")
+    imp.set_defaults(func=cmd_import)
+    viz = sub.add_parser("viz", help="one PNG: input, depth and bird's-eye density profile (paper Figs. 4-5)")
+    _add_config_args(viz)
+    viz.add_argument("image", type=Path, help="input image (any size; resized to the network input)")
+    viz.add_argument("--out", type=Path, default=Path("kdbts_viz.png"), help="output PNG (default: kdbts_viz.png)")
+    viz.add_argument("--preset", choices=("kitti360", "kitti_raw"), default="kitti360",
+                     help="default intrinsics (normalised, so any image size) and camera pitch")
+    viz.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                     help="pixel intrinsics of the given image instead of a preset")
+    viz.add_argument("--head", choices=("sv", "mv"), help="density head (default: sv)")
+    viz.set_defaults(func=cmd_viz)
     params = sub.add_parser("params", help="print the parameter table (node parameters and config keys)")
     params.add_argument("--format", choices=("yaml", "markdown"), default="yaml",
                         help="yaml: a commented parameter file like config/default.yaml")

@@ -28,7 +28,11 @@ class _Pending:
 
 
 class FrameRunner:
-    """Holds the newest unprocessed frame, the TF buffer, the intrinsics and the counters."""
+    """Holds the newest unprocessed frame, the TF buffer, the intrinsics and the counters.
+
+    A frame waits (up to ``tf_timeout``) for its camera_info and for its pose at
+    the image stamp; both are resolved in :meth:`step`, never in a callback.
+    """
 
     def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None):
         self.cfg = cfg
@@ -76,13 +80,6 @@ class FrameRunner:
         except M.ConversionError as exc:
             self._drop("bad_image", str(exc))
             return
-        if self.intrinsics is None:
-            self._drop("no_camera_info", "image before any camera_info; waiting for intrinsics")
-            return
-        K, w, h, _ = self.intrinsics
-        if (w, h) != (rgb.shape[1], rgb.shape[0]):
-            self._drop("size_mismatch", f"image {rgb.shape[1]}x{rgb.shape[0]} but camera_info {w}x{h}")
-            return
         stamp = M.stamp_ns(msg.header.stamp)
         if self.last_stamp_ns is not None and stamp < self.last_stamp_ns:
             self._drop("time_jump_back", "image stamp went backwards; window and TF history cleared")
@@ -92,7 +89,7 @@ class FrameRunner:
         self.last_stamp_ns = stamp
         if self.pending is not None:
             self._drop("superseded", "a newer image arrived before the previous one was processed")
-        self.pending = _Pending(Frame(rgb, K, stamp, msg.header.frame_id.lstrip("/")), arrival_ns)
+        self.pending = _Pending(Frame(rgb, None, stamp, msg.header.frame_id.lstrip("/")), arrival_ns)
 
     # ------------------------------------------------------------ processing
     def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
@@ -101,10 +98,24 @@ class FrameRunner:
         p = self.pending
         if p is None:
             return []
+        waited = (now_ns - p.arrival_ns) * 1e-9
+        if p.frame.K is None:
+            # camera_info travels on its own topic and may arrive just after the image
+            if self.intrinsics is None:
+                if waited >= self.cfg.tf_timeout:
+                    self.pending = None
+                    self._drop("no_camera_info", "no camera_info received; waiting for intrinsics")
+                return []
+            K, w, h, _ = self.intrinsics
+            if (w, h) != (p.frame.image.shape[1], p.frame.image.shape[0]):
+                self.pending = None
+                self._drop("size_mismatch", f"image {p.frame.image.shape[1]}x{p.frame.image.shape[0]} "
+                           f"but camera_info {w}x{h}")
+                return []
+            p.frame.K = K
         try:
             p.frame.T_fixed_cam = self.tf.lookup(self.cfg.fixed_frame, p.frame.frame_id, p.frame.stamp_ns)
         except TfError as exc:
-            waited = (now_ns - p.arrival_ns) * 1e-9
             if exc.reason in ("future", "unknown_frame", "disconnected") and waited < self.cfg.tf_timeout:
                 return []  # the transform may still arrive: retry on the next step
             self.pending = None

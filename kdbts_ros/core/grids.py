@@ -82,3 +82,37 @@ def occupied_voxels(centres: np.ndarray, density: np.ndarray, invalid: np.ndarra
     """Centres (M, 3) and densities (M,) of seen voxels whose density exceeds the threshold."""
     keep = (~invalid) & (density > threshold)
     return centres[keep], density[keep]
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """The paper's density-profile volume (Fig. 4 caption: x [-9, 9], y [0, 1], z [3, 23] m)."""
+
+    x_range: tuple[float, float] = (-9.0, 9.0)
+    y_range: tuple[float, float] = (0.0, 1.0)
+    z_range: tuple[float, float] = (3.0, 23.0)
+    res_xz: int = 256
+    res_y: int = 64
+    pitch_deg: float = 0.0  # KITTI-360: 5, the camera's tilt to the road (official cam_incl_adjust)
+
+    def points_cam(self) -> np.ndarray:
+        """Sample points (res_y, res_xz z far->near, res_xz x) in the camera frame."""
+        y = np.linspace(*self.y_range, self.res_y)
+        z = np.linspace(self.z_range[1], self.z_range[0], self.res_xz)  # row 0 = far, the top of the picture
+        x = np.linspace(*self.x_range, self.res_xz)
+        gy, gz, gx = np.meshgrid(y, z, x, indexing="ij")
+        pts = np.stack([gx, gy, gz], -1)
+        a = np.deg2rad(self.pitch_deg)
+        R = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        return pts @ R.T
+
+
+def density_profile(density: np.ndarray, invalid: np.ndarray, budget: float = 8.0) -> np.ndarray:
+    """Bird's-eye profile (z, x) in [0, 1] from densities (y, z, x) sampled top-down.
+
+    As the official figures: unseen points count as density 1, densities are
+    summed down the column without step weighting, and the value is the share
+    of levels reached before the sum exceeds ``budget`` (1 = free all the way).
+    """
+    sigma = np.where(invalid, 1.0, density)
+    return (np.cumsum(sigma, axis=0) <= budget).sum(0) / sigma.shape[0]

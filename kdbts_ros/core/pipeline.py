@@ -23,7 +23,7 @@ class Frame:
     """One camera image with what is known about it."""
 
     image: np.ndarray                 # (H, W, 3) uint8 RGB
-    K: np.ndarray                     # 3x3 pixel intrinsics of `image` (rectified: camera_info P)
+    K: np.ndarray | None              # 3x3 pixel intrinsics of `image` (rectified: camera_info P)
     stamp_ns: int
     frame_id: str                     # the optical frame, whatever its name
     T_fixed_cam: np.ndarray | None = None
@@ -77,6 +77,9 @@ class Pipeline:
         else:
             self.model_info = {"weights": "given"}
         self.model = model.to(self.device).eval()
+        if cfg.mode == "mv" and "mv" not in model.available_heads:
+            raise ValueError("mode 'mv' needs a multi-view head, but the weights have only "
+                             f"{model.available_heads}; use mode 'sv' or 'auto'")
         self.window = FrameWindow(cfg.window_size)
 
     @property
@@ -87,7 +90,7 @@ class Pipeline:
     def _head_and_views(self, current: WindowEntry) -> tuple[str, Views]:
         mode = self.cfg.mode
         others = [e for e in self.window.posed() if e is not current] if current.T_fixed_cam is not None else []
-        use_mv = mode == "mv" or (mode == "auto" and others)
+        use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
         entries = [current] + (others if use_mv else [])
         if use_mv and current.T_fixed_cam is not None:
             T_cur = current.T_fixed_cam

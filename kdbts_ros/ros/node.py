@@ -144,6 +144,8 @@ class KdbtsNode(Node):
                 continue  # use_sim_time and QoS overrides belong to rclpy
             if not spec.runtime:
                 return SetParametersResult(successful=False, reason=f"{p.name} can only be set at start-up")
+            if p.name == "mode" and p.value == "mv" and "mv" not in self.runner.pipeline.model.available_heads:
+                return SetParametersResult(successful=False, reason="the loaded weights have no multi-view head")
             try:
                 set_param(self.cfg, p.name, p.value)
             except ValueError as exc:
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv if argv is not None else sys.argv)
     try:
         node = KdbtsNode()
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ValueError) as exc:  # bad checkpoint or parameter: say why, exit 1
         print(f"kdbts_node: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1

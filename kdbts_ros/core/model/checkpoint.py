@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .network import Architecture, DensityField
+from .network import Architecture, DensityField, absent_head_prefixes
 
 FORMAT = "kdbts_ros/1"
 
@@ -24,8 +24,9 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | Path, model: DensityField, info: dict | None = None) -> None:
     """Write weights and architecture (plus free-form info such as training resolution)."""
     meta = {"format": FORMAT, "architecture": json.dumps(dataclasses.asdict(model.arch)),
-            "info": json.dumps(info or {})}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            "heads": json.dumps(model.available_heads), "info": json.dumps(info or {})}
+    skip = absent_head_prefixes(model.available_heads)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(skip)}
     save_file(tensors, str(path), metadata=meta)
 
 
@@ -43,13 +44,19 @@ def load_checkpoint(path: str | Path) -> tuple[DensityField, dict]:
     try:
         arch = Architecture(**json.loads(meta["architecture"]))
         info = json.loads(meta.get("info", "{}"))
+        heads = [h for h in json.loads(meta.get("heads", '["sv", "mv"]')) if h in ("sv", "mv")]
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: architecture record unreadable ({exc})") from exc
     model = DensityField(arch)
-    result = model.load_state_dict(tensors, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{path}: missing keys {result.missing_keys[:5]}, "
-                              f"unexpected keys {result.unexpected_keys[:5]}")
+    try:
+        result = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # shape mismatch against the recorded architecture
+        raise CheckpointError(f"{path}: weights do not fit the recorded architecture ({exc})") from exc
+    skip = absent_head_prefixes(heads)
+    missing = [k for k in result.missing_keys if not k.startswith(skip)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{path}: missing keys {missing[:5]}, unexpected keys {result.unexpected_keys[:5]}")
+    model.available_heads = heads
     return model, info
 
 

@@ -23,6 +23,11 @@ MV_HEAD = "multiviewhead3"
 HEAD_NAMES = {"sv": SV_HEAD, "mv": MV_HEAD}
 
 
+def absent_head_prefixes(heads: list[str]) -> tuple[str, ...]:
+    """State-dict prefixes of the heads ('sv', 'mv') not in ``heads``."""
+    return tuple(f"heads.{name}." for short, name in HEAD_NAMES.items() if short not in heads)
+
+
 @dataclass(frozen=True)
 class Architecture:
     """Shapes that define a network; stored with every checkpoint."""
@@ -78,6 +83,8 @@ class DensityField(nn.Module):
             SV_HEAD: MLP(d_in, arch.sv_hidden, 1),
             MV_HEAD: MultiViewHead(d_in, arch.mv_hidden, arch.mv_feature_dim),
         })
+        # heads whose weights are real; a BTS checkpoint has no multi-view head
+        self.available_heads = ["sv", "mv"]
 
     def encode(self, image01: torch.Tensor) -> torch.Tensor:
         """Pixel-aligned features (B, C, H, W) of RGB images in [0, 1] (B, 3, H, W)."""
@@ -101,6 +108,8 @@ class DensityField(nn.Module):
 
     def density_logits(self, points: torch.Tensor, views: Views, head: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (pre-softplus) head output (B, N) and invalid mask (B, N, V); head is 'sv' or 'mv'."""
+        if head not in self.available_heads:
+            raise ValueError(f"the loaded weights have no {head!r} head (available: {self.available_heads})")
         x, invalid = self.point_inputs(points, views)
         if head == "sv":
             out = self.heads[SV_HEAD](x[:, :, 0])
