@@ -140,3 +140,35 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     truncated.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ckpt.CheckpointError):
         ckpt.load_checkpoint(truncated)
+
+
+def test_colour_sampling_reads_the_pixel_a_point_projects_to():
+    net = DensityField(SMALL_ARCH)
+    H, W = 6, 10
+    img = torch.rand(1, 2, 3, H, W)
+    Kn = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1]]]).expand(1, 2, 3, 3)
+    w2c = torch.eye(4).expand(1, 2, 4, 4).clone()
+    w2c[0, 1, 0, 3] = 100.0  # the second frame looks elsewhere: every point is outside it
+    # pixel (u=7, v=2) centre in align_corners=False coordinates, at depth 5
+    x, y = (2 * 7 + 1) / W - 1, (2 * 2 + 1) / H - 1
+    rgb, invalid = net.sample_colours(torch.tensor([[[x * 5, y * 5, 5.0]]]), img, Kn, w2c)
+    torch.testing.assert_close(rgb[0, 0, 0], img[0, 0, :, 2, 7])
+    assert invalid[0, 0].tolist() == [False, True]
+
+
+def test_reduced_precision_keeps_occupancy():
+    from conftest import small_config
+    from kdbts_ros.core.pipeline import Frame, Pipeline
+
+    img = (np.random.default_rng(0).random((64, 192, 3)) * 255).astype(np.uint8)
+    K = np.array([[100.0, 0, 96], [0, 100, 32], [0, 0, 1]])
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = small_config()
+        cfg.model.dtype = dtype
+        out[dtype] = Pipeline(cfg).process(Frame(img, K, 1, "c", np.eye(4)))
+    a, b = out["float32"].density, out["bfloat16"].density
+    seen = np.isfinite(a)
+    assert np.array_equal(seen, np.isfinite(b))
+    assert np.mean((a[seen] > 0.5) == (b[seen] > 0.5)) >= 0.99
+    assert out["bfloat16"].depth.dtype == np.float32

@@ -102,9 +102,14 @@ class Pipeline:
                       torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
         return ("mv" if use_mv else "sv"), views
 
-    @torch.inference_mode()
     def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True) -> Outputs:
         """Run one frame through the network and build grid, cloud and depth arrays."""
+        dtype = getattr(torch, self.cfg.model.dtype)
+        # reduced precision through autocast: weights stay fp32, matmuls and convs run in dtype
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return self._process(frame, want_depth, want_grid)
+
+    def _process(self, frame: Frame, want_depth: bool, want_grid: bool) -> Outputs:
         t0 = time.perf_counter()
         cfg, H, W = self.cfg, *self.input_size
         h0, w0 = frame.image.shape[:2]

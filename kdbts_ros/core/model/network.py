@@ -106,6 +106,22 @@ class DensityField(nn.Module):
         x = torch.cat([feats, code], -1).permute(0, 2, 1, 3)          # (B, N, V, C + 39)
         return x, invalid.permute(0, 2, 1)
 
+    def sample_colours(self, points: torch.Tensor, images01: torch.Tensor, Kn: torch.Tensor,
+                       w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image-based colour of query points (B, N, 3) seen in render frames.
+
+        images01 (B, V, 3, H, W) in [0, 1]; returns RGB (B, N, V, 3) sampled
+        bilinearly (border padding, align_corners=False, as the features) and
+        the invalid mask (B, N, V). The network predicts no colour itself.
+        """
+        B, V, _, H, W = images01.shape
+        N = points.shape[1]
+        cam = (w2c[:, :, None, :3, :3] @ points[:, None, :, :, None]).squeeze(-1) + w2c[:, :, None, :3, 3]
+        xy, _, invalid = project(cam, Kn[:, :, None])
+        rgb = F.grid_sample(images01.reshape(B * V, 3, H, W), xy.reshape(B * V, 1, N, 2), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        return rgb.view(B, V, 3, N).permute(0, 3, 1, 2), invalid.permute(0, 2, 1)
+
     def density_logits(self, points: torch.Tensor, views: Views, head: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (pre-softplus) head output (B, N) and invalid mask (B, N, V); head is 'sv' or 'mv'."""
         if head not in self.available_heads:
