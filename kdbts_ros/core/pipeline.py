@@ -145,7 +145,7 @@ class Pipeline:
             h = max(1, int(round(H * cfg.render.depth_scale)))
             w = max(1, int(round(W * cfg.render.depth_scale)))
             dirs = ray_grid(Kn, h, w).reshape(-1, 3)
-            gen = torch.Generator().manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
+            gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
             fn = lambda p: self.model.density(p[None], views, head)[0][0]  # noqa: E731
             depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
                                  cfg.model.chunk_points, gen).float().cpu().numpy().reshape(h, w)

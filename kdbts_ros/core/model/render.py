@@ -20,7 +20,9 @@ def sample_depths(n_rays: int, n_samples: int, near: float, far: float,
     if generator is None:
         t = t + 0.5 * step
     else:
-        t = t + torch.rand(n_rays, n_samples, generator=generator, dtype=torch.float32).to(device, dtype) * step
+        # drawn on the generator's device so a seeded CUDA run repeats the official rand_like draws
+        noise = torch.rand(n_rays, n_samples, generator=generator, device=generator.device, dtype=torch.float32)
+        t = t + noise.to(device, dtype) * step
     return 1.0 / (1.0 / near * (1 - t) + 1.0 / far * t)
 
 
