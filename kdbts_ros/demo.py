@@ -91,7 +91,9 @@ def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, s
 
 def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:
     """BGR picture of an OccupancyGrid: far at the top, magma for 0-100, grey for unknown."""
-    img = cv2.applyColorMap(np.clip(occupancy, 0, 100).astype(np.uint8) * 255 // 100, cv2.COLORMAP_MAGMA)
+    # scale in a wide integer type: uint8 * 255 would wrap around
+    levels = (np.clip(occupancy.astype(np.int32), 0, 100) * 255 // 100).astype(np.uint8)
+    img = cv2.applyColorMap(levels, cv2.COLORMAP_MAGMA)
     img[occupancy < 0] = (128, 128, 128)
     img = img[::-1]  # row 0 is the nearest row of the grid
     return cv2.resize(img, None, fx=cell_px, fy=cell_px, interpolation=cv2.INTER_NEAREST)
