@@ -15,6 +15,7 @@ import numpy as np
 
 from . import messages as M
 from .config import PipelineConfig
+from .core import geometry
 from .core.pipeline import Outputs
 from .data import kitti_raw
 from .data.bags import BagWriter
@@ -81,7 +82,7 @@ def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, s
             M.serialize(M.tf_message([("base_link", seq.camera_frame, start, T_bc)])))]
     for i, (img, T) in enumerate(zip(seq.images, seq.T_fixed_cam)):
         stamp = start + i * PERIOD_NS
-        tf = M.tf_message([(fixed_frame, "base_link", stamp, T @ np.linalg.inv(T_bc))])
+        tf = M.tf_message([(fixed_frame, "base_link", stamp, T @ geometry.invert(T_bc))])
         out += [(stamp, "/tf", "tf2_msgs/msg/TFMessage", M.serialize(tf)),
                 (stamp, topics.camera_info, "sensor_msgs/msg/CameraInfo",
                  M.serialize(M.camera_info(seq.K, w, h, stamp, seq.camera_frame))),

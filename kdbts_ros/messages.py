@@ -51,11 +51,6 @@ def typestore() -> Typestore:
     raise FileNotFoundError(f"DensityGrid.msg not found in {[str(d) for d in dirs]}")
 
 
-def msgdef(msgtype: str) -> str:
-    """The message definition text rosbags writes into bag metadata."""
-    return typestore().generate_msgdef(msgtype)[0]
-
-
 def serialize(msg: object) -> bytes:
     """CDR bytes of a rosbags message object."""
     return bytes(typestore().serialize_cdr(msg, msg.__msgtype__))

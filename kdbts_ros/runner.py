@@ -83,8 +83,7 @@ class FrameRunner:
         stamp = M.stamp_ns(msg.header.stamp)
         if self.last_stamp_ns is not None and stamp < self.last_stamp_ns:
             self._drop("time_jump_back", "image stamp went backwards; window and TF history cleared")
-            self.tf.clear()
-            self.pipeline.window.entries.clear()
+            self.tf.clear()  # the window clears itself when the next frame enters it
             self.pending = None
         self.last_stamp_ns = stamp
         if self.pending is not None:
@@ -122,7 +121,11 @@ class FrameRunner:
             self._drop(f"tf_{exc.reason}", f"no pose for {p.frame.frame_id} in {self.cfg.fixed_frame}: {exc}")
             return []
         self.pending = None
-        out = self.pipeline.process(p.frame, want_depth=want_depth, want_grid=want_grid)
+        try:
+            out = self.pipeline.process(p.frame, want_depth=want_depth, want_grid=want_grid)
+        except Exception as exc:  # a failed frame must not stop the node or a replay
+            self._drop("processing_error", f"{type(exc).__name__}: {exc}")
+            return []
         self.last = out
         self.processed += 1
         return [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]

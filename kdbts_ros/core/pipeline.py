@@ -77,10 +77,17 @@ class Pipeline:
         else:
             self.model_info = {"weights": "given"}
         self.model = model.to(self.device).eval()
-        if cfg.mode == "mv" and "mv" not in model.available_heads:
-            raise ValueError("mode 'mv' needs a multi-view head, but the weights have only "
-                             f"{model.available_heads}; use mode 'sv' or 'auto'")
+        problem = self.mode_problem(cfg.mode)
+        if problem:
+            raise ValueError(problem)
         self.window = FrameWindow(cfg.window_size)
+
+    def mode_problem(self, mode: str) -> str | None:
+        """Why the loaded weights cannot serve a head mode, or None."""
+        if mode == "mv" and "mv" not in self.model.available_heads:
+            return (f"mode 'mv' needs a multi-view head, but the weights have only {self.model.available_heads}; "
+                    "use mode 'sv' or 'auto'")
+        return None
 
     @property
     def input_size(self) -> tuple[int, int]:

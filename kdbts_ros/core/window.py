@@ -23,13 +23,11 @@ class FrameWindow:
 
     def __init__(self, size: int):
         self.entries: deque[WindowEntry] = deque(maxlen=size)
-        self.time_jumps = 0
 
     def push(self, entry: WindowEntry) -> None:
         """Add the newest frame; older frames fall out when the window is full."""
         if self.entries and entry.stamp_ns < self.entries[-1].stamp_ns:
             self.entries.clear()
-            self.time_jumps += 1
         self.entries.append(entry)
 
     def resize(self, size: int) -> None:

@@ -121,13 +121,8 @@ class KdbtsNode(Node):
 
     def _step(self) -> None:
         t = self.cfg.topics
-        try:
-            outputs = self.runner.step(self._now_ns(),
-                                       want_grid=self._wanted(t.occupancy, t.points, t.density_grid),
-                                       want_depth=self._wanted(t.depth, t.depth_info))
-        except Exception as exc:  # a failed frame must not take the node down
-            self.runner._drop("processing_error", f"{type(exc).__name__}: {exc}")
-            return
+        outputs = self.runner.step(self._now_ns(), want_grid=self._wanted(t.occupancy, t.points, t.density_grid),
+                                   want_depth=self._wanted(t.depth, t.depth_info))
         for topic, _msgtype, data in outputs:
             if topic in self.pubs:
                 self.pubs[topic].publish(data)
@@ -144,8 +139,9 @@ class KdbtsNode(Node):
                 continue  # use_sim_time and QoS overrides belong to rclpy
             if not spec.runtime:
                 return SetParametersResult(successful=False, reason=f"{p.name} can only be set at start-up")
-            if p.name == "mode" and p.value == "mv" and "mv" not in self.runner.pipeline.model.available_heads:
-                return SetParametersResult(successful=False, reason="the loaded weights have no multi-view head")
+            problem = self.runner.pipeline.mode_problem(p.value) if p.name == "mode" else None
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
             try:
                 set_param(self.cfg, p.name, p.value)
             except ValueError as exc:

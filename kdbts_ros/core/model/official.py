@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError
-from .network import MV_HEAD, SV_HEAD, Architecture, DensityField
+from .network import HEAD_NAMES, MV_HEAD, SV_HEAD, Architecture, DensityField
 
 NET_PREFIX = "renderer.net."
 RENDERER_PREFIX = "renderer.renderer."
@@ -92,8 +92,7 @@ def import_official(path: str | Path) -> tuple[DensityField, ImportReport]:
     arch = infer_architecture(mapped)
     model = DensityField(arch)
     expected = model.state_dict()
-    heads = [name for name, prefix in (("sv", f"heads.{SV_HEAD}."), ("mv", f"heads.{MV_HEAD}."))
-             if any(k.startswith(prefix) for k in mapped)]
+    heads = [short for short, name in HEAD_NAMES.items() if any(k.startswith(f"heads.{name}.") for k in mapped)]
     report = ImportReport(arch, heads, ignored=ignored)
     report.missing = sorted(k for k in expected if k not in mapped)
     report.unexpected = sorted(k for k in mapped if k not in expected)
