@@ -6,11 +6,10 @@ import numpy as np
 import torch
 
 from .config import PipelineConfig
-from .core.camera import normalise_intrinsics, pixel_intrinsics, ray_grid
+from .core.camera import pixel_intrinsics
 from .core.grids import ProfileSpec, density_profile
 from .core.model.network import Views
-from .core.model.render import render_depth
-from .core.pipeline import build_model, pick_device
+from .core.pipeline import Pipeline
 from .demo import depth_png
 
 # normalised intrinsics of the official defaults (fx', fy', cx', cy'); 5 deg camera pitch on KITTI-360
@@ -24,27 +23,27 @@ def preset_intrinsics(name: str, width: int, height: int) -> np.ndarray:
     return pixel_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), width, height)
 
 
-@torch.inference_mode()
 def render_figure(cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv",
                   pitch_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Depth (H, W), profile (256, 256) and the stacked BGR picture for one RGB image."""
-    device = pick_device(cfg.model.device)
-    model, _ = build_model(cfg)
-    model = model.to(device).eval()
-    H, W = cfg.model.image_height, cfg.model.image_width
-    img = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR)
-    Kn = torch.as_tensor(normalise_intrinsics(K, rgb.shape[1], rgb.shape[0]), dtype=torch.float32, device=device)
-    views = Views(model.encode(torch.from_numpy(img).to(device).permute(2, 0, 1)[None].float() / 255)[:, None],
-                  Kn[None, None], torch.eye(4, device=device)[None, None])
-    fn = lambda p: model.density(p[None], views, head)[0][0]  # noqa: E731
-    h, w = max(1, round(H * cfg.render.depth_scale)), max(1, round(W * cfg.render.depth_scale))
-    depth = render_depth(fn, ray_grid(Kn, h, w).reshape(-1, 3), cfg.render.samples, cfg.model.z_near,
-                         cfg.model.z_far, cfg.model.chunk_points).cpu().numpy().reshape(h, w)
+    """Depth (h, w), profile (256, 256) and the stacked BGR picture for one RGB image."""
+    pipeline = Pipeline(cfg)
+    with pipeline.precision():
+        return _render_figure(pipeline, rgb, K, head, pitch_deg)
+
+
+def _render_figure(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str,
+                   pitch_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cfg, model, device = pipeline.cfg, pipeline.model, pipeline.device
+    H, W = pipeline.input_size
+    img, image01, Kn = pipeline.prepare(rgb, K)
+    views = Views(model.encode(image01)[:, None], Kn[None, None], torch.eye(4, device=device)[None, None])
+    depth, _ = pipeline.render_depth_image(views, head, Kn)
     spec = ProfileSpec(pitch_deg=pitch_deg)
     pts = torch.as_tensor(spec.points_cam().reshape(1, -1, 3), dtype=torch.float32, device=device)
     sigma, invalid = model.query(pts, views, head, cfg.model.chunk_points)
     shape = (spec.res_y, spec.res_xz, spec.res_xz)
-    profile = density_profile(sigma[0].cpu().numpy().reshape(shape), invalid[0, :, 0].cpu().numpy().reshape(shape))
+    profile = density_profile(sigma[0].float().cpu().numpy().reshape(shape),
+                              invalid[0, :, 0].cpu().numpy().reshape(shape))
     # the official figures min-max normalise the profile before the magma colour map
     norm = (profile - profile.min()) / max(float(np.ptp(profile)), 1e-6)
     prof_img = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)

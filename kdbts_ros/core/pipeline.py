@@ -1,7 +1,9 @@
 """Frame in, outputs out: the one object the node, replay and demo drive."""
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -109,20 +111,42 @@ class Pipeline:
                       torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
         return ("mv" if use_mv else "sv"), views
 
+    @contextlib.contextmanager
+    def precision(self) -> Iterator[None]:
+        """Inference mode at the configured dtype (autocast: weights stay fp32, matmuls and convs run in dtype)."""
+        dtype = getattr(torch, self.cfg.model.dtype)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            yield
+
+    def prepare(self, image: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """Network-size RGB, its [0, 1] tensor (1, 3, H, W) and normalised intrinsics of an image."""
+        H, W = self.input_size
+        resized = cv2.resize(image, (W, H), interpolation=cv2.INTER_LINEAR)
+        image01 = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        Kn = normalise_intrinsics(K, image.shape[1], image.shape[0])
+        return resized, image01, torch.as_tensor(Kn, dtype=torch.float32, device=self.device)
+
+    def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Expected depth (h, w) at ``render.depth_scale`` of the network size, and its pixel intrinsics."""
+        cfg, (H, W) = self.cfg, self.input_size
+        h = max(1, int(round(H * cfg.render.depth_scale)))
+        w = max(1, int(round(W * cfg.render.depth_scale)))
+        dirs = ray_grid(Kn, h, w).reshape(-1, 3)
+        gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
+        fn = lambda p: self.model.density(p[None], views, head)[0][0]  # noqa: E731
+        depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
+                             cfg.model.chunk_points, gen).float().cpu().numpy().reshape(h, w)
+        return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
+
     def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True) -> Outputs:
         """Run one frame through the network and build grid, cloud and depth arrays."""
-        dtype = getattr(torch, self.cfg.model.dtype)
-        # reduced precision through autocast: weights stay fp32, matmuls and convs run in dtype
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with self.precision():
             return self._process(frame, want_depth, want_grid)
 
     def _process(self, frame: Frame, want_depth: bool, want_grid: bool) -> Outputs:
         t0 = time.perf_counter()
-        cfg, H, W = self.cfg, *self.input_size
-        h0, w0 = frame.image.shape[:2]
-        resized = cv2.resize(frame.image, (W, H), interpolation=cv2.INTER_LINEAR)
-        image01 = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        Kn = torch.as_tensor(normalise_intrinsics(frame.K, w0, h0), dtype=torch.float32, device=self.device)
+        cfg = self.cfg
+        resized, image01, Kn = self.prepare(frame.image, frame.K)
         t1 = time.perf_counter()
         entry = WindowEntry(frame.stamp_ns, self.model.encode(image01)[0], Kn, frame.T_fixed_cam)
         self.window.push(entry)
@@ -149,14 +173,7 @@ class Pipeline:
 
         depth = depth_K = None
         if want_depth:
-            h = max(1, int(round(H * cfg.render.depth_scale)))
-            w = max(1, int(round(W * cfg.render.depth_scale)))
-            dirs = ray_grid(Kn, h, w).reshape(-1, 3)
-            gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
-            fn = lambda p: self.model.density(p[None], views, head)[0][0]  # noqa: E731
-            depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
-                                 cfg.model.chunk_points, gen).float().cpu().numpy().reshape(h, w)
-            depth_K = ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
+            depth, depth_K = self.render_depth_image(views, head, Kn)
         t4 = time.perf_counter()
 
         if frame.T_fixed_cam is not None:
