@@ -151,7 +151,7 @@ def test_colour_sampling_reads_the_pixel_a_point_projects_to():
     w2c[0, 1, 0, 3] = 100.0  # the second frame looks elsewhere: every point is outside it
     # pixel (u=7, v=2) centre in align_corners=False coordinates, at depth 5
     x, y = (2 * 7 + 1) / W - 1, (2 * 2 + 1) / H - 1
-    rgb, invalid = net.sample_colours(torch.tensor([[[x * 5, y * 5, 5.0]]]), img, Kn, w2c)
+    rgb, invalid = net.sample_images(torch.tensor([[[x * 5, y * 5, 5.0]]]), img, Kn, w2c)
     torch.testing.assert_close(rgb[0, 0, 0], img[0, 0, :, 2, 7])
     assert invalid[0, 0].tolist() == [False, True]
 

@@ -106,34 +106,42 @@ class DensityField(nn.Module):
         x = torch.cat([feats, code], -1).permute(0, 2, 1, 3)          # (B, N, V, C + 39)
         return x, invalid.permute(0, 2, 1)
 
-    def sample_colours(self, points: torch.Tensor, images01: torch.Tensor, Kn: torch.Tensor,
-                       w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image-based colour of query points (B, N, 3) seen in render frames.
+    def sample_images(self, points: torch.Tensor, images: torch.Tensor, Kn: torch.Tensor,
+                      w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values of posed images at the projections of query points (B, N, 3).
 
-        images01 (B, V, 3, H, W) in [0, 1]; returns RGB (B, N, V, 3) sampled
-        bilinearly (border padding, align_corners=False, as the features) and
-        the invalid mask (B, N, V). The network predicts no colour itself.
+        images (B, V, C, H, W), e.g. RGB in [0, 1] for image-based colour (the
+        network predicts no colour itself) or feature maps; returns (B, N, V, C)
+        sampled bilinearly (border padding, align_corners=False, as the features)
+        and the invalid mask (B, N, V).
         """
-        B, V, _, H, W = images01.shape
+        B, V, C, H, W = images.shape
         N = points.shape[1]
         cam = (w2c[:, :, None, :3, :3] @ points[:, None, :, :, None]).squeeze(-1) + w2c[:, :, None, :3, 3]
         xy, _, invalid = project(cam, Kn[:, :, None])
-        rgb = F.grid_sample(images01.reshape(B * V, 3, H, W), xy.reshape(B * V, 1, N, 2), mode="bilinear",
-                            padding_mode="border", align_corners=False)
-        return rgb.view(B, V, 3, N).permute(0, 3, 1, 2), invalid.permute(0, 2, 1)
+        values = F.grid_sample(images.reshape(B * V, C, H, W), xy.reshape(B * V, 1, N, 2), mode="bilinear",
+                               padding_mode="border", align_corners=False)
+        return values.view(B, V, C, N).permute(0, 3, 1, 2), invalid.permute(0, 2, 1)
+
+    def head_logits(self, points: torch.Tensor, views: Views,
+                    heads: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Raw (pre-softplus) outputs (B, N) of several heads ('sv', 'mv') sharing one feature lookup, and the invalid mask (B, N, V)."""
+        for head in heads:
+            if head not in HEAD_NAMES:
+                raise ValueError(f"head must be 'sv' or 'mv', not {head!r}")
+            if head not in self.available_heads:
+                raise ValueError(f"the loaded weights have no {head!r} head (available: {self.available_heads})")
+        x, invalid = self.point_inputs(points, views)
+        out = {}
+        for head in heads:
+            y = self.heads[SV_HEAD](x[:, :, 0]) if head == "sv" else self.heads[MV_HEAD](x, invalid)
+            out[head] = y[..., 0]
+        return out, invalid
 
     def density_logits(self, points: torch.Tensor, views: Views, head: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (pre-softplus) head output (B, N) and invalid mask (B, N, V); head is 'sv' or 'mv'."""
-        if head not in self.available_heads:
-            raise ValueError(f"the loaded weights have no {head!r} head (available: {self.available_heads})")
-        x, invalid = self.point_inputs(points, views)
-        if head == "sv":
-            out = self.heads[SV_HEAD](x[:, :, 0])
-        elif head == "mv":
-            out = self.heads[MV_HEAD](x, invalid)
-        else:
-            raise ValueError(f"head must be 'sv' or 'mv', not {head!r}")
-        return out[..., 0], invalid
+        out, invalid = self.head_logits(points, views, (head,))
+        return out[head], invalid
 
     def density(self, points: torch.Tensor, views: Views, head: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Softplus density (B, N) in 1/m and invalid mask (B, N, V)."""
