@@ -282,18 +282,10 @@ def street_trajectory(n_frames: int, step_m: float = 1.0, camera_height_m: float
                       lateral_offset_m: float = -1.5, start_x: float = 0.0,
                       yaw_wobble_rad: float = 0.0, seed: int = 0) -> np.ndarray:
     """(n_frames, 4, 4) camera-to-world poses of a forward-looking optical camera driving along +x (camera z = world +x, camera x = world -y, camera y = world -z)."""
-    rng = np.random.default_rng(seed)
-    phase, period = rng.uniform(0.0, 2 * np.pi), rng.uniform(15.0, 30.0)
-    i = np.arange(n_frames, dtype=np.float64)
-    yaw = yaw_wobble_rad * np.sin(2 * np.pi * i / period + phase)  # smooth heading wobble
-    base = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical -> world
-    c, s = np.cos(yaw), np.sin(yaw)
-    rz = np.zeros((n_frames, 3, 3))
-    rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, -s, s, c, 1.0
-    poses = np.tile(np.eye(4), (n_frames, 1, 1))
-    poses[:, :3, :3] = rz @ base
-    poses[:, 0, 3] = start_x + i * step_m
-    poses[:, 1, 3] = lateral_offset_m
+    from .rig import R_BASE_OPTICAL, base_trajectory  # here: rig imports this module
+
+    poses = base_trajectory(n_frames, step_m, lateral_offset_m, start_x, yaw_wobble_rad, seed)
+    poses[:, :3, :3] = poses[:, :3, :3] @ R_BASE_OPTICAL  # base_link -> forward optical camera
     poses[:, 2, 3] = camera_height_m
     return poses
 
