@@ -1,5 +1,6 @@
 # make test | make demo   create .venv on first use (pip wheels only, ROS 2 Jazzy included)
 # make msgs               (re)build msg/ interfaces into the venv (tools/build_msgs.sh)
+# make benchmark          procedural benchmark: data, BTS/MVBTS/KDBTS training (CPU, about 1 h), evaluation
 # make clean              remove build outputs;  make distclean  also removes .venv
 # The ROS wheels are cp311: PYTHON must be a Python 3.11 with headers (python3.11-dev).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ PIP := $(VENV)/bin/pip
 # e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for CPU-only torch
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv msgs demo test clean distclean
+.PHONY: venv msgs demo test benchmark clean distclean
 
 # Stamp target: redo the (idempotent) install whenever a requirement file changes.
 $(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt setup.py
@@ -32,6 +33,16 @@ demo: msgs
 
 test: msgs
 	$(VENV)/bin/python -m pytest -q test
+
+# Training seeds 0-23 and held-out seeds 1000-1005 never overlap; results land in docs/benchmark.
+benchmark: msgs
+	$(VENV)/bin/kdbts synth data/synth_train --seed-range 0 24 --frames 60
+	$(VENV)/bin/kdbts synth data/synth_test --seed-range 1000 1006 --frames 40
+	$(VENV)/bin/kdbts train --config config/train_bts_synth.yaml --out runs/bts --restart & \
+	$(VENV)/bin/kdbts train --config config/train_mvbts_synth.yaml --out runs/mvbts --restart; wait
+	$(VENV)/bin/kdbts train --config config/train_kdbts_synth.yaml --out runs/kdbts --restart
+	$(VENV)/bin/kdbts eval data/synth_test --out docs/benchmark --model BTS=runs/bts/checkpoint.safetensors \
+	  MVBTS=runs/mvbts/checkpoint.safetensors KDBTS=runs/kdbts/checkpoint.safetensors
 
 clean:
 	rm -rf build install log demo_out *.egg-info kdbts_ros/msg kdbts_ros/*_s__rosidl_typesupport_*.so

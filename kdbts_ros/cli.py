@@ -123,6 +123,101 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write procedural multi-camera street sequences in the KITTI-style synthetic folder format."""
+    from .data.rig import RigConfig
+    from .data.synth_folder import write_sequence
+
+    seeds = list(range(*args.seed_range)) if args.seed_range else args.seeds
+    if not seeds or args.frames < 1 or args.width < 1 or args.height < 1:
+        print("kdbts synth: need at least one seed, one frame and a positive image size", file=sys.stderr)
+        return 2
+    rig = RigConfig(width=args.width, height=args.height)
+    try:
+        for seed in seeds:
+            seq = write_sequence(args.out, seed, args.frames, rig, step_m=args.step, bag=args.bag)
+            print(f"wrote {seq}: {args.frames} frames x {len(rig.cameras)} cameras "
+                  f"({', '.join(c.name for c in rig.cameras)}) at {rig.width}x{rig.height}"
+                  + (f"; bag {seq / 'bag'}" if args.bag else ""))
+    except (OSError, ValueError) as exc:
+        print(f"kdbts synth: {exc}", file=sys.stderr)
+        return 1
+    print(f"rig: {args.out / 'rig.json'}")
+    return 0
+
+
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    """KEY=VALUE command-line settings, values parsed as YAML scalars (2e-4, true, text)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train BTS, MVBTS or KDBTS as the config says; resumes from OUT/state.pt when present."""
+    from .config import load_config
+    from .training.config import TrainConfig
+    from .training.trainer import train
+
+    try:
+        cfg = load_config(args.config, _overrides(args.set), TrainConfig)
+    except (OSError, ValueError) as exc:
+        print(f"kdbts train: {exc}", file=sys.stderr)
+        return 2
+    model = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"heads trained: {model.available_heads}; wrote {args.out / 'checkpoint.safetensors'} "
+              f"and {args.out / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Occupancy and depth metrics of each checkpoint and head on a held-out dataset; table, JSON, profiles."""
+    import cv2
+
+    from .core.model.checkpoint import CheckpointError, load_checkpoint
+    from .core.pipeline import pick_device
+    from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
+
+    models = {}
+    for item in args.model:
+        label, sep, path = item.partition("=")
+        if not sep:
+            label, path = Path(item).stem, item
+        try:
+            models[label] = load_checkpoint(path)[0]
+        except CheckpointError as exc:
+            print(f"kdbts eval: {exc}", file=sys.stderr)
+            return 1
+    try:
+        evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
+    except (OSError, ValueError) as exc:
+        print(f"kdbts eval: {exc}", file=sys.stderr)
+        return 1
+    device = pick_device(args.device)
+    results, profiles = {}, {}
+    for label, model in models.items():
+        for head in model.available_heads:
+            name = f"{label} ({head.upper()})"
+            results[name] = evaluator.run(model, head, device)
+            profiles[name] = evaluator.profile(model, head, args.profile_frame, device)
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+    meta = {"data": str(args.data), "frames": len(evaluator.frames), "stride": args.stride,
+            "models": {label: str(p) for label, p in (i.partition("=")[::2] for i in args.model)}}
+    md, js = write_report(args.out, results, meta)
+    strip = args.out / "profiles.png"
+    cv2.imwrite(str(strip), profile_strip(evaluator, profiles, args.profile_frame))
+    print(markdown_table(results), end="")
+    print(f"wrote {md}, {js}, {strip}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kdbts`` argument parser with one sub-command per tool."""
     parser = argparse.ArgumentParser(prog="kdbts", description=__doc__)
@@ -156,6 +251,40 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--format", choices=("yaml", "markdown"), default="yaml",
                         help="yaml: a commented parameter file like config/default.yaml")
     params.set_defaults(func=cmd_params)
+    synth = sub.add_parser("synth", help="write procedural multi-camera street sequences (KITTI-style folder)")
+    synth.add_argument("out", type=Path, help="dataset root; one folder seed_<NNNN> per seed plus rig.json")
+    seeds = synth.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, nargs="+", default=[0], help="scene seeds (default: 0)")
+    seeds.add_argument("--seed-range", type=int, nargs=2, metavar=("START", "STOP"),
+                       help="seeds START, START+1, ..., STOP-1 (instead of --seeds)")
+    synth.add_argument("--frames", type=int, default=40, help="frames per sequence (default: 40)")
+    synth.add_argument("--step", type=float, default=1.0, help="metres driven per frame (default: 1.0)")
+    synth.add_argument("--width", type=int, default=320, help="image width in pixels (default: 320)")
+    synth.add_argument("--height", type=int, default=96, help="image height in pixels (default: 96)")
+    synth.add_argument("--bag", action="store_true",
+                       help="also write each sequence as an mcap ROS 2 bag (tf, images, camera_info)")
+    synth.set_defaults(func=cmd_synth)
+    tr = sub.add_parser("train", help="train BTS / MVBTS / KDBTS (single process or under torchrun with DDP)")
+    tr.add_argument("--config", type=Path, help="training YAML (see config/train_*.yaml); default: built-in")
+    tr.add_argument("--out", type=Path, required=True,
+                    help="run folder: checkpoint.safetensors, state.pt (resume), metrics.jsonl, tb/")
+    tr.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override settings, e.g. iterations=100 loss.kd=0.05")
+    tr.add_argument("--restart", action="store_true", help="ignore OUT/state.pt and start from step 0")
+    tr.add_argument("--max-minutes", type=float, default=0.0,
+                    help="stop after this much wall-clock time (0: run all iterations)")
+    tr.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
+                                     "every head side by side")
+    ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth)")
+    ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
+                    help="checkpoints to evaluate, each optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors")
+    ev.add_argument("--out", type=Path, default=Path("eval_out"),
+                    help="folder for results.md, results.json and profiles.png (default: eval_out)")
+    ev.add_argument("--stride", type=int, default=8, help="evaluate every N-th frame of each sequence (default: 8)")
+    ev.add_argument("--profile-frame", type=int, default=0, help="index of the evaluated frame shown in profiles.png")
+    ev.add_argument("--device", default="auto", help="torch device (default: auto)")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -27,16 +27,19 @@ def _f(default: Any, description: str, lo: float | None = None, hi: float | None
 class ModelConfig:
     """The density network and its input resolution."""
 
-    backbone: str = _f("resnet50", "ResNet encoder depth (torchvision layout)",
-                       choices=("resnet18", "resnet34", "resnet50"))
-    image_height: int = _f(192, "network input height in pixels (official: 192)", 32, 1024)
-    image_width: int = _f(640, "network input width in pixels (official: 640)", 32, 2048)
+    backbone: str = _f("resnet50", "ResNet encoder of random weights (checkpoint: random)",
+                       choices=("resnet18", "resnet34", "resnet50", "resnet18_half"))
+    image_height: int = _f(0, "network input height in pixels; 0: the checkpoint's training height "
+                           "(official and random weights: 192)", 0, 1024)
+    image_width: int = _f(0, "network input width in pixels; 0: the checkpoint's training width "
+                          "(official and random weights: 640)", 0, 2048)
     feature_dim: int = _f(64, "channels of the pixel-aligned feature map (d_out)", 8, 256)
     mv_hidden: int = _f(128, "hidden width of the multi-view head's per-view MLP", 8, 1024)
     mv_feature_dim: int = _f(16, "per-view feature width fused by the multi-view head", 4, 256)
     z_near: float = _f(3.0, "near plane of the positional code and rendering, metres", 0.1, 100.0)
     z_far: float = _f(80.0, "far plane of the positional code and rendering, metres", 1.0, 1000.0)
-    checkpoint: str = _f("", "project checkpoint (.safetensors); empty: seeded random weights")
+    checkpoint: str = _f("", "project checkpoint (.safetensors); empty: the embedded KDBTS network trained on "
+                         "the procedural benchmark; random: seeded random weights of backbone and widths")
     seed: int = _f(0, "seed for random weights and seeded ray jitter", 0, 2**31 - 1)
     device: str = _f("auto", "torch device: auto, cpu, cuda, cuda:N")
     dtype: str = _f("float32", "compute dtype", choices=("float32", "float16", "bfloat16"))
@@ -106,6 +109,16 @@ class PipelineConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
 
+    def check(self) -> None:
+        """Cross-field checks that single ranges cannot express; raises ValueError."""
+        g = self.grid
+        if not (g.x_min < g.x_max and g.z_min < g.z_max and g.y_min < g.y_max):
+            raise ValueError("grid: each min must be below its max")
+        if self.model.z_near >= self.model.z_far:
+            raise ValueError("model.z_near must be below model.z_far")
+        if any(0 < size < 32 for size in (self.model.image_height, self.model.image_width)):
+            raise ValueError("model.image_height and image_width must be 0 (checkpoint's) or at least 32")
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -145,8 +158,12 @@ def validate(spec: ParamSpec, value: Any) -> str | None:
     return None
 
 
-def set_param(cfg: Any, name: str, value: Any) -> None:
-    """Set a dotted parameter on a config tree after validating it; raises ValueError."""
+def set_param(cfg: Any, name: str, value: Any, check: bool = True) -> None:
+    """Set a dotted parameter on a config tree after validating it; raises ValueError.
+
+    With ``check`` the cross-field checks run too and a failing change is rolled
+    back; loading a whole file sets every value first and checks once.
+    """
     specs = {s.name: s for s in iter_params(cfg)}
     if name not in specs:
         raise ValueError(f"unknown parameter {name!r}")
@@ -159,6 +176,8 @@ def set_param(cfg: Any, name: str, value: Any) -> None:
         target = getattr(target, part)
     old = getattr(target, leaf)
     setattr(target, leaf, float(value) if specs[name].type is float else value)
+    if not check:
+        return
     try:
         check_consistency(cfg)
     except ValueError:
@@ -166,13 +185,11 @@ def set_param(cfg: Any, name: str, value: Any) -> None:
         raise
 
 
-def check_consistency(cfg: PipelineConfig) -> None:
-    """Cross-field checks that single ranges cannot express; raises ValueError."""
-    g = cfg.grid
-    if not (g.x_min < g.x_max and g.z_min < g.z_max and g.y_min < g.y_max):
-        raise ValueError("grid: each min must be below its max")
-    if cfg.model.z_near >= cfg.model.z_far:
-        raise ValueError("model.z_near must be below model.z_far")
+def check_consistency(cfg: Any) -> None:
+    """Run a config tree's cross-field ``check()`` if it has one; raises ValueError."""
+    check = getattr(cfg, "check", None)
+    if check is not None:
+        check()
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -185,7 +202,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def to_yaml(cfg: PipelineConfig, node_name: str = "kdbts_node") -> str:
+def to_yaml(cfg: Any, node_name: str = "kdbts_node") -> str:
     """The config as a commented ROS 2 parameter file (what ``config/default.yaml`` holds)."""
     lines = [f"{node_name}:", "  ros__parameters:"]
     opened: list[str] = []
@@ -210,9 +227,10 @@ def to_yaml(cfg: PipelineConfig, node_name: str = "kdbts_node") -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read a YAML file (ROS 2 parameter layout or plain nested mapping) into a checked config."""
-    cfg = PipelineConfig()
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                cls: type = PipelineConfig) -> Any:
+    """Read a YAML file (ROS 2 parameter layout or plain nested mapping) into a checked ``cls`` config."""
+    cfg = cls()
     values: dict[str, Any] = {}
     if path is not None:
         tree = yaml.safe_load(Path(path).read_text()) or {}
@@ -224,6 +242,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         values = _flatten(tree)
     values.update(overrides or {})
     for name, value in values.items():
-        set_param(cfg, name, value)
+        set_param(cfg, name, value, check=False)
     check_consistency(cfg)
     return cfg

@@ -23,6 +23,12 @@ def preset_intrinsics(name: str, width: int, height: int) -> np.ndarray:
     return pixel_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), width, height)
 
 
+def profile_picture(profile: np.ndarray) -> np.ndarray:
+    """BGR magma picture of a density profile, min-max normalised as the official figures."""
+    norm = (profile - profile.min()) / max(float(np.ptp(profile)), 1e-6)
+    return cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
+
+
 def render_figure(cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv",
                   pitch_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth (h, w), profile (256, 256) and the stacked BGR picture for one RGB image."""
@@ -44,9 +50,7 @@ def _render_figure(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str
     shape = (spec.res_y, spec.res_xz, spec.res_xz)
     profile = density_profile(sigma[0].float().cpu().numpy().reshape(shape),
                               invalid[0, :, 0].cpu().numpy().reshape(shape))
-    # the official figures min-max normalise the profile before the magma colour map
-    norm = (profile - profile.min()) / max(float(np.ptp(profile)), 1e-6)
-    prof_img = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
+    prof_img = profile_picture(profile)
     left = np.vstack([cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                       cv2.resize(depth_png(depth, cfg.model.z_near, cfg.model.z_far), (W, H),
                                  interpolation=cv2.INTER_NEAREST)])

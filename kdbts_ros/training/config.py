@@ -1,0 +1,98 @@
+"""Training settings, in the same described-field model as the node's parameters (``kdbts train --config``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import _f
+from ..core.model.network import Architecture
+from ..core.model.resnet import BACKBONES
+
+
+@dataclass
+class TrainModelConfig:
+    """The network trained; stored with every checkpoint."""
+
+    backbone: str = _f("resnet18_half", "ResNet encoder (resnet18_half: half-width ResNet-18 for CPU training)",
+                       choices=BACKBONES)
+    feature_dim: int = _f(32, "channels of the pixel-aligned feature map", 8, 256)
+    mv_hidden: int = _f(128, "hidden width of the multi-view head's per-view MLP", 8, 1024)
+    mv_feature_dim: int = _f(16, "per-view feature width fused by the multi-view head", 4, 256)
+    z_near: float = _f(3.0, "near plane of rendering and the positional code, metres", 0.1, 100.0)
+    z_far: float = _f(80.0, "far plane of rendering and the positional code, metres", 1.0, 1000.0)
+
+    def architecture(self) -> Architecture:
+        """The network shapes these settings describe."""
+        return Architecture(self.backbone, self.feature_dim, 64, self.mv_hidden, self.mv_feature_dim,
+                            self.z_near, self.z_far)
+
+
+@dataclass
+class TrainDataConfig:
+    """Where the frames come from and how a training sample is assembled."""
+
+    format: str = _f("synth", "dataset layout: synth (kdbts synth folder)", choices=("synth",))
+    root: str = _f("data/synth_train", "dataset folder")
+    side_offset: int = _f(10, "frames between the forward and the side cameras' time steps "
+                          "(KITTI-360 fisheye_offset)", 0, 100)
+    flip_lr: float = _f(0.5, "probability of swapping left and right cameras (the sample's 'right image')",
+                        0.0, 1.0)
+    colour_jitter: float = _f(0.2, "brightness/contrast/saturation jitter amplitude, the same for all "
+                              "frames of a sample (official: 0.2)", 0.0, 1.0)
+
+
+@dataclass
+class TrainLossConfig:
+    """Loss terms and their weights (official defaults where they exist)."""
+
+    patches: int = _f(16, "8x8 ray patches per sample (official: 32, i.e. 2048 rays)", 1, 1024)
+    patch_size: int = _f(8, "patch side in pixels", 2, 32)
+    samples: int = _f(32, "samples per ray (official: 64)", 4, 256)
+    smoothness: float = _f(1e-3, "edge-aware smoothness weight", 0.0, 10.0)
+    invalid_threshold: float = _f(0.9, "weight-guided policy: a ray is unusable in a render view when more "
+                                  "than this share of its weight lies on samples invalid there", 0.0, 1.0)
+    encoder_views: int = _f(3, "encoder frames of the multi-view head: frame 0 plus random forward frames "
+                            "(official num_multiviews: 3)", 1, 8)
+    view_dropout: float = _f(0.0, "probability of dropping each extra encoder frame", 0.0, 1.0)
+    kd: float = _f(1e-2, "weight of the KDBTS density distillation (L1 on densities clipped to [0, 2])",
+                   0.0, 100.0)
+    featuremetric: float = _f(0.0, "KD-MVS option: weight of featuremetric consistency (rendered vs "
+                              "target feature, detached)", 0.0, 100.0)
+    prob_kd: float = _f(0.0, "KD-MVS option: weight of probabilistic, cross-view-validated ray "
+                        "distillation (Gaussian KL on log depth)", 0.0, 100.0)
+    prob_kd_tolerance: float = _f(0.1, "cross-view check: relative depth agreement between teacher "
+                                  "view subsets", 0.0, 10.0)
+
+
+@dataclass
+class TrainConfig:
+    """One training run: method, data, network, optimisation and logging."""
+
+    method: str = _f("kdbts", "bts: single-view head; mvbts: multi-view head; kdbts: multi-view teacher "
+                     "plus single-view student distilled from it", choices=("bts", "mvbts", "kdbts"))
+    teacher: str = _f("joint", "kdbts only: joint (teacher trained in the same run) or frozen (encoder and "
+                      "multi-view head from init_checkpoint, frozen; only the student trains)",
+                      choices=("joint", "frozen"))
+    init_checkpoint: str = _f("", "start from these weights (required for teacher: frozen)")
+    iterations: int = _f(2000, "optimiser steps", 1, 10**8)
+    batch_size: int = _f(2, "samples per step and process", 1, 1024)
+    lr: float = _f(1e-4, "Adam learning rate (official 1e-4)", 0.0, 1.0)
+    lr_step: int = _f(120000, "StepLR period in steps (official 120000)", 1, 10**8)
+    lr_gamma: float = _f(0.1, "StepLR factor", 0.0, 1.0)
+    seed: int = _f(0, "seed of weights, sampling and augmentation (offset by the process rank)", 0, 2**31 - 1)
+    workers: int = _f(0, "data-loader worker processes", 0, 64)
+    threads: int = _f(0, "torch CPU threads per process (0: torch default)", 0, 256)
+    device: str = _f("auto", "auto, cpu, cuda (each process uses cuda:LOCAL_RANK under torchrun)")
+    log_every: int = _f(25, "steps between log records", 1, 10**6)
+    checkpoint_every: int = _f(250, "steps between resumable checkpoints", 1, 10**8)
+    model: TrainModelConfig = field(default_factory=TrainModelConfig)
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    loss: TrainLossConfig = field(default_factory=TrainLossConfig)
+
+    def check(self) -> None:
+        """Cross-field checks; raises ValueError."""
+        if self.teacher == "frozen" and self.method == "kdbts" and not self.init_checkpoint:
+            raise ValueError("teacher: frozen needs init_checkpoint (a trained MVBTS checkpoint)")
+        if self.model.z_near >= self.model.z_far:
+            raise ValueError("model.z_near must be below model.z_far")
+        if self.method != "kdbts" and self.loss.prob_kd > 0:
+            raise ValueError("loss.prob_kd distils into the single-view student: it needs method kdbts")

@@ -1,0 +1,175 @@
+"""The training loop: single process, or one process per GPU/CPU under ``torchrun`` (DDP).
+
+Writes into the output folder:
+  ``checkpoint.safetensors``  the trained network (project format, loadable by the node)
+  ``state.pt``                resumable state (weights, optimiser, scheduler, RNGs, step)
+  ``metrics.jsonl``           one record per ``log_every`` steps (also TensorBoard events in ``tb/``)
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from ..core.model.checkpoint import load_checkpoint, random_model, save_checkpoint
+from ..core.model.network import DensityField
+from ..data.synth_folder import SynthFolder
+from .config import TrainConfig
+from .objective import Objective
+from .samples import TrainingFrames
+
+TRAINED_HEADS = {"bts": ["sv"], "mvbts": ["mv"], "kdbts": ["sv", "mv"]}
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def build_dataset(cfg: TrainConfig, seed: int) -> TrainingFrames:
+    """The training samples the config names."""
+    source = SynthFolder(Path(cfg.data.root))
+    return TrainingFrames(source, cfg.data.side_offset, cfg.data.flip_lr, cfg.data.colour_jitter, seed)
+
+
+def initial_model(cfg: TrainConfig) -> DensityField:
+    """Weights to start from: init_checkpoint, else seeded random weights."""
+    if cfg.init_checkpoint:
+        model, _ = load_checkpoint(cfg.init_checkpoint)
+        if model.arch != cfg.model.architecture():
+            raise ValueError(f"init_checkpoint architecture {model.arch} differs from the config's "
+                             f"{cfg.model.architecture()}")
+        return model
+    return random_model(cfg.model.architecture(), cfg.seed)
+
+
+def _loop(loader: DataLoader, sampler) -> "iter":
+    epoch = 0
+    while True:
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: float = 0.0,
+          progress: bool = True) -> DensityField:
+    """Train as configured; returns the trained network (every rank's copy is identical under DDP)."""
+    rank, world, local_rank = _distributed()
+    device = _device(cfg.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = initial_model(cfg).to(device)
+    model.available_heads = ["sv", "mv"]  # both modules exist while training; the checkpoint records the trained ones
+    objective = Objective(model, cfg, cfg.seed + 1000 * rank).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(params, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_step, cfg.lr_gamma)
+    dataset = build_dataset(cfg, cfg.seed + rank)
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    info = {"method": cfg.method, "teacher": cfg.teacher if cfg.method == "kdbts" else "", "data": cfg.data.root,
+            "image_height": dataset.source.height, "image_width": dataset.source.width}
+    loader = DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True)
+
+    step = 0
+    state_path = out_dir / "state.pt"
+    if resume and state_path.exists():
+        # our own file, but loaded without pickle execution all the same
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        objective.generator.set_state(state["generator"])
+        step = int(state["step"])
+    # unused: torchvision's fc and the decoder's scale 1-3 outputs, kept only so official weights load
+    wrapped = DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None,
+                                      find_unused_parameters=True) if world > 1 else objective
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step)
+        (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    model.train()
+    if objective.frozen_teacher:
+        model.encoder.eval()  # frozen BatchNorm statistics as well as weights
+
+    start = time.monotonic()
+    bar = tqdm(total=cfg.iterations, initial=step, disable=not (progress and rank == 0), desc=cfg.method)
+    log = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
+    try:
+        for batch in _loop(loader, sampler):
+            if step >= cfg.iterations or (max_minutes and time.monotonic() - start > 60 * max_minutes):
+                break
+            batch = {k: v.to(device) for k, v in batch.items()}
+            losses = wrapped(batch)
+            optimiser.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimiser.step()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.iterations):
+                record = {"step": step, "time_s": round(time.monotonic() - start, 2),
+                          "lr": scheduler.get_last_lr()[0], **{k: float(v.detach()) for k, v in losses.items()}}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                for k, v in record.items():
+                    if k != "step":
+                        writer.add_scalar(f"train/{k}", v, step)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+                _save(cfg, model, optimiser, scheduler, objective, step, out_dir, rank, info)
+    finally:
+        bar.close()
+        if log:
+            log.close()
+        if writer:
+            writer.close()
+    _save(cfg, model, optimiser, scheduler, objective, step, out_dir, rank, info)
+    if world > 1:
+        dist.barrier()
+    model.available_heads = TRAINED_HEADS[cfg.method]
+    return model
+
+
+def _save(cfg: TrainConfig, model: DensityField, optimiser, scheduler, objective: Objective, step: int,
+          out_dir: Path, rank: int, info: dict) -> None:
+    """Resumable state and the network checkpoint (rank 0 only; ranks hold identical weights)."""
+    if rank != 0:
+        return
+    state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": objective.generator.get_state(), "step": step}
+    tmp = out_dir / "state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out_dir / "state.pt")  # atomic: a crash mid-write never corrupts the last state
+    heads = model.available_heads
+    model.available_heads = TRAINED_HEADS[cfg.method]
+    try:
+        save_checkpoint(out_dir / "checkpoint.safetensors", model, {**info, "step": step})
+    finally:
+        model.available_heads = heads

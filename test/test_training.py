@@ -1,0 +1,240 @@
+"""Training: losses against analytic cases, sample geometry, a short run, distillation and DDP."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from kdbts_ros.config import load_config
+from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
+from kdbts_ros.core.model.network import Views
+from kdbts_ros.data.rig import RigConfig
+from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
+from kdbts_ros.training import losses
+from kdbts_ros.training.config import TrainConfig
+from kdbts_ros.training.objective import Objective, pixel_rays
+from kdbts_ros.training.samples import TrainingFrames, loss_render_split
+from kdbts_ros.training.trainer import build_dataset, train
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Two short procedural sequences at 160x64 (small, yet 2 pixels tall after the encoder's 32x downsampling)."""
+    root = tmp_path_factory.mktemp("synth")
+    for seed in (0, 1):
+        write_sequence(root, seed, 6, RigConfig(width=160, height=64))
+    return root
+
+
+def tiny_config(root: Path, **overrides) -> TrainConfig:
+    """A few-second training setup on the tiny data."""
+    values = {"data.root": str(root), "data.side_offset": 2, "data.colour_jitter": 0.0,
+              "model.feature_dim": 8, "model.mv_hidden": 16, "loss.patches": 4, "loss.samples": 8,
+              "iterations": 4, "batch_size": 1, "log_every": 1, "checkpoint_every": 2, "threads": 1}
+    values.update(overrides)
+    return load_config(None, values, TrainConfig)
+
+
+# ---- losses --------------------------------------------------------------------------------------
+
+def test_ssim_error_is_zero_for_identical_images_and_grows_with_noise(rng):
+    x = torch.as_tensor(rng.random((2, 3, 8, 8)), dtype=torch.float32)
+    assert losses.ssim_error(x, x).abs().max() < 1e-6
+    noisy = (x + 0.3 * torch.as_tensor(rng.standard_normal(x.shape), dtype=torch.float32)).clamp(0, 1)
+    assert losses.ssim_error(x, noisy).mean() > 0.05
+
+
+def test_photometric_loss_takes_the_best_usable_view():
+    gt = torch.full((1, 3, 4, 4), 0.5)
+    good, bad = gt + 0.1, gt + 0.4
+    err_good, err_bad = (losses.patch_photometric_error(x, gt).mean().item() for x in (good, bad))
+    assert 0 < err_good < err_bad
+    pred = torch.stack([bad, good], 1)
+    loss, usable = losses.photometric_loss(pred, gt, torch.zeros(1, 2, 4, 4, dtype=torch.bool))
+    assert loss.item() == pytest.approx(err_good, abs=1e-6) and usable.all()
+    # the good view unusable everywhere: only the bad one remains; nothing usable: ignored
+    only_bad, _ = losses.photometric_loss(pred, gt, torch.tensor([False, True]).view(1, 2, 1, 1).expand(1, 2, 4, 4))
+    assert only_bad.item() == pytest.approx(err_bad, abs=1e-6)
+    none, usable = losses.photometric_loss(pred, gt, torch.ones(1, 2, 4, 4, dtype=torch.bool))
+    assert none.item() == 0.0 and not usable.any()
+
+
+def test_weight_guided_invalid_uses_the_weight_mass_on_invalid_samples():
+    w = torch.tensor([[0.05, 0.95], [0.5, 0.5]])
+    invalid = torch.tensor([[[False, True], [True, False]], [[True, True], [False, True]]])  # (R, S, V)
+    # ray 0: view 0 invalid mass 0.95 > 0.9, view 1 0.05; ray 1: view 0 0.5, view 1 1.0
+    assert losses.weight_guided_invalid(w, invalid).tolist() == [[True, False], [False, True]]
+
+
+def test_edge_aware_smoothness_is_zero_for_constant_depth_and_damped_at_image_edges():
+    mask = torch.ones(1, 4, 4, dtype=torch.bool)
+    img = torch.zeros(1, 3, 4, 4)
+    assert losses.edge_aware_smoothness(torch.full((1, 4, 4), 7.0), img, mask) == 0
+    step = torch.full((1, 4, 4), 5.0)
+    step[..., 2:] = 10.0
+    flat = losses.edge_aware_smoothness(step, img, mask)
+    edge_img = img.clone()
+    edge_img[..., 2:] = 1.0  # an image edge where the depth steps
+    assert losses.edge_aware_smoothness(step, edge_img, mask) < 0.5 * flat
+
+
+def test_kd_loss_is_l1_on_clipped_densities_and_never_trains_the_teacher():
+    s = torch.tensor([0.0, 5.0, -3.0], requires_grad=True)
+    t = torch.tensor([1.0, 9.0, 2.0], requires_grad=True)
+    loss = losses.kd_density_loss(s, t, torch.tensor([True, True, False]))
+    sp = torch.nn.functional.softplus
+    expected = (abs(sp(torch.tensor(0.0)) - sp(torch.tensor(1.0))) + abs(2.0 - 2.0)) / 2
+    assert loss.item() == pytest.approx(float(expected), abs=1e-6)
+    loss.backward()
+    assert t.grad is None and s.grad[0] != 0 and s.grad[2] == 0
+
+
+def test_gaussian_kl_and_cross_view_pseudo_depth():
+    assert losses.gaussian_kl(torch.tensor(2.0), torch.tensor(0.5), torch.tensor(2.0), torch.tensor(0.5)) == 0
+    kl = losses.gaussian_kl(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(1.0), torch.tensor(2.0))
+    assert kl.item() == pytest.approx(np.log(2) + (1 + 1) / 8 - 0.5, abs=1e-6)
+    d = torch.tensor([[10.0, 10.0], [10.2, 20.0]])  # ray 0 agrees across views, ray 1 does not
+    mu, sigma, keep = losses.cross_view_pseudo_depth(d, 0.05, 0.02)
+    assert keep.tolist() == [True, False]
+    assert mu[0].item() == pytest.approx(10.1) and sigma[0].item() == pytest.approx(max(0.1, 0.02 * 10.1))
+
+
+def test_probabilistic_kd_prefers_the_student_whose_rays_end_at_the_pseudo_depth():
+    t = torch.tensor([[5.0, 10.0, 20.0]])
+    near, right = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    args = (t, torch.tensor([10.0]), torch.tensor([1.0]), torch.tensor([True]))
+    assert losses.probabilistic_kd_loss(right, *args) < losses.probabilistic_kd_loss(near, *args)
+
+
+# ---- samples and rays ----------------------------------------------------------------------------
+
+def test_loss_render_split_alternates_across_cameras():
+    assert loss_render_split(8, False) == ([0, 3, 4, 7], [1, 2, 5, 6])
+    assert loss_render_split(8, True) == ([1, 2, 5, 6], [0, 3, 4, 7])
+
+
+def test_pixel_rays_hit_the_pixel_they_start_from():
+    Kn = torch.tensor([[0.8, 0, -0.03], [0, 2.9, 0.27], [0, 0, 1.0]])
+    rows, cols = torch.tensor([0, 5, 31]), torch.tensor([0, 40, 95])
+    d = pixel_rays(rows, cols, Kn, 32, 96)
+    xy = (d @ Kn.T)[:, :2]
+    # align_corners=False: pixel i's centre sits at (2 i + 1) / size - 1
+    assert torch.allclose(xy[:, 0], (2 * cols + 1) / 96 - 1, atol=1e-6)
+    assert torch.allclose(xy[:, 1], (2 * rows + 1) / 32 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_samples_are_posed_relative_to_frame_0_and_a_flip_mirrors_consistently(tiny_data, flip):
+    frames = TrainingFrames(SynthFolder(tiny_data), side_offset=2, flip_lr=float(flip))
+    s = frames[0]
+    assert s["images"].shape == (8, 3, 64, 160) and bool(s["flip"]) is flip
+    assert torch.allclose(s["T_ref"][0], torch.eye(4), atol=1e-5)
+    # the other stereo camera at t sits 0.6 m to the right of frame 0 in both cases
+    assert torch.allclose(s["T_ref"][2][:3, 3], torch.tensor([0.6, 0.0, 0.0]), atol=1e-4)
+    # a ground point seen in frame 0 projects to the same colour in frame 2 (frames agree geometrically)
+    folder = SynthFolder(tiny_data)
+    seq, t = frames.items[0]
+    depth = folder.depth(seq, 1 if flip else 0, t)
+    v, u = 60, 40
+    if flip:
+        depth = depth[:, ::-1]
+    Kn = s["Kn"][0]
+    p = pixel_rays(torch.tensor(v), torch.tensor(u), Kn, 64, 160) * float(depth[v, u])
+    q = torch.linalg.inv(s["T_ref"][2]) @ torch.cat([p, torch.ones(1)])
+    xy = (Kn @ q[:3])[:2] / q[2]
+    col = ((xy[0] + 1) * 160 - 1) / 2
+    assert 0 <= col < 160 and abs(float(xy[1]) - (2 * v + 1) / 64 + 1) < 0.02  # same row: rectified stereo
+    img0, img2 = s["images"][0][:, v, u], s["images"][2][:, v, int(round(float(col)))]
+    assert torch.allclose(img0, img2, atol=0.08)
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+def _photometric_on_fixed_rays(model, cfg, batch) -> float:
+    with torch.no_grad():
+        return float(Objective(model, cfg, seed=123)(batch)["photometric"])
+
+
+def test_a_short_training_run_lowers_the_photometric_loss(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, method="bts", iterations=40, lr=2e-3, **{"data.flip_lr": 0.0})
+    batch = {k: v[None] for k, v in build_dataset(cfg, 0)[0].items()}
+    before = _photometric_on_fixed_rays(random_model(cfg.model.architecture(), cfg.seed), cfg, batch)
+    model = train(cfg, tmp_path / "run", progress=False)
+    after = _photometric_on_fixed_rays(model, cfg, batch)
+    assert after < 0.8 * before
+    # the run left a loadable checkpoint with the trained head and a log
+    loaded, info = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert loaded.available_heads == ["sv"] and info["method"] == "bts" and info["step"] == 40
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 40
+
+
+def test_resume_continues_from_the_saved_step(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, method="mvbts")
+    train(cfg, tmp_path, progress=False)
+    cfg.iterations = 6
+    train(cfg, tmp_path, progress=False)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_frozen_teacher_distillation_trains_only_the_student(tiny_data, tmp_path):
+    teacher_cfg = tiny_config(tiny_data, method="mvbts", iterations=2)
+    train(teacher_cfg, tmp_path / "teacher", progress=False)
+    ckpt = tmp_path / "teacher" / "checkpoint.safetensors"
+    teacher, _ = load_checkpoint(ckpt)
+    cfg = tiny_config(tiny_data, method="kdbts", teacher="frozen", init_checkpoint=str(ckpt), iterations=3, lr=1e-2)
+    student = train(cfg, tmp_path / "kd", progress=False)
+    before, after = teacher.state_dict(), student.state_dict()
+    for key, value in after.items():
+        if key.startswith("heads.singleviewhead."):
+            continue
+        assert torch.equal(value, before[key]), key  # encoder, BN statistics, MV head untouched
+    assert not torch.equal(after["heads.singleviewhead.lin_out.weight"], before["heads.singleviewhead.lin_out.weight"])
+    assert student.available_heads == ["sv", "mv"]
+
+
+def test_joint_distillation_sends_no_kd_gradient_into_the_teacher_head(tiny_data):
+    cfg = tiny_config(tiny_data, method="kdbts")
+    model = random_model(cfg.model.architecture(), 0)
+    s = build_dataset(cfg, 0)[0]
+    views = Views(model.encode(s["images"][:3])[None], s["Kn"][None, :3], torch.linalg.inv(s["T_ref"][:3])[None])
+    pts = torch.rand(1, 200, 3) * torch.tensor([8.0, 2.0, 20.0]) + torch.tensor([-4.0, -1.0, 3.0])
+    logits, invalid = model.head_logits(pts, views, ("sv", "mv"))
+    kd = losses.kd_density_loss(logits["sv"], logits["mv"], ~invalid[..., 0])
+    names, params = zip(*model.named_parameters())
+    grads = dict(zip(names, torch.autograd.grad(kd, params, allow_unused=True)))
+    assert all(grads[n] is None for n in names if n.startswith("heads.multiviewhead3."))
+    assert torch.count_nonzero(grads["heads.singleviewhead.lin_out.weight"]) > 0
+    # the student's gradient reaches the shared encoder (the authors' joint KD run trains it too)
+    assert grads["encoder.encoder.encoder.conv1.weight"] is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    cfg = tiny_config(Path(root), method="mvbts", iterations=3, device="cpu")
+    model = train(cfg, Path(out), progress=False)
+    torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_ends_with_identical_parameters(tiny_data, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_data), str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    init = random_model(tiny_config(tiny_data).model.architecture(), 0).state_dict()
+    trained = [k for k in a if k.startswith("heads.multiviewhead3.")]
+    for key in a:
+        assert torch.equal(a[key], b[key]) or "running" in key or "num_batches" in key, key
+    assert any(not torch.equal(a[k], init[k]) for k in trained)  # it did train
