@@ -238,3 +238,12 @@ def test_two_process_ddp_ends_with_identical_parameters(tiny_data, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]) or "running" in key or "num_batches" in key, key
     assert any(not torch.equal(a[k], init[k]) for k in trained)  # it did train
+
+
+def test_kd_mvs_options_add_finite_terms_that_reach_the_student(tiny_data):
+    cfg = tiny_config(tiny_data, method="kdbts", **{"loss.featuremetric": 0.1, "loss.prob_kd": 0.1})
+    model = random_model(cfg.model.architecture(), 0)
+    out = Objective(model, cfg, seed=3)({k: v[None] for k, v in build_dataset(cfg, 0)[0].items()})
+    assert all(torch.isfinite(out[k]) for k in ("featuremetric", "prob_kd", "kd", "photometric"))
+    out["loss"].backward()
+    assert torch.count_nonzero(model.heads["singleviewhead"].lin_out.weight.grad) > 0

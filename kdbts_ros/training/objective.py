@@ -5,6 +5,8 @@ DistributedDataParallel can wrap it (DDP synchronises gradients only through ``f
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,26 @@ def pixel_rays(rows: torch.Tensor, cols: torch.Tensor, Kn: torch.Tensor, height:
     dx = (x - Kn[..., 0, 2]) / Kn[..., 0, 0]
     dy = (y - Kn[..., 1, 2]) / Kn[..., 1, 1]
     return torch.stack([dx, dy, torch.ones_like(dx)], -1)
+
+
+@dataclass
+class Rays:
+    """Ray patches of one batch: where they start and where they are sampled."""
+
+    frame: torch.Tensor     # (B, P) loss frame of each patch
+    rows: torch.Tensor      # (B, P, p, p) pixel rows
+    cols: torch.Tensor      # (B, P, p, p) pixel columns
+    gt: torch.Tensor        # (B*P, 3, p, p) the patches' colours
+    t: torch.Tensor         # (B*R, S) sample depths (camera z of the loss frame), R = P*p*p
+    points: torch.Tensor    # (B, R*S, 3) samples in frame 0's camera
+
+    @property
+    def num_patches(self) -> int:
+        return self.frame.numel()
+
+    @property
+    def patch(self) -> int:
+        return self.rows.shape[-1]
 
 
 class Objective(nn.Module):
@@ -68,59 +90,61 @@ class Objective(nn.Module):
         extra = [FORWARD_FRAMES[i] for i in torch.randperm(len(FORWARD_FRAMES), generator=self.generator)[:k]]
         return [0] + [i for i in extra if self._rand() >= self.cfg.loss.view_dropout]
 
+    def sample_rays(self, images: torch.Tensor, Kn: torch.Tensor, T_ref: torch.Tensor, ids_loss: list[int]) -> Rays:
+        """Patches at random places of random loss frames, and their depth samples in frame 0's camera."""
+        L = self.cfg.loss
+        B, _, _, H, W = images.shape
+        dev = images.device
+        P, p, S = L.patches, L.patch_size, L.samples
+        frame = torch.tensor(ids_loss)[torch.randint(0, len(ids_loss), (B, P), generator=self.generator)].to(dev)
+        rows, cols = patch_pixels(B * P, p, H, W, self.generator)
+        rows, cols = rows.reshape(B, P, p, p).to(dev), cols.reshape(B, P, p, p).to(dev)
+        bi = torch.arange(B, device=dev)[:, None]
+        dirs = pixel_rays(rows, cols, Kn[bi, frame][:, :, None, None], H, W)            # (B, P, p, p, 3)
+        gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]       # (B, P, p, p, 3)
+        R = P * p * p
+        t = sample_depths(B * R, S, self.cfg.model.z_near, self.cfg.model.z_far, self.generator).to(dev)
+        pts_cam = dirs.reshape(B, R, 1, 3) * t.view(B, R, S, 1)
+        T = T_ref[bi, frame][:, :, None, None].expand(B, P, p, p, 4, 4).reshape(B, R, 1, 4, 4)
+        pts = (T[..., :3, :3] @ pts_cam[..., None]).squeeze(-1) + T[..., :3, 3]
+        return Rays(frame, rows, cols, gt.permute(0, 1, 4, 2, 3).flatten(0, 1), t, pts.reshape(B, R * S, 3))
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, L, model = self.cfg, self.cfg.loss, self.model
         images, Kn, T_ref = batch["images"], batch["Kn"], batch["T_ref"]
-        B, Fr, _, H, W = images.shape
-        dev = images.device
+        B, Fr = images.shape[:2]
         enc = self.encoder_ids()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_teacher):
             feats = model.encode(images[:, enc].flatten(0, 1)).unflatten(0, (B, len(enc)))
         w2c = torch.linalg.inv(T_ref)
         views = Views(feats, Kn[:, enc], w2c[:, enc])
-
-        # rays: patches at random places of random loss frames, one set per sample
         ids_loss, ids_render = loss_render_split(Fr, self._rand() < 0.5)
-        P, p, S = L.patches, L.patch_size, L.samples
-        frame = torch.tensor(ids_loss)[torch.randint(0, len(ids_loss), (B, P), generator=self.generator)]
-        rows, cols = patch_pixels(B * P, p, H, W, self.generator)
-        rows, cols = rows.reshape(B, P, p, p).to(dev), cols.reshape(B, P, p, p).to(dev)
-        frame = frame.to(dev)
-        bi = torch.arange(B, device=dev)[:, None]
-        K_loss, T_loss = Kn[bi, frame], T_ref[bi, frame]                       # (B, P, 3, 3), (B, P, 4, 4)
-        dirs = pixel_rays(rows, cols, K_loss[:, :, None, None], H, W)           # (B, P, p, p, 3)
-        gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]  # (B, P, p, p, 3)
-        gt = gt.permute(0, 1, 4, 2, 3).flatten(0, 1)                            # (B*P, 3, p, p)
-        R = P * p * p
-        t = sample_depths(B * R, S, cfg.model.z_near, cfg.model.z_far, self.generator).to(dev).view(B, R, S)
-        pts_cam = dirs.reshape(B, R, 1, 3) * t[..., None]
-        Tl = T_loss[:, :, None, None].expand(B, P, p, p, 4, 4).reshape(B, R, 1, 4, 4)
-        pts = (Tl[..., :3, :3] @ pts_cam[..., None]).squeeze(-1) + Tl[..., :3, 3]  # (B, R, S, 3) in frame 0
-        pts = pts.reshape(B, R * S, 3)
+        rays = self.sample_rays(images, Kn, T_ref, ids_loss)
+        S, p, BP = L.samples, rays.patch, rays.num_patches
 
         heads = ("sv", "mv") if cfg.method == "kdbts" else (self.render_head,)
-        logits, invalid = model.head_logits(pts, views, heads)
-        weights, depth = composite(F.softplus(logits[self.render_head]).view(B * R, S), t.view(B * R, S))
+        logits, invalid = model.head_logits(rays.points, views, heads)
+        weights, depth = composite(F.softplus(logits[self.render_head]).view(-1, S), rays.t)
         out: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=dev)
+        total = torch.zeros((), device=images.device)
 
         if not self.frozen_teacher:
-            rgb, col_invalid = model.sample_images(pts, images[:, ids_render], Kn[:, ids_render], w2c[:, ids_render])
+            render = (images[:, ids_render], Kn[:, ids_render], w2c[:, ids_render])
+            rgb, col_invalid = model.sample_images(rays.points, *render)
             # official: a sample's colour is unusable where it is outside the render frame or seen by no encoder view
             col_invalid = col_invalid | invalid.all(-1, keepdim=True)
             Vr = len(ids_render)
-            w = weights.view(B * R, S)
-            colour = (w[..., None, None] * rgb.reshape(B * R, S, Vr, 3)).sum(1)    # (B*R, Vr, 3)
-            bad = weight_guided_invalid(w, col_invalid.reshape(B * R, S, Vr), L.invalid_threshold)
-            pred = colour.view(B * P, p, p, Vr, 3).permute(0, 3, 4, 1, 2)        # (B*P, Vr, 3, p, p)
-            bad = bad.view(B * P, p, p, Vr).permute(0, 3, 1, 2)
-            photo, usable = photometric_loss(pred, gt, bad)
-            smooth = edge_aware_smoothness(depth.view(B * P, p, p), gt, usable, cfg.model.z_far)
+            colour = (weights[..., None, None] * rgb.reshape(-1, S, Vr, 3)).sum(1)      # (B*R, Vr, 3)
+            bad = weight_guided_invalid(weights, col_invalid.reshape(-1, S, Vr), L.invalid_threshold)
+            pred = colour.view(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)                 # (B*P, Vr, 3, p, p)
+            bad = bad.view(BP, p, p, Vr).permute(0, 3, 1, 2)
+            photo, usable = photometric_loss(pred, rays.gt, bad)
+            smooth = edge_aware_smoothness(depth.view(BP, p, p), rays.gt, usable, cfg.model.z_far)
             out["photometric"], out["smoothness"] = photo.detach(), smooth.detach()
             out["usable_rays"] = usable.float().mean()
             total = total + photo + L.smoothness * smooth
             if L.featuremetric > 0:
-                fm = self._featuremetric(images, Kn, w2c, pts, w, ids_render, frame, rows, cols, bad, B, P, p, S)
+                fm = self._featuremetric(images, Kn, w2c, rays, weights, ids_render, bad)
                 out["featuremetric"] = fm.detach()
                 total = total + L.featuremetric * fm
 
@@ -129,45 +153,45 @@ class Objective(nn.Module):
             out["kd"] = kd.detach()
             total = total + (L.kd if not self.frozen_teacher else 1.0) * kd
             if L.prob_kd > 0:
-                pk = self._probabilistic_kd(pts, views, logits["sv"], weights, t, B, R, S)
+                pk = self._probabilistic_kd(rays, views, logits["sv"], weights)
                 out["prob_kd"] = pk.detach()
                 total = total + L.prob_kd * pk
         out["depth_mean"] = depth.detach().mean()
         out["loss"] = total
         return out
 
-    def _featuremetric(self, images, Kn, w2c, pts, w, ids_render, frame, rows, cols, bad, B, P, p, S) -> torch.Tensor:
+    def _featuremetric(self, images: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor, rays: Rays,
+                       weights: torch.Tensor, ids_render: list[int], bad: torch.Tensor) -> torch.Tensor:
         """KD-MVS featuremetric consistency: the ray's rendered render-view features against the loss pixel's own.
 
         Features come from the network itself but detached, so only the densities
-        (through the ray weights) learn from this term.
+        (through the ray weights) learn from this term. ``bad`` (B*P, Vr, p, p) marks
+        views a ray cannot use.
         """
-        model = self.model
+        B, Fr = images.shape[:2]
+        S, p, Vr = weights.shape[1], rays.patch, len(ids_render)
         with torch.no_grad():
-            Fr = images.shape[1]
-            fmaps = model.encode(images.flatten(0, 1)).unflatten(0, (B, Fr))
+            fmaps = self.model.encode(images.flatten(0, 1)).unflatten(0, (B, Fr))
         C = fmaps.shape[2]
-        vals, _ = model.sample_images(pts, fmaps[:, ids_render], Kn[:, ids_render], w2c[:, ids_render])
-        Vr = len(ids_render)
-        rendered = (w[..., None, None] * vals.reshape(B * P * p * p, S, Vr, C)).sum(1)    # (B*R, Vr, C)
+        vals, _ = self.model.sample_images(rays.points, fmaps[:, ids_render], Kn[:, ids_render], w2c[:, ids_render])
+        rendered = (weights[..., None, None] * vals.reshape(-1, S, Vr, C)).sum(1)      # (B*R, Vr, C)
         bi = torch.arange(B, device=images.device)[:, None, None, None]
-        target = fmaps[bi, frame[:, :, None, None], :, rows, cols].reshape(B * P * p * p, 1, C)
-        err = (rendered - target).abs().mean(-1).view(B * P, p, p, Vr).permute(0, 3, 1, 2)
+        target = fmaps[bi, rays.frame[:, :, None, None], :, rays.rows, rays.cols].reshape(-1, 1, C)
+        err = (rendered - target).abs().mean(-1).view(-1, p, p, Vr).permute(0, 3, 1, 2)
         best = err.masked_fill(bad, float("inf")).amin(1)
         ok = torch.isfinite(best)
-        return best[ok].mean() if ok.any() else w.sum() * 0.0
+        return best[ok].mean() if ok.any() else weights.sum() * 0.0
 
-    def _probabilistic_kd(self, pts, views, sv_logits, weights, t, B, R, S) -> torch.Tensor:
+    def _probabilistic_kd(self, rays: Rays, views: Views, sv_logits: torch.Tensor,
+                          weights: torch.Tensor) -> torch.Tensor:
         """KD-MVS probabilistic distillation along rays, validated across teacher view subsets."""
-        V = views.features.shape[1]
-        depths = [(weights.detach() * t.view(B * R, S)).sum(-1)]
-        if V >= 3:
-            # each subset keeps frame 0 and one other view: the cross-view check of KD-MVS
-            with torch.no_grad():
-                for k in range(1, V):
-                    lg, _ = self.model.head_logits(pts, views.subset([0, k]), ("mv",))
-                    wk, dk = composite(F.softplus(lg["mv"]).view(B * R, S), t.view(B * R, S))
-                    depths.append(dk)
+        S = weights.shape[1]
+        depths = [(weights.detach() * rays.t).sum(-1)]
+        # each subset keeps frame 0 and one other view: the cross-view check of KD-MVS
+        with torch.no_grad():
+            for k in range(1, views.features.shape[1]):
+                lg, _ = self.model.head_logits(rays.points, views.subset([0, k]), ("mv",))
+                depths.append(composite(F.softplus(lg["mv"]).view(-1, S), rays.t)[1])
         mu, sigma, keep = cross_view_pseudo_depth(torch.stack(depths), self.cfg.loss.prob_kd_tolerance, 0.02)
-        ws, _ = composite(F.softplus(sv_logits).view(B * R, S), t.view(B * R, S))
-        return probabilistic_kd_loss(ws, t.view(B * R, S), mu, sigma, keep)
+        student, _ = composite(F.softplus(sv_logits).view(-1, S), rays.t)
+        return probabilistic_kd_loss(student, rays.t, mu, sigma, keep)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def initial_model(cfg: TrainConfig) -> DensityField:
     return random_model(cfg.model.architecture(), cfg.seed)
 
 
-def _loop(loader: DataLoader, sampler) -> "iter":
+def _loop(loader: DataLoader, sampler) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches forever, reshuffling every epoch."""
     epoch = 0
     while True:
         if isinstance(sampler, DistributedSampler):
