@@ -251,7 +251,9 @@ class StreetScene:
         col = base.copy()
         x, y, z = p[:, 0], p[:, 1], p[:, 2]
         rw = self.config.road_half_width_m
-        noise = _hash(np.floor(p * 6.0))
+        # two octaves of blocky value noise (1/6 m and 1/2 m cells): every surface gets texture that
+        # photometric matching can lock onto, as real asphalt, paint and plaster have
+        noise = 0.5 * _hash(np.floor(p * 6.0)) + 0.5 * _hash(np.floor(p * 2.0) + 7919)
         up, side = n[:, 2] > 0.5, np.abs(n[:, 2]) < 0.5
         g = mat == GROUND
         col[g] = (0.38, 0.42, 0.30)  # verge / gaps between buildings
@@ -275,7 +277,7 @@ class StreetScene:
         col[f] *= (0.6 + 0.8 * _hash(np.floor(p[f] * 2.5)))[:, None]
         oc = (mat == OCCLUDER) & (_frac(z * 2.5) < 0.5)
         col[oc] *= 0.7
-        return col * (0.93 + 0.14 * noise)[:, None]
+        return col * (0.7 + 0.6 * noise)[:, None]
 
 
 def street_trajectory(n_frames: int, step_m: float = 1.0, camera_height_m: float = 1.55,
