@@ -113,11 +113,17 @@ def cmd_params(args: argparse.Namespace) -> int:
     """Print every parameter with its default, range and description."""
     from .config import PipelineConfig, iter_params, to_yaml
 
+    if args.train:
+        from .training.config import TrainConfig
+
+        cfg = TrainConfig()
+    else:
+        cfg = PipelineConfig()
     if args.format == "yaml":
-        print(to_yaml(PipelineConfig()), end="")
+        print(to_yaml(cfg), end="")
         return 0
     print("| parameter | default | range / choices | runtime | description |\n|---|---|---|---|---|")
-    for s in iter_params(PipelineConfig()):
+    for s in iter_params(cfg):
         allowed = f"[{s.range[0]:g}, {s.range[1]:g}]" if s.range else ", ".join(s.choices or ())
         print(f"| `{s.name}` | `{s.default!r}` | {allowed} | {'yes' if s.runtime else 'no'} | {s.description} |")
     return 0
@@ -250,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     params = sub.add_parser("params", help="print the parameter table (node parameters and config keys)")
     params.add_argument("--format", choices=("yaml", "markdown"), default="yaml",
                         help="yaml: a commented parameter file like config/default.yaml")
+    params.add_argument("--train", action="store_true", help="the training settings (kdbts train --config) instead")
     params.set_defaults(func=cmd_params)
     synth = sub.add_parser("synth", help="write procedural multi-camera street sequences (KITTI-style folder)")
     synth.add_argument("out", type=Path, help="dataset root; one folder seed_<NNNN> per seed plus rig.json")

@@ -247,3 +247,19 @@ def test_kd_mvs_options_add_finite_terms_that_reach_the_student(tiny_data):
     assert all(torch.isfinite(out[k]) for k in ("featuremetric", "prob_kd", "kd", "photometric"))
     out["loss"].backward()
     assert torch.count_nonzero(model.heads["singleviewhead"].lin_out.weight.grad) > 0
+
+
+@pytest.mark.parametrize("name", ["bts", "mvbts", "kdbts"])
+def test_shipped_training_configs_load_and_describe_the_benchmark(name):
+    cfg = load_config(Path(__file__).parents[1] / "config" / f"train_{name}_synth.yaml", cls=TrainConfig)
+    assert cfg.method == name and cfg.data.root == "data/synth_train"
+    assert cfg.model.architecture().backbone == "resnet18_half"
+
+
+def test_training_config_refuses_inconsistent_settings():
+    with pytest.raises(ValueError, match="init_checkpoint"):
+        load_config(None, {"method": "kdbts", "teacher": "frozen"}, TrainConfig)
+    with pytest.raises(ValueError, match="prob_kd"):
+        load_config(None, {"method": "mvbts", "loss.prob_kd": 0.1}, TrainConfig)
+    with pytest.raises(ValueError, match="method"):
+        load_config(None, {"method": "nerf"}, TrainConfig)
