@@ -16,6 +16,7 @@ SMALL_ARCH = Architecture(backbone="resnet18")
 def small_config(**overrides) -> PipelineConfig:
     """A fast configuration: ResNet-18 at 64x192, coarse grid, small depth image."""
     cfg = PipelineConfig()
+    cfg.model.checkpoint = "random"
     cfg.model.backbone, cfg.model.image_height, cfg.model.image_width = "resnet18", 64, 192
     cfg.grid.resolution = 0.5
     cfg.render.depth_scale = 0.5

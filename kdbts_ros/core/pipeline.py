@@ -5,6 +5,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -59,13 +60,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# The KDBTS network trained on the procedural benchmark (README, "Benchmark"); ships with the package.
+EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "kdbts_synth.safetensors"
+OFFICIAL_INPUT_SIZE = (192, 640)
+
+
 def build_model(cfg: PipelineConfig) -> tuple[DensityField, dict]:
-    """Load the configured checkpoint, or seeded random weights when none is given."""
+    """Load the configured checkpoint (empty: the embedded one), or seeded random weights for 'random'."""
     m = cfg.model
-    if m.checkpoint:
-        return load_checkpoint(m.checkpoint)
-    arch = Architecture(m.backbone, m.feature_dim, 64, m.mv_hidden, m.mv_feature_dim, m.z_near, m.z_far)
-    return random_model(arch, m.seed), {"weights": f"random (seed {m.seed})"}
+    if m.checkpoint == "random":
+        arch = Architecture(m.backbone, m.feature_dim, 64, m.mv_hidden, m.mv_feature_dim, m.z_near, m.z_far)
+        return random_model(arch, m.seed), {"weights": f"random (seed {m.seed})"}
+    path = m.checkpoint or EMBEDDED_CHECKPOINT
+    model, info = load_checkpoint(path)
+    return model, {"weights": str(path), **info}
 
 
 class Pipeline:
@@ -93,8 +101,10 @@ class Pipeline:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """Network input (height, width)."""
-        return self.cfg.model.image_height, self.cfg.model.image_width
+        """Network input (height, width): configured, else the checkpoint's training size."""
+        m, info = self.cfg.model, self.model_info
+        return (m.image_height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
+                m.image_width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])))
 
     def _head_and_views(self, current: WindowEntry) -> tuple[str, Views]:
         mode = self.cfg.mode
