@@ -1,6 +1,7 @@
 """Training: losses against analytic cases, sample geometry, a short run, distillation and DDP."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -178,8 +179,13 @@ def test_resume_continues_from_the_saved_step(tiny_data, tmp_path):
     train(cfg, tmp_path, progress=False)
     cfg.iterations = 6
     train(cfg, tmp_path, progress=False)
-    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    def steps() -> list[int]:
+        return [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+    assert steps() == [1, 2, 3, 4, 5, 6]
+    cfg.iterations = 2
+    train(cfg, tmp_path, resume=False, progress=False)  # --restart: a fresh log too
+    assert steps() == [1, 2]
 
 
 def test_frozen_teacher_distillation_trains_only_the_student(tiny_data, tmp_path):
