@@ -75,6 +75,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     """Train as configured; returns the trained network (every rank's copy is identical under DDP)."""
     rank, world, local_rank = _distributed()
     device = _device(cfg.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL binds each process's collectives to its current device
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.threads:
