@@ -13,18 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import messages as M
 from .config import PipelineConfig
 from .core import geometry
 from .core.pipeline import Outputs
 from .data import kitti_raw
-from .data.bags import BagWriter
+from .data.bags import BagWriter, CameraStream, rig_messages
+from .data.rig import RigCamera
 from .runner import FrameRunner
 
-# base_link (x forward, y left, z up) to an optical frame (x right, y down, z forward)
-R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-CAMERA_HEIGHT_M = 1.65
-PERIOD_NS = 100_000_000  # 10 Hz, as KITTI
+# the demo camera: forward, level, 1.65 m above base_link (on the ground)
+DEMO_CAMERA = RigCamera("camera_color_left", 0.0, 0.0, (0.0, 0.0, 1.65))
 
 
 @dataclass
@@ -40,10 +38,7 @@ class Sequence:
 
 def T_base_cam() -> np.ndarray:
     """Static extrinsic of the demo camera on base_link."""
-    T = np.eye(4)
-    T[:3, :3] = R_BASE_OPTICAL
-    T[2, 3] = CAMERA_HEIGHT_M
-    return T
+    return DEMO_CAMERA.T_base_cam()
 
 
 KITTI_DRIVE = "2011_09_26_drive_0052_sync"
@@ -75,19 +70,10 @@ def synthetic_sample(n: int, width: int = 640, height: int = 192) -> Sequence:
 
 def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, str, str, bytes]]:
     """(stamp, topic, msgtype, bytes) of the sequence as a driver plus a localiser would publish."""
-    start = 1_700_000_000 * 1_000_000_000
-    h, w = seq.images[0].shape[:2]
     T_bc = T_base_cam()
-    out = [(start, "/tf_static", "tf2_msgs/msg/TFMessage",
-            M.serialize(M.tf_message([("base_link", seq.camera_frame, start, T_bc)])))]
-    for i, (img, T) in enumerate(zip(seq.images, seq.T_fixed_cam)):
-        stamp = start + i * PERIOD_NS
-        tf = M.tf_message([(fixed_frame, "base_link", stamp, T @ geometry.invert(T_bc))])
-        out += [(stamp, "/tf", "tf2_msgs/msg/TFMessage", M.serialize(tf)),
-                (stamp, topics.camera_info, "sensor_msgs/msg/CameraInfo",
-                 M.serialize(M.camera_info(seq.K, w, h, stamp, seq.camera_frame))),
-                (stamp, topics.image, "sensor_msgs/msg/Image", M.serialize(M.rgb_image(img, stamp, seq.camera_frame)))]
-    return out
+    camera = CameraStream(seq.camera_frame, T_bc, seq.K, topics.image, topics.camera_info)
+    T_fixed_base = seq.T_fixed_cam @ geometry.invert(T_bc)
+    return list(rig_messages([camera], T_fixed_base, [[img] for img in seq.images], fixed_frame))
 
 
 def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:

@@ -14,7 +14,7 @@ from kdbts_ros.core import geometry
 from kdbts_ros.data.rig import RigConfig, base_trajectory
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
-from kdbts_ros.demo import R_BASE_OPTICAL
+from kdbts_ros.data.rig import R_BASE_OPTICAL
 
 RIG = RigConfig(width=64, height=24)
 SEED, N = 3, 3

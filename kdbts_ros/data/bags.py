@@ -1,12 +1,16 @@
 """Writing ROS 2 bags (mcap or sqlite3) with rosbags, with offered QoS that replays correctly."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from .. import messages as M
+from .rig import PERIOD_NS, START_NS
 
 _ZERO = QosTime(0, 0)
 
@@ -40,3 +44,34 @@ class BagWriter:
                 topic, msgtype, typestore=M.typestore(), offered_qos_profiles=[_qos(durability)])
         self.writer.write(self.connections[topic], stamp_ns, data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
+
+
+@dataclass(frozen=True)
+class CameraStream:
+    """One camera as a driver publishes it: optical frame on base_link, intrinsics, topics."""
+
+    frame_id: str
+    T_base_cam: np.ndarray
+    K: np.ndarray
+    image_topic: str
+    info_topic: str
+
+
+def rig_messages(cameras: Sequence[CameraStream], T_fixed_base: np.ndarray,
+                 images: Sequence[Sequence[np.ndarray]], fixed_frame: str = "odom",
+                 start_ns: int = START_NS, period_ns: int = PERIOD_NS) -> Iterator[tuple[int, str, str, bytes]]:
+    """(stamp, topic, msgtype, bytes) of posed camera frames as drivers plus a localiser publish them.
+
+    ``/tf_static`` (base_link -> each camera) first, then per frame ``/tf`` (fixed -> base_link)
+    and every camera's camera_info and rgb8 image; images[i][c] is camera c at frame i.
+    """
+    static = [("base_link", c.frame_id, start_ns, c.T_base_cam) for c in cameras]
+    yield start_ns, "/tf_static", "tf2_msgs/msg/TFMessage", M.serialize(M.tf_message(static))
+    for i, (T, frame) in enumerate(zip(T_fixed_base, images)):
+        stamp = start_ns + i * period_ns
+        yield stamp, "/tf", "tf2_msgs/msg/TFMessage", M.serialize(M.tf_message([(fixed_frame, "base_link", stamp, T)]))
+        for cam, rgb in zip(cameras, frame):
+            h, w = rgb.shape[:2]
+            yield (stamp, cam.info_topic, "sensor_msgs/msg/CameraInfo",
+                   M.serialize(M.camera_info(cam.K, w, h, stamp, cam.frame_id)))
+            yield stamp, cam.image_topic, "sensor_msgs/msg/Image", M.serialize(M.rgb_image(rgb, stamp, cam.frame_id))

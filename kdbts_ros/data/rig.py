@@ -12,8 +12,12 @@ import numpy as np
 
 from .synthetic import kitti_like_intrinsics
 
-# base_link (x forward, y left, z up) to an optical frame (x right, y down, z forward); as demo.R_BASE_OPTICAL
+# base_link (x forward, y left, z up) to an optical frame (x right, y down, z forward)
 R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+PERIOD_NS = 100_000_000  # camera frame period: 10 Hz, as KITTI and KITTI-360
+START_NS = 1_700_000_000 * 1_000_000_000  # first stamp of generated sequences
 
 
 def _rot_z(angle: np.ndarray) -> np.ndarray:

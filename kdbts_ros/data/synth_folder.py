@@ -33,11 +33,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .rig import RigConfig, base_trajectory
+from .rig import PERIOD_NS, START_NS, RigConfig, base_trajectory
 from .synthetic import SceneConfig, StreetScene
 
-PERIOD_NS = 100_000_000  # 10 Hz, as KITTI-360
-START_NS = 1_700_000_000 * 1_000_000_000
 DEPTH_SCALE = 256.0  # KITTI depth PNGs: metres * 256 as uint16
 
 
@@ -78,25 +76,16 @@ def _write_png(path: Path, img: np.ndarray) -> None:
 def _write_bag(path: Path, rig: RigConfig, poses: np.ndarray, frames: list[list[np.ndarray]]) -> None:
     """mcap bag of the rendered frames (frames[i][c] = RGB of camera c at frame i)."""
     # imported here: messages pulls in torch (via the pipeline), which the reader does not need
-    from .. import messages as M
-    from .bags import BagWriter
+    from .bags import BagWriter, CameraStream, rig_messages
 
     if path.exists():  # rosbags refuses to write into an existing bag folder
         shutil.rmtree(path)
     K = rig.K()
-    optical = [f"{c.name}_optical" for c in rig.cameras]
+    cameras = [CameraStream(f"{c.name}_optical", c.T_base_cam(), K, f"/{c.name}/image_raw", f"/{c.name}/camera_info")
+               for c in rig.cameras]
     with BagWriter(path) as bag:
-        static = [("base_link", f, START_NS, c.T_base_cam()) for c, f in zip(rig.cameras, optical)]
-        bag.write("/tf_static", "tf2_msgs/msg/TFMessage", START_NS, M.serialize(M.tf_message(static)))
-        for i, (T_wb, images) in enumerate(zip(poses, frames)):
-            stamp = START_NS + i * PERIOD_NS
-            bag.write("/tf", "tf2_msgs/msg/TFMessage", stamp,
-                      M.serialize(M.tf_message([("odom", "base_link", stamp, T_wb)])))
-            for cam, frame_id, rgb in zip(rig.cameras, optical, images):
-                bag.write(f"/{cam.name}/camera_info", "sensor_msgs/msg/CameraInfo", stamp,
-                          M.serialize(M.camera_info(K, rig.width, rig.height, stamp, frame_id)))
-                bag.write(f"/{cam.name}/image_raw", "sensor_msgs/msg/Image", stamp,
-                          M.serialize(M.rgb_image(rgb, stamp, frame_id)))
+        for stamp, topic, msgtype, data in rig_messages(cameras, poses, frames, "odom", START_NS, PERIOD_NS):
+            bag.write(topic, msgtype, stamp, data)
 
 
 def write_sequence(root: Path, seed: int, n_frames: int, rig: RigConfig = RigConfig(), step_m: float = 1.0,
