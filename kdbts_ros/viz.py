@@ -8,7 +8,7 @@ import torch
 from .config import PipelineConfig
 from .core.camera import pixel_intrinsics
 from .core.grids import ProfileSpec, density_profile
-from .core.model.network import Views
+from .core.model.network import DensityField, Views
 from .core.pipeline import Pipeline
 from .demo import depth_png
 
@@ -29,6 +29,17 @@ def profile_picture(profile: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
 
 
+def query_profile(model: DensityField, views: Views, head: str, chunk_points: int,
+                  spec: ProfileSpec = ProfileSpec()) -> np.ndarray:
+    """The Fig. 4 density profile (z, x) of a head, on the grid of view 0's camera."""
+    device = views.features.device
+    pts = torch.as_tensor(spec.points_cam().reshape(1, -1, 3), dtype=torch.float32, device=device)
+    sigma, invalid = model.query(pts, views, head, chunk_points)
+    shape = (spec.res_y, spec.res_xz, spec.res_xz)
+    return density_profile(sigma[0].float().cpu().numpy().reshape(shape),
+                           invalid[0, :, 0].cpu().numpy().reshape(shape))
+
+
 def render_figure(cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv",
                   pitch_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth (h, w), profile (256, 256) and the stacked BGR picture for one RGB image."""
@@ -44,12 +55,7 @@ def _render_figure(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str
     img, image01, Kn = pipeline.prepare(rgb, K)
     views = Views(model.encode(image01)[:, None], Kn[None, None], torch.eye(4, device=device)[None, None])
     depth, _ = pipeline.render_depth_image(views, head, Kn)
-    spec = ProfileSpec(pitch_deg=pitch_deg)
-    pts = torch.as_tensor(spec.points_cam().reshape(1, -1, 3), dtype=torch.float32, device=device)
-    sigma, invalid = model.query(pts, views, head, cfg.model.chunk_points)
-    shape = (spec.res_y, spec.res_xz, spec.res_xz)
-    profile = density_profile(sigma[0].float().cpu().numpy().reshape(shape),
-                              invalid[0, :, 0].cpu().numpy().reshape(shape))
+    profile = query_profile(model, views, head, cfg.model.chunk_points, ProfileSpec(pitch_deg=pitch_deg))
     prof_img = profile_picture(profile)
     left = np.vstack([cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                       cv2.resize(depth_png(depth, cfg.model.z_near, cfg.model.z_far), (W, H),

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..core.camera import project
 from ..core.grids import ProfileSpec, density_profile
 from ..core.model.network import DensityField, Views
 from ..core.model.render import render_depth
 from ..data.synth_folder import SynthFolder
 from ..training.objective import pixel_rays
 from ..training.samples import TrainingFrames
-from ..viz import profile_picture
+from ..viz import profile_picture, query_profile
 from .metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, occupancy_metrics
 from .protocol import OccupancyProtocol, visible_from_depth
 
@@ -103,12 +104,8 @@ class Evaluator:
         """Bird's-eye density profile (paper Fig. 4 volume) of one held-out frame."""
         device = torch.device(device)
         model = model.to(device).eval()
-        spec = ProfileSpec()
         views = self.views(model, self.frames[index], head, device)
-        pts = torch.as_tensor(spec.points_cam().reshape(1, -1, 3), dtype=torch.float32, device=device)
-        sigma, invalid = model.query(pts, views, head, self.settings.chunk_points)
-        shape = (spec.res_y, spec.res_xz, spec.res_xz)
-        return density_profile(sigma[0].cpu().numpy().reshape(shape), invalid[0, :, 0].cpu().numpy().reshape(shape))
+        return query_profile(model, views, head, self.settings.chunk_points)
 
     def true_profile(self, index: int = 0, density: float = 10.0) -> np.ndarray:
         """The same profile from the scene's exact occupancy (occupied points get ``density``)."""
@@ -118,10 +115,8 @@ class Evaluator:
         pts = spec.points_cam().reshape(-1, 3)
         occ = self.folder.scene(seq).occupied(pts @ T[:3, :3].T + T[:3, 3])
         shape = (spec.res_y, spec.res_xz, spec.res_xz)
-        Kn = self.frames.Kn
-        cam = pts @ Kn.T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            outside = (np.abs(cam[:, :2] / cam[:, 2:3]) > 1).any(1) | (cam[:, 2] <= 0)
+        # unseen as the networks' profiles count it: the camera's own projection validity
+        outside = project(torch.as_tensor(pts), torch.as_tensor(self.frames.Kn, dtype=torch.float64))[2].numpy()
         return density_profile(np.where(occ, density, 0.0).reshape(shape), outside.reshape(shape))
 
     def input_image(self, index: int = 0) -> np.ndarray:
