@@ -191,11 +191,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .core.pipeline import pick_device
     from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
 
-    models = {}
+    models, paths = {}, {}
     for item in args.model:
         label, sep, path = item.partition("=")
         if not sep:
             label, path = Path(item).stem, item
+        paths[label] = path
         try:
             models[label] = load_checkpoint(path)[0]
         except CheckpointError as exc:
@@ -215,7 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             profiles[name] = evaluator.profile(model, head, args.profile_frame, device)
             print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
     meta = {"data": str(args.data), "frames": len(evaluator.frames), "stride": args.stride,
-            "models": {label: str(p) for label, p in (i.partition("=")[::2] for i in args.model)}}
+            "models": paths}
     md, js = write_report(args.out, results, meta)
     strip = args.out / "profiles.png"
     cv2.imwrite(str(strip), profile_strip(evaluator, profiles, args.profile_frame))

@@ -36,3 +36,10 @@ def test_invalid_values_are_rejected_with_a_reason_and_leave_the_config_unchange
     f.write_text("kdbts_node:\n  ros__parameters:\n    mode: mv\n    grid:\n      resolution: 1\n")
     cfg = load_config(f)
     assert cfg.mode == "mv" and cfg.grid.resolution == 1.0 and isinstance(cfg.grid.resolution, float)
+
+
+def test_random_weight_backbones_are_the_ones_the_network_builds():
+    from kdbts_ros.core.model.resnet import BACKBONES
+
+    spec = next(s for s in iter_params(PipelineConfig()) if s.name == "model.backbone")
+    assert set(spec.choices) == set(BACKBONES)

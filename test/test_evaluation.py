@@ -102,11 +102,12 @@ def test_eval_command_writes_table_json_and_profiles(held_out, tmp_path):
     model.available_heads = ["sv"]
     save_checkpoint(tmp_path / "wall.safetensors", model)
     out = tmp_path / "eval"
-    assert main(["eval", str(held_out), "--model", f"WALL={tmp_path / 'wall.safetensors'}", "--out", str(out),
-                 "--stride", "3"]) == 0
+    ckpt = str(tmp_path / "wall.safetensors")
+    assert main(["eval", str(held_out), "--model", f"WALL={ckpt}", ckpt, "--out", str(out), "--stride", "3"]) == 0
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| model | O_acc") and table[2].startswith("| WALL (SV) |")
     data = json.loads((out / "results.json").read_text())
-    assert set(data["results"]) == {"WALL (SV)"} and data["frames"] == 1
+    assert set(data["results"]) == {"WALL (SV)", "wall (SV)"} and data["frames"] == 1
+    assert data["models"] == {"WALL": ckpt, "wall": ckpt}  # unlabelled: named after the file
     assert (out / "profiles.png").stat().st_size > 1000
     assert main(["eval", str(held_out), "--model", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 1
