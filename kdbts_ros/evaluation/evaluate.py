@@ -59,10 +59,11 @@ class Evaluator:
         pts = settings.protocol.points_cam().reshape(-1, 3)
         self.points = pts
         self.truth = []
+        scenes = {seq: self.folder.scene(seq) for seq in {seq for seq, _ in self.frames.items}}  # one per street
         for seq, t in self.frames.items:
             T = self.folder.cam_to_world(seq, 0, t)
             depth = self.folder.depth(seq, 0, t)
-            occupied = self.folder.scene(seq).occupied(pts @ T[:3, :3].T + T[:3, 3])
+            occupied = scenes[seq].occupied(pts @ T[:3, :3].T + T[:3, 3])
             self.truth.append((depth, occupied, visible_from_depth(pts, depth, self.K)))
 
     def views(self, model: DensityField, sample: dict[str, torch.Tensor], head: str, device: torch.device) -> Views:
