@@ -73,6 +73,8 @@ class Objective(nn.Module):
     def _trains(self, name: str) -> bool:
         """Which parameters this method trains (untrained ones are frozen, so DDP sees no unused gradients)."""
         cfg = self.cfg
+        if name.startswith(self.model.load_only_parameters()):
+            return False
         if name.startswith("heads.singleviewhead."):
             return cfg.method in ("bts", "kdbts")
         if name.startswith("heads.multiviewhead3."):

@@ -109,9 +109,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
         scheduler.load_state_dict(state["scheduler"])
         objective.generator.set_state(state["generator"])
         step = int(state["step"])
-    # unused: torchvision's fc and the decoder's scale 1-3 outputs, kept only so official weights load
-    wrapped = DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None,
-                                      find_unused_parameters=True) if world > 1 else objective
+    wrapped = DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None) \
+        if world > 1 else objective
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter

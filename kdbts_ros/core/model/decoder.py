@@ -52,6 +52,8 @@ class Decoder(nn.Module):
         convs += [Conv3x3(dec[s], d_out) for s in scales]
         self.decoder = nn.ModuleList(convs)
         self.d_out = d_out
+        # output convs of scales > 0: loaded from official weights, never computed
+        self.load_only = tuple(f"decoder.{10 + i}." for i in range(1, len(scales)))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Scale-0 feature map (B, d_out, H, W) at the input resolution."""

@@ -86,6 +86,10 @@ class DensityField(nn.Module):
         # heads whose weights are real; a BTS checkpoint has no multi-view head
         self.available_heads = ["sv", "mv"]
 
+    def load_only_parameters(self) -> tuple[str, ...]:
+        """Name prefixes of parameters kept only so official weights load (torchvision's fc, the decoder's coarse outputs)."""
+        return ("encoder.encoder.encoder.fc.",) + tuple(f"encoder.decoder.{p}" for p in self.encoder.decoder.load_only)
+
     def encode(self, image01: torch.Tensor) -> torch.Tensor:
         """Pixel-aligned features (B, C, H, W) of RGB images in [0, 1] (B, 3, H, W)."""
         return self.encoder(image01)
