@@ -43,8 +43,14 @@ class ModelConfig:
     seed: int = _f(0, "seed for random weights and seeded ray jitter", 0, 2**31 - 1)
     device: str = _f("auto", "torch device: auto, cpu, cuda, cuda:N")
     dtype: str = _f("float32", "compute dtype", choices=("float32", "float16", "bfloat16"))
-    chunk_points: int = _f(262144, "points per network query chunk (memory budget)", 1024, 2**26,
-                           runtime=True)
+    chunk_points: int = _f(262144, "points per network query chunk of the reference path (model.fast false)",
+                           1024, 2**26, runtime=True)
+    fast: bool = _f(True, "fast path: head first layers folded into per-frame maps, work shared along rays, "
+                    "only grid cells the camera sees decoded; false: the plain reference path (same outputs "
+                    "within fp32 rounding)", runtime=True)
+    query_memory_mb: int = _f(0, "working memory of one fast-path query chunk, MiB; 0: 64 on CPU (stays in "
+                              "cache), 1024 on CUDA", 0, 65536, runtime=True)
+    threads: int = _f(0, "CPU threads for torch; 0: torch's default (one per core)", 0, 256)
 
 
 @dataclass

@@ -35,13 +35,23 @@ def pixel_intrinsics(Kn: np.ndarray, width: int, height: int) -> np.ndarray:
     return K
 
 
+def to_camera(w2c: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Points (..., 3) mapped by rigid transforms (..., 4, 4), broadcastable, in fp32 even under autocast.
+
+    A bf16 matmul would move a point 20 m away by centimetres and flip cells at the image border.
+    """
+    with torch.autocast(points.device.type, enabled=False):
+        return (w2c[..., :3, :3].float() @ points.float().unsqueeze(-1)).squeeze(-1) + w2c[..., :3, 3].float()
+
+
 def project(points_cam: torch.Tensor, Kn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Project camera-frame points (..., 3) with normalised K' (..., 3, 3) broadcastable.
+    """Project camera-frame points (..., 3) with normalised K' (..., 3, 3) broadcastable, in fp32.
 
     Returns normalised image coordinates xy (..., 2), camera depth z (..., 1) and
     an invalid mask (...,) that is true behind the camera or outside [-1, 1].
     """
-    uvz = (Kn @ points_cam.unsqueeze(-1)).squeeze(-1)
+    with torch.autocast(points_cam.device.type, enabled=False):
+        uvz = (Kn.float() @ points_cam.float().unsqueeze(-1)).squeeze(-1)
     z = uvz[..., 2:3]
     xy = uvz[..., :2] / z.clamp_min(Z_EPS)
     invalid = (z[..., 0] <= Z_EPS) | (xy.abs() > 1).any(-1)

@@ -13,11 +13,12 @@ import torch
 
 from ..config import PipelineConfig
 from . import geometry
-from .camera import normalise_intrinsics, ray_grid, ray_pixel_intrinsics
+from .camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
 from .grids import GridSpec, bev_occupancy, occupied_voxels
+from .model import folded
 from .model.checkpoint import load_checkpoint, random_model
 from .model.network import Architecture, DensityField, Views
-from .model.render import render_depth
+from .model.render import RayDensity, along_rays, render_depth
 from .window import FrameWindow, WindowEntry
 
 
@@ -90,7 +91,10 @@ class Pipeline:
         problem = self.mode_problem(cfg.mode)
         if problem:
             raise ValueError(problem)
+        if cfg.model.threads:
+            torch.set_num_threads(cfg.model.threads)
         self.window = FrameWindow(cfg.window_size)
+        self._visible_cache: tuple[tuple, torch.Tensor] | None = None
 
     def mode_problem(self, mode: str) -> str | None:
         """Why the loaded weights cannot serve a head mode, or None."""
@@ -106,20 +110,41 @@ class Pipeline:
         return (m.image_height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
                 m.image_width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])))
 
-    def _head_and_views(self, current: WindowEntry) -> tuple[str, Views]:
+    def _head_and_views(self, current: WindowEntry) -> tuple[str, list[WindowEntry], Views]:
+        """The head to query, the window entries it reads (current first) and their views."""
         mode = self.cfg.mode
         others = [e for e in self.window.posed() if e is not current] if current.T_fixed_cam is not None else []
         use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
         entries = [current] + (others if use_mv else [])
-        if use_mv and current.T_fixed_cam is not None:
-            T_cur = current.T_fixed_cam
-            w2c = [geometry.invert(e.T_fixed_cam) @ T_cur for e in entries]
-        else:
-            w2c = [np.eye(4)]
+        # view 0 is the query frame itself: exactly the identity (the ray path relies on it)
+        w2c = [np.eye(4)] + [geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam for e in entries[1:]]
         views = Views(torch.stack([e.features for e in entries])[None],
                       torch.stack([e.Kn for e in entries])[None],
                       torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
-        return ("mv" if use_mv else "sv"), views
+        return ("mv" if use_mv else "sv"), entries, views
+
+    def _planes(self, entries: list[WindowEntry], head: str) -> torch.Tensor:
+        """The entries' folded maps (V, hidden, H, W) for a head; each frame's is computed once and kept."""
+        for e in entries:
+            if head not in e.planes:
+                e.planes[head] = folded.fold_features(self.model, e.features, head)
+        return torch.stack([e.planes[head] for e in entries])
+
+    def _heads_for_mode(self) -> list[str]:
+        """Heads the current mode may query, so a new frame's folded maps are made when it is encoded."""
+        mode = self.cfg.mode
+        return [h for h in ("sv", "mv") if h in self.model.available_heads and mode in (h, "auto")]
+
+    def fast_chunk(self, head: str, num_views: int) -> int:
+        """Points per fast-path query chunk that fit the working-memory budget."""
+        mb = self.cfg.model.query_memory_mb or (1024 if self.device.type == "cuda" else 64)
+        return max(1024, mb * 2**20 // folded.bytes_per_point(self.model, head, num_views))
+
+    def _sync(self) -> float:
+        """Wall time after the device has finished its queued work (so stage timings are true on CUDA)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     @contextlib.contextmanager
     def precision(self) -> Iterator[None]:
@@ -136,17 +161,52 @@ class Pipeline:
         Kn = normalise_intrinsics(K, image.shape[1], image.shape[0])
         return resized, image01, torch.as_tensor(Kn, dtype=torch.float32, device=self.device)
 
-    def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Expected depth (h, w) at ``render.depth_scale`` of the network size, and its pixel intrinsics."""
+    def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor,
+                           planes: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Expected depth (h, w) at ``render.depth_scale`` of the network size, and its pixel intrinsics.
+
+        With the views' folded maps (``planes``) the fast path renders; without, the reference path.
+        """
         cfg, (H, W) = self.cfg, self.input_size
         h = max(1, int(round(H * cfg.render.depth_scale)))
         w = max(1, int(round(W * cfg.render.depth_scale)))
         dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
-        fn = lambda p: self.model.density(p[None], views, head)[0][0]  # noqa: E731
+        fn: RayDensity
+        if planes is None:
+            fn, chunk = along_rays(lambda p: self.model.density(p[None], views, head)[0][0]), cfg.model.chunk_points
+        else:
+            Kn_v, w2c = views.Kn[0], views.w2c[0]
+            fn = lambda d, t: folded.ray_density(self.model, d, t, planes, Kn_v, w2c, head)  # noqa: E731
+            chunk = self.fast_chunk(head, len(planes))
         depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
-                             cfg.model.chunk_points, gen).float().cpu().numpy().reshape(h, w)
+                             chunk, gen).float().cpu().numpy().reshape(h, w)
         return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
+
+    def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> torch.Tensor:
+        """Grid cells (flat) the current camera sees, kept while the intrinsics and the grid stay the same."""
+        key = (Kn.cpu().numpy().tobytes(), centres.shape, centres[0, 0, 0].tobytes(), centres[-1, -1, -1].tobytes())
+        if self._visible_cache is None or self._visible_cache[0] != key:
+            pts = torch.as_tensor(centres.reshape(-1, 3), dtype=torch.float32, device=self.device)
+            self._visible_cache = (key, ~project(pts, Kn)[2])
+        return self._visible_cache[1]
+
+    def query_grid(self, centres: np.ndarray, views: Views, head: str,
+                   planes: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        """Densities and unseen mask (flat) of grid cell centres; the fast path decodes only the seen cells."""
+        if planes is None:
+            pts = torch.as_tensor(centres.reshape(1, -1, 3), dtype=torch.float32, device=self.device)
+            sigma, invalid = self.model.query(pts, views, head, self.cfg.model.chunk_points)
+            # a voxel is seen when the current camera sees it (the SV head reads view 0 only)
+            return sigma[0].float().cpu().numpy(), invalid[0, :, 0].cpu().numpy()
+        visible = self._visible(centres, views.Kn[0, 0])
+        pts = torch.as_tensor(centres.reshape(-1, 3), dtype=torch.float32, device=self.device)[visible]
+        chunk = self.fast_chunk(head, len(planes))
+        sig = [folded.folded_density(self.model, pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
+               for s in range(0, len(pts), chunk)]
+        sigma = torch.zeros(visible.shape, dtype=torch.float32, device=self.device)
+        sigma[visible] = torch.cat(sig).float()
+        return sigma.cpu().numpy(), (~visible).cpu().numpy()
 
     def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True) -> Outputs:
         """Run one frame through the network and build grid, cloud and depth arrays."""
@@ -157,11 +217,15 @@ class Pipeline:
         t0 = time.perf_counter()
         cfg = self.cfg
         resized, image01, Kn = self.prepare(frame.image, frame.K)
-        t1 = time.perf_counter()
+        t1 = self._sync()
         entry = WindowEntry(frame.stamp_ns, self.model.encode(image01)[0], Kn, frame.T_fixed_cam)
+        if cfg.model.fast:
+            for h in self._heads_for_mode():
+                self._planes([entry], h)
         self.window.push(entry)
-        head, views = self._head_and_views(entry)
-        t2 = time.perf_counter()
+        head, entries, views = self._head_and_views(entry)
+        planes = self._planes(entries, head) if cfg.model.fast else None
+        t2 = self._sync()
 
         spec = GridSpec.from_config(cfg.grid)
         centres = spec.centres_cam()
@@ -169,22 +233,19 @@ class Pipeline:
         occupancy, points, pdens, prgb = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32), \
             np.zeros((0, 3), np.uint8)
         if want_grid:
-            pts = torch.as_tensor(centres.reshape(1, -1, 3), dtype=torch.float32, device=self.device)
-            sigma, invalid = self.model.query(pts, views, head, cfg.model.chunk_points)
-            sigma = sigma[0].float().cpu().numpy().reshape(spec.shape)
-            # a voxel is seen when the current camera sees it (the SV head reads view 0 only)
-            unseen = invalid[0, :, 0].cpu().numpy().reshape(spec.shape)
+            sigma, unseen = self.query_grid(centres, views, head, planes)
+            sigma, unseen = sigma.reshape(spec.shape), unseen.reshape(spec.shape)
             density = np.where(unseen, np.nan, sigma).astype(np.float32)
             occupancy = bev_occupancy(sigma, unseen, spec.resolution_z)
             vox, pdens = occupied_voxels(centres, sigma, unseen, cfg.grid.occupied_density)
             prgb = self._colours(vox, Kn.cpu().numpy(), resized)
             points = vox
-        t3 = time.perf_counter()
+        t3 = self._sync()
 
         depth = depth_K = None
         if want_depth:
-            depth, depth_K = self.render_depth_image(views, head, Kn)
-        t4 = time.perf_counter()
+            depth, depth_K = self.render_depth_image(views, head, Kn, planes)
+        t4 = self._sync()
 
         if frame.T_fixed_cam is not None:
             out_frame, T_out_cam = cfg.fixed_frame, frame.T_fixed_cam
@@ -194,7 +255,7 @@ class Pipeline:
         return Outputs(frame.stamp_ns, frame.frame_id, out_frame, T_out_cam, spec, density, occupancy,
                        points, pdens.astype(np.float32), prgb, depth, depth_K, head,
                        int(views.features.shape[1]),
-                       {"preprocess": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3})
+                       {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3})
 
     @staticmethod
     def _colours(points_cam: np.ndarray, Kn: np.ndarray, image: np.ndarray) -> np.ndarray:

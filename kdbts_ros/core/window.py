@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -10,12 +10,13 @@ import torch
 
 @dataclass
 class WindowEntry:
-    """One encoded frame: its features, normalised intrinsics and pose in the fixed frame."""
+    """One encoded frame: its features, normalised intrinsics, pose in the fixed frame and folded head maps."""
 
     stamp_ns: int
     features: torch.Tensor        # (C, H, W)
     Kn: torch.Tensor              # (3, 3)
     T_fixed_cam: np.ndarray | None
+    planes: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> folded map (model/folded.py)
 
 
 class FrameWindow:

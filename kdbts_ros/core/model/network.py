@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..camera import project
+from ..camera import project, to_camera
 from .code import PositionalEncoding, z_code
 from .decoder import Decoder
 from .heads import MLP, MultiViewHead
@@ -98,8 +98,7 @@ class DensityField(nn.Module):
         """Per-view head inputs (B, N, V, C + 39) and invalid mask (B, N, V) of query points (B, N, 3)."""
         B, V, C, H, W = views.features.shape
         N = points.shape[1]
-        R, t = views.w2c[:, :, None, :3, :3], views.w2c[:, :, None, :3, 3]
-        cam = (R @ points[:, None, :, :, None]).squeeze(-1) + t      # (B, V, N, 3)
+        cam = to_camera(views.w2c[:, :, None], points[:, None])       # (B, V, N, 3)
         xy, z, invalid = project(cam, views.Kn[:, :, None])
         code_in = torch.cat([xy, z_code(z, self.arch.z_near, self.arch.z_far)], -1)
         code = self.code_xyz(code_in.reshape(-1, 3)).view(B, V, N, -1)
@@ -121,7 +120,7 @@ class DensityField(nn.Module):
         """
         B, V, C, H, W = images.shape
         N = points.shape[1]
-        cam = (w2c[:, :, None, :3, :3] @ points[:, None, :, :, None]).squeeze(-1) + w2c[:, :, None, :3, 3]
+        cam = to_camera(w2c[:, :, None], points[:, None])
         xy, _, invalid = project(cam, Kn[:, :, None])
         values = F.grid_sample(images.reshape(B * V, C, H, W), xy.reshape(B * V, 1, N, 2), mode="bilinear",
                                padding_mode="border", align_corners=False)

@@ -40,12 +40,22 @@ def composite(sigma: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch
     return weights, (weights * t).sum(-1)
 
 
-def render_depth(density_fn: Callable[[torch.Tensor], torch.Tensor], dirs: torch.Tensor,
-                 n_samples: int, near: float, far: float, chunk_points: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+RayDensity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def along_rays(point_density: Callable[[torch.Tensor], torch.Tensor]) -> RayDensity:
+    """A ray density function (dirs (R, 3), t (R, S)) -> (R, S) from a point one (P, 3) -> (P,)."""
+    def density(dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return point_density((dirs[:, None, :] * t[..., None]).reshape(-1, 3)).view_as(t)
+    return density
+
+
+def render_depth(density_fn: RayDensity, dirs: torch.Tensor, n_samples: int, near: float, far: float,
+                 chunk_points: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Expected ray-termination depth (R,) along rays from the origin with directions (R, 3).
 
-    ``density_fn`` maps points (P, 3) in the rays' frame to densities (P,).
+    ``density_fn`` maps ray directions (R', 3) and sample depths (R', S) to
+    densities (R', S) at the points ``dirs * t`` (see :func:`along_rays`).
     With unit-z directions (as the official image scripts use) depth is camera z.
     """
     R = dirs.shape[0]
@@ -54,7 +64,5 @@ def render_depth(density_fn: Callable[[torch.Tensor], torch.Tensor], dirs: torch
     for start in range(0, R, rays_per_chunk):
         d = dirs[start:start + rays_per_chunk]
         t = sample_depths(d.shape[0], n_samples, near, far, generator, d.device, d.dtype)
-        pts = d[:, None, :] * t[..., None]
-        sigma = density_fn(pts.reshape(-1, 3)).view_as(t)
-        out.append(composite(sigma, t)[1])
+        out.append(composite(density_fn(d, t), t)[1])
     return torch.cat(out)

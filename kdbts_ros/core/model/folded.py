@@ -1,0 +1,140 @@
+"""Fast density queries: each head's first layer folded into the feature maps once per frame.
+
+A head's first layer is linear in ``[feature, code]``, and bilinear sampling with
+border padding is a convex combination of map pixels, so
+``W_f sample(F) + b = sample(W_f F + b)``. Folding ``W_f`` and ``b`` into a
+per-frame map (a 1x1 convolution when the frame enters the window) leaves only
+the positional code's product per (point, view). Every per-point tensor stays
+channel-first, (V, channels, N), so the remaining products are plain batched
+GEMMs; the reference path's (N, V, C + 39) rows need a transposing concat that
+costs more than the arithmetic.
+
+Rays add one more saving: all samples of a ray from view 0's centre project to
+the same pixel of view 0, and each code entry depends on one coordinate only,
+so view 0's sampled map and x, y code are computed once per ray, and only the
+depth code per sample. Results equal :meth:`DensityField.density` up to
+floating-point summation order.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..camera import project, to_camera
+from .code import z_code
+from .heads import MLP
+from .network import MV_HEAD, SV_HEAD, DensityField
+
+
+def first_mlp(model: DensityField, head: str) -> MLP:
+    """The per-view MLP whose first layer reads [feature, code]: the SV head, or the MV head's ``mlp``."""
+    return model.heads[SV_HEAD] if head == "sv" else model.heads[MV_HEAD].mlp
+
+
+def code_weights(model: DensityField, head: str, coord: int) -> torch.Tensor:
+    """Columns (hidden, 1 + 2 F) of the first layer that read the code entries of one coordinate (x, y, z).
+
+    The code of (x, y, z) is [x, y, z, sin/cos(f_k x), sin/cos(f_k y), sin/cos(f_k z) per entry k]
+    interleaved by coordinate, so coordinate d owns entries d and 3 + 3 k + d.
+    """
+    lin = first_mlp(model, head).lin_in
+    C, d_code = model.arch.feature_dim, model.code_xyz.d_out
+    cols = [coord] + list(range(3 + coord, d_code, 3))
+    return lin.weight[:, C + torch.tensor(cols, device=lin.weight.device)]
+
+
+def fold_features(model: DensityField, features: torch.Tensor, head: str) -> torch.Tensor:
+    """A frame's folded map (hidden, H, W) for one head from its features (C, H, W)."""
+    lin = first_mlp(model, head).lin_in
+    C = features.shape[0]
+    return F.conv2d(features[None], lin.weight[:, :C, None, None], lin.bias)[0]
+
+
+def bytes_per_point(model: DensityField, head: str, num_views: int) -> int:
+    """Working memory of one query point (fp32 upper bound), to size chunks to a budget."""
+    mlp = first_mlp(model, head)
+    # projection and code (3 + 3 + 39 + 36 sin/cos arguments) plus hidden (sampled and activated) and output rows
+    return 4 * num_views * (81 + 2 * mlp.lin_in.out_features + mlp.lin_out.out_features) + 64
+
+
+def _sample(planes: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (V, hidden, N) of planes (V, hidden, H, W) at xy (V, N, 2), as the features are sampled."""
+    return F.grid_sample(planes, xy[:, None].to(planes.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)[:, :, 0]
+
+
+def _head_out(mlp: MLP, pre: torch.Tensor) -> torch.Tensor:
+    """Per-view MLP outputs (V, d_out, N) from first-layer pre-activations (V, hidden, N)."""
+    V = pre.shape[0]
+    return torch.baddbmm(mlp.lin_out.bias[:, None], mlp.lin_out.weight.expand(V, -1, -1), torch.relu(pre))
+
+
+def view_outputs(model: DensityField, points: torch.Tensor, planes: torch.Tensor, Kn: torch.Tensor,
+                 w2c: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-view head outputs (V, d_out, N) and invalid mask (V, N) of points (N, 3).
+
+    planes (V, hidden, H, W) are the views' :func:`fold_features` maps for
+    ``head``; Kn (V, 3, 3) and w2c (V, 4, 4) as in :class:`Views` without the
+    batch dimension.
+    """
+    mlp = first_mlp(model, head)
+    V = planes.shape[0]
+    cam = to_camera(w2c[:, None], points[None])                                         # (V, N, 3)
+    xy, z, invalid = project(cam, Kn[:, None])
+    code = model.code_xyz(torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1).reshape(-1, 3))
+    code = code.view(V, -1, code.shape[-1]).transpose(1, 2)                             # (V, 39, N)
+    w_code = mlp.lin_in.weight[:, model.arch.feature_dim:]
+    # under autocast the products run in the compute dtype; sampling stays in the planes' dtype
+    pre = torch.baddbmm(_sample(planes, xy), w_code.expand(V, -1, -1), code)
+    return _head_out(mlp, pre), invalid
+
+
+def fuse(model: DensityField, out: torch.Tensor, invalid: torch.Tensor, head: str) -> torch.Tensor:
+    """Density logits (N,) from per-view outputs (V, d_out, N): view 0 for 'sv', the MV head's fusion for 'mv'."""
+    if head == "sv":
+        return out[0, 0]
+    # heads.MultiViewHead in the channel-first layout
+    conf = out[:, 0].masked_fill(invalid, torch.finfo(out.dtype).min)
+    fused = (torch.softmax(conf, 0)[:, None] * out[:, 1:]).sum(0)                         # (F, N)
+    mlp2 = model.heads[MV_HEAD].mlp2
+    h = torch.relu(torch.addmm(mlp2.lin_in.bias[:, None], mlp2.lin_in.weight, fused))
+    return torch.addmm(mlp2.lin_out.bias[:, None], mlp2.lin_out.weight, h)[0]
+
+
+def folded_density(model: DensityField, points: torch.Tensor, planes: torch.Tensor, Kn: torch.Tensor,
+                   w2c: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softplus density (N,) and invalid mask (N, V) of points (N, 3), as ``model.density``."""
+    if head == "sv":
+        planes, Kn, w2c = planes[:1], Kn[:1], w2c[:1]
+    out, invalid = view_outputs(model, points, planes, Kn, w2c, head)
+    return F.softplus(fuse(model, out, invalid, head)), invalid.transpose(0, 1)
+
+
+def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes: torch.Tensor,
+                Kn: torch.Tensor, w2c: torch.Tensor, head: str) -> torch.Tensor:
+    """Softplus density (R, S) at depths t (R, S) along rays dirs (R, 3) from view 0's centre (w2c[0] = I).
+
+    View 0's sampled map and x, y code are shared by a ray's samples; when all
+    rays share their depths (no jitter) so is the z code.
+    """
+    mlp = first_mlp(model, head)
+    R, S = t.shape
+    xy = project(dirs, Kn[0])[0]                                                          # unit-z rays: z = t
+    per_ray = _sample(planes[:1], xy[None])[0]                                            # (hidden, R)
+    for coord in (0, 1):
+        per_ray = per_ray + code_weights(model, head, coord) @ model.code_xyz(xy[:, coord:coord + 1]).T
+    shared = bool((t == t[:1]).all())
+    zs = t[:1] if shared else t
+    zcode = model.code_xyz(z_code(zs.reshape(-1, 1), model.arch.z_near, model.arch.z_far))
+    per_sample = (code_weights(model, head, 2) @ zcode.T).view(-1, zs.shape[0], S)         # (hidden, 1 or R, S)
+    pre = (per_ray[:, :, None] + per_sample).reshape(1, -1, R * S)
+    out0 = _head_out(mlp, pre)                                                             # (1, d_out, R S)
+    if head == "sv":
+        return F.softplus(out0[0, 0]).view(R, S)
+    points = (dirs[:, None, :] * t[..., None]).reshape(-1, 3)
+    # validity per point as the reference computes it: rounding can put a border ray's samples outside view 0
+    out, invalid = out0, project(points, Kn[0])[2][None]
+    if len(planes) > 1:
+        out_o, invalid_o = view_outputs(model, points, planes[1:], Kn[1:], w2c[1:], head)
+        out, invalid = torch.cat([out, out_o]), torch.cat([invalid, invalid_o])
+    return F.softplus(fuse(model, out, invalid, head)).view(R, S)
