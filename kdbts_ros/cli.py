@@ -225,6 +225,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Per-stage latency, frames/s and peak memory of the node's per-frame path; JSON and Markdown."""
+    import json
+
+    import torch
+
+    from .bench import Case, markdown, run
+
+    devices = _csv(args.device) or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        print("kdbts bench: CUDA was asked for but torch sees no GPU", file=sys.stderr)
+        return 2
+    publish = args.publish
+    if publish is None:
+        try:
+            import rclpy  # noqa: F401
+
+            from .msg import DensityGrid  # noqa: F401
+            publish = True
+        except ImportError:
+            publish = False
+    cases = [Case(net, dev, path, int(w), args.dtype) for dev in devices for net in _csv(args.networks)
+             for path in _csv(args.paths) for w in _csv(args.windows)]
+    report = run(_config(args), cases, args.frames, args.warmup, args.depth_scale, publish)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=1))
+    table = markdown(report)
+    (args.out / "bench.md").write_text(table)
+    print(table, end="")
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kdbts`` argument parser with one sub-command per tool."""
     parser = argparse.ArgumentParser(prog="kdbts", description=__doc__)
@@ -293,6 +330,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--profile-frame", type=int, default=0, help="index of the evaluated frame shown in profiles.png")
     ev.add_argument("--device", default="auto", help="torch device (default: auto)")
     ev.set_defaults(func=cmd_eval)
+
+    be = sub.add_parser("bench", help="per-stage latency, frames/s and peak memory of the node's per-frame path "
+                                      "(not a test: run it on a quiet machine)")
+    _add_config_args(be)
+    be.add_argument("--device", default="", help="comma-separated torch devices (default: cpu, and cuda when "
+                    "available)")
+    be.add_argument("--networks", default="resnet50,embedded",
+                    help="comma-separated: resnet50 (official network at 192x640, seeded random weights), embedded "
+                    "(the shipped KDBTS network), or checkpoint paths (default: resnet50,embedded)")
+    be.add_argument("--windows", default="1,2,4,8",
+                    help="comma-separated window sizes; 1 runs the SV head, more the MV head (default: 1,2,4,8)")
+    be.add_argument("--paths", default="fast", help="comma-separated: fast, reference (model.fast) (default: fast)")
+    be.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                    help="compute dtype (default: float32)")
+    be.add_argument("--frames", type=int, default=20, help="frames of the input stream (default: 20)")
+    be.add_argument("--warmup", type=int, help="frames processed before timing starts (default: the window size)")
+    be.add_argument("--depth-scale", type=float,
+                    help="depth image size relative to the network input (default: 0.25 on CPU, 1 on CUDA)")
+    be.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
+                    help="go through the rclpy node and publish to subscribers (default: when rclpy and the "
+                    "kdbts_ros messages are importable)")
+    be.add_argument("--out", type=Path, default=Path("bench_out"),
+                    help="folder for bench.json and bench.md (default: bench_out)")
+    be.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -49,8 +49,10 @@ class ModelConfig:
                     "only grid cells the camera sees decoded; false: the plain reference path (same outputs "
                     "within fp32 rounding)", runtime=True)
     query_memory_mb: int = _f(0, "working memory of one fast-path query chunk, MiB; 0: 64 on CPU (stays in "
-                              "cache), 1024 on CUDA", 0, 65536, runtime=True)
+                              "cache), 4096 on CUDA", 0, 65536, runtime=True)
     threads: int = _f(0, "CPU threads for torch; 0: torch's default (one per core)", 0, 256)
+    compile: bool = _f(False, "torch.compile the encoder for its fixed input size (on CUDA with CUDA graphs: "
+                       "far fewer kernel launches); the first frames then take tens of seconds")
 
 
 @dataclass

@@ -101,13 +101,11 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, obj
             f.unlink()
         bag_path.rmdir()
     runner = FrameRunner(cfg)
-    handlers = {"/tf": lambda d, t: runner.on_tf(d, False), "/tf_static": lambda d, t: runner.on_tf(d, True),
-                cfg.topics.camera_info: lambda d, t: runner.on_camera_info(d), cfg.topics.image: runner.on_image}
     last: Outputs | None = None
     with BagWriter(bag_path) as bag:
         for stamp, topic, msgtype, data in input_messages(seq, cfg.fixed_frame, cfg.topics):
             bag.write(topic, msgtype, stamp, data)
-            handlers[topic](data, stamp)
+            runner.handle(topic, data, stamp)
             for out_topic, out_type, out_data in runner.step(stamp):
                 bag.write(out_topic, out_type, stamp, out_data)
                 last = runner.last

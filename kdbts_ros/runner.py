@@ -8,6 +8,7 @@ by reason, so nothing is lost silently.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ log = logging.getLogger("kdbts_ros")
 class _Pending:
     frame: Frame
     arrival_ns: int
+    decode_s: float
 
 
 class FrameRunner:
@@ -72,8 +74,18 @@ class FrameRunner:
                 continue
             self.tf.set_transform(parent, child, stamp, T, static)
 
+    def handle(self, topic: str, data: bytes, arrival_ns: int) -> None:
+        """Dispatch one serialized input message by topic, as the node's subscriptions do."""
+        if topic in ("/tf", "/tf_static"):
+            self.on_tf(data, topic == "/tf_static")
+        elif topic == self.cfg.topics.camera_info:
+            self.on_camera_info(data)
+        elif topic == self.cfg.topics.image:
+            self.on_image(data, arrival_ns)
+
     def on_image(self, data: bytes, arrival_ns: int) -> None:
         """Decode an Image and make it the pending frame (a still-pending older one is dropped)."""
+        t0 = time.perf_counter()
         try:
             msg = M.deserialize(data, "sensor_msgs/msg/Image")
             rgb = M.image_to_rgb(msg)
@@ -88,7 +100,8 @@ class FrameRunner:
         self.last_stamp_ns = stamp
         if self.pending is not None:
             self._drop("superseded", "a newer image arrived before the previous one was processed")
-        self.pending = _Pending(Frame(rgb, None, stamp, msg.header.frame_id.lstrip("/")), arrival_ns)
+        self.pending = _Pending(Frame(rgb, None, stamp, msg.header.frame_id.lstrip("/")), arrival_ns,
+                                time.perf_counter() - t0)
 
     # ------------------------------------------------------------ processing
     def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
@@ -126,9 +139,12 @@ class FrameRunner:
         except Exception as exc:  # a failed frame must not stop the node or a replay
             self._drop("processing_error", f"{type(exc).__name__}: {exc}")
             return []
+        t0 = time.perf_counter()
+        messages = [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]
+        out.timings = {"decode": p.decode_s, **out.timings, "messages": time.perf_counter() - t0}
         self.last = out
         self.processed += 1
-        return [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]
+        return messages
 
     def record_latency(self, seconds: float) -> None:
         """Keep the publish-minus-stamp latency of recent frames."""

@@ -55,14 +55,14 @@ def test_ray_density_equals_point_density_including_border_rays():
     w2c[2, :3, 3] = torch.tensor([-0.5, 0.1, -4.0])  # a view ahead: many samples fall outside it
     dirs = ray_grid(Kn[0], 5, 7).reshape(-1, 3)       # the outer rays sit exactly on the image border
     views = Views(feats[None], Kn[None], w2c[None])
-    for t in (sample_depths(len(dirs), 16, 3.0, 80.0),
-              sample_depths(len(dirs), 16, 3.0, 80.0, torch.Generator().manual_seed(1))):
+    for t, shared in ((sample_depths(len(dirs), 16, 3.0, 80.0), True),
+                      (sample_depths(len(dirs), 16, 3.0, 80.0, torch.Generator().manual_seed(1)), False)):
         points = (dirs[:, None] * t[..., None]).reshape(-1, 3)
         with torch.no_grad():
             for head in ("sv", "mv"):
                 planes = torch.stack([folded.fold_features(model, f, head) for f in feats])
                 ref = model.density(points[None], views, head)[0][0].view_as(t)
-                torch.testing.assert_close(folded.ray_density(model, dirs, t, planes, Kn, w2c, head), ref,
+                torch.testing.assert_close(folded.ray_density(model, dirs, t, planes, Kn, w2c, head, shared), ref,
                                            rtol=1e-5, atol=1e-5)
                 sigma, invalid = folded.folded_density(model, points, planes, Kn, w2c, head)
                 torch.testing.assert_close(sigma.view_as(t), ref, rtol=1e-5, atol=1e-5)

@@ -94,7 +94,11 @@ class Pipeline:
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
         self.window = FrameWindow(cfg.window_size)
-        self._visible_cache: tuple[tuple, torch.Tensor] | None = None
+        self._compiled_encode = torch.compile(self.model.encode, dynamic=False,
+                                              mode="reduce-overhead" if self.device.type == "cuda" else None) \
+            if cfg.model.compile else None
+        self._intrinsics: tuple[tuple, np.ndarray, torch.Tensor] | None = None
+        self._visible_cache: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
 
     def mode_problem(self, mode: str) -> str | None:
         """Why the loaded weights cannot serve a head mode, or None."""
@@ -123,6 +127,11 @@ class Pipeline:
                       torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
         return ("mv" if use_mv else "sv"), entries, views
 
+    def newest_views(self) -> tuple[str, list[WindowEntry], Views, torch.Tensor | None]:
+        """What the newest frame is queried with: head, window entries, views and (fast path) folded maps."""
+        head, entries, views = self._head_and_views(self.window.entries[-1])
+        return head, entries, views, (self._planes(entries, head) if self.cfg.model.fast else None)
+
     def _planes(self, entries: list[WindowEntry], head: str) -> torch.Tensor:
         """The entries' folded maps (V, hidden, H, W) for a head; each frame's is computed once and kept."""
         for e in entries:
@@ -130,14 +139,14 @@ class Pipeline:
                 e.planes[head] = folded.fold_features(self.model, e.features, head)
         return torch.stack([e.planes[head] for e in entries])
 
-    def _heads_for_mode(self) -> list[str]:
+    def heads_for_mode(self) -> list[str]:
         """Heads the current mode may query, so a new frame's folded maps are made when it is encoded."""
         mode = self.cfg.mode
         return [h for h in ("sv", "mv") if h in self.model.available_heads and mode in (h, "auto")]
 
     def fast_chunk(self, head: str, num_views: int) -> int:
         """Points per fast-path query chunk that fit the working-memory budget."""
-        mb = self.cfg.model.query_memory_mb or (1024 if self.device.type == "cuda" else 64)
+        mb = self.cfg.model.query_memory_mb or (4096 if self.device.type == "cuda" else 64)
         return max(1024, mb * 2**20 // folded.bytes_per_point(self.model, head, num_views))
 
     def _sync(self) -> float:
@@ -153,13 +162,23 @@ class Pipeline:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             yield
 
+    def intrinsics(self, K: np.ndarray, width: int, height: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Normalised intrinsics as an array and a device tensor; the same objects while K and the size stay."""
+        key = (np.asarray(K, np.float64).tobytes(), width, height)
+        if self._intrinsics is None or self._intrinsics[0] != key:
+            Kn = normalise_intrinsics(K, width, height)
+            self._intrinsics = (key, Kn, torch.as_tensor(Kn, dtype=torch.float32, device=self.device))
+        return self._intrinsics[1], self._intrinsics[2]
+
     def prepare(self, image: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """Network-size RGB, its [0, 1] tensor (1, 3, H, W) and normalised intrinsics of an image."""
         H, W = self.input_size
         resized = cv2.resize(image, (W, H), interpolation=cv2.INTER_LINEAR)
-        image01 = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        Kn = normalise_intrinsics(K, image.shape[1], image.shape[0])
-        return resized, image01, torch.as_tensor(Kn, dtype=torch.float32, device=self.device)
+        pixels = torch.from_numpy(resized)
+        if self.device.type == "cuda":  # a pinned staging copy lets the upload run asynchronously
+            pixels = pixels.pin_memory()
+        image01 = pixels.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float() / 255.0
+        return resized, image01, self.intrinsics(K, image.shape[1], image.shape[0])[1]
 
     def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor,
                            planes: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -177,19 +196,24 @@ class Pipeline:
             fn, chunk = along_rays(lambda p: self.model.density(p[None], views, head)[0][0]), cfg.model.chunk_points
         else:
             Kn_v, w2c = views.Kn[0], views.w2c[0]
-            fn = lambda d, t: folded.ray_density(self.model, d, t, planes, Kn_v, w2c, head)  # noqa: E731
+            fn = lambda d, t: folded.ray_density(self.model, d, t, planes, Kn_v, w2c, head,  # noqa: E731
+                                                 shared_depths=gen is None)
             chunk = self.fast_chunk(head, len(planes))
         depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
                              chunk, gen).float().cpu().numpy().reshape(h, w)
         return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
 
-    def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> torch.Tensor:
-        """Grid cells (flat) the current camera sees, kept while the intrinsics and the grid stay the same."""
-        key = (Kn.cpu().numpy().tobytes(), centres.shape, centres[0, 0, 0].tobytes(), centres[-1, -1, -1].tobytes())
-        if self._visible_cache is None or self._visible_cache[0] != key:
+    def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Indices of the grid cells (flat) the current camera sees, and the unseen mask.
+
+        Kept while the intrinsics tensor (see :meth:`intrinsics`) and the grid stay the same.
+        """
+        if (self._visible_cache is None or self._visible_cache[0] is not Kn
+                or not np.array_equal(self._visible_cache[1], centres)):
             pts = torch.as_tensor(centres.reshape(-1, 3), dtype=torch.float32, device=self.device)
-            self._visible_cache = (key, ~project(pts, Kn)[2])
-        return self._visible_cache[1]
+            unseen = project(pts, Kn)[2]
+            self._visible_cache = (Kn, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())
+        return self._visible_cache[2], self._visible_cache[3]
 
     def query_grid(self, centres: np.ndarray, views: Views, head: str,
                    planes: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
@@ -199,14 +223,14 @@ class Pipeline:
             sigma, invalid = self.model.query(pts, views, head, self.cfg.model.chunk_points)
             # a voxel is seen when the current camera sees it (the SV head reads view 0 only)
             return sigma[0].float().cpu().numpy(), invalid[0, :, 0].cpu().numpy()
-        visible = self._visible(centres, views.Kn[0, 0])
+        visible, unseen = self._visible(centres, views.Kn[0, 0])
         pts = torch.as_tensor(centres.reshape(-1, 3), dtype=torch.float32, device=self.device)[visible]
         chunk = self.fast_chunk(head, len(planes))
         sig = [folded.folded_density(self.model, pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
                for s in range(0, len(pts), chunk)]
-        sigma = torch.zeros(visible.shape, dtype=torch.float32, device=self.device)
-        sigma[visible] = torch.cat(sig).float()
-        return sigma.cpu().numpy(), (~visible).cpu().numpy()
+        sigma = np.zeros(unseen.shape, np.float32)
+        sigma[~unseen] = torch.cat(sig).float().cpu().numpy()
+        return sigma, unseen
 
     def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True) -> Outputs:
         """Run one frame through the network and build grid, cloud and depth arrays."""
@@ -218,13 +242,16 @@ class Pipeline:
         cfg = self.cfg
         resized, image01, Kn = self.prepare(frame.image, frame.K)
         t1 = self._sync()
-        entry = WindowEntry(frame.stamp_ns, self.model.encode(image01)[0], Kn, frame.T_fixed_cam)
+        if self._compiled_encode is None:
+            features = self.model.encode(image01)[0]
+        else:  # a CUDA graph's output is overwritten by its next replay, and the window keeps features
+            features = self._compiled_encode(image01)[0].clone()
+        entry = WindowEntry(frame.stamp_ns, features, Kn, frame.T_fixed_cam)
         if cfg.model.fast:
-            for h in self._heads_for_mode():
+            for h in self.heads_for_mode():
                 self._planes([entry], h)
         self.window.push(entry)
-        head, entries, views = self._head_and_views(entry)
-        planes = self._planes(entries, head) if cfg.model.fast else None
+        head, entries, views, planes = self.newest_views()
         t2 = self._sync()
 
         spec = GridSpec.from_config(cfg.grid)
@@ -238,7 +265,7 @@ class Pipeline:
             density = np.where(unseen, np.nan, sigma).astype(np.float32)
             occupancy = bev_occupancy(sigma, unseen, spec.resolution_z)
             vox, pdens = occupied_voxels(centres, sigma, unseen, cfg.grid.occupied_density)
-            prgb = self._colours(vox, Kn.cpu().numpy(), resized)
+            prgb = self._colours(vox, self.intrinsics(frame.K, frame.image.shape[1], frame.image.shape[0])[0], resized)
             points = vox
         t3 = self._sync()
 

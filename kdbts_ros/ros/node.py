@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -110,7 +111,7 @@ class KdbtsNode(Node):
             self.pubs[topic] = self.create_publisher(cls, topic, out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self.create_timer(0.01, self._step, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(0.01, self.step, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, self._publish_diagnostics)
 
     def _now_ns(self) -> int:
@@ -119,14 +120,17 @@ class KdbtsNode(Node):
     def _wanted(self, *topics: str) -> bool:
         return any(p in self.pubs and self.pubs[p].get_subscription_count() > 0 for p in topics)
 
-    def _step(self) -> None:
+    def step(self) -> None:
+        """The inference timer's callback: process the pending frame, publish what has subscribers."""
         t = self.cfg.topics
         outputs = self.runner.step(self._now_ns(), want_grid=self._wanted(t.occupancy, t.points, t.density_grid),
                                    want_depth=self._wanted(t.depth, t.depth_info))
+        t0 = time.perf_counter()
         for topic, _msgtype, data in outputs:
             if topic in self.pubs:
                 self.pubs[topic].publish(data)
         if outputs and self.runner.last is not None:
+            self.runner.last.timings["publish"] = time.perf_counter() - t0
             self.runner.record_latency((self._now_ns() - self.runner.last.stamp_ns) * 1e-9)
 
     def _publish_diagnostics(self) -> None:

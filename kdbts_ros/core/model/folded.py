@@ -34,20 +34,22 @@ def first_mlp(model: DensityField, head: str) -> MLP:
 def code_weights(model: DensityField, head: str, coord: int) -> torch.Tensor:
     """Columns (hidden, 1 + 2 F) of the first layer that read the code entries of one coordinate (x, y, z).
 
-    The code of (x, y, z) is [x, y, z, sin/cos(f_k x), sin/cos(f_k y), sin/cos(f_k z) per entry k]
-    interleaved by coordinate, so coordinate d owns entries d and 3 + 3 k + d.
+    The code of (x, y, z) is [x, y, z, then sin/cos(f_k .) of x, y, z for each entry k]:
+    interleaved by coordinate, so coordinate d owns every third entry from d.
     """
     lin = first_mlp(model, head).lin_in
-    C, d_code = model.arch.feature_dim, model.code_xyz.d_out
-    cols = [coord] + list(range(3 + coord, d_code, 3))
-    return lin.weight[:, C + torch.tensor(cols, device=lin.weight.device)]
+    return lin.weight[:, model.arch.feature_dim + coord::3]
 
 
 def fold_features(model: DensityField, features: torch.Tensor, head: str) -> torch.Tensor:
-    """A frame's folded map (hidden, H, W) for one head from its features (C, H, W)."""
+    """A frame's folded map (hidden, H, W) for one head from its features (C, H, W).
+
+    A matmul rather than a 1x1 convolution: cuDNN convolutions default to TF32 on
+    recent GPUs, which would break fp32 agreement with the reference path.
+    """
     lin = first_mlp(model, head).lin_in
-    C = features.shape[0]
-    return F.conv2d(features[None], lin.weight[:, :C, None, None], lin.bias)[0]
+    C, H, W = features.shape
+    return torch.addmm(lin.bias[:, None], lin.weight[:, :C], features.reshape(C, -1)).view(-1, H, W)
 
 
 def bytes_per_point(model: DensityField, head: str, num_views: int) -> int:
@@ -111,11 +113,11 @@ def folded_density(model: DensityField, points: torch.Tensor, planes: torch.Tens
 
 
 def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes: torch.Tensor,
-                Kn: torch.Tensor, w2c: torch.Tensor, head: str) -> torch.Tensor:
-    """Softplus density (R, S) at depths t (R, S) along rays dirs (R, 3) from view 0's centre (w2c[0] = I).
+                Kn: torch.Tensor, w2c: torch.Tensor, head: str, shared_depths: bool) -> torch.Tensor:
+    """Softplus density (R, S) at depths t (R, S) along unit-z rays dirs (R, 3) from view 0's centre (w2c[0] = I).
 
-    View 0's sampled map and x, y code are shared by a ray's samples; when all
-    rays share their depths (no jitter) so is the z code.
+    View 0's sampled map and x, y code are shared by a ray's samples; with
+    ``shared_depths`` (every ray has the depths of row 0: no jitter) so is the z code.
     """
     mlp = first_mlp(model, head)
     R, S = t.shape
@@ -123,8 +125,7 @@ def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes
     per_ray = _sample(planes[:1], xy[None])[0]                                            # (hidden, R)
     for coord in (0, 1):
         per_ray = per_ray + code_weights(model, head, coord) @ model.code_xyz(xy[:, coord:coord + 1]).T
-    shared = bool((t == t[:1]).all())
-    zs = t[:1] if shared else t
+    zs = t[:1] if shared_depths else t
     zcode = model.code_xyz(z_code(zs.reshape(-1, 1), model.arch.z_near, model.arch.z_far))
     per_sample = (code_weights(model, head, 2) @ zcode.T).view(-1, zs.shape[0], S)         # (hidden, 1 or R, S)
     pre = (per_ray[:, :, None] + per_sample).reshape(1, -1, R * S)

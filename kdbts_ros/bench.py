@@ -1,0 +1,279 @@
+"""``kdbts bench``: per-stage latency, throughput and peak memory of the node's per-frame path.
+
+Frames of a procedural street at KITTI size (1242x375) are serialized as a
+camera driver and a localiser publish them and go through the node's runner,
+or with ``publish`` through the rclpy node itself with a subscriber on every
+output, so no output is skipped. Stage times are taken after the device has
+finished its work. Beside them, the arithmetic of each network stage (FLOPs of
+the matmuls and convolutions, from torch's flop counter) over the measured
+peak of a large matmul says how far each stage is from its arithmetic limit.
+"""
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import messages as M
+from .config import PipelineConfig
+from .core.model import folded
+from .core.grids import GridSpec
+from .core.pipeline import Pipeline, pick_device
+from .demo import input_messages, synthetic_sample
+from .runner import FrameRunner
+
+STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "publish")
+NETWORK_STAGES = ("encode", "grid", "depth")
+KITTI_SIZE = (1242, 375)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked configuration."""
+
+    network: str   # "resnet50": the official network at 192x640 (seeded random weights); "embedded"; or a checkpoint
+    device: str
+    path: str      # "fast" or "reference" (model.fast)
+    window: int    # 1: the SV head; 2 or more: the MV head over that many frames
+    dtype: str = "float32"
+
+    @property
+    def mode(self) -> str:
+        return "sv" if self.window == 1 else "mv"
+
+    @property
+    def label(self) -> str:
+        return f"{self.device} {self.network} {self.path} {self.mode.upper()}({self.window}) {self.dtype}"
+
+
+def case_config(base: PipelineConfig, case: Case, depth_scale: float | None) -> PipelineConfig:
+    """The pipeline configuration of a case: network, device, path, head, window and depth size."""
+    cfg = copy.deepcopy(base)
+    m = cfg.model
+    if case.network == "resnet50":
+        m.checkpoint, m.backbone, m.image_height, m.image_width = "random", "resnet50", 192, 640
+    else:
+        m.checkpoint, m.image_height, m.image_width = ("" if case.network == "embedded" else case.network), 0, 0
+    m.device, m.dtype, m.fast = case.device, case.dtype, case.path == "fast"
+    cfg.mode, cfg.window_size = case.mode, case.window
+    # the issue's targets: quarter-resolution depth on a CPU, full resolution on a GPU
+    cfg.render.depth_scale = depth_scale or (1.0 if case.device.startswith("cuda") else 0.25)
+    return cfg
+
+
+def input_stream(frames: int, cfg: PipelineConfig) -> list[tuple[int, str, str, bytes]]:
+    """Serialized TF, camera_info and rgb8 images of a procedural street at KITTI size."""
+    return input_messages(synthetic_sample(frames, *KITTI_SIZE), cfg.fixed_frame, cfg.topics)
+
+
+def _reset_peaks(device: torch.device) -> None:
+    try:  # "5" resets the kernel's peak-RSS counter (VmHWM) of this process
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_gflops(device: torch.device, dtype: str) -> float:
+    """Measured GFLOP/s of a large square matmul in the compute dtype: the arithmetic ceiling."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn_like(a)
+    best = float("inf")
+    for _ in range(4):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str, float]:
+    """GFLOPs of encode (with the folded maps), grid and depth for the newest window frame."""
+    counts = {}
+    with pipeline.precision():
+        _, image01, Kn = pipeline.prepare(rgb, K)
+        with FlopCounterMode(display=False) as fc:
+            features = pipeline.model.encode(image01)[0]
+            if pipeline.cfg.model.fast:
+                for head in pipeline.heads_for_mode():
+                    folded.fold_features(pipeline.model, features, head)
+        counts["encode"] = fc.get_total_flops()
+        head, entries, views, planes = pipeline.newest_views()
+        centres = GridSpec.from_config(pipeline.cfg.grid).centres_cam()
+        with FlopCounterMode(display=False) as fc:
+            pipeline.query_grid(centres, views, head, planes)
+        counts["grid"] = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            pipeline.render_depth_image(views, head, entries[0].Kn, planes)
+        counts["depth"] = fc.get_total_flops()
+    return {k: v / 1e9 for k, v in counts.items()}
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values) * 1e3
+    return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99))}
+
+
+class _Publisher:
+    """The rclpy node itself, with a subscriber on every output so it computes and publishes all of them."""
+
+    def __init__(self, cfg: PipelineConfig):
+        import rclpy
+        from rclpy.parameter import Parameter
+
+        from .config import iter_params
+        from .ros.node import KdbtsNode
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        params = [Parameter(s.name, value=s.default) for s in iter_params(cfg)]
+        self.node = KdbtsNode(context=self.context, parameter_overrides=params)
+        self.sink = rclpy.create_node("kdbts_bench_sink", context=self.context)
+        for topic, pub in self.node.pubs.items():
+            self.sink.create_subscription(pub.msg_type, topic, lambda _msg: None, 5, raw=True)
+        deadline = time.monotonic() + 10.0
+        while any(p.get_subscription_count() == 0 for p in self.node.pubs.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's subscribers were not discovered within 10 s")
+            time.sleep(0.05)
+
+    @property
+    def runner(self) -> FrameRunner:
+        return self.node.runner
+
+    def step(self, now_ns: int) -> None:
+        self.node.step()
+
+    def close(self) -> None:
+        self.sink.destroy_node()
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+
+class _Direct:
+    """The node's runner without ROS: everything but the publish stage."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.runner = FrameRunner(cfg)
+
+    def step(self, now_ns: int) -> None:
+        self.runner.step(now_ns)
+
+    def close(self) -> None:
+        pass
+
+
+def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], warmup: int,
+             publish: bool) -> dict[str, object]:
+    """Feed the stream through the node (or its runner) and summarise stage times and peaks."""
+    device = pick_device(cfg.model.device)
+    _reset_peaks(device)
+    driver = _Publisher(cfg) if publish else _Direct(cfg)
+    runner = driver.runner
+    samples: list[dict[str, float]] = []
+    e2e: list[float] = []
+    try:
+        for stamp, topic, _msgtype, data in stream:
+            t0 = time.perf_counter()
+            runner.handle(topic, data, stamp)
+            if topic != cfg.topics.image:
+                continue
+            before = runner.processed
+            driver.step(stamp)
+            if runner.processed > before:
+                if before >= warmup:
+                    e2e.append(time.perf_counter() - t0)
+                    samples.append(dict(runner.last.timings))
+        if not samples:
+            raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
+        last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.image)
+        K = runner.intrinsics[0]
+        rgb = M.image_to_rgb(M.deserialize(last_image, "sensor_msgs/msg/Image"))
+        result: dict[str, object] = {
+            "stages": {s: _percentiles([x[s] for x in samples]) for s in STAGES if s in samples[0]},
+            "end_to_end": _percentiles(e2e),
+            "fps": float(1.0 / np.mean(e2e)),
+            "frames": len(samples),
+            "head": runner.last.head, "views": runner.last.num_views,
+            "dropped": dict(runner.drops),
+            "peak_rss_mb": _peak_rss_mb(),
+            "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+            "gflops": stage_gflops(runner.pipeline, rgb, K),
+        }
+    finally:
+        driver.close()
+    return result
+
+
+def markdown(report: dict[str, object]) -> str:
+    """The latency table and the arithmetic table of a report."""
+    lines = [f"Machine: {report['machine']}", "",
+             "| case | " + " | ".join(STAGES) + " | end-to-end median / p99 ms | frames/s | peak RSS / CUDA MiB |",
+             "|---|" + "---:|" * (len(STAGES) + 3)]
+    for r in report["cases"]:
+        st = r["stages"]
+        cells = [f"{st[s]['median_ms']:.1f}" if s in st else "-" for s in STAGES]
+        cuda = f" / {r['peak_cuda_mb']:.0f}" if r["peak_cuda_mb"] is not None else ""
+        rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "-"
+        lines.append(f"| {r['label']} | " + " | ".join(cells) +
+                     f" | {r['end_to_end']['median_ms']:.1f} / {r['end_to_end']['p99_ms']:.1f} | {r['fps']:.2f} | "
+                     f"{rss}{cuda} |")
+    lines += ["", "Stage medians against the arithmetic limit (GFLOP of matmuls and convolutions over the "
+              "measured peak GFLOP/s of a large matmul in the compute dtype):", "",
+              "| case | stage | GFLOP | limit ms | measured ms | measured / limit |", "|---|---|---:|---:|---:|---:|"]
+    for r in report["cases"]:
+        for s in NETWORK_STAGES:
+            limit = r["gflops"][s] / r["peak_gflops"] * 1e3
+            measured = r["stages"][s]["median_ms"]
+            ratio = f"{measured / limit:.1f}" if limit > 0 else "-"
+            lines.append(f"| {r['label']} | {s} | {r['gflops'][s]:.2f} | {limit:.2f} | {measured:.1f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    """CPU, threads, GPU and torch version in one line."""
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{platform.processor() or platform.machine()} x {torch.get_num_threads()} threads{gpu}, "
+            f"torch {torch.__version__}")
+
+
+def run(base: PipelineConfig, cases: list[Case], frames: int, warmup: int | None, depth_scale: float | None,
+        publish: bool, progress=print) -> dict[str, object]:
+    """Benchmark every case on the same input stream; returns the report (JSON-ready)."""
+    stream = input_stream(frames, base)
+    peaks: dict[tuple[str, str], float] = {}
+    results = []
+    for case in cases:
+        cfg = case_config(base, case, depth_scale)
+        device = pick_device(cfg.model.device)
+        key = (str(device), case.dtype)
+        if key not in peaks:
+            peaks[key] = peak_gflops(device, case.dtype)
+        res = run_case(cfg, stream, case.window if warmup is None else warmup, publish)
+        res.update(asdict(case), label=case.label, depth_scale=cfg.render.depth_scale, peak_gflops=peaks[key])
+        progress(f"{case.label}: {res['fps']:.2f} frames/s, end-to-end median {res['end_to_end']['median_ms']:.1f} ms")
+        results.append(res)
+    return {"machine": machine(), "input": f"{frames} frames {KITTI_SIZE[0]}x{KITTI_SIZE[1]} rgb8",
+            "publish": publish, "cases": results}
