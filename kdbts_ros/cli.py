@@ -225,6 +225,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kitti2bag(args: argparse.Namespace) -> int:
+    """Convert a KITTI raw drive, odometry sequence or KITTI-360 sequence into a ROS 2 bag."""
+    from .data.datasets import conventions, load_recording
+    from .data.kitti_bag import write_recording_bag
+    from .data.records import DatasetError
+
+    try:
+        rec = load_recording(args.kind, args.source, args.calib, args.poses, args.sequence, args.cameras)
+        posed = len(rec.posed())
+        print(f"{rec.name}: {len(rec.frames)} frames ({posed} posed), cameras "
+              f"{', '.join(f'{c.name} -> {c.frame_id}' for c in rec.rig.cameras)}; stamps: {rec.stamps_from}")
+        counts = write_recording_bag(rec, args.out, conventions(args.kind), args.storage, args.frames or None,
+                                     velodyne=not args.no_velodyne)
+    except (DatasetError, OSError) as exc:
+        print(f"kdbts kitti2bag: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} ({args.storage})")
+    for topic, count in sorted(counts.items()):
+        print(f"    {count:5d} x {topic}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kdbts`` argument parser with one sub-command per tool."""
     parser = argparse.ArgumentParser(prog="kdbts", description=__doc__)
@@ -282,6 +304,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop after this much wall-clock time (0: run all iterations)")
     tr.set_defaults(func=cmd_train)
+    k2b = sub.add_parser("kitti2bag", help="convert a KITTI raw drive, odometry sequence or KITTI-360 sequence "
+                                           "into a ROS 2 bag (images, camera_info, TF, velodyne, /clock)")
+    k2b.add_argument("kind", choices=("raw", "odometry", "kitti360"), help="dataset layout")
+    k2b.add_argument("source", type=Path, help="raw: the drive folder (image_0k/data); odometry: the sequence "
+                                              "folder (image_k, calib.txt); kitti360: the dataset root")
+    k2b.add_argument("out", type=Path, help="bag folder to create")
+    k2b.add_argument("--sequence", help="kitti360: sequence name, e.g. 2013_05_28_drive_0000_sync")
+    k2b.add_argument("--calib", type=Path, help="raw: the date folder with calib_*.txt (default: SOURCE/..); "
+                                               "odometry: calib.txt (default: SOURCE/calib.txt); "
+                                               "kitti360: the calibration folder (default: SOURCE/calibration)")
+    k2b.add_argument("--poses", type=Path, help="raw: ORB-SLAM pose file (default: the drive's OXTS packets); "
+                                               "odometry: poses/NN.txt (default: SOURCE/../../poses/NN.txt); "
+                                               "kitti360: poses.txt (default: data_poses/SEQ/poses.txt)")
+    k2b.add_argument("--cameras", nargs="+", help="dataset camera folders to convert, e.g. image_02 image_03 "
+                                                  "(default: every one present)")
+    k2b.add_argument("--frames", type=int, default=0, help="convert only the first N frames (default: all)")
+    k2b.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default: mcap)")
+    k2b.add_argument("--no-velodyne", action="store_true", help="leave the velodyne scans out")
+    k2b.set_defaults(func=cmd_kitti2bag)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
                                      "every head side by side")
     ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth)")
