@@ -14,7 +14,8 @@ DEFAULT_KITTI = Path(os.environ.get("KDBTS_KITTI_SAMPLE", "../shared/data/kitti"
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML parameter file (the node's format); default: built-in")
-    p.add_argument("--checkpoint", help="project checkpoint (.safetensors); default: seeded random weights")
+    p.add_argument("--checkpoint", help="project checkpoint (.safetensors), or 'random' for seeded random weights; "
+                                        "default: the config's model.checkpoint (empty: the embedded KDBTS network)")
     p.add_argument("--mode", choices=("sv", "mv", "auto"), help="density head (overrides the config)")
 
 
@@ -247,6 +248,29 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
+    from .replay import replay
+
+    try:
+        cfg = _config(args)
+        result = replay(cfg, args.bag_in, args.bag_out, args.storage, args.png)
+    except (OSError, ValueError) as exc:
+        print(f"kdbts replay: {exc}", file=sys.stderr)
+        return 1
+    print(f"frames processed: {result.processed}")
+    print("dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"))
+    if result.skipped:
+        print("left out (node output topics or unknown types): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items())))
+    print(f"wrote {args.bag_out} ({args.storage})")
+    for topic, count in sorted(result.written.items()):
+        print(f"    {count:5d} x {topic}")
+    if args.png:
+        print(f"wrote {len(result.pngs)} PNGs to {args.png}")
+    return 0 if result.processed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kdbts`` argument parser with one sub-command per tool."""
     parser = argparse.ArgumentParser(prog="kdbts", description=__doc__)
@@ -323,6 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     k2b.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default: mcap)")
     k2b.add_argument("--no-velodyne", action="store_true", help="leave the velodyne scans out")
     k2b.set_defaults(func=cmd_kitti2bag)
+    rp = sub.add_parser("replay", help="run a ROS 2 bag through the node's pipeline; write inputs plus outputs "
+                                       "to a new bag (and optional PNGs)")
+    _add_config_args(rp)
+    rp.add_argument("bag_in", type=Path, help="input ROS 2 bag (mcap or sqlite3), e.g. from kdbts kitti2bag")
+    rp.add_argument("bag_out", type=Path, help="output bag folder to create")
+    rp.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png and "
+                                                            "depth_<stamp>.png of every processed frame")
+    rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
+    rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
                                      "every head side by side")
     ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth)")
