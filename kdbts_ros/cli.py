@@ -238,7 +238,7 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
         print(f"{rec.name}: {len(rec.frames)} frames ({posed} posed), cameras "
               f"{', '.join(f'{c.name} -> {c.frame_id}' for c in rec.rig.cameras)}; stamps: {rec.stamps_from}")
         counts = write_recording_bag(rec, args.out, conventions(args.kind), args.storage, args.frames or None,
-                                     velodyne=not args.no_velodyne)
+                                     velodyne=not args.no_velodyne, clock=not args.no_clock)
     except (DatasetError, OSError) as exc:
         print(f"kdbts kitti2bag: {exc}", file=sys.stderr)
         return 1
@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     k2b.add_argument("--frames", type=int, default=0, help="convert only the first N frames (default: all)")
     k2b.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default: mcap)")
     k2b.add_argument("--no-velodyne", action="store_true", help="leave the velodyne scans out")
+    k2b.add_argument("--no-clock", action="store_true",
+                     help="leave /clock out (for players that publish their own, e.g. ros2 bag play --clock)")
     k2b.set_defaults(func=cmd_kitti2bag)
     rp = sub.add_parser("replay", help="run a ROS 2 bag through the node's pipeline; write inputs plus outputs "
                                        "to a new bag (and optional PNGs)")

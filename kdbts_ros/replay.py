@@ -76,20 +76,19 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
     """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new)."""
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
-    runner = runner or FrameRunner(cfg)
-    pngs = PngWriter(png_dir, cfg) if png_dir is not None else None
     skipped: Counter[str] = Counter()
-    with Reader(bag_in) as reader, BagWriter(bag_out, storage) as bag:
+    with Reader(bag_in) as reader:
         topics = {c.topic for c in reader.connections}
         for t in (cfg.topics.image, cfg.topics.camera_info):
-            if t not in topics:
+            if t not in topics:  # checked before the network is built
                 raise ValueError(f"{bag_in} has no topic {t} (topics: {sorted(topics)}); "
                                  "pick a config whose topics.image / topics.camera_info match")
-        bar = tqdm(total=reader.message_count, unit="msg", desc=bag_in.name,
-                   disable=None if progress is None else not progress)
+        runner = runner or FrameRunner(cfg)
+        pngs = PngWriter(png_dir, cfg) if png_dir is not None else None
         messages = bag_messages(reader, output_topics(cfg), skipped)
-        run_messages(runner, _counting(messages, bar), bag, pngs)
-        bar.close()
+        with BagWriter(bag_out, storage) as bag, tqdm(total=reader.message_count, unit="msg", desc=bag_in.name,
+                                                      disable=None if progress is None else not progress) as bar:
+            run_messages(runner, _counting(messages, bar), bag, pngs)
     return ReplayResult(runner.processed, dict(runner.drops), dict(bag.counts), dict(skipped),
                         pngs.files if pngs else [])
 

@@ -7,7 +7,8 @@ Conventions (kitti2bag's names for KITTI raw and odometry; our own for KITTI-360
   (one message, offered reliable + transient-local, so late subscribers such as RViz get it).
 * Images are rectified; ``camera_info`` carries the rectified projection in ``p`` (K, and
   Tx = -fx * baseline for a stereo pair's second camera), ``k`` the same K, zero distortion, R = I.
-* Stamps are the dataset's (or the documented 10 Hz fallback); ``/clock`` ticks at every frame.
+* Stamps are the dataset's (or the documented 10 Hz fallback); ``/clock`` ticks at every frame
+  (optional: ``ros2 bag play --clock`` publishes its own, and two clock sources can step time back).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def clock_message(stamp: int) -> tuple[int, str, str, bytes]:
 
 
 def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | None = None,
-                       velodyne: bool = True) -> Iterator[tuple[int, str, str, bytes]]:
+                       velodyne: bool = True, clock: bool = True) -> Iterator[tuple[int, str, str, bytes]]:
     """(stamp, topic, msgtype, bytes) of a recording in time order; images are read as they are needed."""
     frames = rec.frames[:max_frames] if max_frames else rec.frames
     if not frames:
@@ -78,7 +79,8 @@ def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | N
         children.append((conv.velo_frame, rec.rig.T_base_velo))
     yield static_tf(children, frames[0].stamp_ns, conv.base_frame)
     for f in frames:
-        yield clock_message(f.stamp_ns)
+        if clock:
+            yield clock_message(f.stamp_ns)
         if f.T_world_base is not None:  # frames the dataset has no pose for get no /tf
             yield (f.stamp_ns, "/tf", "tf2_msgs/msg/TFMessage",
                    M.serialize(M.tf_message([(conv.fixed_frame, conv.base_frame, f.stamp_ns, f.T_world_base)])))
@@ -94,7 +96,7 @@ def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | N
 
 
 def write_recording_bag(rec: Recording, out: str | Path, conv: BagConventions, storage: str = "mcap",
-                        max_frames: int | None = None, velodyne: bool = True,
+                        max_frames: int | None = None, velodyne: bool = True, clock: bool = True,
                         progress: bool | None = None) -> dict[str, int]:
     """Write the recording as a bag at ``out`` (must not exist); returns messages per topic."""
     from tqdm import tqdm
@@ -105,9 +107,10 @@ def write_recording_bag(rec: Recording, out: str | Path, conv: BagConventions, s
     n = min(len(rec.frames), max_frames or len(rec.frames))
     bar = tqdm(total=n, desc=rec.name, unit="frame", disable=None if progress is None else not progress)
     with BagWriter(out, storage) as bag:
-        for stamp, topic, msgtype, data in recording_messages(rec, conv, max_frames, velodyne):
+        frame_topic = conv.stream(rec.rig.cameras[0]).image_topic  # one message per frame
+        for stamp, topic, msgtype, data in recording_messages(rec, conv, max_frames, velodyne, clock):
             bag.write(topic, msgtype, stamp, data)
-            if topic == "/clock":
+            if topic == frame_topic:
                 bar.update()
     bar.close()
     return bag.counts
