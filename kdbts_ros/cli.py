@@ -28,6 +28,12 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
+def _print_counts(counts: dict[str, int]) -> None:
+    """Messages written per topic, one line each."""
+    for topic, count in sorted(counts.items()):
+        print(f"    {count:5d} x {topic}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a short sequence through the node's runner and write a bag and PNGs."""
     from .demo import kitti_sample, run_demo, synthetic_sample
@@ -46,8 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("wrote:")
     for label, path in result["files"].items():
         print(f"  {label:14s} {path}")
-    for topic, count in sorted(result["messages"].items()):
-        print(f"    {count:4d} x {topic}")
+    _print_counts(result["messages"])
     return 0
 
 
@@ -243,8 +248,7 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
         print(f"kdbts kitti2bag: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.out} ({args.storage})")
-    for topic, count in sorted(counts.items()):
-        print(f"    {count:5d} x {topic}")
+    _print_counts(counts)
     return 0
 
 
@@ -264,8 +268,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("left out (node output topics or unknown types): "
               + ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items())))
     print(f"wrote {args.bag_out} ({args.storage})")
-    for topic, count in sorted(result.written.items()):
-        print(f"    {count:5d} x {topic}")
+    _print_counts(result.written)
     if args.png:
         print(f"wrote {len(result.pngs)} PNGs to {args.png}")
     return 0 if result.processed else 1

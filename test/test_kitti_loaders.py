@@ -47,6 +47,14 @@ def devkit_T_cam2_velo() -> np.ndarray:
     return shift @ R_rect @ homogeneous(numbers(velo, "R"), numbers(velo, "T"))
 
 
+def scan_in_image(frame, cam: int, points_cam: np.ndarray, width: int, height: int):
+    """Depth and pixel (u, v) of the camera-frame points more than 1 m ahead that land in the image."""
+    front = points_cam[:, points_cam[2] > 1.0]
+    u, v = (frame.K(cam) @ front)[:2] / front[2]
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    return front[2, inside], u[inside], v[inside]
+
+
 # ---------------------------------------------------------------- KITTI raw
 
 @needs_kitti
@@ -93,19 +101,15 @@ def test_raw_velodyne_projects_into_the_image_in_front_of_the_camera():
     cam = (frame.T_cam_velo(0) @ xyz1.T)[:3]
     devkit = (devkit_T_cam2_velo() @ xyz1.T)[:3]
     np.testing.assert_allclose(cam, devkit, atol=1e-6)  # 7-digit rotations: R^T vs inverse
-    front = cam[2] > 1.0
-    uv = (frame.K(0) @ cam[:, front])[:2] / cam[2, front]
-    inside = (uv[0] >= 0) & (uv[0] < 1242) & (uv[1] >= 0) & (uv[1] < 375)
-    assert inside.sum() > 10_000
-    depth = cam[2, front][inside]
-    u, v = uv[:, inside]
+    depth, u, v = scan_in_image(frame, 0, cam, 1242, 375)
+    assert len(depth) > 10_000
     # the car ahead in drive 0052 (image centre, below the horizon): a flat rear about 7.8 m away
     car = depth[(u >= 570) & (u < 690) & (v >= 220) & (v < 280)]
     assert len(car) > 100 and 7.0 < np.median(car) < 9.0 and np.percentile(car, 90) - np.percentile(car, 10) < 0.5
     # the lorry beside it on the right is nearer
     assert np.median(depth[(u >= 1050) & (u < 1200) & (v >= 100) & (v < 300)]) < 6.0
     # nothing projects into the sky band at the top of the image (the scanner looks no higher than ~2 deg)
-    assert (v < 100).sum() < 0.01 * inside.sum()
+    assert (v < 100).sum() < 0.01 * len(v)
 
 
 def test_oxts_conversion_matches_mercator_distances_and_heading():
@@ -288,13 +292,10 @@ def test_kitti360_velodyne_lands_in_front_of_camera_00():
     f = rec.frames[1]
     pts = read_velodyne(f.velodyne)
     cam = (f.T_cam_velo(0) @ np.c_[pts[:, :3], np.ones(len(pts))].T)[:3]
-    front = cam[2] > 1.0
-    uv = (f.K(0) @ cam[:, front])[:2] / cam[2, front]
-    inside = (uv[0] >= 0) & (uv[0] < 1408) & (uv[1] >= 0) & (uv[1] < 376)
-    assert inside.sum() > 5_000
-    # the lower image half sees the road close by, the upper half the far scene
-    low, high = inside & (uv[1] > 300), inside & (uv[1] < 200)
-    assert np.median(cam[2, front][low]) < np.median(cam[2, front][high])
+    depth, _, v = scan_in_image(f, 0, cam, 1408, 376)
+    assert len(depth) > 5_000
+    # the bottom rows see the road close by, the rows nearer the horizon the far scene
+    assert np.median(depth[v > 300]) < np.median(depth[v < 200])
 
 
 @needs_kitti

@@ -24,7 +24,7 @@ import yaml
 
 from ..core import geometry
 from .kitti_raw import calib_entry, read_calib, rigid, stereo_tx
-from .records import (Camera, DatasetError, FrameRecord, Recording, Rig, frame_files, frame_stamps,
+from .records import (Camera, DatasetError, Recording, Rig, camera_frame_files, frame_records, frame_stamps,
                       read_matrix_rows, read_timestamps, rectified_camera, require_file, rows_to_poses)
 
 PERSPECTIVE = ("image_00", "image_01")
@@ -134,13 +134,8 @@ def load_kitti360_sequence(root: str | Path, sequence: str, cameras: list[str] |
         raise DatasetError(f"no data_2d_raw/{sequence}/image_0k/data_rect folder in {root}")
     calib = Kitti360Calibration(calib_dir or root / "calibration")
     rig = calib.rig(cameras)
-    files = [frame_files(root / "data_2d_raw" / sequence / c / "data_rect", ".png", f"KITTI-360 {c}")
-             for c in cameras]
-    indices = sorted(files[0])
-    for c, f in zip(cameras[1:], files[1:]):
-        missing = set(files[0]) - set(f)
-        if missing:
-            raise DatasetError(f"{root / 'data_2d_raw' / sequence / c / 'data_rect'} lacks frame {min(missing)}")
+    files, indices = camera_frame_files({c: root / "data_2d_raw" / sequence / c / "data_rect" for c in cameras},
+                                        "KITTI-360")
     ts = root / "data_2d_raw" / sequence / cameras[0] / "timestamps.txt"
     stamps, source = frame_stamps(indices, read_timestamps(ts) if ts.is_file() else None)
     pose_dir = root / "data_poses" / sequence
@@ -152,9 +147,6 @@ def load_kitti360_sequence(root: str | Path, sequence: str, cameras: list[str] |
                         for i, T in read_indexed_poses(pose_dir / "cam0_to_world.txt", "cam0_to_world").items()}
     else:
         T_world_base = {}
-    velo = root / "data_3d_raw" / sequence / "velodyne_points" / "data"
-    frames = [FrameRecord(i, stamp, tuple(f[i] for f in files),
-                          velo / f"{i:010d}.bin" if (velo / f"{i:010d}.bin").is_file() else None,
-                          T_world_base.get(i), rig)
-              for i, stamp in zip(indices, stamps)]
+    frames = frame_records(rig, indices, stamps, files, T_world_base,
+                           root / "data_3d_raw" / sequence / "velodyne_points" / "data", 10)
     return Recording(sequence, rig, frames, "world", source)

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..core import geometry
 from .kitti_raw import CAMERA_FRAMES, STEREO_PARTNER, calib_entry, read_calib, stereo_tx
-from .records import (Camera, DatasetError, FrameRecord, Recording, Rig, base_poses_from_camera, frame_files,
-                      png_size, read_matrix_rows, rectified_camera, rows_to_poses)
+from .records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
+                      frame_records, png_size, read_matrix_rows, rectified_camera, rows_to_poses)
 from .rig import PERIOD_NS, R_BASE_OPTICAL, START_NS
 
 # odometry folder -> the raw dataset's camera name (image_2 is image_02, the left colour camera)
@@ -55,11 +55,7 @@ def load_odometry_sequence(seq_dir: str | Path, poses: str | Path | None = None,
     unknown = [c for c in cameras if c not in ODOMETRY_CAMERAS]
     if unknown:
         raise DatasetError(f"unknown KITTI odometry camera(s) {unknown}; expected {list(ODOMETRY_CAMERAS)}")
-    files = [frame_files(seq / c, ".png", f"KITTI odometry {c}") for c in cameras]
-    indices = sorted(files[0])
-    for c, f in zip(cameras[1:], files[1:]):
-        if set(f) != set(files[0]):
-            raise DatasetError(f"{seq / c} has other frames than {seq / cameras[0]}")
+    files, indices = camera_frame_files({c: seq / c for c in cameras}, "KITTI odometry")
     sizes = {c: png_size(f[indices[0]]) for c, f in zip(cameras, files)}
     rig = odometry_rig(Path(calib) if calib else seq / "calib.txt", cameras, sizes)
 
@@ -79,9 +75,5 @@ def load_odometry_sequence(seq_dir: str | Path, poses: str | Path | None = None,
         if indices[-1] >= len(cam0):
             raise DatasetError(f"{pose_file} has {len(cam0)} poses but the sequence has frame {indices[-1]}")
         T_world_base = dict(enumerate(base_poses_from_camera(cam0, T_BASE_RECT0)))
-    velo = seq / "velodyne"
-    frames = [FrameRecord(i, stamp, tuple(f[i] for f in files),
-                          velo / f"{i:06d}.bin" if (velo / f"{i:06d}.bin").is_file() else None,
-                          T_world_base.get(i), rig)
-              for i, stamp in zip(indices, stamps)]
+    frames = frame_records(rig, indices, stamps, files, T_world_base, seq / "velodyne", 6)
     return Recording(seq.name, rig, frames, "world", source)

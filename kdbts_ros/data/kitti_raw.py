@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core import geometry
-from .records import (Camera, DatasetError, FrameRecord, Recording, Rig, base_poses_from_camera, frame_files,
-                      frame_stamps, read_matrix_rows, read_timestamps, rectified_camera, require_file,
-                      rows_to_poses)
+from .records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
+                      frame_files, frame_records, frame_stamps, read_matrix_rows, read_timestamps, rectified_camera,
+                      require_file, rows_to_poses)
 
 # dataset camera -> ROS frame (the kitti2bag names; topics are /kitti/<frame>/image_raw)
 CAMERA_FRAMES = {"image_00": "camera_gray_left", "image_01": "camera_gray_right",
@@ -162,11 +162,7 @@ def load_raw_drive(drive_dir: str | Path, calib_dir: str | Path | None = None, p
         raise DatasetError(f"no image_0k/data folder in {drive}")
     calib = RawCalibration(calib_dir if calib_dir is not None else drive.parent)
     rig = calib.rig(cameras)
-    files = [frame_files(drive / c / "data", ".png", f"KITTI raw {c}") for c in cameras]
-    indices = sorted(files[0])
-    for c, f in zip(cameras[1:], files[1:]):
-        if set(f) != set(files[0]):
-            raise DatasetError(f"{drive / c / 'data'} has other frames than {drive / cameras[0] / 'data'}")
+    files, indices = camera_frame_files({c: drive / c / "data" for c in cameras}, "KITTI raw")
     ts = drive / cameras[0] / "timestamps.txt"
     stamps, source = frame_stamps(indices, read_timestamps(ts) if ts.is_file() else None)
     if poses is not None:
@@ -178,9 +174,5 @@ def load_raw_drive(drive_dir: str | Path, calib_dir: str | Path | None = None, p
         T_world_base = read_oxts(drive / "oxts" / "data")
     else:
         T_world_base = {}
-    velo = drive / "velodyne_points" / "data"
-    frames = [FrameRecord(i, stamp, tuple(f[i] for f in files),
-                          velo / f"{i:010d}.bin" if (velo / f"{i:010d}.bin").is_file() else None,
-                          T_world_base.get(i), rig)
-              for i, stamp in zip(indices, stamps)]
+    frames = frame_records(rig, indices, stamps, files, T_world_base, drive / "velodyne_points" / "data", 10)
     return Recording(name or drive.name, rig, frames, "world", source)

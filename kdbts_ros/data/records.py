@@ -201,6 +201,29 @@ def frame_files(folder: Path, suffix: str, what: str) -> dict[int, Path]:
     return out
 
 
+def camera_frame_files(folders: dict[str, Path], what: str) -> tuple[list[dict[int, Path]], list[int]]:
+    """Numbered PNGs of each camera folder and the frame indices (the first camera's; every other must have them)."""
+    names = list(folders)
+    files = [frame_files(folders[c], ".png", f"{what} {c}") for c in names]
+    indices = sorted(files[0])
+    for c, f in zip(names[1:], files[1:]):
+        missing = set(indices) - set(f)
+        if missing:
+            raise DatasetError(f"{folders[c]} lacks frame {min(missing)} (present in {folders[names[0]]})")
+    return files, indices
+
+
+def frame_records(rig: Rig, indices: list[int], stamps: list[int], files: list[dict[int, Path]],
+                  T_world_base: dict[int, np.ndarray], velodyne_dir: Path, digits: int) -> list[FrameRecord]:
+    """One FrameRecord per index; the velodyne scan ``<index:0{digits}d>.bin`` where it exists, the pose where known."""
+    out = []
+    for i, stamp in zip(indices, stamps):
+        scan = velodyne_dir / f"{i:0{digits}d}.bin"
+        out.append(FrameRecord(i, stamp, tuple(f[i] for f in files), scan if scan.is_file() else None,
+                               T_world_base.get(i), rig))
+    return out
+
+
 def rectified_camera(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """K and T_cam_ref of a rectified projection ``P = K [I | t]`` relative to the reference rectified camera."""
     K = P[:, :3].copy()
