@@ -191,29 +191,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Occupancy and depth metrics of each checkpoint and head on a held-out dataset; table, JSON, profiles."""
-    import cv2
-
     from .core.model.checkpoint import CheckpointError, load_checkpoint
     from .core.pipeline import pick_device
-    from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
 
-    models, paths = {}, {}
+    models, infos, paths = {}, {}, {}
     for item in args.model:
         label, sep, path = item.partition("=")
         if not sep:
             label, path = Path(item).stem, item
         paths[label] = path
         try:
-            models[label] = load_checkpoint(path)[0]
+            models[label], infos[label] = load_checkpoint(path)
         except CheckpointError as exc:
             print(f"kdbts eval: {exc}", file=sys.stderr)
             return 1
+    device = pick_device(args.device)
     try:
-        evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
+        if args.dataset == "synth":
+            return _eval_synthetic(args, models, paths, device)
+        return _eval_real(args, models, infos, paths, device)
     except (OSError, ValueError) as exc:
         print(f"kdbts eval: {exc}", file=sys.stderr)
         return 1
-    device = pick_device(args.device)
+
+
+def _eval_synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> int:
+    """Occupancy and depth against the procedural scenes' exact geometry, plus the profiles figure."""
+    import cv2
+
+    from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
+
+    evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
     results, profiles = {}, {}
     for label, model in models.items():
         for head in model.available_heads:
@@ -228,6 +236,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cv2.imwrite(str(strip), profile_strip(evaluator, profiles, args.profile_frame))
     print(markdown_table(results), end="")
     print(f"wrote {md}, {js}, {strip}")
+    return 0
+
+
+def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
+    """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording."""
+    from .core.pipeline import OFFICIAL_INPUT_SIZE
+    from .data.datasets import load_recording
+    from .evaluation.evaluate import markdown_table, write_report
+    from .evaluation.metrics import DEPTH_KEYS
+    from .evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
+
+    rec = load_recording(args.dataset, args.data, args.calib, args.poses, args.sequence, args.cameras)
+    settings = RealDepthSettings(stride=args.stride, garg_crop=not args.no_crop, median_scaling=args.median_scaling)
+    evaluator = RealDepthEvaluator(rec, settings)
+    results = {}
+    for label, model in models.items():
+        # the network sees each frame at its training size, as the node does by default
+        size = (int(infos[label].get("image_height", OFFICIAL_INPUT_SIZE[0])),
+                int(infos[label].get("image_width", OFFICIAL_INPUT_SIZE[1])))
+        heads = [h for h in model.available_heads if h == "sv" or len(rec.posed()) > 1]
+        for head in heads:
+            name = f"{label} ({head.upper()})"
+            results[name] = evaluator.run(model, head, size, device)
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+    meta = {"data": str(args.data), "dataset": args.dataset, "recording": rec.name,
+            "camera": rec.rig.cameras[0].name, "frames": len(evaluator.frames), "stride": args.stride,
+            "ground_truth": "projected velodyne, nearest return per pixel",
+            "crop": "none" if args.no_crop else "garg", "max_depth": settings.max_depth,
+            "median_scaling": args.median_scaling, "models": paths}
+    md, js = write_report(args.out, results, meta, DEPTH_KEYS)
+    print(markdown_table(results, DEPTH_KEYS), end="")
+    print(f"wrote {md}, {js}")
     return 0
 
 
@@ -272,6 +312,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.png:
         print(f"wrote {len(result.pngs)} PNGs to {args.png}")
     return 0 if result.processed else 1
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """Where the parts of a KITTI raw / odometry / KITTI-360 recording are, when not in the standard layout."""
+    p.add_argument("--sequence", help="kitti360: sequence name, e.g. 2013_05_28_drive_0000_sync")
+    p.add_argument("--calib", type=Path, help="raw: the date folder with calib_*.txt (default: SOURCE/..); "
+                                             "odometry: calib.txt (default: SOURCE/calib.txt); "
+                                             "kitti360: the calibration folder (default: SOURCE/calibration)")
+    p.add_argument("--poses", type=Path, help="raw: ORB-SLAM pose file (default: the drive's OXTS packets); "
+                                             "odometry: poses/NN.txt (default: SOURCE/../../poses/NN.txt); "
+                                             "kitti360: poses.txt (default: data_poses/SEQ/poses.txt)")
+    p.add_argument("--cameras", nargs="+", help="dataset camera folders, e.g. image_02 image_03 "
+                                                "(default: every one present; eval scores the first)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,15 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     k2b.add_argument("source", type=Path, help="raw: the drive folder (image_0k/data); odometry: the sequence "
                                               "folder (image_k, calib.txt); kitti360: the dataset root")
     k2b.add_argument("out", type=Path, help="bag folder to create")
-    k2b.add_argument("--sequence", help="kitti360: sequence name, e.g. 2013_05_28_drive_0000_sync")
-    k2b.add_argument("--calib", type=Path, help="raw: the date folder with calib_*.txt (default: SOURCE/..); "
-                                               "odometry: calib.txt (default: SOURCE/calib.txt); "
-                                               "kitti360: the calibration folder (default: SOURCE/calibration)")
-    k2b.add_argument("--poses", type=Path, help="raw: ORB-SLAM pose file (default: the drive's OXTS packets); "
-                                               "odometry: poses/NN.txt (default: SOURCE/../../poses/NN.txt); "
-                                               "kitti360: poses.txt (default: data_poses/SEQ/poses.txt)")
-    k2b.add_argument("--cameras", nargs="+", help="dataset camera folders to convert, e.g. image_02 image_03 "
-                                                  "(default: every one present)")
+    _add_dataset_args(k2b)
     k2b.add_argument("--frames", type=int, default=0, help="convert only the first N frames (default: all)")
     k2b.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default: mcap)")
     k2b.add_argument("--no-velodyne", action="store_true", help="leave the velodyne scans out")
@@ -363,7 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
                                      "every head side by side")
-    ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth)")
+    ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth), or a KITTI recording as "
+                                           "kdbts kitti2bag's SOURCE with --dataset")
+    ev.add_argument("--dataset", choices=("synth", "raw", "odometry", "kitti360"), default="synth",
+                    help="synth: occupancy and depth against exact geometry; raw|odometry|kitti360: depth against "
+                         "the projected velodyne (Garg crop, 80 m cap) (default: synth)")
+    _add_dataset_args(ev)
+    ev.add_argument("--no-crop", action="store_true", help="real data: score the whole image, not the Garg crop")
+    ev.add_argument("--median-scaling", action="store_true",
+                    help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
     ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
                     help="checkpoints to evaluate, each optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors")
     ev.add_argument("--out", type=Path, default=Path("eval_out"),
