@@ -115,3 +115,10 @@ def test_odometry_bag_has_mono_and_colour_images(tmp_path, capsys):
     # a second conversion into the same folder is refused with the reason
     assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag")]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_an_image_of_another_size_than_calibrated_is_named(tmp_path, capsys):
+    seq, _ = write_odometry(tmp_path / "data")
+    cv2.imwrite(str(seq / "image_2" / "000001.png"), np.zeros((17, 32, 3), np.uint8))
+    assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag"), "--cameras", "image_2"]) == 1
+    assert "000001.png is 32x17 but the calibration says 32x16" in capsys.readouterr().err
