@@ -281,7 +281,8 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
         rec = load_recording(args.kind, args.source, args.calib, args.poses, args.sequence, args.cameras)
         posed = len(rec.posed())
         print(f"{rec.name}: {len(rec.frames)} frames ({posed} posed), cameras "
-              f"{', '.join(f'{c.name} -> {c.frame_id}' for c in rec.rig.cameras)}; stamps: {rec.stamps_from}")
+              f"{', '.join(f'{c.name} -> {c.frame_id}' for c in rec.rig.cameras)}")
+        print(f"poses: {rec.poses_from}; stamps: {rec.stamps_from}")
         counts = write_recording_bag(rec, args.out, conventions(args.kind), args.storage, args.frames or None,
                                      velodyne=not args.no_velodyne, clock=not args.no_clock)
     except (DatasetError, OSError) as exc:

@@ -73,7 +73,7 @@ def test_raw_calibration_reads_the_rectified_projection_of_camera_02():
 @needs_kitti
 def test_raw_sample_camera_poses_follow_the_orbslam_file():
     rec = shared_sample.raw_sample(KITTI_SAMPLE)
-    assert len(rec.frames) == 78 and rec.stamps_from == "10 Hz fallback"
+    assert len(rec.frames) == 78 and rec.stamps_from == "10 Hz fallback" and rec.poses_from.startswith("ORB-SLAM")
     assert [f.stamp_ns for f in rec.frames[:2]] == [START_NS, START_NS + PERIOD_NS]
     orb = np.loadtxt(KITTI_SAMPLE / shared_sample.RAW_POSES).reshape(-1, 3, 4)
     P = numbers(RAW_CALIB / "calib_cam_to_cam.txt", "P_rect_02").reshape(3, 4)
@@ -150,7 +150,7 @@ def test_generated_raw_drive_with_oxts_and_timestamps(tmp_path):
 
     rec = load_raw_drive(drive)  # calibration from the date folder, poses from OXTS
     assert [c.frame_id for c in rec.rig.cameras] == ["camera_color_left", "camera_color_right"]
-    assert rec.stamps_from == "dataset"
+    assert rec.stamps_from == "dataset" and rec.poses_from.startswith("OXTS")
     assert rec.frames[1].stamp_ns - rec.frames[0].stamp_ns == 100_000_000
     assert rec.frames[0].stamp_ns == parse_timestamp("2011-09-26 13:02:25.061661696")
     np.testing.assert_allclose(rec.frames[2].T_world_base, oxts_poses(packets)[2], atol=1e-9)
@@ -251,6 +251,7 @@ def test_odometry_errors_name_the_file(tmp_path):
 def test_kitti360_camera_poses_agree_with_cam0_to_world_and_frame_100_has_none():
     rec = shared_sample.kitti360_sample(KITTI_SAMPLE)
     assert [f.index for f in rec.frames] == [100, 250, 360, 570, 644, 729, 947, 1134, 1280, 1338]
+    assert rec.poses_from.startswith("poses.txt")
     unposed = [f.index for f in rec.frames if f.T_world_base is None]
     assert unposed == [100]
     with pytest.raises(DatasetError, match="frame 100 has no pose"):

@@ -141,12 +141,14 @@ def load_kitti360_sequence(root: str | Path, sequence: str, cameras: list[str] |
     pose_dir = root / "data_poses" / sequence
     if poses is not None or (pose_dir / "poses.txt").is_file():
         T_world_base = read_indexed_poses(poses or pose_dir / "poses.txt")
+        poses_from = f"{Path(poses or pose_dir / 'poses.txt').name}; world: KITTI-360's"
     elif (pose_dir / "cam0_to_world.txt").is_file():
         T_base_rect0 = calib.camera("image_00").T_base_cam
         T_world_base = {i: T @ geometry.invert(T_base_rect0)
                         for i, T in read_indexed_poses(pose_dir / "cam0_to_world.txt", "cam0_to_world").items()}
+        poses_from = "cam0_to_world.txt; world: KITTI-360's"
     else:
-        T_world_base = {}
+        T_world_base, poses_from = {}, "none"
     frames = frame_records(rig, indices, stamps, files, T_world_base,
                            root / "data_3d_raw" / sequence / "velodyne_points" / "data", 10)
-    return Recording(sequence, rig, frames, "world", source)
+    return Recording(sequence, rig, frames, poses_from, source)

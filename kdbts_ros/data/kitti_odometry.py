@@ -70,10 +70,12 @@ def load_odometry_sequence(seq_dir: str | Path, poses: str | Path | None = None,
 
     pose_file = Path(poses) if poses else seq.parent.parent / "poses" / f"{seq.name}.txt"
     T_world_base: dict[int, np.ndarray] = {}
+    poses_from = "none"
     if poses or pose_file.is_file():
         cam0 = rows_to_poses(read_matrix_rows(pose_file, 12, "odometry poses"))
         if indices[-1] >= len(cam0):
             raise DatasetError(f"{pose_file} has {len(cam0)} poses but the sequence has frame {indices[-1]}")
         T_world_base = dict(enumerate(base_poses_from_camera(cam0, T_BASE_RECT0)))
+        poses_from = f"{pose_file.name}; world: base_link of frame 0"
     frames = frame_records(rig, indices, stamps, files, T_world_base, seq / "velodyne", 6)
-    return Recording(seq.name, rig, frames, "world", source)
+    return Recording(seq.name, rig, frames, poses_from, source)

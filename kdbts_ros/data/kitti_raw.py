@@ -169,10 +169,12 @@ def load_raw_drive(drive_dir: str | Path, calib_dir: str | Path | None = None, p
         cam0 = read_orbslam_poses(poses)
         if indices[-1] >= len(cam0):
             raise DatasetError(f"{poses} has {len(cam0)} poses but the drive has frame {indices[-1]}")
-        T_world_base = dict(zip(range(len(cam0)), base_poses_from_camera(cam0, calib.T_base_rect0)))
+        T_world_base = dict(enumerate(base_poses_from_camera(cam0, calib.T_base_rect0)))
+        poses_from = f"ORB-SLAM {Path(poses).name}; world: base_link of frame 0"
     elif (drive / "oxts" / "data").is_dir():
         T_world_base = read_oxts(drive / "oxts" / "data")
+        poses_from = "OXTS; world: Mercator east-north-up, origin at the first packet"
     else:
-        T_world_base = {}
+        T_world_base, poses_from = {}, "none"
     frames = frame_records(rig, indices, stamps, files, T_world_base, drive / "velodyne_points" / "data", 10)
-    return Recording(name or drive.name, rig, frames, "world", source)
+    return Recording(name or drive.name, rig, frames, poses_from, source)

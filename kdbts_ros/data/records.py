@@ -93,12 +93,12 @@ class FrameRecord:
 
 @dataclass(frozen=True, eq=False)
 class Recording:
-    """A drive or sequence: its name, rig, frames and which world its poses are in."""
+    """A drive or sequence: its name, rig, frames, where its poses and stamps come from."""
 
     name: str
     rig: Rig
     frames: list[FrameRecord]
-    world_frame: str = "world"
+    poses_from: str = "none"  # the pose source and what its world is, for people
     stamps_from: str = "dataset"  # "dataset" timestamps or the documented 10 Hz fallback
 
     def posed(self) -> list[FrameRecord]:
