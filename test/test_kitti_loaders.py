@@ -320,3 +320,30 @@ def test_kitti360_missing_calibration_is_named(tmp_path):
     (root / "data_2d_raw" / K360_SEQ / "image_00" / "data_rect").mkdir(parents=True)
     with pytest.raises(DatasetError, match="calib_cam_to_velo.txt"):
         load_kitti360_sequence(root, K360_SEQ)
+
+
+@needs_kitti
+def test_training_reads_a_kitti360_recording_resized_through_its_config(tmp_path):
+    from kdbts_ros.config import load_config
+    from kdbts_ros.core.model.checkpoint import load_checkpoint
+    from kdbts_ros.training.config import TrainConfig
+    from kdbts_ros.training.trainer import build_dataset, train
+
+    cfg = load_config(None, {"data.format": "kitti360", "data.root": str(K360), "data.sequence": K360_SEQ,
+                             "data.width": 176, "data.height": 64, "data.side_offset": 0,
+                             "data.colour_jitter": 0.0, "model.backbone": "resnet18", "model.feature_dim": 8,
+                             "model.mv_hidden": 16, "loss.patches": 2, "loss.samples": 8, "method": "mvbts",
+                             "iterations": 2, "batch_size": 1, "log_every": 1, "checkpoint_every": 2,
+                             "threads": 1, "device": "cpu"}, TrainConfig)
+    dataset = build_dataset(cfg, 0)
+    assert len(dataset) == 8  # 9 posed frames: 8 (t, t+1) pairs
+    sample = dataset[0]
+    assert tuple(sample["images"].shape) == (4, 3, 64, 176)
+    # the resize keeps the normalised intrinsics of the recorded 1408x376 image
+    K = np.array([[552.554261, 0, 682.049453], [0, 552.554261, 238.769549], [0, 0, 1]])
+    expected = [[2 * K[0, 0] / 1408, 0, 2 * K[0, 2] / 1408 - 1], [0, 2 * K[1, 1] / 376, 2 * K[1, 2] / 376 - 1],
+                [0, 0, 1]]
+    np.testing.assert_allclose(sample["Kn"][0].numpy(), expected, atol=1e-6)
+    train(cfg, tmp_path / "run", progress=False)
+    _, info = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert (info["image_width"], info["image_height"]) == (176, 64)

@@ -242,9 +242,14 @@ def base_poses_from_camera(T_ref_cam: np.ndarray, T_base_cam: np.ndarray) -> np.
 
 
 class RecordingFrames:
-    """A ``PosedFrames`` (training and evaluation) over recordings: posed frames only, one shared K."""
+    """A ``PosedFrames`` (training and evaluation) over recordings: posed frames only, one shared K.
 
-    def __init__(self, recordings: list[Recording], cameras: list[str] | None = None):
+    With ``size`` (width, height) every image is resized to it and K scaled with it (the
+    normalised intrinsics the network sees are unchanged, as the official loaders resize).
+    """
+
+    def __init__(self, recordings: list[Recording], cameras: list[str] | None = None,
+                 size: tuple[int, int] | None = None):
         if not recordings:
             raise DatasetError("no recordings")
         rig = recordings[0].rig
@@ -259,6 +264,10 @@ class RecordingFrames:
                 # the training sample normalises one K for every frame
                 if (c.width, c.height) != (self.width, self.height) or not np.allclose(c.K, self.K, atol=1e-6):
                     raise DatasetError(f"{rec.name}: camera {c.name} has other intrinsics or size than {first.name}")
+        self.recorded_size = (self.width, self.height)
+        if size is not None:
+            self.K = np.diag([size[0] / self.width, size[1] / self.height, 1.0]) @ self.K
+            self.width, self.height = size
         self._frames = {rec.name: rec.posed() for rec in recordings}
         self.sequences = list(self._frames)
 
@@ -272,10 +281,13 @@ class RecordingFrames:
 
     def image(self, seq: str, cam: int, frame: int) -> np.ndarray:
         """RGB uint8 of camera ``cam`` (grey cameras repeated to 3 channels)."""
-        img = read_image(self.record(seq, frame).images[self.camera_indices[cam]], colour=True)
-        if img.shape[:2] != (self.height, self.width):
-            raise DatasetError(f"{self.record(seq, frame).images[self.camera_indices[cam]]} is "
-                               f"{img.shape[1]}x{img.shape[0]}, calibration says {self.width}x{self.height}")
+        path = self.record(seq, frame).images[self.camera_indices[cam]]
+        img = read_image(path, colour=True)
+        if (img.shape[1], img.shape[0]) != self.recorded_size:
+            raise DatasetError(f"{path} is {img.shape[1]}x{img.shape[0]}, calibration says "
+                               f"{self.recorded_size[0]}x{self.recorded_size[1]}")
+        if self.recorded_size != (self.width, self.height):
+            img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
         return img
 
     def cam_to_world(self, seq: str, cam: int, frame: int) -> np.ndarray:
