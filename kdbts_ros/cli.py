@@ -190,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Occupancy and depth metrics of each checkpoint and head on a held-out dataset; table, JSON, profiles."""
+    """Metrics of each checkpoint and head on held-out data (synthetic: occupancy, depth, profiles; KITTI: depth)."""
     from .core.model.checkpoint import CheckpointError, load_checkpoint
     from .core.pipeline import pick_device
 
@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
     rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
-                                     "every head side by side")
+                                     "every head side by side (real KITTI data: depth against velodyne)")
     ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth), or a KITTI recording as "
                                            "kdbts kitti2bag's SOURCE with --dataset")
     ev.add_argument("--dataset", choices=("synth", "raw", "odometry", "kitti360"), default="synth",

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import messages as M
 from .bags import BagWriter, CameraStream, camera_messages, static_tf
-from .records import DatasetError, Recording, read_image, read_velodyne
+from .records import Camera, DatasetError, Recording, read_image, read_velodyne
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class BagConventions:
     info_topic: str
     base_frame: str = "base_link"
 
-    def stream(self, cam) -> CameraStream:
+    def stream(self, cam: Camera) -> CameraStream:
         """The camera's frame and topics on base_link."""
         names = {"frame": cam.frame_id, "index": cam.name[-2:].replace("_", "0")}
         return CameraStream(cam.frame_id, cam.T_base_cam, cam.K, self.image_topic.format(**names),

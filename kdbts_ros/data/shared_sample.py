@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .kitti360 import load_kitti360_sequence
+from .kitti_raw import load_raw_drive
 from .records import Recording
 
 RAW_DRIVE = "2011_09_26_drive_0052_sync"
@@ -15,13 +17,9 @@ KITTI360_SEQUENCE = "2013_05_28_drive_0000_sync"
 
 def raw_sample(root: Path) -> Recording:
     """Drive 0052 of 2011-09-26: left colour camera, velodyne (first 10 scans), ORB-SLAM poses, 10 Hz stamps."""
-    from .kitti_raw import load_raw_drive
-
     return load_raw_drive(root / RAW_IMAGES, root / RAW_CALIB, root / RAW_POSES, name=RAW_DRIVE)
 
 
 def kitti360_sample(root: Path) -> Recording:
     """KITTI-360 sequence 0000: 10 frames of cameras 00 and 01 (frame 100 has no pose), 5 velodyne scans."""
-    from .kitti360 import load_kitti360_sequence
-
     return load_kitti360_sequence(root / KITTI360_ROOT, KITTI360_SEQUENCE)
