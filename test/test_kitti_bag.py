@@ -122,3 +122,29 @@ def test_an_image_of_another_size_than_calibrated_is_named(tmp_path, capsys):
     cv2.imwrite(str(seq / "image_2" / "000001.png"), np.zeros((17, 32, 3), np.uint8))
     assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag"), "--cameras", "image_2"]) == 1
     assert "000001.png is 32x17 but the calibration says 32x16" in capsys.readouterr().err
+
+
+def test_converter_messages_decode_with_rclpy(rng):
+    rclpy_serialization = pytest.importorskip("rclpy.serialization")
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    from kdbts_ros.data.bags import CameraStream, camera_messages
+    from kdbts_ros.data.kitti_bag import clock_message, velodyne_cloud
+
+    pts = rng.normal(size=(7, 4)).astype(np.float32)
+    cloud = rclpy_serialization.deserialize_message(M.serialize(velodyne_cloud(pts, 5, "velo_link")), PointCloud2)
+    assert (cloud.width, cloud.point_step, cloud.header.frame_id) == (7, 16, "velo_link")
+    np.testing.assert_array_equal(np.frombuffer(bytes(cloud.data), "<f4").reshape(7, 4), pts)
+    _, topic, _, data = clock_message(3_000_000_007)
+    clock = rclpy_serialization.deserialize_message(data, Clock)
+    assert topic == "/clock" and (clock.clock.sec, clock.clock.nanosec) == (3, 7)
+    K = np.array([[20.0, 0, 4], [0, 20.0, 3], [0, 0, 1]])
+    stream = CameraStream("camera_gray_right", np.eye(4), K, "/img", "/info", projection_tx=-10.8)
+    mono = rng.integers(0, 255, (6, 8), dtype=np.uint8)
+    (_, _, _, info_bytes), (_, _, _, image_bytes) = camera_messages(stream, 9, mono)
+    info = rclpy_serialization.deserialize_message(info_bytes, CameraInfo)
+    np.testing.assert_allclose(np.array(info.p).reshape(3, 4), np.c_[K, [-10.8, 0, 0]])
+    image = rclpy_serialization.deserialize_message(image_bytes, Image)
+    assert (image.encoding, image.step) == ("mono8", 8)
+    np.testing.assert_array_equal(np.frombuffer(bytes(image.data), np.uint8).reshape(6, 8), mono)
