@@ -14,7 +14,8 @@ DEFAULT_KITTI = Path(os.environ.get("KDBTS_KITTI_SAMPLE", "../shared/data/kitti"
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML parameter file (the node's format); default: built-in")
-    p.add_argument("--checkpoint", help="project checkpoint (.safetensors); default: seeded random weights")
+    p.add_argument("--checkpoint", help="project checkpoint (.safetensors), or 'random' for seeded random weights; "
+                                        "default: the config's model.checkpoint (empty: the embedded KDBTS network)")
     p.add_argument("--mode", choices=("sv", "mv", "auto"), help="density head (overrides the config)")
 
 
@@ -25,6 +26,12 @@ def _config(args: argparse.Namespace):
     if args.mode:
         overrides["mode"] = args.mode
     return load_config(args.config, overrides)
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    """Messages written per topic, one line each."""
+    for topic, count in sorted(counts.items()):
+        print(f"    {count:5d} x {topic}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -45,8 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("wrote:")
     for label, path in result["files"].items():
         print(f"  {label:14s} {path}")
-    for topic, count in sorted(result["messages"].items()):
-        print(f"    {count:4d} x {topic}")
+    _print_counts(result["messages"])
     return 0
 
 
@@ -184,30 +190,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Occupancy and depth metrics of each checkpoint and head on a held-out dataset; table, JSON, profiles."""
-    import cv2
-
+    """Metrics of each checkpoint and head on held-out data (synthetic: occupancy, depth, profiles; KITTI: depth)."""
     from .core.model.checkpoint import CheckpointError, load_checkpoint
     from .core.pipeline import pick_device
-    from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
 
-    models, paths = {}, {}
+    models, infos, paths = {}, {}, {}
     for item in args.model:
         label, sep, path = item.partition("=")
         if not sep:
             label, path = Path(item).stem, item
         paths[label] = path
         try:
-            models[label] = load_checkpoint(path)[0]
+            models[label], infos[label] = load_checkpoint(path)
         except CheckpointError as exc:
             print(f"kdbts eval: {exc}", file=sys.stderr)
             return 1
+    device = pick_device(args.device)
     try:
-        evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
+        if args.dataset == "synth":
+            return _eval_synthetic(args, models, paths, device)
+        return _eval_real(args, models, infos, paths, device)
     except (OSError, ValueError) as exc:
         print(f"kdbts eval: {exc}", file=sys.stderr)
         return 1
-    device = pick_device(args.device)
+
+
+def _eval_synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> int:
+    """Occupancy and depth against the procedural scenes' exact geometry, plus the profiles figure."""
+    import cv2
+
+    from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
+
+    evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
     results, profiles = {}, {}
     for label, model in models.items():
         for head in model.available_heads:
@@ -252,7 +266,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             publish = False
     cases = [Case(net, dev, path, int(w), args.dtype) for dev in devices for net in _csv(args.networks)
              for path in _csv(args.paths) for w in _csv(args.windows)]
-    report = run(_config(args), cases, args.frames, args.warmup, args.depth_scale, publish)
+    base = _config(args)
+    base.model.compile = base.model.compile or args.compile
+    report = run(base, cases, args.frames, args.warmup, args.depth_scale, publish)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=1))
     table = markdown(report)
@@ -260,6 +276,95 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(table, end="")
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
     return 0
+
+
+def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
+    """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording."""
+    from .core.pipeline import OFFICIAL_INPUT_SIZE
+    from .data.datasets import load_recording
+    from .evaluation.evaluate import markdown_table, write_report
+    from .evaluation.metrics import DEPTH_KEYS
+    from .evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
+
+    rec = load_recording(args.dataset, args.data, args.calib, args.poses, args.sequence, args.cameras)
+    settings = RealDepthSettings(stride=args.stride, garg_crop=not args.no_crop, median_scaling=args.median_scaling)
+    evaluator = RealDepthEvaluator(rec, settings)
+    results = {}
+    for label, model in models.items():
+        # the network sees each frame at its training size, as the node does by default
+        size = (int(infos[label].get("image_height", OFFICIAL_INPUT_SIZE[0])),
+                int(infos[label].get("image_width", OFFICIAL_INPUT_SIZE[1])))
+        heads = [h for h in model.available_heads if h == "sv" or len(rec.posed()) > 1]
+        for head in heads:
+            name = f"{label} ({head.upper()})"
+            results[name] = evaluator.run(model, head, size, device)
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+    meta = {"data": str(args.data), "dataset": args.dataset, "recording": rec.name,
+            "camera": rec.rig.cameras[0].name, "frames": len(evaluator.frames), "stride": args.stride,
+            "ground_truth": "projected velodyne, nearest return per pixel",
+            "crop": "none" if args.no_crop else "garg", "max_depth": settings.max_depth,
+            "median_scaling": args.median_scaling, "models": paths}
+    md, js = write_report(args.out, results, meta, DEPTH_KEYS)
+    print(markdown_table(results, DEPTH_KEYS), end="")
+    print(f"wrote {md}, {js}")
+    return 0
+
+
+def cmd_kitti2bag(args: argparse.Namespace) -> int:
+    """Convert a KITTI raw drive, odometry sequence or KITTI-360 sequence into a ROS 2 bag."""
+    from .data.datasets import conventions, load_recording
+    from .data.kitti_bag import write_recording_bag
+    from .data.records import DatasetError
+
+    try:
+        rec = load_recording(args.kind, args.source, args.calib, args.poses, args.sequence, args.cameras)
+        posed = len(rec.posed())
+        print(f"{rec.name}: {len(rec.frames)} frames ({posed} posed), cameras "
+              f"{', '.join(f'{c.name} -> {c.frame_id}' for c in rec.rig.cameras)}")
+        print(f"poses: {rec.poses_from}; stamps: {rec.stamps_from}")
+        counts = write_recording_bag(rec, args.out, conventions(args.kind), args.storage, args.frames or None,
+                                     velodyne=not args.no_velodyne, clock=not args.no_clock)
+    except (DatasetError, OSError) as exc:
+        print(f"kdbts kitti2bag: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} ({args.storage})")
+    _print_counts(counts)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
+    from .replay import replay
+
+    try:
+        cfg = _config(args)
+        result = replay(cfg, args.bag_in, args.bag_out, args.storage, args.png)
+    except (OSError, ValueError) as exc:
+        print(f"kdbts replay: {exc}", file=sys.stderr)
+        return 1
+    print(f"frames processed: {result.processed}")
+    print("dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"))
+    if result.skipped:
+        print("left out (node output topics or unknown types): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items())))
+    print(f"wrote {args.bag_out} ({args.storage})")
+    _print_counts(result.written)
+    if args.png:
+        print(f"wrote {len(result.pngs)} PNGs to {args.png}")
+    return 0 if result.processed else 1
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """Where the parts of a KITTI raw / odometry / KITTI-360 recording are, when not in the standard layout."""
+    p.add_argument("--sequence", help="kitti360: sequence name, e.g. 2013_05_28_drive_0000_sync")
+    p.add_argument("--calib", type=Path, help="raw: the date folder with calib_*.txt (default: SOURCE/..); "
+                                             "odometry: calib.txt (default: SOURCE/calib.txt); "
+                                             "kitti360: the calibration folder (default: SOURCE/calibration)")
+    p.add_argument("--poses", type=Path, help="raw: ORB-SLAM pose file (default: the drive's OXTS packets); "
+                                             "odometry: poses/NN.txt (default: SOURCE/../../poses/NN.txt); "
+                                             "kitti360: poses.txt (default: data_poses/SEQ/poses.txt)")
+    p.add_argument("--cameras", nargs="+", help="dataset camera folders, e.g. image_02 image_03 "
+                                                "(default: every one present; eval scores the first)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,9 +424,39 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop after this much wall-clock time (0: run all iterations)")
     tr.set_defaults(func=cmd_train)
+    k2b = sub.add_parser("kitti2bag", help="convert a KITTI raw drive, odometry sequence or KITTI-360 sequence "
+                                           "into a ROS 2 bag (images, camera_info, TF, velodyne, /clock)")
+    k2b.add_argument("kind", choices=("raw", "odometry", "kitti360"), help="dataset layout")
+    k2b.add_argument("source", type=Path, help="raw: the drive folder (image_0k/data); odometry: the sequence "
+                                              "folder (image_k, calib.txt); kitti360: the dataset root")
+    k2b.add_argument("out", type=Path, help="bag folder to create")
+    _add_dataset_args(k2b)
+    k2b.add_argument("--frames", type=int, default=0, help="convert only the first N frames (default: all)")
+    k2b.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default: mcap)")
+    k2b.add_argument("--no-velodyne", action="store_true", help="leave the velodyne scans out")
+    k2b.add_argument("--no-clock", action="store_true",
+                     help="leave /clock out (for players that publish their own, e.g. ros2 bag play --clock)")
+    k2b.set_defaults(func=cmd_kitti2bag)
+    rp = sub.add_parser("replay", help="run a ROS 2 bag through the node's pipeline; write inputs plus outputs "
+                                       "to a new bag (and optional PNGs)")
+    _add_config_args(rp)
+    rp.add_argument("bag_in", type=Path, help="input ROS 2 bag (mcap or sqlite3), e.g. from kdbts kitti2bag")
+    rp.add_argument("bag_out", type=Path, help="output bag folder to create")
+    rp.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png and "
+                                                            "depth_<stamp>.png of every processed frame")
+    rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
+    rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
-                                     "every head side by side")
-    ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth)")
+                                     "every head side by side (real KITTI data: depth against velodyne)")
+    ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth), or a KITTI recording as "
+                                           "kdbts kitti2bag's SOURCE with --dataset")
+    ev.add_argument("--dataset", choices=("synth", "raw", "odometry", "kitti360"), default="synth",
+                    help="synth: occupancy and depth against exact geometry; raw|odometry|kitti360: depth against "
+                         "the projected velodyne (Garg crop, 80 m cap) (default: synth)")
+    _add_dataset_args(ev)
+    ev.add_argument("--no-crop", action="store_true", help="real data: score the whole image, not the Garg crop")
+    ev.add_argument("--median-scaling", action="store_true",
+                    help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
     ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
                     help="checkpoints to evaluate, each optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors")
     ev.add_argument("--out", type=Path, default=Path("eval_out"),
@@ -348,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--warmup", type=int, help="frames processed before timing starts (default: the window size)")
     be.add_argument("--depth-scale", type=float,
                     help="depth image size relative to the network input (default: 0.25 on CPU, 1 on CUDA)")
+    be.add_argument("--compile", action="store_true", help="set model.compile (torch.compile the encoder; CUDA "
+                    "graphs on CUDA); give --warmup for the compilation frames")
     be.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                     help="go through the rclpy node and publish to subscribers (default: when rclpy and the "
                     "kdbts_ros messages are importable)")

@@ -15,11 +15,11 @@ import numpy as np
 
 from .config import PipelineConfig
 from .core import geometry
-from .core.pipeline import Outputs
-from .data import kitti_raw
+from .data import shared_sample
 from .data.bags import BagWriter, CameraStream, rig_messages
+from .data.records import read_image
 from .data.rig import RigCamera
-from .runner import FrameRunner
+from .runner import FrameRunner, run_messages
 
 # the demo camera: forward, level, 1.65 m above base_link (on the ground)
 DEMO_CAMERA = RigCamera("camera_color_left", 0.0, 0.0, (0.0, 0.0, 1.65))
@@ -41,20 +41,16 @@ def T_base_cam() -> np.ndarray:
     return DEMO_CAMERA.T_base_cam()
 
 
-KITTI_DRIVE = "2011_09_26_drive_0052_sync"
+KITTI_DRIVE = shared_sample.RAW_DRIVE
 
 
 def kitti_sample(root: Path, n: int) -> Sequence:
-    """The first n frames of the shared KITTI raw sample, posed in odom (= base_link of frame 0)."""
-    image_dir = root / "SFND_3D_Object_Tracking/images/KITTI/2011_09_26/image_02/data"
-    calib = root / "python_camera_library/test_data/kitti/2011_09_26_calib/2011_09_26/calib_cam_to_cam.txt"
-    poses = root / f"BehindTheScenes/datasets/kitti_raw/orb-slam_poses/2011_09_26/{KITTI_DRIVE}.txt"
-    K, _, T_cam0_cam2 = kitti_raw.left_colour_camera(calib)
-    cam0 = kitti_raw.read_orbslam_poses(poses)[:n]
-    files = sorted(image_dir.glob("*.png"))[:n]
-    images = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
-    T = np.stack([T_base_cam() @ p @ T_cam0_cam2 for p in cam0[: len(images)]])
-    return Sequence(f"KITTI raw {KITTI_DRIVE}", images, K, T)
+    """The first n frames of the shared KITTI raw sample (left colour camera, ORB-SLAM poses)."""
+    rec = shared_sample.raw_sample(root)
+    frames = rec.frames[:n]
+    images = [read_image(f.images[0], colour=True) for f in frames]
+    return Sequence(f"KITTI raw {KITTI_DRIVE}", images, rec.rig.cameras[0].K,
+                    np.stack([f.T_world_cam(0) for f in frames]))
 
 
 def synthetic_sample(n: int, width: int = 640, height: int = 192) -> Sequence:
@@ -101,16 +97,8 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, obj
             f.unlink()
         bag_path.rmdir()
     runner = FrameRunner(cfg)
-    last: Outputs | None = None
     with BagWriter(bag_path) as bag:
-        for stamp, topic, msgtype, data in input_messages(seq, cfg.fixed_frame, cfg.topics):
-            bag.write(topic, msgtype, stamp, data)
-            runner.handle(topic, data, stamp)
-            for out_topic, out_type, out_data in runner.step(stamp):
-                bag.write(out_topic, out_type, stamp, out_data)
-                last = runner.last
-        # diagnostics after the last frame, as the node reports them
-        bag.write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", stamp, runner.diagnostics(stamp))
+        last = run_messages(runner, input_messages(seq, cfg.fixed_frame, cfg.topics), bag)
     if last is None:
         raise RuntimeError(f"no frame was processed; drops: {dict(runner.drops)}")
     files = {"bag": bag_path, "occupancy_png": out_dir / "occupancy_bev.png", "depth_png": out_dir / "depth.png",

@@ -1,6 +1,9 @@
 """Shared fixtures: small configs and a network with an analytic density (a slab)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,9 @@ from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.network import SV_HEAD, Architecture, DensityField
 
 SMALL_ARCH = Architecture(backbone="resnet18")
+# the shared real KITTI / KITTI-360 samples (tests that need them skip when absent)
+KITTI_SAMPLE = Path(os.environ.get("KDBTS_KITTI_SAMPLE", Path(__file__).resolve().parents[2] / "shared/data/kitti"))
+needs_kitti = pytest.mark.skipif(not KITTI_SAMPLE.is_dir(), reason=f"KITTI sample {KITTI_SAMPLE} not present")
 
 
 def small_config(**overrides) -> PipelineConfig:

@@ -1,17 +1,13 @@
 """`kdbts demo` end to end: the bag it writes decodes and holds every output; the PNGs exist."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from conftest import small_config
+from conftest import KITTI_SAMPLE as KITTI, needs_kitti, small_config
 from kdbts_ros import messages as M
 from kdbts_ros.cli import main
 from kdbts_ros.demo import KITTI_DRIVE, kitti_sample, run_demo, synthetic_sample
-
-KITTI = Path(__file__).resolve().parents[2] / "shared/data/kitti"
 
 
 def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
@@ -36,7 +32,7 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     assert "TRANSIENT_LOCAL" in str(qos["/tf_static"][0].durability)
 
 
-@pytest.mark.skipif(not KITTI.is_dir(), reason="shared KITTI sample not present")
+@needs_kitti
 def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
     seq = kitti_sample(KITTI, 2)
     assert len(seq.images) == 2 and seq.images[0].shape == (375, 1242, 3)

@@ -35,13 +35,18 @@ def pixel_intrinsics(Kn: np.ndarray, width: int, height: int) -> np.ndarray:
     return K
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def to_camera(w2c: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Points (..., 3) mapped by rigid transforms (..., 4, 4), broadcastable, in fp32 even under autocast.
 
     A bf16 matmul would move a point 20 m away by centimetres and flip cells at the image border.
     """
     with torch.autocast(points.device.type, enabled=False):
-        return (w2c[..., :3, :3].float() @ points.float().unsqueeze(-1)).squeeze(-1) + w2c[..., :3, 3].float()
+        w2c, points = _at_least_fp32(w2c), _at_least_fp32(points)
+        return (w2c[..., :3, :3] @ points.unsqueeze(-1)).squeeze(-1) + w2c[..., :3, 3]
 
 
 def project(points_cam: torch.Tensor, Kn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -51,7 +56,7 @@ def project(points_cam: torch.Tensor, Kn: torch.Tensor) -> tuple[torch.Tensor, t
     an invalid mask (...,) that is true behind the camera or outside [-1, 1].
     """
     with torch.autocast(points_cam.device.type, enabled=False):
-        uvz = (Kn.float() @ points_cam.float().unsqueeze(-1)).squeeze(-1)
+        uvz = (_at_least_fp32(Kn) @ _at_least_fp32(points_cam).unsqueeze(-1)).squeeze(-1)
     z = uvz[..., 2:3]
     xy = uvz[..., :2] / z.clamp_min(Z_EPS)
     invalid = (z[..., 0] <= Z_EPS) | (xy.abs() > 1).any(-1)

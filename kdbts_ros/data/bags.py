@@ -55,6 +55,34 @@ class CameraStream:
     K: np.ndarray
     image_topic: str
     info_topic: str
+    # P[0, 3] of a stereo pair's second camera: -fx * baseline (ROS CameraInfo); 0 for a single camera
+    projection_tx: float = 0.0
+
+
+def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> object:
+    """sensor_msgs/Image: rgb8 of an (H, W, 3) array, mono8 of an (H, W) one."""
+    if pixels.ndim == 3:
+        return M.rgb_image(pixels, stamp, frame_id)
+    h, w = pixels.shape
+    return M.typestore().types["sensor_msgs/msg/Image"](
+        header=M.header(stamp, frame_id), height=h, width=w, encoding="mono8", is_bigendian=0, step=w,
+        data=np.ascontiguousarray(pixels, np.uint8).reshape(-1))
+
+
+def camera_messages(cam: CameraStream, stamp: int, pixels: np.ndarray) -> Iterator[tuple[int, str, str, bytes]]:
+    """camera_info (rectified: P from K and the stereo baseline, no distortion, R = I) and the image."""
+    h, w = pixels.shape[:2]
+    info = M.camera_info(cam.K, w, h, stamp, cam.frame_id)
+    info.p[3] = cam.projection_tx
+    yield stamp, cam.info_topic, "sensor_msgs/msg/CameraInfo", M.serialize(info)
+    yield stamp, cam.image_topic, "sensor_msgs/msg/Image", M.serialize(image_message(pixels, stamp, cam.frame_id))
+
+
+def static_tf(children: Sequence[tuple[str, np.ndarray]], stamp: int,
+              parent: str = "base_link") -> tuple[int, str, str, bytes]:
+    """One ``/tf_static`` message placing each (frame, T_parent_frame) on ``parent``."""
+    msg = M.tf_message([(parent, child, stamp, T) for child, T in children])
+    return stamp, "/tf_static", "tf2_msgs/msg/TFMessage", M.serialize(msg)
 
 
 def rig_messages(cameras: Sequence[CameraStream], T_fixed_base: np.ndarray,
@@ -65,13 +93,9 @@ def rig_messages(cameras: Sequence[CameraStream], T_fixed_base: np.ndarray,
     ``/tf_static`` (base_link -> each camera) first, then per frame ``/tf`` (fixed -> base_link)
     and every camera's camera_info and rgb8 image; images[i][c] is camera c at frame i.
     """
-    static = [("base_link", c.frame_id, start_ns, c.T_base_cam) for c in cameras]
-    yield start_ns, "/tf_static", "tf2_msgs/msg/TFMessage", M.serialize(M.tf_message(static))
+    yield static_tf([(c.frame_id, c.T_base_cam) for c in cameras], start_ns)
     for i, (T, frame) in enumerate(zip(T_fixed_base, images)):
         stamp = start_ns + i * period_ns
         yield stamp, "/tf", "tf2_msgs/msg/TFMessage", M.serialize(M.tf_message([(fixed_frame, "base_link", stamp, T)]))
-        for cam, rgb in zip(cameras, frame):
-            h, w = rgb.shape[:2]
-            yield (stamp, cam.info_topic, "sensor_msgs/msg/CameraInfo",
-                   M.serialize(M.camera_info(cam.K, w, h, stamp, cam.frame_id)))
-            yield stamp, cam.image_topic, "sensor_msgs/msg/Image", M.serialize(M.rgb_image(rgb, stamp, cam.frame_id))
+        for cam, pixels in zip(cameras, frame):
+            yield from camera_messages(cam, stamp, pixels)

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .records import read_matrix_rows, rows_to_poses
 from .rig import PERIOD_NS, START_NS, RigConfig, base_trajectory
 from .synthetic import SceneConfig, StreetScene
 
@@ -186,18 +187,8 @@ class SynthFolder:
     def poses(self, seq: str) -> np.ndarray:
         """(N, 4, 4) T_world_base of every frame."""
         if seq not in self._poses:
-            path = self._seq_dir(seq) / "poses.txt"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} not found")
-            try:
-                rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
-            except ValueError as exc:
-                raise ValueError(f"{path} is not a table of numbers: {exc}") from exc
-            if rows.shape[1:] != (12,) or len(rows) == 0 or not np.all(np.isfinite(rows)):
-                raise ValueError(f"{path} must have one line of 12 finite numbers per frame, got shape {rows.shape}")
-            poses = np.tile(np.eye(4), (len(rows), 1, 1))
-            poses[:, :3, :] = rows.reshape(-1, 3, 4)
-            self._poses[seq] = poses
+            rows = read_matrix_rows(self._seq_dir(seq) / "poses.txt", 12, "base poses")
+            self._poses[seq] = rows_to_poses(rows)
         return self._poses[seq].copy()
 
     def num_frames(self, seq: str) -> int:

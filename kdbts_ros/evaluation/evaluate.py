@@ -126,12 +126,12 @@ class Evaluator:
         return self.folder.image(seq, 0, t)
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """Rows per network and head, the papers' metrics as columns."""
-    head = "| model | " + " | ".join(TABLE_NAMES[k] for k in TABLE_KEYS) + " |"
-    lines = [head, "|---" * (len(TABLE_KEYS) + 1) + "|"]
+def markdown_table(results: dict[str, dict[str, float]], keys: tuple[str, ...] = TABLE_KEYS) -> str:
+    """Rows per network and head, the papers' metrics (``keys``) as columns."""
+    head = "| model | " + " | ".join(TABLE_NAMES[k] for k in keys) + " |"
+    lines = [head, "|---" * (len(keys) + 1) + "|"]
     for label, r in results.items():
-        lines.append(f"| {label} | " + " | ".join(f"{r[k]:.3f}" for k in TABLE_KEYS) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,11 +149,12 @@ def profile_strip(evaluator: Evaluator, pictures: dict[str, np.ndarray], index: 
     return np.vstack([top, row])
 
 
-def write_report(out_dir: Path, results: dict[str, dict[str, float]], meta: dict) -> tuple[Path, Path]:
-    """results.md (table) and results.json (all metrics and how they were made)."""
+def write_report(out_dir: Path, results: dict[str, dict[str, float]], meta: dict,
+                 keys: tuple[str, ...] = TABLE_KEYS) -> tuple[Path, Path]:
+    """results.md (table of ``keys``) and results.json (all metrics and how they were made)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "results.md", out_dir / "results.json"
-    md.write_text(markdown_table(results))
+    md.write_text(markdown_table(results, keys))
     js.write_text(json.dumps({"results": results, **meta}, indent=2))
     return md, js
 

@@ -30,8 +30,16 @@ class TrainModelConfig:
 class TrainDataConfig:
     """Where the frames come from and how a training sample is assembled."""
 
-    format: str = _f("synth", "dataset layout: synth (kdbts synth folder)", choices=("synth",))
-    root: str = _f("data/synth_train", "dataset folder")
+    format: str = _f("synth", "dataset layout: synth (kdbts synth folder), raw (KITTI raw drive), odometry "
+                     "(KITTI odometry sequence), kitti360 (KITTI-360 root)",
+                     choices=("synth", "raw", "odometry", "kitti360"))
+    root: str = _f("data/synth_train", "dataset folder (KITTI: as kdbts kitti2bag's SOURCE)")
+    calib: str = _f("", "KITTI: calibration path when not in the standard layout (as kitti2bag --calib)")
+    poses: str = _f("", "KITTI: pose file when not in the standard layout (as kitti2bag --poses)")
+    sequence: str = _f("", "kitti360: sequence name")
+    cameras: str = _f("", "KITTI: comma-separated camera folders, stereo pairs left first (empty: all present)")
+    width: int = _f(0, "KITTI: image width the frames are resized to (0: as recorded; official: 640)", 0, 4096)
+    height: int = _f(0, "KITTI: image height the frames are resized to (0: as recorded; official: 192)", 0, 4096)
     side_offset: int = _f(10, "frames between the forward and the side cameras' time steps "
                           "(KITTI-360 fisheye_offset)", 0, 100)
     flip_lr: float = _f(0.5, "probability of swapping left and right cameras (the sample's 'right image')",

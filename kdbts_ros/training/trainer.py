@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from ..core.model.checkpoint import load_checkpoint, random_model, save_checkpoint
 from ..core.model.network import DensityField
+from ..data.datasets import load_recording
+from ..data.records import RecordingFrames
 from ..data.synth_folder import SynthFolder
 from .config import TrainConfig
 from .objective import Objective
@@ -45,7 +47,14 @@ def _device(name: str, local_rank: int) -> torch.device:
 
 def build_dataset(cfg: TrainConfig, seed: int) -> TrainingFrames:
     """The training samples the config names."""
-    source = SynthFolder(Path(cfg.data.root))
+    d = cfg.data
+    if d.format == "synth":
+        source = SynthFolder(Path(d.root))
+    else:
+        rec = load_recording(d.format, Path(d.root), Path(d.calib) if d.calib else None,
+                             Path(d.poses) if d.poses else None, d.sequence or None,
+                             [c for c in d.cameras.split(",") if c] or None)
+        source = RecordingFrames([rec], size=(d.width, d.height) if d.width and d.height else None)
     return TrainingFrames(source, cfg.data.side_offset, cfg.data.flip_lr, cfg.data.colour_jitter, seed)
 
 

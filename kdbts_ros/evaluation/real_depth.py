@@ -1,0 +1,144 @@
+"""Depth metrics on real KITTI / KITTI-360 frames against the projected velodyne scan (Eigen-split style).
+
+Ground truth per frame: the scan mapped into the rectified camera (``T_cam_velo``), each point
+rounded to its nearest pixel, the nearest return kept where several fall on one pixel;
+scored where 1e-3 < depth < 80 m inside the Garg crop (rows 40.8-99.2 %, columns 3.6-96.4 %
+of the image, as Monodepth2's ``eval_depth``). The network sees the frame resized to its input
+size (normalised intrinsics are unchanged by a resize) and renders depth along the rays of
+the ground-truth pixels only; metrics are averaged over frames as the KITTI protocol does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..core.camera import normalise_intrinsics
+from ..core import geometry
+from ..core.model.network import DensityField, Views
+from ..core.model.render import along_rays, render_depth
+from ..data.records import DatasetError, FrameRecord, Recording, read_image, read_velodyne
+from ..training.objective import pixel_rays
+from .metrics import DEPTH_KEYS, depth_metrics
+
+GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom (rows), left, right (columns)
+
+
+def velodyne_depth(points_velo: np.ndarray, T_cam_velo: np.ndarray, K: np.ndarray, width: int,
+                   height: int) -> np.ndarray:
+    """(height, width) float32 z-depth of a scan in a camera; np.inf where no return lands."""
+    cam = points_velo[:, :3].astype(np.float64) @ T_cam_velo[:3, :3].T + T_cam_velo[:3, 3]
+    cam = cam[cam[:, 2] > 0]
+    u = np.rint(K[0, 0] * cam[:, 0] / cam[:, 2] + K[0, 2]).astype(np.int64)
+    v = np.rint(K[1, 1] * cam[:, 1] / cam[:, 2] + K[1, 2]).astype(np.int64)
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    u, v, z = u[inside], v[inside], cam[inside, 2]
+    depth = np.full((height, width), np.inf, np.float32)
+    order = np.argsort(-z)  # far first: numpy keeps the last write, so the nearest return wins
+    depth[v[order], u[order]] = z[order]
+    return depth
+
+
+def crop_mask(height: int, width: int, crop: tuple[float, float, float, float] | None = GARG_CROP) -> np.ndarray:
+    """Boolean (height, width) mask of the evaluated image region (all True without a crop)."""
+    mask = np.zeros((height, width), bool)
+    if crop is None:
+        mask[:] = True
+        return mask
+    top, bottom, left, right = crop
+    mask[int(top * height):int(bottom * height), int(left * width):int(right * width)] = True
+    return mask
+
+
+@dataclass
+class RealDepthSettings:
+    """Which frames, how depth is rendered and scored."""
+
+    stride: int = 1
+    samples: int = 64
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+    garg_crop: bool = True
+    median_scaling: bool = False  # for scale-free (monocular) networks; stereo-trained ones are metric
+    seed: int = 0
+    chunk_points: int = 65536
+
+
+class RealDepthEvaluator:
+    """Velodyne ground truth of a recording's frames (camera ``cam``), computed once for every network and head."""
+
+    def __init__(self, rec: Recording, settings: RealDepthSettings = RealDepthSettings(), cam: int = 0):
+        self.rec, self.settings, self.cam = rec, settings, cam
+        c = rec.rig.cameras[cam]
+        if rec.rig.T_base_velo is None:
+            raise DatasetError(f"{rec.name} has no velodyne calibration: no depth ground truth")
+        self.frames = [i for i, f in enumerate(rec.frames) if f.velodyne is not None][::settings.stride]
+        if not self.frames:
+            raise DatasetError(f"{rec.name} has no velodyne scans: no depth ground truth")
+        mask = crop_mask(c.height, c.width, GARG_CROP if settings.garg_crop else None)
+        self.truth = []
+        for i in self.frames:
+            f = rec.frames[i]
+            depth = velodyne_depth(read_velodyne(f.velodyne), f.T_cam_velo(cam), c.K, c.width, c.height)
+            valid = mask & np.isfinite(depth) & (depth > settings.min_depth) & (depth < settings.max_depth)
+            rows, cols = np.nonzero(valid)
+            self.truth.append((rows, cols, depth[rows, cols]))
+
+    def view_frames(self, index: int, head: str) -> list[tuple[FrameRecord, int]]:
+        """(frame, camera) the head reads: the frame for 'sv'; every camera at t and t+1 for 'mv' (needs poses)."""
+        i = self.frames[index]
+        if head == "sv":
+            return [(self.rec.frames[i], self.cam)]
+        pair = self.rec.frames[i:i + 2]
+        if len(pair) < 2 or any(f.T_world_base is None for f in pair):
+            raise DatasetError(f"the multi-view head needs posed frames {pair[0].index} and the next one")
+        cams = [self.cam] + [c for c in range(len(self.rec.rig.cameras)) if c != self.cam]
+        return [(f, c) for f in pair for c in cams]
+
+    def views(self, model: DensityField, index: int, head: str, input_size: tuple[int, int],
+              device: torch.device) -> tuple[Views, torch.Tensor]:
+        """Encoded views of the head relative to the evaluated camera, and its normalised K."""
+        H, W = input_size
+        entries = self.view_frames(index, head)
+        images, Kn, w2c = [], [], []
+        T_ref = entries[0][0].T_world_cam(entries[0][1]) if head == "mv" else np.eye(4)
+        for f, c in entries:
+            rgb = read_image(f.images[c], colour=True)
+            images.append(cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR))
+            cam = self.rec.rig.cameras[c]
+            Kn.append(normalise_intrinsics(cam.K, cam.width, cam.height))
+            w2c.append(geometry.invert(f.T_world_cam(c)) @ T_ref if head == "mv" else np.eye(4))
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
+        Kn_t = torch.as_tensor(np.stack(Kn), dtype=torch.float32, device=device)
+        views = Views(model.encode(x)[None], Kn_t[None],
+                      torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device)[None])
+        return views, Kn_t[0]
+
+    @torch.inference_mode()
+    def run(self, model: DensityField, head: str, input_size: tuple[int, int], device: torch.device | str = "cpu",
+            progress: bool = True) -> dict[str, float]:
+        """Mean of the per-frame depth metrics of one network head."""
+        s, device = self.settings, torch.device(device)
+        model = model.to(device).eval()
+        c = self.rec.rig.cameras[self.cam]
+        gen = torch.Generator(device=device)
+        records = []
+        for k in tqdm(range(len(self.frames)), disable=not progress, desc=head, leave=False):
+            rows, cols, gt = self.truth[k]
+            if len(gt) == 0:
+                continue
+            views, Kn = self.views(model, k, head, input_size, device)
+            dirs = pixel_rays(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn, c.height, c.width)
+            gen.manual_seed(s.seed)
+            fn = along_rays(lambda p: model.density(p[None], views, head)[0][0])
+            pred = render_depth(fn, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
+            pred = pred.cpu().numpy().astype(np.float64)
+            if s.median_scaling:
+                pred = pred * np.median(gt) / np.median(pred)
+            records.append(depth_metrics(gt, pred, s.min_depth, s.max_depth))
+        if not records:
+            raise DatasetError(f"{self.rec.name}: no frame has velodyne ground truth in the evaluated region")
+        return {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
