@@ -84,8 +84,11 @@ def view_outputs(model: DensityField, points: torch.Tensor, planes: torch.Tensor
     cam = to_camera(w2c[:, None], points[None])                                         # (V, N, 3)
     xy, z, invalid = project(cam, Kn[:, None])
     code = model.code_xyz(torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1).reshape(-1, 3))
-    code = code.view(V, -1, code.shape[-1]).transpose(1, 2)                             # (V, 39, N)
     w_code = mlp.lin_in.weight[:, model.arch.feature_dim:]
+    if code.is_cuda:
+        # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
+        code, w_code = F.pad(code, (0, 1)), F.pad(w_code, (0, 1))
+    code = code.view(V, -1, code.shape[-1]).transpose(1, 2)                             # (V, 39 or 40, N)
     # under autocast the products run in the compute dtype; sampling stays in the planes' dtype
     pre = torch.baddbmm(_sample(planes, xy), w_code.expand(V, -1, -1), code)
     return _head_out(mlp, pre), invalid
