@@ -40,23 +40,25 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 def to_camera(w2c: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Points (..., 3) mapped by rigid transforms (..., 4, 4), broadcastable, in fp32 even under autocast.
+    """Points (..., N, 3) mapped by the rigid transform (..., 4, 4) of their batch, in fp32 even under autocast.
 
-    A bf16 matmul would move a point 20 m away by centimetres and flip cells at the image border.
+    Batch dimensions broadcast. A bf16 matmul would move a point 20 m away by centimetres.
     """
     with torch.autocast(points.device.type, enabled=False):
         w2c, points = _at_least_fp32(w2c), _at_least_fp32(points)
-        return (w2c[..., :3, :3] @ points.unsqueeze(-1)).squeeze(-1) + w2c[..., :3, 3]
+        # one (N, 3) x (3, 3) product per batch, not a 3x3 product per point
+        return points @ w2c[..., :3, :3].transpose(-1, -2) + w2c[..., None, :3, 3]
 
 
 def project(points_cam: torch.Tensor, Kn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Project camera-frame points (..., 3) with normalised K' (..., 3, 3) broadcastable, in fp32.
+    """Project camera-frame points (..., N, 3) with the normalised K' (..., 3, 3) of their batch, in fp32.
 
-    Returns normalised image coordinates xy (..., 2), camera depth z (..., 1) and
-    an invalid mask (...,) that is true behind the camera or outside [-1, 1].
+    Batch dimensions broadcast. Returns normalised image coordinates xy (..., N, 2),
+    camera depth z (..., N, 1) and an invalid mask (..., N) that is true behind the
+    camera or outside [-1, 1].
     """
     with torch.autocast(points_cam.device.type, enabled=False):
-        uvz = (_at_least_fp32(Kn) @ _at_least_fp32(points_cam).unsqueeze(-1)).squeeze(-1)
+        uvz = _at_least_fp32(points_cam) @ _at_least_fp32(Kn).transpose(-1, -2)
     z = uvz[..., 2:3]
     xy = uvz[..., :2] / z.clamp_min(Z_EPS)
     invalid = (z[..., 0] <= Z_EPS) | (xy.abs() > 1).any(-1)

@@ -8,6 +8,7 @@ OccupancyGrid row-major order ``ix + size_x * (iy + size_y * iz)``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,14 +54,17 @@ class GridSpec:
         T[:3, 3] = (self.x_min, self.y_max, self.z_min)
         return T
 
+    @functools.cache  # noqa: B019 - specs are few, frozen and hashable; the node asks for the same one every frame
     def centres_cam(self) -> np.ndarray:
-        """Cell centres in the camera frame, (size_z, size_y, size_x, 3)."""
+        """Cell centres in the camera frame, (size_z, size_y, size_x, 3); read-only, shared between calls."""
         ix = (np.arange(self.size_x) + 0.5) * self.resolution
         iy = (np.arange(self.size_y) + 0.5) * self.resolution
         iz = (np.arange(self.size_z) + 0.5) * self.resolution_z
         gz, gy, gx = np.meshgrid(iz, iy, ix, indexing="ij")
         local = np.stack([gx, gy, gz], -1)
-        return local @ R_CAM_GRID.T + self.T_cam_grid()[:3, 3]
+        centres = local @ R_CAM_GRID.T + self.T_cam_grid()[:3, 3]
+        centres.flags.writeable = False
+        return centres
 
 
 def bev_occupancy(density: np.ndarray, invalid: np.ndarray, dz: float) -> np.ndarray:

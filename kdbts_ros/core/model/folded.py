@@ -65,15 +65,24 @@ def _sample(planes: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
                          align_corners=False)[:, :, 0]
 
 
-def _head_out(mlp: MLP, pre: torch.Tensor) -> torch.Tensor:
-    """Per-view MLP outputs (V, d_out, N) from first-layer pre-activations (V, hidden, N)."""
-    V = pre.shape[0]
-    return torch.baddbmm(mlp.lin_out.bias[:, None], mlp.lin_out.weight.expand(V, -1, -1), torch.relu(pre))
+def _head_out(mlp: MLP, pre: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-view MLP outputs (V, d_out, N), written into ``out`` if given, from pre-activations (V, hidden, N).
+
+    ``pre`` is consumed (activated in place). One 2-D GEMM per view: a batched GEMM over the
+    weight broadcast to every view ran as thousands of GEMV kernels on CUDA in half precision.
+    """
+    h = torch.relu_(pre)
+    w, b = mlp.lin_out.weight.to(h.dtype), mlp.lin_out.bias.to(h.dtype)[:, None]
+    if out is None:
+        out = h.new_empty(h.shape[0], w.shape[0], h.shape[2])
+    for v in range(h.shape[0]):
+        torch.addmm(b, w, h[v], out=out[v])
+    return out
 
 
 def view_outputs(model: DensityField, points: torch.Tensor, planes: torch.Tensor, Kn: torch.Tensor,
-                 w2c: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-view head outputs (V, d_out, N) and invalid mask (V, N) of points (N, 3).
+                 w2c: torch.Tensor, head: str, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-view head outputs (V, d_out, N), into ``out`` if given, and invalid mask (V, N) of points (N, 3).
 
     planes (V, hidden, H, W) are the views' :func:`fold_features` maps for
     ``head``; Kn (V, 3, 3) and w2c (V, 4, 4) as in :class:`Views` without the
@@ -81,17 +90,20 @@ def view_outputs(model: DensityField, points: torch.Tensor, planes: torch.Tensor
     """
     mlp = first_mlp(model, head)
     V = planes.shape[0]
-    cam = to_camera(w2c[:, None], points[None])                                         # (V, N, 3)
-    xy, z, invalid = project(cam, Kn[:, None])
+    cam = to_camera(w2c, points[None])                                         # (V, N, 3)
+    xy, z, invalid = project(cam, Kn)
     code = model.code_xyz(torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1).reshape(-1, 3))
     w_code = mlp.lin_in.weight[:, model.arch.feature_dim:]
     if code.is_cuda:
         # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
         code, w_code = F.pad(code, (0, 1)), F.pad(w_code, (0, 1))
-    code = code.view(V, -1, code.shape[-1]).transpose(1, 2)                             # (V, 39 or 40, N)
-    # under autocast the products run in the compute dtype; sampling stays in the planes' dtype
-    pre = torch.baddbmm(_sample(planes, xy), w_code.expand(V, -1, -1), code)
-    return _head_out(mlp, pre), invalid
+    # the planes carry the compute dtype (folded under autocast); in-place products need it explicitly
+    pre = _sample(planes, xy)                                                           # (V, hidden, N)
+    code = code.view(V, -1, code.shape[-1]).transpose(1, 2).to(pre.dtype)               # (V, 39 or 40, N)
+    w_code = w_code.to(pre.dtype)
+    for v in range(V):
+        pre[v].addmm_(w_code, code[v])
+    return _head_out(mlp, pre, out), invalid
 
 
 def fuse(model: DensityField, out: torch.Tensor, invalid: torch.Tensor, head: str) -> torch.Tensor:
@@ -132,13 +144,15 @@ def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes
     zcode = model.code_xyz(z_code(zs.reshape(-1, 1), model.arch.z_near, model.arch.z_far))
     per_sample = (code_weights(model, head, 2) @ zcode.T).view(-1, zs.shape[0], S)         # (hidden, 1 or R, S)
     pre = (per_ray[:, :, None] + per_sample).reshape(1, -1, R * S)
-    out0 = _head_out(mlp, pre)                                                             # (1, d_out, R S)
+    V = len(planes) if head == "mv" else 1
+    out = pre.new_empty(V, mlp.lin_out.out_features, R * S)
+    _head_out(mlp, pre, out[:1])
     if head == "sv":
-        return F.softplus(out0[0, 0]).view(R, S)
+        return F.softplus(out[0, 0]).view(R, S)
     points = (dirs[:, None, :] * t[..., None]).reshape(-1, 3)
+    invalid = torch.empty(V, R * S, dtype=torch.bool, device=dirs.device)
     # validity per point as the reference computes it: rounding can put a border ray's samples outside view 0
-    out, invalid = out0, project(points, Kn[0])[2][None]
-    if len(planes) > 1:
-        out_o, invalid_o = view_outputs(model, points, planes[1:], Kn[1:], w2c[1:], head)
-        out, invalid = torch.cat([out, out_o]), torch.cat([invalid, invalid_o])
+    invalid[0] = project(points, Kn[0])[2]
+    if V > 1:
+        invalid[1:] = view_outputs(model, points, planes[1:], Kn[1:], w2c[1:], head, out[1:])[1]
     return F.softplus(fuse(model, out, invalid, head)).view(R, S)

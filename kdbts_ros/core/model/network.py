@@ -98,8 +98,8 @@ class DensityField(nn.Module):
         """Per-view head inputs (B, N, V, C + 39) and invalid mask (B, N, V) of query points (B, N, 3)."""
         B, V, C, H, W = views.features.shape
         N = points.shape[1]
-        cam = to_camera(views.w2c[:, :, None], points[:, None])       # (B, V, N, 3)
-        xy, z, invalid = project(cam, views.Kn[:, :, None])
+        cam = to_camera(views.w2c, points[:, None])       # (B, V, N, 3)
+        xy, z, invalid = project(cam, views.Kn)
         code_in = torch.cat([xy, z_code(z, self.arch.z_near, self.arch.z_far)], -1)
         code = self.code_xyz(code_in.reshape(-1, 3)).view(B, V, N, -1)
         # out-of-image points still get a feature (border padding), as in the official model
@@ -120,8 +120,8 @@ class DensityField(nn.Module):
         """
         B, V, C, H, W = images.shape
         N = points.shape[1]
-        cam = to_camera(w2c[:, :, None], points[:, None])
-        xy, _, invalid = project(cam, Kn[:, :, None])
+        cam = to_camera(w2c, points[:, None])
+        xy, _, invalid = project(cam, Kn)
         values = F.grid_sample(images.reshape(B * V, C, H, W), xy.reshape(B * V, 1, N, 2), mode="bilinear",
                                padding_mode="border", align_corners=False)
         return values.view(B, V, C, N).permute(0, 3, 1, 2), invalid.permute(0, 2, 1)
