@@ -206,7 +206,7 @@ class Pipeline:
         intrinsics and the grid stay the same."""
         if (self._visible_cache is None or not torch.equal(self._visible_cache[0], Kn)
                 or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))):
-            pts = torch.as_tensor(centres.reshape(-1, 3), dtype=torch.float32, device=self.device)
+            pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
             unseen = project(pts, Kn)[2]
             self._visible_cache = (Kn, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())
         return self._visible_cache[2], self._visible_cache[3]
@@ -215,12 +215,12 @@ class Pipeline:
                    planes: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
         """Densities and unseen mask (flat) of grid cell centres; the fast path decodes only the seen cells."""
         if planes is None:
-            pts = torch.as_tensor(centres.reshape(1, -1, 3), dtype=torch.float32, device=self.device)
+            pts = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=self.device)
             sigma, invalid = self.model.query(pts, views, head, self.cfg.model.chunk_points)
             # a voxel is seen when the current camera sees it (the SV head reads view 0 only)
             return sigma[0].float().cpu().numpy(), invalid[0, :, 0].cpu().numpy()
         visible, unseen = self._visible(centres, views.Kn[0, 0])
-        pts = torch.as_tensor(centres.reshape(-1, 3), dtype=torch.float32, device=self.device)[visible]
+        pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)[visible]
         chunk = self.fast_chunk(head, len(planes))
         sig = [folded.folded_density(self.model, pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
                for s in range(0, len(pts), chunk)]

@@ -30,5 +30,17 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode (N, d_in) to (N, d_out)."""
-        embed = torch.sin(torch.addcmul(self._phases.to(x.dtype), x.unsqueeze(1), self._freqs.to(x.dtype)))
-        return torch.cat([x, embed.flatten(1)], -1)
+        return torch.cat([x, self._embed(x.unsqueeze(1), self._freqs, self._phases).flatten(1)], -1)
+
+    def channels(self, x: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
+        """Encode (B, d_in, N) to (B, rows, N) channel-first in ``dtype``, entries as :meth:`forward`, zero rows after d_out."""
+        B, d, N = x.shape
+        out = torch.zeros(B, rows, N, dtype=dtype, device=x.device)
+        out[:, :d] = x
+        out[:, d:self.d_out].view(B, -1, d, N).copy_(self._embed(x.unsqueeze(1), self._freqs[..., None],
+                                                               self._phases[..., None]))
+        return out
+
+    @staticmethod
+    def _embed(x: torch.Tensor, freqs: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+        return torch.sin(torch.addcmul(phases.to(x.dtype), x, freqs.to(x.dtype)))

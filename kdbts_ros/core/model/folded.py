@@ -92,15 +92,13 @@ def view_outputs(model: DensityField, points: torch.Tensor, planes: torch.Tensor
     V = planes.shape[0]
     cam = to_camera(w2c, points[None])                                         # (V, N, 3)
     xy, z, invalid = project(cam, Kn)
-    code = model.code_xyz(torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1).reshape(-1, 3))
-    w_code = mlp.lin_in.weight[:, model.arch.feature_dim:]
-    if code.is_cuda:
-        # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
-        code, w_code = F.pad(code, (0, 1)), F.pad(w_code, (0, 1))
     # the planes carry the compute dtype (folded under autocast); in-place products need it explicitly
     pre = _sample(planes, xy)                                                           # (V, hidden, N)
-    code = code.view(V, -1, code.shape[-1]).transpose(1, 2).to(pre.dtype)               # (V, 39 or 40, N)
-    w_code = w_code.to(pre.dtype)
+    w_code = mlp.lin_in.weight[:, model.arch.feature_dim:].to(pre.dtype)
+    if pre.is_cuda:  # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
+        w_code = F.pad(w_code, (0, 1))
+    coords = torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1).transpose(1, 2)
+    code = model.code_xyz.channels(coords, w_code.shape[1], pre.dtype)                   # (V, 39 or 40, N)
     for v in range(V):
         pre[v].addmm_(w_code, code[v])
     return _head_out(mlp, pre, out), invalid
