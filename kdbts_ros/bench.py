@@ -3,7 +3,8 @@
 Frames of a procedural street at KITTI size (1242x375) are serialized as a
 camera driver and a localiser publish them and go through the node's runner,
 or with ``publish`` through the rclpy node itself with a subscriber on every
-output, so no output is skipped. Stage times are taken after the device has
+output, so no output is skipped; each case runs in a fresh process, so its
+peak memory is its own. Stage times are taken after the device has
 finished its work. Beside them, the arithmetic of each network stage (FLOPs of
 the matmuls and convolutions, from torch's flop counter) over the measured
 peak of a large matmul says how far each stage is from its arithmetic limit.
@@ -11,6 +12,7 @@ peak of a large matmul says how far each stage is from its arithmetic limit.
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -72,16 +74,8 @@ def input_stream(frames: int, cfg: PipelineConfig) -> list[tuple[int, str, str, 
     return input_messages(synthetic_sample(frames, *KITTI_SIZE), cfg.fixed_frame, cfg.topics)
 
 
-def _reset_peaks(device: torch.device) -> None:
-    try:  # "5" resets the kernel's peak-RSS counter (VmHWM) of this process
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process (VmHWM), MiB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -189,7 +183,6 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
              publish: bool) -> dict[str, object]:
     """Feed the stream through the node (or its runner) and summarise stage times and peaks."""
     device = pick_device(cfg.model.device)
-    _reset_peaks(device)
     driver = _Publisher(cfg) if publish else _Direct(cfg)
     runner = driver.runner
     samples: list[dict[str, float]] = []
@@ -271,7 +264,9 @@ def run(base: PipelineConfig, cases: list[Case], frames: int, warmup: int | None
         key = (str(device), case.dtype)
         if key not in peaks:
             peaks[key] = peak_gflops(device, case.dtype)
-        res = run_case(cfg, stream, case.window if warmup is None else warmup, publish)
+        # a fresh process per case: peak memory is the case's own, and no allocator cache carries over
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            res = pool.apply(run_case, (cfg, stream, case.window if warmup is None else warmup, publish))
         res.update(asdict(case), label=case.label, depth_scale=cfg.render.depth_scale, peak_gflops=peaks[key])
         progress(f"{case.label}: {res['fps']:.2f} frames/s, end-to-end median {res['end_to_end']['median_ms']:.1f} ms")
         results.append(res)

@@ -116,14 +116,21 @@ def test_only_grid_cells_the_camera_sees_are_decoded(monkeypatch):
     assert sum(sizes) == seen
 
 
-def test_reduced_precision_fast_path_keeps_occupancy_of_the_trained_network():
-    img = (np.random.default_rng(2).random((96, 320, 3)) * 255).astype(np.uint8)
+@pytest.mark.parametrize("mode", ["sv", "mv"])
+def test_reduced_precision_fast_path_keeps_occupancy_of_the_trained_network(mode):
+    rng = np.random.default_rng(2)
+    images = [(rng.random((96, 320, 3)) * 255).astype(np.uint8) for _ in range(2)]
     Kt = np.array([[250.0, 0, 160], [0, 250, 48], [0, 0, 1]])
     out = {}
     for dtype in ("float32", "bfloat16"):
         cfg = small_config(**{"model.checkpoint": "", "model.image_height": 0, "model.image_width": 0,
-                              "model.dtype": dtype, "grid.resolution": 0.2})
-        out[dtype] = Pipeline(cfg).process(Frame(img, Kt, 1, "c", None))
+                              "model.dtype": dtype, "grid.resolution": 0.2, "mode": mode})
+        pipeline = Pipeline(cfg)
+        for i, img in enumerate(images):
+            T = np.eye(4)
+            T[2, 3] = float(i)
+            out[dtype] = pipeline.process(Frame(img, Kt, i + 1, "c", T))
+    assert out["bfloat16"].num_views == (1 if mode == "sv" else 2)
     a, b = out["float32"].density, out["bfloat16"].density
     seen = np.isfinite(a)
     assert np.array_equal(seen, np.isfinite(b)) and seen.sum() > 10000

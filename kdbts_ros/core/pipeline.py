@@ -127,17 +127,17 @@ class Pipeline:
                       torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
         return ("mv" if use_mv else "sv"), entries, views
 
-    def newest_views(self) -> tuple[str, list[WindowEntry], Views, torch.Tensor | None]:
+    def newest_views(self) -> tuple[str, list[WindowEntry], Views, list[torch.Tensor] | None]:
         """What the newest frame is queried with: head, window entries, views and (fast path) folded maps."""
         head, entries, views = self._head_and_views(self.window.entries[-1])
         return head, entries, views, (self._planes(entries, head) if self.cfg.model.fast else None)
 
-    def _planes(self, entries: list[WindowEntry], head: str) -> torch.Tensor:
-        """The entries' folded maps (V, hidden, H, W) for a head; each frame's is computed once and kept."""
+    def _planes(self, entries: list[WindowEntry], head: str) -> list[torch.Tensor]:
+        """The entries' folded maps (hidden, H, W) for a head; each frame's is computed once and kept."""
         for e in entries:
             if head not in e.planes:
                 e.planes[head] = folded.fold_features(self.model, e.features, head)
-        return torch.stack([e.planes[head] for e in entries])
+        return [e.planes[head] for e in entries]
 
     def heads_for_mode(self) -> list[str]:
         """Heads the current mode may query, so a new frame's folded maps are made when it is encoded."""
@@ -179,7 +179,7 @@ class Pipeline:
         return resized, image01, self.intrinsics(K, image.shape[1], image.shape[0])[1]
 
     def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor,
-                           planes: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           planes: list[torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Expected depth (h, w) at ``render.depth_scale`` of the network size, and its pixel intrinsics.
 
         With the views' folded maps (``planes``) the fast path renders; without, the reference path.
@@ -202,8 +202,10 @@ class Pipeline:
         return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
 
     def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """Indices of the grid cells (flat) the current camera sees, and the unseen mask; kept while the
-        intrinsics and the grid stay the same."""
+        """Indices of the grid cells (flat) the current camera sees, and the unseen mask.
+
+        Kept while the intrinsics and the grid stay the same.
+        """
         if (self._visible_cache is None or not torch.equal(self._visible_cache[0], Kn)
                 or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))):
             pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
@@ -212,7 +214,7 @@ class Pipeline:
         return self._visible_cache[2], self._visible_cache[3]
 
     def query_grid(self, centres: np.ndarray, views: Views, head: str,
-                   planes: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+                   planes: list[torch.Tensor] | None) -> tuple[np.ndarray, np.ndarray]:
         """Densities and unseen mask (flat) of grid cell centres; the fast path decodes only the seen cells."""
         if planes is None:
             pts = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=self.device)

@@ -17,6 +17,8 @@ floating-point summation order.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -59,49 +61,46 @@ def bytes_per_point(model: DensityField, head: str, num_views: int) -> int:
     return 4 * num_views * (81 + 2 * mlp.lin_in.out_features + mlp.lin_out.out_features) + 64
 
 
-def _sample(planes: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples (V, hidden, N) of planes (V, hidden, H, W) at xy (V, N, 2), as the features are sampled."""
-    return F.grid_sample(planes, xy[:, None].to(planes.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=False)[:, :, 0]
+def _sample(plane: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (hidden, N) of one view's plane (hidden, H, W) at xy (N, 2), as the features are sampled.
 
-
-def _head_out(mlp: MLP, pre: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-view MLP outputs (V, d_out, N), written into ``out`` if given, from pre-activations (V, hidden, N).
-
-    ``pre`` is consumed (activated in place). One 2-D GEMM per view: a batched GEMM over the
-    weight broadcast to every view ran as thousands of GEMV kernels on CUDA in half precision.
+    In the plane's dtype: CPU autocast runs grid_sample in fp32 whatever its inputs.
     """
-    h = torch.relu_(pre)
-    w, b = mlp.lin_out.weight.to(h.dtype), mlp.lin_out.bias.to(h.dtype)[:, None]
-    if out is None:
-        out = h.new_empty(h.shape[0], w.shape[0], h.shape[2])
-    for v in range(h.shape[0]):
-        torch.addmm(b, w, h[v], out=out[v])
-    return out
+    return F.grid_sample(plane[None], xy[None, None].to(plane.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)[0, :, 0].to(plane.dtype)
 
 
-def view_outputs(model: DensityField, points: torch.Tensor, planes: torch.Tensor, Kn: torch.Tensor,
+def _head_out(mlp: MLP, pre: torch.Tensor, out: torch.Tensor) -> None:
+    """One view's MLP outputs (d_out, N) into ``out`` from its pre-activations (hidden, N), which are consumed.
+
+    One 2-D GEMM per view: a batched GEMM over the weight broadcast to every
+    view ran as thousands of GEMV kernels on CUDA in half precision.
+    """
+    torch.addmm(mlp.lin_out.bias.to(pre.dtype)[:, None], mlp.lin_out.weight.to(pre.dtype), torch.relu_(pre), out=out)
+
+
+def view_outputs(model: DensityField, points: torch.Tensor, planes: Sequence[torch.Tensor], Kn: torch.Tensor,
                  w2c: torch.Tensor, head: str, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-view head outputs (V, d_out, N), into ``out`` if given, and invalid mask (V, N) of points (N, 3).
 
-    planes (V, hidden, H, W) are the views' :func:`fold_features` maps for
-    ``head``; Kn (V, 3, 3) and w2c (V, 4, 4) as in :class:`Views` without the
-    batch dimension.
+    planes are the V views' :func:`fold_features` maps (hidden, H, W) for
+    ``head``, kept per frame and never stacked (a copy per frame on a CPU);
+    Kn (V, 3, 3) and w2c (V, 4, 4) as in :class:`Views` without the batch dimension.
     """
     mlp = first_mlp(model, head)
-    V = planes.shape[0]
-    cam = to_camera(w2c, points[None])                                         # (V, N, 3)
+    V, dtype = len(planes), planes[0].dtype  # the planes carry the compute dtype (folded under autocast)
+    cam = to_camera(w2c, points[None])                                                  # (V, N, 3)
     xy, z, invalid = project(cam, Kn)
-    # the planes carry the compute dtype (folded under autocast); in-place products need it explicitly
-    pre = _sample(planes, xy)                                                           # (V, hidden, N)
-    w_code = mlp.lin_in.weight[:, model.arch.feature_dim:].to(pre.dtype)
-    if pre.is_cuda:  # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
+    w_code = mlp.lin_in.weight[:, model.arch.feature_dim:].to(dtype)
+    if points.is_cuda:  # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
         w_code = F.pad(w_code, (0, 1))
     coords = torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1).transpose(1, 2)
-    code = model.code_xyz.channels(coords, w_code.shape[1], pre.dtype)                   # (V, 39 or 40, N)
+    code = model.code_xyz.channels(coords, w_code.shape[1], dtype)                       # (V, 39 or 40, N)
+    if out is None:
+        out = torch.empty(V, mlp.lin_out.out_features, points.shape[0], dtype=dtype, device=points.device)
     for v in range(V):
-        pre[v].addmm_(w_code, code[v])
-    return _head_out(mlp, pre, out), invalid
+        _head_out(mlp, _sample(planes[v], xy[v]).addmm_(w_code, code[v]), out[v])
+    return out, invalid
 
 
 def fuse(model: DensityField, out: torch.Tensor, invalid: torch.Tensor, head: str) -> torch.Tensor:
@@ -116,7 +115,7 @@ def fuse(model: DensityField, out: torch.Tensor, invalid: torch.Tensor, head: st
     return torch.addmm(mlp2.lin_out.bias[:, None], mlp2.lin_out.weight, h)[0]
 
 
-def folded_density(model: DensityField, points: torch.Tensor, planes: torch.Tensor, Kn: torch.Tensor,
+def folded_density(model: DensityField, points: torch.Tensor, planes: Sequence[torch.Tensor], Kn: torch.Tensor,
                    w2c: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Softplus density (N,) and invalid mask (N, V) of points (N, 3), as ``model.density``."""
     if head == "sv":
@@ -125,7 +124,7 @@ def folded_density(model: DensityField, points: torch.Tensor, planes: torch.Tens
     return F.softplus(fuse(model, out, invalid, head)), invalid.transpose(0, 1)
 
 
-def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes: torch.Tensor,
+def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes: Sequence[torch.Tensor],
                 Kn: torch.Tensor, w2c: torch.Tensor, head: str, shared_depths: bool) -> torch.Tensor:
     """Softplus density (R, S) at depths t (R, S) along unit-z rays dirs (R, 3) from view 0's centre (w2c[0] = I).
 
@@ -135,16 +134,16 @@ def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes
     mlp = first_mlp(model, head)
     R, S = t.shape
     xy = project(dirs, Kn[0])[0]                                                          # unit-z rays: z = t
-    per_ray = _sample(planes[:1], xy[None])[0]                                            # (hidden, R)
+    per_ray = _sample(planes[0], xy)                                                      # (hidden, R)
     for coord in (0, 1):
         per_ray = per_ray + code_weights(model, head, coord) @ model.code_xyz(xy[:, coord:coord + 1]).T
     zs = t[:1] if shared_depths else t
     zcode = model.code_xyz(z_code(zs.reshape(-1, 1), model.arch.z_near, model.arch.z_far))
     per_sample = (code_weights(model, head, 2) @ zcode.T).view(-1, zs.shape[0], S)         # (hidden, 1 or R, S)
-    pre = (per_ray[:, :, None] + per_sample).reshape(1, -1, R * S)
+    pre = (per_ray[:, :, None] + per_sample).reshape(-1, R * S)
     V = len(planes) if head == "mv" else 1
     out = pre.new_empty(V, mlp.lin_out.out_features, R * S)
-    _head_out(mlp, pre, out[:1])
+    _head_out(mlp, pre, out[0])
     if head == "sv":
         return F.softplus(out[0, 0]).view(R, S)
     points = (dirs[:, None, :] * t[..., None]).reshape(-1, 3)

@@ -1,0 +1,44 @@
+"""kdbts bench: every stage is reported for every case, through the runner and through the rclpy node."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdbts_ros.cli import main
+
+
+def _bench(tmp_path, *extra: str) -> dict:
+    out = tmp_path / "bench"
+    rc = main(["bench", "--device", "cpu", "--networks", "embedded", "--frames", "4", "--warmup", "2",
+               "--depth-scale", "0.1", "--out", str(out), *extra])
+    assert rc == 0
+    assert "| cpu embedded fast SV(1) float32 |" in (out / "bench.md").read_text()
+    return json.loads((out / "bench.json").read_text())
+
+
+def test_bench_reports_stages_throughput_memory_and_arithmetic_per_case(tmp_path):
+    report = _bench(tmp_path, "--windows", "1,2", "--paths", "fast,reference", "--no-publish")
+    cases = report["cases"]
+    assert [(c["path"], c["window"]) for c in cases] == [("fast", 1), ("fast", 2), ("reference", 1), ("reference", 2)]
+    for c in cases:
+        assert set(c["stages"]) == {"decode", "resize", "encode", "grid", "depth", "messages"}
+        assert all(0 < s["median_ms"] <= s["p99_ms"] for s in c["stages"].values())
+        assert c["frames"] == 2 and not c["dropped"]
+        # the end-to-end time covers every stage
+        assert c["end_to_end"]["median_ms"] >= 0.9 * sum(s["median_ms"] for s in c["stages"].values())
+        assert c["fps"] == pytest.approx(1e3 / c["end_to_end"]["median_ms"], rel=0.5)
+        assert c["peak_rss_mb"] > 100 and c["peak_cuda_mb"] is None
+        assert c["gflops"]["encode"] > 1 and c["peak_gflops"] > 0
+        assert (c["head"], c["views"]) == (("sv", 1) if c["window"] == 1 else ("mv", 2))
+    fast, ref = cases[0], cases[2]
+    # the fast path shares view 0's work along each ray: far less arithmetic for the same depth image
+    assert fast["gflops"]["depth"] < 0.5 * ref["gflops"]["depth"]
+
+
+def test_bench_through_the_node_times_publishing(tmp_path):
+    pytest.importorskip("rclpy")
+    pytest.importorskip("kdbts_ros.msg")
+    report = _bench(tmp_path, "--windows", "1", "--publish")
+    (case,) = report["cases"]
+    assert report["publish"] and "publish" in case["stages"] and case["frames"] == 2
