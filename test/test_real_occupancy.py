@@ -217,18 +217,30 @@ def test_eval_command_on_a_generated_kitti360_drive(drive, tmp_path, capsys):
 
 
 @needs_kitti
+def test_the_kitti360_sample_has_no_20_consecutive_scans():
+    rec = shared_sample.kitti360_sample(KITTI_SAMPLE)
+    with_scans = [i for i, f in enumerate(rec.frames) if f.velodyne is not None]
+    occ = LidarOccupancy(rec, with_scans)  # scans of frames 100 (no pose), 250, 360, 570, 644
+    assert not occ.truth and dict(occ.skipped) == {"fewer than 20 consecutive posed scans": 4, "no pose": 1}
+    assert sorted(LidarOccupancy(rec, with_scans, LidarOccupancySettings(scans=1)).truth) == with_scans[1:]
+
+
+@needs_kitti
 def test_eval_command_on_the_kitti360_sample(tmp_path, capsys):
+    from kdbts_ros.core.pipeline import EMBEDDED_CHECKPOINT
+
     root = KITTI_SAMPLE / shared_sample.KITTI360_ROOT
-    base = ["eval", str(root), "--dataset", "kitti360", "--sequence", shared_sample.KITTI360_SEQUENCE,
-            "--cameras", "image_00", "--stride", "1", "--model", f"WALL={ckpt(tmp_path / 'w.safetensors', 10.0)}"]
-    # the sample's 5 scans are of scattered frames: no frame has 20 consecutive ones
-    assert main(base + ["--out", str(tmp_path / "j20")]) == 0
-    assert "for 0 of 5 frames; skipped: 4 fewer than 20 consecutive posed scans, 1 no pose" in capsys.readouterr().err
-    # one scan per frame: frame 100 has no pose, the other four have ground truth
-    assert main(base + ["--occ-scans", "1", "--out", str(tmp_path / "j1")]) == 0
-    report = json.loads((tmp_path / "j1" / "results.json").read_text())
-    r = report["results"]["WALL (SV)"]
-    assert report["occupancy"]["frames"] == 4 and r["occupancy_frames"] == 4
-    assert 0.0 < r["o_acc"] < 1.0 and 0.0 < r["ie_acc"] <= 1.0
-    assert np.isnan(r["ie_rec"])  # one scan: every hidden point is occupied, no hidden empty point to recall
-    assert "| WALL (SV) |" in (tmp_path / "j1" / "results.md").read_text()
+    # one scan per frame; every second scan: frames 100 (no pose), 360 and 644
+    assert main(["eval", str(root), "--dataset", "kitti360", "--sequence", shared_sample.KITTI360_SEQUENCE,
+                 "--stride", "2", "--occ-scans", "1", "--model", f"KDBTS={EMBEDDED_CHECKPOINT}",
+                 "--out", str(tmp_path)]) == 0
+    assert "occupancy ground truth (1 scans) for 2 of 3 frames; skipped: 1 no pose" in capsys.readouterr().out
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["occupancy"]["frames"] == 2
+    sv, mv = report["results"]["KDBTS (SV)"], report["results"]["KDBTS (MV)"]
+    assert sv["frames"] == 3 and mv["frames"] == 2  # the MV head skips frame 100: no pose
+    for r in (sv, mv):
+        assert r["occupancy_frames"] == 2
+        assert 0.0 < r["o_acc"] < 1.0 and 0.0 < r["ie_acc"] <= 1.0
+        assert np.isnan(r["ie_rec"])  # one scan: every hidden point is occupied, no hidden empty point to recall
+    assert "| KDBTS (MV) |" in (tmp_path / "results.md").read_text()

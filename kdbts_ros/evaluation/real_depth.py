@@ -99,11 +99,17 @@ class RealDepthEvaluator:
         i = self.frames[index]
         if head == "sv":
             return [(self.rec.frames[i], self.cam)]
+        if not self.readable(index, head):
+            raise DatasetError(f"the multi-view head needs posed frames {self.rec.frames[i].index} and the next one")
         pair = self.rec.frames[i:i + 2]
-        if len(pair) < 2 or any(f.T_world_base is None for f in pair):
-            raise DatasetError(f"the multi-view head needs posed frames {pair[0].index} and the next one")
         cams = [self.cam] + [c for c in range(len(self.rec.rig.cameras)) if c != self.cam]
         return [(f, c) for f in pair for c in cams]
+
+    def readable(self, index: int, head: str) -> bool:
+        """Whether the head can read evaluated frame ``index``: always for 'sv'; for 'mv' it and the next frame need poses."""
+        i = self.frames[index]
+        pair = self.rec.frames[i:i + 2]
+        return head == "sv" or (len(pair) == 2 and all(f.T_world_base is not None for f in pair))
 
     def views(self, model: DensityField, index: int, head: str, input_size: tuple[int, int],
               device: torch.device) -> tuple[Views, torch.Tensor]:
@@ -136,7 +142,8 @@ class RealDepthEvaluator:
         for k in tqdm(range(len(self.frames)), disable=not progress, desc=head, leave=False):
             rows, cols, gt = self.truth[k]
             has_occupancy = self.occupancy is not None and self.frames[k] in self.occupancy.truth
-            if len(gt) == 0 and not has_occupancy:
+            # the MV head skips frames without a posed successor; its "frames" count says how many it scored
+            if (len(gt) == 0 and not has_occupancy) or not self.readable(k, head):
                 continue
             views, Kn = self.views(model, k, head, input_size, device)
             if has_occupancy:
@@ -152,7 +159,8 @@ class RealDepthEvaluator:
                 pred = pred * np.median(gt) / np.median(pred)
             records.append(depth_metrics(gt, pred, s.min_depth, s.max_depth))
         if not records:
-            raise DatasetError(f"{self.rec.name}: no frame has velodyne ground truth in the evaluated region")
+            raise DatasetError(f"{self.rec.name}: no frame the {head.upper()} head can read has velodyne ground "
+                               "truth in the evaluated region")
         out = {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
         if occupancy:
             out |= frame_means(occupancy, OCCUPANCY_KEYS)
