@@ -470,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(ev)
     ev.add_argument("--no-crop", action="store_true", help="real data: score the whole image, not the Garg crop")
     ev.add_argument("--occ-scans", type=int, default=20, metavar="J",
-                    help="kitti360: scans aggregated for occupancy ground truth; a frame needs J consecutive "
-                         "posed scans from itself on (default: 20, official)")
+                    help="kitti360: scans aggregated for occupancy ground truth; a frame needs a pose, J - 1 "
+                         "posed successors and a scan for each (default: 20, official)")
     ev.add_argument("--median-scaling", action="store_true",
                     help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
     ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",

@@ -143,12 +143,17 @@ def write_kitti360(root: Path) -> np.ndarray:
     return T_base_cam
 
 
-def expected_truth(frame: int, J: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Independent ground truth: a query point is occupied in scan j if the segment from scanner j meets BOX first."""
+def expected_truth(frame: int, window: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Independent ground truth: a query point is occupied in scan j if the segment from scanner j meets BOX first.
+
+    ``window``: the frames whose scans vote (default: ``frame`` and the 19 next).
+    """
+    window = window or list(range(frame, frame + 20))
+    J = len(window)
     pts = OccupancyProtocol(pitch_deg=PITCH).points_level().reshape(-1, 3) @ R_BASE_LEVEL.T
     xy = pts[:, :2] + [STEP * frame, 0.0]
     votes = []
-    for j in range(frame, frame + J):
+    for j in window:
         d = xy - [STEP * j, 0.0]
         dist = np.linalg.norm(d, axis=1)
         hidden = box_entry(np.array([STEP * j, 0.0]), d / dist[:, None]) < dist
@@ -168,9 +173,9 @@ def test_ground_truth_of_a_generated_drive_matches_the_geometry(drive):
     rec = load_kitti360_sequence(drive, SEQ)
     occ = LidarOccupancy(rec, list(range(0, FRAMES, 2)))
     assert sorted(occ.truth) == [0, 2]
-    assert dict(occ.skipped) == {"fewer than 20 consecutive posed scans": 9, "no pose": 1}
+    assert dict(occ.skipped) == {"fewer than 19 posed frames after it": 9, "no pose": 1}
     assert occ.message(12) == ("occupancy ground truth (20 scans) for 2 of 12 frames; skipped: "
-                               "9 fewer than 20 consecutive posed scans, 1 no pose")
+                               "9 fewer than 19 posed frames after it, 1 no pose")
     for i in (0, 2):
         occupied, visible = occ.truth[i]
         want_occ, want_vis = expected_truth(i)
@@ -178,6 +183,25 @@ def test_ground_truth_of_a_generated_drive_matches_the_geometry(drive):
         assert np.mean(visible == want_vis) > 0.98
         assert np.mean(gt == want) > 0.98  # disagreement only along the box's and the shadow's edges
         assert gt.sum() > 200 and (~visible & ~occupied).sum() > 200  # the box, and the shadow seen from the side
+
+
+def test_the_window_is_the_next_posed_frames_and_needs_every_scan(drive, tmp_path):
+    import shutil
+
+    root = tmp_path / "k360"
+    shutil.copytree(drive, root)
+    poses = root / "data_poses" / SEQ / "poses.txt"
+    poses.write_text("".join(line + "\n" for line in poses.read_text().splitlines() if not line.startswith("5 ")))
+    (root / "data_3d_raw" / SEQ / "velodyne_points" / "data" / f"{21:010d}.bin").unlink()
+    rec = load_kitti360_sequence(root, SEQ)
+    occ = LidarOccupancy(rec, [0, 5, 13])
+    # frame 5 stands still (no pose): frame 0's window is 0-4 and 6-20, as the official walk over poses.txt ids
+    assert sorted(occ.truth) == [0] and dict(occ.skipped) == {"no pose": 1, "fewer than 19 posed frames after it": 1}
+    occupied, visible = occ.truth[0]
+    want_occ, want_vis = expected_truth(0, [0, 1, 2, 3, 4] + list(range(6, 21)))
+    assert np.mean((occupied & ~visible) == (want_occ & ~want_vis)) > 0.98
+    # frame 1's window (1-4, 6-21) reaches frame 21, which has no scan
+    assert dict(LidarOccupancy(rec, [1]).skipped) == {"a scan missing in its window": 1}
 
 
 def ckpt(path: Path, z: float) -> str:
@@ -217,11 +241,11 @@ def test_eval_command_on_a_generated_kitti360_drive(drive, tmp_path, capsys):
 
 
 @needs_kitti
-def test_the_kitti360_sample_has_no_20_consecutive_scans():
+def test_the_kitti360_sample_has_no_20_posed_frames_with_scans():
     rec = shared_sample.kitti360_sample(KITTI_SAMPLE)
     with_scans = [i for i, f in enumerate(rec.frames) if f.velodyne is not None]
     occ = LidarOccupancy(rec, with_scans)  # scans of frames 100 (no pose), 250, 360, 570, 644
-    assert not occ.truth and dict(occ.skipped) == {"fewer than 20 consecutive posed scans": 4, "no pose": 1}
+    assert not occ.truth and dict(occ.skipped) == {"fewer than 19 posed frames after it": 4, "no pose": 1}
     assert sorted(LidarOccupancy(rec, with_scans, LidarOccupancySettings(scans=1)).truth) == with_scans[1:]
 
 

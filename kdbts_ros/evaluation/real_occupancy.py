@@ -124,31 +124,37 @@ def lidar_occupancy(points_level: np.ndarray, scans: list[tuple[np.ndarray, np.n
 class LidarOccupancy:
     """Lidar occupancy ground truth of chosen frames of a recording (camera ``cam``), computed once for every head.
 
-    A frame needs a pose and scans with poses at the J - 1 following frame indices; others are
-    skipped and counted by reason in ``skipped``.
+    The window of a frame is it and the J - 1 next *posed* frames, as the official evaluator walks
+    the ids of ``poses.txt`` (KITTI-360 has no pose while the car stands). A frame without a pose,
+    without J - 1 posed successors, or with a scan missing in its window is skipped and counted by
+    reason in ``skipped``.
     """
 
     def __init__(self, rec: Recording, frames: list[int], settings: LidarOccupancySettings = LidarOccupancySettings(),
                  cam: int = 0):
         self.settings, self.cam = settings, cam
         self.points_cam = settings.protocol.points_cam().reshape(-1, 3)
-        by_index = {f.index: f for f in rec.frames}
+        posed = rec.posed()
+        rank = {id(f): k for k, f in enumerate(posed)}
         self.truth: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.skipped: Counter[str] = Counter()
         for i in frames:
-            window = [by_index.get(rec.frames[i].index + k) for k in range(settings.scans)]
+            k = rank.get(id(rec.frames[i]))
+            window = None if k is None else posed[k:k + settings.scans]
             reason = self.missing(window)
             if reason:
                 self.skipped[reason] += 1
             else:
                 self.truth[i] = self.frame_truth(window)
 
-    def missing(self, window: list[FrameRecord | None]) -> str | None:
-        """Why a window of J frames cannot give ground truth, or None when it can."""
-        if window[0].T_world_base is None:
+    def missing(self, window: list[FrameRecord] | None) -> str | None:
+        """Why a frame's window (None: the frame has no pose) cannot give ground truth, or None when it can."""
+        if window is None:
             return "no pose"
-        if any(f is None or f.velodyne is None or f.T_world_base is None for f in window):
-            return f"fewer than {self.settings.scans} consecutive posed scans"
+        if len(window) < self.settings.scans:
+            return f"fewer than {self.settings.scans - 1} posed frames after it"
+        if any(f.velodyne is None for f in window):
+            return "a scan missing in its window"
         return None
 
     def frame_truth(self, window: list[FrameRecord]) -> tuple[np.ndarray, np.ndarray]:
