@@ -93,6 +93,7 @@ BACKGROUND = 40.0                 # a ring of returns around each scanner positi
 STEP = 1.0                        # metres driven forward per frame
 FRAMES = 23                       # frames 0..22; frame 22 has no pose
 LEVELS = np.linspace(-1.0, 1.5, 11)  # level-frame heights (down) of the returns
+BOX_HEIGHTS = (0.1, 0.65)            # the box spans these level-frame heights (down), around the 0.375 m slice
 PITCH = 5.0
 
 
@@ -107,11 +108,17 @@ def box_entry(origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
 
 
 def scan(j: int) -> np.ndarray:
-    """Velodyne returns (N, 4) of frame j: the box, else the background ring, at every height of LEVELS."""
+    """Velodyne returns (N, 4) of frame j at every height of LEVELS: the box where it spans the height, else the ring.
+
+    The box is low (BOX_HEIGHTS), so only a correctly levelled slice band sees it.
+    """
     bearings = np.deg2rad(np.arange(-180, 180, 0.2))
     dirs = np.stack([np.cos(bearings), np.sin(bearings)], 1)
-    r = np.minimum(box_entry(np.array([STEP * j, 0.0]), dirs), BACKGROUND)
-    pts = [np.c_[r * dirs[:, 0], r * dirs[:, 1], np.full_like(r, -y), np.ones_like(r)] for y in LEVELS]
+    box = np.minimum(box_entry(np.array([STEP * j, 0.0]), dirs), BACKGROUND)
+    pts = []
+    for y in LEVELS:
+        r = box if BOX_HEIGHTS[0] <= y <= BOX_HEIGHTS[1] else np.full_like(box, BACKGROUND)
+        pts.append(np.c_[r * dirs[:, 0], r * dirs[:, 1], np.full_like(r, -y), np.ones_like(r)])
     return np.vstack(pts).astype(np.float32)
 
 

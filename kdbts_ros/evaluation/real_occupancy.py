@@ -135,11 +135,11 @@ class LidarOccupancy:
         self.settings, self.cam = settings, cam
         self.points_cam = settings.protocol.points_cam().reshape(-1, 3)
         posed = rec.posed()
-        rank = {id(f): k for k, f in enumerate(posed)}
+        rank = {f.index: k for k, f in enumerate(posed)}
         self.truth: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.skipped: Counter[str] = Counter()
         for i in frames:
-            k = rank.get(id(rec.frames[i]))
+            k = rank.get(rec.frames[i].index)
             window = None if k is None else posed[k:k + settings.scans]
             reason = self.missing(window)
             if reason:
