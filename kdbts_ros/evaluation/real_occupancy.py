@@ -41,7 +41,8 @@ class LidarOccupancySettings:
     occupied_density: float = 0.5   # a prediction is occupied where sigma > this
     protocol: OccupancyProtocol = field(default_factory=lambda: OccupancyProtocol(pitch_deg=5.0))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        """Reject settings that leave nothing to vote or bin."""
         if self.scans < 1 or self.bins < 1:
             raise ValueError(f"lidar occupancy needs at least one scan and one bin, got {self.scans} and {self.bins}")
 
