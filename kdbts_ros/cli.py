@@ -190,7 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Metrics of each checkpoint and head on held-out data (synthetic: occupancy, depth, profiles; KITTI: depth)."""
+    """Metrics of each checkpoint and head on held-out data (synthetic: occupancy, depth, profiles; KITTI: depth;
+    KITTI-360: occupancy and depth)."""
     from .core.model.checkpoint import CheckpointError, load_checkpoint
     from .core.pipeline import pick_device
 
@@ -279,16 +280,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
-    """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording."""
+    """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording;
+    on KITTI-360 also occupancy against aggregated scans (the BTS lidar protocol)."""
     from .core.pipeline import OFFICIAL_INPUT_SIZE
     from .data.datasets import load_recording
-    from .evaluation.evaluate import markdown_table, write_report
+    from .evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
     from .evaluation.metrics import DEPTH_KEYS
     from .evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
+    from .evaluation.real_occupancy import LidarOccupancySettings
 
     rec = load_recording(args.dataset, args.data, args.calib, args.poses, args.sequence, args.cameras)
     settings = RealDepthSettings(stride=args.stride, garg_crop=not args.no_crop, median_scaling=args.median_scaling)
-    evaluator = RealDepthEvaluator(rec, settings)
+    occupancy = LidarOccupancySettings(scans=args.occ_scans) if args.dataset == "kitti360" else None
+    evaluator = RealDepthEvaluator(rec, settings, occupancy=occupancy)
+    occ = evaluator.occupancy
+    if occ is not None:
+        print(occ.message(len(evaluator.frames)), file=sys.stdout if occ.truth else sys.stderr)
+    keys = TABLE_KEYS if occ is not None and occ.truth else DEPTH_KEYS
     results = {}
     for label, model in models.items():
         # the network sees each frame at its training size, as the node does by default
@@ -304,8 +312,12 @@ def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict,
             "ground_truth": "projected velodyne, nearest return per pixel",
             "crop": "none" if args.no_crop else "garg", "max_depth": settings.max_depth,
             "median_scaling": args.median_scaling, "models": paths}
-    md, js = write_report(args.out, results, meta, DEPTH_KEYS)
-    print(markdown_table(results, DEPTH_KEYS), end="")
+    if occ is not None:
+        meta["occupancy"] = {"ground_truth": f"{occupancy.scans} aggregated velodyne scans (BTS lidar protocol), "
+                                             "visibility from the ground truth only",
+                             "scans": occupancy.scans, "frames": len(occ.truth), "skipped": dict(occ.skipped)}
+    md, js = write_report(args.out, results, meta, keys)
+    print(markdown_table(results, keys), end="")
     print(f"wrote {md}, {js}")
     return 0
 
@@ -447,14 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
     rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
-                                     "every head side by side (real KITTI data: depth against velodyne)")
+                                     "every head side by side (real KITTI data: depth against velodyne; KITTI-360 also "
+                                     "occupancy against aggregated scans)")
     ev.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth), or a KITTI recording as "
                                            "kdbts kitti2bag's SOURCE with --dataset")
     ev.add_argument("--dataset", choices=("synth", "raw", "odometry", "kitti360"), default="synth",
                     help="synth: occupancy and depth against exact geometry; raw|odometry|kitti360: depth against "
-                         "the projected velodyne (Garg crop, 80 m cap) (default: synth)")
+                         "the projected velodyne (Garg crop, 80 m cap), kitti360 also occupancy against "
+                         "aggregated scans (default: synth)")
     _add_dataset_args(ev)
     ev.add_argument("--no-crop", action="store_true", help="real data: score the whole image, not the Garg crop")
+    ev.add_argument("--occ-scans", type=int, default=20, metavar="J",
+                    help="kitti360: scans aggregated for occupancy ground truth; a frame needs a pose, J - 1 "
+                         "posed successors and a scan for each (default: 20, official)")
     ev.add_argument("--median-scaling", action="store_true",
                     help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
     ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",

@@ -27,6 +27,11 @@ def invert(T: np.ndarray) -> np.ndarray:
     return out
 
 
+def apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (N, 3) mapped by the 4x4 transform ``T``."""
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
 def rigid_problem(translation: np.ndarray, quat_xyzw: np.ndarray, tol: float = 1e-3) -> str | None:
     """Why a transform is unusable (NaN, infinite, non-unit quaternion), or None."""
     if not (np.all(np.isfinite(translation)) and np.all(np.isfinite(quat_xyzw))):

@@ -24,7 +24,7 @@ from ..data.synth_folder import SynthFolder
 from ..training.objective import pixel_rays
 from ..training.samples import TrainingFrames
 from ..viz import profile_picture, query_profile
-from .metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, occupancy_metrics
+from .metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
 from .protocol import OccupancyProtocol, visible_from_depth
 
 MV_FRAMES = [0, 1, 2, 3]  # [left t, left t+1, right t, right t+1] of a sample
@@ -96,8 +96,7 @@ class Evaluator:
             pred = render_depth(fn, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
             rec.update(depth_metrics(depth_gt[rows, cols], pred.cpu().numpy().reshape(rows.shape), max_depth=s.max_depth))
             records.append(rec)
-        return {k: float(np.nanmean([r[k] for r in records])) for k in OCCUPANCY_KEYS + DEPTH_KEYS} | \
-            {"frames": len(records)}
+        return frame_means(records, OCCUPANCY_KEYS + DEPTH_KEYS) | {"frames": len(records)}
 
     @torch.inference_mode()
     def profile(self, model: DensityField, head: str, index: int = 0,

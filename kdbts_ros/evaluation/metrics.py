@@ -1,6 +1,8 @@
 """The papers' metrics: KITTI depth errors and KITTI-360 occupancy accuracies, per frame."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -42,3 +44,10 @@ def occupancy_metrics(pred: np.ndarray, occupied: np.ndarray, visible: np.ndarra
     return {"o_acc": float(correct.mean()), "o_prec": _share(gt, pred), "o_rec": _share(pred, gt),
             "ie_acc": _share(correct, hidden), "ie_prec": _share(~gt, hidden & ~pred),
             "ie_rec": _share(~pred, hidden & ~gt)}
+
+
+def frame_means(records: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, float]:
+    """Mean of each key over per-frame records, ignoring NaN (a frame may lack a class); NaN if every frame does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (no prediction ever occupied) stay NaN
+        return {k: float(np.nanmean([r[k] for r in records])) for k in keys}

@@ -22,19 +22,33 @@ class OccupancyProtocol:
     points_per_m: int = 10
     pitch_deg: float = 0.0  # KITTI-360: 5 (cam_incl_adjust); synthetic rigs are level
 
-    def points_cam(self) -> np.ndarray:
-        """Query points (y_levels, nz, nx, 3) in the camera frame; z runs far to near as the official grid."""
+    def points_level(self) -> np.ndarray:
+        """Query points (y_levels, nz, nx, 3) in the level frame (x-z plane parallel to the road); z runs far to near."""
         nx = int(round((self.x_range[1] - self.x_range[0]) * self.points_per_m))
         nz = int(round((self.z_range[1] - self.z_range[0]) * self.points_per_m))
-        step = (self.y_range[1] - self.y_range[0]) / self.y_levels
-        y = self.y_range[0] + step * (np.arange(self.y_levels) + 0.5)  # level centres: 0.375 for one level
+        y = self.level_centres()
         z = np.linspace(self.z_range[1], self.z_range[0], nz)
         x = np.linspace(*self.x_range, nx)
         gy, gz, gx = np.meshgrid(y, z, x, indexing="ij")
-        pts = np.stack([gx, gy, gz], -1)
+        return np.stack([gx, gy, gz], -1)
+
+    def level_bands(self) -> np.ndarray:
+        """(y_levels, 2) lower and upper y of the band each level stands for ([0, 0.75] for one level)."""
+        edges = np.linspace(*self.y_range, self.y_levels + 1)
+        return np.stack([edges[:-1], edges[1:]], 1)
+
+    def level_centres(self) -> np.ndarray:
+        """Height of each y level: the centre of its band (0.375 for one level)."""
+        return self.level_bands().mean(1)
+
+    def R_cam_level(self) -> np.ndarray:
+        """3x3 rotation of level-frame points into the pitched camera (the inverse of ``cam_incl_adjust``)."""
         a = np.deg2rad(self.pitch_deg)
-        R = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-        return pts @ R.T
+        return np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+
+    def points_cam(self) -> np.ndarray:
+        """Query points (y_levels, nz, nx, 3) in the camera frame; z runs far to near as the official grid."""
+        return self.points_level() @ self.R_cam_level().T
 
 
 def visible_from_depth(points_cam: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ from ..core.model.network import DensityField, Views
 from ..core.model.render import along_rays, render_depth
 from ..data.records import DatasetError, FrameRecord, Recording, read_image, read_velodyne
 from ..training.objective import pixel_rays
-from .metrics import DEPTH_KEYS, depth_metrics
+from .metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
+from .real_occupancy import LidarOccupancy, LidarOccupancySettings
 
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom (rows), left, right (columns)
 
@@ -68,9 +69,14 @@ class RealDepthSettings:
 
 
 class RealDepthEvaluator:
-    """Velodyne ground truth of a recording's frames (camera ``cam``), computed once for every network and head."""
+    """Velodyne ground truth of a recording's frames (camera ``cam``), computed once for every network and head.
 
-    def __init__(self, rec: Recording, settings: RealDepthSettings = RealDepthSettings(), cam: int = 0):
+    With ``occupancy`` settings the frames also get lidar occupancy ground truth (KITTI-360
+    protocol, :mod:`.real_occupancy`) where their following scans allow it.
+    """
+
+    def __init__(self, rec: Recording, settings: RealDepthSettings = RealDepthSettings(), cam: int = 0,
+                 occupancy: LidarOccupancySettings | None = None):
         self.rec, self.settings, self.cam = rec, settings, cam
         c = rec.rig.cameras[cam]
         if rec.rig.T_base_velo is None:
@@ -86,17 +92,24 @@ class RealDepthEvaluator:
             valid = mask & np.isfinite(depth) & (depth > settings.min_depth) & (depth < settings.max_depth)
             rows, cols = np.nonzero(valid)
             self.truth.append((rows, cols, depth[rows, cols]))
+        self.occupancy = None if occupancy is None else LidarOccupancy(rec, self.frames, occupancy, cam)
 
     def view_frames(self, index: int, head: str) -> list[tuple[FrameRecord, int]]:
         """(frame, camera) the head reads: the frame for 'sv'; every camera at t and t+1 for 'mv' (needs poses)."""
         i = self.frames[index]
         if head == "sv":
             return [(self.rec.frames[i], self.cam)]
+        if not self.readable(index, head):
+            raise DatasetError(f"the multi-view head needs posed frames {self.rec.frames[i].index} and the next one")
         pair = self.rec.frames[i:i + 2]
-        if len(pair) < 2 or any(f.T_world_base is None for f in pair):
-            raise DatasetError(f"the multi-view head needs posed frames {pair[0].index} and the next one")
         cams = [self.cam] + [c for c in range(len(self.rec.rig.cameras)) if c != self.cam]
         return [(f, c) for f in pair for c in cams]
+
+    def readable(self, index: int, head: str) -> bool:
+        """Whether the head can read evaluated frame ``index``: always for 'sv'; for 'mv' it and the next frame need poses."""
+        i = self.frames[index]
+        pair = self.rec.frames[i:i + 2]
+        return head == "sv" or (len(pair) == 2 and all(f.T_world_base is not None for f in pair))
 
     def views(self, model: DensityField, index: int, head: str, input_size: tuple[int, int],
               device: torch.device) -> tuple[Views, torch.Tensor]:
@@ -120,17 +133,23 @@ class RealDepthEvaluator:
     @torch.inference_mode()
     def run(self, model: DensityField, head: str, input_size: tuple[int, int], device: torch.device | str = "cpu",
             progress: bool = True) -> dict[str, float]:
-        """Mean of the per-frame depth metrics of one network head."""
+        """Mean of the per-frame depth (and, where there is ground truth, occupancy) metrics of one network head."""
         s, device = self.settings, torch.device(device)
         model = model.to(device).eval()
         c = self.rec.rig.cameras[self.cam]
         gen = torch.Generator(device=device)
-        records = []
+        records, occupancy = [], []
         for k in tqdm(range(len(self.frames)), disable=not progress, desc=head, leave=False):
             rows, cols, gt = self.truth[k]
-            if len(gt) == 0:
+            has_occupancy = self.occupancy is not None and self.frames[k] in self.occupancy.truth
+            # the MV head skips frames without a posed successor; its "frames" count says how many it scored
+            if (len(gt) == 0 and not has_occupancy) or not self.readable(k, head):
                 continue
             views, Kn = self.views(model, k, head, input_size, device)
+            if has_occupancy:
+                occupancy.append(self.occupancy.score(model, views, head, self.frames[k], s.chunk_points))
+            if len(gt) == 0:
+                continue
             dirs = pixel_rays(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn, c.height, c.width)
             gen.manual_seed(s.seed)
             fn = along_rays(lambda p: model.density(p[None], views, head)[0][0])
@@ -140,5 +159,10 @@ class RealDepthEvaluator:
                 pred = pred * np.median(gt) / np.median(pred)
             records.append(depth_metrics(gt, pred, s.min_depth, s.max_depth))
         if not records:
-            raise DatasetError(f"{self.rec.name}: no frame has velodyne ground truth in the evaluated region")
-        return {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
+            raise DatasetError(f"{self.rec.name}: no frame the {head.upper()} head can read has velodyne ground "
+                               "truth in the evaluated region")
+        out = {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
+        if occupancy:
+            out |= frame_means(occupancy, OCCUPANCY_KEYS)
+            out["occupancy_frames"] = len(occupancy)
+        return out
