@@ -17,7 +17,6 @@ from .config import PipelineConfig
 from .core import geometry
 from .data import shared_sample
 from .data.bags import BagWriter, CameraStream, rig_messages
-from .data.records import read_image
 from .data.rig import RigCamera
 from .runner import FrameRunner, run_messages
 
@@ -48,7 +47,7 @@ def kitti_sample(root: Path, n: int) -> Sequence:
     """The first n frames of the shared KITTI raw sample (left colour camera, ORB-SLAM poses)."""
     rec = shared_sample.raw_sample(root)
     frames = rec.frames[:n]
-    images = [read_image(f.images[0], colour=True) for f in frames]
+    images = [f.image(0, colour=True) for f in frames]
     return Sequence(f"KITTI raw {KITTI_DRIVE}", images, rec.rig.cameras[0].K,
                     np.stack([f.T_world_cam(0) for f in frames]))
 

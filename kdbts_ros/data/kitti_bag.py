@@ -5,7 +5,7 @@ Conventions (kitti2bag's names for KITTI raw and odometry; our own for KITTI-360
 * TF: ``world`` -> ``base_link`` on ``/tf`` at every posed frame (the vehicle pose, once);
   ``base_link`` -> each camera's rectified optical frame and -> the velodyne on ``/tf_static``
   (one message, offered reliable + transient-local, so late subscribers such as RViz get it).
-* Images are rectified; ``camera_info`` carries the rectified projection in ``p`` (K, and
+* Images are rectified (KITTI-360's fisheyes resampled to virtual pinhole views); ``camera_info`` carries the rectified projection in ``p`` (K, and
   Tx = -fx * baseline for a stereo pair's second camera), ``k`` the same K, zero distortion, R = I.
 * Stamps are the dataset's (or the documented 10 Hz fallback); ``/clock`` ticks at every frame
   (optional: ``ros2 bag play --clock`` publishes its own, and two clock sources can step time back).
@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import messages as M
 from .bags import BagWriter, CameraStream, camera_messages, static_tf
-from .records import Camera, DatasetError, Recording, read_image, read_velodyne
+from .records import Camera, DatasetError, Recording, read_velodyne
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,8 @@ def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | N
         if f.T_world_base is not None:  # frames the dataset has no pose for get no /tf
             yield (f.stamp_ns, "/tf", "tf2_msgs/msg/TFMessage",
                    M.serialize(M.tf_message([(conv.fixed_frame, conv.base_frame, f.stamp_ns, f.T_world_base)])))
-        for cam, stream, path in zip(rec.rig.cameras, streams, f.images):
-            pixels = read_image(path, cam.colour)
-            if pixels.shape[:2] != (cam.height, cam.width):
-                raise DatasetError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} but the calibration says "
-                                   f"{cam.width}x{cam.height}")
-            yield from camera_messages(stream, f.stamp_ns, pixels)
+        for cam, stream in enumerate(streams):
+            yield from camera_messages(stream, f.stamp_ns, f.image(cam))
         if velodyne and f.velodyne is not None:
             yield (f.stamp_ns, conv.velo_topic, "sensor_msgs/msg/PointCloud2",
                    M.serialize(velodyne_cloud(read_velodyne(f.velodyne), f.stamp_ns, conv.velo_frame)))

@@ -30,8 +30,27 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True, eq=False)  # arrays: identity equality
+class Resampling:
+    """cv2.remap maps from a recorded image (e.g. a fisheye frame) to a camera's pinhole view.
+
+    ``map_x`` / ``map_y`` (H, W) float32 hold the source column and row of each camera pixel;
+    pixels whose source lies outside the recorded image point far outside it and come out 0 (black).
+    """
+
+    map_x: np.ndarray
+    map_y: np.ndarray
+    source_width: int
+    source_height: int
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        """The camera's view of a recorded image, sampled bilinearly; black where the source has no pixel."""
+        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+
+
+@dataclass(frozen=True, eq=False)
 class Camera:
-    """A rectified camera: dataset name (``image_02``), ROS frame, pixel K, size and pose on base_link."""
+    """A rectified or virtual pinhole camera: dataset name (``image_02``), ROS frame, K, size, pose on base_link."""
 
     name: str
     frame_id: str
@@ -42,6 +61,8 @@ class Camera:
     colour: bool = True
     # P[0, 3] of a stereo pair's second camera in its own frame: -fx * baseline (ROS CameraInfo); 0 otherwise
     projection_tx: float = 0.0
+    # a recorded image of another model (KITTI-360's fisheyes) is resampled into this pinhole view on read
+    resampling: Resampling | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +100,10 @@ class FrameRecord:
     def K(self, cam: int) -> np.ndarray:
         """3x3 rectified pixel intrinsics of camera ``cam``."""
         return self.rig.cameras[cam].K
+
+    def image(self, cam: int, colour: bool | None = None) -> np.ndarray:
+        """Camera ``cam``'s pinhole view of this frame (see :func:`read_camera_image`)."""
+        return read_camera_image(self.rig.cameras[cam], self.images[cam], colour)
 
     def T_world_cam(self, cam: int) -> np.ndarray:
         """4x4 pose of camera ``cam``'s optical frame in the world; DatasetError when the frame has no pose."""
@@ -178,6 +203,16 @@ def read_image(path: Path, colour: bool) -> np.ndarray:
     if img is None:
         raise DatasetError(f"cannot decode image {path} (corrupt or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if colour else img
+
+
+def read_camera_image(cam: Camera, path: Path, colour: bool | None = None) -> np.ndarray:
+    """The camera's view in ``path``: decoded (RGB; grey cameras mono unless ``colour``), size-checked, resampled."""
+    img = read_image(path, cam.colour if colour is None else colour)
+    src = cam.resampling
+    w, h = (src.source_width, src.source_height) if src else (cam.width, cam.height)
+    if (img.shape[1], img.shape[0]) != (w, h):
+        raise DatasetError(f"{path} is {img.shape[1]}x{img.shape[0]} but the calibration says {w}x{h}")
+    return src.apply(img) if src else img
 
 
 def read_velodyne(path: Path) -> np.ndarray:
@@ -281,11 +316,7 @@ class RecordingFrames:
 
     def image(self, seq: str, cam: int, frame: int) -> np.ndarray:
         """RGB uint8 of camera ``cam`` (grey cameras repeated to 3 channels)."""
-        path = self.record(seq, frame).images[self.camera_indices[cam]]
-        img = read_image(path, colour=True)
-        if (img.shape[1], img.shape[0]) != self.recorded_size:
-            raise DatasetError(f"{path} is {img.shape[1]}x{img.shape[0]}, calibration says "
-                               f"{self.recorded_size[0]}x{self.recorded_size[1]}")
+        img = self.record(seq, frame).image(self.camera_indices[cam], colour=True)
         if self.recorded_size != (self.width, self.height):
             img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
         return img

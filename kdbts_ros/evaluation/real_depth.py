@@ -20,7 +20,7 @@ from ..core.camera import normalise_intrinsics
 from ..core import geometry
 from ..core.model.network import DensityField, Views
 from ..core.model.render import along_rays, render_depth
-from ..data.records import DatasetError, FrameRecord, Recording, read_image, read_velodyne
+from ..data.records import DatasetError, FrameRecord, Recording, read_velodyne
 from ..training.objective import pixel_rays
 from .metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
 from .real_occupancy import LidarOccupancy, LidarOccupancySettings
@@ -119,7 +119,7 @@ class RealDepthEvaluator:
         images, Kn, w2c = [], [], []
         T_ref = entries[0][0].T_world_cam(entries[0][1]) if head == "mv" else np.eye(4)
         for f, c in entries:
-            rgb = read_image(f.images[c], colour=True)
+            rgb = f.image(c, colour=True)
             images.append(cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR))
             cam = self.rec.rig.cameras[c]
             Kn.append(normalise_intrinsics(cam.K, cam.width, cam.height))
