@@ -375,8 +375,10 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poses", type=Path, help="raw: ORB-SLAM pose file (default: the drive's OXTS packets); "
                                              "odometry: poses/NN.txt (default: SOURCE/../../poses/NN.txt); "
                                              "kitti360: poses.txt (default: data_poses/SEQ/poses.txt)")
-    p.add_argument("--cameras", nargs="+", help="dataset camera folders, e.g. image_02 image_03 "
-                                                "(default: every one present; eval scores the first)")
+    p.add_argument("--cameras", nargs="+", help="dataset camera folders, e.g. image_02 image_03; kitti360: "
+                                                "image_00 image_01 (perspective), image_02 image_03 (fisheyes, "
+                                                "as virtual pinholes) (default: every one present; eval scores "
+                                                "the first)")
 
 
 def build_parser() -> argparse.ArgumentParser:
