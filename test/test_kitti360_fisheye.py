@@ -8,21 +8,23 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_bag import read_bag, tf_buffer
 from kdbts_ros import messages as M
 from kdbts_ros.cli import main
 from kdbts_ros.data.fisheye import (OUTSIDE, MeiCamera, pinhole_maps, pinhole_rays, pinhole_resampling,
                                     read_mei_yaml, virtual_rotation)
-from kdbts_ros.data.kitti360 import load_kitti360_sequence
-from kdbts_ros.data.records import DatasetError, RecordingFrames
+from kdbts_ros.data import shared_sample
+from kdbts_ros.data.kitti360 import Kitti360Calibration, load_kitti360_sequence
+from kdbts_ros.data.records import DatasetError, RecordingFrames, Resampling
 from kdbts_ros.training.samples import TrainingFrames
 
 # a moderate fisheye (about 64 deg half field of view) whose distortion the test can invert by iteration
 FISH = MeiCamera("image_02", 160, 160, xi=1.6, k1=0.05, k2=0.02, p1=2e-4, p2=-1e-4,
                  gamma1=180.0, gamma2=181.0, u0=80.3, v0=79.6)
-K_VIRTUAL = np.array([[60.0, 0, 59.5], [0, 60.0, 44.5], [0, 0, 1]])
+K_VIRTUAL = np.array([[35.0, 0, 59.5], [0, 35.0, 44.5], [0, 0, 1]])  # wide: its corners see past the fisheye
 SIZE = (120, 90)
-PLANE_Z, SQUARE = 2.0, 0.3  # a checkerboard plane 2 m ahead of the fisheye, 0.3 m squares
+PLANE_Z, SQUARE = 2.0, 0.6  # a checkerboard plane 2 m ahead of the fisheye, 0.6 m squares
 SEQ = "2013_05_28_drive_0000_sync"
 
 
@@ -58,7 +60,7 @@ def smooth(rays: np.ndarray) -> np.ndarray:
     """A smooth pattern on the plane (float32), for sub-pixel comparisons."""
     t = PLANE_Z / np.maximum(rays[:, 2], 0.05)
     X, Y = t * rays[:, 0], t * rays[:, 1]
-    return (128 + 100 * np.sin(X * 4.0) * np.cos(Y * 3.0)).astype(np.float32)
+    return (128 + 100 * np.sin(X * 2.0) * np.cos(Y * 1.5)).astype(np.float32)
 
 
 def render_fisheye(mei: MeiCamera, pattern) -> np.ndarray:
@@ -132,7 +134,7 @@ def test_resampled_checkerboard_matches_the_virtual_cameras_own_view():
     x1, y1 = np.minimum(x0 + 1, FISH.width - 1), np.minimum(y0 + 1, FISH.height - 1)
     corners = np.stack([fisheye[y0, x0], fisheye[y0, x1], fisheye[y1, x0], fisheye[y1, x1]])
     agree = np.all(corners == corners[0], axis=0)
-    assert agree.mean() > 0.8
+    assert agree.mean() > 0.7
     assert np.mean(out[valid][agree] == direct[valid][agree]) > 0.995
     # and the view is no copy of the unrotated one
     assert np.mean(render_virtual(np.eye(3), checkerboard)[valid] == direct[valid]) < 0.8
@@ -142,9 +144,25 @@ def test_resampled_smooth_pattern_has_sub_pixel_accuracy():
     R = virtual_rotation(0.0, -15.0)
     resampling = pinhole_resampling(FISH, K_VIRTUAL, SIZE, R)
     valid = resampling.map_x != OUTSIDE
-    error = np.abs(resampling.apply(render_fisheye(FISH, smooth)) - render_virtual(R, smooth))[valid]
-    # bilinear interpolation of the pattern errs by about 1 grey level; half a pixel off would cost ~10
-    assert error.max() < 3.0 and error.mean() < 0.5
+    fisheye, direct = render_fisheye(FISH, smooth), render_virtual(R, smooth)
+    error = np.abs(resampling.apply(fisheye) - direct)[valid]
+    # bilinear interpolation errs by a fraction of a grey level (a few near the rim, where the plane stretches)
+    assert error.mean() < 0.5 and np.percentile(error, 99) < 3.0
+    # maps half a fisheye pixel off would fail that
+    shifted = Resampling(resampling.map_x + 0.5, resampling.map_y, FISH.width, FISH.height)
+    assert np.abs(shifted.apply(fisheye) - direct)[valid].mean() > 1.5
+
+
+@needs_kitti
+def test_official_views_of_the_real_calibration_look_sideways_and_down_inside_the_fisheye():
+    calib = Kitti360Calibration(KITTI_SAMPLE / shared_sample.KITTI360_ROOT / "calibration")
+    for name, side in (("image_02", -1), ("image_03", 1)):
+        cam = calib.camera(name)
+        np.testing.assert_allclose(cam.K, calib.camera("image_00").K)
+        axis = cam.T_base_cam[:3, 2]  # the optical axis in the pose frame: x forward, y right, z down
+        assert axis[1] * side > 0.95 and axis[2] == pytest.approx(np.sin(np.radians(15)), abs=0.03)
+        # the narrow official crop (BTS issue #29) lies wholly inside the 1400x1400 fisheye image
+        assert cam.resampling.map_x.shape == (376, 1408) and not np.any(cam.resampling.map_x == OUTSIDE)
 
 
 # ---------------------------------------------------------------- a generated KITTI-360 folder
