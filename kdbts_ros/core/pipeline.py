@@ -191,7 +191,7 @@ class Pipeline:
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
         fn: RayDensity
         if planes is None:
-            fn, chunk = along_rays(lambda p: self.model.density(p[None], views, head)[0][0]), cfg.model.chunk_points
+            fn, chunk = along_rays(self.model.point_density(views, head)), cfg.model.chunk_points
         else:
             Kn_v, w2c = views.Kn[0], views.w2c[0]
             fn = lambda d, t: folded.ray_density(self.model, d, t, planes, Kn_v, w2c, head,  # noqa: E731

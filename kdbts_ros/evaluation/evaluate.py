@@ -92,7 +92,7 @@ class Evaluator:
             rec = occupancy_metrics(sigma[0].cpu().numpy() > s.occupied_density, occupied, visible)
             dirs = pixel_rays(rows, cols, sample["Kn"][0], H, W).reshape(-1, 3).to(device)
             gen.manual_seed(s.seed)
-            fn = along_rays(lambda p: model.density(p[None], views, head)[0][0])
+            fn = along_rays(model.point_density(views, head))
             pred = render_depth(fn, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
             rec.update(depth_metrics(depth_gt[rows, cols], pred.cpu().numpy().reshape(rows.shape), max_depth=s.max_depth))
             records.append(rec)

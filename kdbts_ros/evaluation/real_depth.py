@@ -152,7 +152,7 @@ class RealDepthEvaluator:
                 continue
             dirs = pixel_rays(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn, c.height, c.width)
             gen.manual_seed(s.seed)
-            fn = along_rays(lambda p: model.density(p[None], views, head)[0][0])
+            fn = along_rays(model.point_density(views, head))
             pred = render_depth(fn, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
             pred = pred.cpu().numpy().astype(np.float64)
             if s.median_scaling:

@@ -6,6 +6,7 @@ Module names follow the official ``MVBTSNet`` (``encoder.encoder.encoder.*``,
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -150,6 +151,10 @@ class DensityField(nn.Module):
         """Softplus density (B, N) in 1/m and invalid mask (B, N, V)."""
         logits, invalid = self.density_logits(points, views, head)
         return F.softplus(logits), invalid
+
+    def point_density(self, views: Views, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Densities (P,) of points (P, 3) in batch 0 of ``views``: the function rendering integrates."""
+        return lambda p: self.density(p[None], views, head)[0][0]
 
     def query(self, points: torch.Tensor, views: Views, head: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`density` in chunks of ``chunk`` points to bound memory."""
