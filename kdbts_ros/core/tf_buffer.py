@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -15,11 +16,31 @@ from . import geometry
 
 
 class TfError(LookupError):
-    """A failed lookup; ``reason`` is one of 'unknown_frame', 'disconnected', 'past', 'future'."""
+    """A failed lookup; ``reason`` is 'unknown_frame', 'disconnected', 'past', 'future' or 'invalid'."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class TfStore(Protocol):
+    """A TF buffer the runner can feed and query: this module's TfBuffer or tf2_ros's, adapted.
+
+    ``lookup`` raises TfError with reason 'unknown_frame' (a frame never seen),
+    'disconnected' (frames in separate trees), 'past' / 'future' (the stamp lies
+    before / after the data of an edge on the path, beyond the extrapolation
+    limit) or 'invalid' (tf2 only: a malformed frame id or another tf2 error).
+    The runner retries 'future', 'unknown_frame' and 'disconnected', which later data can cure.
+    """
+
+    def set_transform(self, parent: str, child: str, stamp_ns: int, T: np.ndarray, static: bool) -> None:
+        """Add T_parent_child at a stamp; a static transform holds for all time."""
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        """T_target_source (4x4) at the stamp; raises TfError."""
+
+    def clear(self) -> None:
+        """Forget the dynamic transforms, keeping the static ones (for a jump back in time)."""
 
 
 @dataclass
@@ -31,11 +52,13 @@ class _Edge:
 
 
 class TfBuffer:
-    """Transforms keyed by child frame, with a bounded history per edge."""
+    """The built-in TfStore: transforms keyed by child frame, with a bounded history per edge."""
 
-    def __init__(self, cache_ns: int = 10_000_000_000, tolerance_ns: int = 0):
+    def __init__(self, cache_ns: int = 10_000_000_000, extrapolation_limit_ns: int = 0):
         self.cache_ns = cache_ns
-        self.tolerance_ns = tolerance_ns  # how far a lookup may extrapolate by holding the end value
+        # how far a lookup may go past either end of a dynamic edge's data, holding the end value;
+        # 0 by default because tf2 itself never extrapolates
+        self.extrapolation_limit_ns = extrapolation_limit_ns
         self._edges: dict[str, _Edge] = {}
 
     def clear(self) -> None:
@@ -67,10 +90,10 @@ class TfBuffer:
         if edge.static:
             return edge.poses[0]
         s = edge.stamps
-        if stamp_ns < s[0] - self.tolerance_ns:
+        if stamp_ns < s[0] - self.extrapolation_limit_ns:
             raise TfError("past", f"{edge.parent}->{child}: {stamp_ns} ns is before the oldest "
                           f"transform ({s[0]} ns)")
-        if stamp_ns > s[-1] + self.tolerance_ns:
+        if stamp_ns > s[-1] + self.extrapolation_limit_ns:
             raise TfError("future", f"{edge.parent}->{child}: {stamp_ns} ns is after the newest "
                           f"transform ({s[-1]} ns)")
         i = bisect.bisect_left(s, stamp_ns)
