@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
@@ -19,6 +20,8 @@ from .config import TopicsConfig
 from .core.grids import GridSpec
 
 DENSITY_GRID = "kdbts_ros/msg/DensityGrid"
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 _HERE = Path(__file__).resolve().parent
 
 
@@ -117,9 +120,85 @@ def image_to_rgb(msg: object) -> np.ndarray:
 def rgb_image(rgb: np.ndarray, stamp: int, frame_id: str) -> object:
     """sensor_msgs/Image rgb8 from an (H, W, 3) uint8 array."""
     h, w = rgb.shape[:2]
-    return _t("sensor_msgs/msg/Image")(header=header(stamp, frame_id), height=h, width=w, encoding="rgb8",
-                                       is_bigendian=0, step=3 * w,
-                                       data=np.ascontiguousarray(rgb, np.uint8).reshape(-1))
+    return _t(IMAGE)(header=header(stamp, frame_id), height=h, width=w, encoding="rgb8",
+                     is_bigendian=0, step=3 * w, data=np.ascontiguousarray(rgb, np.uint8).reshape(-1))
+
+
+def image_msgtype(topic: str) -> str:
+    """Message type of an image topic: image_transport publishes the compressed form on ``<base>/compressed``."""
+    return COMPRESSED_IMAGE if topic.rsplit("/", 1)[-1] == "compressed" else IMAGE
+
+
+# codec -> (first bytes, last bytes) of a complete file
+_CODECS = {"jpeg": (b"\xff\xd8\xff", b"\xff\xd9"), "png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82")}
+# "jpg" is what cv_bridge's cv2_to_compressed_imgmsg writes by default
+_CODEC_NAMES = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
+# OpenCV decodes jpeg and png to grey, BGR or BGRA, whatever encodings the format string names
+_DECODED_TO_RGB = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+
+
+def _codec(fmt: str) -> str:
+    """jpeg or png from a CompressedImage format: "jpeg", or image_transport's "rgb8; jpeg compressed bgr8"."""
+    # before ';' is the camera's raw encoding, which the publisher converted before compressing
+    words = fmt.lower().split(";", 1)[-1].split()
+    codec = _CODEC_NAMES.get(words[0] if words else "")
+    if codec is None:
+        raise ConversionError(f"unsupported compressed image format {fmt!r}; expected jpeg or png "
+                              "(image_transport's compressed transport, not compressedDepth)")
+    return codec
+
+
+def compressed_to_rgb(msg: object) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from an 8-bit jpeg or png sensor_msgs/CompressedImage (grey, colour or with alpha)."""
+    codec = _codec(msg.format)
+    data = bytes(msg.data)
+    if not data:
+        raise ConversionError(f"empty {codec} image")
+    start, end = _CODECS[codec]
+    # libjpeg decodes a jpeg that lacks its end with only a warning (OpenCV 4 greys out the missing rows), so
+    # completeness is checked here; zeros after the end marker are tolerated (fixed-size encoder buffers)
+    if not data.startswith(start) or not data.rstrip(b"\0").endswith(end):
+        raise ConversionError(f"{len(data)} bytes are not a complete {codec} file (format {msg.format!r})")
+    try:
+        # UNCHANGED: no EXIF rotation (the intrinsics describe the pixels as sent) and 16-bit stays 16-bit
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header that claims more pixels than OpenCV allows
+        raise ConversionError(f"cannot decode {codec} image: {exc}") from exc
+    if img is None:
+        raise ConversionError(f"cannot decode {codec} image ({len(data)} bytes, format {msg.format!r})")
+    if img.dtype != np.uint8:
+        # how 16 bits map to 8 depends on the sensor (12-bit data, thermal, depth); raw 16-bit is rejected too
+        raise ConversionError(f"{img.dtype} {codec} image; only 8-bit images are supported")
+    return cv2.cvtColor(img, _DECODED_TO_RGB[1 if img.ndim == 2 else img.shape[2]])
+
+
+def compressed_image(rgb: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpeg", quality: int = 90) -> object:
+    """sensor_msgs/CompressedImage of an (H, W, 3) uint8 array as image_transport writes it (quality: jpeg only)."""
+    if fmt not in _CODECS:
+        raise ValueError(f"unsupported format {fmt!r}; expected one of {', '.join(_CODECS)}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else []
+    ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(rgb[..., ::-1], np.uint8), params)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode a {rgb.shape} {rgb.dtype} array as {fmt}")
+    return _t(COMPRESSED_IMAGE)(header=header(stamp, frame_id), format=f"rgb8; {fmt} compressed bgr8",
+                                data=buf.reshape(-1))
+
+
+def _is_compressed(msgtype: str) -> bool:
+    """Whether an image message type is the compressed one; other message types raise ConversionError."""
+    if msgtype not in (IMAGE, COMPRESSED_IMAGE):
+        raise ConversionError(f"{msgtype} is not an image type; expected {IMAGE} or {COMPRESSED_IMAGE}")
+    return msgtype == COMPRESSED_IMAGE
+
+
+def image_format(msg: object, msgtype: str) -> str:
+    """Encoding of a raw image or format of a compressed one, to notice a camera that changes format."""
+    return msg.format if _is_compressed(msgtype) else msg.encoding
+
+
+def decode_image(msg: object, msgtype: str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image or sensor_msgs/CompressedImage."""
+    return compressed_to_rgb(msg) if _is_compressed(msgtype) else image_to_rgb(msg)
 
 
 def camera_info_intrinsics(msg: object) -> tuple[np.ndarray, int, int, str]:
@@ -183,8 +262,8 @@ def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> object:
     """sensor_msgs/Image 32FC1 in metres (REP 118)."""
     h, w = depth.shape
     data = np.ascontiguousarray(depth, "<f4").view(np.uint8).reshape(-1)
-    return _t("sensor_msgs/msg/Image")(header=header(stamp, frame_id), height=h, width=w, encoding="32FC1",
-                                       is_bigendian=0, step=4 * w, data=data)
+    return _t(IMAGE)(header=header(stamp, frame_id), height=h, width=w, encoding="32FC1", is_bigendian=0,
+                     step=4 * w, data=data)
 
 
 POINT_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("density", 12), ("rgb", 16))
@@ -253,7 +332,7 @@ def output_messages(out: Outputs, topics: TopicsConfig) -> list[tuple[str, str, 
                      point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame)))
     if out.depth is not None:
         h, w = out.depth.shape
-        msgs.append((topics.depth, "sensor_msgs/msg/Image", depth_image(out.depth, out.stamp_ns, out.camera_frame)))
+        msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
         msgs.append((topics.depth_info, "sensor_msgs/msg/CameraInfo",
                      camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)))
     return msgs

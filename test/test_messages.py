@@ -8,7 +8,7 @@ from kdbts_ros import messages as M
 
 rclpy_serialization = pytest.importorskip("rclpy.serialization")
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 
 
 def _rclpy_image(arr: np.ndarray, encoding: str, pad: int = 0) -> bytes:
@@ -55,6 +55,16 @@ def test_malformed_images_never_crash_the_decoder(h, w, step, n, enc):
     except M.ConversionError:
         return
     assert rgb.shape == (h, w, 3) and rgb.dtype == np.uint8
+
+
+def test_compressed_images_cross_rclpy_both_ways(rng):
+    rgb = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    ours = rclpy_serialization.deserialize_message(M.serialize(M.compressed_image(rgb, 3, "cam", fmt="png")),
+                                                   CompressedImage)
+    assert ours.format == "rgb8; png compressed bgr8" and ours.header.frame_id == "cam"
+    theirs = CompressedImage(format=ours.format, data=bytes(ours.data))   # as image_transport publishes it
+    msg = M.deserialize(rclpy_serialization.serialize_message(theirs), M.COMPRESSED_IMAGE)
+    np.testing.assert_array_equal(M.decode_image(msg, M.COMPRESSED_IMAGE), rgb)
 
 
 def test_point_cloud_bytes_decode_with_rclpy(rng):
