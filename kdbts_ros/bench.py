@@ -113,7 +113,7 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
                 for head in pipeline.heads_for_mode():
                     folded.fold_features(pipeline.model, features, head)
         counts["encode"] = fc.get_total_flops()
-        head, entries, views, planes = pipeline.newest_views()
+        head, entries, views, planes = pipeline.views_for(pipeline.window.entries[-1])
         centres = GridSpec.from_config(pipeline.cfg.grid).centres_cam()
         with FlopCounterMode(display=False) as fc:
             pipeline.query_grid(centres, views, head, planes)
@@ -144,6 +144,8 @@ class _Publisher:
         rclpy.init(context=self.context)
         params = [Parameter(s.name, value=s.default) for s in iter_params(cfg)]
         self.node = KdbtsNode(context=self.context, parameter_overrides=params)
+        self.node.trigger_configure()
+        self.node.trigger_activate()
         self.sink = rclpy.create_node("kdbts_bench_sink", context=self.context)
         for topic, pub in self.node.pubs.items():
             self.sink.create_subscription(pub.msg_type, topic, lambda _msg: None, 5, raw=True)
@@ -191,7 +193,7 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
         for stamp, topic, _msgtype, data in stream:
             t0 = time.perf_counter()
             runner.handle(topic, data, stamp)
-            if topic != cfg.topics.image:
+            if topic != cfg.topics.images[0]:
                 continue
             before = runner.processed
             driver.step(stamp)
@@ -201,8 +203,8 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
                     samples.append(dict(runner.last.timings))
         if not samples:
             raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
-        last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.image)
-        K = runner.intrinsics[0]
+        last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.images[0])
+        K = runner.cameras[0].intrinsics[0]
         rgb = M.image_to_rgb(M.deserialize(last_image, "sensor_msgs/msg/Image"))
         result: dict[str, object] = {
             "stages": {s: _percentiles([x[s] for x in samples]) for s in STAGES if s in samples[0]},

@@ -356,6 +356,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     print(f"frames processed: {result.processed}")
     print("dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"))
+    print("faults worked around: " + (", ".join(f"{k} {v}" for k, v in sorted(result.faults.items())) or "none"))
     if result.skipped:
         print("left out (node output topics or unknown types): "
               + ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items())))

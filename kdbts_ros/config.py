@@ -20,6 +20,8 @@ def _f(default: Any, description: str, lo: float | None = None, hi: float | None
     """A dataclass field carrying its parameter description, range and choices."""
     meta = {"description": description, "range": (lo, hi) if lo is not None else None,
             "choices": choices, "runtime": runtime}
+    if isinstance(default, list):  # a mutable default needs a fresh copy per instance
+        return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -89,13 +91,41 @@ class RenderConfig:
 class TopicsConfig:
     """Topic names; all remappable at launch as well."""
 
-    image: str = _f("/camera/image_raw", "input sensor_msgs/Image")
-    camera_info: str = _f("/camera/camera_info", "input sensor_msgs/CameraInfo")
+    images: list[str] = _f(["/camera/image_raw"], "input image topic of each camera, the first one the camera "
+                           "the outputs are made for; a topic ending in /compressed is read as "
+                           "sensor_msgs/CompressedImage (jpeg, png), any other as sensor_msgs/Image")
+    camera_infos: list[str] = _f(["/camera/camera_info"], "sensor_msgs/CameraInfo topic of each camera, in the "
+                                 "order of topics.images")
     occupancy: str = _f("/kdbts/occupancy", "output nav_msgs/OccupancyGrid")
     points: str = _f("/kdbts/points", "output sensor_msgs/PointCloud2")
     depth: str = _f("/kdbts/depth", "output sensor_msgs/Image 32FC1 metres")
     depth_info: str = _f("/kdbts/depth/camera_info", "output CameraInfo matching the depth image")
     density_grid: str = _f("/kdbts/density_grid", "output kdbts_ros/DensityGrid")
+    latency: str = _f("/kdbts/latency", "output std_msgs/Float64: seconds from the image stamp to the publish")
+
+
+@dataclass
+class PublishConfig:
+    """Output toggles; an output nobody subscribes to is not computed either way."""
+
+    occupancy: bool = _f(True, "publish the bird's-eye OccupancyGrid", runtime=True)
+    points: bool = _f(True, "publish the occupied-voxel PointCloud2", runtime=True)
+    depth: bool = _f(True, "publish the depth image and its camera_info", runtime=True)
+    density_grid: bool = _f(True, "publish the full 3D DensityGrid", runtime=True)
+    latency: bool = _f(True, "publish the latency of each processed frame", runtime=True)
+    reliable: bool = _f(True, "publish outputs reliable (false: best effort)")
+
+
+@dataclass
+class KeyframeConfig:
+    """When a rig frame enters the sliding window (the newest frame is always queried)."""
+
+    distance: float = _f(0.3, "metres the reference camera moved since the last keyframe", 0.0, 100.0,
+                         runtime=True)
+    angle: float = _f(5.0, "degrees the reference camera turned since the last keyframe", 0.0, 180.0,
+                      runtime=True)
+    max_age: float = _f(1.0, "seconds after which a frame becomes a keyframe anyway (a standing vehicle)",
+                        0.0, 3600.0, runtime=True)
 
 
 @dataclass
@@ -104,18 +134,29 @@ class PipelineConfig:
 
     fixed_frame: str = _f("odom", "frame the camera poses are looked up in (TF)")
     mode: str = _f("sv", "density head: sv (single view), mv (multi-view over the window), "
-                   "auto (mv when at least two posed frames, else sv)",
+                   "auto (mv when another posed frame of the rig or the window sees the grid, else sv)",
                    choices=("sv", "mv", "auto"), runtime=True)
-    window_size: int = _f(4, "frames kept in the sliding window", 1, 64)
-    tf_timeout: float = _f(0.5, "seconds to wait for TF at an image's stamp before dropping it",
-                           0.0, 60.0, runtime=True)
+    window_size: int = _f(4, "keyframe images kept in the sliding window, over all cameras", 1, 64,
+                          runtime=True)
+    sync_tolerance: float = _f(0.03, "seconds: images of different cameras at most this far apart form one "
+                               "rig frame", 0.0, 1.0, runtime=True)
+    tf_timeout: float = _f(0.5, "seconds to wait for TF, camera_info and the other cameras' images at an "
+                           "image's stamp before dropping it (or going on without them)", 0.0, 60.0, runtime=True)
+    tf_cache: float = _f(10.0, "seconds of TF history kept", 1.0, 3600.0)
+    tf_extrapolation: float = _f(0.0, "seconds a pose lookup may reach past the newest or before the oldest "
+                                 "transform, holding the end value (tf2 itself never extrapolates)", 0.0, 10.0)
+    tf_builtin: bool = _f(False, "use the built-in TF buffer even when tf2_ros is installed")
     latency_budget: float = _f(0.5, "seconds; latency above it is a diagnostic warning",
                                0.0, 60.0, runtime=True)
     input_reliable: bool = _f(False, "subscribe to inputs reliable (default best effort)")
+    autostart: bool = _f(True, "node: configure and activate the lifecycle node at start-up (false: wait "
+                         "for a lifecycle manager)")
     model: ModelConfig = field(default_factory=ModelConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
 
     def check(self) -> None:
         """Cross-field checks that single ranges cannot express; raises ValueError."""
@@ -126,6 +167,12 @@ class PipelineConfig:
             raise ValueError("model.z_near must be below model.z_far")
         if any(0 < size < 32 for size in (self.model.image_height, self.model.image_width)):
             raise ValueError("model.image_height and image_width must be 0 (checkpoint's) or at least 32")
+        t = self.topics
+        if not t.images or len(t.images) != len(t.camera_infos):
+            raise ValueError(f"topics.images ({len(t.images)}) and topics.camera_infos ({len(t.camera_infos)}) "
+                             "must name the same number of cameras, at least one")
+        if len(set(t.images + t.camera_infos)) != 2 * len(t.images):
+            raise ValueError("topics.images and topics.camera_infos must all differ")
 
 
 @dataclass(frozen=True)
@@ -157,6 +204,10 @@ def validate(spec: ParamSpec, value: Any) -> str | None:
     """Reason why ``value`` is not acceptable for ``spec``, or None if it is."""
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if spec.type is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            return f"{spec.name}: expected a list of non-empty strings, got {value!r}"
+        return None
     if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
         return f"{spec.name}: expected {spec.type.__name__}, got {type(value).__name__}"
     if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
@@ -183,7 +234,8 @@ def set_param(cfg: Any, name: str, value: Any, check: bool = True) -> None:
     for part in path:
         target = getattr(target, part)
     old = getattr(target, leaf)
-    setattr(target, leaf, float(value) if specs[name].type is float else value)
+    setattr(target, leaf, float(value) if specs[name].type is float else
+            list(value) if specs[name].type is list else value)
     if not check:
         return
     try:

@@ -66,7 +66,7 @@ def synthetic_sample(n: int, width: int = 640, height: int = 192) -> Sequence:
 def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, str, str, bytes]]:
     """(stamp, topic, msgtype, bytes) of the sequence as a driver plus a localiser would publish."""
     T_bc = T_base_cam()
-    camera = CameraStream(seq.camera_frame, T_bc, seq.K, topics.image, topics.camera_info)
+    camera = CameraStream(seq.camera_frame, T_bc, seq.K, topics.images[0], topics.camera_infos[0])
     T_fixed_base = seq.T_fixed_cam @ geometry.invert(T_bc)
     return list(rig_messages([camera], T_fixed_base, [[img] for img in seq.images], fixed_frame))
 

@@ -7,6 +7,7 @@ a replay does not duplicate them), as are messages of types the typestore does n
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,22 +24,25 @@ from .data.bags import BagWriter
 from .demo import depth_png, occupancy_png
 from .runner import FrameRunner, run_messages
 
+log = logging.getLogger("kdbts_ros")
+
 
 @dataclass
 class ReplayResult:
-    """Counts of a replay: frames processed, drops by reason, messages written and left out per topic."""
+    """Counts of a replay: frames processed, drops and faults by reason, messages written and left out per topic."""
 
     processed: int
     drops: dict[str, int]
     written: dict[str, int]
     skipped: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
     pngs: list[Path] = field(default_factory=list)
 
 
 def output_topics(cfg: PipelineConfig) -> set[str]:
     """Topics the node publishes."""
     t = cfg.topics
-    return {t.occupancy, t.points, t.depth, t.depth_info, t.density_grid, "/diagnostics"}
+    return {t.occupancy, t.points, t.depth, t.depth_info, t.density_grid, t.latency, "/diagnostics"}
 
 
 def bag_messages(reader: Reader, leave_out: set[str], skipped: Counter) -> Iterator[tuple[int, str, str, bytes]]:
@@ -79,10 +83,13 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
     skipped: Counter[str] = Counter()
     with Reader(bag_in) as reader:
         topics = {c.topic for c in reader.connections}
-        for t in (cfg.topics.image, cfg.topics.camera_info):
+        for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]):
             if t not in topics:  # checked before the network is built
                 raise ValueError(f"{bag_in} has no topic {t} (topics: {sorted(topics)}); "
-                                 "pick a config whose topics.image / topics.camera_info match")
+                                 "pick a config whose topics.images / topics.camera_infos match")
+        missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
+        if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
+            log.warning("%s has no topic %s; rig frames are made without those cameras", bag_in, ", ".join(missing))
         runner = runner or FrameRunner(cfg)
         pngs = PngWriter(png_dir, cfg) if png_dir is not None else None
         messages = bag_messages(reader, output_topics(cfg), skipped)
@@ -90,7 +97,7 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
                                                       disable=None if progress is None else not progress) as bar:
             run_messages(runner, _counting(messages, bar), bag, pngs)
     return ReplayResult(runner.processed, dict(runner.drops), dict(bag.counts), dict(skipped),
-                        pngs.files if pngs else [])
+                        faults=dict(runner.faults), pngs=pngs.files if pngs else [])
 
 
 def _counting(messages: Iterator, bar: tqdm) -> Iterator:

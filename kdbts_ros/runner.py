@@ -1,68 +1,142 @@
 """Serialized messages in, serialized outputs out: the logic the node, demo and replay share.
 
-The runner takes CDR bytes of Image, CameraInfo and TF messages, pairs each
-image with its intrinsics and its pose at the image stamp, runs the pipeline and
-returns the output messages as CDR bytes. Every input it cannot use is counted
-by reason, so nothing is lost silently.
+The runner takes CDR bytes of images (raw or compressed) and camera_info of any
+number of cameras and of TF messages. The first camera's newest image is the
+frame the outputs are made for; the other cameras' images closest in time join
+it as one rig frame. Each image waits (up to ``tf_timeout``) for its intrinsics
+and its pose at the image stamp; both are resolved in :meth:`FrameRunner.step`,
+never in a callback. Every input it cannot use is counted by reason, and every
+fault it works around is counted too, so nothing is lost silently.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from . import messages as M
-from .config import PipelineConfig
+from .config import PipelineConfig, iter_params, set_param
 from .core.pipeline import Frame, Outputs, Pipeline
-from .core.tf_buffer import TfBuffer, TfError
+from .core.tf_buffer import TfError, TfStore
+from .core.window import KeyframeRule
+from .tf_store import make_tf_store
 
 log = logging.getLogger("kdbts_ros")
 DIAGNOSTICS_PERIOD_NS = 1_000_000_000  # the node publishes diagnostics at 1 Hz
+LOG_PERIOD_S = 5.0                     # a repeated warning is logged at most this often per reason
+SECONDARY_QUEUE = 4                    # images kept per other camera while they wait for a partner
+ALIVE_NS = 1_000_000_000               # a camera silent for longer is not waited for
 
 
 @dataclass
-class _Pending:
-    frame: Frame
+class _Image:
+    msg: Any          # the deserialized Image or CompressedImage (decoded only when used)
+    stamp_ns: int
     arrival_ns: int
-    decode_s: float
+    rgb: np.ndarray | None = None  # kept once decoded, while the frame waits for its partners
+    decode_s: float = 0.0
+
+
+class _Camera:
+    """One camera: its topics, intrinsics, last image format and images waiting to be used."""
+
+    def __init__(self, index: int, image_topic: str, info_topic: str):
+        self.index, self.image_topic, self.info_topic = index, image_topic, info_topic
+        self.msgtype = M.image_msgtype(image_topic)
+        self.intrinsics: tuple[np.ndarray, int, int, str] | None = None
+        self.format: tuple[str, int, int] | None = None
+        self.waiting: deque[_Image] = deque()
+        self.received = 0
+        self.last_stamp_ns: int | None = None
+
+
+class _Throttle:
+    """Log a repeated warning at most once per period and reason, with its running count."""
+
+    def __init__(self, period_s: float = LOG_PERIOD_S):
+        self.period_s = period_s
+        self.last: dict[str, float] = {}
+
+    def warn(self, reason: str, count: int, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(reason, -np.inf) >= self.period_s:
+            self.last[reason] = now
+            log.warning("%s (%s: %d so far)", message, reason, count)
+
+
+class _Wait(Exception):
+    """A frame's pose, intrinsics or partner image may still arrive: try again on the next step."""
+
+
+class _Dropped(Exception):
+    """An image cannot be used; the reason has been counted."""
 
 
 class FrameRunner:
-    """Holds the newest unprocessed frame, the TF buffer, the intrinsics and the counters.
+    """Holds the cameras' waiting images, the TF buffer, the keyframe rule and the counters."""
 
-    A frame waits (up to ``tf_timeout``) for its camera_info and for its pose at
-    the image stamp; both are resolved in :meth:`step`, never in a callback.
-    """
-
-    def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None):
+    def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None, tf: TfStore | None = None):
         self.cfg = cfg
         self.pipeline = pipeline or Pipeline(cfg)
-        self.tf = TfBuffer()
-        self.intrinsics: tuple[np.ndarray, int, int, str] | None = None
-        self.pending: _Pending | None = None
-        self.drops: Counter[str] = Counter()
+        self.tf, self.tf_name = (tf, type(tf).__name__) if tf is not None else \
+            make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=not cfg.tf_builtin)
+        self.cameras = [_Camera(i, img, info) for i, (img, info) in
+                        enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))]
+        self._image_topics = {c.image_topic: c.index for c in self.cameras}
+        self._info_topics = {c.info_topic: c.index for c in self.cameras}
+        self.keyframes = KeyframeRule(cfg.keyframe)
+        self.drops: Counter[str] = Counter()    # inputs lost, by reason
+        self.faults: Counter[str] = Counter()   # problems worked around, nothing lost
+        self._reported: Counter[str] = Counter()
+        self._throttle = _Throttle()
         self.processed = 0
-        self.last_stamp_ns: int | None = None
-        self.latencies: list[float] = []
+        self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
+        self._tf_newest: int | None = None
+        self._param_lock = threading.Lock()
+        self._next_cfg: PipelineConfig | None = None  # accepted run-time changes, applied between frames
+        self._changed: set[str] = set()
+
+    @property
+    def pending(self) -> _Image | None:
+        """The output camera's newest image not yet processed."""
+        waiting = self.cameras[0].waiting
+        return waiting[-1] if waiting else None
 
     # ------------------------------------------------------------ inputs
-    def on_camera_info(self, data: bytes) -> None:
-        """Take intrinsics from a CameraInfo (P for rectified images, else K)."""
+    def handle(self, topic: str, data: bytes, arrival_ns: int) -> None:
+        """Dispatch one serialized input message by topic, as the node's subscriptions do."""
+        if topic in ("/tf", "/tf_static"):
+            self.on_tf(data, topic == "/tf_static")
+        elif topic in self._info_topics:
+            self.on_camera_info(self._info_topics[topic], data)
+        elif topic in self._image_topics:
+            self.on_image(self._image_topics[topic], data, arrival_ns)
+
+    def on_camera_info(self, camera: int, data: bytes) -> None:
+        """Take a camera's intrinsics from a CameraInfo (P for rectified images, else K)."""
+        cam = self.cameras[camera]
         try:
             info = M.camera_info_intrinsics(M.deserialize(data, "sensor_msgs/msg/CameraInfo"))
         except M.ConversionError as exc:
-            self._drop("bad_camera_info", str(exc))
+            self._drop("bad_camera_info", f"{cam.info_topic}: {exc}")
             return
-        if self.intrinsics is None:
-            log.info("intrinsics from camera_info %s: fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)",
-                     info[3], info[0][0, 0], info[0][1, 1], info[0][0, 2], info[0][1, 2], info[1], info[2])
-        self.intrinsics = info
+        old = cam.intrinsics
+        if old is None:
+            log.info("intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)", cam.info_topic, info[3],
+                     info[0][0, 0], info[0][1, 1], info[0][0, 2], info[0][1, 2], info[1], info[2])
+        elif old[1:3] != info[1:3] or not np.allclose(old[0], info[0]):
+            self._fault("camera_info_changed", f"{cam.info_topic}: intrinsics changed from fx {old[0][0, 0]:.2f} "
+                        f"{old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}")
+        cam.intrinsics = info
 
     def on_tf(self, data: bytes, static: bool) -> None:
         """Add the transforms of a TFMessage; non-finite or non-rigid ones are counted and skipped."""
@@ -75,106 +149,253 @@ class FrameRunner:
             if problem:
                 self._drop("bad_tf", f"{parent}->{child}: {problem}")
                 continue
+            if not static:
+                self._check_tf_time(stamp)
             self.tf.set_transform(parent, child, stamp, T, static)
 
-    def handle(self, topic: str, data: bytes, arrival_ns: int) -> None:
-        """Dispatch one serialized input message by topic, as the node's subscriptions do."""
-        if topic in ("/tf", "/tf_static"):
-            self.on_tf(data, topic == "/tf_static")
-        elif topic == self.cfg.topics.camera_info:
-            self.on_camera_info(data)
-        elif topic == self.cfg.topics.image:
-            self.on_image(data, arrival_ns)
+    def _check_tf_time(self, stamp: int) -> None:
+        """Clear the dynamic TF history when transforms go back in time (a bag looped, sim time restarted).
 
-    def on_image(self, data: bytes, arrival_ns: int) -> None:
-        """Decode an Image and make it the pending frame (a still-pending older one is dropped)."""
-        t0 = time.perf_counter()
+        Transforms of different publishers arrive slightly out of order, so only a step back
+        of more than a second counts.
+        """
+        if self._tf_newest is not None and stamp < self._tf_newest - ALIVE_NS:
+            self._fault("tf_time_jump_back", f"TF went back by {(self._tf_newest - stamp) * 1e-9:.3f} s; "
+                        "dynamic TF history cleared")
+            self.tf.clear()
+            self._tf_newest = None
+        self._tf_newest = stamp if self._tf_newest is None else max(self._tf_newest, stamp)
+
+    def on_image(self, camera: int, data: bytes, arrival_ns: int) -> None:
+        """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""
+        cam = self.cameras[camera]
         try:
-            msg = M.deserialize(data, "sensor_msgs/msg/Image")
-            rgb = M.image_to_rgb(msg)
+            msg = M.deserialize(data, cam.msgtype)
         except M.ConversionError as exc:
-            self._drop("bad_image", str(exc))
+            self._drop("bad_image", f"{cam.image_topic}: {exc}")
             return
         stamp = M.stamp_ns(msg.header.stamp)
-        if self.last_stamp_ns is not None and stamp < self.last_stamp_ns:
-            self._drop("time_jump_back", "image stamp went backwards; window and TF history cleared")
-            self.tf.clear()  # the window clears itself when the next frame enters it
-            self.pending = None
-        self.last_stamp_ns = stamp
-        if self.pending is not None:
-            self._drop("superseded", "a newer image arrived before the previous one was processed")
-        self.pending = _Pending(Frame(rgb, None, stamp, msg.header.frame_id.lstrip("/")), arrival_ns,
-                                time.perf_counter() - t0)
+        if cam.last_stamp_ns is not None and stamp < cam.last_stamp_ns:
+            self._time_jump(cam, stamp)
+        cam.last_stamp_ns = stamp
+        cam.received += 1
+        limit = 1 if camera == 0 else SECONDARY_QUEUE
+        while len(cam.waiting) >= limit:
+            cam.waiting.popleft()
+            self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
+        cam.waiting.append(_Image(msg, stamp, arrival_ns))
+
+    def _time_jump(self, cam: _Camera, stamp: int) -> None:
+        """Time went backwards (a bag looped): forget waiting images and the window (TF checks its own stamps)."""
+        self._fault("time_jump_back", f"{cam.image_topic}: stamp went back by {(cam.last_stamp_ns - stamp) * 1e-9:.3f}"
+                    " s; window and waiting images cleared")
+        for c in self.cameras:
+            for _ in range(len(c.waiting)):
+                self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump")
+            c.waiting.clear()
+            c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
+        self.pipeline.window.clear()
+        self.keyframes.reset()
 
     # ------------------------------------------------------------ processing
     def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
              ) -> list[tuple[str, str, bytes]]:
-        """Process the pending frame once its pose is known; returns (topic, msgtype, bytes)."""
-        p = self.pending
-        if p is None:
+        """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes)."""
+        self._apply_params()
+        ref = self.cameras[0]
+        img = self.pending
+        if img is None:
             return []
-        waited = (now_ns - p.arrival_ns) * 1e-9
-        if p.frame.K is None:
-            # camera_info travels on its own topic and may arrive just after the image
-            if self.intrinsics is None:
-                if waited >= self.cfg.tf_timeout:
-                    self.pending = None
-                    self._drop("no_camera_info", "no camera_info received; waiting for intrinsics")
-                return []
-            K, w, h, _ = self.intrinsics
-            if (w, h) != (p.frame.image.shape[1], p.frame.image.shape[0]):
-                self.pending = None
-                self._drop("size_mismatch", f"image {p.frame.image.shape[1]}x{p.frame.image.shape[0]} "
-                           f"but camera_info {w}x{h}")
-                return []
-            p.frame.K = K
+        if now_ns < img.arrival_ns - ALIVE_NS:
+            img.arrival_ns = now_ns  # the clock went back (sim time of a looping bag): wait afresh
+        timed_out = (now_ns - img.arrival_ns) * 1e-9 >= self.cfg.tf_timeout
         try:
-            p.frame.T_fixed_cam = self.tf.lookup(self.cfg.fixed_frame, p.frame.frame_id, p.frame.stamp_ns)
-        except TfError as exc:
-            if exc.reason in ("future", "unknown_frame", "disconnected") and waited < self.cfg.tf_timeout:
-                return []  # the transform may still arrive: retry on the next step
-            self.pending = None
-            self._drop(f"tf_{exc.reason}", f"no pose for {p.frame.frame_id} in {self.cfg.fixed_frame}: {exc}")
+            K, T = self._resolve(ref, img, timed_out)
+            frame = self._frame(ref, img, K, T)
+            partners = self._partners(img, timed_out)
+        except _Wait:
             return []
-        self.pending = None
+        except _Dropped:
+            return []
+        ref.waiting.clear()
+        self._consume(img, partners)
+        companions, decoded = [], [img]
+        for cam, partner, K_c, T_c in partners:
+            try:
+                companions.append(self._frame(cam, partner, K_c, T_c))
+                decoded.append(partner)
+            except _Dropped:
+                pass
+        keyframe = self.keyframes.is_keyframe(frame.stamp_ns, frame.T_fixed_cam)
         try:
-            out = self.pipeline.process(p.frame, want_depth=want_depth, want_grid=want_grid)
+            out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
+                                        companions=companions, keyframe=keyframe)
+        except torch.OutOfMemoryError:
+            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}")
+            torch.cuda.empty_cache()
+            return []
         except Exception as exc:  # a failed frame must not stop the node or a replay
             self._drop("processing_error", f"{type(exc).__name__}: {exc}")
             return []
         t0 = time.perf_counter()
         messages = [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]
-        out.timings = {"decode": p.decode_s, **out.timings, "messages": time.perf_counter() - t0}
+        out.timings = {"decode": sum(d.decode_s for d in decoded), **out.timings,
+                       "messages": time.perf_counter() - t0}
         self.last = out
         self.processed += 1
         return messages
 
+    def _resolve(self, cam: _Camera, img: _Image, timed_out: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel intrinsics and pose in the fixed frame of a camera's image; raises _Wait or _Dropped."""
+        if cam.intrinsics is None:
+            # camera_info travels on its own topic and may arrive just after the image
+            if not timed_out:
+                raise _Wait
+            self._discard(cam, img, "no_camera_info", "no camera_info received")
+        try:
+            T = self.tf.lookup(self.cfg.fixed_frame, img.msg.header.frame_id.lstrip("/"), img.stamp_ns)
+        except TfError as exc:
+            if exc.reason in ("future", "unknown_frame", "disconnected") and not timed_out:
+                raise _Wait from exc  # the transform may still arrive: retry on the next step
+            reason = {"future": "tf_late", "past": "tf_too_old"}.get(exc.reason, f"tf_{exc.reason}")
+            self._discard(cam, img, reason, f"no pose in {self.cfg.fixed_frame}: {exc}")
+        return cam.intrinsics[0], T
+
+    def _partners(self, img: _Image, timed_out: bool) -> list[tuple[_Camera, _Image, np.ndarray, np.ndarray]]:
+        """Each other camera's image closest to ``img`` within the sync tolerance, with intrinsics and pose.
+
+        Waits while a live camera's partner image may still come; a camera without one is
+        left out of this rig frame (counted).
+        """
+        tol = int(self.cfg.sync_tolerance * 1e9)
+        found = []
+        for cam in self.cameras[1:]:
+            near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
+            partner = min(near, key=lambda w: abs(w.stamp_ns - img.stamp_ns)) if near else None
+            if partner is None:
+                live = cam.last_stamp_ns is not None and cam.last_stamp_ns > img.stamp_ns - ALIVE_NS
+                if live and cam.last_stamp_ns < img.stamp_ns + tol and not timed_out:
+                    raise _Wait
+                self._fault("rig_frame_incomplete", f"no image of {cam.image_topic} within "
+                            f"{self.cfg.sync_tolerance} s of the output camera's")
+                continue
+            try:
+                K, T = self._resolve(cam, partner, timed_out)
+            except _Dropped:
+                continue
+            found.append((cam, partner, K, T))
+        return found
+
+    def _consume(self, img: _Image, found: list[tuple[_Camera, _Image, np.ndarray, np.ndarray]]) -> None:
+        """Take the partners out of their queues and drop what is older than the rig frame."""
+        tol = int(self.cfg.sync_tolerance * 1e9)
+        for cam in self.cameras[1:]:
+            used = next((p for c, p, _, _ in found if c is cam), None)
+            horizon = used.stamp_ns if used is not None else img.stamp_ns - tol
+            for w in [w for w in cam.waiting if w.stamp_ns <= horizon]:
+                cam.waiting.remove(w)
+                if w is not used:
+                    self._drop("superseded", f"{cam.image_topic}: older than the rig frame processed")
+
+    def _frame(self, cam: _Camera, img: _Image, K: np.ndarray, T: np.ndarray) -> Frame:
+        """Decode an image into a Frame; format changes are counted, a size unlike camera_info drops it."""
+        if img.rgb is None:
+            t0 = time.perf_counter()
+            try:
+                img.rgb = M.decode_image(img.msg, cam.msgtype)
+            except M.ConversionError as exc:
+                self._discard(cam, img, "bad_image", f"{cam.image_topic}: {exc}")
+            img.decode_s = time.perf_counter() - t0
+        rgb = img.rgb
+        h, w = rgb.shape[:2]
+        fmt = (M.image_format(img.msg, cam.msgtype), w, h)
+        if cam.format is not None and fmt != cam.format:
+            self._fault("image_format_changed", f"{cam.image_topic}: {cam.format[0]} {cam.format[1]}x"
+                        f"{cam.format[2]} became {fmt[0]} {w}x{h}")
+        cam.format = fmt
+        _, wi, hi, _ = cam.intrinsics
+        if (w, h) != (wi, hi):
+            self._discard(cam, img, "size_mismatch", f"{cam.image_topic}: image {w}x{h} but camera_info {wi}x{hi}")
+        return Frame(rgb, K, img.stamp_ns, img.msg.header.frame_id.lstrip("/"), T)
+
+    def _discard(self, cam: _Camera, img: _Image, reason: str, message: str) -> None:
+        """Drop a waiting image for a counted reason; raises _Dropped."""
+        if img in cam.waiting:
+            cam.waiting.remove(img)
+        self._drop(reason, message)
+        raise _Dropped
+
     def record_latency(self, seconds: float) -> None:
         """Keep the publish-minus-stamp latency of recent frames."""
-        self.latencies = (self.latencies + [seconds])[-100:]
+        self.latencies.append(seconds)
+
+    def set_param(self, name: str, value: Any) -> None:
+        """Accept a run-time parameter change after validating it; raises ValueError with the reason.
+
+        Accepted changes take effect between frames (at the next :meth:`step`), so a frame
+        being processed in another thread never sees half a change.
+        """
+        with self._param_lock:
+            target = self._next_cfg or copy.deepcopy(self.cfg)
+            if name == "mode":
+                problem = self.pipeline.mode_problem(value)
+                if problem:
+                    raise ValueError(problem)
+            set_param(target, name, value)
+            self._next_cfg = target
+            self._changed.add(name)
+
+    def _apply_params(self) -> None:
+        """Copy accepted parameter changes into the live config (whose parts the pipeline holds)."""
+        with self._param_lock:
+            changed, names, self._next_cfg, self._changed = self._next_cfg, self._changed, None, set()
+        if changed is None:
+            return
+        for spec in iter_params(changed):
+            if spec.name in names:
+                set_param(self.cfg, spec.name, spec.default, check=False)
+        if "window_size" in names:
+            self.pipeline.window.resize(self.cfg.window_size)
 
     def _drop(self, reason: str, message: str) -> None:
         self.drops[reason] += 1
-        log.warning("dropped (%s, %d so far): %s", reason, self.drops[reason], message)
+        self._throttle.warn(reason, self.drops[reason], f"dropped: {message}")
+
+    def _fault(self, reason: str, message: str) -> None:
+        self.faults[reason] += 1
+        self._throttle.warn(reason, self.faults[reason], message)
 
     # ------------------------------------------------------------ reporting
     def diagnostics(self, stamp_ns: int) -> bytes:
-        """DiagnosticArray bytes: counts, latency against the budget, head and views."""
+        """DiagnosticArray bytes: counts, latency against the budget, head, views and cameras."""
         lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+        counts = Counter({f"dropped_{k}": v for k, v in self.drops.items()})
+        counts.update({f"fault_{k}": v for k, v in self.faults.items()})
+        new = {k: v - self._reported[k] for k, v in counts.items() if v > self._reported[k]}
+        self._reported = counts
         level, message = "OK", "running"
         if self.processed == 0:
             level, message = "WARN", "no frame processed yet"
         elif lat.max() > self.cfg.latency_budget:
             level, message = "WARN", f"latency {lat.max():.3f} s above budget {self.cfg.latency_budget} s"
+        if new:
+            level = "WARN"
+            message += "; since the last report: " + ", ".join(f"{k} +{v}" for k, v in sorted(new.items()))
         values: dict[str, object] = {"frames_processed": self.processed,
                                      "latency_last_s": f"{lat[-1]:.4f}", "latency_max_s": f"{lat.max():.4f}",
                                      "latency_median_s": f"{np.median(lat):.4f}",
                                      "dropped_total": sum(self.drops.values()),
                                      "head": self.last.head if self.last else "",
                                      "num_views": self.last.num_views if self.last else 0,
+                                     "window_frames": len(self.pipeline.window.entries),
                                      "weights": self.pipeline.model_info.get("weights", ""),
-                                     "device": str(self.pipeline.device)}
-        values.update({f"dropped_{k}": v for k, v in sorted(self.drops.items())})
+                                     "device": str(self.pipeline.device),
+                                     "tf_buffer": self.tf_name}
+        for c in self.cameras:
+            values[f"camera{c.index}_topic"] = c.image_topic
+            values[f"camera{c.index}_images"] = c.received
+            values[f"camera{c.index}_intrinsics"] = c.intrinsics[3] if c.intrinsics else "missing"
+        values.update(sorted(counts.items()))
         if self.last:
             values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})
         return M.serialize(M.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,

@@ -43,7 +43,7 @@ def test_rviz_config_shows_the_node_outputs():
     rviz = yaml.safe_load((ROOT / "rviz/kdbts.rviz").read_text())["Visualization Manager"]
     topics = {d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
     t = PipelineConfig().topics
-    assert {t.occupancy, t.points, t.depth, t.image} <= topics
+    assert {t.occupancy, t.points, t.depth, t.images[0]} <= topics
     assert rviz["Global Options"]["Fixed Frame"] == PipelineConfig().fixed_frame
 
 

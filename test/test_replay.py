@@ -20,11 +20,13 @@ OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/ca
 
 
 def test_presets_name_the_converted_topics_and_frames():
-    for preset, conv, stream in (("kitti_raw", KITTI, "camera_color_left"), ("kitti360", KITTI360, "cam_00")):
+    for preset, conv, streams in (("kitti_raw", KITTI, ("camera_color_left", "camera_color_right")),
+                                  ("kitti360", KITTI360, ("cam_00", "cam_01"))):
         cfg = load_config(ROOT / "config" / f"{preset}.yaml")
         assert cfg.fixed_frame == conv.fixed_frame == "world"
-        assert stream in cfg.topics.image and cfg.topics.image.startswith(conv.image_topic.split("{")[0])
-        assert cfg.topics.camera_info == cfg.topics.image.rsplit("/", 1)[0] + "/camera_info"
+        for stream, image, info in zip(streams, cfg.topics.images, cfg.topics.camera_infos, strict=True):
+            assert stream in image and image.startswith(conv.image_topic.split("{")[0])
+            assert info == image.rsplit("/", 1)[0] + "/camera_info"
 
 
 @needs_kitti
@@ -61,8 +63,8 @@ def test_replay_refuses_a_bag_without_the_configured_topics_and_never_duplicates
     write_recording_bag(rec, tmp_path / "in", KITTI, max_frames=2, velodyne=False, progress=False)
     with pytest.raises(ValueError, match="no topic /camera/image_raw"):
         replay(small_config(), tmp_path / "in", tmp_path / "x")
-    cfg = small_config(**{"fixed_frame": "world", "topics.image": "/kitti/camera_color_left/image_raw",
-                          "topics.camera_info": "/kitti/camera_color_left/camera_info"})
+    cfg = small_config(**{"fixed_frame": "world", "topics.images": ["/kitti/camera_color_left/image_raw"],
+                          "topics.camera_infos": ["/kitti/camera_color_left/camera_info"]})
     first = replay(cfg, tmp_path / "in", tmp_path / "out1", progress=False)
     assert first.processed == 2 and first.drops == {} and first.written["/kdbts/depth"] == 2
     # replaying the replay's output: its old outputs are left out, new ones written once

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,10 +114,21 @@ class Pipeline:
         return (m.image_height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
                 m.image_width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])))
 
-    def _head_and_views(self, current: WindowEntry) -> tuple[str, list[WindowEntry], Views]:
-        """The head to query, the window entries it reads (current first) and their views."""
-        mode = self.cfg.mode
-        others = [e for e in self.window.posed() if e is not current] if current.T_fixed_cam is not None else []
+    def _head_and_views(self, current: WindowEntry, group: Sequence[WindowEntry] = ()
+                        ) -> tuple[str, list[WindowEntry], Views]:
+        """The head to query, the entries it reads (current first, then its rig frame, then the window), views.
+
+        ``auto`` takes the multi-view head when another posed frame sees the grid.
+        """
+        mode, others = self.cfg.mode, []
+        if current.T_fixed_cam is not None:
+            seen = {id(current)}
+            for e in [*group, *self.window.posed()]:
+                if e.T_fixed_cam is not None and id(e) not in seen:
+                    seen.add(id(e))
+                    others.append(e)
+        if mode == "auto":
+            others = [e for e in others if self._sees_grid(e, current)]
         use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
         entries = [current] + (others if use_mv else [])
         # view 0 is the query frame itself: exactly the identity (the ray path relies on it)
@@ -127,9 +138,17 @@ class Pipeline:
                       torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
         return ("mv" if use_mv else "sv"), entries, views
 
-    def newest_views(self) -> tuple[str, list[WindowEntry], Views, list[torch.Tensor] | None]:
-        """What the newest frame is queried with: head, window entries, views and (fast path) folded maps."""
-        head, entries, views = self._head_and_views(self.window.entries[-1])
+    def _sees_grid(self, entry: WindowEntry, current: WindowEntry) -> bool:
+        """Whether any grid cell centre of the current camera's grid lies in ``entry``'s view."""
+        centres = GridSpec.from_config(self.cfg.grid).centres_cam().reshape(-1, 3)
+        T = geometry.invert(entry.T_fixed_cam) @ current.T_fixed_cam
+        pts = torch.as_tensor(geometry.apply(T, centres), dtype=torch.float32, device=self.device)
+        return not bool(project(pts, entry.Kn)[2].all())
+
+    def views_for(self, current: WindowEntry, group: Sequence[WindowEntry] = ()
+                  ) -> tuple[str, list[WindowEntry], Views, list[torch.Tensor] | None]:
+        """What a frame is queried with: head, entries, views and (fast path) folded maps."""
+        head, entries, views = self._head_and_views(current, group)
         return head, entries, views, (self._planes(entries, head) if self.cfg.model.fast else None)
 
     def _planes(self, entries: list[WindowEntry], head: str) -> list[torch.Tensor]:
@@ -144,10 +163,20 @@ class Pipeline:
         mode = self.cfg.mode
         return [h for h in ("sv", "mv") if h in self.model.available_heads and mode in (h, "auto")]
 
+    def query_memory_mb(self) -> int:
+        """Working memory of one fast-path query chunk: configured, else 64 MiB on CPU (cache), 4 GiB on CUDA."""
+        return self.cfg.model.query_memory_mb or (4096 if self.device.type == "cuda" else 64)
+
     def fast_chunk(self, head: str, num_views: int) -> int:
         """Points per fast-path query chunk that fit the working-memory budget."""
-        mb = self.cfg.model.query_memory_mb or (4096 if self.device.type == "cuda" else 64)
-        return max(1024, mb * 2**20 // folded.bytes_per_point(self.model, head, num_views))
+        return max(1024, self.query_memory_mb() * 2**20 // folded.bytes_per_point(self.model, head, num_views))
+
+    def reduce_query_memory(self) -> str:
+        """Halve the query chunks after the device ran out of memory; says what they are now."""
+        m = self.cfg.model
+        m.query_memory_mb = max(16, self.query_memory_mb() // 2)
+        m.chunk_points = max(1024, m.chunk_points // 2)
+        return f"query memory now {m.query_memory_mb} MiB, reference chunks {m.chunk_points} points"
 
     def _sync(self) -> float:
         """Wall time after the device has finished its queued work (so stage timings are true on CUDA)."""
@@ -230,26 +259,44 @@ class Pipeline:
         sigma[~unseen] = torch.cat(sig).float().cpu().numpy()
         return sigma, unseen
 
-    def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True) -> Outputs:
-        """Run one frame through the network and build grid, cloud and depth arrays."""
-        with self.precision():
-            return self._process(frame, want_depth, want_grid)
+    def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True,
+                companions: Sequence[Frame] = (), keyframe: bool = True) -> Outputs:
+        """Run one frame (and the other cameras' images of its rig frame) through the network; build outputs.
 
-    def _process(self, frame: Frame, want_depth: bool, want_grid: bool) -> Outputs:
-        t0 = time.perf_counter()
-        cfg = self.cfg
-        resized, image01, Kn = self.prepare(frame.image, frame.K)
-        t1 = self._sync()
+        Every image is encoded once. With ``keyframe`` the images enter the sliding window
+        (the companions first, so the output camera's frame is the newest); otherwise they are
+        queried this once and forgotten.
+        """
+        with self.precision():
+            return self._process(frame, want_depth, want_grid, companions, keyframe)
+
+    def encode(self, frame: Frame) -> WindowEntry:
+        """The frame's window entry: features, intrinsics, pose and folded maps."""
+        return self._encode_prepared(frame, *self.prepare(frame.image, frame.K)[1:])
+
+    def _encode_prepared(self, frame: Frame, image01: torch.Tensor, Kn: torch.Tensor) -> WindowEntry:
         if self._compiled_encode is None:
             features = self.model.encode(image01)[0]
         else:  # a CUDA graph's output is overwritten by its next replay, and the window keeps features
             features = self._compiled_encode(image01)[0].clone()
-        entry = WindowEntry(frame.stamp_ns, features, Kn, frame.T_fixed_cam)
-        if cfg.model.fast:
+        entry = WindowEntry(frame.stamp_ns, features, Kn, frame.T_fixed_cam, camera=frame.frame_id)
+        if self.cfg.model.fast:
             for h in self.heads_for_mode():
                 self._planes([entry], h)
-        self.window.push(entry)
-        head, entries, views, planes = self.newest_views()
+        return entry
+
+    def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame],
+                 keyframe: bool) -> Outputs:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        resized, image01, Kn = self.prepare(frame.image, frame.K)
+        t1 = self._sync()
+        entry = self._encode_prepared(frame, image01, Kn)
+        group = [self.encode(c) for c in companions]
+        if keyframe:  # the output camera's frame last, so it is the newest in the window
+            for e in [*group, entry]:
+                self.window.push(e)
+        head, entries, views, planes = self.views_for(entry, group)
         t2 = self._sync()
 
         spec = GridSpec.from_config(cfg.grid)

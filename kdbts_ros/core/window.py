@@ -1,4 +1,4 @@
-"""The sliding window of recent posed frames, each encoded once."""
+"""The sliding window of recent posed keyframes over all cameras, each encoded once, and the keyframe rule."""
 from __future__ import annotations
 
 from collections import deque
@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from ..config import KeyframeConfig
+from . import geometry
 
 
 @dataclass
@@ -17,17 +20,18 @@ class WindowEntry:
     Kn: torch.Tensor              # (3, 3)
     T_fixed_cam: np.ndarray | None
     planes: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> folded map (model/folded.py)
+    camera: str = ""              # the image's optical frame
 
 
 class FrameWindow:
-    """The last ``size`` frames; cleared when time runs backwards (a bag that loops)."""
+    """The last ``size`` keyframe images; cleared when time runs backwards (a bag that loops)."""
 
     def __init__(self, size: int):
         self.entries: deque[WindowEntry] = deque(maxlen=size)
 
     def push(self, entry: WindowEntry) -> None:
         """Add the newest frame; older frames fall out when the window is full."""
-        if self.entries and entry.stamp_ns < self.entries[-1].stamp_ns:
+        if self.entries and entry.stamp_ns < self.entries[-1].stamp_ns - _SAME_RIG_FRAME_NS:
             self.entries.clear()
         self.entries.append(entry)
 
@@ -35,6 +39,42 @@ class FrameWindow:
         """Keep the newest ``size`` frames."""
         self.entries = deque(self.entries, maxlen=size)
 
+    def clear(self) -> None:
+        """Forget every frame (time went backwards)."""
+        self.entries.clear()
+
     def posed(self) -> list[WindowEntry]:
         """Frames with a pose, newest first."""
         return [e for e in reversed(self.entries) if e.T_fixed_cam is not None]
+
+
+# the cameras of one rig frame may be pushed slightly out of stamp order
+_SAME_RIG_FRAME_NS = 1_000_000_000
+
+
+class KeyframeRule:
+    """Decides whether a posed rig frame enters the window: moved, turned or aged enough since the last one."""
+
+    def __init__(self, cfg: KeyframeConfig):
+        self.cfg = cfg
+        self.last: tuple[int, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        """Start afresh: the next posed frame is a keyframe."""
+        self.last = None
+
+    def is_keyframe(self, stamp_ns: int, T_fixed_cam: np.ndarray | None) -> bool:
+        """True for a keyframe (and remembers it); frames without a pose never are (no view can use them)."""
+        if T_fixed_cam is None:
+            return False
+        if self.last is not None:
+            stamp0, T0 = self.last
+            rel = geometry.invert(T0) @ T_fixed_cam
+            moved = float(np.linalg.norm(rel[:3, 3]))
+            turned = float(np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1.0) / 2.0, -1.0, 1.0))))
+            aged = (stamp_ns - stamp0) * 1e-9
+            if stamp_ns >= stamp0 and moved < self.cfg.distance and turned < self.cfg.angle \
+                    and aged < self.cfg.max_age:
+                return False
+        self.last = (stamp_ns, T_fixed_cam)
+        return True

@@ -1,15 +1,18 @@
-"""``kdbts_node``: the rclpy adapter around :class:`kdbts_ros.runner.FrameRunner`.
+"""``kdbts_node``: the rclpy lifecycle adapter around :class:`kdbts_ros.runner.FrameRunner`.
 
 Messages are received and published as serialized CDR so that the node and the
-offline tools share the conversion code. Inference runs on a timer in its own
-callback group, so TF and parameter callbacks keep flowing while a frame is
-processed; frames that wait for TF are retried on that timer, never blocking.
+offline tools share the conversion code. The model is loaded in ``configure`` (a
+bad checkpoint fails the transition, the node stays up); frames are processed
+only while ``active``. Inference runs on a timer in its own callback group, so
+TF, camera_info and parameter callbacks keep flowing while a frame is processed;
+frames that wait for TF are retried on that timer, never blocking.
 """
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -17,13 +20,15 @@ from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from rclpy.timer import Timer
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Float64
 from tf2_msgs.msg import TFMessage
 
 from .. import messages as M
-from ..config import PipelineConfig, iter_params, set_param
+from ..config import iter_params, PipelineConfig, set_param
 from ..core.model.checkpoint import CheckpointError
 from ..runner import FrameRunner
 
@@ -33,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the build
     DensityGrid = None
 
 _MSG_CLASSES = {"nav_msgs/msg/OccupancyGrid": OccupancyGrid, "sensor_msgs/msg/PointCloud2": PointCloud2,
-                "sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+                M.IMAGE: Image, M.COMPRESSED_IMAGE: CompressedImage, "sensor_msgs/msg/CameraInfo": CameraInfo,
                 M.DENSITY_GRID: DensityGrid}
 
 
@@ -50,9 +55,9 @@ def _descriptor(spec) -> ParameterDescriptor:
 
 
 class _RosLogHandler(logging.Handler):
-    """Route the core's Python logging into the node's throttled ROS logger."""
+    """Route the core's Python logging into the node's ROS logger (the runner throttles per reason)."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: LifecycleNode):
         super().__init__()
         self.node = node
 
@@ -62,78 +67,154 @@ class _RosLogHandler(logging.Handler):
         if record.levelno >= logging.ERROR:
             logger.error(msg)
         elif record.levelno >= logging.WARNING:
-            logger.warning(msg, throttle_duration_sec=2.0)
+            logger.warning(msg)
         else:
             logger.info(msg)
 
 
-class KdbtsNode(Node):
-    """Subscribes to image, camera_info and TF; publishes grid, cloud, depth, density grid, diagnostics."""
+class KdbtsNode(LifecycleNode):
+    """Subscribes to each camera's image and camera_info and to TF; publishes grid, cloud, depth, diagnostics."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any):
         super().__init__("kdbts_node", **kwargs)
         self.cfg = PipelineConfig()
         self._specs = {s.name: s for s in iter_params(self.cfg)}
         for spec in self._specs.values():
             value = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
             try:
-                set_param(self.cfg, spec.name, value)
+                set_param(self.cfg, spec.name, value, check=False)
             except ValueError as exc:
                 raise ValueError(f"parameter {exc}") from exc
-        logging.getLogger("kdbts_ros").addHandler(_RosLogHandler(self))
+        self.cfg.check()
+        self._log_handler = _RosLogHandler(self)
+        logging.getLogger("kdbts_ros").addHandler(self._log_handler)
         logging.getLogger("kdbts_ros").setLevel(logging.INFO)
-        self.runner = FrameRunner(self.cfg)
-        self.get_logger().info(f"model: {self.runner.pipeline.model_info}, head mode {self.cfg.mode}, "
-                               f"device {self.runner.pipeline.device}")
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.runner: FrameRunner | None = None
+        self.pubs: dict[str, Any] = {}
+        self._entities: list[Any] = []
+        self._active = False
+        self.inactive_drops = 0
 
-        t = self.cfg.topics
+    # ------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model and create the subscriptions, publishers and timers; a bad checkpoint fails here."""
+        try:
+            self.runner = FrameRunner(self.cfg)
+        except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
+            self.get_logger().error(f"configure failed, model not loaded: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"model: {self.runner.pipeline.model_info}, head mode {self.cfg.mode}, "
+                               f"device {self.runner.pipeline.device}, TF buffer {self.runner.tf_name}, "
+                               f"cameras {self.cfg.topics.images}")
+        self._create_entities()
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start processing frames (the lifecycle publishers are activated by the base class)."""
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop processing; TF and camera_info keep arriving so that activation is quick."""
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model, subscriptions, publishers and timers."""
+        self._destroy_entities()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything whatever the state."""
+        self._active = False
+        self._destroy_entities()
+        return super().on_shutdown(state)
+
+    def _create_entities(self) -> None:
+        runner, t = self.runner, self.cfg.topics
         reliability = ReliabilityPolicy.RELIABLE if self.cfg.input_reliable else ReliabilityPolicy.BEST_EFFORT
         sensor_qos = QoSProfile(depth=5, reliability=reliability)
-        self.create_subscription(Image, t.image, lambda d: self.runner.on_image(d, self._now_ns()),
-                                 sensor_qos, raw=True)
-        self.create_subscription(CameraInfo, t.camera_info, self.runner.on_camera_info, sensor_qos, raw=True)
-        self.create_subscription(TFMessage, "/tf", lambda d: self.runner.on_tf(d, False),
-                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
-        self.create_subscription(TFMessage, "/tf_static", lambda d: self.runner.on_tf(d, True),
-                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                                            durability=DurabilityPolicy.TRANSIENT_LOCAL), raw=True)
-
-        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.pubs = {}
+        subs = []
+        for cam in runner.cameras:
+            subs.append(self.create_subscription(_MSG_CLASSES[cam.msgtype], cam.image_topic,
+                                                 lambda d, i=cam.index: self._on_image(i, d), sensor_qos, raw=True))
+            subs.append(self.create_subscription(CameraInfo, cam.info_topic,
+                                                 lambda d, i=cam.index: runner.on_camera_info(i, d),
+                                                 sensor_qos, raw=True))
+        subs.append(self.create_subscription(TFMessage, "/tf", lambda d: runner.on_tf(d, False),
+                                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True))
+        subs.append(self.create_subscription(TFMessage, "/tf_static", lambda d: runner.on_tf(d, True),
+                                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                                        durability=DurabilityPolicy.TRANSIENT_LOCAL), raw=True))
+        out_reliability = ReliabilityPolicy.RELIABLE if self.cfg.publish.reliable else ReliabilityPolicy.BEST_EFFORT
+        out_qos = QoSProfile(depth=5, reliability=out_reliability)
         for topic, msgtype in ((t.occupancy, "nav_msgs/msg/OccupancyGrid"), (t.points, "sensor_msgs/msg/PointCloud2"),
-                               (t.depth, "sensor_msgs/msg/Image"), (t.depth_info, "sensor_msgs/msg/CameraInfo"),
+                               (t.depth, M.IMAGE), (t.depth_info, "sensor_msgs/msg/CameraInfo"),
                                (t.density_grid, M.DENSITY_GRID)):
             cls = _MSG_CLASSES[msgtype]
             if cls is None:
                 self.get_logger().warning(f"{msgtype} is not built; {topic} will not be published")
                 continue
-            self.pubs[topic] = self.create_publisher(cls, topic, out_qos)
+            self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, out_qos)
+        self.pubs[t.latency] = self.create_lifecycle_publisher(Float64, t.latency, out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        timers = [self.create_timer(0.01, self.step, callback_group=MutuallyExclusiveCallbackGroup()),
+                  self.create_timer(1.0, self._publish_diagnostics)]
+        self._entities = subs + timers
 
-        self.create_timer(0.01, self.step, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0, self._publish_diagnostics)
+    def _destroy_entities(self) -> None:
+        for e in self._entities:
+            (self.destroy_timer if isinstance(e, Timer) else self.destroy_subscription)(e)
+        for pub in self.pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        if self.pubs:
+            self.destroy_publisher(self.diag_pub)
+        self._entities, self.pubs, self.runner = [], {}, None
 
+    # ------------------------------------------------------------ work
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _wanted(self, *topics: str) -> bool:
-        return any(p in self.pubs and self.pubs[p].get_subscription_count() > 0 for p in topics)
+    def _on_image(self, camera: int, data: bytes) -> None:
+        if not self._active:
+            self.inactive_drops += 1  # reported in /diagnostics as dropped_inactive
+            return
+        self.runner.on_image(camera, data, self._now_ns())
+
+    def _wanted(self, *outputs: tuple[str, bool]) -> bool:
+        """Whether any of the (topic, toggle) outputs is switched on and has a subscriber."""
+        return any(on and topic in self.pubs and self.pubs[topic].get_subscription_count() > 0
+                   for topic, on in outputs)
 
     def step(self) -> None:
-        """The inference timer's callback: process the pending frame, publish what has subscribers."""
-        t = self.cfg.topics
-        outputs = self.runner.step(self._now_ns(), want_grid=self._wanted(t.occupancy, t.points, t.density_grid),
-                                   want_depth=self._wanted(t.depth, t.depth_info))
+        """The inference timer's callback: process the pending frame, publish what is wanted."""
+        if not self._active or self.runner is None:
+            return
+        t, p = self.cfg.topics, self.cfg.publish
+        grid_outputs = ((t.occupancy, p.occupancy), (t.points, p.points), (t.density_grid, p.density_grid))
+        depth_outputs = ((t.depth, p.depth), (t.depth_info, p.depth))
+        outputs = self.runner.step(self._now_ns(), want_grid=self._wanted(*grid_outputs),
+                                   want_depth=self._wanted(*depth_outputs))
+        if not outputs:
+            return
+        wanted = {topic for topic, on in grid_outputs + depth_outputs if on}
         t0 = time.perf_counter()
         for topic, _msgtype, data in outputs:
-            if topic in self.pubs:
+            if topic in wanted and topic in self.pubs:
                 self.pubs[topic].publish(data)
-        if outputs and self.runner.last is not None:
-            self.runner.last.timings["publish"] = time.perf_counter() - t0
-            self.runner.record_latency((self._now_ns() - self.runner.last.stamp_ns) * 1e-9)
+        last = self.runner.last
+        last.timings["publish"] = time.perf_counter() - t0
+        latency = (self._now_ns() - last.stamp_ns) * 1e-9
+        self.runner.record_latency(latency)
+        if p.latency:
+            self.pubs[t.latency].publish(Float64(data=latency))
 
     def _publish_diagnostics(self) -> None:
+        if self.runner is None:
+            return
+        if self.inactive_drops:
+            self.runner.drops["inactive"] = self.inactive_drops
         self.diag_pub.publish(self.runner.diagnostics(self._now_ns()))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -143,14 +224,19 @@ class KdbtsNode(Node):
                 continue  # use_sim_time and QoS overrides belong to rclpy
             if not spec.runtime:
                 return SetParametersResult(successful=False, reason=f"{p.name} can only be set at start-up")
-            problem = self.runner.pipeline.mode_problem(p.value) if p.name == "mode" else None
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
             try:
-                set_param(self.cfg, p.name, p.value)
+                if self.runner is not None:
+                    self.runner.set_param(p.name, p.value)
+                else:
+                    set_param(self.cfg, p.name, p.value)
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
+
+    def destroy_node(self) -> None:
+        """Detach the core's logging from this node before it goes."""
+        logging.getLogger("kdbts_ros").removeHandler(self._log_handler)
+        super().destroy_node()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,11 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv if argv is not None else sys.argv)
     try:
         node = KdbtsNode()
-    except (CheckpointError, ValueError) as exc:  # bad checkpoint or parameter: say why, exit 1
+    except ValueError as exc:  # an invalid parameter: say which and why, exit 1
         print(f"kdbts_node: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=2)
+    if node.cfg.autostart:
+        # without a lifecycle manager the node brings itself up; a failed configure leaves it
+        # unconfigured and reachable, so a manager can retry once the checkpoint is fixed
+        if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            node.trigger_activate()
+    executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     try:
         executor.spin()
