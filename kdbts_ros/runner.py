@@ -33,7 +33,7 @@ log = logging.getLogger("kdbts_ros")
 DIAGNOSTICS_PERIOD_NS = 1_000_000_000  # the node publishes diagnostics at 1 Hz
 LOG_PERIOD_S = 5.0                     # a repeated warning is logged at most this often per reason
 SECONDARY_QUEUE = 4                    # images kept per other camera while they wait for a partner
-ALIVE_NS = 1_000_000_000               # a camera silent for longer is not waited for
+TIME_JUMP_NS = 1_000_000_000           # a step back in time beyond this is a jump (a bag looped), not reordering
 
 
 @dataclass
@@ -56,6 +56,7 @@ class _Camera:
         self.waiting: deque[_Image] = deque()
         self.received = 0
         self.last_stamp_ns: int | None = None
+        self.absent = False  # missed a rig frame: not waited for until it sends again
 
 
 class _Throttle:
@@ -157,9 +158,9 @@ class FrameRunner:
         """Clear the dynamic TF history when transforms go back in time (a bag looped, sim time restarted).
 
         Transforms of different publishers arrive slightly out of order, so only a step back
-        of more than a second counts.
+        of more than TIME_JUMP_NS counts.
         """
-        if self._tf_newest is not None and stamp < self._tf_newest - ALIVE_NS:
+        if self._tf_newest is not None and stamp < self._tf_newest - TIME_JUMP_NS:
             self._fault("tf_time_jump_back", f"TF went back by {(self._tf_newest - stamp) * 1e-9:.3f} s; "
                         "dynamic TF history cleared")
             self.tf.clear()
@@ -179,6 +180,7 @@ class FrameRunner:
             self._time_jump(cam, stamp)
         cam.last_stamp_ns = stamp
         cam.received += 1
+        cam.absent = False
         limit = 1 if camera == 0 else SECONDARY_QUEUE
         while len(cam.waiting) >= limit:
             cam.waiting.popleft()
@@ -206,7 +208,7 @@ class FrameRunner:
         img = self.pending
         if img is None:
             return []
-        if now_ns < img.arrival_ns - ALIVE_NS:
+        if now_ns < img.arrival_ns - TIME_JUMP_NS:
             img.arrival_ns = now_ns  # the clock went back (sim time of a looping bag): wait afresh
         timed_out = (now_ns - img.arrival_ns) * 1e-9 >= self.cfg.tf_timeout
         try:
@@ -264,8 +266,9 @@ class FrameRunner:
     def _partners(self, img: _Image, timed_out: bool) -> list[tuple[_Camera, _Image, np.ndarray, np.ndarray]]:
         """Each other camera's image closest to ``img`` within the sync tolerance, with intrinsics and pose.
 
-        Waits while a live camera's partner image may still come; a camera without one is
-        left out of this rig frame (counted).
+        Waits (up to ``tf_timeout``) while a camera's partner image may still come: it has
+        sent images, none newer than this rig frame yet, and did not miss the last one. A
+        camera without a partner is left out of this rig frame (counted).
         """
         tol = int(self.cfg.sync_tolerance * 1e9)
         found = []
@@ -273,9 +276,11 @@ class FrameRunner:
             near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
             partner = min(near, key=lambda w: abs(w.stamp_ns - img.stamp_ns)) if near else None
             if partner is None:
-                live = cam.last_stamp_ns is not None and cam.last_stamp_ns > img.stamp_ns - ALIVE_NS
-                if live and cam.last_stamp_ns < img.stamp_ns + tol and not timed_out:
+                may_come = cam.received > 0 and not cam.absent and cam.last_stamp_ns < img.stamp_ns + tol
+                if may_come and not timed_out:
                     raise _Wait
+                if may_come:  # it timed out: the next rig frames do not wait for it
+                    cam.absent = True
                 self._fault("rig_frame_incomplete", f"no image of {cam.image_topic} within "
                             f"{self.cfg.sync_tolerance} s of the output camera's")
                 continue

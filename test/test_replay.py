@@ -71,3 +71,20 @@ def test_replay_refuses_a_bag_without_the_configured_topics_and_never_duplicates
     second = replay(cfg, tmp_path / "out1", tmp_path / "out2", "sqlite3", progress=False)
     assert second.processed == 2 and second.written["/kdbts/depth"] == 2
     assert second.skipped["/kdbts/depth"] == 2
+
+
+@needs_kitti
+def test_kitti360_stereo_pair_replays_with_the_multi_view_head(tmp_path):
+    rec = shared_sample.kitti360_sample(KITTI_SAMPLE)
+    write_recording_bag(rec, tmp_path / "in", KITTI360, max_frames=4, velodyne=False, progress=False)
+    result = replay(load_config(ROOT / "config/kitti360.yaml"), tmp_path / "in", tmp_path / "out", progress=False)
+    posed = sum(f.T_world_base is not None for f in rec.frames[:4])
+    # the unposed rig frame waits for TF that never comes: its left image is counted as such, its
+    # right one as superseded by the next rig frame; the others use both cameras
+    assert result.processed == posed and result.drops == {"tf_unknown_frame": 4 - posed, "superseded": 4 - posed}
+    assert result.faults == {}
+    outputs, _ = read_bag(tmp_path / "out")
+    grids = [m for t, _, m in outputs if t == "/kdbts/density_grid"]
+    assert len(grids) == posed and all(g.head == "mv" for g in grids)
+    # the pair now, plus the keyframes of earlier rig frames that see the grid (the sample's frames are far apart)
+    assert all(g.num_views >= 2 for g in grids)
