@@ -102,6 +102,10 @@ class FrameRunner:
         self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
         self._tf_newest: int | None = None
+        # the node's subscriptions and its inference timer run in different threads: the image
+        # queues are shared, and the window is cleared by the inference thread only
+        self._queues = threading.RLock()
+        self._clear_window = False
         self._param_lock = threading.Lock()
         self._next_cfg: PipelineConfig | None = None  # accepted run-time changes, applied between frames
         self._changed: set[str] = set()
@@ -109,8 +113,9 @@ class FrameRunner:
     @property
     def pending(self) -> _Image | None:
         """The output camera's newest image not yet processed."""
-        waiting = self.cameras[0].waiting
-        return waiting[-1] if waiting else None
+        with self._queues:
+            waiting = self.cameras[0].waiting
+            return waiting[-1] if waiting else None
 
     # ------------------------------------------------------------ inputs
     def handle(self, topic: str, data: bytes, arrival_ns: int) -> None:
@@ -176,16 +181,19 @@ class FrameRunner:
             self._drop("bad_image", f"{cam.image_topic}: {exc}")
             return
         stamp = M.stamp_ns(msg.header.stamp)
-        if cam.last_stamp_ns is not None and stamp < cam.last_stamp_ns:
-            self._time_jump(cam, stamp)
-        cam.last_stamp_ns = stamp
-        cam.received += 1
-        cam.absent = False
-        limit = 1 if camera == 0 else SECONDARY_QUEUE
-        while len(cam.waiting) >= limit:
-            cam.waiting.popleft()
-            self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
-        cam.waiting.append(_Image(msg, stamp, arrival_ns))
+        with self._queues:
+            if cam.last_stamp_ns is not None and stamp < cam.last_stamp_ns:
+                self._time_jump(cam, stamp)
+            cam.last_stamp_ns = stamp
+            cam.received += 1
+            cam.absent = False
+            if camera > 0 and self.cfg.mode == "sv":
+                return  # the single-view head reads the first camera only (counted as received)
+            limit = 1 if camera == 0 else SECONDARY_QUEUE
+            while len(cam.waiting) >= limit:
+                cam.waiting.popleft()
+                self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
+            cam.waiting.append(_Image(msg, stamp, arrival_ns))
 
     def _time_jump(self, cam: _Camera, stamp: int) -> None:
         """Time went backwards (a bag looped): forget waiting images and the window (TF checks its own stamps)."""
@@ -196,14 +204,24 @@ class FrameRunner:
                 self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump")
             c.waiting.clear()
             c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
-        self.pipeline.window.clear()
-        self.keyframes.reset()
+        self._clear_window = True
 
     # ------------------------------------------------------------ processing
     def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
              ) -> list[tuple[str, str, bytes]]:
         """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes)."""
         self._apply_params()
+        if self._clear_window:
+            self._clear_window = False
+            self.pipeline.window.clear()
+            self.keyframes.reset()
+        try:
+            return self._step(now_ns, want_grid, want_depth)
+        except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
+            self._drop("processing_error", f"{type(exc).__name__}: {exc}")
+            return []
+
+    def _step(self, now_ns: int, want_grid: bool, want_depth: bool) -> list[tuple[str, str, bytes]]:
         ref = self.cameras[0]
         img = self.pending
         if img is None:
@@ -214,13 +232,14 @@ class FrameRunner:
         try:
             K, T = self._resolve(ref, img, timed_out)
             frame = self._frame(ref, img, K, T)
-            partners = self._partners(img, timed_out)
-        except _Wait:
+            partners = self._partners(img, timed_out) if self.cfg.mode != "sv" else []
+        except (_Wait, _Dropped):
             return []
-        except _Dropped:
-            return []
-        ref.waiting.clear()
-        self._consume(img, partners)
+        with self._queues:
+            if self.pending is not img:
+                return []  # superseded while its pose was looked up (counted when it was)
+            ref.waiting.remove(img)
+            self._consume(img, partners)
         companions, decoded = [], [img]
         for cam, partner, K_c, T_c in partners:
             try:
@@ -235,9 +254,6 @@ class FrameRunner:
         except torch.OutOfMemoryError:
             self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}")
             torch.cuda.empty_cache()
-            return []
-        except Exception as exc:  # a failed frame must not stop the node or a replay
-            self._drop("processing_error", f"{type(exc).__name__}: {exc}")
             return []
         t0 = time.perf_counter()
         messages = [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]
@@ -273,10 +289,12 @@ class FrameRunner:
         tol = int(self.cfg.sync_tolerance * 1e9)
         found = []
         for cam in self.cameras[1:]:
-            near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
+            with self._queues:
+                near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
             partner = min(near, key=lambda w: abs(w.stamp_ns - img.stamp_ns)) if near else None
             if partner is None:
-                may_come = cam.received > 0 and not cam.absent and cam.last_stamp_ns < img.stamp_ns + tol
+                may_come = cam.received > 0 and not cam.absent and (
+                    cam.last_stamp_ns is None or cam.last_stamp_ns < img.stamp_ns + tol)  # None: reset by a time jump
                 if may_come and not timed_out:
                     raise _Wait
                 if may_come:  # it timed out: the next rig frames do not wait for it
@@ -325,8 +343,9 @@ class FrameRunner:
 
     def _discard(self, cam: _Camera, img: _Image, reason: str, message: str) -> None:
         """Drop a waiting image for a counted reason; raises _Dropped."""
-        if img in cam.waiting:
-            cam.waiting.remove(img)
+        with self._queues:
+            if img in cam.waiting:
+                cam.waiting.remove(img)
         self._drop(reason, message)
         raise _Dropped
 

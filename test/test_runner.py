@@ -284,3 +284,16 @@ def test_mode_mv_is_refused_for_weights_without_a_multi_view_head():
     runner = FrameRunner(small_config(), pipeline)
     with pytest.raises(ValueError, match="needs a multi-view head"):
         runner.set_param("mode", "mv")
+
+
+def test_in_sv_mode_the_other_cameras_are_counted_but_neither_waited_for_nor_encoded(model):
+    runner = _runner(model, mode="sv")
+    rig = Rig(runner)
+    rig.pose(S, 0.0)
+    rig.info(0, S)
+    rig.image(0, S)
+    assert runner.step(S) and runner.last.head == "sv" and runner.last.num_views == 1  # no wait for the right one
+    rig.info(1, S)
+    rig.image(1, S)
+    assert runner.cameras[1].received == 1 and not runner.cameras[1].waiting
+    assert len(runner.pipeline.window.entries) == 1 and not runner.drops and not runner.faults

@@ -7,6 +7,7 @@ ancestor, interpolating each dynamic edge at the requested stamp.
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,13 +61,25 @@ class TfBuffer:
         # 0 by default because tf2 itself never extrapolates
         self.extrapolation_limit_ns = extrapolation_limit_ns
         self._edges: dict[str, _Edge] = {}
+        # the node adds transforms in its subscription thread and looks poses up in its inference thread
+        self._lock = threading.Lock()
 
     def clear(self) -> None:
         """Forget all dynamic transforms (static ones stay, as in tf2 after a time jump)."""
-        self._edges = {k: e for k, e in self._edges.items() if e.static}
+        with self._lock:
+            self._edges = {k: e for k, e in self._edges.items() if e.static}
 
     def set_transform(self, parent: str, child: str, stamp_ns: int, T: np.ndarray, static: bool) -> None:
         """Add T_parent_child at a stamp; a static transform holds for all time."""
+        with self._lock:
+            self._set(parent, child, stamp_ns, T, static)
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        """T_target_source at the stamp: maps points in ``source`` into ``target``."""
+        with self._lock:
+            return self._lookup(target, source, stamp_ns)
+
+    def _set(self, parent: str, child: str, stamp_ns: int, T: np.ndarray, static: bool) -> None:
         edge = self._edges.get(child)
         if edge is None or edge.parent != parent or edge.static != static:
             edge = self._edges[child] = _Edge(parent, static)
@@ -115,8 +128,7 @@ class TfBuffer:
     def _known(self, frame: str) -> bool:
         return frame in self._edges or any(e.parent == frame for e in self._edges.values())
 
-    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
-        """T_target_source at the stamp: maps points in ``source`` into ``target``."""
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         for f in (target, source):
             if not self._known(f):
                 raise TfError("unknown_frame", f"frame {f!r} does not exist in TF")
