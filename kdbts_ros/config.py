@@ -74,6 +74,15 @@ class GridConfig:
     occupied_density: float = _f(0.5, "density (1/m) above which a voxel counts as occupied "
                                  "(paper: sigma > 0.5)", 0.0, 1000.0, runtime=True)
 
+    def cells_across_forward(self) -> tuple[int, int]:
+        """Whole cells covering the extent across (x) and forward (z); the far edges are rounded to cells."""
+        return (max(1, int(round((self.x_max - self.x_min) / self.resolution))),
+                max(1, int(round((self.z_max - self.z_min) / self.resolution))))
+
+
+# a grid beyond this many voxels would take seconds per frame and gigabytes: refused, not attempted
+MAX_GRID_VOXELS = 1 << 23
+
 
 @dataclass
 class RenderConfig:
@@ -163,6 +172,10 @@ class PipelineConfig:
         g = self.grid
         if not (g.x_min < g.x_max and g.z_min < g.z_max and g.y_min < g.y_max):
             raise ValueError("grid: each min must be below its max")
+        nx, nz = g.cells_across_forward()
+        if nx * nz * g.height_levels > MAX_GRID_VOXELS:
+            raise ValueError(f"grid: {nx} x {nz} x {g.height_levels} = {nx * nz * g.height_levels} voxels is more "
+                             f"than {MAX_GRID_VOXELS}; coarsen grid.resolution or shrink the extent")
         if self.model.z_near >= self.model.z_far:
             raise ValueError("model.z_near must be below model.z_far")
         if any(0 < size < 32 for size in (self.model.image_height, self.model.image_width)):

@@ -43,3 +43,11 @@ def test_random_weight_backbones_are_the_ones_the_network_builds():
 
     spec = next(s for s in iter_params(PipelineConfig()) if s.name == "model.backbone")
     assert set(spec.choices) == set(BACKBONES)
+
+
+def test_a_grid_too_large_to_compute_is_refused_with_its_size():
+    cfg = PipelineConfig()
+    set_param(cfg, "grid.resolution", 0.05)  # 360 x 400 x 5: fine
+    with pytest.raises(ValueError, match="voxels is more than"):
+        set_param(cfg, "grid.resolution", 0.01)  # 1800 x 2000 x 5 = 18 M voxels
+    assert cfg.grid.resolution == 0.05

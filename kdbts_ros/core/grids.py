@@ -37,8 +37,7 @@ class GridSpec:
     @classmethod
     def from_config(cls, g: GridConfig) -> "GridSpec":
         """Whole cells covering the configured extent (the far edges are rounded to cells)."""
-        size_x = max(1, int(round((g.x_max - g.x_min) / g.resolution)))
-        size_y = max(1, int(round((g.z_max - g.z_min) / g.resolution)))
+        size_x, size_y = g.cells_across_forward()
         return cls(g.x_min, g.y_max, g.z_min, g.resolution, (g.y_max - g.y_min) / g.height_levels,
                    size_x, size_y, g.height_levels)
 
