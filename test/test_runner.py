@@ -78,6 +78,14 @@ def _runner(model, cameras: int = 2, **overrides) -> FrameRunner:
     return FrameRunner(cfg, Pipeline(cfg, model))
 
 
+def _after_one_rig_frame(model) -> tuple[FrameRunner, Rig, int]:
+    """A two-camera runner that has processed one rig frame at S, and the next frame's stamp."""
+    runner = _runner(model)
+    rig = Rig(runner)
+    rig.frame(S, 0.0)
+    return runner, rig, S + S // 10
+
+
 def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model):
     runner = _runner(model)
     rig = Rig(runner)
@@ -91,10 +99,7 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
 
 
 def test_the_output_camera_waits_for_a_live_partner_and_not_for_a_silent_one(model):
-    runner = _runner(model)
-    rig = Rig(runner)
-    rig.frame(S, 0.0)
-    t = S + S // 10
+    runner, rig, t = _after_one_rig_frame(model)
     rig.pose(t, 1.0)
     rig.info(0, t)
     rig.image(0, t)
@@ -179,10 +184,7 @@ def test_camera_info_faults(model):
 
 
 def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
-    runner = _runner(model)
-    rig = Rig(runner)
-    rig.frame(S, 0.0)
-    t = S + S // 10
+    runner, rig, t = _after_one_rig_frame(model)
     rig.pose(t, 1.0)
     rig.image(0, t, encoding="yuv422")        # unsupported encoding: the rig frame is dropped
     rig.image(1, t)
