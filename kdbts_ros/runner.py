@@ -102,9 +102,10 @@ class FrameRunner:
         self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
         self._tf_newest: int | None = None
-        # the node's subscriptions and its inference timer run in different threads: the image
-        # queues are shared, and the window is cleared by the inference thread only
-        self._queues = threading.RLock()
+        # the node's callbacks (images, camera_info, TF) run in other threads than step: the queues, the TF
+        # buffer and the counters change only under this lock (re-entrant: _drop is called with it held);
+        # the window is cleared by the inference thread only
+        self._lock = threading.RLock()
         self._clear_window = False
         self._param_lock = threading.Lock()
         self._next_cfg: PipelineConfig | None = None  # accepted run-time changes, applied between frames
@@ -113,7 +114,7 @@ class FrameRunner:
     @property
     def pending(self) -> _Image | None:
         """The output camera's newest image not yet processed."""
-        with self._queues:
+        with self._lock:
             waiting = self.cameras[0].waiting
             return waiting[-1] if waiting else None
 
@@ -135,14 +136,15 @@ class FrameRunner:
         except M.ConversionError as exc:
             self._drop("bad_camera_info", f"{cam.info_topic}: {exc}")
             return
-        old = cam.intrinsics
-        if old is None:
-            log.info("intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)", cam.info_topic, info[3],
-                     info[0][0, 0], info[0][1, 1], info[0][0, 2], info[0][1, 2], info[1], info[2])
-        elif old[1:3] != info[1:3] or not np.allclose(old[0], info[0]):
-            self._fault("camera_info_changed", f"{cam.info_topic}: intrinsics changed from fx {old[0][0, 0]:.2f} "
-                        f"{old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}")
-        cam.intrinsics = info
+        with self._lock:  # step reads K and size as one
+            old = cam.intrinsics
+            if old is None:
+                log.info("intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)", cam.info_topic, info[3],
+                         info[0][0, 0], info[0][1, 1], info[0][0, 2], info[0][1, 2], info[1], info[2])
+            elif old[1:3] != info[1:3] or not np.allclose(old[0], info[0]):
+                self._fault("camera_info_changed", f"{cam.info_topic}: intrinsics changed from fx {old[0][0, 0]:.2f} "
+                            f"{old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}")
+            cam.intrinsics = info
 
     def on_tf(self, data: bytes, static: bool) -> None:
         """Add the transforms of a TFMessage; non-finite or non-rigid ones are counted and skipped."""
@@ -151,13 +153,14 @@ class FrameRunner:
         except M.ConversionError as exc:
             self._drop("bad_tf", str(exc))
             return
-        for parent, child, stamp, T, problem in items:
-            if problem:
-                self._drop("bad_tf", f"{parent}->{child}: {problem}")
-                continue
-            if not static:
-                self._check_tf_time(stamp)
-            self.tf.set_transform(parent, child, stamp, T, static)
+        with self._lock:
+            for parent, child, stamp, T, problem in items:
+                if problem:
+                    self._drop("bad_tf", f"{parent}->{child}: {problem}")
+                    continue
+                if not static:
+                    self._check_tf_time(stamp)
+                self.tf.set_transform(parent, child, stamp, T, static)
 
     def _check_tf_time(self, stamp: int) -> None:
         """Clear the dynamic TF history when transforms go back in time (a bag looped, sim time restarted).
@@ -181,7 +184,7 @@ class FrameRunner:
             self._drop("bad_image", f"{cam.image_topic}: {exc}")
             return
         stamp = M.stamp_ns(msg.header.stamp)
-        with self._queues:
+        with self._lock:
             if cam.last_stamp_ns is not None and stamp < cam.last_stamp_ns:
                 self._time_jump(cam, stamp)
             cam.last_stamp_ns = stamp
@@ -222,32 +225,32 @@ class FrameRunner:
             return []
 
     def _step(self, now_ns: int, want_grid: bool, want_depth: bool) -> list[tuple[str, str, bytes]]:
-        ref = self.cameras[0]
-        img = self.pending
-        if img is None:
-            return []
-        if now_ns < img.arrival_ns - TIME_JUMP_NS:
-            img.arrival_ns = now_ns  # the clock went back (sim time of a looping bag): wait afresh
-        timed_out = (now_ns - img.arrival_ns) * 1e-9 >= self.cfg.tf_timeout
-        try:
-            K, T = self._resolve(ref, img, timed_out)
-            frame = self._frame(ref, img, K, T)
-            partners = self._partners(img, timed_out) if self.cfg.mode != "sv" else []
-        except (_Wait, _Dropped):
-            return []
-        with self._queues:
-            if self.pending is not img:
-                return []  # superseded while its pose was looked up (counted when it was)
-            ref.waiting.remove(img)
-            self._consume(img, partners)
-        companions, decoded = [], [img]
-        for cam, partner, K_c, T_c in partners:
+        # taken under the callbacks' lock: an image arriving between taking the pending one and removing it
+        # would otherwise be lost uncounted (and a queue changing while iterated raises)
+        with self._lock:
+            ref = self.cameras[0]
+            img = self.pending
+            if img is None:
+                return []
+            if now_ns < img.arrival_ns - TIME_JUMP_NS:
+                img.arrival_ns = now_ns  # the clock went back (sim time of a looping bag): wait afresh
+            timed_out = (now_ns - img.arrival_ns) * 1e-9 >= self.cfg.tf_timeout
             try:
-                companions.append(self._frame(cam, partner, K_c, T_c))
-                decoded.append(partner)
-            except _Dropped:
-                pass
-        keyframe = self.keyframes.is_keyframe(frame.stamp_ns, frame.T_fixed_cam)
+                K, T = self._resolve(ref, img, timed_out)
+                frame = self._frame(ref, img, K, T)
+                partners = self._partners(img, timed_out) if self.cfg.mode != "sv" else []
+            except (_Wait, _Dropped):
+                return []
+            ref.waiting.clear()
+            self._consume(img, partners)
+            companions, decoded = [], [img]
+            for cam, partner, K_c, T_c in partners:
+                try:
+                    companions.append(self._frame(cam, partner, K_c, T_c))
+                    decoded.append(partner)
+                except _Dropped:
+                    pass
+            keyframe = self.keyframes.is_keyframe(frame.stamp_ns, frame.T_fixed_cam)
         try:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
                                         companions=companions, keyframe=keyframe)
@@ -289,8 +292,7 @@ class FrameRunner:
         tol = int(self.cfg.sync_tolerance * 1e9)
         found = []
         for cam in self.cameras[1:]:
-            with self._queues:
-                near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
+            near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
             partner = min(near, key=lambda w: abs(w.stamp_ns - img.stamp_ns)) if near else None
             if partner is None:
                 may_come = cam.received > 0 and not cam.absent and (
@@ -343,9 +345,8 @@ class FrameRunner:
 
     def _discard(self, cam: _Camera, img: _Image, reason: str, message: str) -> None:
         """Drop a waiting image for a counted reason; raises _Dropped."""
-        with self._queues:
-            if img in cam.waiting:
-                cam.waiting.remove(img)
+        if img in cam.waiting:
+            cam.waiting.remove(img)
         self._drop(reason, message)
         raise _Dropped
 
@@ -359,15 +360,21 @@ class FrameRunner:
         Accepted changes take effect between frames (at the next :meth:`step`), so a frame
         being processed in another thread never sees half a change.
         """
+        self.set_params([(name, value)])
+
+    def set_params(self, changes: list[tuple[str, Any]]) -> None:
+        """Accept several run-time changes together or none of them (an atomic parameter set); raises ValueError."""
         with self._param_lock:
-            target = self._next_cfg or copy.deepcopy(self.cfg)
-            if name == "mode":
-                problem = self.pipeline.mode_problem(value)
-                if problem:
-                    raise ValueError(problem)
-            set_param(target, name, value)
+            # validated on a copy: a refused change must not leave the ones before it applied
+            target = copy.deepcopy(self._next_cfg or self.cfg)
+            for name, value in changes:
+                if name == "mode":
+                    problem = self.pipeline.mode_problem(value)
+                    if problem:
+                        raise ValueError(problem)
+                set_param(target, name, value)
             self._next_cfg = target
-            self._changed.add(name)
+            self._changed.update(name for name, _ in changes)
 
     def _apply_params(self) -> None:
         """Copy accepted parameter changes into the live config (whose parts the pipeline holds)."""
@@ -382,19 +389,24 @@ class FrameRunner:
             self.pipeline.window.resize(self.cfg.window_size)
 
     def _drop(self, reason: str, message: str) -> None:
-        self.drops[reason] += 1
-        self._throttle.warn(reason, self.drops[reason], f"dropped: {message}")
+        with self._lock:
+            self.drops[reason] += 1
+            count = self.drops[reason]
+        self._throttle.warn(reason, count, f"dropped: {message}")
 
     def _fault(self, reason: str, message: str) -> None:
-        self.faults[reason] += 1
-        self._throttle.warn(reason, self.faults[reason], message)
+        with self._lock:
+            self.faults[reason] += 1
+            count = self.faults[reason]
+        self._throttle.warn(reason, count, message)
 
     # ------------------------------------------------------------ reporting
     def diagnostics(self, stamp_ns: int) -> bytes:
         """DiagnosticArray bytes: counts, latency against the budget, head, views and cameras."""
         lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
-        counts = Counter({f"dropped_{k}": v for k, v in self.drops.items()})
-        counts.update({f"fault_{k}": v for k, v in self.faults.items()})
+        with self._lock:  # a new reason added while iterating would raise
+            counts = Counter({f"dropped_{k}": v for k, v in self.drops.items()})
+            counts.update({f"fault_{k}": v for k, v in self.faults.items()})
         new = {k: v - self._reported[k] for k, v in counts.items() if v > self._reported[k]}
         self._reported = counts
         level, message = "OK", "running"

@@ -9,6 +9,7 @@ frames that wait for TF are retried on that timer, never blocking.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -218,19 +219,26 @@ class KdbtsNode(LifecycleNode):
         self.diag_pub.publish(self.runner.diagnostics(self._now_ns()))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
+        # an atomic set is accepted whole or not at all: nothing is applied before every value is checked
+        changes = []
         for p in params:
             spec = self._specs.get(p.name)
             if spec is None:
                 continue  # use_sim_time and QoS overrides belong to rclpy
             if not spec.runtime:
                 return SetParametersResult(successful=False, reason=f"{p.name} can only be set at start-up")
-            try:
-                if self.runner is not None:
-                    self.runner.set_param(p.name, p.value)
-                else:
-                    set_param(self.cfg, p.name, p.value)
-            except ValueError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
+            changes.append((p.name, p.value))
+        try:
+            if self.runner is not None:
+                self.runner.set_params(changes)
+            else:
+                trial = copy.deepcopy(self.cfg)
+                for name, value in changes:
+                    set_param(trial, name, value)
+                for name, value in changes:  # the same sequence, now known to pass
+                    set_param(self.cfg, name, value)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def destroy_node(self) -> None:
