@@ -55,6 +55,7 @@ class _Camera:
         self.format: tuple[str, int, int] | None = None
         self.waiting: deque[_Image] = deque()
         self.received = 0
+        self.dropped: Counter[str] = Counter()  # this camera's received images lost, by reason
         self.last_stamp_ns: int | None = None
 
 
@@ -182,7 +183,7 @@ class FrameRunner:
         limit = 1 if camera == 0 else SECONDARY_QUEUE
         while len(cam.waiting) >= limit:
             cam.waiting.popleft()
-            self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
+            self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed", cam)
         cam.waiting.append(_Image(msg, stamp, arrival_ns))
 
     def _time_jump(self, cam: _Camera, stamp: int) -> None:
@@ -191,7 +192,7 @@ class FrameRunner:
                     " s; window and waiting images cleared")
         for c in self.cameras:
             for _ in range(len(c.waiting)):
-                self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump")
+                self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump", c)
             c.waiting.clear()
             c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
         self.pipeline.window.clear()
@@ -231,11 +232,12 @@ class FrameRunner:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
                                         companions=companions, keyframe=keyframe)
         except torch.OutOfMemoryError:
-            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}")
+            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}",
+                       ref)
             torch.cuda.empty_cache()
             return []
         except Exception as exc:  # a failed frame must not stop the node or a replay
-            self._drop("processing_error", f"{type(exc).__name__}: {exc}")
+            self._drop("processing_error", f"{type(exc).__name__}: {exc}", ref)
             return []
         t0 = time.perf_counter()
         messages = [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]
@@ -295,7 +297,7 @@ class FrameRunner:
             for w in [w for w in cam.waiting if w.stamp_ns <= horizon]:
                 cam.waiting.remove(w)
                 if w is not used:
-                    self._drop("superseded", f"{cam.image_topic}: older than the rig frame processed")
+                    self._drop("superseded", f"{cam.image_topic}: older than the rig frame processed", cam)
 
     def _frame(self, cam: _Camera, img: _Image, K: np.ndarray, T: np.ndarray) -> Frame:
         """Decode an image into a Frame; format changes are counted, a size unlike camera_info drops it."""
@@ -322,7 +324,7 @@ class FrameRunner:
         """Drop a waiting image for a counted reason; raises _Dropped."""
         if img in cam.waiting:
             cam.waiting.remove(img)
-        self._drop(reason, message)
+        self._drop(reason, message, cam)
         raise _Dropped
 
     def record_latency(self, seconds: float) -> None:
@@ -357,8 +359,11 @@ class FrameRunner:
         if "window_size" in names:
             self.pipeline.window.resize(self.cfg.window_size)
 
-    def _drop(self, reason: str, message: str) -> None:
+    def _drop(self, reason: str, message: str, cam: _Camera | None = None) -> None:
+        """Count a lost input; an image that had been received counts for its camera as well."""
         self.drops[reason] += 1
+        if cam is not None:
+            cam.dropped[reason] += 1
         self._throttle.warn(reason, self.drops[reason], f"dropped: {message}")
 
     def _fault(self, reason: str, message: str) -> None:
@@ -394,6 +399,7 @@ class FrameRunner:
         for c in self.cameras:
             values[f"camera{c.index}_topic"] = c.image_topic
             values[f"camera{c.index}_images"] = c.received
+            values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
             values[f"camera{c.index}_intrinsics"] = c.intrinsics[3] if c.intrinsics else "missing"
         values.update(sorted(counts.items()))
         if self.last:

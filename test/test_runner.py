@@ -188,6 +188,8 @@ def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
     rig.image(1, t, data=np.frombuffer(b"\x89PNG garbage", np.uint8))  # corrupt png: frame goes on without it
     assert runner.step(t) and runner.last.num_views == 3  # left now + the first rig frame's two
     assert runner.drops == {"bad_image": 2, "superseded": 1}  # and the unused right image of the dropped frame
+    # each camera's own: the left's unusable image; the right's corrupt one and the one its rig frame left unused
+    assert [dict(c.dropped) for c in runner.cameras] == [{"bad_image": 1}, {"bad_image": 1, "superseded": 1}]
     t += S // 10
     rig.pose(t, 3.0)
     rig.image(0, t, encoding="bgr8")          # format change: counted, still used
@@ -259,6 +261,7 @@ def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
     values = {kv.key: kv.value for kv in first.values}
     assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "p"
     assert values["head"] == "mv" and values["num_views"] == "2" and values["window_frames"] == "2"
+    assert values["camera0_images"] == values["camera1_images"] == "1" and values["camera1_dropped"] == "0"
     rig.image(0, S // 2)  # time jumps back
     status = M.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in status.values}
