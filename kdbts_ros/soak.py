@@ -219,20 +219,28 @@ class _Counts:
                    Counter(runner.faults))
 
 
-def _wait(condition, seconds: float) -> bool:
+def _wait(condition, seconds: float, hold: float = 0.0) -> bool:
+    """Poll until ``condition`` has held for ``hold`` seconds; False once ``seconds`` have passed."""
     deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
+    since = None
+    while True:
+        now = time.monotonic()
+        if not condition():
+            since = None
+        elif since is None:
+            since = now
+        if since is not None and now - since >= hold:
+            return True
+        if now > deadline:
             return False
         time.sleep(0.002)
-    return True
 
 
-def _settled(runner, before: _Counts) -> bool:
-    """Every output-camera image received since ``before`` is processed or dropped: none waits or is in hand."""
+def _in_hand(runner, before: _Counts) -> int:
+    """Output-camera images received since ``before`` that are being processed: neither done, dropped nor waiting."""
     cam = runner.cameras[0]
-    return (cam.received - before.received ==
-            runner.processed - before.processed + sum(cam.dropped.values()) - sum(before.dropped.values()))
+    return (cam.received - before.received - (runner.processed - before.processed) - len(cam.waiting)
+            - (sum(cam.dropped.values()) - sum(before.dropped.values())))
 
 
 def calibrate(h: _Harness) -> dict[str, float]:
@@ -282,10 +290,12 @@ def soak(h: _Harness, frames: int, rate: float, progress) -> dict[str, object]:
             progress(f"{_tenth(i + 1, frames)}/{TENTHS}: sent {i + 1}, processed {runner.processed - before.processed}"
                      f", dropped {dropped}, RSS {rss[-1][1]:.0f} MiB")
     duration = (time.time_ns() - start) * 1e-9
-    # let the node finish the frame in hand and its outputs arrive (a frame may wait tf_timeout)
-    _wait(lambda: _settled(runner, before) and len(d.delivered()) >= runner.processed - before.processed,
-          h.cfg.tf_timeout + 10.0)
+    # let the node finish the frame in hand and its outputs arrive (a frame may wait tf_timeout), and hold
+    # a moment, so that an image still on its way is taken too
+    _wait(lambda: runner.pending is None and _in_hand(runner, before) == 0
+          and len(d.delivered()) >= runner.processed - before.processed, h.cfg.tf_timeout + 10.0, hold=0.2)
     h.stop()
+    _wait(lambda: _in_hand(runner, before) == 0, 10.0)  # a callback dispatched before the stop may still run
     return {"rate_hz": rate, "duration_s": duration, "publish_late": percentiles_ms(late, PERCENTILES),
             **summary(h, before, frames, duration, rss)}
 
