@@ -7,6 +7,11 @@ it as one rig frame. Each image waits (up to ``tf_timeout``) for its intrinsics
 and its pose at the image stamp; both are resolved in :meth:`FrameRunner.step`,
 never in a callback. Every input it cannot use is counted by reason, and every
 fault it works around is counted too, so nothing is lost silently.
+
+The node delivers images on one thread while :meth:`FrameRunner.step` runs on another:
+the image queues and the counters change only under a lock held for a few list
+operations, never across decoding or the network. A frame is prepared outside it and
+taken out of its queue only if no newer image superseded it meanwhile.
 """
 from __future__ import annotations
 
@@ -103,14 +108,17 @@ class FrameRunner:
         self.last: Outputs | None = None
         self._tf_newest: int | None = None
         self._param_lock = threading.Lock()
+        self._lock = threading.Lock()   # image queues and counters (see the module docstring)
+        self._window_stale = False      # time jumped back: the step thread clears the window it owns
         self._next_cfg: PipelineConfig | None = None  # accepted run-time changes, applied between frames
         self._changed: set[str] = set()
 
     @property
     def pending(self) -> _Image | None:
         """The output camera's newest image not yet processed."""
-        waiting = self.cameras[0].waiting
-        return waiting[-1] if waiting else None
+        with self._lock:
+            waiting = self.cameras[0].waiting
+            return waiting[-1] if waiting else None
 
     # ------------------------------------------------------------ inputs
     def handle(self, topic: str, data: bytes, arrival_ns: int) -> None:
@@ -179,23 +187,28 @@ class FrameRunner:
         if cam.last_stamp_ns is not None and stamp < cam.last_stamp_ns:
             self._time_jump(cam, stamp)
         cam.last_stamp_ns = stamp
-        cam.received += 1
         limit = 1 if camera == 0 else SECONDARY_QUEUE
-        while len(cam.waiting) >= limit:
-            cam.waiting.popleft()
+        with self._lock:
+            cam.received += 1
+            superseded = max(0, len(cam.waiting) + 1 - limit)
+            for _ in range(superseded):
+                cam.waiting.popleft()
+            cam.waiting.append(_Image(msg, stamp, arrival_ns))
+        for _ in range(superseded):
             self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed", cam)
-        cam.waiting.append(_Image(msg, stamp, arrival_ns))
 
     def _time_jump(self, cam: _Camera, stamp: int) -> None:
         """Time went backwards (a bag looped): forget waiting images and the window (TF checks its own stamps)."""
         self._fault("time_jump_back", f"{cam.image_topic}: stamp went back by {(cam.last_stamp_ns - stamp) * 1e-9:.3f}"
                     " s; window and waiting images cleared")
         for c in self.cameras:
-            for _ in range(len(c.waiting)):
+            with self._lock:
+                stale = len(c.waiting)
+                c.waiting.clear()
+            for _ in range(stale):
                 self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump", c)
-            c.waiting.clear()
             c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
-        self.pipeline.window.clear()
+        self._window_stale = True
         self.keyframes.reset()
 
     # ------------------------------------------------------------ processing
@@ -203,6 +216,9 @@ class FrameRunner:
              ) -> list[tuple[str, str, bytes]]:
         """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes)."""
         self._apply_params()
+        if self._window_stale:
+            self._window_stale = False
+            self.pipeline.window.clear()
         ref = self.cameras[0]
         img = self.pending
         if img is None:
@@ -214,19 +230,23 @@ class FrameRunner:
             K, T = self._resolve(ref, img, timed_out)
             frame = self._frame(ref, img, K, T)
             partners = self._partners(img, timed_out)
-        except _Wait:
+        except (_Wait, _Dropped):
             return []
-        except _Dropped:
-            return []
-        ref.waiting.clear()
-        self._consume(img, partners)
-        companions, decoded = [], [img]
+        joined = []  # (camera, image, frame) of the partners that decode
         for cam, partner, K_c, T_c in partners:
             try:
-                companions.append(self._frame(cam, partner, K_c, T_c))
-                decoded.append(partner)
+                joined.append((cam, partner, self._frame(cam, partner, K_c, T_c)))
             except _Dropped:
                 pass
+        with self._lock:
+            if not ref.waiting or ref.waiting[-1] is not img:
+                return []  # superseded while it was prepared (counted there): the newer image is next
+            ref.waiting.clear()
+            joined = [j for j in joined if j[1] in j[0].waiting]  # partners not superseded meanwhile
+            superseded = self._consume(img, [(cam, partner) for cam, partner, _ in joined])
+        for cam in superseded:
+            self._drop("superseded", f"{cam.image_topic}: older than the rig frame processed", cam)
+        companions, decoded = [f for _, _, f in joined], [img] + [p for _, p, _ in joined]
         keyframe = self.keyframes.is_keyframe(frame.stamp_ns, frame.T_fixed_cam)
         try:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
@@ -272,7 +292,8 @@ class FrameRunner:
         tol = int(self.cfg.sync_tolerance * 1e9)
         found = []
         for cam in self.cameras[1:]:
-            near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
+            # list() copies the queue in one step, while images keep arriving on the other thread
+            near = [w for w in list(cam.waiting) if abs(w.stamp_ns - img.stamp_ns) <= tol]
             partner = min(near, key=lambda w: abs(w.stamp_ns - img.stamp_ns)) if near else None
             if partner is None:
                 live = cam.last_stamp_ns is not None and cam.last_stamp_ns > img.stamp_ns - ALIVE_NS
@@ -288,16 +309,18 @@ class FrameRunner:
             found.append((cam, partner, K, T))
         return found
 
-    def _consume(self, img: _Image, found: list[tuple[_Camera, _Image, np.ndarray, np.ndarray]]) -> None:
-        """Take the partners out of their queues and drop what is older than the rig frame."""
+    def _consume(self, img: _Image, found: list[tuple[_Camera, _Image]]) -> list[_Camera]:
+        """Take the partners out of their queues and what is older than the rig frame; the latter's cameras."""
         tol = int(self.cfg.sync_tolerance * 1e9)
+        superseded = []
         for cam in self.cameras[1:]:
-            used = next((p for c, p, _, _ in found if c is cam), None)
+            used = next((p for c, p in found if c is cam), None)
             horizon = used.stamp_ns if used is not None else img.stamp_ns - tol
             for w in [w for w in cam.waiting if w.stamp_ns <= horizon]:
                 cam.waiting.remove(w)
                 if w is not used:
-                    self._drop("superseded", f"{cam.image_topic}: older than the rig frame processed", cam)
+                    superseded.append(cam)
+        return superseded
 
     def _frame(self, cam: _Camera, img: _Image, K: np.ndarray, T: np.ndarray) -> Frame:
         """Decode an image into a Frame; format changes are counted, a size unlike camera_info drops it."""
@@ -322,9 +345,12 @@ class FrameRunner:
 
     def _discard(self, cam: _Camera, img: _Image, reason: str, message: str) -> None:
         """Drop a waiting image for a counted reason; raises _Dropped."""
-        if img in cam.waiting:
-            cam.waiting.remove(img)
-        self._drop(reason, message, cam)
+        with self._lock:
+            waiting = img in cam.waiting
+            if waiting:
+                cam.waiting.remove(img)
+        if waiting:  # else a newer image superseded it meanwhile, and that was counted
+            self._drop(reason, message, cam)
         raise _Dropped
 
     def record_latency(self, seconds: float) -> None:
@@ -361,21 +387,27 @@ class FrameRunner:
 
     def _drop(self, reason: str, message: str, cam: _Camera | None = None) -> None:
         """Count a lost input; an image that had been received counts for its camera as well."""
-        self.drops[reason] += 1
-        if cam is not None:
-            cam.dropped[reason] += 1
-        self._throttle.warn(reason, self.drops[reason], f"dropped: {message}")
+        with self._lock:
+            self.drops[reason] += 1
+            if cam is not None:
+                cam.dropped[reason] += 1
+            count = self.drops[reason]
+        self._throttle.warn(reason, count, f"dropped: {message}")
 
     def _fault(self, reason: str, message: str) -> None:
-        self.faults[reason] += 1
-        self._throttle.warn(reason, self.faults[reason], message)
+        with self._lock:
+            self.faults[reason] += 1
+            count = self.faults[reason]
+        self._throttle.warn(reason, count, message)
 
     # ------------------------------------------------------------ reporting
     def diagnostics(self, stamp_ns: int) -> bytes:
         """DiagnosticArray bytes: counts, latency against the budget, head, views and cameras."""
-        lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
-        counts = Counter({f"dropped_{k}": v for k, v in self.drops.items()})
-        counts.update({f"fault_{k}": v for k, v in self.faults.items()})
+        with self._lock:  # the counters change on the other threads
+            drops, faults = dict(self.drops), dict(self.faults)
+        lat = np.asarray(list(self.latencies)) if self.latencies else np.zeros(1)  # list(): one step
+        counts = Counter({f"dropped_{k}": v for k, v in drops.items()})
+        counts.update({f"fault_{k}": v for k, v in faults.items()})
         new = {k: v - self._reported[k] for k, v in counts.items() if v > self._reported[k]}
         self._reported = counts
         level, message = "OK", "running"

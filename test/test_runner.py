@@ -13,7 +13,7 @@ from conftest import SMALL_ARCH, small_config
 from kdbts_ros import messages as M
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.pipeline import Pipeline
-from kdbts_ros.core.tf_buffer import TfError
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.data.rig import RigCamera
 from kdbts_ros.runner import FrameRunner
 
@@ -152,6 +152,37 @@ def test_an_image_arriving_while_one_waits_supersedes_it(model):
     rig.pose(S + S // 10, 0.0)
     assert runner.step(S + S // 10) and runner.last.stamp_ns == S + S // 10
     assert runner.drops == {"superseded": 1}
+
+
+class _ArrivingDuringLookup(TfBuffer):
+    """A TF buffer whose next pose lookup lets an input arrive first, as the node's other thread may."""
+
+    def __init__(self):
+        super().__init__()
+        self.arrive = None
+
+    def lookup(self, parent: str, child: str, stamp: int) -> np.ndarray:
+        arrive, self.arrive = self.arrive, None
+        if arrive is not None:
+            arrive()
+        return super().lookup(parent, child, stamp)
+
+
+def test_an_image_arriving_while_a_frame_is_prepared_is_kept_for_the_next_step(model):
+    cfg = _config(1)
+    tf = _ArrivingDuringLookup()
+    runner = FrameRunner(cfg, Pipeline(cfg, model), tf)
+    rig = Rig(runner)
+    rig.info(0, S)
+    rig.pose(S, 0.0)
+    rig.pose(2 * S, 0.0)
+    rig.image(0, S)
+    tf.arrive = lambda: rig.image(0, 2 * S)  # supersedes the image being prepared
+    assert runner.step(S) == []  # the superseded frame is not processed (it is counted as superseded) ...
+    assert runner.pending.stamp_ns == 2 * S  # ... and the newer image is not lost: it is next
+    assert runner.step(2 * S) and runner.last.stamp_ns == 2 * S
+    cam = runner.cameras[0]
+    assert (cam.received, runner.processed, dict(cam.dropped)) == (2, 1, {"superseded": 1})
 
 
 def test_camera_info_faults(model):
