@@ -345,6 +345,7 @@ def run(cfg: PipelineConfig, frames: int, rate: float, load_factor: float, image
         progress=print, domain_id: int | None = None) -> dict[str, object]:
     """Soak the node: calibrate unless ``rate`` is given, then ``frames`` frames at the rate; the JSON-ready report."""
     width, height = image_size
+    load_before = os.getloadavg()  # the figures depend on what else the machine runs
     h = _Harness(cfg, width, height, 1 + os.getpid() % 100 if domain_id is None else domain_id)
     try:
         calibration = None
@@ -360,7 +361,8 @@ def run(cfg: PipelineConfig, frames: int, rate: float, load_factor: float, image
                   "network": pipeline.model_info.get("weights", cfg.model.checkpoint), "device": str(pipeline.device),
                   "mode": cfg.mode, "calibration": calibration,
                   "load_factor": load_factor if calibration else None,
-                  **soak(h, frames, rate, progress)}
+                  **soak(h, frames, rate, progress),
+                  "load_average": {"before": load_before, "after": os.getloadavg()}}
     finally:
         h.close()
     return report
@@ -373,7 +375,10 @@ def _ms(value: float | None) -> str:
 def markdown(report: dict[str, object]) -> str:
     """Summary, latency and memory per tenth, and the accounting of the output camera's images."""
     cam, mem, cal = report["output_camera"], report["memory"], report["calibration"]
-    lines = [f"Machine: {report['machine']}", "",
+    load = report["load_average"]
+    lines = [f"Machine: {report['machine']}; load average (1, 5, 15 min) before "
+             f"{', '.join(f'{x:.2f}' for x in load['before'])}, after {', '.join(f'{x:.2f}' for x in load['after'])}",
+             "",
              f"Input: {report['input']}; network {report['network']} on {report['device']}, head mode "
              f"{report['mode']}", ""]
     if cal:

@@ -39,7 +39,7 @@ def report(tmp_path_factory) -> dict:
 def test_report_has_every_figure(report):
     assert {"machine", "input", "network", "device", "mode", "calibration", "load_factor", "rate_hz", "duration_s",
             "publish_late", "processed_hz", "latency", "latency_drift", "output_camera", "drops", "faults",
-            "memory"} <= set(report)
+            "memory", "load_average"} <= set(report)
     assert {"frames", "median_ms", "p99_ms", "sustained_hz"} <= set(report["calibration"])
     assert report["rate_hz"] == pytest.approx(2 * report["calibration"]["sustained_hz"])
     assert {"median_ms", "p90_ms", "p99_ms", "max_ms", "tenths"} <= set(report["latency"])
