@@ -1,11 +1,11 @@
 """``kdbts soak``: the live rclpy node fed faster than it keeps up, for thousands of frames.
 
-A source node publishes TF, camera_info and images in wall-clock time, stamped with the
-time they are published, at ``load_factor`` times the rate the node sustains (measured
-first in a closed loop); a sink subscribes to every output, so all of them are computed.
-The node keeps only the newest image of its output camera, so under overload the latency
-(output received minus image stamp) must stay bounded and memory flat: both are reported
-per tenth of the run, and every image sent is accounted for.
+A source node publishes TF, camera_info and images in wall-clock time at ``load_factor``
+times the rate the node sustains (measured first in a closed loop), each frame stamped with
+its scheduled time; a sink subscribes to every output, so all of them are computed. The node
+keeps only the newest image of its output camera, so under overload the latency (output
+received minus image stamp) must stay bounded and memory flat: both are reported per tenth
+of the run, with every image sent accounted for.
 """
 from __future__ import annotations
 
