@@ -54,14 +54,20 @@ class Case:
         return f"{self.device} {self.network} {self.path} {self.mode.upper()}({self.window}) {self.dtype}"
 
 
+def set_network(cfg: PipelineConfig, network: str) -> None:
+    """Point cfg at a network: "resnet50" (official size, seeded random weights), "embedded", or a checkpoint."""
+    m = cfg.model
+    if network == "resnet50":
+        m.checkpoint, m.backbone, m.image_height, m.image_width = "random", "resnet50", 192, 640
+    else:
+        m.checkpoint, m.image_height, m.image_width = ("" if network == "embedded" else network), 0, 0
+
+
 def case_config(base: PipelineConfig, case: Case, depth_scale: float | None) -> PipelineConfig:
     """The pipeline configuration of a case: network, device, path, head, window and depth size."""
     cfg = copy.deepcopy(base)
+    set_network(cfg, case.network)
     m = cfg.model
-    if case.network == "resnet50":
-        m.checkpoint, m.backbone, m.image_height, m.image_width = "random", "resnet50", 192, 640
-    else:
-        m.checkpoint, m.image_height, m.image_width = ("" if case.network == "embedded" else case.network), 0, 0
     m.device, m.dtype, m.fast = case.device, case.dtype, case.path == "fast"
     cfg.mode, cfg.window_size = case.mode, case.window
     # the issue's targets: quarter-resolution depth on a CPU, full resolution on a GPU
@@ -74,11 +80,11 @@ def input_stream(frames: int, cfg: PipelineConfig) -> list[tuple[int, str, str, 
     return input_messages(synthetic_sample(frames, *KITTI_SIZE), cfg.fixed_frame, cfg.topics)
 
 
-def _peak_rss_mb() -> float | None:
-    """Peak resident memory of this process (VmHWM), MiB."""
+def memory_mb(field: str = "VmHWM") -> float | None:
+    """A memory figure of this process from /proc/self/status, MiB: VmHWM the peak, VmRSS the current resident set."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -124,9 +130,36 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
     return {k: v / 1e9 for k, v in counts.items()}
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values) * 1e3
-    return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99))}
+def percentiles_ms(seconds: list[float], qs: tuple[int, ...] = (50, 99)) -> dict[str, float]:
+    """Percentiles of durations in milliseconds, keyed median_ms, p<q>_ms and max_ms."""
+    a = np.asarray(seconds) * 1e3
+    names = {50: "median_ms", 100: "max_ms"}
+    return {names.get(q, f"p{q}_ms"): float(np.percentile(a, q)) for q in qs}
+
+
+def start_node(cfg: PipelineConfig, context):
+    """The rclpy KdbtsNode in this process with cfg as its parameters, configured and active."""
+    from rclpy.parameter import Parameter
+
+    from .config import iter_params
+    from .ros.node import KdbtsNode
+
+    params = [Parameter(s.name, value=s.default) for s in iter_params(cfg)]
+    node = KdbtsNode(context=context, parameter_overrides=params)
+    node.trigger_configure()
+    node.trigger_activate()
+    if node.runner is None:
+        raise RuntimeError("the node failed to configure (see its log)")
+    return node
+
+
+def wait_for_subscribers(publishers, seconds: float = 10.0) -> None:
+    """Block until every publisher has a subscriber, so that nothing is published into the void."""
+    deadline = time.monotonic() + seconds
+    while any(p.get_subscription_count() == 0 for p in publishers):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the benchmark's subscribers were not discovered within {seconds:g} s")
+        time.sleep(0.05)
 
 
 class _Publisher:
@@ -134,26 +167,15 @@ class _Publisher:
 
     def __init__(self, cfg: PipelineConfig):
         import rclpy
-        from rclpy.parameter import Parameter
-
-        from .config import iter_params
-        from .ros.node import KdbtsNode
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        params = [Parameter(s.name, value=s.default) for s in iter_params(cfg)]
-        self.node = KdbtsNode(context=self.context, parameter_overrides=params)
-        self.node.trigger_configure()
-        self.node.trigger_activate()
+        self.node = start_node(cfg, self.context)
         self.sink = rclpy.create_node("kdbts_bench_sink", context=self.context)
         for topic, pub in self.node.pubs.items():
             self.sink.create_subscription(pub.msg_type, topic, lambda _msg: None, 5, raw=True)
-        deadline = time.monotonic() + 10.0
-        while any(p.get_subscription_count() == 0 for p in self.node.pubs.values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the benchmark's subscribers were not discovered within 10 s")
-            time.sleep(0.05)
+        wait_for_subscribers(self.node.pubs.values())
 
     @property
     def runner(self) -> FrameRunner:
@@ -207,13 +229,13 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
         K = runner.cameras[0].intrinsics[0]
         rgb = M.image_to_rgb(M.deserialize(last_image, "sensor_msgs/msg/Image"))
         result: dict[str, object] = {
-            "stages": {s: _percentiles([x[s] for x in samples]) for s in STAGES if s in samples[0]},
-            "end_to_end": _percentiles(e2e),
+            "stages": {s: percentiles_ms([x[s] for x in samples]) for s in STAGES if s in samples[0]},
+            "end_to_end": percentiles_ms(e2e),
             "fps": float(1.0 / np.mean(e2e)),
             "frames": len(samples),
             "head": runner.last.head, "views": runner.last.num_views,
             "dropped": dict(runner.drops),
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": memory_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
             "gflops": stage_gflops(runner.pipeline, rgb, K),
         }

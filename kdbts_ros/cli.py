@@ -279,6 +279,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    """The live rclpy node under sustained overload: latency percentiles, drops and memory; JSON and Markdown."""
+    import json
+
+    from .soak import markdown, run, soak_config
+
+    if args.frames < 20 or args.load_factor <= 0 or min(args.image_size) < 8:
+        print("kdbts soak: need --frames >= 20, --load-factor > 0 and an image size of at least 8x8", file=sys.stderr)
+        return 2
+    try:
+        cfg = soak_config(load_config(args.config), args.network, args.cameras)
+    except (OSError, ValueError) as exc:
+        print(f"kdbts soak: {exc}", file=sys.stderr)
+        return 2
+    report = run(cfg, args.frames, args.rate, args.load_factor, tuple(args.image_size),
+                 progress=print if args.progress else lambda _line: None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(report, indent=1))
+    table = markdown(report)
+    (args.out / "soak.md").write_text(table)
+    print(table, end="")
+    print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.md'}")
+    return 0
+
+
 def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
     """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording;
     on KITTI-360 also occupancy against aggregated scans (the BTS lidar protocol)."""
@@ -511,6 +536,29 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", type=Path, default=Path("bench_out"),
                     help="folder for bench.json and bench.md (default: bench_out)")
     be.set_defaults(func=cmd_bench)
+
+    so = sub.add_parser("soak", help="the live rclpy node fed faster than it keeps up: latency percentiles per "
+                                     "tenth of the run, drops and memory (not a test: run it on a quiet machine)")
+    so.add_argument("--config", type=Path, help="YAML parameter file (the node's format); default: built-in")
+    so.add_argument("--network", default="",
+                    help="resnet50 (official network at 192x640, seeded random weights), embedded (the shipped "
+                    "KDBTS network) or a checkpoint path (default: the config's model.checkpoint, i.e. embedded "
+                    "unless the config names another)")
+    so.add_argument("--frames", type=int, default=10000, help="rig frames to publish (default: 10000)")
+    so.add_argument("--rate", type=float, default=0.0,
+                    help="publish rate in Hz; 0: measure the node's sustained rate in a closed loop first and "
+                    "publish at --load-factor times it (default: 0)")
+    so.add_argument("--load-factor", type=float, default=2.0,
+                    help="publish rate over the measured sustained rate, with --rate 0 (default: 2)")
+    so.add_argument("--image-size", type=int, nargs=2, default=[640, 192], metavar=("W", "H"),
+                    help="input image size in pixels (default: 640 192)")
+    so.add_argument("--cameras", type=int, choices=(1, 2), default=1,
+                    help="2: a second camera on /right/image_raw/compressed (jpeg), so rig frames and decoding "
+                    "are exercised (default: 1)")
+    so.add_argument("--out", type=Path, default=Path("soak_out"),
+                    help="folder for soak.json and soak.md (default: soak_out)")
+    so.add_argument("--progress", action="store_true", help="print a line per tenth of the run")
+    so.set_defaults(func=cmd_soak)
     return parser
 
 

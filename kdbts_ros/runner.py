@@ -55,6 +55,7 @@ class _Camera:
         self.format: tuple[str, int, int] | None = None
         self.waiting: deque[_Image] = deque()
         self.received = 0
+        self.dropped: Counter[str] = Counter()  # this camera's received images lost, by reason
         self.last_stamp_ns: int | None = None
         self.absent = False  # missed a rig frame: not waited for until it sends again
 
@@ -107,6 +108,7 @@ class FrameRunner:
         # the window is cleared by the inference thread only
         self._lock = threading.RLock()
         self._clear_window = False
+        self._in_hand: _Image | None = None  # the image the step thread is preparing
         self._param_lock = threading.Lock()
         self._next_cfg: PipelineConfig | None = None  # accepted run-time changes, applied between frames
         self._changed: set[str] = set()
@@ -195,7 +197,7 @@ class FrameRunner:
             limit = 1 if camera == 0 else SECONDARY_QUEUE
             while len(cam.waiting) >= limit:
                 cam.waiting.popleft()
-                self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
+                self._drop("superseded", f"{cam.image_topic}: a newer image arrived before this one was processed", cam)
             cam.waiting.append(_Image(msg, stamp, arrival_ns))
 
     def _time_jump(self, cam: _Camera, stamp: int) -> None:
@@ -204,7 +206,7 @@ class FrameRunner:
                     " s; window and waiting images cleared")
         for c in self.cameras:
             for _ in range(len(c.waiting)):
-                self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump")
+                self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump", c)
             c.waiting.clear()
             c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
         self._clear_window = True
@@ -221,7 +223,11 @@ class FrameRunner:
         try:
             return self._step(now_ns, want_grid, want_depth)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
-            self._drop("processing_error", f"{type(exc).__name__}: {exc}")
+            ref = self.cameras[0]
+            with self._lock:  # not retried: one failure, one count
+                if self._in_hand in ref.waiting:
+                    ref.waiting.remove(self._in_hand)
+            self._drop("processing_error", f"{type(exc).__name__}: {exc}", ref)
             return []
 
     def _step(self, now_ns: int, want_grid: bool, want_depth: bool) -> list[tuple[str, str, bytes]]:
@@ -229,7 +235,7 @@ class FrameRunner:
         # would otherwise be lost uncounted (and a queue changing while iterated raises)
         with self._lock:
             ref = self.cameras[0]
-            img = self.pending
+            img = self._in_hand = self.pending
             if img is None:
                 return []
             if now_ns < img.arrival_ns - TIME_JUMP_NS:
@@ -241,7 +247,9 @@ class FrameRunner:
                 partners = self._partners(img, timed_out) if self.cfg.mode != "sv" else []
             except (_Wait, _Dropped):
                 return []
-            ref.waiting.clear()
+            if self.pending is not img:
+                return []  # superseded while it was prepared (counted when it was)
+            ref.waiting.remove(img)
             self._consume(img, partners)
             companions, decoded = [], [img]
             for cam, partner, K_c, T_c in partners:
@@ -255,7 +263,7 @@ class FrameRunner:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
                                         companions=companions, keyframe=keyframe)
         except torch.OutOfMemoryError:
-            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}")
+            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}", ref)
             torch.cuda.empty_cache()
             return []
         t0 = time.perf_counter()
@@ -320,7 +328,7 @@ class FrameRunner:
             for w in [w for w in cam.waiting if w.stamp_ns <= horizon]:
                 cam.waiting.remove(w)
                 if w is not used:
-                    self._drop("superseded", f"{cam.image_topic}: older than the rig frame processed")
+                    self._drop("superseded", f"{cam.image_topic}: older than the rig frame processed", cam)
 
     def _frame(self, cam: _Camera, img: _Image, K: np.ndarray, T: np.ndarray) -> Frame:
         """Decode an image into a Frame; format changes are counted, a size unlike camera_info drops it."""
@@ -347,7 +355,7 @@ class FrameRunner:
         """Drop a waiting image for a counted reason; raises _Dropped."""
         if img in cam.waiting:
             cam.waiting.remove(img)
-        self._drop(reason, message)
+        self._drop(reason, message, cam)
         raise _Dropped
 
     def record_latency(self, seconds: float) -> None:
@@ -388,10 +396,13 @@ class FrameRunner:
         if "window_size" in names:
             self.pipeline.window.resize(self.cfg.window_size)
 
-    def _drop(self, reason: str, message: str) -> None:
+    def _drop(self, reason: str, message: str, cam: _Camera | None = None) -> None:
+        """Count a lost input (and, for a received image, against its camera) and log it, throttled."""
         with self._lock:
             self.drops[reason] += 1
             count = self.drops[reason]
+            if cam is not None:
+                cam.dropped[reason] += 1
         self._throttle.warn(reason, count, f"dropped: {message}")
 
     def _fault(self, reason: str, message: str) -> None:
@@ -431,6 +442,7 @@ class FrameRunner:
             values[f"camera{c.index}_topic"] = c.image_topic
             values[f"camera{c.index}_images"] = c.received
             values[f"camera{c.index}_intrinsics"] = c.intrinsics[3] if c.intrinsics else "missing"
+            values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
         values.update(sorted(counts.items()))
         if self.last:
             values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})

@@ -13,7 +13,7 @@ from conftest import SMALL_ARCH, small_config
 from kdbts_ros import messages as M
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.pipeline import Pipeline
-from kdbts_ros.core.tf_buffer import TfError
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.data.rig import RigCamera
 from kdbts_ros.runner import FrameRunner
 
@@ -165,6 +165,37 @@ def test_an_image_arriving_while_one_waits_supersedes_it(model):
     assert runner.drops == {"superseded": 1}
 
 
+class _ArrivingDuringLookup(TfBuffer):
+    """A TF buffer whose next pose lookup lets an input arrive first, as the node's other thread may."""
+
+    def __init__(self):
+        super().__init__()
+        self.arrive = None
+
+    def lookup(self, parent: str, child: str, stamp: int) -> np.ndarray:
+        arrive, self.arrive = self.arrive, None
+        if arrive is not None:
+            arrive()
+        return super().lookup(parent, child, stamp)
+
+
+def test_an_image_arriving_while_a_frame_is_prepared_is_kept_for_the_next_step(model):
+    cfg = _config(1)
+    tf = _ArrivingDuringLookup()
+    runner = FrameRunner(cfg, Pipeline(cfg, model), tf)
+    rig = Rig(runner)
+    rig.info(0, S)
+    rig.pose(S, 0.0)
+    rig.pose(2 * S, 0.0)
+    rig.image(0, S)
+    tf.arrive = lambda: rig.image(0, 2 * S)  # supersedes the image being prepared
+    assert runner.step(S) == []  # the superseded frame is not processed (it is counted as superseded) ...
+    assert runner.pending.stamp_ns == 2 * S  # ... and the newer image is not lost: it is next
+    assert runner.step(2 * S) and runner.last.stamp_ns == 2 * S
+    cam = runner.cameras[0]
+    assert (cam.received, runner.processed, dict(cam.dropped)) == (2, 1, {"superseded": 1})
+
+
 def test_camera_info_faults(model):
     runner = _runner(model, 1)
     rig = Rig(runner)
@@ -196,6 +227,8 @@ def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
     rig.image(1, t, data=np.frombuffer(b"\x89PNG garbage", np.uint8))  # corrupt png: frame goes on without it
     assert runner.step(t) and runner.last.num_views == 3  # left now + the first rig frame's two
     assert runner.drops == {"bad_image": 2, "superseded": 1}  # and the unused right image of the dropped frame
+    # each camera's own: the left's unusable image; the right's corrupt one and the one its rig frame left unused
+    assert [dict(c.dropped) for c in runner.cameras] == [{"bad_image": 1}, {"bad_image": 1, "superseded": 1}]
     t += S // 10
     rig.pose(t, 3.0)
     rig.image(0, t, encoding="bgr8")          # format change: counted, still used
@@ -267,6 +300,7 @@ def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
     values = {kv.key: kv.value for kv in first.values}
     assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "p"
     assert values["head"] == "mv" and values["num_views"] == "2" and values["window_frames"] == "2"
+    assert values["camera0_images"] == values["camera1_images"] == "1" and values["camera1_dropped"] == "0"
     rig.image(0, S // 2)  # time jumps back
     status = M.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in status.values}

@@ -1,0 +1,90 @@
+"""kdbts soak, short: the live node fed at twice its sustained rate keeps latency bounded and memory flat.
+
+Not a timed test: every assertion is structural (accounting, no backlog, no leak), so a
+slow or busy machine changes the figures but not the verdict.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdbts_ros.cli import main
+
+pytest.importorskip("rclpy")
+pytest.importorskip("kdbts_ros.msg")
+
+FRAMES = 300
+# the embedded network at a small input, a coarse grid: a few frames per tenth even on a busy machine
+SMALL = """\
+kdbts_node:
+  ros__parameters:
+    model: {image_height: 48, image_width: 160, device: cpu}
+    grid: {resolution: 0.5}
+    render: {samples: 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("soak")
+    (tmp / "small.yaml").write_text(SMALL)
+    rc = main(["soak", "--config", str(tmp / "small.yaml"), "--frames", str(FRAMES), "--load-factor", "2",
+               "--cameras", "2", "--image-size", "320", "96", "--out", str(tmp / "out")])
+    assert rc == 0
+    assert "| tenth 10 |" in (tmp / "out" / "soak.md").read_text()
+    return json.loads((tmp / "out" / "soak.json").read_text())
+
+
+def test_report_has_every_figure(report):
+    assert {"machine", "input", "network", "device", "mode", "calibration", "load_factor", "rate_hz", "duration_s",
+            "publish_late", "processed_hz", "latency", "latency_drift", "output_camera", "drops", "faults",
+            "memory", "load_average"} <= set(report)
+    assert {"frames", "median_ms", "p99_ms", "sustained_hz"} <= set(report["calibration"])
+    assert report["rate_hz"] == pytest.approx(2 * report["calibration"]["sustained_hz"])
+    assert {"median_ms", "p90_ms", "p99_ms", "max_ms", "tenths"} <= set(report["latency"])
+    assert len(report["latency"]["tenths"]) == 10
+    assert {"peak_mb", "first_tenth_mb", "second_tenth_mb", "last_tenth_mb", "growth_mb", "samples"} <= \
+        set(report["memory"])
+    assert "/right/image_raw/compressed" in report["input"]
+
+
+def test_every_image_the_node_received_is_accounted_for(report):
+    cam = report["output_camera"]
+    assert cam["sent"] == FRAMES and 0 < cam["received"] <= FRAMES
+    # inside the node nothing is lost silently: processed, dropped for a counted reason, or (at most one) waiting.
+    # Images it never received were overwritten in its subscription's DDS queue (keep-last 5) while its executor
+    # was held up: the node cannot count those, the report shows them (how many depends on the machine's load).
+    assert cam["received"] == cam["processed"] + sum(cam["dropped"].values()) + cam["waiting"]
+    assert cam["waiting"] <= 1
+    # the input was faster than the node: it kept the newest image and said so, yet kept processing (how much
+    # is speed, and on a loaded 2-core machine rclpy's executor can take most of the CPU: see the soak results)
+    assert cam["dropped"].get("superseded", 0) > 0
+    assert cam["processed"] >= 6
+    assert cam["delivered"] >= 0.9 * cam["processed"]
+
+
+def _p90(tenths: list[dict], candidates: range) -> float:
+    """p90 latency of the first tenth among ``candidates`` with a delivered frame (a busy machine can stall one)."""
+    return next(tenths[k]["p90_ms"] for k in candidates if tenths[k]["frames_delivered"])
+
+
+def test_latency_is_bounded_under_overload(report):
+    tenths = report["latency"]["tenths"]
+    early, late = _p90(tenths, range(1, 4)), _p90(tenths, range(9, 6, -1))
+    # Keeping only the newest image, an image waits at most for the frame in hand: latency stays within a few
+    # frame times whatever the run length. A queue would build a backlog at half the input rate (load factor
+    # 2), so near the end it would wait for about 0.4 * FRAMES frames (over 100 here) and its p90 would be
+    # several times that of the second tenth. So: at most 3 times the early p90, or 10 frame times at the rate
+    # the node managed under this load (one slow tenth on a busy machine is not a backlog).
+    frame_time_ms = 1e3 * report["duration_s"] / report["output_camera"]["processed"]
+    assert late <= max(3 * early, 10 * frame_time_ms)
+
+
+def test_memory_stays_flat(report):
+    # about 100 samples are planned; a loaded machine publishes late and skips some, 20 still give each tenth a median
+    mem = report["memory"]
+    assert mem["samples"] >= 20 and mem["peak_mb"] >= mem["last_tenth_mb"] > 0
+    # allocator and DDS pools settle in the first tenth and then vary by about 10 MB; keeping anything of every
+    # frame sent (a rig frame is 2 x 92 kB of raw images, more once decoded) adds tens of MB over the run
+    assert mem["growth_mb"] < 50
