@@ -89,7 +89,7 @@ class _Harness:
 
     def __init__(self, cfg: PipelineConfig, width: int, height: int, domain_id: int):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from tf2_msgs.msg import TFMessage
@@ -123,7 +123,7 @@ class _Harness:
                              [p for pair in self.cameras for p in pair])
         tf_static.publish(self.frames.static_tf())
 
-        self.executors = [MultiThreadedExecutor(num_threads=3, context=self.context),  # as kdbts_node's main
+        self.executors = [SingleThreadedExecutor(context=self.context),  # as kdbts_node's main
                           SingleThreadedExecutor(context=self.context)]
         self.executors[0].add_node(self.node)
         self.executors[1].add_node(self.sink)

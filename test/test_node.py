@@ -16,7 +16,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
@@ -66,7 +66,7 @@ def system(tmp_path_factory):
             "tf": probe.create_publisher(TFMessage, "/tf", reliable),
             "tf_static": probe.create_publisher(TFMessage, "/tf_static", QoSProfile(
                 depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))}
-    executor = MultiThreadedExecutor(num_threads=3, context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)  # as kdbts_node: inference has its own thread
     executor.add_node(node)
     executor.add_node(probe)
     thread = threading.Thread(target=executor.spin, daemon=True)

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -216,7 +216,7 @@ def system(checkpoint):
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     probe = rclpy.create_node("probe", context=ctx)
     s = System(node, probe)
-    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)  # as kdbts_node: inference has its own thread
     executor.add_node(node)
     executor.add_node(probe)
     thread = threading.Thread(target=executor.spin, daemon=True)
