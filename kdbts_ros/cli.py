@@ -246,8 +246,6 @@ def _csv(text: str) -> list[str]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Per-stage latency, frames/s and peak memory of the node's per-frame path; JSON and Markdown."""
-    import json
-
     import torch
 
     from .bench import Case, markdown, run
@@ -270,19 +268,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     base = _config(args)
     base.model.compile = base.model.compile or args.compile
     report = run(base, cases, args.frames, args.warmup, args.depth_scale, publish)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=1))
-    table = markdown(report)
-    (args.out / "bench.md").write_text(table)
-    print(table, end="")
-    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+    _write_report(args.out, "bench", report, markdown(report))
     return 0
+
+
+def _write_report(out: Path, name: str, report: dict, table: str) -> None:
+    """Write ``name``.json and ``name``.md into ``out`` and print the table."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (out / f"{name}.md").write_text(table)
+    print(table, end="")
+    print(f"wrote {out / f'{name}.json'} and {out / f'{name}.md'}")
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
     """The live rclpy node under sustained overload: latency percentiles, drops and memory; JSON and Markdown."""
-    import json
-
     from .soak import markdown, run, soak_config
 
     if args.frames < 20 or args.load_factor <= 0 or min(args.image_size) < 8:
@@ -295,12 +297,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
         return 2
     report = run(cfg, args.frames, args.rate, args.load_factor, tuple(args.image_size),
                  progress=print if args.progress else lambda _line: None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "soak.json").write_text(json.dumps(report, indent=1))
-    table = markdown(report)
-    (args.out / "soak.md").write_text(table)
-    print(table, end="")
-    print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.md'}")
+    _write_report(args.out, "soak", report, markdown(report))
     return 0
 
 
