@@ -204,18 +204,31 @@ class FrameRunner:
         """Time went backwards (a bag looped): forget waiting images and the window (TF checks its own stamps)."""
         self._fault("time_jump_back", f"{cam.image_topic}: stamp went back by {(cam.last_stamp_ns - stamp) * 1e-9:.3f}"
                     " s; window and waiting images cleared")
+        self.discard_waiting("time_jump_back", "image from before the time jump")
         for c in self.cameras:
-            for _ in range(len(c.waiting)):
-                self._drop("time_jump_back", f"{c.image_topic}: image from before the time jump", c)
-            c.waiting.clear()
             c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
         self._clear_window = True
+
+    def drop_image(self, camera: int, reason: str, message: str) -> None:
+        """Count an image the caller did not hand over (received and dropped, so its camera's counts add up)."""
+        cam = self.cameras[camera]
+        with self._lock:
+            cam.received += 1
+            self._drop(reason, f"{cam.image_topic}: {message}", cam)
+
+    def discard_waiting(self, reason: str, message: str) -> None:
+        """Drop every waiting image of every camera, counted under ``reason``."""
+        with self._lock:
+            for c in self.cameras:
+                for _ in range(len(c.waiting)):
+                    self._drop(reason, f"{c.image_topic}: {message}", c)
+                c.waiting.clear()
 
     # ------------------------------------------------------------ processing
     def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
              ) -> list[tuple[str, str, bytes]]:
         """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes)."""
-        self._apply_params()
+        self.apply_params()
         if self._clear_window:
             self._clear_window = False
             self.pipeline.window.clear()
@@ -384,8 +397,8 @@ class FrameRunner:
             self._next_cfg = target
             self._changed.update(name for name, _ in changes)
 
-    def _apply_params(self) -> None:
-        """Copy accepted parameter changes into the live config (whose parts the pipeline holds)."""
+    def apply_params(self) -> None:
+        """Copy accepted parameter changes into the live config (whose parts the pipeline holds); between frames."""
         with self._param_lock:
             changed, names, self._next_cfg, self._changed = self._next_cfg, self._changed, None, set()
         if changed is None:

@@ -515,10 +515,10 @@ def test_a_deactivated_node_counts_images_as_inactive_and_resumes(system):
     s.fresh_frame()
     assert s.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     try:
-        inactive = s.node.inactive_drops
+        inactive = s.runner.drops["inactive"]
         processed = s.runner.processed
         stamps = [s.frame() for _ in range(2)]
-        assert _wait(lambda: s.node.inactive_drops >= inactive + 4, 10)  # both cameras' images
+        assert _wait(lambda: s.runner.drops["inactive"] >= inactive + 4, 10)  # both cameras' images
         report = s.wait_diagnostics(lambda m: int(_values(m).get("dropped_inactive", 0)) >= inactive + 4)
         assert int(_values(report)["frames_processed"]) == processed
         assert s.runner.processed == processed and not any(s.published(t) for t in stamps)

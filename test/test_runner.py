@@ -333,3 +333,14 @@ def test_in_sv_mode_the_other_cameras_are_counted_but_neither_waited_for_nor_enc
     rig.image(1, S)
     assert runner.cameras[1].received == 1 and not runner.cameras[1].waiting
     assert len(runner.pipeline.window.entries) == 1 and not runner.drops and not runner.faults
+
+
+def test_images_dropped_by_the_caller_or_discarded_while_waiting_are_counted_per_camera(model):
+    runner = _runner(model)
+    rig = Rig(runner)
+    rig.image(0, S)
+    rig.image(1, S)
+    runner.drop_image(0, "inactive", "received while the node is inactive")
+    runner.discard_waiting("inactive", "waiting when the node was deactivated")
+    assert runner.pending is None and runner.drops == {"inactive": 3}
+    assert [(c.received, dict(c.dropped)) for c in runner.cameras] == [(2, {"inactive": 2}), (1, {"inactive": 1})]

@@ -100,7 +100,6 @@ class KdbtsNode(LifecycleNode):
         self.pubs: dict[str, Any] = {}
         self._entities: list[Any] = []
         self._active = False
-        self.inactive_drops = 0
         self._wake = threading.Event()      # an image arrived: step now rather than at the next poll
         self._step_lock = threading.Lock()  # one step at a time (the worker, and bench calling step itself)
         self._worker: threading.Thread | None = None
@@ -129,6 +128,7 @@ class KdbtsNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop processing; TF and camera_info keep arriving so that activation is quick."""
         self._stop_worker()
+        self.runner.discard_waiting("inactive", "waiting when the node was deactivated")  # stale on reactivation
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -187,7 +187,7 @@ class KdbtsNode(LifecycleNode):
 
     def _on_image(self, camera: int, data: bytes) -> None:
         if not self._active:
-            self.inactive_drops += 1  # reported in /diagnostics as dropped_inactive
+            self.runner.drop_image(camera, "inactive", "received while the node is inactive")
             return
         self.runner.on_image(camera, data, self._now_ns())
         self._wake.set()
@@ -223,6 +223,7 @@ class KdbtsNode(LifecycleNode):
                 self._step()
 
     def _step(self) -> None:
+        self.runner.apply_params()  # so that publish toggles set with other changes take effect with them
         t, p = self.cfg.topics, self.cfg.publish
         grid_outputs = ((t.occupancy, p.occupancy), (t.points, p.points), (t.density_grid, p.density_grid))
         depth_outputs = ((t.depth, p.depth), (t.depth_info, p.depth))
@@ -245,8 +246,6 @@ class KdbtsNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self.runner is None:
             return
-        if self.inactive_drops:
-            self.runner.drops["inactive"] = self.inactive_drops
         self.diag_pub.publish(self.runner.diagnostics(self._now_ns()))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
