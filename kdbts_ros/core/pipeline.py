@@ -127,8 +127,9 @@ class Pipeline:
                 if e.T_fixed_cam is not None and id(e) not in seen:
                     seen.add(id(e))
                     others.append(e)
-        if mode == "auto":
-            others = [e for e in others if self._sees_grid(e, current)]
+        if mode == "auto" and others:
+            centres = GridSpec.from_config(self.cfg.grid).centres_cam().reshape(-1, 3)  # once, not per view
+            others = [e for e in others if self._sees_grid(e, current, centres)]
         use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
         entries = [current] + (others if use_mv else [])
         # view 0 is the query frame itself: exactly the identity (the ray path relies on it)
@@ -138,9 +139,8 @@ class Pipeline:
                       torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
         return ("mv" if use_mv else "sv"), entries, views
 
-    def _sees_grid(self, entry: WindowEntry, current: WindowEntry) -> bool:
-        """Whether any grid cell centre of the current camera's grid lies in ``entry``'s view."""
-        centres = GridSpec.from_config(self.cfg.grid).centres_cam().reshape(-1, 3)
+    def _sees_grid(self, entry: WindowEntry, current: WindowEntry, centres: np.ndarray) -> bool:
+        """Whether any of the grid cell centres (N, 3) in the current camera lies in ``entry``'s view."""
         T = geometry.invert(entry.T_fixed_cam) @ current.T_fixed_cam
         pts = torch.as_tensor(geometry.apply(T, centres), dtype=torch.float32, device=self.device)
         return not bool(project(pts, entry.Kn)[2].all())
