@@ -7,6 +7,7 @@ the node reads (ROS 2 parameter-file layout, ``<node>: ros__parameters: ...``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,15 @@ def set_param(cfg: Any, name: str, value: Any, check: bool = True) -> None:
     except ValueError:
         setattr(target, leaf, old)
         raise
+
+
+def set_params(cfg: Any, changes: list[tuple[str, Any]]) -> None:
+    """Set several dotted parameters together or none of them (an atomic parameter set); raises ValueError."""
+    trial = copy.deepcopy(cfg)  # validated on a copy: a refused change must not leave the ones before it applied
+    for name, value in changes:
+        set_param(trial, name, value)
+    for name, value in changes:  # the same sequence, now known to pass
+        set_param(cfg, name, value)
 
 
 def check_consistency(cfg: Any) -> None:

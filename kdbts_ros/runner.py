@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import messages as M
-from .config import PipelineConfig, iter_params, set_param
+from .config import PipelineConfig, iter_params, set_param, set_params
 from .core.pipeline import Frame, Outputs, Pipeline
 from .core.tf_buffer import TfError, TfStore
 from .core.window import KeyframeRule
@@ -386,15 +386,14 @@ class FrameRunner:
     def set_params(self, changes: list[tuple[str, Any]]) -> None:
         """Accept several run-time changes together or none of them (an atomic parameter set); raises ValueError."""
         with self._param_lock:
-            # validated on a copy: a refused change must not leave the ones before it applied
-            target = copy.deepcopy(self._next_cfg or self.cfg)
             for name, value in changes:
-                if name == "mode":
-                    problem = self.pipeline.mode_problem(value)
-                    if problem:
-                        raise ValueError(problem)
-                set_param(target, name, value)
-            self._next_cfg = target
+                problem = self.pipeline.mode_problem(value) if name == "mode" else None
+                if problem:
+                    raise ValueError(problem)
+            # staged apart from the live config, which the step thread reads
+            staged = copy.deepcopy(self._next_cfg or self.cfg)
+            set_params(staged, changes)
+            self._next_cfg = staged
             self._changed.update(name for name, _ in changes)
 
     def apply_params(self) -> None:

@@ -51,3 +51,14 @@ def test_a_grid_too_large_to_compute_is_refused_with_its_size():
     with pytest.raises(ValueError, match="voxels is more than"):
         set_param(cfg, "grid.resolution", 0.01)  # 1800 x 2000 x 5 = 18 M voxels
     assert cfg.grid.resolution == 0.05
+
+
+def test_an_atomic_set_is_applied_whole_or_not_at_all():
+    from kdbts_ros.config import set_params
+
+    cfg = PipelineConfig()
+    with pytest.raises(ValueError, match="below its max"):
+        set_params(cfg, [("grid.resolution", 1.0), ("grid.x_min", 50.0)])
+    assert cfg == PipelineConfig()
+    set_params(cfg, [("grid.x_max", 30.0), ("grid.x_min", 20.0)])  # valid only as a pair, in this order
+    assert (cfg.grid.x_min, cfg.grid.x_max) == (20.0, 30.0)

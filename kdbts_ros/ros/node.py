@@ -14,7 +14,6 @@ callbacks/s at 24 Hz), taking the GIL from inference: 9.5 frames/s fell to 1.8.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 import threading
@@ -34,7 +33,7 @@ from std_msgs.msg import Float64
 from tf2_msgs.msg import TFMessage
 
 from .. import messages as M
-from ..config import iter_params, PipelineConfig, set_param
+from ..config import iter_params, PipelineConfig, set_param, set_params
 from ..core.model.checkpoint import CheckpointError
 from ..runner import FrameRunner
 
@@ -262,11 +261,7 @@ class KdbtsNode(LifecycleNode):
             if self.runner is not None:
                 self.runner.set_params(changes)
             else:
-                trial = copy.deepcopy(self.cfg)
-                for name, value in changes:
-                    set_param(trial, name, value)
-                for name, value in changes:  # the same sequence, now known to pass
-                    set_param(self.cfg, name, value)
+                set_params(self.cfg, changes)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
