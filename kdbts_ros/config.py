@@ -71,6 +71,10 @@ class GridConfig:
     y_max: float = _f(1.0, "bottom of the height band below the camera (camera y, down), metres",
                       -10.0, 10.0, runtime=True)
     resolution: float = _f(0.2, "cell size across and forward, metres", 0.01, 5.0, runtime=True)
+    coarsest_resolution: float = _f(0.0, "above resolution: the cell size grows towards this (metres, in "
+                                    "quarter octaves) while frames take longer than latency_budget and "
+                                    "returns to resolution when they are fast again; 0 (or not above resolution): fixed", 0.0, 5.0,
+                                    runtime=True)
     height_levels: int = _f(5, "number of height levels in [y_min, y_max]", 1, 256, runtime=True)
     occupied_density: float = _f(0.5, "density (1/m) above which a voxel counts as occupied "
                                  "(paper: sigma > 0.5)", 0.0, 1000.0, runtime=True)
@@ -156,7 +160,8 @@ class PipelineConfig:
     tf_extrapolation: float = _f(0.0, "seconds a pose lookup may reach past the newest or before the oldest "
                                  "transform, holding the end value (tf2 itself never extrapolates)", 0.0, 10.0)
     tf_builtin: bool = _f(False, "use the built-in TF buffer even when tf2_ros is installed")
-    latency_budget: float = _f(0.5, "seconds; latency above it is a diagnostic warning",
+    latency_budget: float = _f(0.5, "seconds; latency above it is a diagnostic warning, and frame time "
+                               "above it coarsens the grid when grid.coarsest_resolution is set",
                                0.0, 60.0, runtime=True)
     input_reliable: bool = _f(False, "subscribe to inputs reliable (default best effort)")
     autostart: bool = _f(True, "node: configure and activate the lifecycle node at start-up (false: wait "

@@ -457,6 +457,7 @@ class FrameRunner:
             values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
         values.update(sorted(counts.items()))
         if self.last:
+            values["grid_resolution_m"] = f"{self.last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget
             values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})
         return M.serialize(M.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
                                          values))

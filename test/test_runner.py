@@ -301,6 +301,7 @@ def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
     assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "p"
     assert values["head"] == "mv" and values["num_views"] == "2" and values["window_frames"] == "2"
     assert values["camera0_images"] == values["camera1_images"] == "1" and values["camera1_dropped"] == "0"
+    assert float(values["grid_resolution_m"]) == runner.cfg.grid.resolution
     rig.image(0, S // 2)  # time jumps back
     status = M.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in status.values}

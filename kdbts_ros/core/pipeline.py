@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -14,6 +14,7 @@ import torch
 from ..config import PipelineConfig
 from . import geometry
 from .camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
+from .grid_budget import GridBudget
 from .grids import GridSpec, bev_occupancy, occupied_voxels
 from .model import folded
 from .model.checkpoint import load_checkpoint, random_model
@@ -99,6 +100,13 @@ class Pipeline:
             if cfg.model.compile else None
         self._intrinsics: tuple[tuple, np.ndarray, torch.Tensor] | None = None
         self._visible_cache: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
+        self.grid_budget = GridBudget()
+
+    def grid_spec(self) -> GridSpec:
+        """The grid of the next frame: the configured one, with the cell size the latency budget allows."""
+        g = self.cfg.grid
+        size = self.grid_budget.current(g.resolution, g.coarsest_resolution)
+        return GridSpec.from_config(g if size == g.resolution else replace(g, resolution=size))
 
     def mode_problem(self, mode: str) -> str | None:
         """Why the loaded weights cannot serve a head mode, or None."""
@@ -128,7 +136,7 @@ class Pipeline:
                     seen.add(id(e))
                     others.append(e)
         if mode == "auto" and others:
-            centres = GridSpec.from_config(self.cfg.grid).centres_cam().reshape(-1, 3)  # once, not per view
+            centres = self.grid_spec().centres_cam().reshape(-1, 3)  # once, not per view
             others = [e for e in others if self._sees_grid(e, current, centres)]
         use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
         entries = [current] + (others if use_mv else [])
@@ -299,7 +307,7 @@ class Pipeline:
         head, entries, views, planes = self.views_for(entry, group)
         t2 = self._sync()
 
-        spec = GridSpec.from_config(cfg.grid)
+        spec = self.grid_spec()
         centres = spec.centres_cam()
         density = np.full(spec.shape, np.nan, np.float32)
         occupancy, points, pdens, prgb = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32), \
@@ -324,6 +332,9 @@ class Pipeline:
         else:
             out_frame, T_out_cam = frame.frame_id, np.eye(4)
         points = (points @ T_out_cam[:3, :3].T + T_out_cam[:3, 3]).astype(np.float32)
+        if want_grid:
+            self.grid_budget.update(cfg.grid.resolution, cfg.grid.coarsest_resolution, cfg.latency_budget,
+                                    time.perf_counter() - t0, t3 - t2)
         return Outputs(frame.stamp_ns, frame.frame_id, out_frame, T_out_cam, spec, density, occupancy,
                        points, pdens.astype(np.float32), prgb, depth, depth_K, head,
                        int(views.features.shape[1]),
