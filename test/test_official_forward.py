@@ -1,4 +1,4 @@
-"""The official forward pass beside ours: torchvision stand-in, checkout errors, with a checkout densities.
+"""The official forward pass beside ours: torchvision stand-in, bench rows, checkout errors, with a checkout densities.
 
 The end-to-end comparison needs a checkout of github.com/keonhee-han/KDBTS named by
 the environment variable KDBTS_OFFICIAL_REPO; without it those tests skip.
@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from conftest import small_config
+from kdbts_ros.bench import OFFICIAL, Case, markdown, official_cases
+from kdbts_ros.cli import main
 from kdbts_ros.core.model.resnet import ResNet
 from kdbts_ros.demo import synthetic_sample
 from kdbts_ros.official_forward import (OfficialCodeError, load_official, run_official, stand_in_modules,
@@ -87,6 +89,35 @@ def test_a_missing_dependency_of_the_network_code_is_named_and_nothing_is_left_i
         load_official(tmp_path)
     assert not [k for k in sys.modules if k == "models" or k.startswith("models.")]
     assert str(tmp_path) not in sys.path
+
+
+def test_bench_makes_one_official_row_per_device_and_window_of_the_resnet50_cases():
+    cases = [Case("resnet50", "cpu", "fast", 1), Case("embedded", "cpu", "fast", 2),
+             Case("resnet50", "cpu", "reference", 1), Case("resnet50", "cpu", "fast", 4, "bfloat16")]
+    assert official_cases(cases) == [Case("resnet50", "cpu", OFFICIAL, 1), Case("resnet50", "cpu", OFFICIAL, 4)]
+    case = official_cases(cases)[1]
+    ms = {"median_ms": 10.0, "p99_ms": 12.0}
+    row = {"network": case.network, "device": case.device, "path": case.path, "window": case.window,
+           "dtype": case.dtype, "label": case.label, "stages": {"encode": ms, "grid": ms},
+           "end_to_end": {"median_ms": 20.0, "p99_ms": 24.0}, "fps": 50.0, "peak_rss_mb": None,
+           "peak_cuda_mb": None, "gflops": {"encode": 2.0, "grid": 1.0}, "peak_gflops": 100.0,
+           "official": {"repo": "/src/KDBTS", "torchvision": "stand-in"},
+           "agreement": {"points": 45000, "frames": 6, "max_abs_diff": 4.8e-7, "max_density": 9.5,
+                         "max_rel_diff": 5.0e-8}}
+    table = markdown({"machine": "test", "cases": [row]})
+    assert ("| cpu resnet50 official MV(4) float32 | - | - | 10.0 | 10.0 | - | - | - | 20.0 / 24.0 | 50.00 | - |"
+            in table)
+    assert "| cpu resnet50 official MV(4) float32 | depth |" not in table
+    assert "| cpu resnet50 official MV(4) float32 | stand-in | 45000 x 6 | 4.8e-07 | 9.5 | 5.0e-08 |" in table
+
+
+def test_bench_refuses_official_without_resnet50_or_a_checkout(tmp_path, capsys):
+    args = ["bench", "--device", "cpu", "--frames", "2", "--no-publish", "--out", str(tmp_path / "out")]
+    assert main([*args, "--networks", "embedded", "--official", str(tmp_path)]) == 2
+    assert "add resnet50 to --networks" in capsys.readouterr().err
+    assert main([*args, "--networks", "resnet50", "--official", str(tmp_path)]) == 2
+    assert "not a checkout of github.com/keonhee-han/KDBTS" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @needs_official
