@@ -8,6 +8,8 @@ peak memory is its own. Stage times are taken after the device has
 finished its work. Beside them, the arithmetic of each network stage (FLOPs of
 the matmuls and convolutions, from torch's flop counter) over the measured
 peak of a large matmul says how far each stage is from its arithmetic limit.
+With a checkout of the official code, its own forward pass runs on the same frames
+and grid with the same weights, beside the cases (official_forward.py).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from .runner import FrameRunner
 STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "publish")
 NETWORK_STAGES = ("encode", "grid", "depth")
 KITTI_SIZE = (1242, 375)
+OFFICIAL = "official"  # the path of the official implementation's forward pass
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Case:
 
     network: str   # "resnet50": the official network at 192x640 (seeded random weights); "embedded"; or a checkpoint
     device: str
-    path: str      # "fast" or "reference" (model.fast)
+    path: str      # "fast" or "reference" (model.fast), or OFFICIAL: the official code's forward pass (fp32)
     window: int    # 1: the SV head; 2 or more: the MV head over that many frames
     dtype: str = "float32"
 
@@ -75,9 +78,10 @@ def case_config(base: PipelineConfig, case: Case, depth_scale: float | None) -> 
     return cfg
 
 
-def input_stream(frames: int, cfg: PipelineConfig) -> list[tuple[int, str, str, bytes]]:
-    """Serialized TF, camera_info and rgb8 images of a procedural street at KITTI size."""
-    return input_messages(synthetic_sample(frames, *KITTI_SIZE), cfg.fixed_frame, cfg.topics)
+def official_cases(cases: list[Case]) -> list[Case]:
+    """An official forward-pass case per device and window of the resnet50 cases, in their order."""
+    keys = dict.fromkeys((c.device, c.window) for c in cases if c.network == "resnet50")
+    return [Case("resnet50", device, OFFICIAL, window) for device, window in keys]
 
 
 def memory_mb(field: str = "VmHWM") -> float | None:
@@ -262,10 +266,23 @@ def markdown(report: dict[str, object]) -> str:
               "| case | stage | GFLOP | limit ms | measured ms | measured / limit |", "|---|---|---:|---:|---:|---:|"]
     for r in report["cases"]:
         for s in NETWORK_STAGES:
+            if s not in r["stages"]:  # the official rows time encode and grid only
+                continue
             limit = r["gflops"][s] / r["peak_gflops"] * 1e3
             measured = r["stages"][s]["median_ms"]
             ratio = f"{measured / limit:.1f}" if limit > 0 else "-"
             lines.append(f"| {r['label']} | {s} | {r['gflops'][s]:.2f} | {limit:.2f} | {measured:.1f} | {ratio} |")
+    official = [r for r in report["cases"] if r["path"] == OFFICIAL]
+    if official:
+        lines += ["", "Official rows: the official implementation's `encode` (of every window frame) and "
+                  "`forward(only_density=True)` at the grid cell centres, same frames and weights, fp32; "
+                  "end-to-end is their sum. Its densities against our reference path's at the same points:", "",
+                  "| case | torchvision | points x frames | max abs difference | largest density | relative |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for r in official:
+            a = r["agreement"]
+            lines.append(f"| {r['label']} | {r['official']['torchvision']} | {a['points']} x {a['frames']} | "
+                         f"{a['max_abs_diff']:.2g} | {a['max_density']:.3g} | {a['max_rel_diff']:.1e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -277,9 +294,15 @@ def machine() -> str:
 
 
 def run(base: PipelineConfig, cases: list[Case], frames: int, warmup: int | None, depth_scale: float | None,
-        publish: bool, progress=print) -> dict[str, object]:
-    """Benchmark every case on the same input stream; returns the report (JSON-ready)."""
-    stream = input_stream(frames, base)
+        publish: bool, official: Path | None = None, progress=print) -> dict[str, object]:
+    """Benchmark every case on one input stream, with ``official`` (a checkout) official_cases too; the report."""
+    if official is not None:
+        from .official_forward import load_official, run_official
+
+        load_official(official)  # a checkout that cannot be imported fails here, before any case runs
+        cases = cases + official_cases(cases)
+    seq = synthetic_sample(frames, *KITTI_SIZE)
+    stream = input_messages(seq, base.fixed_frame, base.topics)
     peaks: dict[tuple[str, str], float] = {}
     results = []
     for case in cases:
@@ -289,10 +312,17 @@ def run(base: PipelineConfig, cases: list[Case], frames: int, warmup: int | None
         if key not in peaks:
             peaks[key] = peak_gflops(device, case.dtype)
         # a fresh process per case: peak memory is the case's own, and no allocator cache carries over
+        warm = case.window if warmup is None else warmup
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            res = pool.apply(run_case, (cfg, stream, case.window if warmup is None else warmup, publish))
+            if case.path == OFFICIAL:
+                res = pool.apply(run_official, (official, cfg, seq, warm))
+            else:
+                res = pool.apply(run_case, (cfg, stream, warm, publish))
         res.update(asdict(case), label=case.label, depth_scale=cfg.render.depth_scale, peak_gflops=peaks[key])
-        progress(f"{case.label}: {res['fps']:.2f} frames/s, end-to-end median {res['end_to_end']['median_ms']:.1f} ms")
+        agreement = (f", densities within {res['agreement']['max_abs_diff']:.2g} of the reference path"
+                     if case.path == OFFICIAL else "")
+        progress(f"{case.label}: {res['fps']:.2f} frames/s, end-to-end median {res['end_to_end']['median_ms']:.1f} ms"
+                 f"{agreement}")
         results.append(res)
     return {"machine": machine(), "input": f"{frames} frames {KITTI_SIZE[0]}x{KITTI_SIZE[1]} rgb8",
             "publish": publish, "cases": results}

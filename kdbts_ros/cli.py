@@ -249,7 +249,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from .bench import Case, markdown, run
+    from .official_forward import OfficialCodeError
 
+    if args.official is not None and "resnet50" not in _csv(args.networks):
+        print("kdbts bench: --official runs beside the resnet50 network; add resnet50 to --networks", file=sys.stderr)
+        return 2
     devices = _csv(args.device) or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
         print("kdbts bench: CUDA was asked for but torch sees no GPU", file=sys.stderr)
@@ -267,7 +271,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
              for path in _csv(args.paths) for w in _csv(args.windows)]
     base = _config(args)
     base.model.compile = base.model.compile or args.compile
-    report = run(base, cases, args.frames, args.warmup, args.depth_scale, publish)
+    try:
+        report = run(base, cases, args.frames, args.warmup, args.depth_scale, publish, args.official)
+    except OfficialCodeError as exc:
+        print(f"kdbts bench: --official: {exc}", file=sys.stderr)
+        return 2
     _write_report(args.out, "bench", report, markdown(report))
     return 0
 
@@ -530,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                     help="go through the rclpy node and publish to subscribers (default: when rclpy and the "
                     "kdbts_ros messages are importable)")
+    be.add_argument("--official", type=Path, metavar="PATH",
+                    help="a checkout of the official code (github.com/keonhee-han/KDBTS): per device and window of "
+                    "the resnet50 cases, also time its own forward pass (its encode of every window frame and its "
+                    "density query of the grid cell centres, fp32) on the same frames with the same weights, and "
+                    "report the largest difference of its densities from our reference path's (default: off)")
     be.add_argument("--out", type=Path, default=Path("bench_out"),
                     help="folder for bench.json and bench.md (default: bench_out)")
     be.set_defaults(func=cmd_bench)
