@@ -1,6 +1,6 @@
 # make test | make demo   create .venv on first use (pip wheels only, ROS 2 Jazzy included)
 # make msgs               (re)build msg/ interfaces into the venv (tools/build_msgs.sh)
-# make benchmark          procedural benchmark: data, BTS/MVBTS/KDBTS training (CPU, about 1 h), evaluation
+# make benchmark          procedural benchmark: data, BTS/MVBTS/KDBTS training (CPU, about 1 h 20 min), evaluation
 # make clean              remove build outputs;  make distclean  also removes .venv
 # The ROS wheels are cp311: PYTHON must be a Python 3.11 with headers (python3.11-dev).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -38,9 +38,9 @@ test: msgs
 benchmark: msgs
 	$(VENV)/bin/kdbts synth data/synth_train --seed-range 0 24 --frames 60
 	$(VENV)/bin/kdbts synth data/synth_test --seed-range 1000 1006 --frames 40
-	$(VENV)/bin/kdbts train --config config/train_bts_synth.yaml --out runs/bts --restart & \
-	$(VENV)/bin/kdbts train --config config/train_mvbts_synth.yaml --out runs/mvbts --restart; wait
-	$(VENV)/bin/kdbts train --config config/train_kdbts_synth.yaml --out runs/kdbts --restart
+	$(VENV)/bin/kdbts train --config config/train_bts_synth.yaml --out runs/bts --restart --max-minutes 58 & \
+	$(VENV)/bin/kdbts train --config config/train_mvbts_synth.yaml --out runs/mvbts --restart --max-minutes 58; wait
+	$(VENV)/bin/kdbts train --config config/train_kdbts_synth.yaml --out runs/kdbts --restart --max-minutes 14
 	$(VENV)/bin/kdbts eval data/synth_test --out docs/benchmark --model BTS=runs/bts/checkpoint.safetensors \
 	  MVBTS=runs/mvbts/checkpoint.safetensors KDBTS=runs/kdbts/checkpoint.safetensors
 
