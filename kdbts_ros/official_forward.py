@@ -95,8 +95,15 @@ def stand_in_modules() -> dict[str, types.ModuleType]:
             "torchvision.transforms": transforms}
 
 
-def _is_torchvision(name: str) -> bool:
-    return name == "torchvision" or name.startswith("torchvision.")
+def _in_package(name: str, package: str) -> bool:
+    """Whether module ``name`` is ``package`` or one of its submodules."""
+    return name == package or name.startswith(package + ".")
+
+
+def _forget(package: str) -> None:
+    """Remove a package and its submodules from the module table."""
+    for k in [k for k in sys.modules if _in_package(k, package)]:
+        del sys.modules[k]
 
 
 @contextlib.contextmanager
@@ -105,7 +112,7 @@ def torchvision_stand_in() -> Iterator[bool]:
 
     On exit the module table's torchvision entries are as before, so nothing else in the process sees the stand-in.
     """
-    before = {k: m for k, m in sys.modules.items() if _is_torchvision(k)}
+    before = {k: m for k, m in sys.modules.items() if _in_package(k, "torchvision")}
     try:
         importlib.import_module("torchvision")
     except Exception:  # noqa: BLE001 - a broken install fails in many ways (missing ops: RuntimeError)
@@ -114,14 +121,12 @@ def torchvision_stand_in() -> Iterator[bool]:
         yield False
         return
     # torchvision's compiled ops do not load beside this torch, and the official network needs only its ResNets
-    for k in [k for k in sys.modules if _is_torchvision(k)]:
-        del sys.modules[k]
+    _forget("torchvision")
     sys.modules.update(stand_in_modules())
     try:
         yield True
     finally:
-        for k in [k for k in sys.modules if _is_torchvision(k)]:
-            del sys.modules[k]
+        _forget("torchvision")
         sys.modules.update(before)
 
 
@@ -135,10 +140,6 @@ class OfficialCode:
     make_head: Callable[..., nn.Module]
     PositionalEncoding: type
     torchvision: str  # "installed" or "stand-in"
-
-
-def _is_official_name(name: str) -> bool:
-    return name == "models" or name.startswith("models.")
 
 
 def load_official(repo: str | Path) -> OfficialCode:
@@ -167,13 +168,12 @@ def load_official(repo: str | Path) -> OfficialCode:
             backbones = importlib.import_module("models.common.backbones.backbone_util")
             code = importlib.import_module("models.common.model.code")
     except ModuleNotFoundError as exc:
-        missing = ("which the checkout lacks" if _is_official_name(exc.name or "") else
+        missing = ("which the checkout lacks" if _in_package(exc.name or "", "models") else
                    "which is not installed here; install it (the checkout's environment.yml lists its dependencies)")
         raise OfficialCodeError(f"the official network code in {repo} imports {exc.name!r}, {missing}") from exc
     finally:
         sys.path.remove(str(repo))
-        for k in [k for k in sys.modules if _is_official_name(k)]:
-            del sys.modules[k]
+        _forget("models")
     return OfficialCode(repo, net_mod.MVBTSNet, backbones.make_backbone, heads.make_head, code.PositionalEncoding,
                         "stand-in" if stand_in else "installed")
 
