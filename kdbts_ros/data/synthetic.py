@@ -263,18 +263,18 @@ class StreetScene:
                         | (np.abs(np.abs(y) - (rw - 0.3)) < 0.07))
         col[marks] = (0.88, 0.88, 0.82)
         b = mat == BUILDING
-        along = np.where(np.abs(n[:, 0]) > 0.5, y, x)  # horizontal coordinate on the facade
+        along = np.where(np.abs(n[:, 0]) > 0.5, y, x)  # horizontal coordinate on a vertical face (facades, cars)
         win = (b & side & (z > 2.2) & (np.abs(_frac(along / 2.6) - 0.5) < 0.25)
                & (np.abs(_frac(z / 3.2) - 0.55) < 0.22))
         cell = np.stack([np.floor(along / 2.6), np.floor(z / 3.2), np.zeros_like(z)], -1)
         col[win] = np.array([0.14, 0.18, 0.26]) + 0.18 * _hash(cell[win])[:, None]
         col[b & up] *= 0.6
         car = (mat == CAR_BODY) | (mat == CAR_CABIN)
-        along_car = np.where(np.abs(n[:, 0]) > 0.5, y, x)  # horizontal coordinate on a car face
-        col[car & (np.abs(_frac(along_car / 1.1) - 0.5) > 0.46)] *= 0.35  # door seams / window pillars
+        seam = np.abs(_frac(along / 1.1) - 0.5) > 0.46
+        col[car & seam] *= 0.35  # door seams / window pillars
         col[(mat == CAR_BODY) & (np.abs(z - 0.62) < 0.04)] = (0.80, 0.80, 0.78)  # chrome trim line
         col[(mat == CAR_BODY) & (z < 0.3)] = (0.07, 0.07, 0.07)  # wheels / shadowed sills
-        glass = (mat == CAR_CABIN) & side & (np.abs(_frac(along_car / 1.1) - 0.5) <= 0.46)
+        glass = (mat == CAR_CABIN) & side & ~seam
         col[glass] = np.array([0.22, 0.28, 0.36]) + 0.25 * _hash(np.floor(p[glass] * 3.0))[:, None]  # sky reflections
         tiles = (mat == SIDEWALK) & up & ((_frac(x) < 0.05) | (_frac(y) < 0.05))
         col[tiles] *= 0.8
