@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -56,3 +57,31 @@ def slab_model(z_wall: float, arch: Architecture = SMALL_ARCH, seed: int = 0) ->
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def write_odometry(root: Path, n: int = 4) -> tuple[Path, np.ndarray]:
+    """A small KITTI odometry sequence 00 (32x16 images) driving 0.8 m per frame along camera z."""
+    seq = root / "sequences" / "00"
+    K = np.array([[20.0, 0, 16], [0, 20.0, 8], [0, 0, 1]])
+    lines = []
+    for k, baseline in enumerate((0.0, -0.54, 0.06, -0.48)):
+        P = np.c_[K, K @ [baseline, 0, 0]]
+        lines.append(f"P{k}: " + " ".join(f"{v:.12e}" for v in P.ravel()))
+    Tr = np.array([[0, -1, 0, 0], [0, 0, -1, -0.08], [1, 0, 0, -0.27]], float)
+    lines.append("Tr: " + " ".join(f"{v:.12e}" for v in Tr.ravel()))
+    seq.mkdir(parents=True)
+    (seq / "calib.txt").write_text("\n".join(lines) + "\n")
+    (seq / "times.txt").write_text("".join(f"{0.1037 * i:.6e}\n" for i in range(n)))
+    for k in range(4):
+        (seq / f"image_{k}").mkdir()
+        for i in range(n):
+            img = np.full((16, 32, 3) if k >= 2 else (16, 32), 10 * i + k, np.uint8)
+            cv2.imwrite(str(seq / f"image_{k}" / f"{i:06d}.png"), img)
+    (seq / "velodyne").mkdir()
+    for i in range(n):
+        np.array([[10.0, 0, 0, 0.5], [5, 1, -1, 0.2]], np.float32).tofile(seq / "velodyne" / f"{i:06d}.bin")
+    poses = np.tile(np.eye(4), (n, 1, 1))
+    poses[:, 2, 3] = 0.8 * np.arange(n)
+    (root / "poses").mkdir()
+    np.savetxt(root / "poses" / "00.txt", poses[:, :3].reshape(n, 12))
+    return seq, poses

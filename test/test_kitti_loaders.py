@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import KITTI_SAMPLE, needs_kitti
+from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti360 import (Kitti360Calibration, load_kitti360_sequence, read_indexed_poses,
                                      read_mei_yaml)
@@ -186,34 +186,6 @@ def test_raw_errors_name_the_file(tmp_path):
 
 # ---------------------------------------------------------------- KITTI odometry
 
-def write_odometry(root: Path, n: int = 4) -> tuple[Path, np.ndarray]:
-    """A small KITTI odometry sequence 00 (32x16 images) driving 0.8 m per frame along camera z."""
-    seq = root / "sequences" / "00"
-    K = np.array([[20.0, 0, 16], [0, 20.0, 8], [0, 0, 1]])
-    lines = []
-    for k, baseline in enumerate((0.0, -0.54, 0.06, -0.48)):
-        P = np.c_[K, K @ [baseline, 0, 0]]
-        lines.append(f"P{k}: " + " ".join(f"{v:.12e}" for v in P.ravel()))
-    Tr = np.array([[0, -1, 0, 0], [0, 0, -1, -0.08], [1, 0, 0, -0.27]], float)
-    lines.append("Tr: " + " ".join(f"{v:.12e}" for v in Tr.ravel()))
-    seq.mkdir(parents=True)
-    (seq / "calib.txt").write_text("\n".join(lines) + "\n")
-    (seq / "times.txt").write_text("".join(f"{0.1037 * i:.6e}\n" for i in range(n)))
-    for k in range(4):
-        (seq / f"image_{k}").mkdir()
-        for i in range(n):
-            img = np.full((16, 32, 3) if k >= 2 else (16, 32), 10 * i + k, np.uint8)
-            cv2.imwrite(str(seq / f"image_{k}" / f"{i:06d}.png"), img)
-    (seq / "velodyne").mkdir()
-    for i in range(n):
-        np.array([[10.0, 0, 0, 0.5], [5, 1, -1, 0.2]], np.float32).tofile(seq / "velodyne" / f"{i:06d}.bin")
-    poses = np.tile(np.eye(4), (n, 1, 1))
-    poses[:, 2, 3] = 0.8 * np.arange(n)
-    (root / "poses").mkdir()
-    np.savetxt(root / "poses" / "00.txt", poses[:, :3].reshape(n, 12))
-    return seq, poses
-
-
 def test_generated_odometry_sequence(tmp_path):
     seq, poses = write_odometry(tmp_path)
     rec = load_odometry_sequence(seq)  # poses found at ../../poses/00.txt
@@ -329,8 +301,7 @@ def test_training_reads_a_kitti360_recording_resized_through_its_config(tmp_path
     from kdbts_ros.training.config import TrainConfig
     from kdbts_ros.training.trainer import build_dataset, train
 
-    cfg = load_config(None, {"data.format": "kitti360", "data.root": str(K360), "data.sequence": K360_SEQ,
-                             "data.width": 176, "data.height": 64, "data.side_offset": 0,
+    cfg = load_config(None, {"data.sources": [f"kitti360 {K360} sequence={K360_SEQ}"], "data.width": 176, "data.height": 64, "data.side_offset": 0,
                              "data.colour_jitter": 0.0, "model.backbone": "resnet18", "model.feature_dim": 8,
                              "model.mv_hidden": 16, "loss.patches": 2, "loss.samples": 8, "method": "mvbts",
                              "iterations": 2, "batch_size": 1, "log_every": 1, "checkpoint_every": 2,

@@ -1,26 +1,31 @@
 """Training: losses against analytic cases, sample geometry, a short run, distillation and DDP."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import needs_kitti, write_odometry, KITTI_SAMPLE
 from kdbts_ros.config import load_config
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
-from kdbts_ros.core.model.network import Views
+from kdbts_ros.core.model.network import Views, to_grey
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.training import losses
 from kdbts_ros.training.config import TrainConfig
 from kdbts_ros.training.objective import Objective, pixel_rays
-from kdbts_ros.training.samples import TrainingFrames, loss_render_split
-from kdbts_ros.training.trainer import build_dataset, train
+from kdbts_ros.training.config import parse_source
+from kdbts_ros.training.samples import (MONO, RIG, MixedFrames, SourceBatches, TrainingFrames, frame_split,
+                                        loss_render_split, seed_worker)
+from kdbts_ros.training.trainer import build_dataset, source_frames, train
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 def tiny_config(root: Path, **overrides) -> TrainConfig:
     """A few-second training setup on the tiny data."""
-    values = {"data.root": str(root), "data.side_offset": 2, "data.colour_jitter": 0.0,
+    values = {"data.sources": [f"synth {root}"], "data.side_offset": 2, "data.colour_jitter": 0.0,
               "model.feature_dim": 8, "model.mv_hidden": 16, "loss.patches": 4, "loss.samples": 8,
               "iterations": 4, "batch_size": 1, "log_every": 1, "checkpoint_every": 2, "threads": 1}
     values.update(overrides)
@@ -258,8 +263,17 @@ def test_kd_mvs_options_add_finite_terms_that_reach_the_student(tiny_data):
 @pytest.mark.parametrize("name", ["bts", "mvbts", "kdbts"])
 def test_shipped_training_configs_load_and_describe_the_benchmark(name):
     cfg = load_config(Path(__file__).parents[1] / "config" / f"train_{name}_synth.yaml", cls=TrainConfig)
-    assert cfg.method == name and cfg.data.root == "data/synth_train"
+    assert cfg.method == name and [s.root for s in cfg.data.parsed_sources()] == ["data/synth_train"]
     assert cfg.model.architecture().backbone == "resnet18_half"
+
+
+def test_the_real_recipe_trains_on_shared_kitti_odometry_and_procedural_streets_never_on_held_out_drives():
+    cfg = load_config(Path(__file__).parents[1] / "config" / "train_kdbts_real.yaml", cls=TrainConfig)
+    sources = cfg.data.parsed_sources()
+    assert cfg.method == "kdbts" and cfg.model.grey_input
+    assert {s.format for s in sources} == {"odometry", "synth"} and {s.layout for s in sources} == {"mono", "rig"}
+    # the evaluation drives (KITTI raw 0052, KITTI-360) are never trained on
+    assert not any("2011_09_26" in s.root or "KITTI360" in s.root for s in sources)
 
 
 def test_training_config_refuses_inconsistent_settings():
@@ -269,3 +283,173 @@ def test_training_config_refuses_inconsistent_settings():
         load_config(None, {"method": "mvbts", "loss.prob_kd": 0.1}, TrainConfig)
     with pytest.raises(ValueError, match="method"):
         load_config(None, {"method": "nerf"}, TrainConfig)
+
+
+# ---- real recordings: layouts, splits, mixing ----------------------------------------------------
+
+class FakeFrames:
+    """A PosedFrames of ``cams`` cameras along camera z: frame f of camera c is filled with 10 f + c."""
+
+    def __init__(self, z: list[float], cams: int = 1, size: tuple[int, int] = (8, 4)):
+        self.width, self.height = size
+        self.K = np.array([[4.0, 0, 4], [0, 4.0, 2], [0, 0, 1]])
+        self.cameras, self.sequences, self.z = [f"c{i}" for i in range(cams)], ["s"], z
+
+    def num_frames(self, seq: str) -> int:
+        return len(self.z)
+
+    def image(self, seq: str, cam: int, frame: int) -> np.ndarray:
+        img = np.zeros((self.height, self.width, 3), np.uint8)
+        img[..., 0], img[..., 1] = 10 * frame + cam, np.arange(self.width)  # green: the column, to see mirroring
+        return img
+
+    def cam_to_world(self, seq: str, cam: int, frame: int) -> np.ndarray:
+        T = np.eye(4)
+        T[:3, 3] = [0.5 * cam, 0.0, self.z[frame]]
+        return T
+
+
+def test_mono_samples_are_t_then_its_neighbours_and_skip_a_standing_vehicle():
+    z = [0.0, 1.0, 2.0, 2.05, 2.1, 3.0, 4.0]  # frames 2-4 crawl 5 cm per frame
+    frames = TrainingFrames(FakeFrames(z), 0, layout="mono", min_motion=0.3)
+    assert [t for _, t in frames.items] == [1, 5]
+    s = frames[1]
+    assert s["images"].shape == (3, 3, 4, 8) and int(s["layout"]) == MONO
+    assert [int(round(float(v) * 255)) // 10 for v in s["images"][:, 0, 0, 0]] == [5, 4, 6]
+    np.testing.assert_allclose(s["T_ref"][:, 2, 3], [0.0, z[4] - z[5], z[6] - z[5]], atol=1e-6)
+
+
+def test_a_flip_swaps_only_complete_camera_pairs():
+    frames = TrainingFrames(FakeFrames([0.0, 1.0, 2.0], cams=3), 1, max_cameras=3)
+    assert [c for c, _ in frames.frame_ids(True)] == [1, 1, 0, 0, 2, 2]  # camera 2 has no partner
+    assert frames.frame_ids(True)[4:] == [(2, 1), (2, 2)]
+    frames.flip_lr = 1.0
+    s = frames[0]
+    assert float(s["images"][0, 1, 0, 0]) == pytest.approx(7 / 255)  # mirrored: the last column comes first
+
+
+def test_frame_split_follows_the_official_loaders():
+    g = torch.Generator().manual_seed(0)
+    assert frame_split(MONO, 3, g) == ([0], [1, 2])
+    assert frame_split(RIG, 8, g) in (([0, 3, 4, 7], [1, 2, 5, 6]), ([1, 2, 5, 6], [0, 3, 4, 7]))
+    # a stereo pair alone: 2 random render frames of 4, the rest loss frames; all 6 choices occur
+    seen = set()
+    for _ in range(200):
+        loss, render = frame_split(RIG, 4, g)
+        assert len(render) == 2 and sorted(loss + render) == [0, 1, 2, 3]
+        seen.add(tuple(render))
+    assert len(seen) == 6
+
+
+def test_batches_come_from_one_source_at_a_time_in_proportion_to_the_weights():
+    mono = TrainingFrames(FakeFrames([float(i) for i in range(12)]), 0, layout="mono")
+    rig = TrainingFrames(FakeFrames([float(i) for i in range(12)], cams=2), 0)
+    data = MixedFrames([mono, rig], [3.0, 1.0])
+    batches = SourceBatches(data, 2, torch.Generator().manual_seed(0))
+    counts = [0, 0]
+    for _ in range(50):
+        for batch in batches:
+            k = {int(np.searchsorted(data.offsets, i, side="right")) - 1 for i in batch}
+            assert len(k) == 1 and len(batch) == 2
+            counts[k.pop()] += 1
+    share = counts[0] / sum(counts)
+    assert abs(share - 0.75) < 0.05, counts
+    layouts = {int(data[i]["layout"]) for i in range(len(data))}
+    assert layouts == {MONO, RIG}
+
+
+def test_data_loader_workers_draw_different_augmentations():
+    frames = TrainingFrames(FakeFrames([float(i) for i in range(40)], cams=2), 0, flip_lr=0.5)
+    data = MixedFrames([frames], [1.0])
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=[0] * 40, num_workers=2,
+                                         worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(0))
+    flips = [bool(s["flip"]) for s in loader]
+    # workers take alternate items: without their own seeds both would draw the same flips
+    assert flips[0::2] != flips[1::2]
+
+
+def test_grey_samples_and_grey_input_networks_see_colour_as_luma():
+    frames = TrainingFrames(FakeFrames([0.0, 1.0, 2.0], cams=2), 0, grey=1.0)
+    img = frames[0]["images"]
+    assert torch.equal(img[:, 0], img[:, 1]) and torch.equal(img[:, 1], img[:, 2])
+    expected = 0.299 * 10 / 255 * 0 + 0.587 * torch.arange(8.0) / 255  # frame 0, camera 0: red 0
+    assert torch.allclose(img[0, 0, 0], expected, atol=1e-6)
+    arch = dataclasses.replace(random_model(TrainConfig().model.architecture(), 0).arch, feature_dim=8, grey_input=True)
+    model = random_model(arch, 0).eval()
+    colour = torch.rand(1, 3, 64, 96)
+    assert torch.allclose(model.encode(colour), model.encode(to_grey(colour)), atol=1e-6)
+    assert not torch.allclose(random_model(dataclasses.replace(arch, grey_input=False), 0).eval().encode(colour),
+                              model.encode(colour), atol=1e-3)
+
+
+def test_training_rays_have_unit_length_so_t_is_the_distance_along_the_ray(tiny_data):
+    cfg = tiny_config(tiny_data)
+    s = build_dataset(cfg, 0)[0]
+    obj = Objective(random_model(cfg.model.architecture(), 0), cfg, seed=0)
+    rays = obj.sample_rays(s["images"][None], s["Kn"][None], s["T_ref"][None], [0])  # frame 0: the identity pose
+    pts = rays.points.view(-1, cfg.loss.samples, 3)
+    assert torch.allclose(pts.norm(dim=-1), rays.t, rtol=1e-5)
+    assert float((pts[..., 2] / rays.t).min()) < 0.95  # off-axis rays: z is shorter than the distance
+
+
+def test_point_view_dropout_hides_extra_views_from_the_multi_view_head_only(tiny_data):
+    cfg = tiny_config(tiny_data, method="kdbts")
+    model = random_model(cfg.model.architecture(), 0)
+    s = build_dataset(cfg, 0)[0]
+    views = Views(model.encode(s["images"][:3])[None], s["Kn"][None, :3], torch.linalg.inv(s["T_ref"][:3])[None])
+    pts = torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([8.0, 2.0, 20.0]) \
+        + torch.tensor([-4.0, -1.0, 3.0])
+    hide_all = torch.ones(1, 50, 3, dtype=torch.bool)
+    hide_all[..., 0] = False
+    hidden, _ = model.head_logits(pts, views, ("sv", "mv"), hide_all)
+    alone, _ = model.head_logits(pts, views.subset([0]), ("sv", "mv"))
+    full, invalid = model.head_logits(pts, views, ("sv", "mv"))
+    seen = ~invalid[0, :, 0]  # a point outside view 0 falls back to all views, hidden or not
+    assert seen.sum() > 10
+    assert torch.allclose(hidden["mv"][0, seen], alone["mv"][0, seen], atol=1e-5)
+    assert torch.equal(hidden["sv"], full["sv"])
+    assert not torch.allclose(full["mv"][0, seen], alone["mv"][0, seen], atol=1e-4)
+    obj = Objective(model, cfg, seed=0)
+    drawn = obj.hidden_views((1, 4000), 3, torch.device("cpu"))
+    assert not drawn[..., 0].any() and abs(float(drawn[..., 1:].float().mean()) - 0.5) < 0.03
+    obj.eval()
+    assert obj.hidden_views((1, 10), 3, torch.device("cpu")) is None  # no dropout outside training
+
+
+def test_source_lines_are_validated_like_every_other_setting():
+    src = parse_source("odometry data/seq/07 layout=mono weight=2.5")
+    assert (src.format, src.root, src.layout, src.weight) == ("odometry", "data/seq/07", "mono", 2.5)
+    for bad, match in (("odometry", "FORMAT ROOT"), ("nerf x", "format"), ("synth x layout=stereo", "layout"),
+                       ("synth x weight=-1", "weight"), ("synth x cameras", "key=value"), ("synth x colour=1", "unknown")):
+        with pytest.raises(ValueError, match=match):
+            parse_source(bad)
+    with pytest.raises(ValueError, match="layout"):
+        load_config(None, {"data.sources": ["synth x layout=stereo"]}, TrainConfig)
+
+
+def test_a_mono_odometry_sequence_trains_beside_procedural_streets(tiny_data, tmp_path):
+    seq, _ = write_odometry(tmp_path, n=6)
+    cfg = tiny_config(tiny_data, method="kdbts", iterations=3, **{
+        "data.sources": [f"odometry {seq} cameras=image_0 layout=mono weight=1", f"synth {tiny_data} weight=1"],
+        "data.width": 160, "data.height": 64, "data.grey": 0.5})
+    data = build_dataset(cfg, 0)
+    assert [len(s) for s in data.sources] == [4, 2 * (6 - 3)]  # mono: t in 1..4; rig: 6 frames, side offset 2
+    sample = data.sources[0][0]
+    assert tuple(sample["images"].shape) == (3, 3, 64, 160)  # grey 32x16 frames resized, repeated to RGB
+    model = train(cfg, tmp_path / "run", progress=False)
+    assert model.available_heads == ["sv", "mv"]
+    assert all(np.isfinite(json.loads(line)["loss"]) for line in (tmp_path / "run" / "metrics.jsonl").open())
+
+
+@needs_kitti
+def test_a_full_kitti_raw_drive_trains_on_its_colour_pair(tmp_path):
+    calib = KITTI_SAMPLE / "python_camera_library/test_data/kitti/2011_09_26_calib/2011_09_26"
+    drive = tmp_path / "2011_09_26" / "2011_09_26_drive_0001_sync"
+    for cam in ("image_00", "image_01", "image_02", "image_03"):
+        (drive / cam / "data").mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(drive / cam / "data" / f"{i:010d}.png"), np.zeros((8, 8, 3), np.uint8))
+    poses = tmp_path / "poses.txt"
+    np.savetxt(poses, np.tile(np.eye(4)[:3].ravel(), (3, 1)))
+    frames = source_frames(parse_source(f"raw {drive} calib={calib} poses={poses}"), None)
+    assert frames.cameras == ["image_02", "image_03"]

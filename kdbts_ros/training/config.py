@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import _f
+from ..config import _f, set_param
 from ..core.model.network import Architecture
 from ..core.model.resnet import BACKBONES
 
@@ -19,16 +19,18 @@ class TrainModelConfig:
     mv_feature_dim: int = _f(16, "per-view feature width fused by the multi-view head", 4, 256)
     z_near: float = _f(3.0, "near plane of rendering and the positional code, metres", 0.1, 100.0)
     z_far: float = _f(80.0, "far plane of rendering and the positional code, metres", 1.0, 1000.0)
+    grey_input: bool = _f(False, "the encoder sees every image as grey (luma), so grey and colour cameras "
+                          "look alike to it; stored with the checkpoint, applied wherever it runs")
 
     def architecture(self) -> Architecture:
         """The network shapes these settings describe."""
         return Architecture(self.backbone, self.feature_dim, 64, self.mv_hidden, self.mv_feature_dim,
-                            self.z_near, self.z_far)
+                            self.z_near, self.z_far, self.grey_input)
 
 
 @dataclass
-class TrainDataConfig:
-    """Where the frames come from and how a training sample is assembled."""
+class SourceConfig:
+    """One source of training frames: a line of ``data.sources``, ``FORMAT ROOT [key=value ...]``."""
 
     format: str = _f("synth", "dataset layout: synth (kdbts synth folder), raw (KITTI raw drive), odometry "
                      "(KITTI odometry sequence), kitti360 (KITTI-360 root)",
@@ -37,15 +39,57 @@ class TrainDataConfig:
     calib: str = _f("", "KITTI: calibration path when not in the standard layout (as kitti2bag --calib)")
     poses: str = _f("", "KITTI: pose file when not in the standard layout (as kitti2bag --poses)")
     sequence: str = _f("", "kitti360: sequence name")
-    cameras: str = _f("", "KITTI: comma-separated camera folders, stereo pairs left first (empty: all present)")
-    width: int = _f(0, "KITTI: image width the frames are resized to (0: as recorded; official: 640)", 0, 4096)
-    height: int = _f(0, "KITTI: image height the frames are resized to (0: as recorded; official: 192)", 0, 4096)
+    cameras: str = _f("", "KITTI: comma-separated camera folders, stereo pairs left first (empty: KITTI raw the "
+                      "colour pair image_02,image_03 as the official loaders; others all present)")
+    layout: str = _f("rig", "rig: two time steps of a stereo pair (and side cameras); mono: the first camera's "
+                     "frames t, t-1, t+1 (loss frame t, render frames its neighbours)", choices=("rig", "mono"))
+    weight: float = _f(1.0, "share of batches drawn from this source, relative to the others", 0.0, 1000.0)
+
+
+def parse_source(line: str) -> SourceConfig:
+    """A ``data.sources`` line, e.g. ``odometry data/sequences/07 layout=mono weight=2``; raises ValueError."""
+    words = line.split()
+    if len(words) < 2:
+        raise ValueError(f"data.sources: {line!r} is not 'FORMAT ROOT [key=value ...]'")
+    src = SourceConfig()
+    values: dict[str, object] = {"format": words[0], "root": words[1]}
+    for word in words[2:]:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise ValueError(f"data.sources: {word!r} in {line!r} is not key=value")
+        values[key] = float(value) if key == "weight" else value
+    for key, value in values.items():
+        try:
+            set_param(src, key, value)
+        except ValueError as exc:
+            raise ValueError(f"data.sources: {line!r}: {exc}") from exc
+    return src
+
+
+@dataclass
+class TrainDataConfig:
+    """Where the frames come from and how a training sample is assembled."""
+
+    sources: list[str] = _f(["synth data/synth_train"],
+                            "sources of training frames, each 'FORMAT ROOT [key=value ...]' with the keys of "
+                            "a source (format synth|raw|odometry|kitti360; calib, poses, sequence, cameras, "
+                            "layout rig|mono, weight); every batch comes from one source, drawn by weight")
+    width: int = _f(0, "image width all frames are resized to (0: as recorded; official: 640)", 0, 4096)
+    height: int = _f(0, "image height all frames are resized to (0: as recorded; official: 192)", 0, 4096)
     side_offset: int = _f(10, "frames between the forward and the side cameras' time steps "
                           "(KITTI-360 fisheye_offset)", 0, 100)
-    flip_lr: float = _f(0.5, "probability of swapping left and right cameras (the sample's 'right image')",
-                        0.0, 1.0)
+    flip_lr: float = _f(0.5, "probability of swapping left and right cameras (the sample's 'right image'); "
+                        "mono samples are mirrored", 0.0, 1.0)
     colour_jitter: float = _f(0.2, "brightness/contrast/saturation jitter amplitude, the same for all "
                               "frames of a sample (official: 0.2)", 0.0, 1.0)
+    grey: float = _f(0.0, "probability of turning a sample's colour frames grey (one network for grey and "
+                     "colour cameras)", 0.0, 1.0)
+    min_motion: float = _f(0.3, "mono layout: least camera travel in metres from frame t to each neighbour "
+                           "(a standing vehicle gives no parallax)", 0.0, 100.0)
+
+    def parsed_sources(self) -> list[SourceConfig]:
+        """``sources`` parsed and validated."""
+        return [parse_source(line) for line in self.sources]
 
 
 @dataclass
@@ -61,6 +105,9 @@ class TrainLossConfig:
     encoder_views: int = _f(3, "encoder frames of the multi-view head: frame 0 plus random forward frames "
                             "(official num_multiviews: 3)", 1, 8)
     view_dropout: float = _f(0.0, "probability of dropping each extra encoder frame", 0.0, 1.0)
+    point_view_dropout: float = _f(0.5, "multi-view head: probability of hiding each extra view from each "
+                                   "query point (official dropout_views_rate 0.5; view 0 is always seen)",
+                                   0.0, 1.0)
     kd: float = _f(1e-2, "weight of the KDBTS density distillation (L1 on densities clipped to [0, 2])",
                    0.0, 100.0)
     featuremetric: float = _f(0.0, "KD-MVS option: weight of featuremetric consistency (rendered vs "
@@ -104,3 +151,4 @@ class TrainConfig:
             raise ValueError("model.z_near must be below model.z_far")
         if self.method != "kdbts" and self.loss.prob_kd > 0:
             raise ValueError("loss.prob_kd distils into the single-view student: it needs method kdbts")
+        self.data.parsed_sources()

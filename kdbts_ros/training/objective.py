@@ -16,7 +16,7 @@ from ..core.model.render import composite, sample_depths
 from .config import TrainConfig
 from .losses import (cross_view_pseudo_depth, edge_aware_smoothness, kd_density_loss, photometric_loss,
                      probabilistic_kd_loss, weight_guided_invalid)
-from .samples import FORWARD_FRAMES, loss_render_split
+from .samples import encoder_candidates, frame_split
 
 
 def patch_pixels(num_patches: int, patch: int, height: int, width: int,
@@ -84,16 +84,31 @@ class Objective(nn.Module):
     def _rand(self) -> float:
         return float(torch.rand((), generator=self.generator))
 
-    def encoder_ids(self) -> list[int]:
+    def encoder_ids(self, num_frames: int) -> list[int]:
         """Frame 0 plus random forward frames for the multi-view head; each extra may be dropped."""
         if self.render_head == "sv":
             return [0]
-        k = min(self.cfg.loss.encoder_views - 1, len(FORWARD_FRAMES))
-        extra = [FORWARD_FRAMES[i] for i in torch.randperm(len(FORWARD_FRAMES), generator=self.generator)[:k]]
+        candidates = encoder_candidates(num_frames)
+        k = min(self.cfg.loss.encoder_views - 1, len(candidates))
+        extra = [candidates[i] for i in torch.randperm(len(candidates), generator=self.generator)[:k]]
         return [0] + [i for i in extra if self._rand() >= self.cfg.loss.view_dropout]
 
+    def hidden_views(self, num_points: tuple[int, int], num_views: int, device: torch.device) -> torch.Tensor | None:
+        """Official per-point view dropout of the multi-view head: each extra view hidden from each point with
+        probability ``point_view_dropout``; view 0 always seen. None when off or when no head learns from it."""
+        p = self.cfg.loss.point_view_dropout
+        if p <= 0 or num_views < 2 or not self.training or self.frozen_teacher:
+            return None
+        hidden = torch.rand((*num_points, num_views), generator=self.generator) < p
+        hidden[..., 0] = False
+        return hidden.to(device)
+
     def sample_rays(self, images: torch.Tensor, Kn: torch.Tensor, T_ref: torch.Tensor, ids_loss: list[int]) -> Rays:
-        """Patches at random places of random loss frames, and their depth samples in frame 0's camera."""
+        """Patches at random places of random loss frames, and their samples in frame 0's camera.
+
+        Rays have unit length and ``t`` is the distance along them, as the official training
+        samples (so a density's optical thickness is measured along the ray, not in z).
+        """
         L = self.cfg.loss
         B, _, _, H, W = images.shape
         dev = images.device
@@ -103,6 +118,7 @@ class Objective(nn.Module):
         rows, cols = rows.reshape(B, P, p, p).to(dev), cols.reshape(B, P, p, p).to(dev)
         bi = torch.arange(B, device=dev)[:, None]
         dirs = pixel_rays(rows, cols, Kn[bi, frame][:, :, None, None], H, W)            # (B, P, p, p, 3)
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
         gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]       # (B, P, p, p, 3)
         R = P * p * p
         t = sample_depths(B * R, S, self.cfg.model.z_near, self.cfg.model.z_far, self.generator).to(dev)
@@ -115,17 +131,21 @@ class Objective(nn.Module):
         cfg, L, model = self.cfg, self.cfg.loss, self.model
         images, Kn, T_ref = batch["images"], batch["Kn"], batch["T_ref"]
         B, Fr = images.shape[:2]
-        enc = self.encoder_ids()
+        enc = self.encoder_ids(Fr)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_teacher):
             feats = model.encode(images[:, enc].flatten(0, 1)).unflatten(0, (B, len(enc)))
         w2c = torch.linalg.inv(T_ref)
         views = Views(feats, Kn[:, enc], w2c[:, enc])
-        ids_loss, ids_render = loss_render_split(Fr, self._rand() < 0.5)
+        layout = int(batch["layout"][0])
+        if not bool((batch["layout"] == layout).all()):
+            raise ValueError("a batch must come from one sample layout (see samples.SourceBatches)")
+        ids_loss, ids_render = frame_split(layout, Fr, self.generator)
         rays = self.sample_rays(images, Kn, T_ref, ids_loss)
         S, p, BP = L.samples, rays.patch, rays.num_patches
 
         heads = ("sv", "mv") if cfg.method == "kdbts" else (self.render_head,)
-        logits, invalid = model.head_logits(rays.points, views, heads)
+        hidden = self.hidden_views(rays.points.shape[:2], len(enc), images.device) if "mv" in heads else None
+        logits, invalid = model.head_logits(rays.points, views, heads, hidden)
         weights, depth = composite(F.softplus(logits[self.render_head]).view(-1, S), rays.t)
         out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=images.device)

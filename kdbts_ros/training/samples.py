@@ -1,25 +1,36 @@
-"""Training samples: the KITTI-360 frame layout assembled from any multi-camera posed sequence.
+"""Training samples: posed frames of one source, in one of two layouts, and the mix of several sources.
 
-A sample holds 2 time steps of each camera, ordered as the official KITTI-360 loader:
-[cam0 t, cam0 t+1, cam1 t, cam1 t+1, cam2 t+o, cam2 t+o+1, cam3 t+o, cam3 t+o+1], where cam0/1
-is the forward stereo pair and cam2/3 the side cameras offset by o frames. Poses are expressed
-in frame 0's camera (so frame 0's pose is the identity).
+``rig`` layout (a stereo pair, optionally side cameras): 2 time steps of each camera, ordered
+as the official KITTI-360 loader: [cam0 t, cam0 t+1, cam1 t, cam1 t+1, cam2 t+o, cam2 t+o+1,
+cam3 t+o, cam3 t+o+1], where cam0/1 is the forward stereo pair and cam2/3 the side cameras
+offset by o frames.
+
+``mono`` layout (one camera, as the official KITTI odometry loader): [t, t-1, t+1], frame t the
+loss frame and its neighbours the render frames; samples where the camera moved less than
+``min_motion`` to either neighbour are skipped (a standing vehicle gives no parallax).
+
+Poses are expressed in frame 0's camera (so frame 0's pose is the identity). Every sample says
+its layout, which fixes how the objective splits its frames into loss and render frames.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from ..core.camera import normalise_intrinsics
+from ..core.model.network import to_grey
 
-FORWARD_FRAMES = (1, 2, 3)  # encoder candidates besides frame 0: the other forward (stereo) frames
+RIG, MONO = 0, 1  # sample layouts (the "layout" entry of a sample)
+FRAME_CACHE = 4096  # decoded frames kept per source
 
 
 class PosedFrames(Protocol):
-    """What a dataset folder must answer (synthetic folders now; KITTI loaders plug in the same way)."""
+    """What a dataset folder must answer (synthetic folders and KITTI recordings)."""
 
     width: int
     height: int
@@ -39,31 +50,69 @@ def loss_render_split(num_frames: int, flip: bool) -> tuple[list[int], list[int]
     return loss, render
 
 
+def frame_split(layout: int, num_frames: int, generator: torch.Generator) -> tuple[list[int], list[int]]:
+    """Loss and render frames of a sample, drawn as the official loaders draw them.
+
+    mono: frame 0 (t) is the loss frame, its neighbours render. A stereo pair alone (4 frames):
+    2 random render frames, the rest loss frames (KITTI raw 'default'). More cameras: the
+    KITTI-360 alternation, its orientation drawn.
+    """
+    if layout == MONO:
+        return [0], list(range(1, num_frames))
+    if num_frames == 4:
+        order = torch.randperm(4, generator=generator).tolist()
+        return sorted(order[2:]), sorted(order[:2])
+    return loss_render_split(num_frames, bool(torch.rand((), generator=generator) < 0.5))
+
+
+def encoder_candidates(num_frames: int) -> tuple[int, ...]:
+    """Frames the multi-view head may encode besides frame 0: the forward (stereo or temporal) frames, never side cameras."""
+    return tuple(range(1, min(num_frames, 4)))
+
+
 class TrainingFrames(Dataset):
-    """Samples of 2 time steps per camera with poses relative to frame 0 and normalised intrinsics."""
+    """Samples of one source (``rig`` or ``mono`` layout) with poses relative to frame 0 and normalised intrinsics."""
 
     def __init__(self, source: PosedFrames, side_offset: int, flip_lr: float = 0.0, colour_jitter: float = 0.0,
-                 seed: int = 0, max_cameras: int = 4, stride: int = 1):
+                 seed: int = 0, max_cameras: int = 4, stride: int = 1, layout: str = "rig",
+                 grey: float = 0.0, min_motion: float = 0.0):
         self.source, self.side_offset = source, side_offset
-        self.flip_lr, self.colour_jitter = flip_lr, colour_jitter
-        self.num_cameras = min(len(source.cameras), max_cameras)
-        if self.num_cameras < 2:
-            raise ValueError("training needs at least a stereo pair (2 cameras)")
+        self.flip_lr, self.colour_jitter, self.grey = flip_lr, colour_jitter, grey
+        self.layout = MONO if layout == "mono" else RIG
+        self.num_cameras = 1 if self.layout == MONO else min(len(source.cameras), max_cameras)
+        if self.num_cameras < 2 and self.layout == RIG:
+            raise ValueError("the rig layout needs a stereo pair (2 cameras); use the mono layout for one camera")
         self.rng = np.random.default_rng(seed)
-        span = 1 + (side_offset if self.num_cameras > 2 else 0)
-        self.items = [(seq, t) for seq in source.sequences for t in range(0, source.num_frames(seq) - span, stride)]
+        # decoding and resizing a full KITTI frame costs more than a training step's share of it: frames are
+        # kept decoded (4096 frames at 320x96 are 0.4 GB); augmentation works on copies
+        self._image = functools.lru_cache(maxsize=FRAME_CACHE)(source.image)
+        if self.layout == MONO:
+            self.items = [(seq, t) for seq in source.sequences for t in range(1, source.num_frames(seq) - 1, stride)
+                          if self._moved(seq, t, min_motion)]
+        else:
+            span = 1 + (side_offset if self.num_cameras > 2 else 0)
+            self.items = [(seq, t) for seq in source.sequences for t in range(0, source.num_frames(seq) - span, stride)]
         if not self.items:
-            raise ValueError("no sequence is long enough for a training sample")
+            raise ValueError("no sequence is long enough (or moves enough) for a training sample")
         self.Kn = normalise_intrinsics(source.K, source.width, source.height).astype(np.float32)
+
+    def _moved(self, seq: str, t: int, min_motion: float) -> bool:
+        """Whether the camera moved at least ``min_motion`` metres from frame t to each neighbour."""
+        centre = self.source.cam_to_world(seq, 0, t)[:3, 3]
+        return all(np.linalg.norm(self.source.cam_to_world(seq, 0, t + dt)[:3, 3] - centre) >= min_motion
+                   for dt in (-1, 1))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def frame_ids(self, flip: bool) -> list[tuple[int, int]]:
-        """(camera, time offset) of each frame of a sample; a flip swaps left and right cameras."""
+        """(camera, time offset) of each frame of a sample; a flip swaps left and right cameras of each complete pair."""
+        if self.layout == MONO:
+            return [(0, 0), (0, -1), (0, 1)]
         out = []
         for c in range(self.num_cameras):
-            cam = c ^ 1 if flip else c  # cameras come in left/right pairs: 0/1 forward, 2/3 side
+            # cameras come in left/right pairs (0/1 forward, 2/3 side); a camera without its partner stays
+            cam = c ^ 1 if flip and (c ^ 1) < self.num_cameras else c
             offset = self.side_offset if c >= 2 else 0
             out += [(cam, offset), (cam, offset + 1)]
         return out
@@ -72,7 +121,7 @@ class TrainingFrames(Dataset):
         seq, t = self.items[index]
         flip = bool(self.rng.random() < self.flip_lr)
         ids = self.frame_ids(flip)
-        imgs = np.stack([self.source.image(seq, cam, t + dt) for cam, dt in ids]).astype(np.float32) / 255.0
+        imgs = np.stack([self._image(seq, cam, t + dt) for cam, dt in ids]).astype(np.float32) / 255.0
         poses = np.stack([self.source.cam_to_world(seq, cam, t + dt) for cam, dt in ids])
         T_ref = np.linalg.inv(poses[0]) @ poses
         if flip:
@@ -83,11 +132,15 @@ class TrainingFrames(Dataset):
         images = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2)
         if self.colour_jitter > 0:
             images = self._jitter(images)
+        if self.grey > 0 and self.rng.random() < self.grey:
+            # one network for grey and colour cameras: colour samples are seen as a grey camera would record them
+            images = to_grey(images).contiguous()
         Kn = np.repeat(self.Kn[None], len(ids), 0)
         if flip:
             Kn[:, 0, 2] = -Kn[:, 0, 2]  # mirrored principal point
         return {"images": images, "Kn": torch.from_numpy(Kn),
-                "T_ref": torch.from_numpy(T_ref.astype(np.float32)), "flip": torch.tensor(flip)}
+                "T_ref": torch.from_numpy(T_ref.astype(np.float32)), "flip": torch.tensor(flip),
+                "layout": torch.tensor(self.layout)}
 
     def _jitter(self, images: torch.Tensor) -> torch.Tensor:
         """Brightness, contrast and saturation changes, the same for every frame of the sample."""
@@ -99,3 +152,59 @@ class TrainingFrames(Dataset):
         grey = images.mean(1, keepdim=True)
         return ((images - grey) * s + grey).clamp(0, 1)
 
+
+class MixedFrames(Dataset):
+    """Several sources as one dataset; index i of source k is ``offsets[k] + i``."""
+
+    def __init__(self, sources: list[TrainingFrames], weights: list[float]):
+        if len(sources) != len(weights) or not sources:
+            raise ValueError("one weight per source, at least one source")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"source weights must be >= 0 and not all 0, got {weights}")
+        self.sources, self.weights = sources, [w / sum(weights) for w in weights]
+        self.offsets = np.cumsum([0] + [len(s) for s in sources]).tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        k = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.sources[k][index - self.offsets[k]]
+
+    def reseed(self, seed: int) -> None:
+        """Independent augmentation streams for each source (called in every data-loader worker)."""
+        for k, s in enumerate(self.sources):
+            s.rng = np.random.default_rng([seed, k])
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: reseed the augmentation from torch's per-worker seed.
+
+    Without it every worker would hold a copy of the same generator and repeat the
+    other workers' flips and jitters.
+    """
+    info = get_worker_info()
+    info.dataset.reseed(torch.initial_seed() % 2**63)
+
+
+class SourceBatches(Sampler[list[int]]):
+    """Batches drawn from one source at a time, the source chosen with its weight.
+
+    A batch never mixes sources, so its samples share a layout and a frame count.
+    ``len`` is one pass over the data's size; iteration continues with the same generator.
+    """
+
+    def __init__(self, data: MixedFrames, batch_size: int, generator: torch.Generator):
+        self.data, self.batch_size, self.generator = data, batch_size, generator
+
+    def __len__(self) -> int:
+        return max(1, len(self.data) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        weights = torch.tensor(self.data.weights)
+        for _ in range(len(self)):
+            k = int(torch.multinomial(weights, 1, generator=self.generator))
+            n = len(self.data.sources[k])
+            picks = torch.randint(0, n, (self.batch_size,), generator=self.generator) if n < self.batch_size \
+                else torch.randperm(n, generator=self.generator)[:self.batch_size]
+            yield [self.data.offsets[k] + int(i) for i in picks]

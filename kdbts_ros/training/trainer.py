@@ -7,6 +7,7 @@ Writes into the output folder:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..core.model.checkpoint import load_checkpoint, random_model, save_checkpoint
@@ -25,11 +26,12 @@ from ..core.model.network import DensityField
 from ..data.datasets import load_recording
 from ..data.records import RecordingFrames
 from ..data.synth_folder import SynthFolder
-from .config import TrainConfig
+from .config import SourceConfig, TrainConfig
 from .objective import Objective
-from .samples import TrainingFrames
+from .samples import MixedFrames, PosedFrames, SourceBatches, TrainingFrames, seed_worker
 
 TRAINED_HEADS = {"bts": ["sv"], "mvbts": ["mv"], "kdbts": ["sv", "mv"]}
+RAW_COLOUR_PAIR = ("image_02", "image_03")
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -45,38 +47,52 @@ def _device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def build_dataset(cfg: TrainConfig, seed: int) -> TrainingFrames:
-    """The training samples the config names."""
+def source_frames(src: SourceConfig, size: tuple[int, int] | None) -> PosedFrames:
+    """The posed frames one ``data.sources`` line names, resized to ``size`` where given."""
+    if src.format == "synth":
+        folder = SynthFolder(Path(src.root))
+        if size and size != (folder.width, folder.height):
+            raise ValueError(f"{src.root} holds {folder.width}x{folder.height} frames, not the configured "
+                             f"{size[0]}x{size[1]} (kdbts synth --width/--height)")
+        return folder
+    cameras = [c for c in src.cameras.split(",") if c] or None
+    if src.format == "raw" and cameras is None:
+        # the official KITTI raw loaders train on the colour pair; the grey pair is another rig
+        cameras = [c for c in RAW_COLOUR_PAIR if (Path(src.root) / c).is_dir()] or None
+    rec = load_recording(src.format, Path(src.root), Path(src.calib) if src.calib else None,
+                         Path(src.poses) if src.poses else None, src.sequence or None, cameras)
+    return RecordingFrames([rec], size=size)
+
+
+def build_dataset(cfg: TrainConfig, seed: int) -> MixedFrames:
+    """The training samples of every configured source, each drawn with its weight."""
     d = cfg.data
-    if d.format == "synth":
-        source = SynthFolder(Path(d.root))
-    else:
-        rec = load_recording(d.format, Path(d.root), Path(d.calib) if d.calib else None,
-                             Path(d.poses) if d.poses else None, d.sequence or None,
-                             [c for c in d.cameras.split(",") if c] or None)
-        source = RecordingFrames([rec], size=(d.width, d.height) if d.width and d.height else None)
-    return TrainingFrames(source, cfg.data.side_offset, cfg.data.flip_lr, cfg.data.colour_jitter, seed)
+    size = (d.width, d.height) if d.width and d.height else None
+    sources = d.parsed_sources()
+    frames = [TrainingFrames(source_frames(src, size), d.side_offset, d.flip_lr, d.colour_jitter, seed + 7919 * k,
+                             layout=src.layout, grey=d.grey, min_motion=d.min_motion)
+              for k, src in enumerate(sources)]
+    return MixedFrames(frames, [src.weight for src in sources])
 
 
 def initial_model(cfg: TrainConfig) -> DensityField:
     """Weights to start from: init_checkpoint, else seeded random weights."""
     if cfg.init_checkpoint:
         model, _ = load_checkpoint(cfg.init_checkpoint)
-        if model.arch != cfg.model.architecture():
+        arch = cfg.model.architecture()
+        if dataclasses.replace(model.arch, grey_input=arch.grey_input) == arch:
+            model.arch = arch  # same weights, only the input changes: a colour network fine-tunes to grey input
+        if model.arch != arch:
             raise ValueError(f"init_checkpoint architecture {model.arch} differs from the config's "
                              f"{cfg.model.architecture()}")
         return model
     return random_model(cfg.model.architecture(), cfg.seed)
 
 
-def _loop(loader: DataLoader, sampler) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches forever, reshuffling every epoch."""
-    epoch = 0
+def _loop(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches forever (the batch sampler draws afresh on every pass)."""
     while True:
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
         yield from loader
-        epoch += 1
 
 
 def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: float = 0.0,
@@ -100,13 +116,12 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_step, cfg.lr_gamma)
     dataset = build_dataset(cfg, cfg.seed + rank)
-    if world > 1:
-        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
-    else:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-    info = {"method": cfg.method, "teacher": cfg.teacher if cfg.method == "kdbts" else "", "data": cfg.data.root,
-            "image_height": dataset.source.height, "image_width": dataset.source.width}
-    loader = DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True)
+    # every rank draws its own batches (seeded by rank): DDP needs no shared sampler
+    batches = SourceBatches(dataset, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1000 * rank))
+    info = {"method": cfg.method, "teacher": cfg.teacher if cfg.method == "kdbts" else "",
+            "data": "; ".join(cfg.data.sources),
+            "image_height": dataset.sources[0].source.height, "image_width": dataset.sources[0].source.width}
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, worker_init_fn=seed_worker)
 
     step = 0
     state_path = out_dir / "state.pt"
@@ -117,6 +132,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         objective.generator.set_state(state["generator"])
+        if "batches" in state:  # states written before sources were mixed have none
+            batches.generator.set_state(state["batches"])
         step = int(state["step"])
     wrapped = DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None) \
         if world > 1 else objective
@@ -135,7 +152,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     # a fresh run (no state, or --restart) starts a fresh log; a resumed one appends
     log = open(out_dir / "metrics.jsonl", "a" if step else "w") if rank == 0 else None
     try:
-        for batch in _loop(loader, sampler):
+        for batch in _loop(loader):
             if step >= cfg.iterations or (max_minutes and time.monotonic() - start > 60 * max_minutes):
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -156,27 +173,27 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
                         writer.add_scalar(f"train/{k}", v, step)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
-                _save(cfg, model, optimiser, scheduler, objective, step, out_dir, rank, info)
+                _save(cfg, model, optimiser, scheduler, objective, batches, step, out_dir, rank, info)
     finally:
         bar.close()
         if log:
             log.close()
         if writer:
             writer.close()
-    _save(cfg, model, optimiser, scheduler, objective, step, out_dir, rank, info)
+    _save(cfg, model, optimiser, scheduler, objective, batches, step, out_dir, rank, info)
     if world > 1:
         dist.barrier()
     model.available_heads = TRAINED_HEADS[cfg.method]
     return model
 
 
-def _save(cfg: TrainConfig, model: DensityField, optimiser, scheduler, objective: Objective, step: int,
-          out_dir: Path, rank: int, info: dict) -> None:
+def _save(cfg: TrainConfig, model: DensityField, optimiser, scheduler, objective: Objective,
+          batches: SourceBatches, step: int, out_dir: Path, rank: int, info: dict) -> None:
     """Resumable state and the network checkpoint (rank 0 only; ranks hold identical weights)."""
     if rank != 0:
         return
     state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": objective.generator.get_state(), "step": step}
+             "generator": objective.generator.get_state(), "batches": batches.generator.get_state(), "step": step}
     tmp = out_dir / "state.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(out_dir / "state.pt")  # atomic: a crash mid-write never corrupts the last state

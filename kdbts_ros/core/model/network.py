@@ -40,6 +40,11 @@ class Architecture:
     mv_feature_dim: int = 16
     z_near: float = 3.0
     z_far: float = 80.0
+    grey_input: bool = False  # the encoder sees luma only (networks trained on grey and colour cameras alike)
+
+
+# BT.601 luma, as cv2's RGB2GRAY: what a grey camera records of a colour scene, near enough
+LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass
@@ -57,6 +62,12 @@ class Views:
     def subset(self, idx: list[int]) -> "Views":
         """The views with the given indices, in that order."""
         return Views(self.features[:, idx], self.Kn[:, idx], self.w2c[:, idx])
+
+
+def to_grey(image01: torch.Tensor) -> torch.Tensor:
+    """RGB images (..., 3, H, W) as their luma repeated in three channels."""
+    luma = torch.tensor(LUMA, dtype=image01.dtype, device=image01.device).view(3, 1, 1)
+    return (image01 * luma).sum(-3, keepdim=True).expand_as(image01)
 
 
 class Monodepth2(nn.Module):
@@ -93,6 +104,8 @@ class DensityField(nn.Module):
 
     def encode(self, image01: torch.Tensor) -> torch.Tensor:
         """Pixel-aligned features (B, C, H, W) of RGB images in [0, 1] (B, 3, H, W)."""
+        if self.arch.grey_input:
+            image01 = to_grey(image01)
         return self.encoder(image01)
 
     def point_inputs(self, points: torch.Tensor, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,9 +140,13 @@ class DensityField(nn.Module):
                                padding_mode="border", align_corners=False)
         return values.view(B, V, C, N).permute(0, 3, 1, 2), invalid.permute(0, 2, 1)
 
-    def head_logits(self, points: torch.Tensor, views: Views,
-                    heads: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Raw (pre-softplus) outputs (B, N) of several heads ('sv', 'mv') sharing one feature lookup, and the invalid mask (B, N, V)."""
+    def head_logits(self, points: torch.Tensor, views: Views, heads: tuple[str, ...],
+                    hidden: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Raw (pre-softplus) outputs (B, N) of several heads ('sv', 'mv') sharing one feature lookup, and the invalid mask (B, N, V).
+
+        ``hidden`` (B, N, V) bool hides views from the multi-view head point by point (training's
+        view dropout); the returned mask is the views' own validity.
+        """
         for head in heads:
             if head not in HEAD_NAMES:
                 raise ValueError(f"head must be 'sv' or 'mv', not {head!r}")
@@ -138,7 +155,8 @@ class DensityField(nn.Module):
         x, invalid = self.point_inputs(points, views)
         out = {}
         for head in heads:
-            y = self.heads[SV_HEAD](x[:, :, 0]) if head == "sv" else self.heads[MV_HEAD](x, invalid)
+            y = self.heads[SV_HEAD](x[:, :, 0]) if head == "sv" else \
+                self.heads[MV_HEAD](x, invalid if hidden is None else invalid | hidden)
             out[head] = y[..., 0]
         return out, invalid
 
