@@ -58,9 +58,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert an official BTS / MVBTS / KDBTS checkpoint into the project's safetensors format."""
-    from .core.model.checkpoint import CheckpointError, save_checkpoint
-    from .core.model.network import absent_head_prefixes
-    from .core.model.official import import_official
+    from .core.model.checkpoint import CheckpointError
+    from .core.model.official import import_official, save_imported
 
     try:
         model, report = import_official(args.checkpoint)
@@ -75,16 +74,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"  UNEXPECTED (not in the network): {key}")
     for key in report.missing:
         print(f"  MISSING (would stay random): {key}")
-    # keys of a head the checkpoint does not have (BTS: no multi-view head) may be missing; no others
-    absent = absent_head_prefixes(report.heads)
-    if report.unexpected or not report.heads or not all(k.startswith(absent) for k in report.missing):
+    if not report.complete:
         print("kdbts import: refusing to write a partially loaded network (see the keys above)", file=sys.stderr)
         return 1
-    if absent:
-        print(f"note: no weights for {', '.join(absent)}; that head is marked unavailable")
-    model.available_heads = report.heads
-    save_checkpoint(args.out, model, {"source": str(args.checkpoint), "imported_from": "official",
-                                      "image_height": 192, "image_width": 640})
+    if report.absent:
+        print(f"note: no weights for {', '.join(report.absent)}; that head is marked unavailable")
+    save_imported(args.out, model, report, str(args.checkpoint))
     print(f"wrote {args.out}")
     return 0
 
