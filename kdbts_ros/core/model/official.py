@@ -87,6 +87,8 @@ def infer_architecture(sd: dict[str, torch.Tensor], z_near: float = 3.0, z_far: 
     backbone = layouts.get((bottleneck, tuple(blocks[i] for i in (1, 2, 3, 4))))
     if backbone is None:
         raise CheckpointError(f"unsupported encoder layout: blocks {blocks}, bottleneck {bottleneck}")
+    if "encoder.decoder.decoder.10.conv.weight" not in sd:
+        raise CheckpointError("no decoder weights (encoder.decoder.decoder.10.conv.weight) in the checkpoint")
     feature_dim = sd["encoder.decoder.decoder.10.conv.weight"].shape[0]
     sv = sd.get(f"heads.{SV_HEAD}.lin_in.weight")
     mv = sd.get(f"heads.{MV_HEAD}.mlp.lin_in.weight")
