@@ -14,8 +14,9 @@ DEFAULT_KITTI = Path(os.environ.get("KDBTS_KITTI_SAMPLE", "../shared/data/kitti"
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML parameter file (the node's format); default: built-in")
-    p.add_argument("--checkpoint", help="project checkpoint (.safetensors), or 'random' for seeded random weights; "
-                                        "default: the config's model.checkpoint (empty: the embedded KDBTS network)")
+    p.add_argument("--checkpoint", help="project checkpoint (.safetensors), a name from 'kdbts weights list' once "
+                                        "fetched, or 'random' for seeded random weights; default: the config's "
+                                        "model.checkpoint (empty: the embedded KDBTS network)")
     p.add_argument("--mode", choices=("sv", "mv", "auto"), help="density head (overrides the config)")
 
 
@@ -503,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--median-scaling", action="store_true",
                     help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
     ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
-                    help="checkpoints to evaluate, each optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors")
+                    help="checkpoints (files, or fetched names from 'kdbts weights list') to evaluate, each "
+                         "optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors KDBTS=kitti-360")
     ev.add_argument("--out", type=Path, default=Path("eval_out"),
                     help="folder for results.md, results.json and profiles.png (default: eval_out)")
     ev.add_argument("--stride", type=int, default=8, help="evaluate every N-th frame of each sequence (default: 8)")
