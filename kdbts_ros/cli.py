@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import load_config
+from .weights_registry import RELEASES
 
 DEFAULT_KITTI = Path(os.environ.get("KDBTS_KITTI_SAMPLE", "../shared/data/kitti"))
 
@@ -82,6 +83,28 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"note: no weights for {', '.join(report.absent)}; that head is marked unavailable")
     save_imported(args.out, model, report, str(args.checkpoint))
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    """List the released official checkpoints, or fetch them into the cache and print their paths."""
+    from .weights_registry import BASE_URL_ENV, CACHE_ENV, base_url, cache_dir, cached_path
+
+    if args.action == "list":
+        for r in RELEASES.values():
+            state = str(cached_path(r.name)) if cached_path(r.name).is_file() else "not fetched"
+            print(f"{r.name:16s} {r.model:6s} {r.dataset:10s} {state}\n{'':16s} {r.url()}"
+                  + (f" : {r.member}" if r.member else ""))
+        print(f"cache: {cache_dir()} (${CACHE_ENV}); source: {base_url()} (${BASE_URL_ENV} or get --url)")
+        return 0
+    from .weights_fetch import FetchError, fetch
+
+    try:
+        for _name, path in fetch(args.names, args.url, args.force):
+            print(path)
+    except FetchError as exc:
+        print(f"kdbts weights: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -427,6 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("checkpoint", type=Path, help="official training checkpoint (torch.save file)")
     imp.add_argument("out", type=Path, help="output .safetensors file")
     imp.set_defaults(func=cmd_import)
+    wt = sub.add_parser("weights", help="list the released official BTS / MVBTS / KDBTS checkpoints, or download "
+                                        "and import them into the cache (then usable by name as a checkpoint)")
+    wt_sub = wt.add_subparsers(dest="action", required=True)
+    wt_sub.add_parser("list", help="names, sources and which are cached")
+    get = wt_sub.add_parser("get", help="download (progress bar), check, import into the cache; prints each path")
+    get.add_argument("names", nargs="+", choices=RELEASES, metavar="NAME", help=f"one of {', '.join(RELEASES)}")
+    get.add_argument("--url", help="base URL to download from instead of $KDBTS_WEIGHTS_URL or the authors' webshare")
+    get.add_argument("--force", action="store_true", help="download again even when cached")
+    wt.set_defaults(func=cmd_weights)
     viz = sub.add_parser("viz", help="one PNG: input, depth and bird's-eye density profile (paper Figs. 4-5)")
     _add_config_args(viz)
     viz.add_argument("image", type=Path, help="input image (any size; resized to the network input)")
