@@ -8,14 +8,16 @@ import sys
 from pathlib import Path
 
 from .config import load_config
+from .weights_registry import RELEASES
 
 DEFAULT_KITTI = Path(os.environ.get("KDBTS_KITTI_SAMPLE", "../shared/data/kitti"))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML parameter file (the node's format); default: built-in")
-    p.add_argument("--checkpoint", help="project checkpoint (.safetensors), or 'random' for seeded random weights; "
-                                        "default: the config's model.checkpoint (empty: the embedded KDBTS network)")
+    p.add_argument("--checkpoint", help="project checkpoint (.safetensors), a name from 'kdbts weights list' once "
+                                        "fetched, or 'random' for seeded random weights; default: the config's "
+                                        "model.checkpoint (empty: the embedded KDBTS network)")
     p.add_argument("--mode", choices=("sv", "mv", "auto"), help="density head (overrides the config)")
 
 
@@ -58,9 +60,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert an official BTS / MVBTS / KDBTS checkpoint into the project's safetensors format."""
-    from .core.model.checkpoint import CheckpointError, save_checkpoint
-    from .core.model.network import absent_head_prefixes
-    from .core.model.official import import_official
+    from .core.model.checkpoint import CheckpointError
+    from .core.model.official import import_official, save_imported
 
     try:
         model, report = import_official(args.checkpoint)
@@ -75,17 +76,35 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"  UNEXPECTED (not in the network): {key}")
     for key in report.missing:
         print(f"  MISSING (would stay random): {key}")
-    # keys of a head the checkpoint does not have (BTS: no multi-view head) may be missing; no others
-    absent = absent_head_prefixes(report.heads)
-    if report.unexpected or not report.heads or not all(k.startswith(absent) for k in report.missing):
+    if not report.complete:
         print("kdbts import: refusing to write a partially loaded network (see the keys above)", file=sys.stderr)
         return 1
-    if absent:
-        print(f"note: no weights for {', '.join(absent)}; that head is marked unavailable")
-    model.available_heads = report.heads
-    save_checkpoint(args.out, model, {"source": str(args.checkpoint), "imported_from": "official",
-                                      "image_height": 192, "image_width": 640})
+    if report.absent:
+        print(f"note: no weights for {', '.join(report.absent)}; that head is marked unavailable")
+    save_imported(args.out, model, report, str(args.checkpoint))
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    """List the released official checkpoints, or fetch them into the cache and print their paths."""
+    from .weights_registry import BASE_URL_ENV, CACHE_ENV, base_url, cache_dir, cached_path
+
+    if args.action == "list":
+        for r in RELEASES.values():
+            state = str(cached_path(r.name)) if cached_path(r.name).is_file() else "not fetched"
+            print(f"{r.name:16s} {r.model:6s} {r.dataset:10s} {state}\n{'':16s} {r.url()}"
+                  + (f" : {r.member}" if r.member else ""))
+        print(f"cache: {cache_dir()} (${CACHE_ENV}); source: {base_url()} (${BASE_URL_ENV} or get --url)")
+        return 0
+    from .weights_fetch import FetchError, fetch
+
+    try:
+        for _name, path in fetch(args.names, args.url, args.force):
+            print(path)
+    except FetchError as exc:
+        print(f"kdbts weights: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -431,6 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("checkpoint", type=Path, help="official training checkpoint (torch.save file)")
     imp.add_argument("out", type=Path, help="output .safetensors file")
     imp.set_defaults(func=cmd_import)
+    wt = sub.add_parser("weights", help="list the released official BTS / MVBTS / KDBTS checkpoints, or download "
+                                        "and import them into the cache (then usable by name as a checkpoint)")
+    wt_sub = wt.add_subparsers(dest="action", required=True)
+    wt_sub.add_parser("list", help="names, sources and which are cached")
+    get = wt_sub.add_parser("get", help="download (progress bar), check, import into the cache; prints each path")
+    get.add_argument("names", nargs="+", choices=RELEASES, metavar="NAME", help=f"one of {', '.join(RELEASES)}")
+    get.add_argument("--url", help="base URL to download from instead of $KDBTS_WEIGHTS_URL or the authors' webshare")
+    get.add_argument("--force", action="store_true", help="download again even when cached")
+    wt.set_defaults(func=cmd_weights)
     viz = sub.add_parser("viz", help="one PNG: input, depth and bird's-eye density profile (paper Figs. 4-5)")
     _add_config_args(viz)
     viz.add_argument("image", type=Path, help="input image (any size; resized to the network input)")
@@ -508,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--median-scaling", action="store_true",
                     help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
     ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
-                    help="checkpoints to evaluate, each optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors")
+                    help="checkpoints (files, or fetched names from 'kdbts weights list') to evaluate, each "
+                         "optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors KDBTS=kitti-360")
     ev.add_argument("--out", type=Path, default=Path("eval_out"),
                     help="folder for results.md, results.json and profiles.png (default: eval_out)")
     ev.add_argument("--stride", type=int, default=8, help="evaluate every N-th frame of each sequence (default: 8)")

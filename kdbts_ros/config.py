@@ -41,7 +41,8 @@ class ModelConfig:
     mv_feature_dim: int = _f(16, "per-view feature width fused by the multi-view head", 4, 256)
     z_near: float = _f(3.0, "near plane of the positional code and rendering, metres", 0.1, 100.0)
     z_far: float = _f(80.0, "far plane of the positional code and rendering, metres", 1.0, 1000.0)
-    checkpoint: str = _f("", "project checkpoint (.safetensors); empty: the embedded KDBTS network trained on "
+    checkpoint: str = _f("", "project checkpoint (.safetensors), or the name of fetched official weights "
+                         "(kdbts weights list, e.g. kitti-360); empty: the embedded KDBTS network trained on "
                          "the procedural benchmark; random: seeded random weights of backbone and widths")
     seed: int = _f(0, "seed for random weights and seeded ray jitter", 0, 2**31 - 1)
     device: str = _f("auto", "torch device: auto, cpu, cuda, cuda:N")

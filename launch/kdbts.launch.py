@@ -40,7 +40,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("config", default_value=default_config,
                               description="parameter file (see config/default.yaml)"),
         DeclareLaunchArgument("checkpoint", default_value="",
-                              description="model checkpoint (.safetensors); empty: the config's choice"),
+                              description="model checkpoint (.safetensors, or a name fetched with "
+                                          "kdbts weights get); empty: the config's choice"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock"),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz with rviz/kdbts.rviz"),
         DeclareLaunchArgument("bag", default_value="", description="play this bag with --clock (sets use_sim_time)"),

@@ -54,6 +54,30 @@ def slab_model(z_wall: float, arch: Architecture = SMALL_ARCH, seed: int = 0) ->
     return model
 
 
+def official_state_dict(model: DensityField, bts: bool = False) -> dict[str, torch.Tensor]:
+    """The ``model`` entry of an official training checkpoint: ``renderer.net.`` keys, renderer counters;
+    ``bts``: BTS's layout (``mlp_coarse``, no multi-view head)."""
+    sd = {}
+    for k, v in model.state_dict().items():
+        if bts and k.startswith("heads.multiviewhead3."):
+            continue
+        if bts:
+            k = k.replace("heads.singleviewhead.", "mlp_coarse.")
+        sd["renderer.net." + k] = v.clone()
+    sd["renderer.renderer.iter_idx"] = torch.tensor(200000)
+    sd["renderer.renderer.last_sched"] = torch.tensor(0)
+    return sd
+
+
+def official_checkpoint(path, model: DensityField | dict, bts: bool = False) -> None:
+    """Save a training checkpoint laid out like the official ones (ignite's top-level keys); ``model`` is a
+    network or an already built official state dict."""
+    sd = model if isinstance(model, dict) else official_state_dict(model, bts)
+    torch.save({"model": sd, "trainer": {"iteration": 200000, "epoch": 3},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
+                "lr_scheduler": {"step_size": 120000, "gamma": 0.1, "last_epoch": 5}}, path)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -4,27 +4,11 @@ import pickle
 import pytest
 import torch
 
-from conftest import SMALL_ARCH
+from conftest import SMALL_ARCH, official_checkpoint
 from kdbts_ros.cli import main
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, random_model
 from kdbts_ros.core.model.network import Architecture, Views
 from kdbts_ros.core.model.official import import_official
-
-
-def _official_file(path, model, bts: bool = False):
-    """A training checkpoint laid out like the official ones: ignite keys, renderer.net. prefixes."""
-    sd = {}
-    for k, v in model.state_dict().items():
-        if bts and k.startswith("heads.multiviewhead3."):
-            continue
-        if bts:
-            k = k.replace("heads.singleviewhead.", "mlp_coarse.")
-        sd["renderer.net." + k] = v.clone()
-    sd["renderer.renderer.iter_idx"] = torch.tensor(200000)
-    sd["renderer.renderer.last_sched"] = torch.tensor(0)
-    torch.save({"model": sd, "trainer": {"iteration": 200000, "epoch": 3},
-                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
-                "lr_scheduler": {"step_size": 120000, "gamma": 0.1, "last_epoch": 5}}, path)
 
 
 def _outputs(model):
@@ -41,7 +25,7 @@ def _outputs(model):
 @pytest.mark.parametrize("arch", [SMALL_ARCH, Architecture(backbone="resnet34", mv_hidden=256, mv_feature_dim=32)])
 def test_official_kdbts_checkpoint_imports_completely_with_same_outputs(tmp_path, arch):
     src = random_model(arch, seed=3).eval()
-    _official_file(tmp_path / "training_checkpoint_250000.pt", src)
+    official_checkpoint(tmp_path / "training_checkpoint_250000.pt", src)
     model, report = import_official(tmp_path / "training_checkpoint_250000.pt")
     assert report.missing == [] and report.unexpected == [] and report.heads == ["sv", "mv"]
     assert sorted(report.ignored) == ["renderer.renderer.iter_idx", "renderer.renderer.last_sched"]
@@ -54,7 +38,7 @@ def test_official_kdbts_checkpoint_imports_completely_with_same_outputs(tmp_path
 
 def test_kdbts_import_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     src = random_model(SMALL_ARCH, seed=4).eval()
-    _official_file(tmp_path / "bts.pt", src, bts=True)
+    official_checkpoint(tmp_path / "bts.pt", src, bts=True)
     assert main(["import", str(tmp_path / "bts.pt"), str(tmp_path / "bts.safetensors")]) == 0
     out = capsys.readouterr().out
     assert "heads present: sv" in out and "heads.multiviewhead3." in out
@@ -68,7 +52,7 @@ def test_kdbts_import_command_writes_a_loadable_checkpoint(tmp_path, capsys):
 
 def test_unexpected_keys_are_reported_and_nothing_is_written(tmp_path, capsys):
     src = random_model(SMALL_ARCH, seed=5)
-    _official_file(tmp_path / "x.pt", src)
+    official_checkpoint(tmp_path / "x.pt", src)
     cp = torch.load(tmp_path / "x.pt", weights_only=True)
     cp["model"]["renderer.net.heads.dft.token"] = torch.zeros(1, 1, 32)
     torch.save(cp, tmp_path / "x.pt")

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ...weights_registry import release_file
 from .network import Architecture, DensityField, absent_head_prefixes
 
 FORMAT = "kdbts_ros/1"
@@ -31,7 +32,16 @@ def save_checkpoint(path: str | Path, model: DensityField, info: dict | None = N
 
 
 def load_checkpoint(path: str | Path) -> tuple[DensityField, dict]:
-    """Build the network a checkpoint describes and load it strictly; returns (model, info)."""
+    """Build the network a checkpoint describes and load it strictly; returns (model, info).
+
+    ``path`` may also be a release name (``kdbts weights list``): its file in the cache is loaded.
+    """
+    cached = release_file(path)
+    if cached is not None:
+        if not cached.is_file():  # never downloaded here: the node must not fetch at start-up
+            raise CheckpointError(f"{path}: official weights not fetched yet (no {cached}); "
+                                  f"run 'kdbts weights get {path}' first")
+        path = cached
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

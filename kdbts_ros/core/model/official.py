@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError
-from .network import HEAD_NAMES, MV_HEAD, SV_HEAD, Architecture, DensityField
+from .checkpoint import CheckpointError, save_checkpoint
+from .network import HEAD_NAMES, MV_HEAD, SV_HEAD, Architecture, DensityField, absent_head_prefixes
 
 NET_PREFIX = "renderer.net."
 RENDERER_PREFIX = "renderer.renderer."
@@ -35,6 +35,16 @@ class ImportReport:
     ignored: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def absent(self) -> tuple[str, ...]:
+        """State-dict prefixes of the heads the checkpoint does not have (BTS: the multi-view head)."""
+        return absent_head_prefixes(self.heads)
+
+    @property
+    def complete(self) -> bool:
+        """Every network weight came from the file, except those of a wholly absent head: safe to write."""
+        return not self.unexpected and bool(self.heads) and all(k.startswith(self.absent) for k in self.missing)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -77,6 +87,8 @@ def infer_architecture(sd: dict[str, torch.Tensor], z_near: float = 3.0, z_far: 
     backbone = layouts.get((bottleneck, tuple(blocks[i] for i in (1, 2, 3, 4))))
     if backbone is None:
         raise CheckpointError(f"unsupported encoder layout: blocks {blocks}, bottleneck {bottleneck}")
+    if "encoder.decoder.decoder.10.conv.weight" not in sd:
+        raise CheckpointError("no decoder weights (encoder.decoder.decoder.10.conv.weight) in the checkpoint")
     feature_dim = sd["encoder.decoder.decoder.10.conv.weight"].shape[0]
     sv = sd.get(f"heads.{SV_HEAD}.lin_in.weight")
     mv = sd.get(f"heads.{MV_HEAD}.mlp.lin_in.weight")
@@ -103,3 +115,10 @@ def import_official(path: str | Path) -> tuple[DensityField, ImportReport]:
     report.mapped = sum(k in expected for k in mapped)
     return model, report
 
+
+def save_imported(path: str | Path, model: DensityField, report: ImportReport, source: str) -> None:
+    """Write an imported network in the project format, its absent heads marked unavailable."""
+    model.available_heads = report.heads
+    # every released BTS / MVBTS / KDBTS network was trained at 192x640; the node resizes to it by default
+    save_checkpoint(path, model, {"source": source, "imported_from": "official",
+                                  "image_height": 192, "image_width": 640})
