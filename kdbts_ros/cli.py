@@ -335,6 +335,7 @@ def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict,
     from .data.datasets import load_recording
     from .evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
     from .evaluation.metrics import DEPTH_KEYS
+    from .evaluation.priors import PRIORS
     from .evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
     from .evaluation.real_occupancy import LidarOccupancySettings
 
@@ -356,6 +357,8 @@ def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict,
             name = f"{label} ({head.upper()})"
             results[name] = evaluator.run(model, head, size, device)
             print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+    for prior in PRIORS if args.priors else ():
+        results[prior.name] = evaluator.run_prior(prior)
     meta = {"data": str(args.data), "dataset": args.dataset, "recording": rec.name,
             "camera": rec.rig.cameras[0].name, "frames": len(evaluator.frames), "stride": args.stride,
             "ground_truth": "projected velodyne, nearest return per pixel",
@@ -535,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "posed successors and a scan for each (default: 20, official)")
     ev.add_argument("--median-scaling", action="store_true",
                     help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
+    ev.add_argument("--priors", action="store_true",
+                    help="real data: also score image-free baselines, a constant 15 m depth and a flat road 1.65 m "
+                         "below the camera with a wall at 30 m (behind their surface counts as occupied)")
     ev.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
                     help="checkpoints (files, or fetched names from 'kdbts weights list') to evaluate, each "
                          "optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors KDBTS=kitti-360")

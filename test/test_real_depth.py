@@ -80,3 +80,16 @@ def test_eval_command_on_the_real_sample(tmp_path, capsys):
     assert set(report["results"]) == {"KDBTS (SV)", "KDBTS (MV)"}
     assert all(0 < r["abs_rel"] < 10 for r in report["results"].values())
     assert "O_acc" not in (tmp_path / "results.md").read_text()
+
+
+def test_flat_road_prior_meets_the_road_below_the_horizon_and_the_wall_above():
+    from kdbts_ros.evaluation.priors import FlatRoad
+
+    K = np.array([[700.0, 0, 600], [0, 700.0, 180], [0, 0, 1]])
+    prior = FlatRoad(height_m=1.65, wall_m=30.0)
+    rows = np.array([100.0, 180.0, 200.0, 375.0])
+    depth = prior.depth(rows, np.zeros(4), K)
+    # a ray through row v drops (v - cy) / fy metres per metre ahead: it meets the road at 1.65 fy / (v - cy)
+    np.testing.assert_allclose(depth, [30.0, 30.0, 30.0, 1.65 * 700 / (375 - 180)])  # row 200 meets it at 57.75 m
+    pts = np.array([[0.0, 1.0, 10.0], [0.0, 2.0, 10.0], [0.0, 0.0, 31.0]])
+    assert prior.occupied(pts).tolist() == [False, True, True]

@@ -14,6 +14,7 @@ from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti360 import load_kitti360_sequence
 from kdbts_ros.evaluation.protocol import OccupancyProtocol
+from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
 from kdbts_ros.evaluation.real_occupancy import (LidarOccupancy, LidarOccupancySettings, aggregate_votes,
                                                  lidar_occupancy, occupied_in_scan, polar_profile, surface_range)
 
@@ -275,3 +276,17 @@ def test_eval_command_on_the_kitti360_sample(tmp_path, capsys):
         assert 0.0 < r["o_acc"] < 1.0 and 0.0 < r["ie_acc"] <= 1.0
         assert np.isnan(r["ie_rec"])  # one scan: every hidden point is occupied, no hidden empty point to recall
     assert "| KDBTS (MV) |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_constant_depth_prior_scores_as_a_network_with_a_wall_at_that_depth(drive):
+    from kdbts_ros.evaluation.priors import ConstantDepth
+
+    ev = RealDepthEvaluator(load_kitti360_sequence(drive, SEQ), RealDepthSettings(stride=2),
+                            occupancy=LidarOccupancySettings())
+    prior = ev.run_prior(ConstantDepth(7.5))
+    wall = ev.run(slab_model(7.5), "sv", (64, 192), progress=False)
+    assert prior["occupancy_frames"] == wall["occupancy_frames"] == 2
+    for key in ("o_acc", "ie_acc", "ie_rec"):
+        assert prior[key] == pytest.approx(wall[key], abs=0.01), key
+    # the rendered wall lies a sample spacing behind 7.5 m at most: depth errors nearly equal
+    assert prior["abs_rel"] == pytest.approx(wall["abs_rel"], rel=0.05)

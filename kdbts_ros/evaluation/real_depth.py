@@ -9,6 +9,7 @@ the ground-truth pixels only; metrics are averaged over frames as the KITTI prot
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -23,6 +24,7 @@ from ..core.model.render import along_rays, render_depth
 from ..data.records import DatasetError, FrameRecord, Recording, read_velodyne
 from ..training.objective import pixel_rays
 from .metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
+from .priors import DepthPrior
 from .real_occupancy import LidarOccupancy, LidarOccupancySettings
 
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom (rows), left, right (columns)
@@ -133,36 +135,73 @@ class RealDepthEvaluator:
     @torch.inference_mode()
     def run(self, model: DensityField, head: str, input_size: tuple[int, int], device: torch.device | str = "cpu",
             progress: bool = True) -> dict[str, float]:
-        """Mean of the per-frame depth (and, where there is ground truth, occupancy) metrics of one network head."""
+        """Mean of the per-frame depth (and, where there is ground truth, occupancy) metrics of one network head.
+
+        Depth is rendered as the official evaluator renders it: unit-length rays sampled from
+        z_near to z_far metres along the ray, the expected distance converted to camera z.
+        """
         s, device = self.settings, torch.device(device)
         model = model.to(device).eval()
         c = self.rec.rig.cameras[self.cam]
         gen = torch.Generator(device=device)
-        records, occupancy = [], []
-        for k in tqdm(range(len(self.frames)), disable=not progress, desc=head, leave=False):
+        state: dict[str, object] = {}
+
+        def views(k: int) -> tuple[Views, torch.Tensor]:
+            if state.get("k") != k:  # one encoding per frame serves its depth and its occupancy
+                state["k"], state["views"] = k, self.views(model, k, head, input_size, device)
+            return state["views"]
+
+        def depth(k: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            v, Kn = views(k)
+            dirs = pixel_rays(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn,
+                              c.height, c.width)
+            unit = dirs / dirs.norm(dim=-1, keepdim=True)
+            gen.manual_seed(s.seed)
+            fn = along_rays(model.point_density(v, head))
+            distance = render_depth(fn, unit, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
+            return (distance * unit[:, 2]).cpu().numpy().astype(np.float64)
+
+        def occupancy(k: int) -> dict[str, float]:
+            return self.occupancy.score(model, views(k)[0], head, self.frames[k], s.chunk_points)
+
+        return self._score(depth, occupancy, lambda k: self.readable(k, head), head.upper(), progress)
+
+    def run_prior(self, prior: DepthPrior) -> dict[str, float]:
+        """The same metrics of an image-free depth prior (:mod:`.priors`)."""
+        K = self.rec.rig.cameras[self.cam].K
+
+        def occupancy(k: int) -> dict[str, float]:
+            occupied = prior.occupied(self.occupancy.points_cam)
+            return self.occupancy.score_prediction(occupied, self.frames[k])
+
+        return self._score(lambda k, rows, cols: prior.depth(rows, cols, K), occupancy, lambda k: True,
+                           prior.name, False)
+
+    def _score(self, depth: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
+               occupancy: Callable[[int], dict[str, float]], readable: Callable[[int], bool], label: str,
+               progress: bool) -> dict[str, float]:
+        """Per-frame metrics of a predictor, averaged over the frames it can read."""
+        s = self.settings
+        records, occupied = [], []
+        for k in tqdm(range(len(self.frames)), disable=not progress, desc=label, leave=False):
             rows, cols, gt = self.truth[k]
             has_occupancy = self.occupancy is not None and self.frames[k] in self.occupancy.truth
             # the MV head skips frames without a posed successor; its "frames" count says how many it scored
-            if (len(gt) == 0 and not has_occupancy) or not self.readable(k, head):
+            if (len(gt) == 0 and not has_occupancy) or not readable(k):
                 continue
-            views, Kn = self.views(model, k, head, input_size, device)
             if has_occupancy:
-                occupancy.append(self.occupancy.score(model, views, head, self.frames[k], s.chunk_points))
+                occupied.append(occupancy(k))
             if len(gt) == 0:
                 continue
-            dirs = pixel_rays(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn, c.height, c.width)
-            gen.manual_seed(s.seed)
-            fn = along_rays(model.point_density(views, head))
-            pred = render_depth(fn, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
-            pred = pred.cpu().numpy().astype(np.float64)
+            pred = depth(k, rows, cols)
             if s.median_scaling:
                 pred = pred * np.median(gt) / np.median(pred)
             records.append(depth_metrics(gt, pred, s.min_depth, s.max_depth))
         if not records:
-            raise DatasetError(f"{self.rec.name}: no frame the {head.upper()} head can read has velodyne ground "
+            raise DatasetError(f"{self.rec.name}: no frame that {label} can read has velodyne ground "
                                "truth in the evaluated region")
         out = {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
-        if occupancy:
-            out |= frame_means(occupancy, OCCUPANCY_KEYS)
-            out["occupancy_frames"] = len(occupancy)
+        if occupied:
+            out |= frame_means(occupied, OCCUPANCY_KEYS)
+            out["occupancy_frames"] = len(occupied)
         return out

@@ -178,5 +178,9 @@ class LidarOccupancy:
         device = views.w2c.device
         pts = torch.as_tensor(self.points_cam, dtype=torch.float32, device=device)[None]
         sigma, _ = model.query(pts, views, head, chunk)
+        return self.score_prediction(sigma[0].cpu().numpy() > self.settings.occupied_density, index)
+
+    def score_prediction(self, occupied_pred: np.ndarray, index: int) -> dict[str, float]:
+        """Occupancy metrics of a prediction (bool, one per query point of ``points_cam``) on frame ``index``."""
         occupied, visible = self.truth[index]
-        return occupancy_metrics(sigma[0].cpu().numpy() > self.settings.occupied_density, occupied, visible)
+        return occupancy_metrics(occupied_pred, occupied, visible)
