@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
 from . import messages as M
-from .config import PipelineConfig
+from .config import ConfigError, PipelineConfig
 from .core.pipeline import Outputs
 from .data.bags import BagWriter
 from .demo import depth_png, occupancy_png
+from .image_files import write_image
 from .runner import FrameRunner, run_messages
 
 log = logging.getLogger("kdbts_ros")
@@ -70,8 +70,7 @@ class PngWriter:
         for kind, img in pictures.items():
             if img is not None:
                 path = self.folder / f"{kind}_{out.stamp_ns}.png"
-                if not cv2.imwrite(str(path), img):
-                    raise OSError(f"could not write {path}")
+                write_image(path, img)
                 self.files.append(path)
 
 
@@ -85,8 +84,8 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
         topics = {c.topic for c in reader.connections}
         for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]):
             if t not in topics:  # checked before the network is built
-                raise ValueError(f"{bag_in} has no topic {t} (topics: {sorted(topics)}); "
-                                 "pick a config whose topics.images / topics.camera_infos match")
+                raise ConfigError(f"{bag_in} has no topic {t} (topics: {sorted(topics)}); "
+                                  "pick a config whose topics.images / topics.camera_infos match")
         missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
         if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
             log.warning("%s has no topic %s; rig frames are made without those cameras", bag_in, ", ".join(missing))

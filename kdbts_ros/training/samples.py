@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core.camera import normalise_intrinsics
+from ..data.records import DatasetError
 
 FORWARD_FRAMES = (1, 2, 3)  # encoder candidates besides frame 0: the other forward (stereo) frames
 
@@ -48,12 +49,12 @@ class TrainingFrames(Dataset):
         self.flip_lr, self.colour_jitter = flip_lr, colour_jitter
         self.num_cameras = min(len(source.cameras), max_cameras)
         if self.num_cameras < 2:
-            raise ValueError("training needs at least a stereo pair (2 cameras)")
+            raise DatasetError("training needs at least a stereo pair (2 cameras)")
         self.rng = np.random.default_rng(seed)
         span = 1 + (side_offset if self.num_cameras > 2 else 0)
         self.items = [(seq, t) for seq in source.sequences for t in range(0, source.num_frames(seq) - span, stride)]
         if not self.items:
-            raise ValueError("no sequence is long enough for a training sample")
+            raise DatasetError("no sequence is long enough for a training sample")
         self.Kn = normalise_intrinsics(source.K, source.width, source.height).astype(np.float32)
 
     def __len__(self) -> int:

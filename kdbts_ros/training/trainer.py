@@ -20,8 +20,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from ..core.model.checkpoint import load_checkpoint, random_model, save_checkpoint
+from ..core.model.checkpoint import CheckpointError, load_checkpoint, load_torch_file, random_model, save_checkpoint
 from ..core.model.network import DensityField
+from ..core.pipeline import pick_device
 from ..data.datasets import load_recording
 from ..data.records import RecordingFrames
 from ..data.synth_folder import SynthFolder
@@ -38,11 +39,10 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
+    device = pick_device(name)
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", local_rank)
-    return torch.device(name)
+    return device
 
 
 def build_dataset(cfg: TrainConfig, seed: int) -> TrainingFrames:
@@ -63,8 +63,8 @@ def initial_model(cfg: TrainConfig) -> DensityField:
     if cfg.init_checkpoint:
         model, _ = load_checkpoint(cfg.init_checkpoint)
         if model.arch != cfg.model.architecture():
-            raise ValueError(f"init_checkpoint architecture {model.arch} differs from the config's "
-                             f"{cfg.model.architecture()}")
+            raise CheckpointError(f"{cfg.init_checkpoint}: init_checkpoint architecture {model.arch} differs from "
+                                  f"the config's {cfg.model.architecture()}")
         return model
     return random_model(cfg.model.architecture(), cfg.seed)
 
@@ -112,12 +112,16 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     state_path = out_dir / "state.pt"
     if resume and state_path.exists():
         # our own file, but loaded without pickle execution all the same
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        objective.generator.set_state(state["generator"])
-        step = int(state["step"])
+        state = load_torch_file(state_path)
+        try:
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            scheduler.load_state_dict(state["scheduler"])
+            objective.generator.set_state(state["generator"])
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # another run's state, or a damaged one
+            raise CheckpointError(f"{state_path}: does not resume this run ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); --restart ignores it") from exc
     wrapped = DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None) \
         if world > 1 else objective
     writer = None
