@@ -354,6 +354,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
 
     result = replay(_config(args), args.bag_in, args.bag_out, args.storage, args.png)
+    if result.cut_short and result.processed:
+        print(f"kdbts replay: warning: {result.cut_short}", file=sys.stderr)
     print(f"frames processed: {result.processed}")
     print("dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"))
     print("faults worked around: " + (", ".join(f"{k} {v}" for k, v in sorted(result.faults.items())) or "none"))
@@ -364,8 +366,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _print_counts(result.written)
     if args.png:
         print(f"wrote {len(result.pngs)} PNGs to {args.png}")
-    if not result.processed:
-        print(f"kdbts replay: {args.bag_in}: no frame was processed"
+    if not result.processed:  # one line: what was read of a bag cut short, and that it held no whole frame
+        print(f"kdbts replay: {result.cut_short or args.bag_in}; no frame was processed"
               + (" (see the drops above)" if result.drops else ""), file=sys.stderr)
         return 1
     return 0
