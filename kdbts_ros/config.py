@@ -347,8 +347,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
-def _read_settings(path: Path) -> dict[str, Any]:
-    """Dotted settings of a YAML file; raises ConfigError naming the file (OSError when it cannot be read)."""
+def read_yaml_mapping(path: Path) -> dict:
+    """The mapping a YAML file holds ({} if empty); ConfigError naming the file, OSError if it cannot be read."""
     try:
         tree = yaml.safe_load(path.read_text())
     except UnicodeDecodeError as exc:
@@ -362,6 +362,12 @@ def _read_settings(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, found a {type(tree).__name__}")
+    return tree
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """Dotted settings of a YAML file; raises ConfigError naming the file (OSError when it cannot be read)."""
+    tree = read_yaml_mapping(path)
     # ROS 2 parameter files nest settings under "<node name>: ros__parameters:"
     for node_tree in list(tree.values()):
         if isinstance(node_tree, dict) and "ros__parameters" in node_tree:
