@@ -137,6 +137,9 @@ def _commands(kind: str, good: dict[str, Path], out: Path) -> dict[str, Callable
                                    "--out", o],
                 "viz": lambda p: ["viz", g["png"], "--checkpoint", str(p), *small, "--out", f"{o}/v.png"],
                 "eval": lambda p: ["eval", o, "--model", f"X={p}", "--out", o],
+                "bench": lambda p: ["bench", "--networks", str(p), "--windows", "1", "--frames", "2", "--device",
+                                    "cpu", "--out", o],
+                "soak": lambda p: ["soak", "--network", str(p), "--frames", "20", "--out", o],
                 "train": lambda p: ["train", "--out", o, "--set", f"init_checkpoint={p}"]}
     if kind == "pt":
         return {"import": lambda p: ["import", str(p), f"{o}/x.safetensors"]}
