@@ -28,7 +28,7 @@ from . import messages as M
 from .config import PipelineConfig
 from .core.model import folded
 from .core.grids import GridSpec
-from .core.pipeline import Pipeline, pick_device
+from .core.pipeline import Pipeline, build_model, pick_device
 from .demo import input_messages, synthetic_sample
 from .runner import FrameRunner
 
@@ -148,6 +148,11 @@ def start_node(cfg: PipelineConfig, context):
     from .config import iter_params
     from .ros.node import KdbtsNode
 
+    try:
+        build_model(cfg)  # a checkpoint the node could not load is reported here, once, as the tools report it
+    except BaseException:
+        context.try_shutdown()
+        raise
     params = [Parameter(s.name, value=s.default) for s in iter_params(cfg)]
     node = KdbtsNode(context=context, parameter_overrides=params)
     node.trigger_configure()

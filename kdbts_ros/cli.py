@@ -5,12 +5,18 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from .config import load_config
+from .config import ConfigError, load_config
+from .data.records import DatasetError
+from .errors import DEBUG_ENV, classify
+from .image_files import read_image, write_image
+from .interrupts import signals_as_exceptions
 from .weights_registry import RELEASES
 
 DEFAULT_KITTI = Path(os.environ.get("KDBTS_KITTI_SAMPLE", "../shared/data/kitti"))
+DEBUG_HELP = f"on a failure, print the Python traceback too (or set {DEBUG_ENV}=1)"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -40,11 +46,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run a short sequence through the node's runner and write a bag and PNGs."""
     from .demo import kitti_sample, run_demo, synthetic_sample
 
+    if args.frames < 1:
+        raise ConfigError(f"--frames {args.frames}: need at least one frame")
     cfg = _config(args)
     use_kitti = args.source == "kitti" or (args.source == "auto" and args.kitti.is_dir())
     if args.source == "kitti" and not args.kitti.is_dir():
-        print(f"kdbts demo: KITTI sample folder {args.kitti} not found", file=sys.stderr)
-        return 2
+        raise DatasetError(f"{args.kitti}: KITTI sample folder not found")
     seq = kitti_sample(args.kitti, args.frames) if use_kitti else synthetic_sample(args.frames)
     print(f"input: {seq.name}, {len(seq.images)} frames {seq.images[0].shape[1]}x{seq.images[0].shape[0]}")
     result = run_demo(cfg, args.out, seq)
@@ -60,14 +67,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert an official BTS / MVBTS / KDBTS checkpoint into the project's safetensors format."""
-    from .core.model.checkpoint import CheckpointError
     from .core.model.official import import_official, save_imported
 
-    try:
-        model, report = import_official(args.checkpoint)
-    except CheckpointError as exc:
-        print(f"kdbts import: {exc}", file=sys.stderr)
-        return 1
+    model, report = import_official(args.checkpoint)
     print(f"architecture: {report.architecture}")
     print(f"mapped {report.mapped} tensors; heads present: {', '.join(report.heads) or 'none'}")
     for key in report.ignored:
@@ -97,14 +99,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
                   + (f" : {r.member}" if r.member else ""))
         print(f"cache: {cache_dir()} (${CACHE_ENV}); source: {base_url()} (${BASE_URL_ENV} or get --url)")
         return 0
-    from .weights_fetch import FetchError, fetch
+    from .weights_fetch import fetch
 
-    try:
-        for _name, path in fetch(args.names, args.url, args.force):
-            print(path)
-    except FetchError as exc:
-        print(f"kdbts weights: {exc}", file=sys.stderr)
-        return 1
+    for _name, path in fetch(args.names, args.url, args.force):
+        print(path)
     return 0
 
 
@@ -115,11 +113,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
     from .viz import PRESETS, preset_intrinsics, render_figure
 
-    bgr = cv2.imread(str(args.image))
-    if bgr is None:
-        print(f"kdbts viz: cannot read image {args.image}", file=sys.stderr)
-        return 1
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(read_image(args.image), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     if args.intrinsics:
         fx, fy, cx, cy = args.intrinsics
@@ -129,7 +123,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     cfg = _config(args)
     head = args.head or ("mv" if cfg.mode == "mv" else "sv")
     _, _, picture = render_figure(cfg, rgb, K, head, pitch)
-    cv2.imwrite(str(args.out), picture)
+    write_image(args.out, picture)
     print(f"head {head}; wrote {args.out} ({picture.shape[1]}x{picture.shape[0]})")
     return 0
 
@@ -164,15 +158,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         print("kdbts synth: need at least one seed, one frame and a positive image size", file=sys.stderr)
         return 2
     rig = RigConfig(width=args.width, height=args.height)
-    try:
-        for seed in seeds:
-            seq = write_sequence(args.out, seed, args.frames, rig, step_m=args.step, bag=args.bag)
-            print(f"wrote {seq}: {args.frames} frames x {len(rig.cameras)} cameras "
-                  f"({', '.join(c.name for c in rig.cameras)}) at {rig.width}x{rig.height}"
-                  + (f"; bag {seq / 'bag'}" if args.bag else ""))
-    except (OSError, ValueError) as exc:
-        print(f"kdbts synth: {exc}", file=sys.stderr)
-        return 1
+    for seed in seeds:
+        seq = write_sequence(args.out, seed, args.frames, rig, step_m=args.step, bag=args.bag)
+        print(f"wrote {seq}: {args.frames} frames x {len(rig.cameras)} cameras "
+              f"({', '.join(c.name for c in rig.cameras)}) at {rig.width}x{rig.height}"
+              + (f"; bag {seq / 'bag'}" if args.bag else ""))
     print(f"rig: {args.out / 'rig.json'}")
     return 0
 
@@ -185,8 +175,11 @@ def _overrides(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair}: not a YAML value ({getattr(exc, 'problem', None) or exc})") from exc
     return out
 
 
@@ -196,11 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.config import TrainConfig
     from .training.trainer import train
 
-    try:
-        cfg = load_config(args.config, _overrides(args.set), TrainConfig)
-    except (OSError, ValueError) as exc:
-        print(f"kdbts train: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, _overrides(args.set), TrainConfig)
     model = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"heads trained: {model.available_heads}; wrote {args.out / 'checkpoint.safetensors'} "
@@ -211,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Metrics of each checkpoint and head on held-out data (synthetic: occupancy, depth, profiles; KITTI: depth;
     KITTI-360: occupancy and depth)."""
-    from .core.model.checkpoint import CheckpointError, load_checkpoint
+    from .core.model.checkpoint import load_checkpoint
     from .core.pipeline import pick_device
 
     models, infos, paths = {}, {}, {}
@@ -220,25 +209,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not sep:
             label, path = Path(item).stem, item
         paths[label] = path
-        try:
-            models[label], infos[label] = load_checkpoint(path)
-        except CheckpointError as exc:
-            print(f"kdbts eval: {exc}", file=sys.stderr)
-            return 1
+        models[label], infos[label] = load_checkpoint(path)
     device = pick_device(args.device)
-    try:
-        if args.dataset == "synth":
-            return _eval_synthetic(args, models, paths, device)
-        return _eval_real(args, models, infos, paths, device)
-    except (OSError, ValueError) as exc:
-        print(f"kdbts eval: {exc}", file=sys.stderr)
-        return 1
+    if args.dataset == "synth":
+        return _eval_synthetic(args, models, paths, device)
+    return _eval_real(args, models, infos, paths, device)
 
 
 def _eval_synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> int:
     """Occupancy and depth against the procedural scenes' exact geometry, plus the profiles figure."""
-    import cv2
-
     from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
 
     evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
@@ -253,7 +232,7 @@ def _eval_synthetic(args: argparse.Namespace, models: dict, paths: dict, device)
             "models": paths}
     md, js = write_report(args.out, results, meta)
     strip = args.out / "profiles.png"
-    cv2.imwrite(str(strip), profile_strip(evaluator, profiles, args.profile_frame))
+    write_image(strip, profile_strip(evaluator, profiles, args.profile_frame))
     print(markdown_table(results), end="")
     print(f"wrote {md}, {js}, {strip}")
     return 0
@@ -317,11 +296,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     if args.frames < 20 or args.load_factor <= 0 or min(args.image_size) < 8:
         print("kdbts soak: need --frames >= 20, --load-factor > 0 and an image size of at least 8x8", file=sys.stderr)
         return 2
-    try:
-        cfg = soak_config(load_config(args.config), args.network, args.cameras)
-    except (OSError, ValueError) as exc:
-        print(f"kdbts soak: {exc}", file=sys.stderr)
-        return 2
+    cfg = soak_config(load_config(args.config), args.network, args.cameras)
     report = run(cfg, args.frames, args.rate, args.load_factor, tuple(args.image_size),
                  progress=print if args.progress else lambda _line: None)
     _write_report(args.out, "soak", report, markdown(report))
@@ -378,19 +353,14 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
     """Convert a KITTI raw drive, odometry sequence or KITTI-360 sequence into a ROS 2 bag."""
     from .data.datasets import conventions, load_recording
     from .data.kitti_bag import write_recording_bag
-    from .data.records import DatasetError
 
-    try:
-        rec = load_recording(args.kind, args.source, args.calib, args.poses, args.sequence, args.cameras)
-        posed = len(rec.posed())
-        print(f"{rec.name}: {len(rec.frames)} frames ({posed} posed), cameras "
-              f"{', '.join(f'{c.name} -> {c.frame_id}' for c in rec.rig.cameras)}")
-        print(f"poses: {rec.poses_from}; stamps: {rec.stamps_from}")
-        counts = write_recording_bag(rec, args.out, conventions(args.kind), args.storage, args.frames or None,
-                                     velodyne=not args.no_velodyne, clock=not args.no_clock)
-    except (DatasetError, OSError) as exc:
-        print(f"kdbts kitti2bag: {exc}", file=sys.stderr)
-        return 1
+    rec = load_recording(args.kind, args.source, args.calib, args.poses, args.sequence, args.cameras)
+    posed = len(rec.posed())
+    print(f"{rec.name}: {len(rec.frames)} frames ({posed} posed), cameras "
+          f"{', '.join(f'{c.name} -> {c.frame_id}' for c in rec.rig.cameras)}")
+    print(f"poses: {rec.poses_from}; stamps: {rec.stamps_from}")
+    counts = write_recording_bag(rec, args.out, conventions(args.kind), args.storage, args.frames or None,
+                                 velodyne=not args.no_velodyne, clock=not args.no_clock)
     print(f"wrote {args.out} ({args.storage})")
     _print_counts(counts)
     return 0
@@ -400,12 +370,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
     from .replay import replay
 
-    try:
-        cfg = _config(args)
-        result = replay(cfg, args.bag_in, args.bag_out, args.storage, args.png)
-    except (OSError, ValueError) as exc:
-        print(f"kdbts replay: {exc}", file=sys.stderr)
-        return 1
+    result = replay(_config(args), args.bag_in, args.bag_out, args.storage, args.png)
+    if result.cut_short and result.processed:
+        print(f"kdbts replay: warning: {result.cut_short}", file=sys.stderr)
     print(f"frames processed: {result.processed}")
     print("dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"))
     print("faults worked around: " + (", ".join(f"{k} {v}" for k, v in sorted(result.faults.items())) or "none"))
@@ -416,7 +383,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _print_counts(result.written)
     if args.png:
         print(f"wrote {len(result.pngs)} PNGs to {args.png}")
-    return 0 if result.processed else 1
+    if not result.processed:  # one line: what was read of a bag cut short, and that it held no whole frame
+        print(f"kdbts replay: {result.cut_short or args.bag_in}; no frame was processed"
+              + (" (see the drops above)" if result.drops else ""), file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -438,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``kdbts`` argument parser with one sub-command per tool."""
     parser = argparse.ArgumentParser(prog="kdbts", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every dropped input")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the node's pipeline on a short posed sequence (no ROS, no GPU)")
     _add_config_args(demo)
@@ -604,14 +576,68 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for soak.json and soak.md (default: soak_out)")
     so.add_argument("--progress", action="store_true", help="print a line per tenth of the run")
     so.set_defaults(func=cmd_soak)
+    for command in sub.choices.values():  # after the command as well as before it; SUPPRESS keeps an earlier one
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kdbts`` command."""
+    """Entry point of the ``kdbts`` command.
+
+    A failure the user caused (a missing, unreadable, truncated, corrupt or hostile file, a bad
+    setting, a full disk, Ctrl-C or SIGTERM) is one line ``kdbts <command>: <file>: <what>`` on
+    stderr and an exit code (:mod:`kdbts_ros.errors`); anything else is a bug and keeps its
+    traceback. ``--debug`` or ``KDBTS_DEBUG=1`` print the traceback of every failure.
+    """
+    import cv2
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
-    return args.func(args)
+    # a corrupt image is reported as one line by the loader; OpenCV's own warnings would add more
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    stdout = sys.stdout
+    try:
+        with signals_as_exceptions():
+            sys.stdout = _NamedStdout(stdout)
+            status = args.func(args)
+            sys.stdout.flush()  # a full disk or a closed pipe shows now, not when Python exits
+            return status
+    except BaseException as exc:  # noqa: BLE001 - classified below; bugs are re-raised untouched
+        failure = classify(exc)
+        if failure is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"kdbts {args.command}: {failure.line}", file=sys.stderr)
+        return failure.code
+    finally:
+        sys.stdout = stdout if not isinstance(sys.stdout, _NamedStdout) or not sys.stdout.failed else \
+            open(os.devnull, "w")  # noqa: SIM115 - unflushed text would fail again when Python exits
+
+
+class _NamedStdout:
+    """sys.stdout whose write errors (a full disk, a closed pipe) name it, as file errors name their file."""
+
+    def __init__(self, stream):
+        self.stream, self.failed = stream, False
+
+    def write(self, text: str) -> int:
+        return self._named(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self.stream.flush)
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as exc:
+            self.failed = True
+            exc.filename = exc.filename or "<stdout>"
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
 if __name__ == "__main__":

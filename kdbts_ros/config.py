@@ -15,6 +15,12 @@ from typing import Any, Iterator
 
 import yaml
 
+from .errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A parameter file or setting that cannot be used; the message names the file (or the command line)."""
+
 
 def _f(default: Any, description: str, lo: float | None = None, hi: float | None = None,
        choices: tuple[str, ...] | None = None, runtime: bool = False) -> Any:
@@ -281,11 +287,18 @@ def check_consistency(cfg: Any) -> None:
         check()
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+# settings nest at most section.leaf deep; a deeper tree is no parameter file (and YAML aliases
+# could make a deep one expand into millions of keys)
+_MAX_DEPTH = 4
+
+
+def _flatten(tree: dict, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"settings nested deeper than {_MAX_DEPTH} levels at {prefix.rstrip('.')!r}")
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(_flatten(value, f"{prefix}{key}.", depth + 1))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -320,17 +333,50 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 cls: type = PipelineConfig) -> Any:
     """Read a YAML file (ROS 2 parameter layout or plain nested mapping) into a checked ``cls`` config."""
     cfg = cls()
-    values: dict[str, Any] = {}
-    if path is not None:
-        tree = yaml.safe_load(Path(path).read_text()) or {}
-        # ROS 2 parameter files nest settings under "<node name>: ros__parameters:"
-        for node_tree in list(tree.values()):
-            if isinstance(node_tree, dict) and "ros__parameters" in node_tree:
-                tree = node_tree["ros__parameters"]
-                break
-        values = _flatten(tree)
-    values.update(overrides or {})
+    values = _read_settings(Path(path)) if path is not None else {}
+    overrides = overrides or {}
+    values.update(overrides)
     for name, value in values.items():
-        set_param(cfg, name, value, check=False)
-    check_consistency(cfg)
+        try:
+            set_param(cfg, name, value, check=False)
+        except ValueError as exc:
+            raise ConfigError(f"{'command line' if name in overrides else path}: {exc}") from exc
+    try:
+        check_consistency(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{path if path is not None else 'command line'}: {exc}") from exc
     return cfg
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """The mapping a YAML file holds ({} if empty); ConfigError naming the file, OSError if it cannot be read."""
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, found a {type(tree).__name__}")
+    return tree
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """Dotted settings of a YAML file; raises ConfigError naming the file (OSError when it cannot be read)."""
+    tree = read_yaml_mapping(path)
+    # ROS 2 parameter files nest settings under "<node name>: ros__parameters:"
+    for node_tree in list(tree.values()):
+        if isinstance(node_tree, dict) and "ros__parameters" in node_tree:
+            tree = node_tree["ros__parameters"] or {}
+            if not isinstance(tree, dict):
+                raise ConfigError(f"{path}: ros__parameters must be a mapping of settings")
+            break
+    try:
+        return _flatten(tree)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

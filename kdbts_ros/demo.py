@@ -18,6 +18,7 @@ from .core import geometry
 from .data import shared_sample
 from .data.bags import BagWriter, CameraStream, rig_messages
 from .data.rig import RigCamera
+from .image_files import write_image
 from .runner import FrameRunner, run_messages
 
 # the demo camera: forward, level, 1.65 m above base_link (on the ground)
@@ -102,8 +103,8 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, obj
         raise RuntimeError(f"no frame was processed; drops: {dict(runner.drops)}")
     files = {"bag": bag_path, "occupancy_png": out_dir / "occupancy_bev.png", "depth_png": out_dir / "depth.png",
              "input_png": out_dir / "input.png"}
-    cv2.imwrite(str(files["occupancy_png"]), occupancy_png(last.occupancy))
-    cv2.imwrite(str(files["depth_png"]), depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
-    cv2.imwrite(str(files["input_png"]), cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
+    write_image(files["occupancy_png"], occupancy_png(last.occupancy))
+    write_image(files["depth_png"], depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
+    write_image(files["input_png"], cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
     return {"files": files, "messages": bag.counts, "frames": runner.processed, "drops": dict(runner.drops),
             "head": last.head, "weights": runner.pipeline.model_info.get("weights"), "timings": last.timings}

@@ -4,24 +4,27 @@ The bag's messages go to :func:`kdbts_ros.runner.run_messages` in time order wit
 stamps as the clock, so the outputs are those the node would publish while the bag plays with
 ``--clock``. Copies of the node's own output topics in the input bag are left out (a replay of
 a replay does not duplicate them), as are messages of types the typestore does not know.
+A bag cut short (a recording that ended with the power) replays up to its last complete
+message; :attr:`ReplayResult.cut_short` says how much was read.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
 from . import messages as M
-from .config import PipelineConfig
+from .config import ConfigError, PipelineConfig
 from .core.pipeline import Outputs
+from .data.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from .data.bags import BagWriter
 from .demo import depth_png, occupancy_png
+from .image_files import write_image
 from .runner import FrameRunner, run_messages
 
 log = logging.getLogger("kdbts_ros")
@@ -37,6 +40,7 @@ class ReplayResult:
     skipped: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     pngs: list[Path] = field(default_factory=list)
+    cut_short: str | None = None  # the input bag's defect and how much of it was read; None: read whole
 
 
 def output_topics(cfg: PipelineConfig) -> set[str]:
@@ -45,14 +49,14 @@ def output_topics(cfg: PipelineConfig) -> set[str]:
     return {t.occupancy, t.points, t.depth, t.depth_info, t.density_grid, t.latency, "/diagnostics"}
 
 
-def bag_messages(reader: Reader, leave_out: set[str], skipped: Counter) -> Iterator[tuple[int, str, str, bytes]]:
+def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterator[BagMessage]:
     """(stamp, topic, msgtype, bytes) of a bag in time order, without ``leave_out`` topics and unknown types."""
     known = M.typestore().types
-    for conn, stamp, data in reader.messages():
-        if conn.topic in leave_out or conn.msgtype not in known:
-            skipped[conn.topic] += 1
+    for stamp, topic, msgtype, data in bag.messages():
+        if topic in leave_out or msgtype not in known:
+            skipped[topic] += 1
             continue
-        yield stamp, conn.topic, conn.msgtype, bytes(data)
+        yield stamp, topic, msgtype, data
 
 
 class PngWriter:
@@ -70,8 +74,7 @@ class PngWriter:
         for kind, img in pictures.items():
             if img is not None:
                 path = self.folder / f"{kind}_{out.stamp_ns}.png"
-                if not cv2.imwrite(str(path), img):
-                    raise OSError(f"could not write {path}")
+                write_image(path, img)
                 self.files.append(path)
 
 
@@ -81,23 +84,31 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
     skipped: Counter[str] = Counter()
-    with Reader(bag_in) as reader:
-        topics = {c.topic for c in reader.connections}
+    with open_bag(bag_in) as source:
+        if source.cut_short:
+            log.warning("%s", source.cut_short)
+        messages = bag_messages(source, output_topics(cfg), skipped)
+        first = next(messages, None)
+        if first is None:  # run_messages needs at least one
+            raise BagError(f"{source.cut_short}; nothing to replay" if source.cut_short else
+                           f"{bag_in}: no message on a topic to replay")
+        messages = itertools.chain([first], messages)
+        topics = set(source.topics)
         for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]):
             if t not in topics:  # checked before the network is built
-                raise ValueError(f"{bag_in} has no topic {t} (topics: {sorted(topics)}); "
-                                 "pick a config whose topics.images / topics.camera_infos match")
+                raise ConfigError(f"{bag_in} has no topic {t} (topics: {sorted(topics)}); "
+                                  "pick a config whose topics.images / topics.camera_infos match")
         missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
         if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
             log.warning("%s has no topic %s; rig frames are made without those cameras", bag_in, ", ".join(missing))
         runner = runner or FrameRunner(cfg)
         pngs = PngWriter(png_dir, cfg) if png_dir is not None else None
-        messages = bag_messages(reader, output_topics(cfg), skipped)
-        with BagWriter(bag_out, storage) as bag, tqdm(total=reader.message_count, unit="msg", desc=bag_in.name,
+        with BagWriter(bag_out, storage) as bag, tqdm(total=source.message_count, unit="msg", desc=bag_in.name,
                                                       disable=None if progress is None else not progress) as bar:
             run_messages(runner, _counting(messages, bar), bag, pngs)
+        cut_short = source.cut_short  # now that every message was read: how many there were
     return ReplayResult(runner.processed, dict(runner.drops), dict(bag.counts), dict(skipped),
-                        faults=dict(runner.faults), pngs=pngs.files if pngs else [])
+                        faults=dict(runner.faults), pngs=pngs.files if pngs else [], cut_short=cut_short)
 
 
 def _counting(messages: Iterator, bar: tqdm) -> Iterator:

@@ -23,13 +23,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .errors import UserError
 from .weights_registry import RELEASES, Release, cache_dir, cached_path
 
 TIMEOUT_S = 60.0          # per socket operation, not for the whole download
 CHUNK = 1 << 20
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """A release that could not be fetched; the message is one line saying why."""
 
 

@@ -11,6 +11,7 @@ from kdbts_ros.cli import main
 from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
+from kdbts_ros.errors import EXIT_USER
 from kdbts_ros.evaluation.evaluate import EvalSettings, Evaluator
 from kdbts_ros.evaluation.metrics import depth_metrics, occupancy_metrics
 from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth
@@ -110,4 +111,5 @@ def test_eval_command_writes_table_json_and_profiles(held_out, tmp_path):
     assert set(data["results"]) == {"WALL (SV)", "wall (SV)"} and data["frames"] == 1
     assert data["models"] == {"WALL": ckpt, "wall": ckpt}  # unlabelled: named after the file
     assert (out / "profiles.png").stat().st_size > 1000
-    assert main(["eval", str(held_out), "--model", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 1
+    missing = str(tmp_path / "missing.safetensors")
+    assert main(["eval", str(held_out), "--model", missing, "--out", str(out)]) == EXIT_USER

@@ -18,6 +18,7 @@ from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.kitti_odometry import load_odometry_sequence
 from kdbts_ros.data.records import read_velodyne
+from kdbts_ros.errors import EXIT_USER
 
 
 def read_bag(path: Path) -> tuple[list[tuple[str, int, object]], dict[str, object]]:
@@ -113,14 +114,14 @@ def test_odometry_bag_has_mono_and_colour_images(tmp_path, capsys):
     np.testing.assert_allclose(buf.lookup("world", "camera_gray_right", rec.frames[1].stamp_ns),
                                rec.frames[1].T_world_cam(1), atol=1e-12)
     # a second conversion into the same folder is refused with the reason
-    assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag")]) == 1
+    assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag")]) == EXIT_USER
     assert "exists" in capsys.readouterr().err
 
 
 def test_an_image_of_another_size_than_calibrated_is_named(tmp_path, capsys):
     seq, _ = write_odometry(tmp_path / "data")
     cv2.imwrite(str(seq / "image_2" / "000001.png"), np.zeros((17, 32, 3), np.uint8))
-    assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag"), "--cameras", "image_2"]) == 1
+    assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag"), "--cameras", "image_2"]) == EXIT_USER
     assert "000001.png is 32x17 but the calibration says 32x16" in capsys.readouterr().err
 
 

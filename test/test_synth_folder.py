@@ -15,6 +15,7 @@ from kdbts_ros.data.rig import RigConfig, base_trajectory
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
 from kdbts_ros.data.rig import R_BASE_OPTICAL
+from kdbts_ros.errors import EXIT_USER
 
 RIG = RigConfig(width=64, height=24)
 SEED, N = 3, 3
@@ -139,7 +140,7 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert folder.image("seed_0005", 3, 1).shape == (16, 32, 3)
     assert not (tmp_path / "seed_0005" / "bag").exists()
     # a different rig in the same root is refused instead of mixing geometries
-    assert main(["synth", str(tmp_path), "--seeds", "1", "--frames", "1", "--width", "48"]) == 1
+    assert main(["synth", str(tmp_path), "--seeds", "1", "--frames", "1", "--width", "48"]) == EXIT_USER
 
 
 def test_errors_name_the_file(root: Path, tmp_path: Path) -> None:

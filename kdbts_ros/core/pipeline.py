@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..config import PipelineConfig
+from ..config import ConfigError, PipelineConfig
 from . import geometry
 from .camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
 from .grid_budget import GridBudget
@@ -56,10 +56,16 @@ class Outputs:
 
 
 def pick_device(name: str) -> torch.device:
-    """Resolve 'auto' to CUDA when available."""
+    """Resolve 'auto' to CUDA when available; ConfigError for a name torch does not know or a GPU it lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {name!r}: not a torch device (auto, cpu, cuda, cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: torch sees no CUDA GPU (use cpu or auto)")
+    return device
 
 
 # The KDBTS network trained on the procedural benchmark (README, "Benchmark"); ships with the package.
@@ -91,7 +97,7 @@ class Pipeline:
         self.model = model.to(self.device).eval()
         problem = self.mode_problem(cfg.mode)
         if problem:
-            raise ValueError(problem)
+            raise ConfigError(f"{self.model_info.get('weights')}: {problem}")
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
         self.window = FrameWindow(cfg.window_size)

@@ -1,6 +1,11 @@
 """Writing ROS 2 bags (mcap or sqlite3) with rosbags, with offered QoS that replays correctly."""
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +15,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from .. import messages as M
+from ..interrupts import deferred
 from .rig import PERIOD_NS, START_NS
 
 _ZERO = QosTime(0, 0)
@@ -21,29 +27,79 @@ def _qos(durability: QosDurability) -> Qos:
 
 
 class BagWriter:
-    """Adds connections on first use; ``/tf_static`` is offered transient-local so RViz gets it on replay."""
+    """Adds connections on first use; ``/tf_static`` is offered transient-local so RViz gets it on replay.
+
+    Whatever ends the writing (an error, Ctrl-C, SIGTERM turned into an exception by
+    :mod:`kdbts_ros.interrupts`), the bag is closed with its index and metadata.yaml, so it
+    reads back up to that point. A process killed outright loses at most the last
+    ``DURABLE_EVERY_S`` seconds: completed mcap chunks are on disk, sqlite3 rows committed,
+    and the reader salvages the rest (:mod:`kdbts_ros.data.bag_salvage`).
+    """
+
+    DURABLE_EVERY_S = 1.0
 
     def __init__(self, path: str | Path, storage: str = "mcap"):
         plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
-        self.writer = Writer(Path(path), version=8, storage_plugin=plugin)
+        self.path = Path(path)
+        self.writer = Writer(self.path, version=8, storage_plugin=plugin)
         self.connections: dict[str, object] = {}
         self.counts: dict[str, int] = {}
+        self._durable_at = 0.0
 
     def __enter__(self) -> "BagWriter":
-        self.writer.open()
+        with self._naming_the_bag():
+            self.writer.open()
+        self._durable_at = time.monotonic()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.writer.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        with deferred():  # a second Ctrl-C must not cut the index in half
+            try:
+                with self._naming_the_bag():
+                    self.writer.close()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.writer.abort()
+                if exc is None:  # else the error that ended the writing is the one to report
+                    raise
 
     def write(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
         """Write one serialized message received or published at ``stamp_ns``."""
-        if topic not in self.connections:
-            durability = QosDurability.TRANSIENT_LOCAL if topic == "/tf_static" else QosDurability.VOLATILE
-            self.connections[topic] = self.writer.add_connection(
-                topic, msgtype, typestore=M.typestore(), offered_qos_profiles=[_qos(durability)])
-        self.writer.write(self.connections[topic], stamp_ns, data)
-        self.counts[topic] = self.counts.get(topic, 0) + 1
+        with deferred(), self._naming_the_bag():  # a message is written whole or not at all
+            if topic not in self.connections:
+                durability = QosDurability.TRANSIENT_LOCAL if topic == "/tf_static" else QosDurability.VOLATILE
+                self.connections[topic] = self.writer.add_connection(
+                    topic, msgtype, typestore=M.typestore(), offered_qos_profiles=[_qos(durability)])
+            self.writer.write(self.connections[topic], stamp_ns, data)
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+            if time.monotonic() - self._durable_at > self.DURABLE_EVERY_S:
+                self._make_durable()
+
+    def _make_durable(self) -> None:
+        """Put what was written so far on disk: close the pending mcap chunk, commit the sqlite3 rows."""
+        self._durable_at = time.monotonic()
+        storage = self.writer.storage
+        chunk = getattr(storage, "chunk", None)  # rosbags' McapWriter: the chunk not yet written
+        if chunk is not None and hasattr(storage, "close_chunk"):
+            if chunk.bio.tell():
+                storage.close_chunk()
+                storage.bio.flush()
+        elif hasattr(storage, "conn"):  # rosbags' Sqlite3Writer, which would commit only at the end
+            storage.conn.commit()
+
+    @contextlib.contextmanager
+    def _naming_the_bag(self) -> Iterator[None]:
+        """OSErrors of the storage (a full disk) name the bag; sqlite3's 'disk is full' becomes ENOSPC."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(self.path)
+            raise
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path)) from exc
 
 
 @dataclass(frozen=True)

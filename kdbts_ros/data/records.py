@@ -22,10 +22,11 @@ import cv2
 import numpy as np
 
 from ..core import geometry
+from ..errors import UserError
 from .rig import PERIOD_NS, START_NS
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Missing or malformed dataset input; the message names the file."""
 
 

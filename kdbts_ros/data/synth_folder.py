@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .records import read_matrix_rows, rows_to_poses
+from .records import DatasetError, read_matrix_rows, rows_to_poses
 from .rig import PERIOD_NS, START_NS, RigConfig, base_trajectory
 from .synthetic import SceneConfig, StreetScene
 
@@ -100,7 +100,7 @@ def write_sequence(root: Path, seed: int, n_frames: int, rig: RigConfig = RigCon
     if rig_json.exists():
         # one rig per root: sequences written with another rig would be read with the wrong geometry
         if _load_json(rig_json) != json.loads(json.dumps(info)):
-            raise ValueError(f"{rig_json} describes a different rig; write to another folder")
+            raise DatasetError(f"{rig_json} describes a different rig; write to another folder")
     else:
         rig_json.write_text(json.dumps(info, indent=1) + "\n")
 
@@ -141,9 +141,9 @@ def _load_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+        raise DatasetError(f"{path} must hold a JSON object")
     return data
 
 
@@ -165,9 +165,9 @@ class SynthFolder:
             self.Ks = np.array([c["K"] for c in cams], dtype=np.float64).reshape(len(cams), 3, 3)
             self.T_base_cam = np.array([c["T_base_cam"] for c in cams], dtype=np.float64).reshape(len(cams), 4, 4)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path} is malformed: {exc!r}") from exc
+            raise DatasetError(f"{path} is malformed: {exc!r}") from exc
         if not self.cameras:
-            raise ValueError(f"{path} lists no cameras")
+            raise DatasetError(f"{path} lists no cameras")
         self.sequences: list[str] = sorted(p.name for p in self.root.iterdir() if (p / "poses.txt").is_file())
         self._poses: dict[str, np.ndarray] = {}
 
@@ -206,23 +206,23 @@ class SynthFolder:
             raise FileNotFoundError(f"{path} not found")
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if img is None:
-            raise ValueError(f"cannot read PNG {path} (corrupt or not an image)")
+            raise DatasetError(f"cannot read PNG {path} (corrupt or not an image)")
         if img.shape[:2] != (self.height, self.width):
-            raise ValueError(f"{path} is {img.shape[1]}x{img.shape[0]}, rig.json says {self.width}x{self.height}")
+            raise DatasetError(f"{path} is {img.shape[1]}x{img.shape[0]}, rig.json says {self.width}x{self.height}")
         return path, img
 
     def image(self, seq: str, cam_index: int, frame: int) -> np.ndarray:
         """RGB uint8 (H, W, 3) of camera ``cam_index`` at ``frame``."""
         path, img = self._png(seq, "image", cam_index, frame)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"{path} is not an 8-bit 3-channel image ({img.dtype}, shape {img.shape})")
+            raise DatasetError(f"{path} is not an 8-bit 3-channel image ({img.dtype}, shape {img.shape})")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def depth(self, seq: str, cam_index: int, frame: int) -> np.ndarray:
         """float32 (H, W) z-depth in metres of camera ``cam_index`` at ``frame``; np.inf where no surface."""
         path, img = self._png(seq, "depth", cam_index, frame)
         if img.dtype != np.uint16 or img.ndim != 2:
-            raise ValueError(f"{path} is not a 16-bit single-channel depth image ({img.dtype}, shape {img.shape})")
+            raise DatasetError(f"{path} is not a 16-bit single-channel depth image ({img.dtype}, shape {img.shape})")
         return decode_depth(img)
 
     def cam_to_world(self, seq: str, cam_index: int, frame: int) -> np.ndarray:
@@ -237,7 +237,10 @@ class SynthFolder:
         data = _load_json(path)
         names = {f.name for f in dataclasses.fields(SceneConfig)}
         if set(data) - names:
-            raise ValueError(f"{path} has unknown keys {sorted(set(data) - names)}")
+            raise DatasetError(f"{path} has unknown keys {sorted(set(data) - names)}")
         # JSON has no tuples; SceneConfig's only sequence fields are tuples
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return StreetScene(SceneConfig(**kwargs))
+        try:
+            return StreetScene(SceneConfig(**kwargs))
+        except (TypeError, ValueError) as exc:  # values of the wrong type or range
+            raise DatasetError(f"{path} is malformed: {exc}") from exc

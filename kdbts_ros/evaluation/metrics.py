@@ -5,6 +5,8 @@ import warnings
 
 import numpy as np
 
+from ..data.records import DatasetError
+
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 OCCUPANCY_KEYS = ("o_acc", "o_prec", "o_rec", "ie_acc", "ie_prec", "ie_rec")
 
@@ -13,7 +15,7 @@ def depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3, max
     """Abs Rel, Sq Rel, RMSE, RMSE log and delta < 1.25^k over pixels with min < gt < max; pred clamped to [min, max]."""
     valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
     if not valid.any():
-        raise ValueError("no valid ground-truth depth")
+        raise DatasetError("a frame has no valid ground-truth depth (an all-zero depth image?)")
     g = gt[valid].astype(np.float64)
     p = np.clip(pred[valid].astype(np.float64), min_depth, max_depth)
     ratio = np.maximum(g / p, p / g)

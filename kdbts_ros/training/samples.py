@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from ..core.camera import normalise_intrinsics
 from ..core.model.network import to_grey
+from ..data.records import DatasetError
 
 RIG, MONO = 0, 1  # sample layouts (the "layout" entry of a sample)
 FRAME_CACHE = 4096  # decoded frames kept per source
@@ -81,7 +82,7 @@ class TrainingFrames(Dataset):
         self.layout = MONO if layout == "mono" else RIG
         self.num_cameras = 1 if self.layout == MONO else min(len(source.cameras), max_cameras)
         if self.num_cameras < 2 and self.layout == RIG:
-            raise ValueError("the rig layout needs a stereo pair (2 cameras); use the mono layout for one camera")
+            raise DatasetError("the rig layout needs a stereo pair (2 cameras); use the mono layout for one camera")
         self.rng = np.random.default_rng(seed)
         # decoding and resizing a full KITTI frame costs more than a training step's share of it: frames are
         # kept decoded (4096 frames at 320x96 are 0.4 GB); augmentation works on copies
@@ -93,7 +94,7 @@ class TrainingFrames(Dataset):
             span = 1 + (side_offset if self.num_cameras > 2 else 0)
             self.items = [(seq, t) for seq in source.sequences for t in range(0, source.num_frames(seq) - span, stride)]
         if not self.items:
-            raise ValueError("no sequence is long enough (or moves enough) for a training sample")
+            raise DatasetError("no sequence is long enough (or moves enough) for a training sample")
         self.Kn = normalise_intrinsics(source.K, source.width, source.height).astype(np.float32)
 
     def _moved(self, seq: str, t: int, min_motion: float) -> bool:

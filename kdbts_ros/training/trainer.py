@@ -21,10 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..core.model.checkpoint import load_checkpoint, random_model, save_checkpoint
+from ..core.model.checkpoint import CheckpointError, load_checkpoint, load_torch_file, random_model, save_checkpoint
 from ..core.model.network import DensityField
+from ..core.pipeline import pick_device
 from ..data.datasets import load_recording
-from ..data.records import RecordingFrames
+from ..data.records import DatasetError, RecordingFrames
 from ..data.synth_folder import SynthFolder
 from .config import SourceConfig, TrainConfig
 from .objective import Objective
@@ -40,11 +41,10 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
+    device = pick_device(name)
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", local_rank)
-    return torch.device(name)
+    return device
 
 
 def source_frames(src: SourceConfig, size: tuple[int, int] | None) -> PosedFrames:
@@ -52,7 +52,7 @@ def source_frames(src: SourceConfig, size: tuple[int, int] | None) -> PosedFrame
     if src.format == "synth":
         folder = SynthFolder(Path(src.root))
         if size and size != (folder.width, folder.height):
-            raise ValueError(f"{src.root} holds {folder.width}x{folder.height} frames, not the configured "
+            raise DatasetError(f"{src.root} holds {folder.width}x{folder.height} frames, not the configured "
                              f"{size[0]}x{size[1]} (kdbts synth --width/--height)")
         return folder
     cameras = [c for c in src.cameras.split(",") if c] or None
@@ -83,8 +83,8 @@ def initial_model(cfg: TrainConfig) -> DensityField:
         if dataclasses.replace(model.arch, grey_input=arch.grey_input) == arch:
             model.arch = arch  # same weights, only the input changes: a colour network fine-tunes to grey input
         if model.arch != arch:
-            raise ValueError(f"init_checkpoint architecture {model.arch} differs from the config's "
-                             f"{cfg.model.architecture()}")
+            raise CheckpointError(f"{cfg.init_checkpoint}: init_checkpoint architecture {model.arch} differs from "
+                                  f"the config's {arch}")
         return model
     return random_model(cfg.model.architecture(), cfg.seed)
 
@@ -127,14 +127,18 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     state_path = out_dir / "state.pt"
     if resume and state_path.exists():
         # our own file, but loaded without pickle execution all the same
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        objective.generator.set_state(state["generator"])
-        if "batches" in state:  # states written before sources were mixed have none
-            batches.generator.set_state(state["batches"])
-        step = int(state["step"])
+        state = load_torch_file(state_path)
+        try:
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            scheduler.load_state_dict(state["scheduler"])
+            objective.generator.set_state(state["generator"])
+            if "batches" in state:  # states written before sources were mixed have none
+                batches.generator.set_state(state["batches"])
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # another run's state, or a damaged one
+            raise CheckpointError(f"{state_path}: does not resume this run ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); --restart ignores it") from exc
     wrapped = DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None) \
         if world > 1 else objective
     writer = None

@@ -8,14 +8,13 @@ before anything in it runs.
 """
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, save_checkpoint
+from .checkpoint import CheckpointError, architecture_problem, load_torch_file, save_checkpoint
 from .network import HEAD_NAMES, MV_HEAD, SV_HEAD, Architecture, DensityField, absent_head_prefixes
 
 NET_PREFIX = "renderer.net."
@@ -23,6 +22,7 @@ RENDERER_PREFIX = "renderer.renderer."
 # BTS names its single-view MLP ``mlp_coarse``; KDBTS calls the same shapes ``heads.singleviewhead``
 RENAMES = ((re.compile(r"^mlp_coarse\."), f"heads.{SV_HEAD}."),)
 ENCODER = "encoder.encoder.encoder."
+DECODER_OUT = "encoder.decoder.decoder.10.conv.weight"  # its output channels are the feature width
 
 
 @dataclass
@@ -49,13 +49,7 @@ class ImportReport:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``model`` state dict of an official checkpoint (or a bare state dict), loaded safely."""
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused, it carries pickled objects beyond tensors and containers "
-                              f"(unsafe to load): {str(exc).splitlines()[0]}") from exc
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    obj = load_torch_file(path)
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: no state dict found (expected a 'model' entry of tensors)")
@@ -78,8 +72,9 @@ def map_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list
 
 def infer_architecture(sd: dict[str, torch.Tensor], z_near: float = 3.0, z_far: float = 80.0) -> Architecture:
     """Backbone, feature width and head sizes read from the tensor shapes."""
-    if f"{ENCODER}conv1.weight" not in sd:
-        raise CheckpointError("no ResNet encoder weights (encoder.encoder.encoder.conv1.weight) in the checkpoint")
+    for key in (f"{ENCODER}conv1.weight", DECODER_OUT):
+        if key not in sd:
+            raise CheckpointError(f"no {key} in the checkpoint: not a BTS / MVBTS / KDBTS network")
     blocks = {i: len({k.split(".")[4] for k in sd if k.startswith(f"{ENCODER}layer{i}.")}) for i in (1, 2, 3, 4)}
     bottleneck = f"{ENCODER}layer1.0.conv3.weight" in sd
     layouts = {(False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34",
@@ -87,21 +82,34 @@ def infer_architecture(sd: dict[str, torch.Tensor], z_near: float = 3.0, z_far: 
     backbone = layouts.get((bottleneck, tuple(blocks[i] for i in (1, 2, 3, 4))))
     if backbone is None:
         raise CheckpointError(f"unsupported encoder layout: blocks {blocks}, bottleneck {bottleneck}")
-    if "encoder.decoder.decoder.10.conv.weight" not in sd:
-        raise CheckpointError("no decoder weights (encoder.decoder.decoder.10.conv.weight) in the checkpoint")
-    feature_dim = sd["encoder.decoder.decoder.10.conv.weight"].shape[0]
-    sv = sd.get(f"heads.{SV_HEAD}.lin_in.weight")
-    mv = sd.get(f"heads.{MV_HEAD}.mlp.lin_in.weight")
-    mv2 = sd.get(f"heads.{MV_HEAD}.mlp2.lin_in.weight")
-    return Architecture(backbone, int(feature_dim), int(sv.shape[0]) if sv is not None else 64,
-                        int(mv.shape[0]) if mv is not None else 128,
-                        int(mv2.shape[0]) if mv2 is not None else 16, z_near, z_far)
+    if DECODER_OUT not in sd:
+        raise CheckpointError(f"no decoder weights ({DECODER_OUT}) in the checkpoint")
+    arch = Architecture(backbone, _rows(sd, DECODER_OUT, 0), _rows(sd, f"heads.{SV_HEAD}.lin_in.weight", 64),
+                        _rows(sd, f"heads.{MV_HEAD}.mlp.lin_in.weight", 128),
+                        _rows(sd, f"heads.{MV_HEAD}.mlp2.lin_in.weight", 16), z_near, z_far)
+    problem = architecture_problem(arch)
+    if problem:
+        raise CheckpointError(f"the tensor shapes describe no buildable network: {problem}")
+    return arch
+
+
+def _rows(sd: dict[str, torch.Tensor], key: str, default: int) -> int:
+    """Output width of a weight (its first dimension), or ``default`` when the checkpoint lacks it."""
+    t = sd.get(key)
+    if t is None:
+        return default
+    if t.ndim == 0:
+        raise CheckpointError(f"{key} is a scalar, not a weight")
+    return int(t.shape[0])
 
 
 def import_official(path: str | Path) -> tuple[DensityField, ImportReport]:
     """Build the network an official checkpoint describes and load every weight by name."""
     mapped, ignored = map_keys(read_state_dict(path))
-    arch = infer_architecture(mapped)
+    try:
+        arch = infer_architecture(mapped)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     model = DensityField(arch)
     expected = model.state_dict()
     heads = [short for short, name in HEAD_NAMES.items() if any(k.startswith(f"heads.{name}.") for k in mapped)]
