@@ -113,6 +113,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from .pictures import figure_head
     from .viz import PRESETS, preset_intrinsics, render_figure
 
     bgr = cv2.imread(str(args.image))
@@ -127,9 +128,12 @@ def cmd_viz(args: argparse.Namespace) -> int:
     else:
         K, pitch = preset_intrinsics(args.preset, w, h), PRESETS[args.preset][1]
     cfg = _config(args)
-    head = args.head or ("mv" if cfg.mode == "mv" else "sv")
+    head = args.head or figure_head(cfg)
     _, _, picture = render_figure(cfg, rgb, K, head, pitch)
-    cv2.imwrite(str(args.out), picture)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(args.out), picture):
+        print(f"kdbts viz: cannot write {args.out}", file=sys.stderr)
+        return 1
     print(f"head {head}; wrote {args.out} ({picture.shape[1]}x{picture.shape[0]})")
     return 0
 
@@ -461,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     wt.set_defaults(func=cmd_weights)
     viz = sub.add_parser("viz", help="one PNG: input, depth and bird's-eye density profile (paper Figs. 4-5)")
     _add_config_args(viz)
-    viz.add_argument("image", type=Path, help="input image (any size; resized to the network input)")
+    viz.add_argument("image", type=Path, help="input image (any size; shown at its size, resized for the network)")
     viz.add_argument("--out", type=Path, default=Path("kdbts_viz.png"), help="output PNG (default: kdbts_viz.png)")
     viz.add_argument("--preset", choices=("kitti360", "kitti_raw"), default="kitti360",
                      help="default intrinsics (normalised, so any image size) and camera pitch")

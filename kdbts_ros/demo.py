@@ -18,6 +18,7 @@ from .core import geometry
 from .data import shared_sample
 from .data.bags import BagWriter, CameraStream, rig_messages
 from .data.rig import RigCamera
+from .pictures import depth_png, occupancy_png
 from .runner import FrameRunner, run_messages
 
 # the demo camera: forward, level, 1.65 m above base_link (on the ground)
@@ -69,22 +70,6 @@ def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, s
     camera = CameraStream(seq.camera_frame, T_bc, seq.K, topics.images[0], topics.camera_infos[0])
     T_fixed_base = seq.T_fixed_cam @ geometry.invert(T_bc)
     return list(rig_messages([camera], T_fixed_base, [[img] for img in seq.images], fixed_frame))
-
-
-def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:
-    """BGR picture of an OccupancyGrid: far at the top, magma for 0-100, grey for unknown."""
-    # scale in a wide integer type: uint8 * 255 would wrap around
-    levels = (np.clip(occupancy.astype(np.int32), 0, 100) * 255 // 100).astype(np.uint8)
-    img = cv2.applyColorMap(levels, cv2.COLORMAP_MAGMA)
-    img[occupancy < 0] = (128, 128, 128)
-    img = img[::-1]  # row 0 is the nearest row of the grid
-    return cv2.resize(img, None, fx=cell_px, fy=cell_px, interpolation=cv2.INTER_NEAREST)
-
-
-def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
-    """BGR picture of a depth map: magma on normalised inverse depth, as the paper's figures."""
-    inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
-    return cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
 
 
 def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, object]:

@@ -21,7 +21,7 @@ from . import messages as M
 from .config import PipelineConfig
 from .core.pipeline import Outputs
 from .data.bags import BagWriter
-from .demo import depth_png, occupancy_png
+from .pictures import depth_png, occupancy_png
 from .runner import FrameRunner, run_messages
 
 log = logging.getLogger("kdbts_ros")

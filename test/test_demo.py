@@ -47,12 +47,3 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
     out = capsys.readouterr().out
     assert KITTI_DRIVE in out and "frames processed: 2" in out and "occupancy_bev.png" in out
 
-
-def test_occupancy_png_maps_values_onto_the_full_colour_map():
-    from kdbts_ros.demo import occupancy_png
-
-    occ = np.array([[0, 50, 100, -1]], np.int8)
-    img = occupancy_png(occ, cell_px=1)
-    magma = cv2.applyColorMap(np.array([[0, 127, 255]], np.uint8), cv2.COLORMAP_MAGMA)[0]
-    np.testing.assert_array_equal(img[0, :3], magma)
-    np.testing.assert_array_equal(img[0, 3], (128, 128, 128))
