@@ -18,7 +18,7 @@ from .core import geometry
 from .data import shared_sample
 from .data.bags import BagWriter, CameraStream, rig_messages
 from .data.rig import RigCamera
-from .pictures import depth_png, occupancy_png
+from .pictures import depth_png, figure, occupancy_png
 from .runner import FrameRunner, run_messages
 
 # the demo camera: forward, level, 1.65 m above base_link (on the ground)
@@ -73,7 +73,7 @@ def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, s
 
 
 def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, object]:
-    """Feed the sequence through the runner; write the bag and the last frame's PNGs."""
+    """Feed the sequence through the runner; write the bag and the last frame's PNGs (and its figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     bag_path = out_dir / "kdbts_demo"
     if bag_path.exists():
@@ -86,9 +86,11 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, obj
     if last is None:
         raise RuntimeError(f"no frame was processed; drops: {dict(runner.drops)}")
     files = {"bag": bag_path, "occupancy_png": out_dir / "occupancy_bev.png", "depth_png": out_dir / "depth.png",
-             "input_png": out_dir / "input.png"}
+             "input_png": out_dir / "input.png", "figure_png": out_dir / "figure.png"}
     cv2.imwrite(str(files["occupancy_png"]), occupancy_png(last.occupancy))
     cv2.imwrite(str(files["depth_png"]), depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
     cv2.imwrite(str(files["input_png"]), cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
+    # the demo camera is level (DEMO_CAMERA): the profile needs no pitch
+    cv2.imwrite(str(files["figure_png"]), figure(runner.pipeline, seq.images[-1], seq.K).picture)
     return {"files": files, "messages": bag.counts, "frames": runner.processed, "drops": dict(runner.drops),
             "head": last.head, "weights": runner.pipeline.model_info.get("weights"), "timings": last.timings}
