@@ -403,7 +403,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         cfg = _config(args)
-        result = replay(cfg, args.bag_in, args.bag_out, args.storage, args.png)
+        result = replay(cfg, args.bag_in, args.bag_out, args.storage, args.png, png_pitch_deg=args.pitch)
     except (OSError, ValueError) as exc:
         print(f"kdbts replay: {exc}", file=sys.stderr)
         return 1
@@ -519,8 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(rp)
     rp.add_argument("bag_in", type=Path, help="input ROS 2 bag (mcap or sqlite3), e.g. from kdbts kitti2bag")
     rp.add_argument("bag_out", type=Path, help="output bag folder to create")
-    rp.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png and "
-                                                            "depth_<stamp>.png of every processed frame")
+    rp.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png, depth_<stamp>.png "
+                    "and figure_<stamp>.png (input, depth, density profile) of every processed frame; the figure "
+                    "encodes the image again and queries the profile: slower")
+    rp.add_argument("--pitch", type=float, default=0.0, metavar="DEG",
+                    help="camera pitch to the road, for the figures' density profile (default: 0; KITTI-360: 5)")
     rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
     rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
