@@ -111,6 +111,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from .pictures import figure_head
     from .viz import PRESETS, preset_intrinsics, render_figure
 
     rgb = cv2.cvtColor(read_image(args.image), cv2.COLOR_BGR2RGB)
@@ -121,8 +122,9 @@ def cmd_viz(args: argparse.Namespace) -> int:
     else:
         K, pitch = preset_intrinsics(args.preset, w, h), PRESETS[args.preset][1]
     cfg = _config(args)
-    head = args.head or ("mv" if cfg.mode == "mv" else "sv")
+    head = args.head or figure_head(cfg)
     _, _, picture = render_figure(cfg, rgb, K, head, pitch)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_image(args.out, picture)
     print(f"head {head}; wrote {args.out} ({picture.shape[1]}x{picture.shape[0]})")
     return 0
@@ -370,7 +372,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
     from .replay import replay
 
-    result = replay(_config(args), args.bag_in, args.bag_out, args.storage, args.png)
+    result = replay(_config(args), args.bag_in, args.bag_out, args.storage, args.png, png_pitch_deg=args.pitch)
     if result.cut_short and result.processed:
         print(f"kdbts replay: warning: {result.cut_short}", file=sys.stderr)
     print(f"frames processed: {result.processed}")
@@ -436,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     wt.set_defaults(func=cmd_weights)
     viz = sub.add_parser("viz", help="one PNG: input, depth and bird's-eye density profile (paper Figs. 4-5)")
     _add_config_args(viz)
-    viz.add_argument("image", type=Path, help="input image (any size; resized to the network input)")
+    viz.add_argument("image", type=Path, help="input image (any size; shown at its size, resized for the network)")
     viz.add_argument("--out", type=Path, default=Path("kdbts_viz.png"), help="output PNG (default: kdbts_viz.png)")
     viz.add_argument("--preset", choices=("kitti360", "kitti_raw"), default="kitti360",
                      help="default intrinsics (normalised, so any image size) and camera pitch")
@@ -490,8 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(rp)
     rp.add_argument("bag_in", type=Path, help="input ROS 2 bag (mcap or sqlite3), e.g. from kdbts kitti2bag")
     rp.add_argument("bag_out", type=Path, help="output bag folder to create")
-    rp.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png and "
-                                                            "depth_<stamp>.png of every processed frame")
+    rp.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png, depth_<stamp>.png "
+                    "and figure_<stamp>.png (input, depth, density profile) of every processed frame; the figure "
+                    "encodes the image again and queries the profile: slower")
+    rp.add_argument("--pitch", type=float, default=0.0, metavar="DEG",
+                    help="camera pitch to the road, for the figures' density profile (default: 0; KITTI-360: 5)")
     rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
     rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "

@@ -19,6 +19,7 @@ from .data import shared_sample
 from .data.bags import BagWriter, CameraStream, rig_messages
 from .data.rig import RigCamera
 from .image_files import write_image
+from .pictures import depth_png, figure, occupancy_png
 from .runner import FrameRunner, run_messages
 
 # the demo camera: forward, level, 1.65 m above base_link (on the ground)
@@ -72,24 +73,8 @@ def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, s
     return list(rig_messages([camera], T_fixed_base, [[img] for img in seq.images], fixed_frame))
 
 
-def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:
-    """BGR picture of an OccupancyGrid: far at the top, magma for 0-100, grey for unknown."""
-    # scale in a wide integer type: uint8 * 255 would wrap around
-    levels = (np.clip(occupancy.astype(np.int32), 0, 100) * 255 // 100).astype(np.uint8)
-    img = cv2.applyColorMap(levels, cv2.COLORMAP_MAGMA)
-    img[occupancy < 0] = (128, 128, 128)
-    img = img[::-1]  # row 0 is the nearest row of the grid
-    return cv2.resize(img, None, fx=cell_px, fy=cell_px, interpolation=cv2.INTER_NEAREST)
-
-
-def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
-    """BGR picture of a depth map: magma on normalised inverse depth, as the paper's figures."""
-    inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
-    return cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
-
-
 def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, object]:
-    """Feed the sequence through the runner; write the bag and the last frame's PNGs."""
+    """Feed the sequence through the runner; write the bag and the last frame's PNGs (and its figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     bag_path = out_dir / "kdbts_demo"
     if bag_path.exists():
@@ -102,9 +87,11 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, obj
     if last is None:
         raise RuntimeError(f"no frame was processed; drops: {dict(runner.drops)}")
     files = {"bag": bag_path, "occupancy_png": out_dir / "occupancy_bev.png", "depth_png": out_dir / "depth.png",
-             "input_png": out_dir / "input.png"}
+             "input_png": out_dir / "input.png", "figure_png": out_dir / "figure.png"}
     write_image(files["occupancy_png"], occupancy_png(last.occupancy))
     write_image(files["depth_png"], depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
     write_image(files["input_png"], cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
+    # the demo camera is level (DEMO_CAMERA): the profile needs no pitch
+    write_image(files["figure_png"], figure(runner.pipeline, seq.images[-1], seq.K).picture)
     return {"files": files, "messages": bag.counts, "frames": runner.processed, "drops": dict(runner.drops),
             "head": last.head, "weights": runner.pipeline.model_info.get("weights"), "timings": last.timings}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from . import messages as M
@@ -23,11 +24,14 @@ from .config import ConfigError, PipelineConfig
 from .core.pipeline import Outputs
 from .data.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from .data.bags import BagWriter
-from .demo import depth_png, occupancy_png
 from .image_files import write_image
+from .pictures import depth_png, figure, occupancy_png
 from .runner import FrameRunner, run_messages
 
 log = logging.getLogger("kdbts_ros")
+# image messages of the output camera kept for the figures: the frame processed is the newest
+# the runner could read, so a few cover corrupt ones arriving after it
+RECENT_IMAGES = 4
 
 
 @dataclass
@@ -60,27 +64,62 @@ def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterato
 
 
 class PngWriter:
-    """BEV occupancy and depth pictures of each processed frame, named by its stamp."""
+    """BEV occupancy, depth and figure pictures of each processed frame, named by its stamp.
 
-    def __init__(self, folder: Path, cfg: PipelineConfig):
-        self.folder, self.cfg = folder, cfg
+    The figure needs the frame's image, which the runner does not keep (the node should not
+    pay for pictures): :meth:`watch` holds on to the output camera's last image messages on
+    their way to the runner, which processes only that camera's newest usable image, and the
+    figure decodes it once more; K is the runner's. A figure costs an encode, a full-size
+    depth render and a profile query per frame.
+    """
+
+    def __init__(self, folder: Path, runner: FrameRunner, pitch_deg: float = 0.0):
+        self.folder, self.runner, self.cfg, self.pitch_deg = folder, runner, runner.cfg, pitch_deg
         folder.mkdir(parents=True, exist_ok=True)
         self.files: list[Path] = []
+        self._images: deque[tuple[str, bytes]] = deque(maxlen=RECENT_IMAGES)  # msgtype and bytes, newest last
+
+    def watch(self, messages: Iterator[tuple[int, str, str, bytes]]) -> Iterator[tuple[int, str, str, bytes]]:
+        """Pass the messages through, keeping the output camera's last image messages."""
+        topic = self.runner.cameras[0].image_topic
+        for item in messages:
+            if item[1] == topic:
+                self._images.append((item[2], item[3]))
+            yield item
 
     def __call__(self, out: Outputs) -> None:
         pictures = {"occupancy": occupancy_png(out.occupancy) if out.occupancy is not None else None,
                     "depth": depth_png(out.depth, self.cfg.model.z_near, self.cfg.model.z_far)
-                    if out.depth is not None else None}
+                    if out.depth is not None else None,
+                    "figure": self._figure(out.stamp_ns)}
         for kind, img in pictures.items():
             if img is not None:
                 path = self.folder / f"{kind}_{out.stamp_ns}.png"
                 write_image(path, img)
                 self.files.append(path)
 
+    def _figure(self, stamp_ns: int) -> np.ndarray | None:
+        """The figure of the frame at ``stamp_ns``, or None when its image message is no longer kept."""
+        for msgtype, data in reversed(self._images):
+            try:
+                msg = M.deserialize(data, msgtype)
+            except M.ConversionError:
+                continue  # the runner could not read it either (counted there as bad_image)
+            if M.stamp_ns(msg.header.stamp) == stamp_ns:
+                K = self.runner.cameras[0].intrinsics[0]  # the runner's, still those of this frame
+                return figure(self.runner.pipeline, M.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg).picture
+        log.warning("no figure for frame %d: its image message is no longer at hand", stamp_ns)
+        return None
+
 
 def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mcap", png_dir: Path | None = None,
-           runner: FrameRunner | None = None, progress: bool | None = None) -> ReplayResult:
-    """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new)."""
+           runner: FrameRunner | None = None, progress: bool | None = None, png_pitch_deg: float = 0.0
+           ) -> ReplayResult:
+    """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new).
+
+    With ``png_dir``, each processed frame's pictures go there; ``png_pitch_deg`` tilts the
+    figures' density profile (KITTI-360: 5).
+    """
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
     skipped: Counter[str] = Counter()
@@ -102,7 +141,9 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
         if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
             log.warning("%s has no topic %s; rig frames are made without those cameras", bag_in, ", ".join(missing))
         runner = runner or FrameRunner(cfg)
-        pngs = PngWriter(png_dir, cfg) if png_dir is not None else None
+        pngs = PngWriter(png_dir, runner, png_pitch_deg) if png_dir is not None else None
+        if pngs is not None:
+            messages = pngs.watch(messages)
         with BagWriter(bag_out, storage) as bag, tqdm(total=source.message_count, unit="msg", desc=bag_in.name,
                                                       disable=None if progress is None else not progress) as bar:
             run_messages(runner, _counting(messages, bar), bag, pngs)

@@ -1,4 +1,4 @@
-"""`kdbts demo` end to end: the bag it writes decodes and holds every output; the PNGs exist."""
+"""`kdbts demo` end to end: the bag it writes decodes and holds every output; the PNGs and the figure exist."""
 import cv2
 import numpy as np
 import pytest
@@ -15,8 +15,10 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     seq = synthetic_sample(3, width=320, height=96)
     result = run_demo(cfg, tmp_path, seq)
     assert result["frames"] == 3 and result["drops"] == {}
-    for key in ("occupancy_png", "depth_png", "input_png"):
+    for key in ("occupancy_png", "depth_png", "input_png", "figure_png"):
         assert cv2.imread(str(result["files"][key])) is not None
+    # the last frame at its recorded size over its depth, the profile as a square of their height
+    assert cv2.imread(str(result["files"]["figure_png"])).shape == (2 * 96, 320 + 2 * 96, 3)
     seen: dict[str, int] = {}
     with Reader(result["files"]["bag"]) as reader:
         assert list(result["files"]["bag"].glob("*.mcap"))
@@ -46,13 +48,7 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
                  "--kitti", str(KITTI)]) == 0
     out = capsys.readouterr().out
     assert KITTI_DRIVE in out and "frames processed: 2" in out and "occupancy_bev.png" in out
+    figure = cv2.imread(str(tmp_path / "out" / "figure.png"))
+    assert figure.shape == (2 * 375, 1242 + 2 * 375, 3) and str(tmp_path / "out" / "figure.png") in out
+    np.testing.assert_array_equal(figure[100:375, :1242], cv2.cvtColor(seq.images[1], cv2.COLOR_RGB2BGR)[100:])
 
-
-def test_occupancy_png_maps_values_onto_the_full_colour_map():
-    from kdbts_ros.demo import occupancy_png
-
-    occ = np.array([[0, 50, 100, -1]], np.int8)
-    img = occupancy_png(occ, cell_px=1)
-    magma = cv2.applyColorMap(np.array([[0, 127, 255]], np.uint8), cv2.COLORMAP_MAGMA)[0]
-    np.testing.assert_array_equal(img[0, :3], magma)
-    np.testing.assert_array_equal(img[0, 3], (128, 128, 128))

@@ -9,11 +9,14 @@ import pytest
 
 from conftest import KITTI_SAMPLE, needs_kitti, small_config
 from test_kitti_bag import read_bag
+from kdbts_ros import messages as M
 from kdbts_ros.cli import main
 from kdbts_ros.config import load_config
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
-from kdbts_ros.replay import replay
+from kdbts_ros.demo import input_messages, synthetic_sample
+from kdbts_ros.replay import PngWriter, replay
+from kdbts_ros.runner import FrameRunner, run_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/camera_info", "/kdbts/density_grid")
@@ -54,7 +57,17 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     occupancy = [m for t, _, m in outputs if t == "/kdbts/occupancy"][0]
     assert occupancy.header.frame_id == "world"
     pngs = sorted((tmp_path / "png").glob("*.png"))
-    assert len(pngs) == 6 and all(cv2.imread(str(p)) is not None for p in pngs)
+    assert len(pngs) == 9 and all(cv2.imread(str(p)) is not None for p in pngs)
+    # one figure per processed frame, showing that frame's image at its recorded size
+    images = {M.stamp_ns(m.header.stamp): M.decode_image(m, M.IMAGE) for t, _, m in inputs
+              if t == "/kitti/camera_color_left/image_raw"}
+    figures = sorted((tmp_path / "png").glob("figure_*.png"))
+    assert [int(f.stem.split("_")[1]) for f in figures] == sorted(images)
+    for f in figures:
+        picture = cv2.imread(str(f))
+        assert picture.shape == (2 * 375, 1242 + 2 * 375, 3)
+        rgb = images[int(f.stem.split("_")[1])]
+        np.testing.assert_array_equal(picture[100:375, :1242], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[100:])
 
 
 @needs_kitti
@@ -88,3 +101,26 @@ def test_kitti360_stereo_pair_replays_with_the_multi_view_head(tmp_path):
     assert len(grids) == posed and all(g.head == "mv" for g in grids)
     # the pair now, plus the keyframes of earlier rig frames that see the grid (the sample's frames are far apart)
     assert all(g.num_views >= 2 for g in grids)
+
+
+class _Discard:
+    def write(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
+        pass
+
+
+def test_each_figure_shows_its_frame_even_when_a_corrupt_image_follows_it(tmp_path):
+    cfg = small_config()
+    seq = synthetic_sample(2, width=320, height=96)
+    messages = []
+    for item in input_messages(seq, cfg.fixed_frame, cfg.topics):
+        messages.append(item)
+        if item[1] == cfg.topics.images[0]:  # a truncated copy right behind each image: the runner drops it
+            messages.append((*item[:3], item[3][:40]))
+    runner = FrameRunner(cfg)
+    pngs = PngWriter(tmp_path, runner)
+    run_messages(runner, pngs.watch(iter(messages)), _Discard(), pngs)
+    assert runner.processed == 2 and runner.drops == {"bad_image": 2}
+    figures = sorted(tmp_path.glob("figure_*.png"))
+    assert len(figures) == 2 and len(pngs.files) == 6
+    for f, rgb in zip(figures, seq.images, strict=True):
+        np.testing.assert_array_equal(cv2.imread(str(f))[40:96, :320], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[40:])

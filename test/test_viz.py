@@ -34,9 +34,9 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {image_height: 64, image_width: 192}\nrender: {depth_scale: 0.25, samples: 32}\n")
     assert main(["viz", str(img), "--checkpoint", str(ckpt), "--config", str(cfg), "--out",
-                 str(tmp_path / "v.png"), "--preset", "kitti_raw"]) == 0
-    picture = cv2.imread(str(tmp_path / "v.png"))
-    assert picture.shape == (128, 192 + 128, 3)
+                 str(tmp_path / "new" / "v.png"), "--preset", "kitti_raw"]) == 0  # the folder is made
+    picture = cv2.imread(str(tmp_path / "new" / "v.png"))
+    assert picture.shape == (2 * 94, 320 + 2 * 94, 3)  # the input at its size over its depth, the square profile
     from kdbts_ros.config import load_config
     from kdbts_ros.viz import preset_intrinsics, render_figure
     depth, profile, _ = render_figure(load_config(cfg, {"model.checkpoint": str(ckpt)}),
@@ -45,4 +45,4 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
     centre = profile[:, 128]
     # near 3 m the lowest levels leave the frustum and count as density 1, as in the official figures
     assert np.all(centre[(z > 4) & (z < 9.8)] == 1.0) and np.all(centre[z > 10.3] < 0.2)
-    assert np.all((depth >= 10.0) & (depth < 11.0))
+    assert depth.shape == (64, 192) and np.all((depth >= 10.0) & (depth < 11.0))  # network size, not depth_scale

@@ -222,14 +222,16 @@ class Pipeline:
         return resized, image01, self.intrinsics(K, image.shape[1], image.shape[0])[1]
 
     def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor,
-                           planes: list[torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Expected depth (h, w) at ``render.depth_scale`` of the network size, and its pixel intrinsics.
+                           planes: list[torch.Tensor] | None = None,
+                           scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Expected depth (h, w) at ``scale`` (default ``render.depth_scale``) of the network size, and its K.
 
         With the views' folded maps (``planes``) the fast path renders; without, the reference path.
         """
         cfg, (H, W) = self.cfg, self.input_size
-        h = max(1, int(round(H * cfg.render.depth_scale)))
-        w = max(1, int(round(W * cfg.render.depth_scale)))
+        scale = cfg.render.depth_scale if scale is None else scale
+        h = max(1, int(round(H * scale)))
+        w = max(1, int(round(W * scale)))
         dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
         fn: RayDensity

@@ -21,9 +21,9 @@ from ..core.grids import ProfileSpec, density_profile
 from ..core.model.network import DensityField, Views
 from ..core.model.render import along_rays, render_depth
 from ..data.synth_folder import SynthFolder
+from ..pictures import profile_picture, query_profile
 from ..training.objective import pixel_rays
 from ..training.samples import TrainingFrames
-from ..viz import profile_picture, query_profile
 from .metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
 from .protocol import OccupancyProtocol, visible_from_depth
 
