@@ -1,6 +1,8 @@
 # make test | make demo   create .venv on first use (pip wheels only, ROS 2 Jazzy included)
 # make msgs               (re)build msg/ interfaces into the venv (tools/build_msgs.sh)
 # make benchmark          procedural benchmark: data, BTS/MVBTS/KDBTS training (CPU, about 1 h 20 min), evaluation
+# make real               the embedded default: KDBTS on the shared real KITTI frames plus procedural streets (docs/real)
+# make real-eval          held-out real frames: both embedded networks beside image-free priors -> docs/real
 # make clean              remove build outputs;  make distclean  also removes .venv
 # The ROS wheels are cp311: PYTHON must be a Python 3.11 with headers (python3.11-dev).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -9,7 +11,7 @@ PIP := $(VENV)/bin/pip
 # e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for CPU-only torch
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv msgs demo test benchmark clean distclean
+.PHONY: venv msgs demo test benchmark real real-eval clean distclean
 
 # Stamp target: redo the (idempotent) install whenever a requirement file changes.
 $(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt setup.py
@@ -43,6 +45,25 @@ benchmark: msgs
 	$(VENV)/bin/kdbts train --config config/train_kdbts_synth.yaml --out runs/kdbts --restart --max-minutes 14
 	$(VENV)/bin/kdbts eval data/synth_test --out docs/benchmark --model BTS=runs/bts/checkpoint.safetensors \
 	  MVBTS=runs/mvbts/checkpoint.safetensors KDBTS=runs/kdbts/checkpoint.safetensors
+
+# Trained on the shared KITTI odometry 00/01/07 and streets 0-11; KITTI raw 0052 and KITTI-360 are held out.
+# Resumable: a second 'make real' continues from runs/kdbts_real/state.pt. Evaluation: docs/real/README.md.
+real: msgs
+	test -d data/synth_real || $(VENV)/bin/kdbts synth data/synth_real --seed-range 0 12 --frames 40
+	$(VENV)/bin/kdbts train --config config/train_kdbts_real.yaml --out runs/kdbts_real --max-minutes 95
+
+# Depth against velodyne (KITTI raw 0052, KITTI-360 sample) and KITTI-360 occupancy, metric and median-scaled.
+S := ../shared/data/kitti
+RAW_0052 := $(S)/SFND_3D_Object_Tracking/images/KITTI/2011_09_26 --dataset raw \
+  --calib $(S)/python_camera_library/test_data/kitti/2011_09_26_calib/2011_09_26 \
+  --poses $(S)/BehindTheScenes/datasets/kitti_raw/orb-slam_poses/2011_09_26/2011_09_26_drive_0052_sync.txt
+K360 := $(S)/Lidar_Object_Detection/KITTI360_sample --dataset kitti360 --sequence 2013_05_28_drive_0000_sync --occ-scans 1
+MODELS := --model real=kdbts_ros/weights/kdbts_real.safetensors synth=kdbts_ros/weights/kdbts_synth.safetensors
+real-eval: msgs
+	$(VENV)/bin/kdbts eval $(RAW_0052) $(MODELS) --priors --stride 1 --out docs/real/raw_0052
+	$(VENV)/bin/kdbts eval $(RAW_0052) $(MODELS) --priors --stride 1 --median-scaling --out docs/real/raw_0052_median
+	$(VENV)/bin/kdbts eval $(K360) $(MODELS) --priors --stride 1 --out docs/real/kitti360
+	$(VENV)/bin/kdbts eval $(K360) $(MODELS) --priors --stride 1 --median-scaling --out docs/real/kitti360_median
 
 clean:
 	rm -rf build install log demo_out *.egg-info kdbts_ros/msg kdbts_ros/*_s__rosidl_typesupport_*.so

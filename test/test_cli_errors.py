@@ -21,15 +21,14 @@ import pytest
 import torch
 from rosbags.rosbag2 import storage_mcap, storage_sqlite3
 
-from conftest import SMALL_ARCH, slab_model
+from conftest import SMALL_ARCH, official_checkpoint, slab_model, write_odometry
 from kdbts_ros.cli import main
 from kdbts_ros.core.model.checkpoint import FORMAT, random_model, save_checkpoint
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import write_sequence
 from kdbts_ros.errors import EXIT_NO_SPACE, EXIT_USER
-from test_kitti_loaders import write_odometry
-from test_official_import import _official_file
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "model: {backbone: resnet18, image_height: 64, image_width: 192}\n"
@@ -50,7 +49,7 @@ def good(tmp_path_factory) -> dict[str, Path]:
              "png": d / "in.png", "bag": d / "bag"}
     files["yaml"].write_text(SMALL)
     save_checkpoint(files["safetensors"], slab_model(10.0, SMALL_ARCH))
-    _official_file(files["pt"], random_model(SMALL_ARCH, seed=1))
+    official_checkpoint(files["pt"], random_model(SMALL_ARCH, seed=1))
     cv2.imwrite(str(files["png"]), np.full((64, 192, 3), 100, np.uint8))
     with BagWriter(files["bag"]) as bag:
         bag.write("/tf_static", "tf2_msgs/msg/TFMessage", 1, b"\x00\x01\x00\x00\x00\x00\x00\x00")

@@ -11,11 +11,14 @@ from kdbts_ros.data.synth_folder import write_sequence
 from kdbts_ros.evaluation.evaluate import EvalSettings, Evaluator
 
 
-def test_embedded_checkpoint_is_small_and_holds_the_distilled_student():
+def test_embedded_checkpoint_is_small_and_holds_the_distilled_student_of_real_and_procedural_streets():
     assert EMBEDDED_CHECKPOINT.stat().st_size <= 25 * 1024 * 1024
     model, info = load_checkpoint(EMBEDDED_CHECKPOINT)
-    assert model.available_heads == ["sv", "mv"]
+    assert model.available_heads == ["sv", "mv"] and model.arch.grey_input
     assert info["method"] == "kdbts" and (info["image_height"], info["image_width"]) == (96, 320)
+    # its metadata names what it was trained on: the real KITTI odometry frames and the procedural streets
+    assert "kitti_odometry/sequences/00" in info["data"] and "synth " in info["data"]
+    assert "2011_09_26" not in info["data"] and "KITTI360" not in info["data"]  # held out for evaluation
 
 
 def test_the_default_configuration_runs_the_embedded_checkpoint_at_its_training_size():

@@ -69,7 +69,7 @@ def pick_device(name: str) -> torch.device:
 
 
 # The KDBTS network trained on the procedural benchmark (README, "Benchmark"); ships with the package.
-EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "kdbts_synth.safetensors"
+EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "kdbts_real.safetensors"
 OFFICIAL_INPUT_SIZE = (192, 640)
 
 
