@@ -53,6 +53,11 @@ def slab_model(z_wall: float, arch: Architecture = SMALL_ARCH, seed: int = 0) ->
     return model
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "build: builds the package's interfaces with CMake (colcon, "
+                                       "tools/build_msgs.sh), about a minute each; deselect with -m 'not build'")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
