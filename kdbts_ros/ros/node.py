@@ -24,6 +24,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv if argv is not None else sys.argv)
     try:
         node = KdbtsNode()
-    except ValueError as exc:  # an invalid parameter: say which and why, exit 1
+    except (ValueError, ParameterException) as exc:  # an invalid parameter (ours, or out of its declared range)
         print(f"kdbts_node: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
