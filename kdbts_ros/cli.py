@@ -19,8 +19,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("sv", "mv", "auto"), help="density head (overrides the config)")
 
 
-def _config(args: argparse.Namespace):
-    overrides = {}
+def _config(args: argparse.Namespace, overrides: dict | None = None):
+    overrides = dict(overrides or {})
     if args.checkpoint:
         overrides["model.checkpoint"] = args.checkpoint
     if args.mode:
@@ -376,11 +376,19 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
+    from .bag_info import info_beside
     from .replay import replay
 
     try:
-        cfg = _config(args)
-        result = replay(cfg, args.bag_in, args.bag_out, args.storage, args.png)
+        if args.camera_infos and not args.images:
+            raise ValueError("--camera-infos names the camera_info of each camera of --images; give --images too")
+        chosen = {"fixed_frame": args.fixed_frame} if args.fixed_frame else {}
+        if args.images:
+            chosen["topics.images"] = args.images
+            chosen["topics.camera_infos"] = args.camera_infos or [info_beside(t) for t in args.images]
+        cfg = _config(args, chosen)
+        result = replay(cfg, args.bag_in, args.bag_out, args.storage, args.png, pick_cameras=not args.images,
+                        pick_fixed_frame=not args.fixed_frame, report=print)
     except (OSError, ValueError) as exc:
         print(f"kdbts replay: {exc}", file=sys.stderr)
         return 1
@@ -490,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png and "
                                                             "depth_<stamp>.png of every processed frame")
     rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
+    rp.add_argument("--images", nargs="+", metavar="TOPIC", help="image topic of each camera, the first the one the "
+                    "outputs are made for (default: the config's; when the bag lacks them, every image topic "
+                    "of the bag with a camera_info beside it)")
+    rp.add_argument("--camera-infos", nargs="+", metavar="TOPIC", help="camera_info topic of each camera of --images "
+                    "(default: <namespace>/camera_info beside each)")
+    rp.add_argument("--fixed-frame", metavar="FRAME", help="frame poses are looked up in (default: the config's; "
+                    "when the bag's TF lacks it, the root of its TF tree)")
     rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
                                      "every head side by side (real KITTI data: depth against velodyne; KITTI-360 also "

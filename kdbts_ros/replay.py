@@ -4,12 +4,16 @@ The bag's messages go to :func:`kdbts_ros.runner.run_messages` in time order wit
 stamps as the clock, so the outputs are those the node would publish while the bag plays with
 ``--clock``. Copies of the node's own output topics in the input bag are left out (a replay of
 a replay does not duplicate them), as are messages of types the typestore does not know.
+What the configuration names but the bag lacks is picked from the bag (:func:`fill_in_from_bag`):
+its cameras when the configured first camera is absent, the root of its TF tree when the
+configured fixed frame is.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
 from . import messages as M
+from .bag_info import bag_topics, camera_topics, tf_frames
 from .config import PipelineConfig
 from .core.pipeline import Outputs
 from .data.bags import BagWriter
@@ -37,6 +42,7 @@ class ReplayResult:
     skipped: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     pngs: list[Path] = field(default_factory=list)
+    choices: list[str] = field(default_factory=list)
 
 
 def output_topics(cfg: PipelineConfig) -> set[str]:
@@ -75,29 +81,65 @@ class PngWriter:
                 self.files.append(path)
 
 
+def fill_in_from_bag(cfg: PipelineConfig, bag: Path, cameras: bool = True, fixed_frame: bool = True) -> list[str]:
+    """Check ``cfg`` against the bag and set in it what it names but the bag lacks; one line per choice made.
+
+    ``cameras``: when the configured first camera's image or camera_info topic is absent, take
+    every camera of the bag (image topics with a camera_info beside them). ``fixed_frame``: when
+    the bag's TF never names the configured fixed frame, take the root of its TF tree.
+    Raises ValueError when the first camera is absent and cannot (or may not) be taken from the bag.
+    """
+    topics = bag_topics(bag)
+    choices = []
+    absent = [t for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]) if t not in topics]
+    if cameras and absent:
+        found = camera_topics(topics)
+        if not found:
+            raise ValueError(f"{bag} has no topic {' or '.join(absent)} and no image topic with a camera_info "
+                             f"beside it (topics: {sorted(topics)}); name the cameras with --images and "
+                             "--camera-infos")
+        cfg.topics.images, cfg.topics.camera_infos = [i for i, _ in found], [c for _, c in found]
+        choices.append(f"cameras: {', '.join(i for i, _ in found)} (the bag's, as it has no {' or '.join(absent)}; "
+                       "the first makes the outputs; choose with --images)")
+    if absent and not cameras:
+        raise ValueError(f"{bag} has no topic {' or '.join(absent)} (topics: {sorted(topics)}); "
+                         "name the cameras with --images and --camera-infos")
+    missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
+    if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
+        log.warning("%s has no topic %s; rig frames are made without those cameras", bag, ", ".join(missing))
+    if fixed_frame:
+        frames, roots = tf_frames(bag)
+        if roots and cfg.fixed_frame not in frames:
+            choices.append(f"fixed frame: {roots[0]} (the root of the bag's TF; it has no {cfg.fixed_frame}; "
+                           "choose with --fixed-frame)")
+            cfg.fixed_frame = roots[0]
+    return choices
+
+
 def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mcap", png_dir: Path | None = None,
-           runner: FrameRunner | None = None, progress: bool | None = None) -> ReplayResult:
-    """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new)."""
+           progress: bool | None = None, pick_cameras: bool = True,
+           pick_fixed_frame: bool = True, report: Callable[[str], None] | None = None) -> ReplayResult:
+    """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new).
+
+    ``pick_cameras`` / ``pick_fixed_frame``: fill in from the bag what the config lacks
+    (:func:`fill_in_from_bag`, on a copy of ``cfg``); each choice is passed to ``report`` before the run.
+    """
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
+    cfg = copy.deepcopy(cfg)
+    choices = fill_in_from_bag(cfg, bag_in, pick_cameras, pick_fixed_frame)  # before the network is built
+    for line in choices if report else ():
+        report(line)
     skipped: Counter[str] = Counter()
     with Reader(bag_in) as reader:
-        topics = {c.topic for c in reader.connections}
-        for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]):
-            if t not in topics:  # checked before the network is built
-                raise ValueError(f"{bag_in} has no topic {t} (topics: {sorted(topics)}); "
-                                 "pick a config whose topics.images / topics.camera_infos match")
-        missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
-        if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
-            log.warning("%s has no topic %s; rig frames are made without those cameras", bag_in, ", ".join(missing))
-        runner = runner or FrameRunner(cfg)
+        runner = FrameRunner(cfg)
         pngs = PngWriter(png_dir, cfg) if png_dir is not None else None
         messages = bag_messages(reader, output_topics(cfg), skipped)
         with BagWriter(bag_out, storage) as bag, tqdm(total=reader.message_count, unit="msg", desc=bag_in.name,
                                                       disable=None if progress is None else not progress) as bar:
             run_messages(runner, _counting(messages, bar), bag, pngs)
     return ReplayResult(runner.processed, dict(runner.drops), dict(bag.counts), dict(skipped),
-                        faults=dict(runner.faults), pngs=pngs.files if pngs else [])
+                        faults=dict(runner.faults), pngs=pngs.files if pngs else [], choices=choices)
 
 
 def _counting(messages: Iterator, bar: tqdm) -> Iterator:
