@@ -92,18 +92,15 @@ def fill_in_from_bag(cfg: PipelineConfig, bag: Path, cameras: bool = True, fixed
     topics = bag_topics(bag)
     choices = []
     absent = [t for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]) if t not in topics]
-    if cameras and absent:
-        found = camera_topics(topics)
-        if not found:
-            raise ValueError(f"{bag} has no topic {' or '.join(absent)} and no image topic with a camera_info "
-                             f"beside it (topics: {sorted(topics)}); name the cameras with --images and "
-                             "--camera-infos")
+    found = camera_topics(topics) if absent and cameras else []
+    if absent and not found:
+        raise ValueError(f"{bag} has no topic {' or '.join(absent)}"
+                         + (" and no image topic with a camera_info beside it" if cameras else "")
+                         + f" (topics: {sorted(topics)}); name the cameras with --images and --camera-infos")
+    if found:
         cfg.topics.images, cfg.topics.camera_infos = [i for i, _ in found], [c for _, c in found]
         choices.append(f"cameras: {', '.join(i for i, _ in found)} (the bag's, as it has no {' or '.join(absent)}; "
                        "the first makes the outputs; choose with --images)")
-    if absent and not cameras:
-        raise ValueError(f"{bag} has no topic {' or '.join(absent)} (topics: {sorted(topics)}); "
-                         "name the cameras with --images and --camera-infos")
     missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
     if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
         log.warning("%s has no topic %s; rig frames are made without those cameras", bag, ", ".join(missing))
