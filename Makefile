@@ -21,14 +21,14 @@ $(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt setup
 	$(PIP) install -q -r requirements.txt -r requirements-ros.txt -r requirements-dev.txt
 	# deps come from the requirement files; no isolation: build with the venv's setuptools
 	$(PIP) install -q --no-deps --no-build-isolation -e .
-	tools/build_msgs.sh
+	VENV=$(abspath $(VENV)) tools/build_msgs.sh
 	touch $@
 
 venv: $(VENV)/.stamp
 
 # Cheap when up to date; picks up edits to msg/*.msg.
 msgs: $(VENV)/.stamp
-	tools/build_msgs.sh
+	VENV=$(abspath $(VENV)) tools/build_msgs.sh
 
 demo: msgs
 	$(VENV)/bin/kdbts demo

@@ -27,8 +27,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("sv", "mv", "auto"), help="density head (overrides the config)")
 
 
-def _config(args: argparse.Namespace):
-    overrides = {}
+def _config(args: argparse.Namespace, overrides: dict | None = None):
+    overrides = dict(overrides or {})
     if args.checkpoint:
         overrides["model.checkpoint"] = args.checkpoint
     if args.mode:
@@ -370,9 +370,18 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
+    from .bag_info import info_beside
     from .replay import replay
 
-    result = replay(_config(args), args.bag_in, args.bag_out, args.storage, args.png, png_pitch_deg=args.pitch)
+    if args.camera_infos and not args.images:
+        raise ConfigError("--camera-infos names the camera_info of each camera of --images; give --images too")
+    chosen = {"fixed_frame": args.fixed_frame} if args.fixed_frame else {}
+    if args.images:
+        chosen["topics.images"] = args.images
+        chosen["topics.camera_infos"] = args.camera_infos or [info_beside(t) for t in args.images]
+    result = replay(_config(args, chosen), args.bag_in, args.bag_out, args.storage, args.png,
+                    png_pitch_deg=args.pitch, pick_cameras=not args.images, pick_fixed_frame=not args.fixed_frame,
+                    report=print)
     if result.cut_short and result.processed:
         print(f"kdbts replay: warning: {result.cut_short}", file=sys.stderr)
     print(f"frames processed: {result.processed}")
@@ -498,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pitch", type=float, default=0.0, metavar="DEG",
                     help="camera pitch to the road, for the figures' density profile (default: 0; KITTI-360: 5)")
     rp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
+    rp.add_argument("--images", nargs="+", metavar="TOPIC", help="image topic of each camera, the first the one the "
+                    "outputs are made for (default: the config's; when the bag lacks them, every image topic "
+                    "of the bag with a camera_info beside it)")
+    rp.add_argument("--camera-infos", nargs="+", metavar="TOPIC", help="camera_info topic of each camera of --images "
+                    "(default: <namespace>/camera_info beside each)")
+    rp.add_argument("--fixed-frame", metavar="FRAME", help="frame poses are looked up in (default: the config's; "
+                    "when the bag's TF lacks it, the root of its TF tree)")
     rp.set_defaults(func=cmd_replay)
     ev = sub.add_parser("eval", help="occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, "
                                      "every head side by side (real KITTI data: depth against velodyne; KITTI-360 also "

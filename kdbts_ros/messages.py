@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -15,9 +16,11 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from .core import geometry
-from .core.pipeline import Outputs
 from .config import TopicsConfig
 from .core.grids import GridSpec
+
+if TYPE_CHECKING:  # the launch file reads bags through this module: no torch for that
+    from .core.pipeline import Outputs
 
 DENSITY_GRID = "kdbts_ros/msg/DensityGrid"
 IMAGE = "sensor_msgs/msg/Image"

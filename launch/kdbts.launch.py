@@ -1,14 +1,23 @@
-"""Launch kdbts_node with a parameter file, optionally RViz and a bag played with its clock.
+"""Launch kdbts_node with a parameter file, optionally RViz and a bag played with one clock.
 
     ros2 launch kdbts_ros kdbts.launch.py
-    ros2 launch kdbts_ros kdbts.launch.py config:=/path/params.yaml checkpoint:=/path/model.safetensors
-    ros2 launch kdbts_ros kdbts.launch.py bag:=/path/to/bag rviz:=true   (sets use_sim_time)
+    ros2 launch kdbts_ros kdbts.launch.py config:=kitti_raw checkpoint:=/path/model.safetensors
+    ros2 launch kdbts_ros kdbts.launch.py bag:=/path/to/bag rviz:=true config:=kitti360   (sets use_sim_time)
+
+``config:=`` takes a parameter file or a preset of share/kdbts_ros/config by name. A bag that
+has /clock is played as it is, any other with ``--clock``. RViz opens on the parameter file's
+fixed frame and camera. Missing tools are reported before anything starts, and the node is
+stopped with the launch (and stops the launch when it ends).
 """
+import tempfile
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
-from launch.substitutions import PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, Shutdown
 from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+
+from kdbts_ros import launch_plan
 
 PACKAGE = "kdbts_ros"
 EXECUTABLE = "kdbts_node"
@@ -18,32 +27,45 @@ DEFAULT_CONFIG = ("config", "default.yaml")
 
 def _actions(context: LaunchContext) -> list:
     arg = lambda name: context.launch_configurations[name]  # noqa: E731
-    bag = arg("bag")
+    share = Path(get_package_share_directory(PACKAGE))
+    config = launch_plan.resolve_config(arg("config"), share / DEFAULT_CONFIG[0])
+    bag, rviz = arg("bag"), arg("rviz").lower() == "true"
+    # every check comes before the first action: a launch that cannot work starts nothing
+    if rviz:
+        launch_plan.require_rviz()
+    if bag:
+        launch_plan.require_bag_player(bag)
+        play = launch_plan.bag_play_command(bag)
     # a bag replays recorded stamps, so every node must follow the bag's /clock
     sim_time = arg("use_sim_time").lower() == "true" or bool(bag)
-    params: list = [arg("config"), {"use_sim_time": sim_time}]
+    params: list = [str(config), {"use_sim_time": sim_time}]
     if arg("checkpoint"):
         params.append({"model.checkpoint": arg("checkpoint")})
-    actions = [Node(package=PACKAGE, executable=EXECUTABLE, name="kdbts_node", output="screen", parameters=params)]
-    if arg("rviz").lower() == "true":
-        rviz_file = PathJoinSubstitution([FindPackageShare(PACKAGE), *RVIZ_CONFIG]).perform(context)
+    actions = [Node(package=PACKAGE, executable=EXECUTABLE, name="kdbts_node", output="screen", parameters=params,
+                    arguments=["--exit-with-parent"], respawn=False,
+                    on_exit=Shutdown(reason="kdbts_node exited"))]
+    if rviz:
+        rviz_file = launch_plan.write_rviz_config(share.joinpath(*RVIZ_CONFIG), config,
+                                                  Path(tempfile.mkdtemp(prefix="kdbts_rviz_")))
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
-                            arguments=["-d", rviz_file], parameters=[{"use_sim_time": sim_time}]))
+                            arguments=["-d", str(rviz_file)], parameters=[{"use_sim_time": sim_time}]))
     if bag:
-        actions.append(ExecuteProcess(cmd=["ros2", "bag", "play", bag, "--clock"], output="screen"))
+        actions.append(ExecuteProcess(cmd=play, output="screen"))
     return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_config = PathJoinSubstitution([FindPackageShare(PACKAGE), *DEFAULT_CONFIG])
     return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=default_config,
-                              description="parameter file (see config/default.yaml)"),
+        DeclareLaunchArgument("config", default_value="default",
+                              description="parameter file, or a preset by name: default, kitti_raw (colour "
+                                          "pair), kitti_gray (grey pair), kitti360"),
         DeclareLaunchArgument("checkpoint", default_value="",
                               description="model checkpoint (.safetensors, or a name fetched with "
                                           "kdbts weights get); empty: the config's choice"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock"),
-        DeclareLaunchArgument("rviz", default_value="false", description="start RViz with rviz/kdbts.rviz"),
-        DeclareLaunchArgument("bag", default_value="", description="play this bag with --clock (sets use_sim_time)"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="start RViz on the config's fixed frame and camera"),
+        DeclareLaunchArgument("bag", default_value="",
+                              description="play this bag (its own /clock, else --clock); sets use_sim_time"),
         OpaqueFunction(function=_actions),
     ])

@@ -2,14 +2,18 @@
 
 Without the launch packages (pip environments) the launch file cannot be run,
 so its references are checked statically: the executable, files, topics and
-parameters it and the RViz config name.
+parameters it and the RViz config name; where launch and launch_ros are installed,
+the launch file plans its actions with them. What it decides is tested in test_launch_plan.py.
 """
 import ast
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import yaml
+
+import pytest
 
 from kdbts_ros.config import PipelineConfig, iter_params
 
@@ -47,11 +51,48 @@ def test_rviz_config_shows_the_node_outputs():
     assert rviz["Global Options"]["Fixed Frame"] == PipelineConfig().fixed_frame
 
 
-def test_package_xml_declares_the_runtime_dependencies():
-    root = ET.parse(ROOT / "package.xml").getroot()
-    assert root.get("format") == "3"
-    deps = {e.text for e in root if e.tag.endswith("depend")}
-    for key in ("rclpy", "sensor_msgs", "nav_msgs", "geometry_msgs", "tf2_ros", "tf2_msgs", "diagnostic_msgs",
-                "visualization_msgs", "cv_bridge", "sensor_msgs_py", "rosidl_default_generators",
-                "rosidl_default_runtime", "python3-numpy", "python3-torch"):
-        assert key in deps, key
+def _ament_prefix(root: Path, packages: dict[str, Path | None]) -> Path:
+    """An ament prefix registering ``packages``; a path value becomes the package's share folder."""
+    index = root / "share/ament_index/resource_index/packages"
+    index.mkdir(parents=True)
+    for package, share in packages.items():
+        (index / package).touch()
+        if share is not None:
+            (root / "share" / package).symlink_to(share)
+    return root
+
+
+def test_launch_file_with_the_launch_stack_plans_one_clock_and_checks_tools_first(tmp_path, monkeypatch):
+    pytest.importorskip("launch")
+    pytest.importorskip("launch_ros")
+    import importlib.util
+
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument
+    from launch.utilities import perform_substitutions
+
+    from kdbts_ros.launch_plan import LaunchError
+    from test_launch_plan import _bag
+
+    prefix = _ament_prefix(tmp_path / "prefix", {"kdbts_ros": ROOT, "ros2bag": None, "rosbag2_storage_mcap": None})
+    (prefix / "bin").mkdir()
+    (prefix / "bin/ros2").write_text("#!/bin/sh\n")
+    (prefix / "bin/ros2").chmod(0o755)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    monkeypatch.setenv("PATH", f"{prefix / 'bin'}:{os.environ['PATH']}")
+    spec = importlib.util.spec_from_file_location("kdbts_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    for entity in description.entities:
+        if isinstance(entity, DeclareLaunchArgument):
+            context.launch_configurations[entity.name] = perform_substitutions(context, entity.default_value)
+    bag = _bag(tmp_path / "bag", clock=True)
+    context.launch_configurations.update(bag=bag, config="kitti_gray")
+    node, play = module._actions(context)
+    assert node.node_executable == "kdbts_node"
+    assert [perform_substitutions(context, part) for part in play.cmd] == ["ros2", "bag", "play", bag]
+    context.launch_configurations["rviz"] = "true"  # rviz2 is not in the prefix: nothing is planned
+    with pytest.raises(LaunchError, match="rviz2 is not installed"):
+        module._actions(context)

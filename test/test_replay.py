@@ -13,6 +13,7 @@ from kdbts_ros import messages as M
 from kdbts_ros.cli import main
 from kdbts_ros.config import load_config
 from kdbts_ros.data import shared_sample
+from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.demo import input_messages, synthetic_sample
 from kdbts_ros.replay import PngWriter, replay
@@ -24,6 +25,7 @@ OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/ca
 
 def test_presets_name_the_converted_topics_and_frames():
     for preset, conv, streams in (("kitti_raw", KITTI, ("camera_color_left", "camera_color_right")),
+                                  ("kitti_gray", KITTI, ("camera_gray_left", "camera_gray_right")),
                                   ("kitti360", KITTI360, ("cam_00", "cam_01"))):
         cfg = load_config(ROOT / "config" / f"{preset}.yaml")
         assert cfg.fixed_frame == conv.fixed_frame == "world"
@@ -75,7 +77,7 @@ def test_replay_refuses_a_bag_without_the_configured_topics_and_never_duplicates
     rec = shared_sample.raw_sample(KITTI_SAMPLE)
     write_recording_bag(rec, tmp_path / "in", KITTI, max_frames=2, velodyne=False, progress=False)
     with pytest.raises(ValueError, match="no topic /camera/image_raw"):
-        replay(small_config(), tmp_path / "in", tmp_path / "x")
+        replay(small_config(), tmp_path / "in", tmp_path / "x", pick_cameras=False)
     cfg = small_config(**{"fixed_frame": "world", "topics.images": ["/kitti/camera_color_left/image_raw"],
                           "topics.camera_infos": ["/kitti/camera_color_left/camera_info"]})
     first = replay(cfg, tmp_path / "in", tmp_path / "out1", progress=False)
@@ -124,3 +126,53 @@ def test_each_figure_shows_its_frame_even_when_a_corrupt_image_follows_it(tmp_pa
     assert len(figures) == 2 and len(pngs.files) == 6
     for f, rgb in zip(figures, seq.images, strict=True):
         np.testing.assert_array_equal(cv2.imread(str(f))[40:96, :320], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[40:])
+
+
+def _rig_bag(path: Path, frames: int = 3) -> None:
+    """A bag of two cameras named as no preset names them, a camera-less debug image, TF rooted at 'map'."""
+    K = np.array([[100.0, 0, 96], [0, 100, 32], [0, 0, 1]])
+    T_base_optical = np.array([[0, 0, 1, 0.5], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1.0]])
+    cams = [CameraStream(f"cam{i}_optical", T_base_optical, K, f"/rig/cam{i}/image", f"/rig/cam{i}/camera_info")
+            for i in (10, 2)]
+    poses = [np.eye(4) for _ in range(frames)]
+    for i, T in enumerate(poses):
+        T[0, 3] = 0.5 * i
+    rng = np.random.default_rng(0)
+    images = [[rng.integers(0, 255, (64, 192, 3), np.uint8) for _ in cams] for _ in range(frames)]
+    with BagWriter(path) as bag:
+        for stamp, topic, msgtype, data in rig_messages(cams, poses, images, fixed_frame="map"):
+            bag.write(topic, msgtype, stamp, data)
+            if topic == "/rig/cam2/image":
+                bag.write("/debug/image", msgtype, stamp, data)
+
+
+def test_replay_takes_the_bags_cameras_and_tf_root_when_the_config_names_others(tmp_path, capsys):
+    _rig_bag(tmp_path / "in")
+    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out")]) == 0  # config/default.yaml's names
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("cameras: /rig/cam2/image, /rig/cam10/image (")
+    assert printed[1].startswith("fixed frame: map (") and "frames processed: 3" in printed
+    outputs, _ = read_bag(tmp_path / "out")
+    depth = [m for t, _, m in outputs if t == "/kdbts/depth"]
+    assert len(depth) == 3 and depth[0].header.frame_id == "cam2_optical"  # the first camera makes the outputs
+    assert {m.header.frame_id for t, _, m in outputs if t == "/kdbts/occupancy"} == {"map"}
+
+
+def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):
+    _rig_bag(tmp_path / "in", frames=2)
+    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--images", "/rig/cam10/image",
+                 "--fixed-frame", "map"]) == 0
+    printed = capsys.readouterr().out
+    assert "cameras:" not in printed and "fixed frame:" not in printed and "frames processed: 2" in printed
+    depth = [m for t, _, m in read_bag(tmp_path / "out")[0] if t == "/kdbts/depth"]
+    assert {d.header.frame_id for d in depth} == {"cam10_optical"}
+    # named topics the bag lacks are refused, not replaced
+    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "x"), "--images", "/debug/image"]) == 1
+    assert "no topic /debug/camera_info" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_bag_without_a_camera_is_refused_before_the_network_is_built(tmp_path):
+    with BagWriter(tmp_path / "in") as bag:
+        bag.write("/debug/image", M.IMAGE, 1, M.serialize(M.rgb_image(np.zeros((4, 4, 3), np.uint8), 1, "x")))
+    with pytest.raises(ValueError, match="no image topic with a camera_info beside it"):
+        replay(small_config(), tmp_path / "in", tmp_path / "out")

@@ -13,42 +13,30 @@ B=$ROOT/build/msgs
 
 # 1. The wheels' exported CMake targets name include dirs of the container they were
 #    built in (/opt/python/cp311-cp311/{include/python3.11, .../numpy/_core/include});
-#    CMake refuses to generate if they are missing, so point them at this Python's
-#    headers and this venv's numpy headers. Needs write access to /opt (root).
+#    CMake refuses to generate if they are missing. The venv is ours, so its copies of
+#    those files are rewritten to this Python's headers and this venv's numpy: no root,
+#    nothing written outside the checkout and the venv, and colcon builds in the venv work too.
 PY_INC=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 NP_INC=$("$PY" -c 'import numpy; print(numpy.get_include())')
 [ -f "$PY_INC/Python.h" ] || { echo "build_msgs: Python.h not in $PY_INC (install the python3.11-dev package)" >&2; exit 1; }
-for p in $(grep -rhoE '/opt/python/[^;" ]*/include(/python3\.[0-9]+)?' "$VENV"/share/*/cmake 2>/dev/null | sort -u); do
-  case "$p" in
-    */numpy/_core/include) target=$NP_INC ;;
-    */include/python3.*)   target=$PY_INC ;;
-    *) continue ;;
-  esac
-  # Leave a real directory alone (e.g. running inside a manylinux image); re-point links.
-  if [ -e "$p" ] && [ ! -L "$p" ]; then continue; fi
-  if [ "$(readlink "$p" 2>/dev/null)" != "$target" ]; then
-    mkdir -p "$(dirname "$p")" && ln -sfn "$target" "$p" \
-      || { echo "build_msgs: cannot create $p (needs root)" >&2; exit 1; }
+mapfile -t built_elsewhere < <(grep -rlE '/opt/python/' "$VENV"/share/*/cmake 2>/dev/null || true)
+if [ ${#built_elsewhere[@]} -gt 0 ]; then
+  sed -i -E -e "s#/opt/python/[^;\" ]*/numpy/_core/include#$NP_INC#g" \
+            -e "s#/opt/python/[^;\" ]*/include/python3\.[0-9]+#$PY_INC#g" "${built_elsewhere[@]}"
+  if grep -rnE '/opt/python/' "${built_elsewhere[@]}" >&2; then
+    echo "build_msgs: the wheels' CMake files name other paths under /opt/python (above); see tools/build_msgs.sh" >&2
+    exit 1
   fi
-done
-
-# 2. Configure from a staged copy of the package sources: CMake rejects exported
-#    include dirs inside the source dir, and .venv (numpy headers) lives inside the
-#    repo. `cp -p` keeps mtimes, so unchanged files don't trigger a rebuild.
-mkdir -p "$B/src"
-cp -p "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$B/src/"
-rm -rf "$B/src/msg.new" && cp -rp "$ROOT/msg" "$B/src/msg.new"
-if ! diff -rq "$B/src/msg.new" "$B/src/msg" >/dev/null 2>&1; then
-  rm -rf "$B/src/msg" && mv "$B/src/msg.new" "$B/src/msg"
-else
-  rm -rf "$B/src/msg.new"
 fi
 
+# 2. Configure from the checkout itself (CMakeLists.txt keeps the venv's include dirs, which
+#    may lie inside it, out of the exported targets); from scratch if the cache belongs to
+#    another checkout location.
 export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
-# Reconfigure from scratch if the cache belongs to another checkout location.
-grep -qs "^CMAKE_HOME_DIRECTORY:INTERNAL=$B/src\$" "$B/build/CMakeCache.txt" || rm -rf "$B/build"
+mkdir -p "$B"
+grep -qs "^CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT\$" "$B/build/CMakeCache.txt" || rm -rf "$B/build"
 if [ ! -f "$B/build/CMakeCache.txt" ]; then
-  cmake -S "$B/src" -B "$B/build" -DKDBTS_MSGS_ONLY=ON -DBUILD_TESTING=OFF \
+  cmake -S "$ROOT" -B "$B/build" -DKDBTS_MSGS_ONLY=ON -DBUILD_TESTING=OFF \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$B/install" \
     -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" >"$B/configure.log" \
     || { cat "$B/configure.log"; exit 1; }
@@ -62,7 +50,8 @@ cmake --install "$B/build" >"$B/install.log"
 GEN=$B/install/lib/python$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages/kdbts_ros
 mkdir -p "$ROOT/kdbts_ros/msg"
 cp -p "$GEN"/msg/*.py "$ROOT/kdbts_ros/msg/"
-cp -p "$GEN"/kdbts_ros_s__rosidl_typesupport_*.so "$ROOT/kdbts_ros/"
+# `install` replaces a library by a new file, never rewriting one a running process has mapped
+install -p -m 755 "$GEN"/kdbts_ros_s__rosidl_typesupport_*.so "$ROOT/kdbts_ros/"
 
 # 4. The C libraries (libkdbts_ros__rosidl_*.so) go into $VENV/lib, where the
 #    ros-jazzy wheels keep all their message libraries: the wheels' startup hook
@@ -71,7 +60,7 @@ cp -p "$GEN"/kdbts_ros_s__rosidl_typesupport_*.so "$ROOT/kdbts_ros/"
 #    creation rosidl_typesupport_c dlopen()s libkdbts_ros__rosidl_typesupport_fastrtps_c.so
 #    by bare name from librcutils, which only LD_LIBRARY_PATH reaches (tested:
 #    "Could not load library ... cannot open shared object file").
-cp -p "$B"/install/lib/libkdbts_ros__*.so "$VENV/lib/"
+install -p -m 755 "$B"/install/lib/libkdbts_ros__*.so "$VENV/lib/"
 
 # 5. tf2_msgs is not on PyPI, but the node subscribes to /tf with its TFMessage type:
 #    build that one type (real definition, so DDS matches real ROS) straight into the
@@ -86,7 +75,7 @@ if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null; then
   cmake --install "$T/build" >"$T/install.log"
   SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   rm -rf "$SITE/tf2_msgs" && cp -rp "$T"/install/lib/python*/site-packages/tf2_msgs "$SITE/"
-  cp -p "$T"/install/lib/libtf2_msgs__*.so "$VENV/lib/"
+  install -p -m 755 "$T"/install/lib/libtf2_msgs__*.so "$VENV/lib/"
   echo "build_msgs: built stand-in tf2_msgs (TFMessage) into the venv"
 fi
 

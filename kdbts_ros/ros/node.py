@@ -15,6 +15,7 @@ callbacks/s at 24 Hz), taking the GIL from inference: 9.5 frames/s fell to 1.8.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -32,6 +33,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.timer import Timer
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64
 from tf2_msgs.msg import TFMessage
@@ -41,6 +43,7 @@ from ..config import ConfigError, iter_params, PipelineConfig, read_yaml_mapping
 from ..core.model.checkpoint import CheckpointError
 from ..errors import EXIT_USER, classify
 from ..runner import FrameRunner
+from .parent import exit_with_parent
 
 # seconds after configure at which inputs without a publisher are named in the log
 INPUT_CHECK_S = 5.0
@@ -320,7 +323,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``ros2 run kdbts_ros kdbts_node``; a start-up failure is one log line and exit code 2."""
+    """Entry point of ``ros2 run kdbts_ros kdbts_node``; a start-up failure is one log line and exit code 2.
+
+    ``--exit-with-parent`` (the launch file passes it): stop like on Ctrl-C when the process
+    that started the node ends, however it ends.
+    """
+    parent = os.getppid()
     args = argv if argv is not None else sys.argv
     logger = rclpy.logging.get_logger("kdbts_node")
     files = [a for flag, a in zip(args, args[1:]) if flag == "--params-file"]
@@ -334,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - rcl refusing the arguments, say a parameter file it cannot parse
         logger.fatal(f"cannot start: {_one_line(exc).removeprefix('failed to initialize rcl: ')}")
         return EXIT_USER
+    if "--exit-with-parent" in remove_ros_args(args)[1:]:
+        exit_with_parent(parent)
     try:
         node = KdbtsNode()
-    except ConfigError as exc:  # an invalid parameter: say which, where from and why
+    except (ValueError, ParameterException) as exc:  # an invalid parameter (ours, or out of its declared range)
         logger.fatal(f"cannot start: {exc}" + (f" (parameter files: {', '.join(files)})" if files else ""))
         rclpy.try_shutdown()
         return EXIT_USER
