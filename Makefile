@@ -50,7 +50,7 @@ benchmark: msgs
 # Resumable: a second 'make real' continues from runs/kdbts_real/state.pt. Evaluation: docs/real/README.md.
 real: msgs
 	test -d data/synth_real || $(VENV)/bin/kdbts synth data/synth_real --seed-range 0 12 --frames 40
-	$(VENV)/bin/kdbts train --config config/train_kdbts_real.yaml --out runs/kdbts_real --max-minutes 95
+	$(VENV)/bin/kdbts train --config config/train_kdbts_real.yaml --out runs/kdbts_real --max-minutes 120
 
 # Depth against velodyne (KITTI raw 0052, KITTI-360 sample) and KITTI-360 occupancy, metric and median-scaled.
 S := ../shared/data/kitti

@@ -141,7 +141,7 @@ def fill_in_from_bag(cfg: PipelineConfig, bag: OpenBag, cameras: bool = True, fi
     if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
         log.warning("%s has no topic %s; rig frames are made without those cameras", bag.path, ", ".join(missing))
     if fixed_frame:
-        frames, roots = tf_frames(bag)
+        frames, roots = tf_frames(bag.path)  # its own reader: a salvaged bag counts what the replay reads
         if roots and cfg.fixed_frame not in frames:
             choices.append(f"fixed frame: {roots[0]} (the root of the bag's TF; it has no {cfg.fixed_frame}; "
                            "choose with --fixed-frame)")
@@ -161,25 +161,21 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
     """
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
-    cfg = copy.deepcopy(cfg)
-    choices = fill_in_from_bag(cfg, bag_in, pick_cameras, pick_fixed_frame)  # before the network is built
-    for line in choices if report else ():
-        report(line)
     skipped: Counter[str] = Counter()
     with open_bag(bag_in) as source:
         if source.cut_short:
             log.warning("%s", source.cut_short)
-        cfg = copy.deepcopy(cfg)
-        # before the network is built
-        choices = fill_in_from_bag(cfg, source, pick_cameras, pick_fixed_frame)
-        for line in choices if report else ():
-            report(line)
         messages = bag_messages(source, output_topics(cfg), skipped)
         first = next(messages, None)
         if first is None:  # run_messages needs at least one
             raise BagError(f"{source.cut_short}; nothing to replay" if source.cut_short else
                            f"{bag_in}: no message on a topic to replay")
         messages = itertools.chain([first], messages)
+        cfg = copy.deepcopy(cfg)
+        # before the network is built
+        choices = fill_in_from_bag(cfg, source, pick_cameras, pick_fixed_frame)
+        for line in choices if report else ():
+            report(line)
         runner = FrameRunner(cfg)
         pngs = PngWriter(png_dir, runner, png_pitch_deg) if png_dir is not None else None
         if pngs is not None:

@@ -244,7 +244,7 @@ def test_a_damaged_training_state_is_named_with_the_way_out(tmp_path, capsys):
         write_sequence(root, seed, 4, RigConfig(width=160, height=64))
     out = tmp_path / "run"
     out.mkdir()
-    settings = ["--set", f"data.root={root}", "data.side_offset=1", "model.feature_dim=8", "model.mv_hidden=16",
+    settings = ["--set", f"data.sources=[synth {root}]", "data.side_offset=1", "model.feature_dim=8", "model.mv_hidden=16",
                 "iterations=1", "batch_size=1", "threads=1"]
     for content in (b"\x80\x02garbage", b""):
         (out / "state.pt").write_bytes(content)

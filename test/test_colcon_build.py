@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kdbts_ros.errors import EXIT_USER
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 pytestmark = pytest.mark.build
@@ -87,5 +89,5 @@ def test_sourced_workspace_serves_the_installed_package_and_its_message(workspac
 
 def test_installed_executable_starts_and_refuses_a_bad_parameter(workspace):
     run = _sourced(workspace, "install/kdbts_ros/lib/kdbts_ros/kdbts_node --ros-args -p window_size:=0")
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert "kdbts_node: cannot start" in run.stderr and "window_size" in run.stderr
+    assert run.returncode == EXIT_USER, run.stdout + run.stderr
+    assert "[kdbts_node]: cannot start: parameter window_size" in run.stderr and "out of range" in run.stderr

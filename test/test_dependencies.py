@@ -17,7 +17,11 @@ PYTHON = {"torch": ("python3-torch", "torch"), "numpy": ("python3-numpy", "numpy
           "scipy": ("python3-scipy", "scipy"), "cv2": ("python3-opencv", "opencv-python-headless"),
           "yaml": ("python3-yaml", "pyyaml"), "rosbags": ("python3-rosbags-pip", "rosbags"),
           "tqdm": ("python3-tqdm", "tqdm"), "safetensors": (None, "safetensors"),
-          "torch.utils.tensorboard": (None, "tensorboard")}
+          "torch.utils.tensorboard": (None, "tensorboard"),
+          # rosdep has no key for mcap itself; mcap-ros2-support depends on it
+          "mcap": ("mcap-ros2-support", "mcap")}
+# installed with a declared library and imported only through it: mcap's chunk decompressors
+PROVIDED = {"zstandard": "mcap", "lz4": "mcap"}
 # every other import is a ROS package, declared by its name; these have no ros-jazzy wheel on PyPI
 NOT_ON_PYPI = {"tf2_msgs": "built from tools/interfaces by tools/build_msgs.sh",
                "tf2_ros": "optional: the built-in TF buffer stands in", "launch": "launch file only",
@@ -43,7 +47,7 @@ def _imports() -> set[str]:
                 names.add(module.split(".")[0])
                 if module in PYTHON:
                     names.add(module)
-    return {n for n in names if n not in sys.stdlib_module_names and n != "kdbts_ros"}
+    return {n for n in names if n not in sys.stdlib_module_names and n != "kdbts_ros" and n not in PROVIDED}
 
 
 def _package_xml() -> set[str]:

@@ -11,6 +11,7 @@ from conftest import KITTI_SAMPLE, needs_kitti, small_config
 from test_kitti_bag import read_bag
 from kdbts_ros import messages as M
 from kdbts_ros.cli import main
+from kdbts_ros.errors import EXIT_USER
 from kdbts_ros.config import load_config
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
@@ -167,7 +168,7 @@ def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):
     depth = [m for t, _, m in read_bag(tmp_path / "out")[0] if t == "/kdbts/depth"]
     assert {d.header.frame_id for d in depth} == {"cam10_optical"}
     # named topics the bag lacks are refused, not replaced
-    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "x"), "--images", "/debug/image"]) == 1
+    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "x"), "--images", "/debug/image"]) == EXIT_USER
     assert "no topic /debug/camera_info" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 

@@ -15,6 +15,7 @@ import torch
 from conftest import SMALL_ARCH, official_checkpoint, official_state_dict
 from kdbts_ros import weights_registry
 from kdbts_ros.cli import main
+from kdbts_ros.errors import EXIT_USER
 from kdbts_ros.config import load_config
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, random_model, save_checkpoint
 from kdbts_ros.core.model.network import Architecture
@@ -191,7 +192,7 @@ def test_a_release_name_works_wherever_a_checkpoint_is_configured(cache, capsys)
     with pytest.raises(CheckpointError, match="run 'kdbts weights get bts-kitti-raw'"):
         build_model(load_config(overrides={"model.checkpoint": "bts-kitti-raw"}))
     assert not cached_path("bts-kitti-raw").exists()  # resolving never downloads
-    assert main(["eval", str(cache), "--model", "KDBTS=mvbts-kitti-raw"]) == 1
+    assert main(["eval", str(cache), "--model", "KDBTS=mvbts-kitti-raw"]) == EXIT_USER
     err = capsys.readouterr().err
     assert "mvbts-kitti-raw" in err and "kdbts weights get mvbts-kitti-raw" in err
 
@@ -214,7 +215,7 @@ def _free_port() -> int:
 ])
 def test_a_broken_download_fails_in_one_line_and_leaves_nothing(cache, server, capsys, name, folder, reason):
     base = f"{server[0]}/{folder}" if folder else f"http://127.0.0.1:{_free_port()}"
-    assert main(["weights", "get", name, "--url", base]) == 1
+    assert main(["weights", "get", name, "--url", base]) == EXIT_USER
     out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("kdbts weights:")]
     assert out == "" and len(errors) == 1 and reason in errors[0] and "Traceback" not in err
@@ -224,7 +225,7 @@ def test_a_broken_download_fails_in_one_line_and_leaves_nothing(cache, server, c
 def test_a_failed_refetch_keeps_the_cached_weights(cache, server, capsys):
     cache.mkdir()
     cached_path("kitti-raw").write_bytes(b"complete weights")
-    assert main(["weights", "get", "kitti-raw", "--force", "--url", f"{server[0]}/truncated"]) == 1
+    assert main(["weights", "get", "kitti-raw", "--force", "--url", f"{server[0]}/truncated"]) == EXIT_USER
     assert cached_path("kitti-raw").read_bytes() == b"complete weights"
     assert _leftovers(cache) == ["kitti-raw.safetensors"]
 
@@ -235,7 +236,7 @@ def test_a_published_size_or_hash_is_checked_before_the_archive_is_opened(cache,
     data = (site / "corrupt/kdbts/kitti_360.zip").read_bytes()
     value = hashlib.sha256(data + b"x" * wrong).hexdigest() if field == "sha256" else len(data) + wrong
     monkeypatch.setitem(RELEASES, "kitti-360", dataclasses.replace(RELEASES["kitti-360"], **{field: value}))
-    assert main(["weights", "get", "kitti-360", "--url", f"{server[0]}/corrupt"]) == 1
+    assert main(["weights", "get", "kitti-360", "--url", f"{server[0]}/corrupt"]) == EXIT_USER
     err = capsys.readouterr().err
     # a matching value lets the download through to the archive check, which this archive fails
     assert ("the release's" in err) == wrong and ("corrupt zip archive" in err) != wrong
