@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from . import messages as M
-from .data.bag_reader import OpenBag, open_bag
+from .data.bag_reader import open_bag
 
 CLOCK_TOPIC = "/clock"
 CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
@@ -72,30 +72,28 @@ def camera_topics(topics: dict[str, str]) -> list[tuple[str, str]]:
     return [cameras[base] for base in sorted(cameras, key=_natural)]
 
 
-def tf_frames(bag: str | Path | OpenBag, max_messages: int = 1000) -> tuple[set[str], list[str]]:
+def tf_frames(path: str | Path, max_messages: int = 1000) -> tuple[set[str], list[str]]:
     """Frames named by the bag's first ``max_messages`` TF messages, and the roots of their trees.
 
     Roots are frames that are never a child; those that are the parent of a moving (``/tf``)
     transform come first (``world`` over a sensor rig's static root), then by name.
     """
-    if not isinstance(bag, OpenBag):
-        with open_bag(bag) as opened:
-            return tf_frames(opened, max_messages)
     frames: set[str] = set()
     children: set[str] = set()
     moving_parents: set[str] = set()
-    tf = (m for m in bag.messages() if m[1] in ("/tf", "/tf_static") and m[2] == TF_TYPE)
-    for n, (_, topic, _, data) in enumerate(tf):
-        if n >= max_messages:
-            break
-        try:
-            transforms = M.tf_transforms(M.deserialize(data, TF_TYPE))
-        except M.ConversionError:
-            continue  # the runner counts it when it meets it; here it names no frame
-        for parent, child, _, _, _ in transforms:
-            frames.update((parent, child))
-            children.add(child)
-            if topic == "/tf":
-                moving_parents.add(parent)
+    with open_bag(path) as bag:
+        tf = (m for m in bag.messages() if m[1] in ("/tf", "/tf_static") and m[2] == TF_TYPE)
+        for n, (_, topic, _, data) in enumerate(tf):
+            if n >= max_messages:
+                break
+            try:
+                transforms = M.tf_transforms(M.deserialize(data, TF_TYPE))
+            except M.ConversionError:
+                continue  # the runner counts it when it meets it; here it names no frame
+            for parent, child, _, _, _ in transforms:
+                frames.update((parent, child))
+                children.add(child)
+                if topic == "/tf":
+                    moving_parents.add(parent)
     roots = sorted(frames - children, key=lambda f: (f not in moving_parents, _natural(f)))
     return frames, roots
