@@ -9,6 +9,7 @@ the ground-truth pixels only; metrics are averaged over frames as the KITTI prot
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -144,12 +145,10 @@ class RealDepthEvaluator:
         model = model.to(device).eval()
         c = self.rec.rig.cameras[self.cam]
         gen = torch.Generator(device=device)
-        state: dict[str, object] = {}
 
+        @functools.lru_cache(maxsize=1)  # one encoding per frame serves its depth and its occupancy
         def views(k: int) -> tuple[Views, torch.Tensor]:
-            if state.get("k") != k:  # one encoding per frame serves its depth and its occupancy
-                state["k"], state["views"] = k, self.views(model, k, head, input_size, device)
-            return state["views"]
+            return self.views(model, k, head, input_size, device)
 
         def depth(k: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
             v, Kn = views(k)
@@ -170,8 +169,10 @@ class RealDepthEvaluator:
         """The same metrics of an image-free depth prior (:mod:`.priors`)."""
         K = self.rec.rig.cameras[self.cam].K
 
+        # the same query points in every frame: the prior's answer is computed once
+        occupied = prior.occupied(self.occupancy.points_cam) if self.occupancy is not None else None
+
         def occupancy(k: int) -> dict[str, float]:
-            occupied = prior.occupied(self.occupancy.points_cam)
             return self.occupancy.score_prediction(occupied, self.frames[k])
 
         return self._score(lambda k, rows, cols: prior.depth(rows, cols, K), occupancy, lambda k: True,
