@@ -17,7 +17,7 @@ from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, Shutdown
 from launch_ros.actions import Node
 
-from kdbts_ros import launch_plan
+from kdbts_ros.ros import launch_plan
 
 PACKAGE = "kdbts_ros"
 EXECUTABLE = "kdbts_node"

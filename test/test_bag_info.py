@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdbts_ros import messages as M
-from kdbts_ros.bag_info import bag_storage, bag_topics, camera_topics, has_clock, info_beside, tf_frames
+from kdbts_ros.messages import convert as M
+from kdbts_ros.messages.bag_info import bag_storage, bag_topics, camera_topics, has_clock, info_beside, tf_frames
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.kitti_bag import clock_message
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kdbts_ros.cli import main
+from kdbts_ros.commands.cli import main
 
 
 def _bench(tmp_path, *extra: str) -> dict:

@@ -22,12 +22,12 @@ import torch
 from rosbags.rosbag2 import storage_mcap, storage_sqlite3
 
 from conftest import SMALL_ARCH, official_checkpoint, slab_model, write_odometry
-from kdbts_ros.cli import main
+from kdbts_ros.commands.cli import main
 from kdbts_ros.core.model.checkpoint import FORMAT, random_model, save_checkpoint
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import write_sequence
-from kdbts_ros.errors import EXIT_NO_SPACE, EXIT_USER
+from kdbts_ros.core.errors import EXIT_NO_SPACE, EXIT_USER
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,7 +273,7 @@ def test_a_full_disk_while_writing_a_bag_names_it_and_has_its_own_exit_code(tmp_
 
 def _kdbts(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
-    return subprocess.run([sys.executable, "-m", "kdbts_ros.cli", *args], text=True,
+    return subprocess.run([sys.executable, "-m", "kdbts_ros.commands.cli", *args], text=True,
                           env={**os.environ, **(env or {})}, timeout=300, **kwargs)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbts_ros.errors import EXIT_USER
+from kdbts_ros.core.errors import EXIT_USER
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)

@@ -1,7 +1,7 @@
 """The one configuration model: YAML file, validation and the node's parameter table."""
 import pytest
 
-from kdbts_ros.config import PipelineConfig, iter_params, load_config, set_param, to_yaml
+from kdbts_ros.core.config import PipelineConfig, iter_params, load_config, set_param, to_yaml
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_a_grid_too_large_to_compute_is_refused_with_its_size():
 
 
 def test_an_atomic_set_is_applied_whole_or_not_at_all():
-    from kdbts_ros.config import set_params
+    from kdbts_ros.core.config import set_params
 
     cfg = PipelineConfig()
     with pytest.raises(ValueError, match="below its max"):

@@ -2,7 +2,6 @@
 writers interrupted by Ctrl-C, SIGTERM or SIGKILL leave a bag that reads back up to the interruption."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,12 +13,12 @@ from rosbags.rosbag2 import Reader
 
 from conftest import small_config
 from test_kitti_loaders import write_odometry
-from kdbts_ros.data.bag_reader import BagError, open_bag
+from kdbts_ros.messages.bag_reader import BagError, open_bag
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.datasets import conventions, load_recording
 from kdbts_ros.data.kitti_bag import recording_messages
-from kdbts_ros.demo import input_messages, synthetic_sample
-from kdbts_ros.replay import replay
+from kdbts_ros.data.sequences import input_messages, synthetic_sample
+from kdbts_ros.commands.replay import replay
 
 FRAMES = 6
 IMAGE = small_config().topics.images[0]
@@ -106,7 +105,7 @@ from kdbts_ros.data.bags import BagWriter
 write = BagWriter.write
 BagWriter.write = lambda self, *args: (write(self, *args), time.sleep(0.02))[0]
 BagWriter.DURABLE_EVERY_S = 0.2
-from kdbts_ros.cli import main
+from kdbts_ros.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -168,7 +167,7 @@ def test_an_interrupted_replay_leaves_its_output_readable(tmp_path, sig):
 
 
 def test_kdbts_replay_of_a_cut_bag_warns_in_one_line(tmp_path, capsys):
-    from kdbts_ros.cli import main
+    from kdbts_ros.commands.cli import main
 
     written = _record(tmp_path / "full")
     data = next((tmp_path / "full").glob("*.mcap")).read_bytes()

@@ -5,9 +5,10 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from conftest import KITTI_SAMPLE as KITTI, needs_kitti, small_config
-from kdbts_ros import messages as M
-from kdbts_ros.cli import main
-from kdbts_ros.demo import KITTI_DRIVE, kitti_sample, run_demo, synthetic_sample
+from kdbts_ros.messages import convert as M
+from kdbts_ros.commands.cli import main
+from kdbts_ros.commands.demo import run_demo
+from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
 
 
 def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):

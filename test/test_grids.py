@@ -1,7 +1,7 @@
 """The camera-aligned grid and its bird's-eye reduction."""
 import numpy as np
 
-from kdbts_ros.config import GridConfig
+from kdbts_ros.core.config import GridConfig
 from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from kdbts_ros import messages as M
+from kdbts_ros.messages import convert as M
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 PROPERTY = settings(max_examples=150, deadline=None)

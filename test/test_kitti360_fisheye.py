@@ -10,8 +10,8 @@ import pytest
 
 from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_bag import read_bag, tf_buffer
-from kdbts_ros import messages as M
-from kdbts_ros.cli import main
+from kdbts_ros.messages import convert as M
+from kdbts_ros.commands.cli import main
 from kdbts_ros.data.fisheye import (OUTSIDE, MeiCamera, pinhole_maps, pinhole_rays, pinhole_resampling,
                                     read_mei_yaml, virtual_rotation)
 from kdbts_ros.data import shared_sample

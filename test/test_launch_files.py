@@ -15,7 +15,7 @@ import yaml
 
 import pytest
 
-from kdbts_ros.config import PipelineConfig, iter_params
+from kdbts_ros.core.config import PipelineConfig, iter_params
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch/kdbts.launch.py"
@@ -71,7 +71,7 @@ def test_launch_file_with_the_launch_stack_plans_one_clock_and_checks_tools_firs
     from launch.actions import DeclareLaunchArgument
     from launch.utilities import perform_substitutions
 
-    from kdbts_ros.launch_plan import LaunchError
+    from kdbts_ros.ros.launch_plan import LaunchError
     from test_launch_plan import _bag
 
     prefix = _ament_prefix(tmp_path / "prefix", {"kdbts_ros": ROOT, "ros2bag": None, "rosbag2_storage_mcap": None})

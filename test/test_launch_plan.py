@@ -1,4 +1,4 @@
-"""What the launch file starts, decided before anything starts (kdbts_ros.launch_plan; no launch stack needed)."""
+"""What the launch file starts, decided before anything starts (kdbts_ros.ros.launch_plan; no launch stack needed)."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kdbts_ros import launch_plan as plan
-from kdbts_ros import messages as M
-from kdbts_ros.config import PipelineConfig, load_config
+from kdbts_ros.ros import launch_plan as plan
+from kdbts_ros.messages import convert as M
+from kdbts_ros.core.config import PipelineConfig, load_config
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.kitti_bag import clock_message
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdbts_ros import messages as M
+from kdbts_ros.messages import convert as M
 
 rclpy_serialization = pytest.importorskip("rclpy.serialization")
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
@@ -117,7 +117,7 @@ def test_camera_info_intrinsics_prefer_p_over_k():
 def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():
     from conftest import small_config
     from kdbts_ros.core.pipeline import Frame, Pipeline
-    from kdbts_ros.demo import T_base_cam
+    from kdbts_ros.data.sequences import T_base_cam
 
     cfg = small_config()
     T = T_base_cam()

@@ -23,9 +23,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from conftest import slab_model  # noqa: E402
-from kdbts_ros import messages as M  # noqa: E402
+from kdbts_ros.messages import convert as M  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
-from kdbts_ros.demo import T_base_cam  # noqa: E402
+from kdbts_ros.data.sequences import T_base_cam  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 

@@ -36,7 +36,7 @@ from std_msgs.msg import Float64  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from conftest import slab_model  # noqa: E402
-from kdbts_ros import messages as M  # noqa: E402
+from kdbts_ros.messages import convert as M  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.rig import RigCamera  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402

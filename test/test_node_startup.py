@@ -15,7 +15,7 @@ from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage  # noqa: E402
 
-from kdbts_ros.errors import EXIT_USER  # noqa: E402
+from kdbts_ros.core.errors import EXIT_USER  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 
 NODE = [sys.executable, "-m", "kdbts_ros.ros.node", "--ros-args"]

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from conftest import small_config
-from kdbts_ros.bench import OFFICIAL, Case, markdown, official_cases
-from kdbts_ros.cli import main
+from kdbts_ros.bench.latency import OFFICIAL, Case, markdown, official_cases
+from kdbts_ros.commands.cli import main
 from kdbts_ros.core.model.resnet import ResNet
-from kdbts_ros.demo import synthetic_sample
-from kdbts_ros.official_forward import (OfficialCodeError, load_official, run_official, stand_in_modules,
+from kdbts_ros.data.sequences import synthetic_sample
+from kdbts_ros.bench.official_forward import (OfficialCodeError, load_official, run_official, stand_in_modules,
                                         torchvision_stand_in)
 
 OFFICIAL_REPO = os.environ.get("KDBTS_OFFICIAL_REPO", "")

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import slab_model, small_config
 from kdbts_ros.core.pipeline import Pipeline
-from kdbts_ros.pictures import compose_figure, depth_png, figure, occupancy_png, profile_picture
+from kdbts_ros.runtime.pictures import compose_figure, depth_png, figure, occupancy_png, profile_picture
 
 
 def test_occupancy_png_maps_values_onto_the_full_colour_map():

@@ -9,16 +9,16 @@ import pytest
 
 from conftest import KITTI_SAMPLE, needs_kitti, small_config
 from test_kitti_bag import read_bag
-from kdbts_ros import messages as M
-from kdbts_ros.cli import main
-from kdbts_ros.errors import EXIT_USER
-from kdbts_ros.config import load_config
+from kdbts_ros.messages import convert as M
+from kdbts_ros.commands.cli import main
+from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.core.config import load_config
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
-from kdbts_ros.demo import input_messages, synthetic_sample
-from kdbts_ros.replay import PngWriter, replay
-from kdbts_ros.runner import FrameRunner, run_messages
+from kdbts_ros.data.sequences import input_messages, synthetic_sample
+from kdbts_ros.commands.replay import PngWriter, replay
+from kdbts_ros.runtime.runner import FrameRunner, run_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/camera_info", "/kdbts/density_grid")

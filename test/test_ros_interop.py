@@ -1,6 +1,6 @@
 """Our message conversions equal those of the ROS libraries the node does without, where they are installed.
 
-The node converts images, clouds and transforms itself (kdbts_ros/messages.py, core/geometry.py),
+The node converts images, clouds and transforms itself (kdbts_ros/messages/convert.py, core/geometry.py),
 shared with the tools that run without ROS. cv_bridge, sensor_msgs_py and tf_transformations are
 not on PyPI (cv_bridge also needs its C++ part), so each test here runs only where its library
 is importable; the messages cross through rclpy's own serialization, as between two nodes.
@@ -14,7 +14,7 @@ pytest.importorskip("rclpy")
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 
-from kdbts_ros import messages as M  # noqa: E402
+from kdbts_ros.messages import convert as M  # noqa: E402
 from kdbts_ros.core import geometry  # noqa: E402
 
 

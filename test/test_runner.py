@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from conftest import SMALL_ARCH, small_config
-from kdbts_ros import messages as M
+from kdbts_ros.messages import convert as M
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.data.rig import RigCamera
-from kdbts_ros.runner import FrameRunner
+from kdbts_ros.runtime.runner import FrameRunner
 
 W, H = 120, 40
 K = np.array([[60.0, 0, 60], [0, 60, 20], [0, 0, 1]])

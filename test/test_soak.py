@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from kdbts_ros.cli import main
+from kdbts_ros.commands.cli import main
 
 pytest.importorskip("rclpy")
 pytest.importorskip("kdbts_ros.msg")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdbts_ros.data.synthetic import (SceneConfig, StreetScene, kitti_like_intrinsics,
-                                      street_trajectory)
+from kdbts_ros.data.rig import kitti_like_intrinsics
+from kdbts_ros.data.synthetic import SceneConfig, StreetScene, street_trajectory
 
 W, H = 320, 96
 EMPTY = SceneConfig(n_cars=0, n_poles=0, n_trees=0, n_occluders=0, building_fill=0.0,

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import needs_kitti, write_odometry, KITTI_SAMPLE
-from kdbts_ros.config import load_config
+from kdbts_ros.core.config import load_config
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import Views, to_grey
 from kdbts_ros.data.rig import RigConfig

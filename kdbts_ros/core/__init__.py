@@ -1,1 +1,1 @@
-"""ROS-free core: camera, geometry, model, grids, window and the pipeline."""
+"""Layer 0, the ROS-free core: configuration model, errors, geometry, camera, grids, window, TF buffer, network, rendering, checkpoints and the pipeline."""

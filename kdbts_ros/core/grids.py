@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import GridConfig
+from kdbts_ros.core.config import GridConfig
 
 # Rotation whose columns are the grid axes expressed in the camera frame.
 R_CAM_GRID = np.array([[1.0, 0.0, 0.0],

@@ -11,16 +11,16 @@ import cv2
 import numpy as np
 import torch
 
-from ..config import ConfigError, PipelineConfig
-from . import geometry
-from .camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
-from .grid_budget import GridBudget
-from .grids import GridSpec, bev_occupancy, occupied_voxels
-from .model import folded
-from .model.checkpoint import load_checkpoint, random_model
-from .model.network import Architecture, DensityField, Views
-from .model.render import RayDensity, along_rays, render_depth
-from .window import FrameWindow, WindowEntry
+from kdbts_ros.core.config import ConfigError, PipelineConfig
+from kdbts_ros.core import geometry
+from kdbts_ros.core.camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
+from kdbts_ros.core.grid_budget import GridBudget
+from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
+from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
+from kdbts_ros.core.model.network import Architecture, DensityField, Views
+from kdbts_ros.core.model.render import RayDensity, along_rays, render_depth
+from kdbts_ros.core.window import FrameWindow, WindowEntry
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import geometry
+from kdbts_ros.core import geometry
 
 
 class TfError(LookupError):
@@ -63,6 +63,11 @@ class TfBuffer:
         self._edges: dict[str, _Edge] = {}
         # the node adds transforms in its subscription thread and looks poses up in its inference thread
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_seconds(cls, cache_s: float, extrapolation_limit_s: float) -> TfBuffer:
+        """A buffer keeping ``cache_s`` of history that extrapolates up to ``extrapolation_limit_s``."""
+        return cls(round(cache_s * 1e9), round(extrapolation_limit_s * 1e9))
 
     def clear(self) -> None:
         """Forget all dynamic transforms (static ones stay, as in tf2 after a time jump)."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..config import KeyframeConfig
-from . import geometry
+from kdbts_ros.core.config import KeyframeConfig
+from kdbts_ros.core import geometry
 
 
 @dataclass

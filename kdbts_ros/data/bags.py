@@ -14,9 +14,9 @@ import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from .. import messages as M
-from ..interrupts import deferred
-from .rig import PERIOD_NS, START_NS
+from kdbts_ros.messages import convert as M
+from kdbts_ros.core.interrupts import deferred
+from kdbts_ros.data.rig import PERIOD_NS, START_NS
 
 _ZERO = QosTime(0, 0)
 
@@ -30,10 +30,10 @@ class BagWriter:
     """Adds connections on first use; ``/tf_static`` is offered transient-local so RViz gets it on replay.
 
     Whatever ends the writing (an error, Ctrl-C, SIGTERM turned into an exception by
-    :mod:`kdbts_ros.interrupts`), the bag is closed with its index and metadata.yaml, so it
+    :mod:`kdbts_ros.core.interrupts`), the bag is closed with its index and metadata.yaml, so it
     reads back up to that point. A process killed outright loses at most the last
     ``DURABLE_EVERY_S`` seconds: completed mcap chunks are on disk, sqlite3 rows committed,
-    and the reader salvages the rest (:mod:`kdbts_ros.data.bag_salvage`).
+    and the reader salvages the rest (:mod:`kdbts_ros.messages.bag_salvage`).
     """
 
     DURABLE_EVERY_S = 1.0

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .kitti360 import load_kitti360_sequence
-from .kitti_bag import KITTI, KITTI360, BagConventions
-from .kitti_odometry import load_odometry_sequence
-from .kitti_raw import load_raw_drive
-from .records import DatasetError, Recording
+from kdbts_ros.data.kitti360 import load_kitti360_sequence
+from kdbts_ros.data.kitti_bag import KITTI, KITTI360, BagConventions
+from kdbts_ros.data.kitti_odometry import load_odometry_sequence
+from kdbts_ros.data.kitti_raw import load_raw_drive
+from kdbts_ros.data.records import DatasetError, Recording
 
 KINDS = ("raw", "odometry", "kitti360")
 

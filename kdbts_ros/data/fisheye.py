@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .records import DatasetError, Resampling, require_file
+from kdbts_ros.data.records import DatasetError, Resampling, require_file
 
 OFFICIAL_ROTATION = (0.0, -15.0)  # the training configs' fisheye_rotation (yaw, pitch), degrees
 OUTSIDE = -16.0  # map value of a pixel without source: far enough outside that bilinear sampling sees only border

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import geometry
-from .fisheye import OFFICIAL_ROTATION, MeiCamera, pinhole_resampling, read_mei_yaml, virtual_rotation
-from .kitti_raw import calib_entry, read_calib, rigid, stereo_tx
-from .records import (Camera, DatasetError, Recording, Rig, camera_frame_files, frame_records, frame_stamps,
+from kdbts_ros.core import geometry
+from kdbts_ros.data.fisheye import OFFICIAL_ROTATION, MeiCamera, pinhole_resampling, read_mei_yaml, virtual_rotation
+from kdbts_ros.data.kitti_raw import calib_entry, read_calib, rigid, stereo_tx
+from kdbts_ros.data.records import (Camera, DatasetError, Recording, Rig, camera_frame_files, frame_records, frame_stamps,
                       read_matrix_rows, read_timestamps, rectified_camera, require_file, rows_to_poses)
 
 PERSPECTIVE = ("image_00", "image_01")

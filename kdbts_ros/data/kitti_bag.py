@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import messages as M
-from .bags import BagWriter, CameraStream, camera_messages, static_tf
-from .records import Camera, DatasetError, Recording, read_velodyne
+from kdbts_ros.messages import convert as M
+from kdbts_ros.data.bags import BagWriter, CameraStream, camera_messages, static_tf
+from kdbts_ros.data.records import Camera, DatasetError, Recording, read_velodyne
 
 
 @dataclass(frozen=True)

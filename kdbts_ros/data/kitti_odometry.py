@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import geometry
-from .kitti_raw import CAMERA_FRAMES, STEREO_PARTNER, calib_entry, read_calib, stereo_tx
-from .records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
+from kdbts_ros.core import geometry
+from kdbts_ros.data.kitti_raw import CAMERA_FRAMES, STEREO_PARTNER, calib_entry, read_calib, stereo_tx
+from kdbts_ros.data.records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
                       frame_records, png_size, read_matrix_rows, rectified_camera, rows_to_poses)
-from .rig import PERIOD_NS, R_BASE_OPTICAL, START_NS
+from kdbts_ros.data.rig import PERIOD_NS, R_BASE_OPTICAL, START_NS
 
 # odometry folder -> the raw dataset's camera name (image_2 is image_02, the left colour camera)
 ODOMETRY_CAMERAS = {f"image_{k}": f"image_0{k}" for k in range(4)}

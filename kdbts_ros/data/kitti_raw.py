@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import geometry
-from .records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
+from kdbts_ros.core import geometry
+from kdbts_ros.data.records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
                       frame_files, frame_records, frame_stamps, read_matrix_rows, read_timestamps, rectified_camera,
                       require_file, rows_to_poses)
 

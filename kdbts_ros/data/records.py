@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core import geometry
-from ..errors import UserError
-from .rig import PERIOD_NS, START_NS
+from kdbts_ros.core import geometry
+from kdbts_ros.core.errors import UserError
+from kdbts_ros.data.rig import PERIOD_NS, START_NS
 
 
 class DatasetError(UserError, ValueError):

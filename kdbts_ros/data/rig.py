@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic import kitti_like_intrinsics
 
 # base_link (x forward, y left, z up) to an optical frame (x right, y down, z forward)
 R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
@@ -26,6 +25,13 @@ def _rot_z(angle: np.ndarray) -> np.ndarray:
     rz = np.zeros(np.shape(angle) + (3, 3))
     rz[..., 0, 0], rz[..., 0, 1], rz[..., 1, 0], rz[..., 1, 1], rz[..., 2, 2] = c, -s, s, c, 1.0
     return rz
+
+
+def kitti_like_intrinsics(width: int, height: int) -> np.ndarray:
+    """3x3 K with the KITTI-360 normalised intrinsics fx'=0.7849, fy'=2.9391, cx'=-0.0312, cy'=0.2701 scaled to width/height: fx = fx'*W/2, cx = (cx'+1)*W/2, etc."""
+    return np.array([[0.7849 * width / 2, 0.0, (-0.0312 + 1.0) * width / 2],
+                     [0.0, 2.9391 * height / 2, (0.2701 + 1.0) * height / 2],
+                     [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)

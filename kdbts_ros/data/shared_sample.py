@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .kitti360 import load_kitti360_sequence
-from .kitti_raw import load_raw_drive
-from .records import Recording
+from kdbts_ros.data.kitti360 import load_kitti360_sequence
+from kdbts_ros.data.kitti_raw import load_raw_drive
+from kdbts_ros.data.records import Recording
 
 RAW_DRIVE = "2011_09_26_drive_0052_sync"
 RAW_IMAGES = "SFND_3D_Object_Tracking/images/KITTI/2011_09_26"  # image_02/data and velodyne_points/data

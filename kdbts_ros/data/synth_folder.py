@@ -33,9 +33,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .records import DatasetError, read_matrix_rows, rows_to_poses
-from .rig import PERIOD_NS, START_NS, RigConfig, base_trajectory
-from .synthetic import SceneConfig, StreetScene
+from kdbts_ros.data.records import DatasetError, read_matrix_rows, rows_to_poses
+from kdbts_ros.data.rig import PERIOD_NS, START_NS, RigConfig, base_trajectory
+from kdbts_ros.data.synthetic import SceneConfig, StreetScene
 
 DEPTH_SCALE = 256.0  # KITTI depth PNGs: metres * 256 as uint16
 
@@ -77,7 +77,7 @@ def _write_png(path: Path, img: np.ndarray) -> None:
 def _write_bag(path: Path, rig: RigConfig, poses: np.ndarray, frames: list[list[np.ndarray]]) -> None:
     """mcap bag of the rendered frames (frames[i][c] = RGB of camera c at frame i)."""
     # imported here: messages pulls in torch (via the pipeline), which the reader does not need
-    from .bags import BagWriter, CameraStream, rig_messages
+    from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 
     if path.exists():  # rosbags refuses to write into an existing bag folder
         shutil.rmtree(path)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kdbts_ros.data.rig import R_BASE_OPTICAL, base_trajectory
+
 # Box materials; the ground half-space is material -1 and sky is "no hit" (id -2).
 GROUND, BUILDING, CAR_BODY, CAR_CABIN, SIDEWALK, POLE, FOLIAGE, OCCLUDER = range(-1, 7)
 _SUN = np.array([0.45, 0.6, 0.66]) / np.linalg.norm([0.45, 0.6, 0.66])  # from the front-left, high
@@ -291,16 +293,8 @@ def street_trajectory(n_frames: int, step_m: float = 1.0, camera_height_m: float
                       lateral_offset_m: float = -1.5, start_x: float = 0.0,
                       yaw_wobble_rad: float = 0.0, seed: int = 0) -> np.ndarray:
     """(n_frames, 4, 4) camera-to-world poses of a forward-looking optical camera driving along +x (camera z = world +x, camera x = world -y, camera y = world -z)."""
-    from .rig import R_BASE_OPTICAL, base_trajectory  # here: rig imports this module
-
     poses = base_trajectory(n_frames, step_m, lateral_offset_m, start_x, yaw_wobble_rad, seed)
     poses[:, :3, :3] = poses[:, :3, :3] @ R_BASE_OPTICAL  # base_link -> forward optical camera
     poses[:, 2, 3] = camera_height_m
     return poses
 
-
-def kitti_like_intrinsics(width: int, height: int) -> np.ndarray:
-    """3x3 K with the KITTI-360 normalised intrinsics fx'=0.7849, fy'=2.9391, cx'=-0.0312, cy'=0.2701 scaled to width/height: fx = fx'*W/2, cx = (cx'+1)*W/2, etc."""
-    return np.array([[0.7849 * width / 2, 0.0, (-0.0312 + 1.0) * width / 2],
-                     [0.0, 2.9391 * height / 2, (0.2701 + 1.0) * height / 2],
-                     [0.0, 0.0, 1.0]])

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 
-from ..data.records import DatasetError
+from kdbts_ros.data.records import DatasetError
 
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 OCCUPANCY_KEYS = ("o_acc", "o_prec", "o_rec", "ie_acc", "ie_prec", "ie_rec")

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core import geometry
-from ..core.model.network import DensityField, Views
-from ..data.records import FrameRecord, Recording, read_velodyne
-from .metrics import occupancy_metrics
-from .protocol import OccupancyProtocol
+from kdbts_ros.core import geometry
+from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.data.records import FrameRecord, Recording, read_velodyne
+from kdbts_ros.evaluation.metrics import occupancy_metrics
+from kdbts_ros.evaluation.protocol import OccupancyProtocol
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import _f, set_param
-from ..core.model.network import Architecture
-from ..core.model.resnet import BACKBONES
+from kdbts_ros.core.config import _f, set_param
+from kdbts_ros.core.model.network import Architecture
+from kdbts_ros.core.model.resnet import BACKBONES
 
 
 @dataclass

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.model.network import DensityField, Views
-from ..core.model.render import composite, sample_depths
-from .config import TrainConfig
-from .losses import (cross_view_pseudo_depth, edge_aware_smoothness, kd_density_loss, photometric_loss,
+from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.model.render import composite, sample_depths
+from kdbts_ros.training.config import TrainConfig
+from kdbts_ros.training.losses import (cross_view_pseudo_depth, edge_aware_smoothness, kd_density_loss, photometric_loss,
                      probabilistic_kd_loss, weight_guided_invalid)
-from .samples import encoder_candidates, frame_split
+from kdbts_ros.training.samples import encoder_candidates, frame_split
 
 
 def patch_pixels(num_patches: int, patch: int, height: int, width: int,

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from ..core.camera import normalise_intrinsics
-from ..core.model.network import to_grey
-from ..data.records import DatasetError
+from kdbts_ros.core.camera import normalise_intrinsics
+from kdbts_ros.core.model.network import to_grey
+from kdbts_ros.data.records import DatasetError
 
 RIG, MONO = 0, 1  # sample layouts (the "layout" entry of a sample)
 FRAME_CACHE = 4096  # decoded frames kept per source

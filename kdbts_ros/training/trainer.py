@@ -21,15 +21,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..core.model.checkpoint import CheckpointError, load_checkpoint, load_torch_file, random_model, save_checkpoint
-from ..core.model.network import DensityField
-from ..core.pipeline import pick_device
-from ..data.datasets import load_recording
-from ..data.records import DatasetError, RecordingFrames
-from ..data.synth_folder import SynthFolder
-from .config import SourceConfig, TrainConfig
-from .objective import Objective
-from .samples import MixedFrames, PosedFrames, SourceBatches, TrainingFrames, seed_worker
+from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, load_torch_file, random_model, save_checkpoint
+from kdbts_ros.core.model.network import DensityField
+from kdbts_ros.core.pipeline import pick_device
+from kdbts_ros.data.datasets import load_recording
+from kdbts_ros.data.records import DatasetError, RecordingFrames
+from kdbts_ros.data.synth_folder import SynthFolder
+from kdbts_ros.training.config import SourceConfig, TrainConfig
+from kdbts_ros.training.objective import Objective
+from kdbts_ros.training.samples import MixedFrames, PosedFrames, SourceBatches, TrainingFrames, seed_worker
 
 TRAINED_HEADS = {"bts": ["sv"], "mvbts": ["mv"], "kdbts": ["sv", "mv"]}
 RAW_COLOUR_PAIR = ("image_02", "image_03")

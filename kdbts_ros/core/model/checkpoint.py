@@ -17,10 +17,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from ...errors import UserError
-from ...weights_registry import release_file
-from .network import Architecture, DensityField, absent_head_prefixes
-from .resnet import BACKBONES
+from kdbts_ros.core.errors import UserError
+from kdbts_ros.core.model.registry import release_file
+from kdbts_ros.core.model.network import Architecture, DensityField, absent_head_prefixes
+from kdbts_ros.core.model.resnet import BACKBONES
 
 FORMAT = "kdbts_ros/1"
 # widths a recorded architecture may claim: a hostile record must not make us allocate terabytes

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..camera import project, to_camera
-from .code import z_code
-from .heads import MLP
-from .network import MV_HEAD, SV_HEAD, DensityField
+from kdbts_ros.core.camera import project, to_camera
+from kdbts_ros.core.model.code import z_code
+from kdbts_ros.core.model.heads import MLP
+from kdbts_ros.core.model.network import MV_HEAD, SV_HEAD, DensityField
 
 
 def first_mlp(model: DensityField, head: str) -> MLP:

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..camera import project, to_camera
-from .code import PositionalEncoding, z_code
-from .decoder import Decoder
-from .heads import MLP, MultiViewHead
-from .resnet import ResnetEncoder
+from kdbts_ros.core.camera import project, to_camera
+from kdbts_ros.core.model.code import PositionalEncoding, z_code
+from kdbts_ros.core.model.decoder import Decoder
+from kdbts_ros.core.model.heads import MLP, MultiViewHead
+from kdbts_ros.core.model.resnet import ResnetEncoder
 
 SV_HEAD = "singleviewhead"
 MV_HEAD = "multiviewhead3"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, architecture_problem, load_torch_file, save_checkpoint
-from .network import HEAD_NAMES, MV_HEAD, SV_HEAD, Architecture, DensityField, absent_head_prefixes
+from kdbts_ros.core.model.checkpoint import CheckpointError, architecture_problem, load_torch_file, save_checkpoint
+from kdbts_ros.core.model.network import HEAD_NAMES, MV_HEAD, SV_HEAD, Architecture, DensityField, absent_head_prefixes
 
 NET_PREFIX = "renderer.net."
 RENDERER_PREFIX = "renderer.renderer."

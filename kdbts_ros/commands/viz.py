@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import PipelineConfig
-from .core.camera import pixel_intrinsics
-from .core.pipeline import Pipeline
-from .pictures import Figure, figure
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.camera import pixel_intrinsics
+from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.runtime.pictures import Figure, figure
 
 # normalised intrinsics of the official defaults (fx', fy', cx', cy'); 5 deg camera pitch on KITTI-360
 PRESETS = {"kitti360": ((0.7849, 2.9391, -0.0312, 0.2701), 5.0),

@@ -7,6 +7,7 @@ standard messages; ``kdbts_ros/msg/DensityGrid`` is registered from ``msg/``.
 from __future__ import annotations
 
 import functools
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,22 +16,22 @@ import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from .core import geometry
-from .config import TopicsConfig
-from .core.grids import GridSpec
+from kdbts_ros.core import geometry
+from kdbts_ros.core.config import TopicsConfig
+from kdbts_ros.core.grids import GridSpec
 
 if TYPE_CHECKING:  # the launch file reads bags through this module: no torch for that
-    from .core.pipeline import Outputs
+    from kdbts_ros.core.pipeline import Outputs
 
 DENSITY_GRID = "kdbts_ros/msg/DensityGrid"
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-_HERE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # kdbts_ros/
 
 
 def _msg_dirs() -> list[Path]:
     """msg/ beside the package (source tree), the copy setup.py puts inside it, or share/ of a colcon install."""
-    dirs = [_HERE.parent / "msg", _HERE / "interfaces"]
+    dirs = [_PACKAGE.parent / "msg", _PACKAGE / "interfaces"]
     try:
         from ament_index_python.packages import get_package_share_directory
 
@@ -77,6 +78,15 @@ def _t(name: str):
 def stamp_ns(stamp: object) -> int:
     """Nanoseconds of a builtin_interfaces/Time."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def header_stamp_ns(data: bytes) -> int:
+    """Stamp of a serialized message that starts with a std_msgs/Header, without deserializing the rest.
+
+    CDR: a 4-byte encapsulation header (byte 1 is 1 for little endian), then int32 sec, uint32 nanosec.
+    """
+    sec, nanosec = struct.unpack_from("<iI" if data[1] else ">iI", data, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def header(stamp: int, frame_id: str) -> object:

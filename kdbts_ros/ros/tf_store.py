@@ -1,4 +1,4 @@
-"""The TF store behind the runner: tf2_ros's Buffer when it is installed, else the built-in one.
+"""The TF store behind the node's runner: tf2_ros's Buffer when it is installed, else the built-in one.
 
 tf2_ros (and with it rclpy) is imported only when the tf2 store is made, so the
 built-in path keeps working in PyPI environments that have neither.
@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .core import geometry
-from .core.tf_buffer import TfBuffer, TfError, TfStore
+from kdbts_ros.core import geometry
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
+from kdbts_ros.runtime.runner import FrameRunner
 
 if TYPE_CHECKING:
     from geometry_msgs.msg import TransformStamped
@@ -113,4 +116,10 @@ def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool
             return Tf2Store(cache_s, extrapolation_limit_s), "tf2_ros"
         except ImportError:
             pass  # no ROS 2 install (PyPI environment): the built-in buffer does the same job
-    return TfBuffer(round(cache_s * 1e9), round(extrapolation_limit_s * 1e9)), "builtin"
+    return TfBuffer.from_seconds(cache_s, extrapolation_limit_s), "builtin"
+
+
+def frame_runner(cfg: PipelineConfig, pipeline: Pipeline | None = None) -> FrameRunner:
+    """The runner with the TF store the configuration prefers (``tf_builtin``), as node and tools run it."""
+    tf, name = make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=not cfg.tf_builtin)
+    return FrameRunner(cfg, pipeline, tf, name)

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from .errors import UserError
+from kdbts_ros.core.errors import UserError
 
 
 class ConfigError(UserError, ValueError):

@@ -21,7 +21,7 @@ from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, DataEnd, Footer, Message, Schema
 from mcap.stream_reader import StreamReader, breakup_chunk
 
-from ..errors import UserError
+from kdbts_ros.core.errors import UserError
 
 # (stamp ns, topic, msgtype, serialized data)
 BagMessage = tuple[int, str, str, bytes]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import UserError
-from .weights_registry import RELEASES, Release, cache_dir, cached_path
+from kdbts_ros.core.errors import UserError
+from kdbts_ros.core.model.registry import RELEASES, Release, cache_dir, cached_path
 
 TIMEOUT_S = 60.0          # per socket operation, not for the whole download
 CHUNK = 1 << 20
@@ -104,8 +104,8 @@ def extract_member(archive: Path, pattern: str, dest: Path, label: str) -> str:
 
 def import_release(pt: Path, out: Path, source: str, label: str) -> str:
     """Import an official .pt into the project format at ``out`` if it loads completely; returns a summary."""
-    from .core.model.checkpoint import CheckpointError
-    from .core.model.official import import_official, save_imported
+    from kdbts_ros.core.model.checkpoint import CheckpointError
+    from kdbts_ros.core.model.official import import_official, save_imported
 
     try:
         model, report = import_official(pt)

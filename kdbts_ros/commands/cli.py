@@ -8,12 +8,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .data.records import DatasetError
-from .errors import DEBUG_ENV, classify
-from .image_files import read_image, write_image
-from .interrupts import signals_as_exceptions
-from .weights_registry import RELEASES
+from kdbts_ros.core.config import ConfigError, load_config
+from kdbts_ros.data.records import DatasetError
+from kdbts_ros.core.errors import DEBUG_ENV, classify
+from kdbts_ros.data.image_files import read_image, write_image
+from kdbts_ros.core.interrupts import signals_as_exceptions
+from kdbts_ros.core.model.registry import RELEASES
 
 DEFAULT_KITTI = Path(os.environ.get("KDBTS_KITTI_SAMPLE", "../shared/data/kitti"))
 DEBUG_HELP = f"on a failure, print the Python traceback too (or set {DEBUG_ENV}=1)"
@@ -44,7 +44,8 @@ def _print_counts(counts: dict[str, int]) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a short sequence through the node's runner and write a bag and PNGs."""
-    from .demo import kitti_sample, run_demo, synthetic_sample
+    from kdbts_ros.commands.demo import run_demo
+    from kdbts_ros.data.sequences import kitti_sample, synthetic_sample
 
     if args.frames < 1:
         raise ConfigError(f"--frames {args.frames}: need at least one frame")
@@ -67,7 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert an official BTS / MVBTS / KDBTS checkpoint into the project's safetensors format."""
-    from .core.model.official import import_official, save_imported
+    from kdbts_ros.core.model.official import import_official, save_imported
 
     model, report = import_official(args.checkpoint)
     print(f"architecture: {report.architecture}")
@@ -90,7 +91,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_weights(args: argparse.Namespace) -> int:
     """List the released official checkpoints, or fetch them into the cache and print their paths."""
-    from .weights_registry import BASE_URL_ENV, CACHE_ENV, base_url, cache_dir, cached_path
+    from kdbts_ros.core.model.registry import BASE_URL_ENV, CACHE_ENV, base_url, cache_dir, cached_path
 
     if args.action == "list":
         for r in RELEASES.values():
@@ -99,7 +100,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
                   + (f" : {r.member}" if r.member else ""))
         print(f"cache: {cache_dir()} (${CACHE_ENV}); source: {base_url()} (${BASE_URL_ENV} or get --url)")
         return 0
-    from .weights_fetch import fetch
+    from kdbts_ros.commands.weights_fetch import fetch
 
     for _name, path in fetch(args.names, args.url, args.force):
         print(path)
@@ -111,8 +112,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from .pictures import figure_head
-    from .viz import PRESETS, preset_intrinsics, render_figure
+    from kdbts_ros.runtime.pictures import figure_head
+    from kdbts_ros.commands.viz import PRESETS, preset_intrinsics, render_figure
 
     rgb = cv2.cvtColor(read_image(args.image), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
@@ -132,10 +133,10 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 def cmd_params(args: argparse.Namespace) -> int:
     """Print every parameter with its default, range and description."""
-    from .config import PipelineConfig, iter_params, to_yaml
+    from kdbts_ros.core.config import PipelineConfig, iter_params, to_yaml
 
     if args.train:
-        from .training.config import TrainConfig
+        from kdbts_ros.training.config import TrainConfig
 
         cfg = TrainConfig()
     else:
@@ -152,8 +153,8 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write procedural multi-camera street sequences in the KITTI-style synthetic folder format."""
-    from .data.rig import RigConfig
-    from .data.synth_folder import write_sequence
+    from kdbts_ros.data.rig import RigConfig
+    from kdbts_ros.data.synth_folder import write_sequence
 
     seeds = list(range(*args.seed_range)) if args.seed_range else args.seeds
     if not seeds or args.frames < 1 or args.width < 1 or args.height < 1:
@@ -187,9 +188,9 @@ def _overrides(pairs: list[str]) -> dict[str, object]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train BTS, MVBTS or KDBTS as the config says; resumes from OUT/state.pt when present."""
-    from .config import load_config
-    from .training.config import TrainConfig
-    from .training.trainer import train
+    from kdbts_ros.core.config import load_config
+    from kdbts_ros.training.config import TrainConfig
+    from kdbts_ros.training.trainer import train
 
     cfg = load_config(args.config, _overrides(args.set), TrainConfig)
     model = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes)
@@ -202,8 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Metrics of each checkpoint and head on held-out data (synthetic: occupancy, depth, profiles; KITTI: depth;
     KITTI-360: occupancy and depth)."""
-    from .core.model.checkpoint import load_checkpoint
-    from .core.pipeline import pick_device
+    from kdbts_ros.core.model.checkpoint import load_checkpoint
+    from kdbts_ros.core.pipeline import pick_device
 
     models, infos, paths = {}, {}, {}
     for item in args.model:
@@ -220,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> int:
     """Occupancy and depth against the procedural scenes' exact geometry, plus the profiles figure."""
-    from .evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
+    from kdbts_ros.evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
 
     evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
     results, profiles = {}, {}
@@ -248,8 +249,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Per-stage latency, frames/s and peak memory of the node's per-frame path; JSON and Markdown."""
     import torch
 
-    from .bench import Case, markdown, run
-    from .official_forward import OfficialCodeError
+    from kdbts_ros.bench.latency import Case, markdown, run
+    from kdbts_ros.bench.official_forward import OfficialCodeError
+    from kdbts_ros.ros.harness import can_publish
 
     if args.official is not None and "resnet50" not in _csv(args.networks):
         print("kdbts bench: --official runs beside the resnet50 network; add resnet50 to --networks", file=sys.stderr)
@@ -260,13 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     publish = args.publish
     if publish is None:
-        try:
-            import rclpy  # noqa: F401
-
-            from .msg import DensityGrid  # noqa: F401
-            publish = True
-        except ImportError:
-            publish = False
+        publish = can_publish()
     cases = [Case(net, dev, path, int(w), args.dtype) for dev in devices for net in _csv(args.networks)
              for path in _csv(args.paths) for w in _csv(args.windows)]
     base = _config(args)
@@ -293,7 +289,7 @@ def _write_report(out: Path, name: str, report: dict, table: str) -> None:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     """The live rclpy node under sustained overload: latency percentiles, drops and memory; JSON and Markdown."""
-    from .soak import markdown, run, soak_config
+    from kdbts_ros.bench.soak import markdown, run, soak_config
 
     if args.frames < 20 or args.load_factor <= 0 or min(args.image_size) < 8:
         print("kdbts soak: need --frames >= 20, --load-factor > 0 and an image size of at least 8x8", file=sys.stderr)
@@ -308,13 +304,13 @@ def cmd_soak(args: argparse.Namespace) -> int:
 def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
     """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording;
     on KITTI-360 also occupancy against aggregated scans (the BTS lidar protocol)."""
-    from .core.pipeline import OFFICIAL_INPUT_SIZE
-    from .data.datasets import load_recording
-    from .evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
-    from .evaluation.metrics import DEPTH_KEYS
-    from .evaluation.priors import PRIORS
-    from .evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
-    from .evaluation.real_occupancy import LidarOccupancySettings
+    from kdbts_ros.core.pipeline import OFFICIAL_INPUT_SIZE
+    from kdbts_ros.data.datasets import load_recording
+    from kdbts_ros.evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
+    from kdbts_ros.evaluation.metrics import DEPTH_KEYS
+    from kdbts_ros.evaluation.priors import PRIORS
+    from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
+    from kdbts_ros.evaluation.real_occupancy import LidarOccupancySettings
 
     rec = load_recording(args.dataset, args.data, args.calib, args.poses, args.sequence, args.cameras)
     settings = RealDepthSettings(stride=args.stride, garg_crop=not args.no_crop, median_scaling=args.median_scaling)
@@ -353,8 +349,8 @@ def _eval_real(args: argparse.Namespace, models: dict, infos: dict, paths: dict,
 
 def cmd_kitti2bag(args: argparse.Namespace) -> int:
     """Convert a KITTI raw drive, odometry sequence or KITTI-360 sequence into a ROS 2 bag."""
-    from .data.datasets import conventions, load_recording
-    from .data.kitti_bag import write_recording_bag
+    from kdbts_ros.data.datasets import conventions, load_recording
+    from kdbts_ros.data.kitti_bag import write_recording_bag
 
     rec = load_recording(args.kind, args.source, args.calib, args.poses, args.sequence, args.cameras)
     posed = len(rec.posed())
@@ -370,8 +366,8 @@ def cmd_kitti2bag(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
-    from .bag_info import info_beside
-    from .replay import replay
+    from kdbts_ros.messages.bag_info import info_beside
+    from kdbts_ros.commands.replay import replay
 
     if args.camera_infos and not args.images:
         raise ConfigError("--camera-infos names the camera_info of each camera of --images; give --images too")
@@ -607,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
 
     A failure the user caused (a missing, unreadable, truncated, corrupt or hostile file, a bad
     setting, a full disk, Ctrl-C or SIGTERM) is one line ``kdbts <command>: <file>: <what>`` on
-    stderr and an exit code (:mod:`kdbts_ros.errors`); anything else is a bug and keeps its
+    stderr and an exit code (:mod:`kdbts_ros.core.errors`); anything else is a bug and keeps its
     traceback. ``--debug`` or ``KDBTS_DEBUG=1`` print the traceback of every failure.
     """
     import cv2

@@ -2,7 +2,7 @@
 
 A complete bag is read with rosbags (indexed, in time order). When rosbags refuses it (an
 mcap without summary or end magic, no ``metadata.yaml``, a summary cut in half), the
-storage files are read with :mod:`kdbts_ros.data.bag_salvage` up to their last complete
+storage files are read with :mod:`kdbts_ros.messages.bag_salvage` up to their last complete
 message, and :attr:`OpenBag.cut_short` says how much was read. What cannot be read at all
 raises :class:`BagError` naming the bag.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from rosbags.rosbag2 import Reader
 
-from .bag_salvage import BagError, BagMessage, McapSalvage, Sqlite3Salvage
+from kdbts_ros.messages.bag_salvage import BagError, BagMessage, McapSalvage, Sqlite3Salvage
 
 __all__ = ["BagError", "BagMessage", "OpenBag", "open_bag"]
 STORAGE_SUFFIXES = (".mcap", ".db3")

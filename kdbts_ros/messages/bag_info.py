@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from . import messages as M
-from .data.bag_reader import open_bag
+from kdbts_ros.messages import convert as M
+from kdbts_ros.messages.bag_reader import open_bag
 
 CLOCK_TOPIC = "/clock"
 CLOCK_TYPE = "rosgraph_msgs/msg/Clock"

@@ -28,15 +28,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .bench import percentiles_ms
-from .config import PipelineConfig
-from .core import geometry
-from .core.grids import GridSpec
-from .core.model import resnet
-from .core.model.network import HEAD_NAMES, Architecture, DensityField
-from .core.pipeline import Frame, Pipeline
-from .core.window import WindowEntry
-from .demo import Sequence
+from kdbts_ros.bench.measure import percentiles_ms
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core import geometry
+from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.model import resnet
+from kdbts_ros.core.model.network import HEAD_NAMES, Architecture, DensityField
+from kdbts_ros.core.pipeline import Frame, Pipeline
+from kdbts_ros.core.window import WindowEntry
+from kdbts_ros.data.sequences import Sequence
 
 NETWORK_FILE = Path("models/bts/model/models_bts.py")
 # the heads' names in MVBTSNet are ours (HEAD_NAMES); its encoder is chosen by depth

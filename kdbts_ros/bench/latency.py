@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,13 +23,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import messages as M
-from .config import PipelineConfig
-from .core.model import folded
-from .core.grids import GridSpec
-from .core.pipeline import Pipeline, build_model, pick_device
-from .demo import input_messages, synthetic_sample
-from .runner import FrameRunner
+from kdbts_ros.messages import convert as M
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.model import folded
+from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.pipeline import Pipeline, pick_device
+from kdbts_ros.data.sequences import input_messages, synthetic_sample
+from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
+from kdbts_ros.ros.harness import NodePublisher
+from kdbts_ros.ros.tf_store import frame_runner
 
 STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "publish")
 NETWORK_STAGES = ("encode", "grid", "depth")
@@ -84,17 +85,6 @@ def official_cases(cases: list[Case]) -> list[Case]:
     return [Case("resnet50", device, OFFICIAL, window) for device, window in keys]
 
 
-def memory_mb(field: str = "VmHWM") -> float | None:
-    """A memory figure of this process from /proc/self/status, MiB: VmHWM the peak, VmRSS the current resident set."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def peak_gflops(device: torch.device, dtype: str) -> float:
     """Measured GFLOP/s of a large square matmul in the compute dtype: the arithmetic ceiling."""
     n = 8192 if device.type == "cuda" else 2048
@@ -134,76 +124,11 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
     return {k: v / 1e9 for k, v in counts.items()}
 
 
-def percentiles_ms(seconds: list[float], qs: tuple[int, ...] = (50, 99)) -> dict[str, float]:
-    """Percentiles of durations in milliseconds, keyed median_ms, p<q>_ms and max_ms."""
-    a = np.asarray(seconds) * 1e3
-    names = {50: "median_ms", 100: "max_ms"}
-    return {names.get(q, f"p{q}_ms"): float(np.percentile(a, q)) for q in qs}
-
-
-def start_node(cfg: PipelineConfig, context):
-    """The rclpy KdbtsNode in this process with cfg as its parameters, configured and active."""
-    from rclpy.parameter import Parameter
-
-    from .config import iter_params
-    from .ros.node import KdbtsNode
-
-    try:
-        build_model(cfg)  # a checkpoint the node could not load is reported here, once, as the tools report it
-    except BaseException:
-        context.try_shutdown()
-        raise
-    params = [Parameter(s.name, value=s.default) for s in iter_params(cfg)]
-    node = KdbtsNode(context=context, parameter_overrides=params)
-    node.trigger_configure()
-    node.trigger_activate()
-    if node.runner is None:
-        raise RuntimeError("the node failed to configure (see its log)")
-    return node
-
-
-def wait_for_subscribers(publishers, seconds: float = 10.0) -> None:
-    """Block until every publisher has a subscriber, so that nothing is published into the void."""
-    deadline = time.monotonic() + seconds
-    while any(p.get_subscription_count() == 0 for p in publishers):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the benchmark's subscribers were not discovered within {seconds:g} s")
-        time.sleep(0.05)
-
-
-class _Publisher:
-    """The rclpy node itself, with a subscriber on every output so it computes and publishes all of them."""
-
-    def __init__(self, cfg: PipelineConfig):
-        import rclpy
-
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = start_node(cfg, self.context)
-        self.sink = rclpy.create_node("kdbts_bench_sink", context=self.context)
-        for topic, pub in self.node.pubs.items():
-            self.sink.create_subscription(pub.msg_type, topic, lambda _msg: None, 5, raw=True)
-        wait_for_subscribers(self.node.pubs.values())
-
-    @property
-    def runner(self) -> FrameRunner:
-        return self.node.runner
-
-    def step(self, now_ns: int) -> None:
-        self.node.step()
-
-    def close(self) -> None:
-        self.sink.destroy_node()
-        self.node.destroy_node()
-        self.rclpy.shutdown(context=self.context)
-
-
 class _Direct:
     """The node's runner without ROS: everything but the publish stage."""
 
     def __init__(self, cfg: PipelineConfig):
-        self.runner = FrameRunner(cfg)
+        self.runner = frame_runner(cfg)
 
     def step(self, now_ns: int) -> None:
         self.runner.step(now_ns)
@@ -216,7 +141,7 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
              publish: bool) -> dict[str, object]:
     """Feed the stream through the node (or its runner) and summarise stage times and peaks."""
     device = pick_device(cfg.model.device)
-    driver = _Publisher(cfg) if publish else _Direct(cfg)
+    driver = NodePublisher(cfg) if publish else _Direct(cfg)
     runner = driver.runner
     samples: list[dict[str, float]] = []
     e2e: list[float] = []
@@ -291,18 +216,11 @@ def markdown(report: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine() -> str:
-    """CPU, threads, GPU and torch version in one line."""
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{platform.processor() or platform.machine()} x {torch.get_num_threads()} threads{gpu}, "
-            f"torch {torch.__version__}")
-
-
 def run(base: PipelineConfig, cases: list[Case], frames: int, warmup: int | None, depth_scale: float | None,
         publish: bool, official: Path | None = None, progress=print) -> dict[str, object]:
     """Benchmark every case on one input stream, with ``official`` (a checkout) official_cases too; the report."""
     if official is not None:
-        from .official_forward import load_official, run_official
+        from kdbts_ros.bench.official_forward import load_official, run_official
 
         load_official(official)  # a checkout that cannot be imported fails here, before any case runs
         cases = cases + official_cases(cases)

@@ -22,12 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import messages as M
-from .config import PipelineConfig, iter_params, set_param, set_params
-from .core.pipeline import Frame, Outputs, Pipeline
-from .core.tf_buffer import TfError, TfStore
-from .core.window import KeyframeRule
-from .tf_store import make_tf_store
+from kdbts_ros.messages import convert as M
+from kdbts_ros.core.config import PipelineConfig, iter_params, set_param, set_params
+from kdbts_ros.core.pipeline import Frame, Outputs, Pipeline
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
+from kdbts_ros.core.window import KeyframeRule
 
 log = logging.getLogger("kdbts_ros")
 DIAGNOSTICS_PERIOD_NS = 1_000_000_000  # the node publishes diagnostics at 1 Hz
@@ -85,11 +84,13 @@ class _Dropped(Exception):
 class FrameRunner:
     """Holds the cameras' waiting images, the TF buffer, the keyframe rule and the counters."""
 
-    def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None, tf: TfStore | None = None):
+    def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None, tf: TfStore | None = None,
+                 tf_name: str | None = None):
+        """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed."""
         self.cfg = cfg
         self.pipeline = pipeline or Pipeline(cfg)
-        self.tf, self.tf_name = (tf, type(tf).__name__) if tf is not None else \
-            make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=not cfg.tf_builtin)
+        self.tf, self.tf_name = (tf, tf_name or type(tf).__name__) if tf is not None else \
+            (TfBuffer.from_seconds(cfg.tf_cache, cfg.tf_extrapolation), "builtin")
         self.cameras = [_Camera(i, img, info) for i, (img, info) in
                         enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))]
         self._image_topics = {c.image_topic: c.index for c in self.cameras}

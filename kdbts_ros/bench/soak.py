@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import copy
 import os
-import struct
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import messages as M
-from .bench import machine, memory_mb, percentiles_ms, set_network, start_node, wait_for_subscribers
-from .config import PipelineConfig
-from .data.rig import KITTI360_RIG, base_trajectory
-from .data.synthetic import SceneConfig, StreetScene, kitti_like_intrinsics
+from kdbts_ros.messages import convert as M
+from kdbts_ros.bench.latency import set_network
+from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
+from kdbts_ros.ros.harness import SoakHarness
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.data.rig import KITTI360_RIG, base_trajectory, kitti_like_intrinsics
+from kdbts_ros.data.synthetic import SceneConfig, StreetScene
 
 DISTINCT_FRAMES = 8       # rendered once and looped: the node's work does not depend on the picture
 CALIBRATION_FRAMES = 30   # closed-loop frames that measure the sustained rate ...
@@ -44,15 +44,6 @@ def soak_config(base: PipelineConfig, network: str, cameras: int) -> PipelineCon
         t.images.append(SECOND_CAMERA[0])
         t.camera_infos.append(SECOND_CAMERA[1])
     return cfg
-
-
-def _header_stamp_ns(data: bytes) -> int:
-    """Stamp of a serialized message that starts with a std_msgs/Header, without deserializing the rest.
-
-    CDR: a 4-byte encapsulation header (byte 1 is 1 for little endian), then int32 sec, uint32 nanosec.
-    """
-    sec, nanosec = struct.unpack_from("<iI" if data[1] else ">iI", data, 4)
-    return sec * 1_000_000_000 + nanosec
 
 
 class _Deliveries:
@@ -82,89 +73,6 @@ class _Deliveries:
     def latency_s(self, i: int) -> float:
         """Arrival of a frame's last output minus its image stamp."""
         return (self.last_ns[i] - self.sent_ns[i]) * 1e-9
-
-
-class _Harness:
-    """The node in its own executor, a source node that publishes the inputs, and a sink on every output."""
-
-    def __init__(self, cfg: PipelineConfig, width: int, height: int, domain_id: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        from tf2_msgs.msg import TFMessage
-
-        self.rclpy, self.cfg = rclpy, cfg
-        self.context = rclpy.Context()
-        # a domain of its own: another node on this machine must not feed or read this one
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = start_node(cfg, self.context)
-        self.deliveries: _Deliveries | None = None
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        self.sink = rclpy.create_node("kdbts_soak_sink", context=self.context)
-        self.outputs = [t for t in self.node.pubs if t != cfg.topics.latency]  # latency has no header
-        for topic, pub in self.node.pubs.items():
-            callback = self._on_output if topic in self.outputs else (lambda _data: None)
-            self.sink.create_subscription(pub.msg_type, topic, callback, reliable, raw=True)
-
-        self.source = rclpy.create_node("kdbts_soak_source", context=self.context)
-        self.tf = self.source.create_publisher(TFMessage, "/tf", QoSProfile(depth=100,
-                                                                            reliability=ReliabilityPolicy.RELIABLE))
-        tf_static = self.source.create_publisher(TFMessage, "/tf_static", QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        # reliable publishers reach best-effort subscriptions too (the node's default input QoS)
-        sensor = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.cameras = [(self.source.create_publisher(CameraInfo, info, sensor),
-                         self.source.create_publisher(CompressedImage if M.image_msgtype(img) == M.COMPRESSED_IMAGE
-                                                      else Image, img, sensor))
-                        for img, info in zip(cfg.topics.images, cfg.topics.camera_infos)]
-        self.frames = _RigFrames(cfg, width, height)
-        wait_for_subscribers(list(self.node.pubs.values()) + [self.tf, tf_static] +
-                             [p for pair in self.cameras for p in pair])
-        tf_static.publish(self.frames.static_tf())
-
-        self.executors = [SingleThreadedExecutor(context=self.context),  # as kdbts_node's main
-                          SingleThreadedExecutor(context=self.context)]
-        self.executors[0].add_node(self.node)
-        self.executors[1].add_node(self.sink)
-        self._spinning = True
-        self.threads = [threading.Thread(target=self._spin, args=(e,), daemon=True) for e in self.executors]
-        for thread in self.threads:
-            thread.start()
-
-    def _spin(self, executor) -> None:
-        # Executor.shutdown does not wait for a spinning thread; this loop is ended and joined first
-        while self._spinning:
-            executor.spin_once(timeout_sec=0.1)
-
-    def _on_output(self, data: bytes) -> None:
-        now = time.time_ns()
-        if self.deliveries is not None:
-            self.deliveries.arrived(_header_stamp_ns(data), now)
-
-    def publish(self, i: int, stamp: int) -> None:
-        """Publish rig frame i with the given stamp (wall clock, increasing from frame to frame)."""
-        self.deliveries.sent(stamp)
-        tf, per_camera = self.frames.messages(i, stamp)
-        self.tf.publish(tf)
-        for (info_pub, image_pub), (info, image) in zip(self.cameras, per_camera):
-            info_pub.publish(info)
-            image_pub.publish(image)
-
-    def stop(self) -> None:
-        """Stop the executors, so that the node's counters hold still."""
-        self._spinning = False
-        for thread in self.threads:
-            thread.join(timeout=10)
-        for executor in self.executors:
-            executor.shutdown()
-
-    def close(self) -> None:
-        self.stop()
-        self.source.destroy_node()
-        self.sink.destroy_node()
-        self.node.destroy_node()
-        self.rclpy.shutdown(context=self.context)
 
 
 class _RigFrames:
@@ -243,7 +151,7 @@ def _in_hand(runner, before: _Counts) -> int:
             - (sum(cam.dropped.values()) - sum(before.dropped.values())))
 
 
-def calibrate(h: _Harness) -> dict[str, float]:
+def calibrate(h: SoakHarness) -> dict[str, float]:
     """The node's sustained rate: each frame published as soon as the previous one's outputs all arrived."""
     d = h.deliveries = _Deliveries(CALIBRATION_FRAMES, len(h.outputs))
     for i in range(CALIBRATION_FRAMES):
@@ -258,7 +166,7 @@ def _tenth(i: int, frames: int) -> int:
     return i * TENTHS // frames
 
 
-def soak(h: _Harness, frames: int, rate: float, progress) -> dict[str, object]:
+def soak(h: SoakHarness, frames: int, rate: float, progress) -> dict[str, object]:
     """Publish ``frames`` rig frames at ``rate`` Hz, let the node finish, and summarise.
 
     Frame i is stamped with its scheduled time, as a camera running at the rate would stamp
@@ -300,7 +208,7 @@ def soak(h: _Harness, frames: int, rate: float, progress) -> dict[str, object]:
             **summary(h, before, frames, duration, rss)}
 
 
-def summary(h: _Harness, before: _Counts, frames: int, duration: float,
+def summary(h: SoakHarness, before: _Counts, frames: int, duration: float,
             rss: list[tuple[int, float]]) -> dict[str, object]:
     """Latency percentiles overall and per tenth, the accounting of every image sent, and memory per tenth."""
     runner, d = h.node.runner, h.deliveries
@@ -346,7 +254,7 @@ def run(cfg: PipelineConfig, frames: int, rate: float, load_factor: float, image
     """Soak the node: calibrate unless ``rate`` is given, then ``frames`` frames at the rate; the JSON-ready report."""
     width, height = image_size
     load_before = os.getloadavg()  # the figures depend on what else the machine runs
-    h = _Harness(cfg, width, height, 1 + os.getpid() % 100 if domain_id is None else domain_id)
+    h = SoakHarness(cfg, _RigFrames(cfg, width, height), 1 + os.getpid() % 100 if domain_id is None else domain_id)
     try:
         calibration = None
         if rate <= 0:

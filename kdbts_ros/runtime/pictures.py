@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import torch
 
-from .config import PipelineConfig
-from .core.grids import ProfileSpec, density_profile
-from .core.model.network import DensityField, Views
-from .core.pipeline import Pipeline
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.grids import ProfileSpec, density_profile
+from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.pipeline import Pipeline
 
 DEPTH_CAPTION = "depth (magma: near bright)"
 

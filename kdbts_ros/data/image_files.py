@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import UserError
+from kdbts_ros.core.errors import UserError
 
 
 def read_image(path: str | Path) -> np.ndarray:

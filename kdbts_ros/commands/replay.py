@@ -1,6 +1,6 @@
 """``kdbts replay``: a recorded ROS 2 bag through the node's runner; inputs plus outputs to a new bag.
 
-The bag's messages go to :func:`kdbts_ros.runner.run_messages` in time order with their bag
+The bag's messages go to :func:`kdbts_ros.runtime.runner.run_messages` in time order with their bag
 stamps as the clock, so the outputs are those the node would publish while the bag plays with
 ``--clock``. Copies of the node's own output topics in the input bag are left out (a replay of
 a replay does not duplicate them), as are messages of types the typestore does not know.
@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import messages as M
-from .bag_info import camera_topics, tf_frames
-from .config import ConfigError, PipelineConfig
-from .core.pipeline import Outputs
-from .data.bag_reader import BagError, BagMessage, OpenBag, open_bag
-from .data.bags import BagWriter
-from .image_files import write_image
-from .pictures import depth_png, figure, occupancy_png
-from .runner import FrameRunner, run_messages
+from kdbts_ros.messages import convert as M
+from kdbts_ros.messages.bag_info import camera_topics, tf_frames
+from kdbts_ros.core.config import ConfigError, PipelineConfig
+from kdbts_ros.core.pipeline import Outputs
+from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
+from kdbts_ros.data.bags import BagWriter
+from kdbts_ros.data.image_files import write_image
+from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
+from kdbts_ros.ros.tf_store import frame_runner
+from kdbts_ros.runtime.runner import FrameRunner, run_messages
 
 log = logging.getLogger("kdbts_ros")
 # image messages of the output camera kept for the figures: the frame processed is the newest
@@ -176,7 +177,7 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
         choices = fill_in_from_bag(cfg, source, pick_cameras, pick_fixed_frame)
         for line in choices if report else ():
             report(line)
-        runner = FrameRunner(cfg)
+        runner = frame_runner(cfg)
         pngs = PngWriter(png_dir, runner, png_pitch_deg) if png_dir is not None else None
         if pngs is not None:
             messages = pngs.watch(messages)

@@ -1,0 +1,1 @@
+"""Layer 8: the ``kdbts`` command and its sub-commands."""

@@ -1,0 +1,125 @@
+"""The package's layers point one way: drawn from the code's imports (ast), every arrow points down.
+
+Sub-packages in order; each imports only itself and the ones before it. rclpy (and tf2_ros, and the
+rosidl-generated ``kdbts_ros.msg``) only in ``ros``; the message layer loads no torch.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "kdbts_ros"
+LAYERS = ("core", "messages", "data", "runtime", "training", "evaluation", "ros", "bench", "commands")
+ROS_ONLY = ("rclpy", "tf2_ros", "kdbts_ros.msg")
+GENERATED = "msg"  # rosidl output of tools/build_msgs.sh, not ours
+
+
+def modules() -> dict[str, Path]:
+    """Dotted name -> file of every module we wrote."""
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[1] == GENERATED:
+            continue
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute names of everything a file imports, at any depth (function-level imports count too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import; the layer rule reads absolute names"
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def layer(module: str) -> str | None:
+    """The sub-package of kdbts_ros.<layer>.…, None for the package root."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def internal_edges() -> list[tuple[str, str]]:
+    mods = modules()
+    edges = []
+    for mod, path in mods.items():
+        for name in imports(path):
+            while name and name not in mods and "." in name:
+                name = name.rsplit(".", 1)[0]
+            if name in mods and name != mod:
+                edges.append((mod, name))
+    return edges
+
+
+def test_every_sub_package_is_in_a_layer():
+    found = {layer(m) for m in modules()} - {None}
+    assert found == set(LAYERS), f"sub-packages without a layer (add them to LAYERS and the README): {found ^ set(LAYERS)}"
+
+
+def test_imports_point_down_the_layers():
+    upward = [(a, b) for a, b in internal_edges()
+              if layer(b) is not None and layer(a) != layer(b)
+              and (layer(a) is None or LAYERS.index(layer(b)) > LAYERS.index(layer(a)))]
+    assert not upward, "imports against the layers:\n" + "\n".join(f"{a} -> {b}" for a, b in sorted(upward))
+
+
+def test_no_import_cycles():
+    graph: dict[str, set[str]] = {m: set() for m in modules()}
+    for a, b in internal_edges():
+        graph[a].add(b)
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+
+    def visit(m: str, path: list[str]) -> list[str] | None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return path[path.index(n):] + [n] if n in path else [m, n]
+            if n not in state and (cycle := visit(n, path + [n])):
+                return cycle
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (cycle := visit(m, [m])):
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_only_the_ros_layer_imports_ros():
+    offenders = [(m, n) for m, path in modules().items() if layer(m) != "ros"
+                 for n in imports(path) if any(n == r or n.startswith(r + ".") for r in ROS_ONLY)]
+    assert not offenders, f"ROS imported outside kdbts_ros.ros: {offenders}"
+
+
+def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
+    """The checks above can fail: a core module importing the runtime is reported."""
+    fake = tmp_path / "kdbts_ros"
+    for name in ("core", "runtime"):
+        (fake / name).mkdir(parents=True)
+        (fake / name / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "core" / "grid.py").write_text("from kdbts_ros.runtime.runner import FrameRunner\n")
+    (fake / "runtime" / "runner.py").write_text("import rclpy\nfrom kdbts_ros.core import grid\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    with pytest.raises(AssertionError, match="kdbts_ros.core.grid -> kdbts_ros.runtime.runner"):
+        test_imports_point_down_the_layers()
+    with pytest.raises(pytest.fail.Exception, match="import cycle"):
+        test_no_import_cycles()
+    with pytest.raises(AssertionError, match="rclpy"):
+        test_only_the_ros_layer_imports_ros()
+
+
+@pytest.mark.parametrize("module", ["kdbts_ros.messages.convert", "kdbts_ros.messages.bag_info",
+                                    "kdbts_ros.data.kitti_bag"])
+def test_message_conversion_and_bag_writing_load_no_torch(module):
+    """``kdbts kitti2bag``, a pure conversion, must not pay for torch and the network."""
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'rclpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
