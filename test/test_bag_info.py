@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.messages.bag_info import bag_storage, bag_topics, camera_topics, has_clock, info_beside, tf_frames
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.kitti_bag import clock_message
 
-IMAGE, COMPRESSED, INFO = M.IMAGE, M.COMPRESSED_IMAGE, "sensor_msgs/msg/CameraInfo"
+IMAGE, COMPRESSED, INFO = cdr.IMAGE, cdr.COMPRESSED_IMAGE, "sensor_msgs/msg/CameraInfo"
 
 
 def test_cameras_are_image_topics_with_a_camera_info_beside_them_in_natural_order():
@@ -33,7 +33,7 @@ def _write(path, messages, storage="mcap"):
 
 
 def _tf(topic, parent, child, stamp=10**18):
-    return stamp, topic, "tf2_msgs/msg/TFMessage", M.serialize(M.tf_message([(parent, child, stamp, np.eye(4))]))
+    return stamp, topic, "tf2_msgs/msg/TFMessage", cdr.serialize(sensor_data.tf_message([(parent, child, stamp, np.eye(4))]))
 
 
 def test_topics_storage_clock_and_tf_roots_of_written_bags(tmp_path):

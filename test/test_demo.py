@@ -5,7 +5,7 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from conftest import KITTI_SAMPLE as KITTI, needs_kitti, small_config
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr
 from kdbts_ros.commands.cli import main
 from kdbts_ros.commands.demo import run_demo
 from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
@@ -25,7 +25,7 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
         assert list(result["files"]["bag"].glob("*.mcap"))
         qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
         for conn, _, data in reader.messages():
-            msg = M.deserialize(data, conn.msgtype)
+            msg = cdr.deserialize(data, conn.msgtype)
             seen[conn.topic] = seen.get(conn.topic, 0) + 1
             if conn.topic == "/kdbts/depth":
                 depth = np.frombuffer(msg.data, "<f4")

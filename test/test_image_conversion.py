@@ -12,26 +12,26 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 PROPERTY = settings(max_examples=150, deadline=None)
 
 
 def _t(name: str):
-    return M.typestore().types[name]
+    return cdr.typestore().types[name]
 
 
 def raw_image(pixels: np.ndarray, encoding: str, pad: int = 0) -> object:
     """sensor_msgs/Image of (H, W[, C]) uint8 pixels with ``pad`` filler bytes after each row."""
     h, w = pixels.shape[:2]
     rows = np.concatenate([pixels.reshape(h, -1), np.full((h, pad), 77, np.uint8)], axis=1)
-    return _t(M.IMAGE)(header=M.header(5, "cam"), height=h, width=w, encoding=encoding, is_bigendian=0,
+    return _t(cdr.IMAGE)(header=cdr.header(5, "cam"), height=h, width=w, encoding=encoding, is_bigendian=0,
                        step=rows.shape[1], data=rows.reshape(-1))
 
 
 def compressed(data: bytes | np.ndarray, fmt: str) -> object:
-    return _t(M.COMPRESSED_IMAGE)(header=M.header(5, "cam"), format=fmt,
+    return _t(cdr.COMPRESSED_IMAGE)(header=cdr.header(5, "cam"), format=fmt,
                                   data=np.frombuffer(bytes(data), np.uint8))
 
 
@@ -42,7 +42,7 @@ def encode(ext: str, pixels: np.ndarray) -> bytes:
 
 
 def through_cdr(msg: object, msgtype: str) -> object:
-    return M.deserialize(M.serialize(msg), msgtype)
+    return cdr.deserialize(cdr.serialize(msg), msgtype)
 
 
 def smooth_rgb(h: int = 48, w: int = 64) -> np.ndarray:
@@ -62,27 +62,27 @@ def test_raw_encodings_decode_to_rgb(rng, encoding, pad):
     pixels = {"rgb8": np.stack([r, g, b], -1), "bgr8": np.stack([b, g, r], -1),
               "rgba8": np.stack([r, g, b, alpha], -1), "bgra8": np.stack([b, g, r, alpha], -1),
               "mono8": grey}[encoding]
-    msg = through_cdr(raw_image(pixels, encoding, pad), M.IMAGE)
+    msg = through_cdr(raw_image(pixels, encoding, pad), cdr.IMAGE)
     assert msg.step == 7 * CHANNELS[encoding] + pad
     expected = np.stack([grey] * 3, -1) if encoding == "mono8" else rgb
-    np.testing.assert_array_equal(M.decode_image(msg, M.IMAGE), expected)
-    assert M.image_format(msg, M.IMAGE) == encoding
+    np.testing.assert_array_equal(sensor_data.decode_image(msg, cdr.IMAGE), expected)
+    assert sensor_data.image_format(msg, cdr.IMAGE) == encoding
 
 
 def test_image_msgtype_follows_image_transport_topic_names():
-    assert M.image_msgtype("/cam/image_raw/compressed") == M.COMPRESSED_IMAGE
-    assert M.image_msgtype("compressed") == M.COMPRESSED_IMAGE
-    assert M.image_msgtype("/cam/image_raw") == M.IMAGE
-    assert M.image_msgtype("/cam/compressed/image_raw") == M.IMAGE
-    assert M.image_msgtype("/cam/image_compressed") == M.IMAGE
+    assert sensor_data.image_msgtype("/cam/image_raw/compressed") == cdr.COMPRESSED_IMAGE
+    assert sensor_data.image_msgtype("compressed") == cdr.COMPRESSED_IMAGE
+    assert sensor_data.image_msgtype("/cam/image_raw") == cdr.IMAGE
+    assert sensor_data.image_msgtype("/cam/compressed/image_raw") == cdr.IMAGE
+    assert sensor_data.image_msgtype("/cam/image_compressed") == cdr.IMAGE
 
 
 def test_non_image_types_are_rejected():
-    msg = M.rgb_image(np.zeros((2, 2, 3), np.uint8), 0, "cam")
-    with pytest.raises(M.ConversionError, match="not an image type"):
-        M.decode_image(msg, "sensor_msgs/msg/CameraInfo")
-    with pytest.raises(M.ConversionError, match="not an image type"):
-        M.image_format(msg, "sensor_msgs/msg/CameraInfo")
+    msg = sensor_data.rgb_image(np.zeros((2, 2, 3), np.uint8), 0, "cam")
+    with pytest.raises(cdr.ConversionError, match="not an image type"):
+        sensor_data.decode_image(msg, "sensor_msgs/msg/CameraInfo")
+    with pytest.raises(cdr.ConversionError, match="not an image type"):
+        sensor_data.image_format(msg, "sensor_msgs/msg/CameraInfo")
 
 
 # ---------------------------------------------------------------- compressed images
@@ -96,22 +96,22 @@ def test_png_round_trip_is_exact_for_colour_mono_and_alpha(rng):
              ("mono8; png compressed ", encode(".png", grey), np.stack([grey] * 3, -1)),  # image_transport's mono png
              ("bgra8; png compressed bgra8", encode(".png", bgra), rgb)]
     for fmt, data, expected in cases:
-        msg = through_cdr(compressed(data, fmt), M.COMPRESSED_IMAGE)
-        np.testing.assert_array_equal(M.decode_image(msg, M.COMPRESSED_IMAGE), expected, err_msg=fmt)
-        assert M.image_format(msg, M.COMPRESSED_IMAGE) == fmt
-    built = through_cdr(M.compressed_image(rgb, 7, "cam", fmt="png"), M.COMPRESSED_IMAGE)
-    assert built.format == "rgb8; png compressed bgr8" and M.stamp_ns(built.header.stamp) == 7
-    np.testing.assert_array_equal(M.compressed_to_rgb(built), rgb)
+        msg = through_cdr(compressed(data, fmt), cdr.COMPRESSED_IMAGE)
+        np.testing.assert_array_equal(sensor_data.decode_image(msg, cdr.COMPRESSED_IMAGE), expected, err_msg=fmt)
+        assert sensor_data.image_format(msg, cdr.COMPRESSED_IMAGE) == fmt
+    built = through_cdr(sensor_data.compressed_image(rgb, 7, "cam", fmt="png"), cdr.COMPRESSED_IMAGE)
+    assert built.format == "rgb8; png compressed bgr8" and cdr.stamp_ns(built.header.stamp) == 7
+    np.testing.assert_array_equal(sensor_data.compressed_to_rgb(built), rgb)
 
 
 def test_jpeg_round_trip_of_a_smooth_image_is_close():
     rgb = smooth_rgb()
-    for msg in (M.compressed_image(rgb, 0, "cam", quality=95),
+    for msg in (sensor_data.compressed_image(rgb, 0, "cam", quality=95),
                 compressed(encode(".jpg", rgb[..., ::-1]), "jpg")):   # cv_bridge's default format string
-        err = np.abs(M.compressed_to_rgb(through_cdr(msg, M.COMPRESSED_IMAGE)).astype(int) - rgb)
+        err = np.abs(sensor_data.compressed_to_rgb(through_cdr(msg, cdr.COMPRESSED_IMAGE)).astype(int) - rgb)
         assert err.mean() < 1.5 and err.max() <= 12, (msg.format, err.mean(), err.max())
     grey = rgb[..., 1]
-    out = M.compressed_to_rgb(compressed(encode(".jpg", grey), "mono8; jpeg compressed mono8"))
+    out = sensor_data.compressed_to_rgb(compressed(encode(".jpg", grey), "mono8; jpeg compressed mono8"))
     assert out.shape == (48, 64, 3) and np.array_equal(out[..., 0], out[..., 2])
     assert np.abs(out[..., 0].astype(int) - grey).mean() < 1.5
 
@@ -121,16 +121,16 @@ def test_red_stays_red(fmt):
     red = np.zeros((16, 16, 3), np.uint8)
     red[..., 0] = 255
     # the raw encoding before ';' says rgb8, but the file holds what OpenCV encoded from BGR
-    for msg in (M.compressed_image(red, 0, "cam", fmt=fmt),
+    for msg in (sensor_data.compressed_image(red, 0, "cam", fmt=fmt),
                 compressed(encode(f".{fmt}", red[..., ::-1]), f"rgb8; {fmt} compressed bgr8")):
-        out = M.compressed_to_rgb(msg)
+        out = sensor_data.compressed_to_rgb(msg)
         assert out[..., 0].min() > 240 and out[..., 2].max() < 15, (msg.format, out[0, 0])
 
 
 def test_zero_padding_after_the_end_marker_is_accepted():
     rgb = smooth_rgb(8, 8)
     msg = compressed(encode(".jpg", rgb) + bytes(64), "jpeg")
-    assert M.compressed_to_rgb(msg).shape == (8, 8, 3)
+    assert sensor_data.compressed_to_rgb(msg).shape == (8, 8, 3)
 
 
 def png_claiming(w: int, h: int) -> bytes:
@@ -164,13 +164,13 @@ PNG = encode(".png", smooth_rgb(24, 32))
     ("rgb16; png compressed bgr16", encode(".png", np.full((4, 4, 3), 4000, np.uint16)), "only 8-bit"),
 ], ids=lambda v: f"{len(v)} bytes" if isinstance(v, bytes) else None)
 def test_bad_compressed_images_are_rejected_with_a_reason(fmt, data, reason):
-    with pytest.raises(M.ConversionError, match=reason):
-        M.decode_image(compressed(data, fmt), M.COMPRESSED_IMAGE)
+    with pytest.raises(cdr.ConversionError, match=reason):
+        sensor_data.decode_image(compressed(data, fmt), cdr.COMPRESSED_IMAGE)
 
 
 def test_compressed_image_builder_rejects_unknown_formats():
     with pytest.raises(ValueError, match="unsupported format 'webp'"):
-        M.compressed_image(smooth_rgb(4, 4), 0, "cam", fmt="webp")
+        sensor_data.compressed_image(smooth_rgb(4, 4), 0, "cam", fmt="webp")
 
 
 # ---------------------------------------------------------------- malformed messages (property-based)
@@ -199,7 +199,7 @@ def raw_images(draw) -> tuple[object, bool]:
         step = draw(DIMS | st.integers(0, 64))
     if "size" in bad:
         size = draw(st.integers(0, 400))
-    msg = _t(M.IMAGE)(header=M.header(1, "cam"), height=h, width=w, encoding=enc, is_bigendian=0, step=step,
+    msg = _t(cdr.IMAGE)(header=cdr.header(1, "cam"), height=h, width=w, encoding=enc, is_bigendian=0, step=step,
                       data=np.frombuffer(draw(st.binary(min_size=size, max_size=size)), np.uint8))
     c = CHANNELS.get(enc.lower())
     return msg, c is not None and h > 0 and w > 0 and step >= w * c and size >= step * h
@@ -211,8 +211,8 @@ def test_malformed_raw_images_are_rejected_cleanly(case):
     msg, valid = case
     event("valid" if valid else "invalid")
     try:
-        rgb = M.decode_image(msg, M.IMAGE)
-    except M.ConversionError:
+        rgb = sensor_data.decode_image(msg, cdr.IMAGE)
+    except cdr.ConversionError:
         assert not valid, "a well-formed image was rejected"
         return
     assert valid and rgb.shape == (msg.height, msg.width, 3) and rgb.dtype == np.uint8
@@ -265,8 +265,8 @@ def test_malformed_compressed_images_are_rejected_cleanly(case):
     msg, valid = case
     event("valid" if valid else "invalid")
     try:
-        rgb = M.decode_image(msg, M.COMPRESSED_IMAGE)
-    except M.ConversionError:
+        rgb = sensor_data.decode_image(msg, cdr.COMPRESSED_IMAGE)
+    except cdr.ConversionError:
         assert not valid, f"a well-formed {msg.format!r} image was rejected"
         return
     event("invalid but decoded" if not valid else "valid and decoded")
@@ -277,15 +277,15 @@ def test_malformed_compressed_images_are_rejected_cleanly(case):
 
 def _tf(translation, quat) -> object:
     return _t("geometry_msgs/msg/TransformStamped")(
-        header=M.header(3, "odom"), child_frame_id="base",
+        header=cdr.header(3, "odom"), child_frame_id="base",
         transform=_t("geometry_msgs/msg/Transform")(
             translation=_t("geometry_msgs/msg/Vector3")(x=translation[0], y=translation[1], z=translation[2]),
             rotation=_t("geometry_msgs/msg/Quaternion")(x=quat[0], y=quat[1], z=quat[2], w=quat[3])))
 
 
-SAMPLES = {M.IMAGE: M.rgb_image(smooth_rgb(3, 4), 1, "cam"),
-           M.COMPRESSED_IMAGE: M.compressed_image(smooth_rgb(3, 4), 1, "cam"),
-           "sensor_msgs/msg/CameraInfo": M.camera_info(np.diag([100.0, 100.0, 1.0]), 4, 3, 1, "cam"),
+SAMPLES = {cdr.IMAGE: sensor_data.rgb_image(smooth_rgb(3, 4), 1, "cam"),
+           cdr.COMPRESSED_IMAGE: sensor_data.compressed_image(smooth_rgb(3, 4), 1, "cam"),
+           "sensor_msgs/msg/CameraInfo": sensor_data.camera_info(np.diag([100.0, 100.0, 1.0]), 4, 3, 1, "cam"),
            "tf2_msgs/msg/TFMessage": _t("tf2_msgs/msg/TFMessage")(transforms=[_tf((1.0, 2.0, 3.0), (0, 0, 0, 1.0))])}
 
 
@@ -293,7 +293,7 @@ SAMPLES = {M.IMAGE: M.rgb_image(smooth_rgb(3, 4), 1, "cam"),
 @given(msgtype=st.sampled_from(sorted(SAMPLES)), how=st.sampled_from(["random", "truncated", "flipped byte"]),
        data=st.data())
 def test_random_bytes_never_crash_deserialize(msgtype, how, data):
-    good = M.serialize(SAMPLES[msgtype])
+    good = cdr.serialize(SAMPLES[msgtype])
     if how == "random":
         raw = data.draw(st.binary(max_size=300))
     elif how == "truncated":
@@ -302,8 +302,8 @@ def test_random_bytes_never_crash_deserialize(msgtype, how, data):
         i = data.draw(st.integers(0, len(good) - 1))
         raw = good[:i] + bytes([good[i] ^ data.draw(st.integers(1, 255))]) + good[i + 1:]
     try:
-        msg = M.deserialize(raw, msgtype)
-    except M.ConversionError:
+        msg = cdr.deserialize(raw, msgtype)
+    except cdr.ConversionError:
         event("rejected")
         return
     event("decoded")
@@ -324,7 +324,7 @@ def camera_infos(draw) -> object:
             mat.flat[draw(st.integers(0, mat.size - 1))] = draw(ODD_FLOATS | st.floats(-3000, 3000))
     if draw(st.booleans()):
         P[:] = 0.0    # P unset: K is used
-    info = M.camera_info(np.eye(3), 1, 1, 0, "cam")
+    info = sensor_data.camera_info(np.eye(3), 1, 1, 0, "cam")
     return dataclasses.replace(info, k=K.reshape(-1), p=P.reshape(-1), width=draw(st.integers(0, 4000)),
                                height=draw(st.integers(0, 4000)))
 
@@ -333,8 +333,8 @@ def camera_infos(draw) -> object:
 @given(camera_infos())
 def test_camera_info_intrinsics_are_usable_or_rejected(info):
     try:
-        K, w, h, src = M.camera_info_intrinsics(info)
-    except M.ConversionError:
+        K, w, h, src = sensor_data.camera_info_intrinsics(info)
+    except cdr.ConversionError:
         event("rejected")
         return
     event(f"accepted from {src}")
@@ -365,7 +365,7 @@ def transforms(draw) -> tuple[list, tuple, bool]:
 def test_tf_transforms_flag_bad_transforms_and_keep_good_ones_rigid(items):
     msg = through_cdr(_t("tf2_msgs/msg/TFMessage")(transforms=[_tf(t, q) for t, q, _ in items]),
                       "tf2_msgs/msg/TFMessage")
-    out = M.tf_transforms(msg)
+    out = sensor_data.tf_transforms(msg)
     assert len(out) == len(items)
     for (t, _q, rigid), (parent, child, stamp, T, problem) in zip(items, out):
         event("rigid" if rigid else "bad")

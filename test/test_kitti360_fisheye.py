@@ -10,7 +10,7 @@ import pytest
 
 from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_bag import read_bag, tf_buffer
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import sensor_data
 from kdbts_ros.commands.cli import main
 from kdbts_ros.data.fisheye import (OUTSIDE, MeiCamera, pinhole_maps, pinhole_rays, pinhole_resampling,
                                     read_mei_yaml, virtual_rotation)
@@ -289,7 +289,7 @@ def test_kitti2bag_writes_the_chosen_fisheye_as_a_pinhole_camera(tmp_path, capsy
     rec = load_kitti360_sequence(tmp_path / "k360", SEQ, ["image_00", "image_02"])
     images = [m for t, _, m in msgs if t == "/kitti360/cam_02/image_rect"]
     assert len(images) == 3 and images[2].encoding == "rgb8"
-    np.testing.assert_array_equal(M.image_to_rgb(images[2]), rec.frames[2].image(1))
+    np.testing.assert_array_equal(sensor_data.image_to_rgb(images[2]), rec.frames[2].image(1))
     buf = tf_buffer(msgs)
     f = rec.frames[2]
     np.testing.assert_allclose(buf.lookup("world", "kitti360_cam_02", f.stamp_ns), f.T_world_cam(1), atol=1e-6)

@@ -11,7 +11,7 @@ from rosbags.rosbag2 import Reader
 
 from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_loaders import devkit_T_cam2_velo, write_odometry
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.tf_buffer import TfBuffer
 from kdbts_ros.data import shared_sample
@@ -27,7 +27,7 @@ def read_bag(path: Path) -> tuple[list[tuple[str, int, object]], dict[str, objec
     with Reader(path) as reader:
         qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
         for conn, stamp, data in reader.messages():
-            out.append((conn.topic, stamp, M.deserialize(data, conn.msgtype)))
+            out.append((conn.topic, stamp, cdr.deserialize(data, conn.msgtype)))
     return out, qos
 
 
@@ -35,7 +35,7 @@ def tf_buffer(msgs) -> TfBuffer:
     buf = TfBuffer()
     for topic, _, msg in msgs:
         if topic in ("/tf", "/tf_static"):
-            for parent, child, stamp, T, problem in M.tf_transforms(msg):
+            for parent, child, stamp, T, problem in sensor_data.tf_transforms(msg):
                 assert problem is None
                 buf.set_transform(parent, child, stamp, T, topic == "/tf_static")
     return buf
@@ -71,14 +71,14 @@ def test_raw_sample_bag_round_trip(tmp_path):
     assert not np.any(info.d) and np.array_equal(np.array(info.r).reshape(3, 3), np.eye(3))
     assert (info.width, info.height, info.header.frame_id) == (1242, 375, "camera_color_left")
     stamp, img = by_topic["/kitti/camera_color_left/image_raw"][1]
-    assert stamp == M.stamp_ns(img.header.stamp) == rec.frames[1].stamp_ns and img.encoding == "rgb8"
+    assert stamp == cdr.stamp_ns(img.header.stamp) == rec.frames[1].stamp_ns and img.encoding == "rgb8"
     expected = cv2.cvtColor(cv2.imread(str(rec.frames[1].images[0])), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(M.image_to_rgb(img), expected)
+    np.testing.assert_array_equal(sensor_data.image_to_rgb(img), expected)
     cloud = by_topic["/kitti/velo/pointcloud"][2][1]
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity"] and cloud.header.frame_id == "velo_link"
     np.testing.assert_array_equal(np.frombuffer(cloud.data, "<f4").reshape(-1, 4),
                                   read_velodyne(rec.frames[2].velodyne))
-    clock = [M.stamp_ns(m.clock) for _, m in by_topic["/clock"]]
+    clock = [cdr.stamp_ns(m.clock) for _, m in by_topic["/clock"]]
     assert clock == [f.stamp_ns for f in rec.frames[:3]]
 
 
@@ -134,7 +134,7 @@ def test_converter_messages_decode_with_rclpy(rng):
     from kdbts_ros.data.kitti_bag import clock_message, velodyne_cloud
 
     pts = rng.normal(size=(7, 4)).astype(np.float32)
-    cloud = rclpy_serialization.deserialize_message(M.serialize(velodyne_cloud(pts, 5, "velo_link")), PointCloud2)
+    cloud = rclpy_serialization.deserialize_message(cdr.serialize(velodyne_cloud(pts, 5, "velo_link")), PointCloud2)
     assert (cloud.width, cloud.point_step, cloud.header.frame_id) == (7, 16, "velo_link")
     np.testing.assert_array_equal(np.frombuffer(bytes(cloud.data), "<f4").reshape(7, 4), pts)
     _, topic, _, data = clock_message(3_000_000_007)

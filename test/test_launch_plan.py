@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kdbts_ros.ros import launch_plan as plan
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.config import PipelineConfig, load_config
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.kitti_bag import clock_message
@@ -26,7 +26,7 @@ def _bag(path: Path, clock: bool, storage: str = "mcap") -> str:
             _, topic, msgtype, data = clock_message(stamp)
             bag.write(topic, msgtype, stamp, data)
         bag.write("/tf", "tf2_msgs/msg/TFMessage", stamp,
-                  M.serialize(M.tf_message([("world", "base_link", stamp, np.eye(4))])))
+                  cdr.serialize(sensor_data.tf_message([("world", "base_link", stamp, np.eye(4))])))
     return str(path)
 
 

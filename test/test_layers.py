@@ -116,7 +116,7 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
         test_only_the_ros_layer_imports_ros()
 
 
-@pytest.mark.parametrize("module", ["kdbts_ros.messages.convert", "kdbts_ros.messages.bag_info",
+@pytest.mark.parametrize("module", ["kdbts_ros.messages.published", "kdbts_ros.messages.bag_info",
                                     "kdbts_ros.data.kitti_bag"])
 def test_message_conversion_and_bag_writing_load_no_torch(module):
     """``kdbts kitti2bag``, a pure conversion, must not pay for torch and the network."""

@@ -23,7 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from conftest import slab_model  # noqa: E402
-from kdbts_ros.messages import convert as M  # noqa: E402
+from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.sequences import T_base_cam  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
@@ -91,12 +91,12 @@ def _wait(cond, timeout=30.0) -> bool:
 def _send_frame(pubs, i: int, image: np.ndarray | None = None, encoding: str = "rgb8", tf: bool = True) -> int:
     stamp = STAMP0 + i * 10**8
     if tf:
-        pubs["tf"].publish(M.serialize(M.tf_message([("odom", "base_link", stamp, _T_odom_base(i))])))
-    pubs["info"].publish(M.serialize(M.camera_info(K, W, H, stamp, "cam_optical")))
+        pubs["tf"].publish(cdr.serialize(sensor_data.tf_message([("odom", "base_link", stamp, _T_odom_base(i))])))
+    pubs["info"].publish(cdr.serialize(sensor_data.camera_info(K, W, H, stamp, "cam_optical")))
     rgb = image if image is not None else np.full((H, W, 3), 100 + i, np.uint8)
-    msg = M.rgb_image(rgb, stamp, "cam_optical")
+    msg = sensor_data.rgb_image(rgb, stamp, "cam_optical")
     msg.encoding = encoding
-    pubs["image"].publish(M.serialize(msg))
+    pubs["image"].publish(cdr.serialize(msg))
     return stamp
 
 
@@ -106,7 +106,7 @@ def _stamp(msg) -> int:
 
 def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(system):
     node, pubs, got = system
-    pubs["tf_static"].publish(M.serialize(M.tf_message([("base_link", "cam_optical", 0, T_base_cam())])))
+    pubs["tf_static"].publish(cdr.serialize(sensor_data.tf_message([("base_link", "cam_optical", 0, T_base_cam())])))
     assert _wait(lambda: node.count_subscribers("/camera/image_raw") and node.count_publishers("/tf") >= 1, 10)
     time.sleep(0.5)
     stamps = []

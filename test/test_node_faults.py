@@ -36,7 +36,7 @@ from std_msgs.msg import Float64  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from conftest import slab_model  # noqa: E402
-from kdbts_ros.messages import convert as M  # noqa: E402
+from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.rig import RigCamera  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
@@ -119,10 +119,10 @@ class System:
 
     def pose(self, stamp: int, x: float | None = None) -> None:
         x = STEP_M * self.moves if x is None else x
-        self.pubs["tf"].publish(M.serialize(M.tf_message([("odom", "base_link", stamp, _base(x))])))
+        self.pubs["tf"].publish(cdr.serialize(sensor_data.tf_message([("odom", "base_link", stamp, _base(x))])))
 
     def info(self, cam: int, stamp: int, K_: np.ndarray = K, size: tuple[int, int] = (W, H)) -> None:
-        self.pubs[INFOS[cam]].publish(M.serialize(M.camera_info(K_, *size, stamp, RIG[cam].name)))
+        self.pubs[INFOS[cam]].publish(cdr.serialize(sensor_data.camera_info(K_, *size, stamp, RIG[cam].name)))
 
     def image(self, cam: int, stamp: int, size: tuple[int, int] = (W, H), fmt: str = "png",
               frame_id: str | None = None, **fields: Any) -> None:
@@ -131,10 +131,10 @@ class System:
         rgb = np.full((h, w, 3), 90 + self.moves % 100, np.uint8)
         rgb[:, : w // 2, 0] = 200
         frame_id = frame_id or RIG[cam].name
-        msg = M.compressed_image(rgb, stamp, frame_id, fmt) if cam == 1 else M.rgb_image(rgb, stamp, frame_id)
+        msg = sensor_data.compressed_image(rgb, stamp, frame_id, fmt) if cam == 1 else sensor_data.rgb_image(rgb, stamp, frame_id)
         for k, v in fields.items():
             setattr(msg, k, v)
-        self.pubs[IMAGES[cam]].publish(M.serialize(msg))
+        self.pubs[IMAGES[cam]].publish(cdr.serialize(msg))
 
     def frame(self, tf: bool = True, left: dict | None = None, right: dict | None = None,
               infos: tuple[np.ndarray, tuple[int, int]] | None = (K, (W, H))) -> int:
@@ -221,7 +221,7 @@ def system(checkpoint):
     executor.add_node(probe)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
-    s.pubs["tf_static"].publish(M.serialize(M.tf_message(
+    s.pubs["tf_static"].publish(cdr.serialize(sensor_data.tf_message(
         [("base_link", c.name, 0, c.T_base_cam()) for c in RIG])))
     # reliable delivery needs matched endpoints: wait until every writer sees its reader
     assert _wait(lambda: all(p.get_subscription_count() > 0 for p in s.pubs.values())
@@ -283,9 +283,9 @@ def test_tf_missing_late_unknown_and_invalid(system):
     assert s.published(stamp) is None
     # NaN and non-unit quaternions are refused, not stored
     for w in (float("nan"), 2.0):
-        bad = M.tf_message([("odom", "base_link", s.stamp, _base(0.0))])
+        bad = sensor_data.tf_message([("odom", "base_link", s.stamp, _base(0.0))])
         bad.transforms[0].transform.rotation.w = w
-        s.pubs["tf"].publish(M.serialize(bad))
+        s.pubs["tf"].publish(cdr.serialize(bad))
     s.wait_drop("bad_tf", drops["bad_tf"] + 1)
     s.fresh_frame()
     # late, but within tf_timeout: the image waits for its pose (a long timeout makes this certain)

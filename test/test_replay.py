@@ -9,7 +9,7 @@ import pytest
 
 from conftest import KITTI_SAMPLE, needs_kitti, small_config
 from test_kitti_bag import read_bag
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.core.config import load_config
@@ -62,7 +62,7 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     pngs = sorted((tmp_path / "png").glob("*.png"))
     assert len(pngs) == 9 and all(cv2.imread(str(p)) is not None for p in pngs)
     # one figure per processed frame, showing that frame's image at its recorded size
-    images = {M.stamp_ns(m.header.stamp): M.decode_image(m, M.IMAGE) for t, _, m in inputs
+    images = {cdr.stamp_ns(m.header.stamp): sensor_data.decode_image(m, cdr.IMAGE) for t, _, m in inputs
               if t == "/kitti/camera_color_left/image_raw"}
     figures = sorted((tmp_path / "png").glob("figure_*.png"))
     assert [int(f.stem.split("_")[1]) for f in figures] == sorted(images)
@@ -174,6 +174,6 @@ def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):
 
 def test_a_bag_without_a_camera_is_refused_before_the_network_is_built(tmp_path):
     with BagWriter(tmp_path / "in") as bag:
-        bag.write("/debug/image", M.IMAGE, 1, M.serialize(M.rgb_image(np.zeros((4, 4, 3), np.uint8), 1, "x")))
+        bag.write("/debug/image", cdr.IMAGE, 1, cdr.serialize(sensor_data.rgb_image(np.zeros((4, 4, 3), np.uint8), 1, "x")))
     with pytest.raises(ValueError, match="no image topic with a camera_info beside it"):
         replay(small_config(), tmp_path / "in", tmp_path / "out")

@@ -1,6 +1,6 @@
 """Our message conversions equal those of the ROS libraries the node does without, where they are installed.
 
-The node converts images, clouds and transforms itself (kdbts_ros/messages/convert.py, core/geometry.py),
+The node converts images, clouds and transforms itself (kdbts_ros/messages/, core/geometry.py),
 shared with the tools that run without ROS. cv_bridge, sensor_msgs_py and tf_transformations are
 not on PyPI (cv_bridge also needs its C++ part), so each test here runs only where its library
 is importable; the messages cross through rclpy's own serialization, as between two nodes.
@@ -14,16 +14,16 @@ pytest.importorskip("rclpy")
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 
-from kdbts_ros.messages import convert as M  # noqa: E402
+from kdbts_ros.messages import cdr, published, sensor_data  # noqa: E402
 from kdbts_ros.core import geometry  # noqa: E402
 
 
 def _to_rclpy(msg: object, cls: type) -> object:
-    return deserialize_message(M.serialize(msg), cls)
+    return deserialize_message(cdr.serialize(msg), cls)
 
 
 def _from_rclpy(msg: object, msgtype: str) -> object:
-    return M.deserialize(serialize_message(msg), msgtype)
+    return cdr.deserialize(serialize_message(msg), msgtype)
 
 
 def test_our_point_cloud_reads_back_with_sensor_msgs_py(rng):
@@ -31,7 +31,7 @@ def test_our_point_cloud_reads_back_with_sensor_msgs_py(rng):
     points = rng.normal(size=(50, 3)).astype(np.float32)
     density = rng.random(50).astype(np.float32)
     rgb = rng.integers(0, 256, (50, 3))
-    cloud = _to_rclpy(M.point_cloud(points, density, rgb, 7, "world"), PointCloud2)
+    cloud = _to_rclpy(published.point_cloud(points, density, rgb, 7, "world"), PointCloud2)
     got = point_cloud2.read_points(cloud, field_names=("x", "y", "z", "density", "rgb"))
     np.testing.assert_array_equal(np.stack([got["x"], got["y"], got["z"]], axis=1), points)
     np.testing.assert_array_equal(got["density"], density)
@@ -43,16 +43,16 @@ def test_our_images_equal_cv_bridges_both_ways(rng):
     cv_bridge = pytest.importorskip("cv_bridge")
     bridge = cv_bridge.CvBridge()
     depth = (rng.random((6, 8)) * 40).astype(np.float32)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(M.depth_image(depth, 1, "cam"), Image)), depth)
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(published.depth_image(depth, 1, "cam"), Image)), depth)
     rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(M.rgb_image(rgb, 1, "cam"), Image), "rgb8"), rgb)
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(sensor_data.rgb_image(rgb, 1, "cam"), Image), "rgb8"), rgb)
     for encoding, pixels, seen in (("rgb8", rgb, rgb), ("bgr8", rgb[..., ::-1], rgb),
                                    ("mono8", rgb[..., 0], np.repeat(rgb[..., :1], 3, axis=2))):
         theirs = bridge.cv2_to_imgmsg(np.ascontiguousarray(pixels), encoding=encoding)
-        np.testing.assert_array_equal(M.image_to_rgb(_from_rclpy(theirs, M.IMAGE)), seen)
+        np.testing.assert_array_equal(sensor_data.image_to_rgb(_from_rclpy(theirs, cdr.IMAGE)), seen)
     png = bridge.cv2_to_compressed_imgmsg(np.ascontiguousarray(rgb[..., ::-1]), dst_format="png")
-    np.testing.assert_array_equal(M.compressed_to_rgb(_from_rclpy(png, M.COMPRESSED_IMAGE)), rgb)
-    ours = _to_rclpy(M.compressed_image(rgb, 1, "cam", "png"), CompressedImage)
+    np.testing.assert_array_equal(sensor_data.compressed_to_rgb(_from_rclpy(png, cdr.COMPRESSED_IMAGE)), rgb)
+    ours = _to_rclpy(sensor_data.compressed_image(rgb, 1, "cam", "png"), CompressedImage)
     np.testing.assert_array_equal(bridge.compressed_imgmsg_to_cv2(ours)[..., ::-1], rgb)
 
 

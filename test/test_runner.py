@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import SMALL_ARCH, small_config
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError
@@ -41,23 +41,23 @@ class Rig:
 
     def __init__(self, runner: FrameRunner):
         self.r = runner
-        self.r.handle("/tf_static", M.serialize(M.tf_message(
+        self.r.handle("/tf_static", cdr.serialize(sensor_data.tf_message(
             [("base_link", c.name, 0, c.T_base_cam()) for c in RIG])), 0)
 
     def info(self, cam: int, stamp: int, K_: np.ndarray = K, size=(W, H)) -> None:
-        self.r.handle(INFOS[cam], M.serialize(M.camera_info(K_, *size, stamp, RIG[cam].name)), stamp)
+        self.r.handle(INFOS[cam], cdr.serialize(sensor_data.camera_info(K_, *size, stamp, RIG[cam].name)), stamp)
 
     def pose(self, stamp: int, x: float) -> None:
-        self.r.handle("/tf", M.serialize(M.tf_message([("odom", "base_link", stamp, _base(x))])), stamp)
+        self.r.handle("/tf", cdr.serialize(sensor_data.tf_message([("odom", "base_link", stamp, _base(x))])), stamp)
 
     def image(self, cam: int, stamp: int, arrival: int | None = None, value: int = 90, **kw) -> None:
         rgb = np.full((H, W, 3), value, np.uint8)
         rgb[:, : W // 2, 0] = 200  # not uniform, so colour order matters
-        msg = M.compressed_image(rgb, stamp, RIG[cam].name, "png") if IMAGES[cam].endswith("compressed") \
-            else M.rgb_image(rgb, stamp, RIG[cam].name)
+        msg = sensor_data.compressed_image(rgb, stamp, RIG[cam].name, "png") if IMAGES[cam].endswith("compressed") \
+            else sensor_data.rgb_image(rgb, stamp, RIG[cam].name)
         for k, v in kw.items():
             setattr(msg, k, v)
-        self.r.handle(IMAGES[cam], M.serialize(msg), stamp if arrival is None else arrival)
+        self.r.handle(IMAGES[cam], cdr.serialize(msg), stamp if arrival is None else arrival)
 
     def frame(self, stamp: int, x: float, cameras: int = 2) -> list:
         """One rig frame: pose, camera_info and images of every camera, then a step at the stamp."""
@@ -237,8 +237,8 @@ def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
     assert runner.step(t) and runner.faults["image_format_changed"] == 1
     t += S // 10
     rig.pose(t, 4.0)
-    big = M.rgb_image(np.zeros((H + 2, W, 3), np.uint8), t, "left")  # not the size camera_info says
-    runner.handle(IMAGES[0], M.serialize(big), t)
+    big = sensor_data.rgb_image(np.zeros((H + 2, W, 3), np.uint8), t, "left")  # not the size camera_info says
+    runner.handle(IMAGES[0], cdr.serialize(big), t)
     runner.step(t + S)
     assert runner.drops["size_mismatch"] == 1
     assert rig.frame(t + S // 10, 5.0) and runner.processed == 4
@@ -255,12 +255,12 @@ def test_tf_faults(model):
     rig.image(0, 2 * S)                             # no pose that late ever comes
     runner.step(2 * S + S)
     assert runner.drops["tf_late"] == 1
-    bad = M.tf_message([("odom", "base_link", 3 * S, _base(0.0))])
+    bad = sensor_data.tf_message([("odom", "base_link", 3 * S, _base(0.0))])
     bad.transforms[0].transform.rotation.w = float("nan")
-    runner.handle("/tf", M.serialize(bad), 3 * S)
-    scaled = M.tf_message([("odom", "base_link", 3 * S, _base(0.0))])
+    runner.handle("/tf", cdr.serialize(bad), 3 * S)
+    scaled = sensor_data.tf_message([("odom", "base_link", 3 * S, _base(0.0))])
     scaled.transforms[0].transform.rotation.w = 2.0
-    runner.handle("/tf", M.serialize(scaled), 3 * S)
+    runner.handle("/tf", cdr.serialize(scaled), 3 * S)
     assert runner.drops["bad_tf"] == 2
     assert rig.frame(3 * S, 3.0, cameras=1) and runner.processed == 2
 
@@ -297,18 +297,18 @@ def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
     runner = _runner(model)
     rig = Rig(runner)
     rig.frame(S, 0.0)
-    first = M.deserialize(runner.diagnostics(S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
+    first = cdr.deserialize(runner.diagnostics(S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in first.values}
     assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "p"
     assert values["head"] == "mv" and values["num_views"] == "2" and values["window_frames"] == "2"
     assert values["camera0_images"] == values["camera1_images"] == "1" and values["camera1_dropped"] == "0"
     assert float(values["grid_resolution_m"]) == runner.cfg.grid.resolution
     rig.image(0, S // 2)  # time jumps back
-    status = M.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
+    status = cdr.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == 1 and "fault_time_jump_back +1" in status.message
     assert values["fault_time_jump_back"] == "1"
-    again = M.deserialize(runner.diagnostics(3 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
+    again = cdr.deserialize(runner.diagnostics(3 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     assert again.level == 0  # nothing new since the last report
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core import geometry
 from kdbts_ros.data.rig import RigConfig, base_trajectory
@@ -120,13 +120,13 @@ def test_bag_topics_counts_and_camera_info(root: Path) -> None:
                  if conn.topic == "/side_left/camera_info"]
         static = next(raw for conn, _, raw in reader.messages() if conn.topic == "/tf_static")
         first_tf = next(raw for conn, _, raw in reader.messages() if conn.topic == "/tf")
-    info = M.deserialize(infos[0][1], "sensor_msgs/msg/CameraInfo")
-    K, w, h, _ = M.camera_info_intrinsics(info)
+    info = cdr.deserialize(infos[0][1], "sensor_msgs/msg/CameraInfo")
+    K, w, h, _ = sensor_data.camera_info_intrinsics(info)
     assert np.allclose(K, RIG.K()) and (w, h) == (64, 24) and info.header.frame_id == "side_left_optical"
-    tfs = M.tf_transforms(M.deserialize(static, "tf2_msgs/msg/TFMessage"))
+    tfs = sensor_data.tf_transforms(cdr.deserialize(static, "tf2_msgs/msg/TFMessage"))
     assert [(p, c) for p, c, *_ in tfs] == [("base_link", f"{c.name}_optical") for c in RIG.cameras]
     assert np.allclose(tfs[2][3], RIG.cameras[2].T_base_cam())
-    (parent, child, stamp, T, _), = M.tf_transforms(M.deserialize(first_tf, "tf2_msgs/msg/TFMessage"))
+    (parent, child, stamp, T, _), = sensor_data.tf_transforms(cdr.deserialize(first_tf, "tf2_msgs/msg/TFMessage"))
     assert (parent, child, stamp) == ("odom", "base_link", 1_700_000_000 * 10**9)
     assert np.allclose(T, base_trajectory(N, seed=SEED)[0])
 

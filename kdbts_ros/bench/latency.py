@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.grids import GridSpec
@@ -161,7 +161,7 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
             raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
         last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.images[0])
         K = runner.cameras[0].intrinsics[0]
-        rgb = M.image_to_rgb(M.deserialize(last_image, "sensor_msgs/msg/Image"))
+        rgb = sensor_data.image_to_rgb(cdr.deserialize(last_image, "sensor_msgs/msg/Image"))
         result: dict[str, object] = {
             "stages": {s: percentiles_ms([x[s] for x in samples]) for s in STAGES if s in samples[0]},
             "end_to_end": percentiles_ms(e2e),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.bench.latency import set_network
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
 from kdbts_ros.ros.harness import SoakHarness
@@ -84,29 +84,29 @@ class _RigFrames:
         self.fixed_frame = cfg.fixed_frame
         self.rig = KITTI360_RIG[:len(cfg.topics.images)]  # the stereo pair
         self.poses = base_trajectory(DISTINCT_FRAMES)
-        self.infos = [M.camera_info(K, width, height, 0, cam.name) for cam in self.rig]
+        self.infos = [sensor_data.camera_info(K, width, height, 0, cam.name) for cam in self.rig]
         self.images = []
         for T in self.poses:
             frame = []
             for cam, topic in zip(self.rig, cfg.topics.images):
                 rgb = scene.render(T @ cam.T_base_cam(), K, width, height)[0]
-                compressed = M.image_msgtype(topic) == M.COMPRESSED_IMAGE
-                frame.append(M.compressed_image(rgb, 0, cam.name) if compressed else M.rgb_image(rgb, 0, cam.name))
+                compressed = sensor_data.image_msgtype(topic) == cdr.COMPRESSED_IMAGE
+                frame.append(sensor_data.compressed_image(rgb, 0, cam.name) if compressed else sensor_data.rgb_image(rgb, 0, cam.name))
             self.images.append(frame)
 
     def static_tf(self) -> bytes:
         """base_link -> each camera."""
-        return M.serialize(M.tf_message([("base_link", cam.name, time.time_ns(), cam.T_base_cam())
+        return cdr.serialize(sensor_data.tf_message([("base_link", cam.name, time.time_ns(), cam.T_base_cam())
                                          for cam in self.rig]))
 
     def messages(self, i: int, stamp: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         """/tf of the vehicle pose, then each camera's camera_info and image, all at ``stamp``."""
         k = i % DISTINCT_FRAMES
-        tf = M.serialize(M.tf_message([(self.fixed_frame, "base_link", stamp, self.poses[k])]))
+        tf = cdr.serialize(sensor_data.tf_message([(self.fixed_frame, "base_link", stamp, self.poses[k])]))
         per_camera = []
         for cam, info, image in zip(self.rig, self.infos, self.images[k]):
-            info.header = image.header = M.header(stamp, cam.name)
-            per_camera.append((M.serialize(info), M.serialize(image)))
+            info.header = image.header = cdr.header(stamp, cam.name)
+            per_camera.append((cdr.serialize(info), cdr.serialize(image)))
         return tf, per_camera
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.messages.bag_info import camera_topics, tf_frames
 from kdbts_ros.core.config import ConfigError, PipelineConfig
 from kdbts_ros.core.pipeline import Outputs
@@ -61,7 +61,7 @@ def output_topics(cfg: PipelineConfig) -> set[str]:
 
 def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterator[BagMessage]:
     """(stamp, topic, msgtype, bytes) of a bag in time order, without ``leave_out`` topics and unknown types."""
-    known = M.typestore().types
+    known = cdr.typestore().types
     for stamp, topic, msgtype, data in bag.messages():
         if topic in leave_out or msgtype not in known:
             skipped[topic] += 1
@@ -108,12 +108,12 @@ class PngWriter:
         """The figure of the frame at ``stamp_ns``, or None when its image message is no longer kept."""
         for msgtype, data in reversed(self._images):
             try:
-                msg = M.deserialize(data, msgtype)
-            except M.ConversionError:
+                msg = cdr.deserialize(data, msgtype)
+            except cdr.ConversionError:
                 continue  # the runner could not read it either (counted there as bad_image)
-            if M.stamp_ns(msg.header.stamp) == stamp_ns:
+            if cdr.stamp_ns(msg.header.stamp) == stamp_ns:
                 K = self.runner.cameras[0].intrinsics[0]  # the runner's, still those of this frame
-                return figure(self.runner.pipeline, M.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg).picture
+                return figure(self.runner.pipeline, sensor_data.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg).picture
         log.warning("no figure for frame %d: its image message is no longer at hand", stamp_ns)
         return None
 

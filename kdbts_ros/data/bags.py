@@ -14,7 +14,7 @@ import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.interrupts import deferred
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
 
@@ -69,7 +69,7 @@ class BagWriter:
             if topic not in self.connections:
                 durability = QosDurability.TRANSIENT_LOCAL if topic == "/tf_static" else QosDurability.VOLATILE
                 self.connections[topic] = self.writer.add_connection(
-                    topic, msgtype, typestore=M.typestore(), offered_qos_profiles=[_qos(durability)])
+                    topic, msgtype, typestore=cdr.typestore(), offered_qos_profiles=[_qos(durability)])
             self.writer.write(self.connections[topic], stamp_ns, data)
             self.counts[topic] = self.counts.get(topic, 0) + 1
             if time.monotonic() - self._durable_at > self.DURABLE_EVERY_S:
@@ -118,27 +118,27 @@ class CameraStream:
 def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> object:
     """sensor_msgs/Image: rgb8 of an (H, W, 3) array, mono8 of an (H, W) one."""
     if pixels.ndim == 3:
-        return M.rgb_image(pixels, stamp, frame_id)
+        return sensor_data.rgb_image(pixels, stamp, frame_id)
     h, w = pixels.shape
-    return M.typestore().types["sensor_msgs/msg/Image"](
-        header=M.header(stamp, frame_id), height=h, width=w, encoding="mono8", is_bigendian=0, step=w,
+    return cdr.typestore().types["sensor_msgs/msg/Image"](
+        header=cdr.header(stamp, frame_id), height=h, width=w, encoding="mono8", is_bigendian=0, step=w,
         data=np.ascontiguousarray(pixels, np.uint8).reshape(-1))
 
 
 def camera_messages(cam: CameraStream, stamp: int, pixels: np.ndarray) -> Iterator[tuple[int, str, str, bytes]]:
     """camera_info (rectified: P from K and the stereo baseline, no distortion, R = I) and the image."""
     h, w = pixels.shape[:2]
-    info = M.camera_info(cam.K, w, h, stamp, cam.frame_id)
+    info = sensor_data.camera_info(cam.K, w, h, stamp, cam.frame_id)
     info.p[3] = cam.projection_tx
-    yield stamp, cam.info_topic, "sensor_msgs/msg/CameraInfo", M.serialize(info)
-    yield stamp, cam.image_topic, "sensor_msgs/msg/Image", M.serialize(image_message(pixels, stamp, cam.frame_id))
+    yield stamp, cam.info_topic, "sensor_msgs/msg/CameraInfo", cdr.serialize(info)
+    yield stamp, cam.image_topic, "sensor_msgs/msg/Image", cdr.serialize(image_message(pixels, stamp, cam.frame_id))
 
 
 def static_tf(children: Sequence[tuple[str, np.ndarray]], stamp: int,
               parent: str = "base_link") -> tuple[int, str, str, bytes]:
     """One ``/tf_static`` message placing each (frame, T_parent_frame) on ``parent``."""
-    msg = M.tf_message([(parent, child, stamp, T) for child, T in children])
-    return stamp, "/tf_static", "tf2_msgs/msg/TFMessage", M.serialize(msg)
+    msg = sensor_data.tf_message([(parent, child, stamp, T) for child, T in children])
+    return stamp, "/tf_static", "tf2_msgs/msg/TFMessage", cdr.serialize(msg)
 
 
 def rig_messages(cameras: Sequence[CameraStream], T_fixed_base: np.ndarray,
@@ -152,6 +152,6 @@ def rig_messages(cameras: Sequence[CameraStream], T_fixed_base: np.ndarray,
     yield static_tf([(c.frame_id, c.T_base_cam) for c in cameras], start_ns)
     for i, (T, frame) in enumerate(zip(T_fixed_base, images)):
         stamp = start_ns + i * period_ns
-        yield stamp, "/tf", "tf2_msgs/msg/TFMessage", M.serialize(M.tf_message([(fixed_frame, "base_link", stamp, T)]))
+        yield stamp, "/tf", "tf2_msgs/msg/TFMessage", cdr.serialize(sensor_data.tf_message([(fixed_frame, "base_link", stamp, T)]))
         for cam, pixels in zip(cameras, frame):
             yield from camera_messages(cam, stamp, pixels)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.data.bags import BagWriter, CameraStream, camera_messages, static_tf
 from kdbts_ros.data.records import Camera, DatasetError, Recording, read_velodyne
 
@@ -51,20 +51,20 @@ VELO_FIELDS = ("x", "y", "z", "intensity")
 
 def velodyne_cloud(points: np.ndarray, stamp: int, frame_id: str) -> object:
     """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, intensity (the KITTI scan as stored)."""
-    types = M.typestore().types
+    types = cdr.typestore().types
     data = np.ascontiguousarray(points, "<f4")
     fields = [types["sensor_msgs/msg/PointField"](name=n, offset=4 * i, datatype=7, count=1)  # 7: FLOAT32
               for i, n in enumerate(VELO_FIELDS)]
     return types["sensor_msgs/msg/PointCloud2"](
-        header=M.header(stamp, frame_id), height=1, width=len(data), fields=fields, is_bigendian=False,
+        header=cdr.header(stamp, frame_id), height=1, width=len(data), fields=fields, is_bigendian=False,
         point_step=16, row_step=16 * len(data), data=data.view(np.uint8).reshape(-1),
         is_dense=bool(np.all(np.isfinite(data))))
 
 
 def clock_message(stamp: int) -> tuple[int, str, str, bytes]:
     """``/clock`` at ``stamp``."""
-    msg = M.typestore().types["rosgraph_msgs/msg/Clock"](clock=M.header(stamp, "").stamp)
-    return stamp, "/clock", "rosgraph_msgs/msg/Clock", M.serialize(msg)
+    msg = cdr.typestore().types["rosgraph_msgs/msg/Clock"](clock=cdr.header(stamp, "").stamp)
+    return stamp, "/clock", "rosgraph_msgs/msg/Clock", cdr.serialize(msg)
 
 
 def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | None = None,
@@ -83,12 +83,12 @@ def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | N
             yield clock_message(f.stamp_ns)
         if f.T_world_base is not None:  # frames the dataset has no pose for get no /tf
             yield (f.stamp_ns, "/tf", "tf2_msgs/msg/TFMessage",
-                   M.serialize(M.tf_message([(conv.fixed_frame, conv.base_frame, f.stamp_ns, f.T_world_base)])))
+                   cdr.serialize(sensor_data.tf_message([(conv.fixed_frame, conv.base_frame, f.stamp_ns, f.T_world_base)])))
         for cam, stream in enumerate(streams):
             yield from camera_messages(stream, f.stamp_ns, f.image(cam))
         if velodyne and f.velodyne is not None:
             yield (f.stamp_ns, conv.velo_topic, "sensor_msgs/msg/PointCloud2",
-                   M.serialize(velodyne_cloud(read_velodyne(f.velodyne), f.stamp_ns, conv.velo_frame)))
+                   cdr.serialize(velodyne_cloud(read_velodyne(f.velodyne), f.stamp_ns, conv.velo_frame)))
 
 
 def write_recording_bag(rec: Recording, out: str | Path, conv: BagConventions, storage: str = "mcap",

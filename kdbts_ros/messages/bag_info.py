@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.messages.bag_reader import open_bag
 
 CLOCK_TOPIC = "/clock"
@@ -61,13 +61,13 @@ def camera_topics(topics: dict[str, str]) -> list[tuple[str, str]]:
     """
     cameras: dict[str, tuple[str, str]] = {}  # image base topic -> (image topic, info topic)
     for topic, msgtype in topics.items():
-        if msgtype not in (M.IMAGE, M.COMPRESSED_IMAGE) or M.image_msgtype(topic) != msgtype:
+        if msgtype not in (cdr.IMAGE, cdr.COMPRESSED_IMAGE) or sensor_data.image_msgtype(topic) != msgtype:
             continue
-        base = topic.removesuffix("/compressed") if msgtype == M.COMPRESSED_IMAGE else topic
+        base = topic.removesuffix("/compressed") if msgtype == cdr.COMPRESSED_IMAGE else topic
         info = info_beside(topic)
         if topics.get(info) != CAMERA_INFO:
             continue
-        if base not in cameras or msgtype == M.IMAGE:
+        if base not in cameras or msgtype == cdr.IMAGE:
             cameras[base] = (topic, info)
     return [cameras[base] for base in sorted(cameras, key=_natural)]
 
@@ -87,8 +87,8 @@ def tf_frames(path: str | Path, max_messages: int = 1000) -> tuple[set[str], lis
             if n >= max_messages:
                 break
             try:
-                transforms = M.tf_transforms(M.deserialize(data, TF_TYPE))
-            except M.ConversionError:
+                transforms = sensor_data.tf_transforms(cdr.deserialize(data, TF_TYPE))
+            except cdr.ConversionError:
                 continue  # the runner counts it when it meets it; here it names no frame
             for parent, child, _, _, _ in transforms:
                 frames.update((parent, child))

@@ -6,7 +6,7 @@ import time
 from typing import Protocol
 
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.pipeline import build_model
 from kdbts_ros.runtime.runner import FrameRunner
 
@@ -127,7 +127,7 @@ class SoakHarness:
         # reliable publishers reach best-effort subscriptions too (the node's default input QoS)
         sensor = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.cameras = [(self.source.create_publisher(CameraInfo, info, sensor),
-                         self.source.create_publisher(CompressedImage if M.image_msgtype(img) == M.COMPRESSED_IMAGE
+                         self.source.create_publisher(CompressedImage if sensor_data.image_msgtype(img) == cdr.COMPRESSED_IMAGE
                                                       else Image, img, sensor))
                         for img, info in zip(cfg.topics.images, cfg.topics.camera_infos)]
         self.frames = frames
@@ -152,7 +152,7 @@ class SoakHarness:
     def _on_output(self, data: bytes) -> None:
         now = time.time_ns()
         if self.deliveries is not None:
-            self.deliveries.arrived(M.header_stamp_ns(data), now)
+            self.deliveries.arrived(cdr.header_stamp_ns(data), now)
 
     def publish(self, i: int, stamp: int) -> None:
         """Publish rig frame i with the given stamp (wall clock, increasing from frame to frame)."""

@@ -38,7 +38,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64
 from tf2_msgs.msg import TFMessage
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr
 from kdbts_ros.core.config import ConfigError, iter_params, PipelineConfig, read_yaml_mapping, set_param, set_params
 from kdbts_ros.core.model.checkpoint import CheckpointError
 from kdbts_ros.core.errors import EXIT_USER, classify
@@ -55,8 +55,8 @@ except ImportError:  # pragma: no cover - depends on the build
     DensityGrid = None
 
 _MSG_CLASSES = {"nav_msgs/msg/OccupancyGrid": OccupancyGrid, "sensor_msgs/msg/PointCloud2": PointCloud2,
-                M.IMAGE: Image, M.COMPRESSED_IMAGE: CompressedImage, "sensor_msgs/msg/CameraInfo": CameraInfo,
-                M.DENSITY_GRID: DensityGrid}
+                cdr.IMAGE: Image, cdr.COMPRESSED_IMAGE: CompressedImage, "sensor_msgs/msg/CameraInfo": CameraInfo,
+                cdr.DENSITY_GRID: DensityGrid}
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -180,8 +180,8 @@ class KdbtsNode(LifecycleNode):
         out_reliability = ReliabilityPolicy.RELIABLE if self.cfg.publish.reliable else ReliabilityPolicy.BEST_EFFORT
         out_qos = QoSProfile(depth=5, reliability=out_reliability)
         for topic, msgtype in ((t.occupancy, "nav_msgs/msg/OccupancyGrid"), (t.points, "sensor_msgs/msg/PointCloud2"),
-                               (t.depth, M.IMAGE), (t.depth_info, "sensor_msgs/msg/CameraInfo"),
-                               (t.density_grid, M.DENSITY_GRID)):
+                               (t.depth, cdr.IMAGE), (t.depth_info, "sensor_msgs/msg/CameraInfo"),
+                               (t.density_grid, cdr.DENSITY_GRID)):
             cls = _MSG_CLASSES[msgtype]
             if cls is None:
                 self.get_logger().warning(f"{msgtype} is not built; {topic} will not be published")
@@ -276,7 +276,7 @@ class KdbtsNode(LifecycleNode):
                 elif msgtype not in types:
                     problems.append(f"input {topic}: published as {', '.join(sorted(types))}, the node reads "
                                     f"{msgtype}" + ("; name the topic .../compressed for CompressedImage"
-                                                    if M.COMPRESSED_IMAGE in types else ""))
+                                                    if cdr.COMPRESSED_IMAGE in types else ""))
         return problems
 
     def _warn_missing_inputs(self) -> None:

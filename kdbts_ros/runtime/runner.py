@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from kdbts_ros.messages import convert as M
+from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.core.config import PipelineConfig, iter_params, set_param, set_params
 from kdbts_ros.core.pipeline import Frame, Outputs, Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
@@ -49,7 +49,7 @@ class _Camera:
 
     def __init__(self, index: int, image_topic: str, info_topic: str):
         self.index, self.image_topic, self.info_topic = index, image_topic, info_topic
-        self.msgtype = M.image_msgtype(image_topic)
+        self.msgtype = sensor_data.image_msgtype(image_topic)
         self.intrinsics: tuple[np.ndarray, int, int, str] | None = None
         self.format: tuple[str, int, int] | None = None
         self.waiting: deque[_Image] = deque()
@@ -135,8 +135,8 @@ class FrameRunner:
         """Take a camera's intrinsics from a CameraInfo (P for rectified images, else K)."""
         cam = self.cameras[camera]
         try:
-            info = M.camera_info_intrinsics(M.deserialize(data, "sensor_msgs/msg/CameraInfo"))
-        except M.ConversionError as exc:
+            info = sensor_data.camera_info_intrinsics(cdr.deserialize(data, "sensor_msgs/msg/CameraInfo"))
+        except cdr.ConversionError as exc:
             self._drop("bad_camera_info", f"{cam.info_topic}: {exc}")
             return
         with self._lock:  # step reads K and size as one
@@ -152,8 +152,8 @@ class FrameRunner:
     def on_tf(self, data: bytes, static: bool) -> None:
         """Add the transforms of a TFMessage; non-finite or non-rigid ones are counted and skipped."""
         try:
-            items = M.tf_transforms(M.deserialize(data, "tf2_msgs/msg/TFMessage"))
-        except M.ConversionError as exc:
+            items = sensor_data.tf_transforms(cdr.deserialize(data, "tf2_msgs/msg/TFMessage"))
+        except cdr.ConversionError as exc:
             self._drop("bad_tf", str(exc))
             return
         with self._lock:
@@ -182,11 +182,11 @@ class FrameRunner:
         """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""
         cam = self.cameras[camera]
         try:
-            msg = M.deserialize(data, cam.msgtype)
-        except M.ConversionError as exc:
+            msg = cdr.deserialize(data, cam.msgtype)
+        except cdr.ConversionError as exc:
             self._drop("bad_image", f"{cam.image_topic}: {exc}")
             return
-        stamp = M.stamp_ns(msg.header.stamp)
+        stamp = cdr.stamp_ns(msg.header.stamp)
         with self._lock:
             if cam.last_stamp_ns is not None and stamp < cam.last_stamp_ns:
                 self._time_jump(cam, stamp)
@@ -281,7 +281,7 @@ class FrameRunner:
             torch.cuda.empty_cache()
             return []
         t0 = time.perf_counter()
-        messages = [(topic, msgtype, M.serialize(msg)) for topic, msgtype, msg in M.output_messages(out, self.cfg.topics)]
+        messages = [(topic, msgtype, cdr.serialize(msg)) for topic, msgtype, msg in published.output_messages(out, self.cfg.topics)]
         out.timings = {"decode": sum(d.decode_s for d in decoded), **out.timings,
                        "messages": time.perf_counter() - t0}
         self.last = out
@@ -349,13 +349,13 @@ class FrameRunner:
         if img.rgb is None:
             t0 = time.perf_counter()
             try:
-                img.rgb = M.decode_image(img.msg, cam.msgtype)
-            except M.ConversionError as exc:
+                img.rgb = sensor_data.decode_image(img.msg, cam.msgtype)
+            except cdr.ConversionError as exc:
                 self._discard(cam, img, "bad_image", f"{cam.image_topic}: {exc}")
             img.decode_s = time.perf_counter() - t0
         rgb = img.rgb
         h, w = rgb.shape[:2]
-        fmt = (M.image_format(img.msg, cam.msgtype), w, h)
+        fmt = (sensor_data.image_format(img.msg, cam.msgtype), w, h)
         if cam.format is not None and fmt != cam.format:
             self._fault("image_format_changed", f"{cam.image_topic}: {cam.format[0]} {cam.format[1]}x"
                         f"{cam.format[2]} became {fmt[0]} {w}x{h}")
@@ -460,7 +460,7 @@ class FrameRunner:
         if self.last:
             values["grid_resolution_m"] = f"{self.last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget
             values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})
-        return M.serialize(M.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
+        return cdr.serialize(published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
                                          values))
 
 

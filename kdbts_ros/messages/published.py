@@ -1,0 +1,103 @@
+"""What the node publishes: depth image, point cloud, occupancy and density grids, diagnostics."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kdbts_ros.core.config import TopicsConfig
+from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.messages.cdr import DENSITY_GRID, IMAGE, header, msg_type, pose
+from kdbts_ros.messages.sensor_data import camera_info
+
+if TYPE_CHECKING:  # no torch for message conversion
+    from kdbts_ros.core.pipeline import Outputs
+
+
+def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> object:
+    """sensor_msgs/Image 32FC1 in metres (REP 118)."""
+    h, w = depth.shape
+    data = np.ascontiguousarray(depth, "<f4").view(np.uint8).reshape(-1)
+    return msg_type(IMAGE)(header=header(stamp, frame_id), height=h, width=w, encoding="32FC1", is_bigendian=0,
+                     step=4 * w, data=data)
+
+
+POINT_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("density", 12), ("rgb", 16))
+
+
+POINT_STEP = 20
+
+
+_FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
+
+
+
+def point_cloud(points: np.ndarray, density: np.ndarray, rgb: np.ndarray, stamp: int, frame_id: str) -> object:
+    """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, density and packed rgb (PCL layout)."""
+    n = len(points)
+    rec = np.zeros(n, dtype=np.dtype({"names": [f for f, _ in POINT_FIELDS],
+                                      "formats": ["<f4"] * 3 + ["<f4", "<u4"],
+                                      "offsets": [o for _, o in POINT_FIELDS], "itemsize": POINT_STEP}))
+    rec["x"], rec["y"], rec["z"] = points[:, 0], points[:, 1], points[:, 2]
+    rec["density"] = density
+    rgb = rgb.astype(np.uint32)
+    # RViz and PCL read rgb as a float32 field whose bytes are 0x00RRGGBB
+    rec["rgb"] = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    fields = [msg_type("sensor_msgs/msg/PointField")(name=f, offset=o, datatype=_FLOAT32, count=1)
+              for f, o in POINT_FIELDS]
+    return msg_type("sensor_msgs/msg/PointCloud2")(
+        header=header(stamp, frame_id), height=1, width=n, fields=fields, is_bigendian=False,
+        point_step=POINT_STEP, row_step=POINT_STEP * n, data=rec.view(np.uint8).reshape(-1), is_dense=True)
+
+
+
+def occupancy_grid(out: Outputs) -> object:
+    """nav_msgs/OccupancyGrid of the bird's-eye view, placed at the grid's lower corner."""
+    spec: GridSpec = out.spec
+    info = msg_type("nav_msgs/msg/MapMetaData")(
+        map_load_time=header(out.stamp_ns, "").stamp, resolution=float(spec.resolution),
+        width=spec.size_x, height=spec.size_y, origin=pose(out.T_out_cam @ spec.T_cam_grid()))
+    return msg_type("nav_msgs/msg/OccupancyGrid")(header=header(out.stamp_ns, out.out_frame), info=info,
+                                            data=out.occupancy.astype(np.int8).reshape(-1))
+
+
+
+def density_grid(out: Outputs) -> object:
+    """kdbts_ros/DensityGrid of the full 3D grid."""
+    spec = out.spec
+    return msg_type(DENSITY_GRID)(
+        header=header(out.stamp_ns, out.out_frame), origin=pose(out.T_out_cam @ spec.T_cam_grid()),
+        resolution=float(spec.resolution), resolution_z=float(spec.resolution_z), size_x=spec.size_x,
+        size_y=spec.size_y, size_z=spec.size_z, density=out.density.astype(np.float32).reshape(-1),
+        head=out.head, num_views=out.num_views)
+
+
+_LEVELS = {"OK": 0, "WARN": 1, "ERROR": 2, "STALE": 3}
+
+
+
+def diagnostics(stamp: int, name: str, hardware_id: str, level: str, message: str,
+                values: dict[str, object]) -> object:
+    """diagnostic_msgs/DiagnosticArray with one status."""
+    kv = [msg_type("diagnostic_msgs/msg/KeyValue")(key=k, value=str(v)) for k, v in values.items()]
+    status = msg_type("diagnostic_msgs/msg/DiagnosticStatus")(level=_LEVELS[level],
+                                                        name=name, message=message,
+                                                        hardware_id=hardware_id, values=kv)
+    return msg_type("diagnostic_msgs/msg/DiagnosticArray")(header=header(stamp, ""), status=[status])
+
+
+
+def output_messages(out: Outputs, topics: TopicsConfig) -> list[tuple[str, str, object]]:
+    """(topic, msgtype, message) of every output a processed frame produced."""
+    msgs: list[tuple[str, str, object]] = []
+    if out.occupancy is not None:
+        msgs.append((topics.occupancy, "nav_msgs/msg/OccupancyGrid", occupancy_grid(out)))
+        msgs.append((topics.density_grid, DENSITY_GRID, density_grid(out)))
+        msgs.append((topics.points, "sensor_msgs/msg/PointCloud2",
+                     point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame)))
+    if out.depth is not None:
+        h, w = out.depth.shape
+        msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
+        msgs.append((topics.depth_info, "sensor_msgs/msg/CameraInfo",
+                     camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)))
+    return msgs
