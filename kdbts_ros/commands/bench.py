@@ -1,0 +1,72 @@
+"""``kdbts bench``: per-stage latency, frames/s and peak memory of the node's per-frame path; JSON and Markdown."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kdbts_ros.commands.common import add_config_args, config, csv, write_report
+
+HELP = ("per-stage latency, frames/s and peak memory of the node's per-frame path (not a test: run it on a quiet "
+        "machine)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+    p.add_argument("--device", default="", help="comma-separated torch devices (default: cpu, and cuda when "
+                   "available)")
+    p.add_argument("--networks", default="resnet50,embedded",
+                   help="comma-separated: resnet50 (official network at 192x640, seeded random weights), embedded "
+                   "(the shipped KDBTS network), or checkpoint paths (default: resnet50,embedded)")
+    p.add_argument("--windows", default="1,2,4,8",
+                   help="comma-separated window sizes; 1 runs the SV head, more the MV head (default: 1,2,4,8)")
+    p.add_argument("--paths", default="fast", help="comma-separated: fast, reference (model.fast) (default: fast)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="compute dtype (default: float32)")
+    p.add_argument("--frames", type=int, default=20, help="frames of the input stream (default: 20)")
+    p.add_argument("--warmup", type=int, help="frames processed before timing starts (default: the window size)")
+    p.add_argument("--depth-scale", type=float,
+                   help="depth image size relative to the network input (default: 0.25 on CPU, 1 on CUDA)")
+    p.add_argument("--compile", action="store_true", help="set model.compile (torch.compile the encoder; CUDA "
+                   "graphs on CUDA); give --warmup for the compilation frames")
+    p.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
+                   help="go through the rclpy node and publish to subscribers (default: when rclpy and the "
+                   "kdbts_ros messages are importable)")
+    p.add_argument("--official", type=Path, metavar="PATH",
+                   help="a checkout of the official code (github.com/keonhee-han/KDBTS): per device and window of "
+                   "the resnet50 cases, also time its own forward pass (its encode of every window frame and its "
+                   "density query of the grid cell centres, fp32) on the same frames with the same weights, and "
+                   "report the largest difference of its densities from our reference path's (default: off)")
+    p.add_argument("--out", type=Path, default=Path("bench_out"),
+                   help="folder for bench.json and bench.md (default: bench_out)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time every case (device x network x path x window); the devices and publishing default to what is here."""
+    import torch
+
+    from kdbts_ros.bench import latency
+    from kdbts_ros.bench.official_forward import OfficialCodeError
+    from kdbts_ros.ros.harness import can_publish
+
+    if args.official is not None and "resnet50" not in csv(args.networks):
+        print("kdbts bench: --official runs beside the resnet50 network; add resnet50 to --networks", file=sys.stderr)
+        return 2
+    devices = csv(args.device) or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        print("kdbts bench: CUDA was asked for but torch sees no GPU", file=sys.stderr)
+        return 2
+    publish = args.publish
+    if publish is None:
+        publish = can_publish()
+    cases = [latency.Case(net, dev, path, int(w), args.dtype) for dev in devices for net in csv(args.networks)
+             for path in csv(args.paths) for w in csv(args.windows)]
+    base = config(args)
+    base.model.compile = base.model.compile or args.compile
+    try:
+        report = latency.run(base, cases, args.frames, args.warmup, args.depth_scale, publish, args.official)
+    except OfficialCodeError as exc:
+        print(f"kdbts bench: --official: {exc}", file=sys.stderr)
+        return 2
+    write_report(args.out, "bench", report, latency.markdown(report))
+    return 0

@@ -1,0 +1,130 @@
+"""``kdbts eval``: metrics of each checkpoint and head on held-out data, side by side.
+
+Synthetic data (``kdbts synth``): occupancy and depth against the scenes' exact geometry, plus
+the profiles figure. KITTI raw / odometry: depth against the projected velodyne. KITTI-360:
+that depth, and occupancy against aggregated scans (the BTS lidar protocol).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kdbts_ros.commands.common import add_dataset_args
+
+HELP = ("occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, every head side by side (real KITTI "
+        "data: depth against velodyne; KITTI-360 also occupancy against aggregated scans)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth), or a KITTI recording as "
+                                          "kdbts kitti2bag's SOURCE with --dataset")
+    p.add_argument("--dataset", choices=("synth", "raw", "odometry", "kitti360"), default="synth",
+                   help="synth: occupancy and depth against exact geometry; raw|odometry|kitti360: depth against "
+                        "the projected velodyne (Garg crop, 80 m cap), kitti360 also occupancy against "
+                        "aggregated scans (default: synth)")
+    add_dataset_args(p)
+    p.add_argument("--no-crop", action="store_true", help="real data: score the whole image, not the Garg crop")
+    p.add_argument("--occ-scans", type=int, default=20, metavar="J",
+                   help="kitti360: scans aggregated for occupancy ground truth; a frame needs a pose, J - 1 "
+                        "posed successors and a scan for each (default: 20, official)")
+    p.add_argument("--median-scaling", action="store_true",
+                   help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
+    p.add_argument("--priors", action="store_true",
+                   help="real data: also score image-free baselines, a constant 15 m depth and a flat road 1.65 m "
+                        "below the camera with a wall at 30 m (behind their surface counts as occupied)")
+    p.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
+                   help="checkpoints (files, or fetched names from 'kdbts weights list') to evaluate, each "
+                        "optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors KDBTS=kitti-360")
+    p.add_argument("--out", type=Path, default=Path("eval_out"),
+                   help="folder for results.md, results.json and profiles.png (default: eval_out)")
+    p.add_argument("--stride", type=int, default=8, help="evaluate every N-th frame of each sequence (default: 8)")
+    p.add_argument("--profile-frame", type=int, default=0, help="index of the evaluated frame shown in profiles.png")
+    p.add_argument("--device", default="auto", help="torch device (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load every checkpoint (LABEL=PATH, or PATH labelled by its stem) and score it on the chosen data."""
+    from kdbts_ros.core.model.checkpoint import load_checkpoint
+    from kdbts_ros.core.pipeline import pick_device
+
+    models, infos, paths = {}, {}, {}
+    for item in args.model:
+        label, sep, path = item.partition("=")
+        if not sep:
+            label, path = Path(item).stem, item
+        paths[label] = path
+        models[label], infos[label] = load_checkpoint(path)
+    device = pick_device(args.device)
+    if args.dataset == "synth":
+        return _synthetic(args, models, paths, device)
+    return _real(args, models, infos, paths, device)
+
+
+def _synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> int:
+    """Occupancy and depth against the procedural scenes' exact geometry, plus the profiles figure."""
+    from kdbts_ros.data.image_files import write_image
+    from kdbts_ros.evaluation.evaluate import EvalSettings, Evaluator, markdown_table, profile_strip, write_report
+
+    evaluator = Evaluator(args.data, EvalSettings(stride=args.stride))
+    results, profiles = {}, {}
+    for label, model in models.items():
+        for head in model.available_heads:
+            name = f"{label} ({head.upper()})"
+            results[name] = evaluator.run(model, head, device)
+            profiles[name] = evaluator.profile(model, head, args.profile_frame, device)
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+    meta = {"data": str(args.data), "frames": len(evaluator.frames), "stride": args.stride,
+            "models": paths}
+    md, js = write_report(args.out, results, meta)
+    strip = args.out / "profiles.png"
+    write_image(strip, profile_strip(evaluator, profiles, args.profile_frame))
+    print(markdown_table(results), end="")
+    print(f"wrote {md}, {js}, {strip}")
+    return 0
+
+
+def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
+    """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording;
+    on KITTI-360 also occupancy against aggregated scans (the BTS lidar protocol)."""
+    from kdbts_ros.core.pipeline import OFFICIAL_INPUT_SIZE
+    from kdbts_ros.data.datasets import load_recording
+    from kdbts_ros.evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
+    from kdbts_ros.evaluation.metrics import DEPTH_KEYS
+    from kdbts_ros.evaluation.priors import PRIORS
+    from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
+    from kdbts_ros.evaluation.real_occupancy import LidarOccupancySettings
+
+    rec = load_recording(args.dataset, args.data, args.calib, args.poses, args.sequence, args.cameras)
+    settings = RealDepthSettings(stride=args.stride, garg_crop=not args.no_crop, median_scaling=args.median_scaling)
+    occupancy = LidarOccupancySettings(scans=args.occ_scans) if args.dataset == "kitti360" else None
+    evaluator = RealDepthEvaluator(rec, settings, occupancy=occupancy)
+    occ = evaluator.occupancy
+    if occ is not None:
+        print(occ.message(len(evaluator.frames)), file=sys.stdout if occ.truth else sys.stderr)
+    keys = TABLE_KEYS if occ is not None and occ.truth else DEPTH_KEYS
+    results = {}
+    for label, model in models.items():
+        # the network sees each frame at its training size, as the node does by default
+        size = (int(infos[label].get("image_height", OFFICIAL_INPUT_SIZE[0])),
+                int(infos[label].get("image_width", OFFICIAL_INPUT_SIZE[1])))
+        heads = [h for h in model.available_heads if h == "sv" or len(rec.posed()) > 1]
+        for head in heads:
+            name = f"{label} ({head.upper()})"
+            results[name] = evaluator.run(model, head, size, device)
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+    for prior in PRIORS if args.priors else ():
+        results[prior.name] = evaluator.run_prior(prior)
+    meta = {"data": str(args.data), "dataset": args.dataset, "recording": rec.name,
+            "camera": rec.rig.cameras[0].name, "frames": len(evaluator.frames), "stride": args.stride,
+            "ground_truth": "projected velodyne, nearest return per pixel",
+            "crop": "none" if args.no_crop else "garg", "max_depth": settings.max_depth,
+            "median_scaling": args.median_scaling, "models": paths}
+    if occ is not None:
+        meta["occupancy"] = {"ground_truth": f"{occupancy.scans} aggregated velodyne scans (BTS lidar protocol), "
+                                             "visibility from the ground truth only",
+                             "scans": occupancy.scans, "frames": len(occ.truth), "skipped": dict(occ.skipped)}
+    md, js = write_report(args.out, results, meta, keys)
+    print(markdown_table(results, keys), end="")
+    print(f"wrote {md}, {js}")
+    return 0
