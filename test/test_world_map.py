@@ -247,3 +247,22 @@ def test_the_map_section_is_in_the_parameter_table_and_checked():
     with pytest.raises(ValueError, match="min_z must be below"):
         set_param(cfg, "map.min_z", 1.0)
     assert cfg == PipelineConfig()
+
+
+def test_the_map_messages_carry_the_grid_and_the_occupied_voxels():
+    from kdbts_ros.messages import cdr
+    from kdbts_ros.messages.published import map_points, occupancy_grid_map
+
+    m = WorldMap(CFG)
+    for n in range(5):
+        m.integrate(wall_density(), GRID, camera_at(0.0), 0.5, stamp_ns=n * 10**8)
+    grid = m.occupancy_2d()
+    msg = cdr.deserialize(cdr.serialize(occupancy_grid_map(grid, 123, "odom")), "nav_msgs/msg/OccupancyGrid")
+    assert msg.header.frame_id == "odom" and (msg.info.width, msg.info.height) == (200, 200)
+    assert msg.info.resolution == pytest.approx(0.2) and msg.info.origin.orientation.w == pytest.approx(1.0)
+    assert (msg.info.origin.position.x, msg.info.origin.position.y) == pytest.approx(grid.origin[:2])
+    assert np.array_equal(np.asarray(msg.data, np.int8), grid.data.reshape(-1))
+    points, prob = m.occupied_points()
+    cloud = cdr.deserialize(cdr.serialize(map_points(points, prob, 123, "odom")), "sensor_msgs/msg/PointCloud2")
+    xyz = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, 5)[:, :3]
+    assert cloud.width == len(points) == 400 and np.allclose(xyz, points, atol=1e-5)
