@@ -17,6 +17,8 @@ PYTHON = {"torch": ("python3-torch", "torch"), "numpy": ("python3-numpy", "numpy
           "scipy": ("python3-scipy", "scipy"), "cv2": ("python3-opencv", "opencv-python-headless"),
           "yaml": ("python3-yaml", "pyyaml"), "rosbags": ("python3-rosbags-pip", "rosbags"),
           "tqdm": ("python3-tqdm", "tqdm"), "safetensors": (None, "safetensors"),
+          # no rosdep key could be confirmed for open3d (apt has python3-open3d on some releases only)
+          "open3d": (None, "open3d"),
           "torch.utils.tensorboard": (None, "tensorboard"),
           # rosdep has no key for mcap itself; mcap-ros2-support depends on it
           "mcap": ("mcap-ros2-support", "mcap")}

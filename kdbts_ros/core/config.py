@@ -123,6 +123,10 @@ class TopicsConfig:
     depth_info: str = _f("/kdbts/depth/camera_info", "output CameraInfo matching the depth image")
     density_grid: str = _f("/kdbts/density_grid", "output kdbts_ros/DensityGrid")
     latency: str = _f("/kdbts/latency", "output std_msgs/Float64: seconds from the image stamp to the publish")
+    map: str = _f("/kdbts/map", "output nav_msgs/OccupancyGrid of the fused 2-D map (map.enabled), transient local "
+                  "so a late planner or RViz gets the last one")
+    map_points: str = _f("/kdbts/map_points", "output sensor_msgs/PointCloud2 of the fused map's occupied voxels "
+                         "(map.enabled)")
 
 
 @dataclass
@@ -147,6 +151,57 @@ class KeyframeConfig:
                       runtime=True)
     max_age: float = _f(1.0, "seconds after which a frame becomes a keyframe anyway (a standing vehicle)",
                         0.0, 3600.0, runtime=True)
+
+
+@dataclass
+class MapConfig:
+    """The fused world map: densities of every processed frame in a gravity-aligned rolling voxel window.
+
+    The fixed frame's z axis must point up (REP 103 odom/map): the window's layers and the 2-D
+    projection are horizontal in it. Occupancy is kept as clamped log-odds, as octomap does.
+    """
+
+    enabled: bool = _f(False, "fuse each processed frame's densities into the world map and publish it", runtime=True)
+    resolution: float = _f(0.2, "voxel edge of the world map, metres", 0.05, 5.0)
+    extent_xy: float = _f(80.0, "side of the square window kept around the vehicle, metres (rolling: cells left "
+                          "behind are forgotten, so memory is bounded on an endless drive)", 1.0, 2000.0)
+    extent_z: float = _f(8.0, "height of the window, metres, centred on the camera (rolling like extent_xy)",
+                         0.2, 200.0)
+    recentre_margin: float = _f(0.25, "the window re-centres on the camera once it is this share of the extent "
+                                "away from the centre", 0.0, 0.5)
+    prob_hit: float = _f(0.7, "occupancy probability of one occupied observation (octomap: 0.7)", 0.5, 0.999,
+                         runtime=True)
+    prob_miss: float = _f(0.4, "occupancy probability of one free observation (octomap: 0.4)", 0.001, 0.5,
+                          runtime=True)
+    clamp_min: float = _f(0.12, "lower probability clamp, so a free cell can turn occupied again (octomap: 0.1192)",
+                          0.001, 0.5, runtime=True)
+    clamp_max: float = _f(0.97, "upper probability clamp, so an occupied cell can clear again (octomap: 0.971)",
+                          0.5, 0.999, runtime=True)
+    decay_per_s: float = _f(0.05, "log-odds per second every cell moves back towards unknown (0: never), so what "
+                            "is no longer observed (a car that drove off out of view) fades", 0.0, 100.0,
+                            runtime=True)
+    max_range: float = _f(40.0, "depth fusion: rays longer than this free space up to it and mark no hit, metres",
+                          1.0, 1000.0, runtime=True)
+    min_z: float = _f(-1.3, "2-D map: bottom of the height band projected, metres relative to the camera "
+                      "(KITTI camera 1.65 m above the road: -1.3 leaves the road out)", -100.0, 100.0, runtime=True)
+    max_z: float = _f(0.5, "2-D map: top of the height band projected, metres relative to the camera",
+                      -100.0, 100.0, runtime=True)
+    publish_rate: float = _f(1.0, "Hz of the map OccupancyGrid and occupied-voxel PointCloud2 (0: never)",
+                             0.0, 100.0, runtime=True)
+    time_jump_rule: str = _f("reset", "a stamp earlier than the last one (a bag loop) or later by more than "
+                             "max_time_gap: reset clears the map first; keep fuses into it", choices=("reset", "keep"),
+                             runtime=True)
+    max_time_gap: float = _f(5.0, "seconds between frames beyond which time counts as having jumped", 0.0, 1e6,
+                             runtime=True)
+
+    def window_cells(self) -> tuple[int, int, int]:
+        """Window shape (z, y, x) in voxels."""
+        n_xy = max(1, int(round(self.extent_xy / self.resolution)))
+        return max(1, int(round(self.extent_z / self.resolution))), n_xy, n_xy
+
+
+# a world-map window beyond this many voxels (float32 each) is refused: 2^25 voxels = 128 MiB
+MAX_MAP_VOXELS = 1 << 25
 
 
 @dataclass
@@ -179,6 +234,7 @@ class PipelineConfig:
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
+    map: MapConfig = field(default_factory=MapConfig)
 
     def check(self) -> None:
         """Cross-field checks that single ranges cannot express; raises ValueError."""
@@ -189,6 +245,15 @@ class PipelineConfig:
         if nx * nz * g.height_levels > MAX_GRID_VOXELS:
             raise ValueError(f"grid: {nx} x {nz} x {g.height_levels} = {nx * nz * g.height_levels} voxels is more "
                              f"than {MAX_GRID_VOXELS}; coarsen grid.resolution or shrink the extent")
+        mp = self.map
+        nz, ny, nx = mp.window_cells()
+        if nz * ny * nx > MAX_MAP_VOXELS:
+            raise ValueError(f"map: {nx} x {ny} x {nz} = {nx * ny * nz} voxels is more than {MAX_MAP_VOXELS}; "
+                             "coarsen map.resolution or shrink map.extent_xy / extent_z")
+        if not (mp.clamp_min < mp.prob_miss < 0.5 < mp.prob_hit < mp.clamp_max):
+            raise ValueError("map: need clamp_min < prob_miss < 0.5 < prob_hit < clamp_max")
+        if mp.min_z >= mp.max_z:
+            raise ValueError("map.min_z must be below map.max_z")
         if self.model.z_near >= self.model.z_far:
             raise ValueError("model.z_near must be below model.z_far")
         if any(0 < size < 32 for size in (self.model.image_height, self.model.image_width)):

@@ -7,6 +7,7 @@ import numpy as np
 
 from kdbts_ros.core.config import TopicsConfig
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.world_map import Grid2D
 from kdbts_ros.messages.cdr import DENSITY_GRID, IMAGE, header, msg_type, pose
 from kdbts_ros.messages.sensor_data import camera_info
 
@@ -70,6 +71,32 @@ def density_grid(out: Outputs) -> object:
         resolution=float(spec.resolution), resolution_z=float(spec.resolution_z), size_x=spec.size_x,
         size_y=spec.size_y, size_z=spec.size_z, density=out.density.astype(np.float32).reshape(-1),
         head=out.head, num_views=out.num_views)
+
+
+def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> object:
+    """nav_msgs/OccupancyGrid of the fused 2-D map (:meth:`WorldMap.occupancy_2d`) in the fixed frame.
+
+    The origin is cell (0, 0)'s outer corner at the band's bottom, axes along the fixed frame's
+    (no rotation): nav2's map layout, row-major from the lowest y.
+    """
+    T = np.eye(4)
+    T[:3, 3] = grid.origin
+    h, w = grid.data.shape
+    info = msg_type("nav_msgs/msg/MapMetaData")(
+        map_load_time=header(stamp, "").stamp, resolution=float(grid.resolution), width=w, height=h, origin=pose(T))
+    return msg_type("nav_msgs/msg/OccupancyGrid")(header=header(stamp, frame_id), info=info,
+                                                data=grid.data.astype(np.int8).reshape(-1))
+
+
+def map_points(points: np.ndarray, probability: np.ndarray, stamp: int, frame_id: str) -> object:
+    """PointCloud2 of the fused map's occupied voxel centres (:meth:`WorldMap.occupied_points`).
+
+    The ``density`` field carries the occupancy probability; rgb shades by height (blue low, red high).
+    """
+    z = points[:, 2] if len(points) else np.zeros(0)
+    t = (z - z.min()) / max(float(np.ptp(z)), 1e-6) if len(z) else z
+    rgb = np.stack([255 * t, 64 * np.ones_like(t), 255 * (1 - t)], -1).astype(np.uint8)
+    return point_cloud(points, probability, rgb, stamp, frame_id)
 
 
 _LEVELS = {"OK": 0, "WARN": 1, "ERROR": 2, "STALE": 3}
