@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["kdbts_ros", "kdbts_ros.*"]),
     package_data={"kdbts_ros": ["weights/*.safetensors"]},
-    install_requires=["torch>=2.1", "numpy", "scipy", "opencv-python-headless", "rosbags>=0.10", "mcap>=1.0",
+    install_requires=["torch>=2.1", "numpy", "scipy", "opencv-python-headless", "rosbags>=0.10", "mcap>=1.0", "open3d",
                       "pyyaml", "safetensors", "tqdm", "tensorboard"],
     entry_points={"console_scripts": ["kdbts = kdbts_ros.commands.cli:main", "kdbts_node = kdbts_ros.ros.node:main"],
                   # the kdbts sub-commands, in --help order (kdbts_ros.commands.cli.COMMANDS)
@@ -43,6 +43,7 @@ setup(
                                          "kitti2bag = kdbts_ros.commands.kitti2bag",
                                          "replay = kdbts_ros.commands.replay",
                                          "eval = kdbts_ros.commands.eval",
+                                         "map-eval = kdbts_ros.commands.map_eval",
                                          "bench = kdbts_ros.commands.bench",
                                          "soak = kdbts_ros.commands.soak"]},
     cmdclass={"build_py": BuildPyWithMsgs},

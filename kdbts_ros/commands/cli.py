@@ -32,6 +32,7 @@ COMMANDS = {
     "kitti2bag": "kdbts_ros.commands.kitti2bag",
     "replay": "kdbts_ros.commands.replay",
     "eval": "kdbts_ros.commands.eval",
+    "map-eval": "kdbts_ros.commands.map_eval",
     "bench": "kdbts_ros.commands.bench",
     "soak": "kdbts_ros.commands.soak",
 }

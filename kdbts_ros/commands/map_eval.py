@@ -36,9 +36,3 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     (args.out / f"{rec.name}_results.json").write_text(text + "\n")
     return 0
-
-
-if __name__ == "__main__":  # until the lead registers it with kdbts: python -m kdbts_ros.commands.map_eval
-    p = argparse.ArgumentParser(description=HELP)
-    add_arguments(p)
-    raise SystemExit(run(p.parse_args()))
