@@ -273,6 +273,9 @@ def test_out_of_memory_skips_the_frame_and_halves_the_query_chunks(model, monkey
                         lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
     assert rig.frame(S, 0.0, cameras=1) == [] and runner.drops["cuda_oom"] == 1
     assert runner.cfg.model.query_memory_mb == 32 and runner.cfg.model.chunk_points == 262144 // 2
+    # made as parameter changes, which the node shows as its parameters' values
+    assert runner.take_own_changes() == [("model.query_memory_mb", 32), ("model.chunk_points", 262144 // 2)]
+    assert runner.take_own_changes() == []
     monkeypatch.setattr(runner.pipeline, "process", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     assert rig.frame(2 * S, 0.0, cameras=1) == [] and runner.drops["processing_error"] == 1
     monkeypatch.setattr(runner.pipeline, "process", real)

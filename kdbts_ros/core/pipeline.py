@@ -100,7 +100,7 @@ class Pipeline:
             raise ConfigError(f"{self.model_info.get('weights')}: {problem}")
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
-        self.window = FrameWindow(cfg.window_size)
+        self.window = FrameWindow(cfg.window_size, cfg.keyframe)
         self._compiled_encode = torch.compile(self.model.encode, dynamic=False,
                                               mode="reduce-overhead" if self.device.type == "cuda" else None) \
             if cfg.model.compile else None
@@ -185,12 +185,14 @@ class Pipeline:
         """Points per fast-path query chunk that fit the working-memory budget."""
         return max(1024, self.query_memory_mb() * 2**20 // folded.bytes_per_point(self.model, head, num_views))
 
-    def reduce_query_memory(self) -> str:
-        """Halve the query chunks after the device ran out of memory; says what they are now."""
-        m = self.cfg.model
-        m.query_memory_mb = max(16, self.query_memory_mb() // 2)
-        m.chunk_points = max(1024, m.chunk_points // 2)
-        return f"query memory now {m.query_memory_mb} MiB, reference chunks {m.chunk_points} points"
+    def smaller_query_memory(self) -> list[tuple[str, int]]:
+        """Parameter changes that halve the query chunks, proposed after the device ran out of memory.
+
+        The pipeline only proposes: whoever drives it applies them as parameter changes, so
+        that the configuration and the node's parameters keep showing the values in use.
+        """
+        return [("model.query_memory_mb", max(16, self.query_memory_mb() // 2)),
+                ("model.chunk_points", max(1024, self.cfg.model.chunk_points // 2))]
 
     def _sync(self) -> float:
         """Wall time after the device has finished its queued work (so stage timings are true on CUDA)."""
@@ -276,15 +278,14 @@ class Pipeline:
         return sigma, unseen
 
     def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True,
-                companions: Sequence[Frame] = (), keyframe: bool = True) -> Outputs:
+                companions: Sequence[Frame] = ()) -> Outputs:
         """Run one frame (and the other cameras' images of its rig frame) through the network; build outputs.
 
-        Every image is encoded once. With ``keyframe`` the images enter the sliding window
-        (the companions first, so the output camera's frame is the newest); otherwise they are
-        queried this once and forgotten.
+        Every image is encoded once. When the window takes the rig frame as a keyframe its
+        images stay for later frames; otherwise they are queried this once and forgotten.
         """
         with self.precision():
-            return self._process(frame, want_depth, want_grid, companions, keyframe)
+            return self._process(frame, want_depth, want_grid, companions)
 
     def encode(self, frame: Frame) -> WindowEntry:
         """The frame's window entry: features, intrinsics, pose and folded maps."""
@@ -301,17 +302,14 @@ class Pipeline:
                 self._planes([entry], h)
         return entry
 
-    def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame],
-                 keyframe: bool) -> Outputs:
+    def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame]) -> Outputs:
         t0 = time.perf_counter()
         cfg = self.cfg
         resized, image01, Kn = self.prepare(frame.image, frame.K)
         t1 = self._sync()
         entry = self._encode_prepared(frame, image01, Kn)
         group = [self.encode(c) for c in companions]
-        if keyframe:  # the output camera's frame last, so it is the newest in the window
-            for e in [*group, entry]:
-                self.window.push(e)
+        self.window.offer([*group, entry])
         head, entries, views, planes = self.views_for(entry, group)
         t2 = self._sync()
 

@@ -29,6 +29,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
+from rclpy.parameter import Parameter
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -250,6 +251,7 @@ class KdbtsNode(LifecycleNode):
         depth_outputs = ((t.depth, p.depth), (t.depth_info, p.depth))
         outputs = self.runner.step(self._now_ns(), want_grid=self._wanted(*grid_outputs),
                                    want_depth=self._wanted(*depth_outputs))
+        self._show_own_changes()
         if not outputs:
             return
         wanted = {topic for topic, on in grid_outputs + depth_outputs if on}
@@ -263,6 +265,12 @@ class KdbtsNode(LifecycleNode):
         self.runner.record_latency(latency)
         if p.latency:
             self.pubs[t.latency].publish(Float64(data=latency))
+
+    def _show_own_changes(self) -> None:
+        """Set the parameters the runner changed itself (after out of memory) so that they show the values in use."""
+        changes = self.runner.take_own_changes()
+        if changes:
+            self.set_parameters([Parameter(name, value=value) for name, value in changes])
 
     def input_problems(self) -> list[str]:
         """One line per input topic that no one publishes, or publishes with another message type."""

@@ -26,7 +26,6 @@ from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.core.config import PipelineConfig, iter_params, set_param, set_params
 from kdbts_ros.core.pipeline import Frame, Outputs, Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
-from kdbts_ros.core.window import KeyframeRule
 
 log = logging.getLogger("kdbts_ros")
 DIAGNOSTICS_PERIOD_NS = 1_000_000_000  # the node publishes diagnostics at 1 Hz
@@ -82,7 +81,7 @@ class _Dropped(Exception):
 
 
 class FrameRunner:
-    """Holds the cameras' waiting images, the TF buffer, the keyframe rule and the counters."""
+    """Holds the cameras' waiting images, the TF buffer and the counters; the pipeline's window picks keyframes."""
 
     def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None, tf: TfStore | None = None,
                  tf_name: str | None = None):
@@ -95,7 +94,6 @@ class FrameRunner:
                         enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))]
         self._image_topics = {c.image_topic: c.index for c in self.cameras}
         self._info_topics = {c.info_topic: c.index for c in self.cameras}
-        self.keyframes = KeyframeRule(cfg.keyframe)
         self.drops: Counter[str] = Counter()    # inputs lost, by reason
         self.faults: Counter[str] = Counter()   # problems worked around, nothing lost
         self._reported: Counter[str] = Counter()
@@ -113,6 +111,7 @@ class FrameRunner:
         self._param_lock = threading.Lock()
         self._next_cfg: PipelineConfig | None = None  # accepted run-time changes, applied between frames
         self._changed: set[str] = set()
+        self._own_changes: list[tuple[str, Any]] = []  # changes the runner made itself, for the node to show
 
     @property
     def pending(self) -> _Image | None:
@@ -232,8 +231,7 @@ class FrameRunner:
         self.apply_params()
         if self._clear_window:
             self._clear_window = False
-            self.pipeline.window.clear()
-            self.keyframes.reset()
+            self.pipeline.window.reset()
         try:
             return self._step(now_ns, want_grid, want_depth)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
@@ -272,12 +270,14 @@ class FrameRunner:
                     decoded.append(partner)
                 except _Dropped:
                     pass
-            keyframe = self.keyframes.is_keyframe(frame.stamp_ns, frame.T_fixed_cam)
         try:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
-                                        companions=companions, keyframe=keyframe)
+                                        companions=companions)
         except torch.OutOfMemoryError:
-            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}", ref)
+            memory, chunk = changes = self.pipeline.smaller_query_memory()
+            self.change_params(changes)
+            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, query memory now {memory[1]} MiB, "
+                       f"reference chunks {chunk[1]} points", ref)
             torch.cuda.empty_cache()
             return []
         t0 = time.perf_counter()
@@ -397,6 +397,19 @@ class FrameRunner:
             self._next_cfg = staged
             self._changed.update(name for name, _ in changes)
 
+    def change_params(self, changes: list[tuple[str, Any]]) -> None:
+        """Make run-time changes of the runner's own (between frames, at once) and keep them for :meth:`take_own_changes`."""
+        self.set_params(changes)
+        self.apply_params()
+        with self._param_lock:
+            self._own_changes.extend(changes)
+
+    def take_own_changes(self) -> list[tuple[str, Any]]:
+        """The parameter changes the runner made itself since the last call (the node sets its parameters to them)."""
+        with self._param_lock:
+            changes, self._own_changes = self._own_changes, []
+        return changes
+
     def apply_params(self) -> None:
         """Copy accepted parameter changes into the live config (whose parts the pipeline holds); between frames."""
         with self._param_lock:
@@ -447,7 +460,7 @@ class FrameRunner:
                                      "dropped_total": sum(self.drops.values()),
                                      "head": self.last.head if self.last else "",
                                      "num_views": self.last.num_views if self.last else 0,
-                                     "window_frames": len(self.pipeline.window.entries),
+                                     "window_frames": len(self.pipeline.window),
                                      "weights": self.pipeline.model_info.get("weights", ""),
                                      "device": str(self.pipeline.device),
                                      "tf_buffer": self.tf_name}
