@@ -282,6 +282,24 @@ def test_out_of_memory_skips_the_frame_and_halves_the_query_chunks(model, monkey
     assert rig.frame(3 * S, 0.0, cameras=1) and runner.processed == 1
 
 
+def test_outputs_nobody_wants_are_neither_computed_nor_serialized(model):
+    runner = _runner(model, 1)
+    rig = Rig(runner)
+    t = runner.cfg.topics
+    rig.pose(S, 0.0)
+    rig.info(0, S)
+    rig.image(0, S)
+    only_depth = runner.step(S, lambda: {t.depth})
+    assert [topic for topic, _, _ in only_depth] == [t.depth]
+    assert runner.last.occupancy is None and runner.last.depth is not None  # the grid was not queried
+    rig.pose(2 * S, 1.0)
+    rig.image(0, 2 * S)
+    assert runner.step(2 * S, set) == [] and runner.processed == 2  # processed, nothing wanted
+    assert runner.last.occupancy is None and runner.last.depth is None
+    assert [topic for topic, _, _ in rig.frame(3 * S, 2.0, cameras=1)] == \
+        [t.occupancy, t.density_grid, t.points, t.depth, t.depth_info]  # no choice: every output
+
+
 def test_run_time_parameters_are_validated_at_once_and_applied_between_frames(model):
     runner = _runner(model, 1)
     rig = Rig(runner)

@@ -52,7 +52,7 @@ class Outputs:
     depth_K: np.ndarray | None        # pixel intrinsics of the depth image
     head: str
     num_views: int
-    timings: dict[str, float] = field(default_factory=dict)
+    stage_times: dict[str, float] = field(default_factory=dict)  # seconds of resize, encode, grid and depth
 
 
 def pick_device(name: str) -> torch.device:

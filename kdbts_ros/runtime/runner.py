@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,6 +101,7 @@ class FrameRunner:
         self.processed = 0
         self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
+        self.timings: dict[str, float] = {}  # seconds per stage of the last processed frame
         self._tf_newest: int | None = None
         # the node's callbacks (images, camera_info, TF) run in other threads than step: the queues, the TF
         # buffer and the counters change only under this lock (re-entrant: _drop is called with it held);
@@ -225,15 +226,21 @@ class FrameRunner:
                 c.waiting.clear()
 
     # ------------------------------------------------------------ processing
-    def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
+    def step(self, now_ns: int, outputs: Callable[[], Collection[str]] | None = None
              ) -> list[tuple[str, str, bytes]]:
-        """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes)."""
+        """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes).
+
+        Run-time parameter changes are applied first, then ``outputs`` names the output topics
+        wanted (the node: those switched on that have a subscriber; None: every output). Outputs
+        not wanted are neither computed nor serialized.
+        """
         self.apply_params()
+        wanted = None if outputs is None else set(outputs())
         if self._clear_window:
             self._clear_window = False
             self.pipeline.window.reset()
         try:
-            return self._step(now_ns, want_grid, want_depth)
+            return self._step(now_ns, wanted)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
             ref = self.cameras[0]
             with self._lock:  # not retried: one failure, one count
@@ -242,7 +249,7 @@ class FrameRunner:
             self._drop("processing_error", f"{type(exc).__name__}: {exc}", ref)
             return []
 
-    def _step(self, now_ns: int, want_grid: bool, want_depth: bool) -> list[tuple[str, str, bytes]]:
+    def _step(self, now_ns: int, wanted: set[str] | None) -> list[tuple[str, str, bytes]]:
         # taken under the callbacks' lock: an image arriving between taking the pending one and removing it
         # would otherwise be lost uncounted (and a queue changing while iterated raises)
         with self._lock:
@@ -270,6 +277,7 @@ class FrameRunner:
                     decoded.append(partner)
                 except _Dropped:
                     pass
+        want_grid, want_depth = published.stages_wanted(self.cfg.topics, wanted)
         try:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
                                         companions=companions)
@@ -281,9 +289,11 @@ class FrameRunner:
             torch.cuda.empty_cache()
             return []
         t0 = time.perf_counter()
-        messages = [(topic, msgtype, cdr.serialize(msg)) for topic, msgtype, msg in published.output_messages(out, self.cfg.topics)]
-        out.timings = {"decode": sum(d.decode_s for d in decoded), **out.timings,
-                       "messages": time.perf_counter() - t0}
+        messages = [(topic, msgtype, cdr.serialize(msg))
+                    for topic, msgtype, msg in published.output_messages(out, self.cfg.topics, wanted)]
+        # the frame's stage times, composed once here (the node adds its publish time via published())
+        self.timings = {"decode": sum(d.decode_s for d in decoded), **out.stage_times,
+                        "messages": time.perf_counter() - t0}
         self.last = out
         self.processed += 1
         return messages
@@ -372,9 +382,10 @@ class FrameRunner:
         self._drop(reason, message, cam)
         raise _Dropped
 
-    def record_latency(self, seconds: float) -> None:
-        """Keep the publish-minus-stamp latency of recent frames."""
-        self.latencies.append(seconds)
+    def published(self, publish_s: float, latency_s: float) -> None:
+        """The node published the last frame: its publish time and publish-minus-stamp latency."""
+        self.timings["publish"] = publish_s
+        self.latencies.append(latency_s)
 
     def set_param(self, name: str, value: Any) -> None:
         """Accept a run-time parameter change after validating it; raises ValueError with the reason.
@@ -472,7 +483,7 @@ class FrameRunner:
         values.update(sorted(counts.items()))
         if self.last:
             values["grid_resolution_m"] = f"{self.last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget
-            values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})
+            values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.timings.items()})
         return cdr.serialize(published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
                                          values))
 
