@@ -16,10 +16,10 @@ from kdbts_ros.core import geometry
 from kdbts_ros.core.camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
 from kdbts_ros.core.grid_budget import GridBudget
 from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
+from kdbts_ros.core.inference import ray_depth, views_of
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import Architecture, DensityField, Views
-from kdbts_ros.core.model.render import RayDensity, along_rays, render_depth
 from kdbts_ros.core.window import FrameWindow, WindowEntry
 
 
@@ -148,9 +148,8 @@ class Pipeline:
         entries = [current] + (others if use_mv else [])
         # view 0 is the query frame itself: exactly the identity (the ray path relies on it)
         w2c = [np.eye(4)] + [geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam for e in entries[1:]]
-        views = Views(torch.stack([e.features for e in entries])[None],
-                      torch.stack([e.Kn for e in entries])[None],
-                      torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
+        views = views_of(torch.stack([e.features for e in entries]), torch.stack([e.Kn for e in entries]),
+                         torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device))
         return ("mv" if use_mv else "sv"), entries, views
 
     def _sees_grid(self, entry: WindowEntry, current: WindowEntry, centres: np.ndarray) -> bool:
@@ -236,16 +235,9 @@ class Pipeline:
         w = max(1, int(round(W * scale)))
         dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
-        fn: RayDensity
-        if planes is None:
-            fn, chunk = along_rays(self.model.point_density(views, head)), cfg.model.chunk_points
-        else:
-            Kn_v, w2c = views.Kn[0], views.w2c[0]
-            fn = lambda d, t: folded.ray_density(self.model, d, t, planes, Kn_v, w2c, head,  # noqa: E731
-                                                 shared_depths=gen is None)
-            chunk = self.fast_chunk(head, len(planes))
-        depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
-                             chunk, gen).float().cpu().numpy().reshape(h, w)
+        chunk = cfg.model.chunk_points if planes is None else self.fast_chunk(head, len(planes))
+        depth = ray_depth(self.model, views, head, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
+                          chunk, gen, planes).float().cpu().numpy().reshape(h, w)
         return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
 
     def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
