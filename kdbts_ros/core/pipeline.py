@@ -19,7 +19,7 @@ from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
 from kdbts_ros.core.inference import ray_depth, views_of
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
-from kdbts_ros.core.model.network import Architecture, DensityField, Views
+from kdbts_ros.core.model.network import DensityField, Views, architecture_of
 from kdbts_ros.core.window import FrameWindow, WindowEntry
 
 
@@ -77,8 +77,7 @@ def build_model(cfg: PipelineConfig) -> tuple[DensityField, dict]:
     """Load the configured checkpoint (empty: the embedded one), or seeded random weights for 'random'."""
     m = cfg.model
     if m.checkpoint == "random":
-        arch = Architecture(m.backbone, m.feature_dim, 64, m.mv_hidden, m.mv_feature_dim, m.z_near, m.z_far)
-        return random_model(arch, m.seed), {"weights": f"random (seed {m.seed})"}
+        return random_model(architecture_of(m), m.seed), {"weights": f"random (seed {m.seed})"}
     path = m.checkpoint or EMBEDDED_CHECKPOINT
     model, info = load_checkpoint(path)
     return model, {"weights": str(path), **info}
