@@ -474,6 +474,10 @@ def test_cuda_out_of_memory_skips_the_frame_and_halves_the_query_memory(system, 
         s.wait_drop("cuda_oom", drops)
     assert s.published(stamp) is None
     assert s.node.cfg.model.query_memory_mb == memory // 2
+    deadline = time.monotonic() + 5.0  # the inference thread sets the parameter just after the step
+    while s.node.get_parameter("model.query_memory_mb").value != memory // 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.node.get_parameter("model.query_memory_mb").value == memory // 2
     assert any("CUDA out of memory; frame skipped, query memory now" in r.getMessage() for r in caplog.records)
     s.fresh_frame()
     assert len(calls) == 2

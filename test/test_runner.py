@@ -273,10 +273,31 @@ def test_out_of_memory_skips_the_frame_and_halves_the_query_chunks(model, monkey
                         lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
     assert rig.frame(S, 0.0, cameras=1) == [] and runner.drops["cuda_oom"] == 1
     assert runner.cfg.model.query_memory_mb == 32 and runner.cfg.model.chunk_points == 262144 // 2
+    # made as parameter changes, which the node shows as its parameters' values
+    assert runner.take_own_changes() == [("model.query_memory_mb", 32), ("model.chunk_points", 262144 // 2)]
+    assert runner.take_own_changes() == []
     monkeypatch.setattr(runner.pipeline, "process", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     assert rig.frame(2 * S, 0.0, cameras=1) == [] and runner.drops["processing_error"] == 1
     monkeypatch.setattr(runner.pipeline, "process", real)
     assert rig.frame(3 * S, 0.0, cameras=1) and runner.processed == 1
+
+
+def test_outputs_nobody_wants_are_neither_computed_nor_serialized(model):
+    runner = _runner(model, 1)
+    rig = Rig(runner)
+    t = runner.cfg.topics
+    rig.pose(S, 0.0)
+    rig.info(0, S)
+    rig.image(0, S)
+    only_depth = runner.step(S, lambda: {t.depth})
+    assert [topic for topic, _, _ in only_depth] == [t.depth]
+    assert runner.last.occupancy is None and runner.last.depth is not None  # the grid was not queried
+    rig.pose(2 * S, 1.0)
+    rig.image(0, 2 * S)
+    assert runner.step(2 * S, set) == [] and runner.processed == 2  # processed, nothing wanted
+    assert runner.last.occupancy is None and runner.last.depth is None
+    assert [topic for topic, _, _ in rig.frame(3 * S, 2.0, cameras=1)] == \
+        [t.occupancy, t.density_grid, t.points, t.depth, t.depth_info]  # no choice: every output
 
 
 def test_run_time_parameters_are_validated_at_once_and_applied_between_frames(model):

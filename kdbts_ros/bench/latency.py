@@ -156,7 +156,7 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
             if runner.processed > before:
                 if before >= warmup:
                     e2e.append(time.perf_counter() - t0)
-                    samples.append(dict(runner.last.timings))
+                    samples.append(dict(runner.timings))
         if not samples:
             raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
         last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.images[0])

@@ -45,7 +45,7 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, obj
     # the demo camera is level (DEMO_CAMERA): the profile needs no pitch
     write_image(files["figure_png"], figure(runner.pipeline, seq.images[-1], seq.K).picture)
     return {"files": files, "messages": bag.counts, "frames": runner.processed, "drops": dict(runner.drops),
-            "head": last.head, "weights": runner.pipeline.model_info.get("weights"), "timings": last.timings}
+            "head": last.head, "weights": runner.pipeline.model_info.get("weights"), "timings": runner.timings}
 
 
 # the ``kdbts demo`` sub-command

@@ -32,21 +32,39 @@ def _f(default: Any, description: str, lo: float | None = None, hi: float | None
     return field(default=default, metadata=meta)
 
 
+# The network-shape fields, written once: the node's ModelConfig and training's TrainModelConfig
+# declare them with shape_field (training's defaults are a smaller network for CPU training).
+BACKBONE_CHOICES = ("resnet18", "resnet34", "resnet50", "resnet18_half")  # core.model.resnet.BACKBONES
+_SHAPE = {
+    "backbone": ("ResNet encoder", None, None, BACKBONE_CHOICES),
+    "feature_dim": ("channels of the pixel-aligned feature map (d_out)", 8, 256, None),
+    "mv_hidden": ("hidden width of the multi-view head's per-view MLP", 8, 1024, None),
+    "mv_feature_dim": ("per-view feature width fused by the multi-view head", 4, 256, None),
+    "z_near": ("near plane of the positional code and rendering, metres", 0.1, 100.0, None),
+    "z_far": ("far plane of the positional code and rendering, metres", 1.0, 1000.0, None),
+}
+
+
+def shape_field(name: str, default: Any, note: str = "") -> Any:
+    """The dataclass field of network-shape setting ``name`` with its default (``note`` is appended to its text)."""
+    description, lo, hi, choices = _SHAPE[name]
+    return _f(default, description + note, lo, hi, choices)
+
+
 @dataclass
 class ModelConfig:
     """The density network and its input resolution."""
 
-    backbone: str = _f("resnet50", "ResNet encoder of random weights (checkpoint: random)",
-                       choices=("resnet18", "resnet34", "resnet50", "resnet18_half"))
+    backbone: str = shape_field("backbone", "resnet50", " of random weights (checkpoint: random)")
     image_height: int = _f(0, "network input height in pixels; 0: the checkpoint's training height "
                            "(official and random weights: 192)", 0, 1024)
     image_width: int = _f(0, "network input width in pixels; 0: the checkpoint's training width "
                           "(official and random weights: 640)", 0, 2048)
-    feature_dim: int = _f(64, "channels of the pixel-aligned feature map (d_out)", 8, 256)
-    mv_hidden: int = _f(128, "hidden width of the multi-view head's per-view MLP", 8, 1024)
-    mv_feature_dim: int = _f(16, "per-view feature width fused by the multi-view head", 4, 256)
-    z_near: float = _f(3.0, "near plane of the positional code and rendering, metres", 0.1, 100.0)
-    z_far: float = _f(80.0, "far plane of the positional code and rendering, metres", 1.0, 1000.0)
+    feature_dim: int = shape_field("feature_dim", 64)
+    mv_hidden: int = shape_field("mv_hidden", 128)
+    mv_feature_dim: int = shape_field("mv_feature_dim", 16)
+    z_near: float = shape_field("z_near", 3.0)
+    z_far: float = shape_field("z_far", 80.0)
     checkpoint: str = _f("", "project checkpoint (.safetensors), or the name of fetched official weights "
                          "(kdbts weights list, e.g. kitti-360); empty: the embedded KDBTS network trained on "
                          "the procedural benchmark; random: seeded random weights of backbone and widths")

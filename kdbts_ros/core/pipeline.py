@@ -16,10 +16,10 @@ from kdbts_ros.core import geometry
 from kdbts_ros.core.camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
 from kdbts_ros.core.grid_budget import GridBudget
 from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
+from kdbts_ros.core.inference import ray_depth, views_of
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
-from kdbts_ros.core.model.network import Architecture, DensityField, Views
-from kdbts_ros.core.model.render import RayDensity, along_rays, render_depth
+from kdbts_ros.core.model.network import DensityField, Views, architecture_of
 from kdbts_ros.core.window import FrameWindow, WindowEntry
 
 
@@ -52,7 +52,7 @@ class Outputs:
     depth_K: np.ndarray | None        # pixel intrinsics of the depth image
     head: str
     num_views: int
-    timings: dict[str, float] = field(default_factory=dict)
+    stage_times: dict[str, float] = field(default_factory=dict)  # seconds of resize, encode, grid and depth
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,8 +77,7 @@ def build_model(cfg: PipelineConfig) -> tuple[DensityField, dict]:
     """Load the configured checkpoint (empty: the embedded one), or seeded random weights for 'random'."""
     m = cfg.model
     if m.checkpoint == "random":
-        arch = Architecture(m.backbone, m.feature_dim, 64, m.mv_hidden, m.mv_feature_dim, m.z_near, m.z_far)
-        return random_model(arch, m.seed), {"weights": f"random (seed {m.seed})"}
+        return random_model(architecture_of(m), m.seed), {"weights": f"random (seed {m.seed})"}
     path = m.checkpoint or EMBEDDED_CHECKPOINT
     model, info = load_checkpoint(path)
     return model, {"weights": str(path), **info}
@@ -100,7 +99,7 @@ class Pipeline:
             raise ConfigError(f"{self.model_info.get('weights')}: {problem}")
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
-        self.window = FrameWindow(cfg.window_size)
+        self.window = FrameWindow(cfg.window_size, cfg.keyframe)
         self._compiled_encode = torch.compile(self.model.encode, dynamic=False,
                                               mode="reduce-overhead" if self.device.type == "cuda" else None) \
             if cfg.model.compile else None
@@ -148,9 +147,8 @@ class Pipeline:
         entries = [current] + (others if use_mv else [])
         # view 0 is the query frame itself: exactly the identity (the ray path relies on it)
         w2c = [np.eye(4)] + [geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam for e in entries[1:]]
-        views = Views(torch.stack([e.features for e in entries])[None],
-                      torch.stack([e.Kn for e in entries])[None],
-                      torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device)[None])
+        views = views_of(torch.stack([e.features for e in entries]), torch.stack([e.Kn for e in entries]),
+                         torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device))
         return ("mv" if use_mv else "sv"), entries, views
 
     def _sees_grid(self, entry: WindowEntry, current: WindowEntry, centres: np.ndarray) -> bool:
@@ -185,12 +183,14 @@ class Pipeline:
         """Points per fast-path query chunk that fit the working-memory budget."""
         return max(1024, self.query_memory_mb() * 2**20 // folded.bytes_per_point(self.model, head, num_views))
 
-    def reduce_query_memory(self) -> str:
-        """Halve the query chunks after the device ran out of memory; says what they are now."""
-        m = self.cfg.model
-        m.query_memory_mb = max(16, self.query_memory_mb() // 2)
-        m.chunk_points = max(1024, m.chunk_points // 2)
-        return f"query memory now {m.query_memory_mb} MiB, reference chunks {m.chunk_points} points"
+    def smaller_query_memory(self) -> list[tuple[str, int]]:
+        """Parameter changes that halve the query chunks, proposed after the device ran out of memory.
+
+        The pipeline only proposes: whoever drives it applies them as parameter changes, so
+        that the configuration and the node's parameters keep showing the values in use.
+        """
+        return [("model.query_memory_mb", max(16, self.query_memory_mb() // 2)),
+                ("model.chunk_points", max(1024, self.cfg.model.chunk_points // 2))]
 
     def _sync(self) -> float:
         """Wall time after the device has finished its queued work (so stage timings are true on CUDA)."""
@@ -234,16 +234,9 @@ class Pipeline:
         w = max(1, int(round(W * scale)))
         dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
-        fn: RayDensity
-        if planes is None:
-            fn, chunk = along_rays(self.model.point_density(views, head)), cfg.model.chunk_points
-        else:
-            Kn_v, w2c = views.Kn[0], views.w2c[0]
-            fn = lambda d, t: folded.ray_density(self.model, d, t, planes, Kn_v, w2c, head,  # noqa: E731
-                                                 shared_depths=gen is None)
-            chunk = self.fast_chunk(head, len(planes))
-        depth = render_depth(fn, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
-                             chunk, gen).float().cpu().numpy().reshape(h, w)
+        chunk = cfg.model.chunk_points if planes is None else self.fast_chunk(head, len(planes))
+        depth = ray_depth(self.model, views, head, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
+                          chunk, gen, planes).float().cpu().numpy().reshape(h, w)
         return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
 
     def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -276,15 +269,14 @@ class Pipeline:
         return sigma, unseen
 
     def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True,
-                companions: Sequence[Frame] = (), keyframe: bool = True) -> Outputs:
+                companions: Sequence[Frame] = ()) -> Outputs:
         """Run one frame (and the other cameras' images of its rig frame) through the network; build outputs.
 
-        Every image is encoded once. With ``keyframe`` the images enter the sliding window
-        (the companions first, so the output camera's frame is the newest); otherwise they are
-        queried this once and forgotten.
+        Every image is encoded once. When the window takes the rig frame as a keyframe its
+        images stay for later frames; otherwise they are queried this once and forgotten.
         """
         with self.precision():
-            return self._process(frame, want_depth, want_grid, companions, keyframe)
+            return self._process(frame, want_depth, want_grid, companions)
 
     def encode(self, frame: Frame) -> WindowEntry:
         """The frame's window entry: features, intrinsics, pose and folded maps."""
@@ -301,17 +293,14 @@ class Pipeline:
                 self._planes([entry], h)
         return entry
 
-    def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame],
-                 keyframe: bool) -> Outputs:
+    def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame]) -> Outputs:
         t0 = time.perf_counter()
         cfg = self.cfg
         resized, image01, Kn = self.prepare(frame.image, frame.K)
         t1 = self._sync()
         entry = self._encode_prepared(frame, image01, Kn)
         group = [self.encode(c) for c in companions]
-        if keyframe:  # the output camera's frame last, so it is the newest in the window
-            for e in [*group, entry]:
-                self.window.push(e)
+        self.window.offer([*group, entry])
         head, entries, views, planes = self.views_for(entry, group)
         t2 = self._sync()
 

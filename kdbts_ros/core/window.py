@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,24 +25,45 @@ class WindowEntry:
 
 
 class FrameWindow:
-    """The last ``size`` keyframe images; cleared when time runs backwards (a bag that loops)."""
+    """The last ``size`` keyframe images and the rule that chooses them; restarts when time runs backwards.
 
-    def __init__(self, size: int):
+    The one owner of both: :meth:`offer` decides whether a rig frame is a keyframe and
+    keeps its images if so, :meth:`reset` forgets images and the rule's last keyframe.
+    """
+
+    def __init__(self, size: int, keyframe: KeyframeConfig):
         self.entries: deque[WindowEntry] = deque(maxlen=size)
+        self.rule = KeyframeRule(keyframe)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def offer(self, entries: Sequence[WindowEntry]) -> bool:
+        """Keep a rig frame's images (the output camera's last, so it is the newest) when it is a keyframe.
+
+        The last entry's stamp and pose decide (:class:`KeyframeRule`); returns whether it was kept.
+        """
+        ref = entries[-1]
+        if not self.rule.is_keyframe(ref.stamp_ns, ref.T_fixed_cam):
+            return False
+        for e in entries:
+            self.push(e)
+        return True
 
     def push(self, entry: WindowEntry) -> None:
-        """Add the newest frame; older frames fall out when the window is full."""
+        """Add the newest frame whatever the rule says; older frames fall out when the window is full."""
         if self.entries and entry.stamp_ns < self.entries[-1].stamp_ns - _SAME_RIG_FRAME_NS:
-            self.entries.clear()
+            self.entries.clear()  # time went back (a looping bag) with no reset from the caller
         self.entries.append(entry)
 
     def resize(self, size: int) -> None:
         """Keep the newest ``size`` frames."""
         self.entries = deque(self.entries, maxlen=size)
 
-    def clear(self) -> None:
-        """Forget every frame (time went backwards)."""
+    def reset(self) -> None:
+        """Forget every frame and the last keyframe (time went backwards): the next posed frame is a keyframe."""
         self.entries.clear()
+        self.rule.reset()
 
     def posed(self) -> list[WindowEntry]:
         """Frames with a pose, newest first."""

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from kdbts_ros.core.camera import project
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.model.render import along_rays, render_depth
+from kdbts_ros.core.inference import encode_views, ray_depth
 from kdbts_ros.data.synth_folder import SynthFolder
 from kdbts_ros.runtime.pictures import profile_picture, query_profile
 from kdbts_ros.training.objective import pixel_rays
@@ -69,9 +69,8 @@ class Evaluator:
     def views(self, model: DensityField, sample: dict[str, torch.Tensor], head: str, device: torch.device) -> Views:
         """Encoded frames a head reads: frame 0 for 'sv', the stereo pair at t and t+1 for 'mv'."""
         ids = [0] if head == "sv" else MV_FRAMES
-        feats = model.encode(sample["images"][ids].to(device))
-        w2c = torch.linalg.inv(sample["T_ref"][ids]).to(device)
-        return Views(feats[None], sample["Kn"][ids][None].to(device), w2c[None])
+        return encode_views(model, sample["images"][ids].to(device), sample["Kn"][ids].to(device),
+                            torch.linalg.inv(sample["T_ref"][ids]).to(device))
 
     @torch.inference_mode()
     def run(self, model: DensityField, head: str, device: torch.device | str = "cpu",
@@ -92,8 +91,8 @@ class Evaluator:
             rec = occupancy_metrics(sigma[0].cpu().numpy() > s.occupied_density, occupied, visible)
             dirs = pixel_rays(rows, cols, sample["Kn"][0], H, W).reshape(-1, 3).to(device)
             gen.manual_seed(s.seed)
-            fn = along_rays(model.point_density(views, head))
-            pred = render_depth(fn, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
+            pred = ray_depth(model, views, head, dirs, s.samples, model.arch.z_near, model.arch.z_far,
+                             s.chunk_points, gen)
             rec.update(depth_metrics(depth_gt[rows, cols], pred.cpu().numpy().reshape(rows.shape), max_depth=s.max_depth))
             records.append(rec)
         return frame_means(records, OCCUPANCY_KEYS + DEPTH_KEYS) | {"frames": len(records)}

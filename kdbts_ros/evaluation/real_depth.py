@@ -21,7 +21,7 @@ from tqdm import tqdm
 from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core import geometry
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.model.render import along_rays, render_depth
+from kdbts_ros.core.inference import encode_views, ray_depth
 from kdbts_ros.data.records import DatasetError, FrameRecord, Recording, read_velodyne
 from kdbts_ros.training.objective import pixel_rays
 from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
@@ -129,8 +129,7 @@ class RealDepthEvaluator:
             w2c.append(geometry.invert(f.T_world_cam(c)) @ T_ref if head == "mv" else np.eye(4))
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
         Kn_t = torch.as_tensor(np.stack(Kn), dtype=torch.float32, device=device)
-        views = Views(model.encode(x)[None], Kn_t[None],
-                      torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device)[None])
+        views = encode_views(model, x, Kn_t, torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device))
         return views, Kn_t[0]
 
     @torch.inference_mode()
@@ -154,11 +153,10 @@ class RealDepthEvaluator:
             v, Kn = views(k)
             dirs = pixel_rays(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn,
                               c.height, c.width)
-            unit = dirs / dirs.norm(dim=-1, keepdim=True)
             gen.manual_seed(s.seed)
-            fn = along_rays(model.point_density(v, head))
-            distance = render_depth(fn, unit, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen)
-            return (distance * unit[:, 2]).cpu().numpy().astype(np.float64)
+            z = ray_depth(model, v, head, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen,
+                          unit_rays=True)
+            return z.cpu().numpy().astype(np.float64)
 
         def occupancy(k: int) -> dict[str, float]:
             return self.occupancy.score(model, views(k)[0], head, self.frames[k], s.chunk_points)

@@ -1,6 +1,7 @@
 """What the node publishes: depth image, point cloud, occupancy and density grids, diagnostics."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,17 +115,39 @@ def diagnostics(stamp: int, name: str, hardware_id: str, level: str, message: st
 
 
 
-def output_messages(out: Outputs, topics: TopicsConfig) -> list[tuple[str, str, object]]:
-    """(topic, msgtype, message) of every output a processed frame produced."""
+# the outputs made from the grid and from the depth render, as TopicsConfig fields
+GRID_OUTPUTS = ("occupancy", "density_grid", "points")
+DEPTH_OUTPUTS = ("depth", "depth_info")
+
+
+def stages_wanted(topics: TopicsConfig, wanted: Collection[str] | None = None) -> tuple[bool, bool]:
+    """Whether the grid and the depth image are needed for the ``wanted`` output topics (None: all of them)."""
+    if wanted is None:
+        return True, True
+    return (any(getattr(topics, name) in wanted for name in GRID_OUTPUTS),
+            any(getattr(topics, name) in wanted for name in DEPTH_OUTPUTS))
+
+
+def output_messages(out: Outputs, topics: TopicsConfig,
+                    wanted: Collection[str] | None = None) -> list[tuple[str, str, object]]:
+    """(topic, msgtype, message) of the ``wanted`` outputs (None: every one) a processed frame produced."""
+    def want(topic: str) -> bool:
+        return wanted is None or topic in wanted
+
     msgs: list[tuple[str, str, object]] = []
     if out.occupancy is not None:
-        msgs.append((topics.occupancy, "nav_msgs/msg/OccupancyGrid", occupancy_grid(out)))
-        msgs.append((topics.density_grid, DENSITY_GRID, density_grid(out)))
-        msgs.append((topics.points, "sensor_msgs/msg/PointCloud2",
-                     point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame)))
+        if want(topics.occupancy):
+            msgs.append((topics.occupancy, "nav_msgs/msg/OccupancyGrid", occupancy_grid(out)))
+        if want(topics.density_grid):
+            msgs.append((topics.density_grid, DENSITY_GRID, density_grid(out)))
+        if want(topics.points):
+            msgs.append((topics.points, "sensor_msgs/msg/PointCloud2",
+                         point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame)))
     if out.depth is not None:
         h, w = out.depth.shape
-        msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
-        msgs.append((topics.depth_info, "sensor_msgs/msg/CameraInfo",
-                     camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)))
+        if want(topics.depth):
+            msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
+        if want(topics.depth_info):
+            msgs.append((topics.depth_info, "sensor_msgs/msg/CameraInfo",
+                         camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)))
     return msgs

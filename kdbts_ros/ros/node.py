@@ -29,6 +29,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
+from rclpy.parameter import Parameter
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -232,10 +233,13 @@ class KdbtsNode(LifecycleNode):
             self._worker.join(timeout=60.0)
         self._worker = None
 
-    def _wanted(self, *outputs: tuple[str, bool]) -> bool:
-        """Whether any of the (topic, toggle) outputs is switched on and has a subscriber."""
-        return any(on and topic in self.pubs and self.pubs[topic].get_subscription_count() > 0
-                   for topic, on in outputs)
+    def _wanted(self) -> set[str]:
+        """The output topics switched on that have a subscriber (asked after run-time changes are applied)."""
+        t, p = self.cfg.topics, self.cfg.publish
+        outputs = ((t.occupancy, p.occupancy), (t.points, p.points), (t.density_grid, p.density_grid),
+                   (t.depth, p.depth), (t.depth_info, p.depth))
+        return {topic for topic, on in outputs
+                if on and topic in self.pubs and self.pubs[topic].get_subscription_count() > 0}
 
     def step(self) -> None:
         """Process the pending frame and publish what is wanted (the inference thread's work)."""
@@ -244,25 +248,24 @@ class KdbtsNode(LifecycleNode):
                 self._step()
 
     def _step(self) -> None:
-        self.runner.apply_params()  # so that publish toggles set with other changes take effect with them
-        t, p = self.cfg.topics, self.cfg.publish
-        grid_outputs = ((t.occupancy, p.occupancy), (t.points, p.points), (t.density_grid, p.density_grid))
-        depth_outputs = ((t.depth, p.depth), (t.depth_info, p.depth))
-        outputs = self.runner.step(self._now_ns(), want_grid=self._wanted(*grid_outputs),
-                                   want_depth=self._wanted(*depth_outputs))
+        outputs = self.runner.step(self._now_ns(), self._wanted)
+        self._show_own_changes()
         if not outputs:
             return
-        wanted = {topic for topic, on in grid_outputs + depth_outputs if on}
         t0 = time.perf_counter()
         for topic, _msgtype, data in outputs:
-            if topic in wanted and topic in self.pubs:
-                self.pubs[topic].publish(data)
-        last = self.runner.last
-        last.timings["publish"] = time.perf_counter() - t0
-        latency = (self._now_ns() - last.stamp_ns) * 1e-9
-        self.runner.record_latency(latency)
-        if p.latency:
-            self.pubs[t.latency].publish(Float64(data=latency))
+            self.pubs[topic].publish(data)
+        publish_s = time.perf_counter() - t0
+        latency = (self._now_ns() - self.runner.last.stamp_ns) * 1e-9
+        self.runner.published(publish_s, latency)
+        if self.cfg.publish.latency:
+            self.pubs[self.cfg.topics.latency].publish(Float64(data=latency))
+
+    def _show_own_changes(self) -> None:
+        """Set the parameters the runner changed itself (after out of memory) so that they show the values in use."""
+        changes = self.runner.take_own_changes()
+        if changes:
+            self.set_parameters([Parameter(name, value=value) for name, value in changes])
 
     def input_problems(self) -> list[str]:
         """One line per input topic that no one publishes, or publishes with another message type."""

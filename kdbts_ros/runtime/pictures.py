@@ -14,6 +14,7 @@ import torch
 
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.grids import ProfileSpec, density_profile
+from kdbts_ros.core.inference import encode_views
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.pipeline import Pipeline
 
@@ -80,12 +81,12 @@ def figure(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str | None 
     the node publishes at; the profile is queried on the paper's grid, tilted by
     ``pitch_deg`` (KITTI-360: 5). Costs an encode, a depth render and a 4 M-point query.
     """
-    cfg, model, device = pipeline.cfg, pipeline.model, pipeline.device
+    cfg, model = pipeline.cfg, pipeline.model
     head = head or figure_head(cfg)
     spec = ProfileSpec(pitch_deg=pitch_deg)
     with pipeline.precision():
         _, image01, Kn = pipeline.prepare(rgb, K)
-        views = Views(model.encode(image01)[:, None], Kn[None, None], torch.eye(4, device=device)[None, None])
+        views = encode_views(model, image01, Kn[None])
         depth, _ = pipeline.render_depth_image(views, head, Kn, scale=1.0)
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
     picture = compose_figure(rgb, depth_png(cv2.resize(depth, rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR),

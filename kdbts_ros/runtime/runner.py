@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,7 +26,6 @@ from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.core.config import PipelineConfig, iter_params, set_param, set_params
 from kdbts_ros.core.pipeline import Frame, Outputs, Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
-from kdbts_ros.core.window import KeyframeRule
 
 log = logging.getLogger("kdbts_ros")
 DIAGNOSTICS_PERIOD_NS = 1_000_000_000  # the node publishes diagnostics at 1 Hz
@@ -82,7 +81,7 @@ class _Dropped(Exception):
 
 
 class FrameRunner:
-    """Holds the cameras' waiting images, the TF buffer, the keyframe rule and the counters."""
+    """Holds the cameras' waiting images, the TF buffer and the counters; the pipeline's window picks keyframes."""
 
     def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None, tf: TfStore | None = None,
                  tf_name: str | None = None):
@@ -95,7 +94,6 @@ class FrameRunner:
                         enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))]
         self._image_topics = {c.image_topic: c.index for c in self.cameras}
         self._info_topics = {c.info_topic: c.index for c in self.cameras}
-        self.keyframes = KeyframeRule(cfg.keyframe)
         self.drops: Counter[str] = Counter()    # inputs lost, by reason
         self.faults: Counter[str] = Counter()   # problems worked around, nothing lost
         self._reported: Counter[str] = Counter()
@@ -103,6 +101,7 @@ class FrameRunner:
         self.processed = 0
         self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
+        self.timings: dict[str, float] = {}  # seconds per stage of the last processed frame
         self._tf_newest: int | None = None
         # the node's callbacks (images, camera_info, TF) run in other threads than step: the queues, the TF
         # buffer and the counters change only under this lock (re-entrant: _drop is called with it held);
@@ -113,6 +112,7 @@ class FrameRunner:
         self._param_lock = threading.Lock()
         self._next_cfg: PipelineConfig | None = None  # accepted run-time changes, applied between frames
         self._changed: set[str] = set()
+        self._own_changes: list[tuple[str, Any]] = []  # changes the runner made itself, for the node to show
 
     @property
     def pending(self) -> _Image | None:
@@ -226,16 +226,21 @@ class FrameRunner:
                 c.waiting.clear()
 
     # ------------------------------------------------------------ processing
-    def step(self, now_ns: int, want_grid: bool = True, want_depth: bool = True
+    def step(self, now_ns: int, outputs: Callable[[], Collection[str]] | None = None
              ) -> list[tuple[str, str, bytes]]:
-        """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes)."""
+        """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes).
+
+        Run-time parameter changes are applied first, then ``outputs`` names the output topics
+        wanted (the node: those switched on that have a subscriber; None: every output). Outputs
+        not wanted are neither computed nor serialized.
+        """
         self.apply_params()
+        wanted = None if outputs is None else set(outputs())
         if self._clear_window:
             self._clear_window = False
-            self.pipeline.window.clear()
-            self.keyframes.reset()
+            self.pipeline.window.reset()
         try:
-            return self._step(now_ns, want_grid, want_depth)
+            return self._step(now_ns, wanted)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
             ref = self.cameras[0]
             with self._lock:  # not retried: one failure, one count
@@ -244,7 +249,7 @@ class FrameRunner:
             self._drop("processing_error", f"{type(exc).__name__}: {exc}", ref)
             return []
 
-    def _step(self, now_ns: int, want_grid: bool, want_depth: bool) -> list[tuple[str, str, bytes]]:
+    def _step(self, now_ns: int, wanted: set[str] | None) -> list[tuple[str, str, bytes]]:
         # taken under the callbacks' lock: an image arriving between taking the pending one and removing it
         # would otherwise be lost uncounted (and a queue changing while iterated raises)
         with self._lock:
@@ -272,18 +277,23 @@ class FrameRunner:
                     decoded.append(partner)
                 except _Dropped:
                     pass
-            keyframe = self.keyframes.is_keyframe(frame.stamp_ns, frame.T_fixed_cam)
+        want_grid, want_depth = published.stages_wanted(self.cfg.topics, wanted)
         try:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
-                                        companions=companions, keyframe=keyframe)
+                                        companions=companions)
         except torch.OutOfMemoryError:
-            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, {self.pipeline.reduce_query_memory()}", ref)
+            memory, chunk = changes = self.pipeline.smaller_query_memory()
+            self.change_params(changes)
+            self._drop("cuda_oom", f"CUDA out of memory; frame skipped, query memory now {memory[1]} MiB, "
+                       f"reference chunks {chunk[1]} points", ref)
             torch.cuda.empty_cache()
             return []
         t0 = time.perf_counter()
-        messages = [(topic, msgtype, cdr.serialize(msg)) for topic, msgtype, msg in published.output_messages(out, self.cfg.topics)]
-        out.timings = {"decode": sum(d.decode_s for d in decoded), **out.timings,
-                       "messages": time.perf_counter() - t0}
+        messages = [(topic, msgtype, cdr.serialize(msg))
+                    for topic, msgtype, msg in published.output_messages(out, self.cfg.topics, wanted)]
+        # the frame's stage times, composed once here (the node adds its publish time via published())
+        self.timings = {"decode": sum(d.decode_s for d in decoded), **out.stage_times,
+                        "messages": time.perf_counter() - t0}
         self.last = out
         self.processed += 1
         return messages
@@ -372,9 +382,10 @@ class FrameRunner:
         self._drop(reason, message, cam)
         raise _Dropped
 
-    def record_latency(self, seconds: float) -> None:
-        """Keep the publish-minus-stamp latency of recent frames."""
-        self.latencies.append(seconds)
+    def published(self, publish_s: float, latency_s: float) -> None:
+        """The node published the last frame: its publish time and publish-minus-stamp latency."""
+        self.timings["publish"] = publish_s
+        self.latencies.append(latency_s)
 
     def set_param(self, name: str, value: Any) -> None:
         """Accept a run-time parameter change after validating it; raises ValueError with the reason.
@@ -396,6 +407,19 @@ class FrameRunner:
             set_params(staged, changes)
             self._next_cfg = staged
             self._changed.update(name for name, _ in changes)
+
+    def change_params(self, changes: list[tuple[str, Any]]) -> None:
+        """Make run-time changes of the runner's own (between frames, at once) and keep them for :meth:`take_own_changes`."""
+        self.set_params(changes)
+        self.apply_params()
+        with self._param_lock:
+            self._own_changes.extend(changes)
+
+    def take_own_changes(self) -> list[tuple[str, Any]]:
+        """The parameter changes the runner made itself since the last call (the node sets its parameters to them)."""
+        with self._param_lock:
+            changes, self._own_changes = self._own_changes, []
+        return changes
 
     def apply_params(self) -> None:
         """Copy accepted parameter changes into the live config (whose parts the pipeline holds); between frames."""
@@ -447,7 +471,7 @@ class FrameRunner:
                                      "dropped_total": sum(self.drops.values()),
                                      "head": self.last.head if self.last else "",
                                      "num_views": self.last.num_views if self.last else 0,
-                                     "window_frames": len(self.pipeline.window.entries),
+                                     "window_frames": len(self.pipeline.window),
                                      "weights": self.pipeline.model_info.get("weights", ""),
                                      "device": str(self.pipeline.device),
                                      "tf_buffer": self.tf_name}
@@ -459,7 +483,7 @@ class FrameRunner:
         values.update(sorted(counts.items()))
         if self.last:
             values["grid_resolution_m"] = f"{self.last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget
-            values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.last.timings.items()})
+            values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.timings.items()})
         return cdr.serialize(published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
                                          values))
 

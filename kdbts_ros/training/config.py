@@ -3,29 +3,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kdbts_ros.core.config import _f, set_param
-from kdbts_ros.core.model.network import Architecture
-from kdbts_ros.core.model.resnet import BACKBONES
+from kdbts_ros.core.config import _f, set_param, shape_field
+from kdbts_ros.core.model.network import Architecture, architecture_of
 
 
 @dataclass
 class TrainModelConfig:
     """The network trained; stored with every checkpoint."""
 
-    backbone: str = _f("resnet18_half", "ResNet encoder (resnet18_half: half-width ResNet-18 for CPU training)",
-                       choices=BACKBONES)
-    feature_dim: int = _f(32, "channels of the pixel-aligned feature map", 8, 256)
-    mv_hidden: int = _f(128, "hidden width of the multi-view head's per-view MLP", 8, 1024)
-    mv_feature_dim: int = _f(16, "per-view feature width fused by the multi-view head", 4, 256)
-    z_near: float = _f(3.0, "near plane of rendering and the positional code, metres", 0.1, 100.0)
-    z_far: float = _f(80.0, "far plane of rendering and the positional code, metres", 1.0, 1000.0)
+    backbone: str = shape_field("backbone", "resnet18_half",
+                                 " (resnet18_half: half-width ResNet-18 for CPU training)")
+    feature_dim: int = shape_field("feature_dim", 32)
+    mv_hidden: int = shape_field("mv_hidden", 128)
+    mv_feature_dim: int = shape_field("mv_feature_dim", 16)
+    z_near: float = shape_field("z_near", 3.0)
+    z_far: float = shape_field("z_far", 80.0)
     grey_input: bool = _f(False, "the encoder sees every image as grey (luma), so grey and colour cameras "
                           "look alike to it; stored with the checkpoint, applied wherever it runs")
 
     def architecture(self) -> Architecture:
         """The network shapes these settings describe."""
-        return Architecture(self.backbone, self.feature_dim, 64, self.mv_hidden, self.mv_feature_dim,
-                            self.z_near, self.z_far, self.grey_input)
+        return architecture_of(self, self.grey_input)
 
 
 @dataclass

@@ -7,6 +7,7 @@ Module names follow the official ``MVBTSNet`` (``encoder.encoder.encoder.*``,
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,12 @@ class Architecture:
     z_near: float = 3.0
     z_far: float = 80.0
     grey_input: bool = False  # the encoder sees luma only (networks trained on grey and colour cameras alike)
+
+
+def architecture_of(shape: Any, grey_input: bool = False) -> Architecture:
+    """The architecture a config's network-shape fields describe (core.config.shape_field)."""
+    return Architecture(shape.backbone, shape.feature_dim, 64, shape.mv_hidden, shape.mv_feature_dim,
+                        shape.z_near, shape.z_far, grey_input)
 
 
 # BT.601 luma, as cv2's RGB2GRAY: what a grey camera records of a colour scene, near enough

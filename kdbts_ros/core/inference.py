@@ -1,0 +1,51 @@
+"""Images to views to expected depth: the one encode -> views -> render sequence of node, figures and evaluations.
+
+The node's pipeline keeps each frame's features in its window and assembles views with
+:func:`views_of`; one-off users (figures, evaluations) encode with :func:`encode_views`.
+Everyone renders with :func:`ray_depth`, whose options carry the conventions that differ
+(fast-path folded maps, seeded jitter, unit-length rays of the official evaluator).
+"""
+from __future__ import annotations
+
+import torch
+
+from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.model.render import RayDensity, along_rays, render_depth
+
+
+def views_of(features: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor) -> Views:
+    """Views (a batch of one) of N encoded frames: features (N, C, h, w), Kn (N, 3, 3), w2c (N, 4, 4) to view 0."""
+    return Views(features[None], Kn[None], w2c[None])
+
+
+def encode_views(model: DensityField, images01: torch.Tensor, Kn: torch.Tensor,
+                 w2c: torch.Tensor | None = None) -> Views:
+    """Encode N images (N, 3, H, W) in [0, 1] in one pass; ``w2c`` defaults to the identity (one camera)."""
+    if w2c is None:
+        w2c = torch.eye(4, device=images01.device)[None].repeat(len(images01), 1, 1)
+    return views_of(model.encode(images01), Kn, w2c)
+
+
+def ray_depth(model: DensityField, views: Views, head: str, dirs: torch.Tensor, samples: int, z_near: float,
+              z_far: float, chunk: int, gen: torch.Generator | None = None,
+              planes: list[torch.Tensor] | None = None, unit_rays: bool = False) -> torch.Tensor:
+    """Expected depth (M,) along view 0's rays ``dirs`` (M, 3).
+
+    ``planes``: the views' folded maps (fast path), else the reference path. ``gen``: seeded
+    stratified jitter, else the same sample depths for every ray. ``unit_rays``: the official
+    evaluator's convention: rays scaled to unit length, samples ``z_near``..``z_far`` metres
+    along the ray, the expected distance converted to camera z; otherwise ``dirs`` have z = 1
+    and the samples are camera z.
+    """
+    if unit_rays:
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    fn: RayDensity
+    if planes is None:
+        fn = along_rays(model.point_density(views, head))
+    else:
+        Kn_v, w2c = views.Kn[0], views.w2c[0]
+        fn = lambda d, t: folded.ray_density(model, d, t, planes, Kn_v, w2c, head,  # noqa: E731
+                                             shared_depths=gen is None)
+    depth = render_depth(fn, dirs, samples, z_near, z_far, chunk, gen)
+    return depth * dirs[:, 2] if unit_rays else depth
