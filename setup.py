@@ -30,7 +30,8 @@ setup(
     packages=find_packages(include=["kdbts_ros", "kdbts_ros.*"]),
     package_data={"kdbts_ros": ["weights/*.safetensors"]},
     install_requires=["torch>=2.1", "numpy", "scipy", "opencv-python-headless", "rosbags>=0.10", "mcap>=1.0",
-                      "pyyaml", "safetensors", "tqdm", "tensorboard"],
+                      "pyyaml", "safetensors", "tqdm", "tensorboard",
+                      "onnx", "onnxruntime"],
     entry_points={"console_scripts": ["kdbts = kdbts_ros.commands.cli:main", "kdbts_node = kdbts_ros.ros.node:main"]},
     cmdclass={"build_py": BuildPyWithMsgs},
 )
