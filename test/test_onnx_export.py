@@ -161,3 +161,37 @@ def test_random_colour_network_exports_and_matches(tmp_path):
         backend.folded_density(pts, [planes["sv"]], Kn, torch.eye(4)[None], "mv")
     with pytest.raises(ValueError, match="head 'bogus'"):
         export_onnx(model, tmp_path / "x", (64, 128), heads=["bogus"])
+
+
+def test_export_command_writes_the_graphs_and_metadata(tmp_path, capsys):
+    import argparse
+
+    from kdbts_ros.commands import export as export_command
+
+    parser = argparse.ArgumentParser()
+    export_command.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", "random", "--out", str(tmp_path), "--heads", "sv",
+                              "--height", "64", "--width", "128"])
+    assert export_command.run(args) == 0
+    meta = load_metadata(tmp_path)
+    assert (meta["input_size"]["height"], meta["input_size"]["width"]) == (64, 128)
+    assert meta["heads"] == ["sv"] and meta["checkpoint"] == "random (seed 0)"
+    printed = capsys.readouterr().out.split()
+    assert all((tmp_path / name).is_file() for name in meta["files"].values())
+    assert str(tmp_path / "export.json") in printed
+
+
+def test_int8_encoder_feeds_the_same_query_graphs(tmp_path):
+    from kdbts_ros.core.model.quantize import INT8_ENCODER, image_input, occupancy_agreement, quantize_encoder
+
+    model = random_model(Architecture(backbone="resnet18_half", feature_dim=16), 5).eval()
+    export_onnx(model, tmp_path, (64, 128), heads=["sv"])
+    frames = synthetic_sample(3, 256, 96).images
+    path = quantize_encoder(tmp_path, frames[:2])
+    assert path == tmp_path / INT8_ENCODER and not list(tmp_path.glob(".*"))
+    fp32, int8 = OnnxBackend(tmp_path, threads=1), OnnxBackend(tmp_path, threads=1, encoder_file=INT8_ENCODER)
+    image = torch.from_numpy(image_input(frames[2], (64, 128)))
+    (fa, pa), (fb, pb) = fp32.encode(image), int8.encode(image)
+    assert fb.shape == fa.shape and pb["sv"].shape == pa["sv"].shape
+    assert float((fb - fa).abs().mean() / fa.abs().mean()) < 0.2  # quantised, not equal
+    assert occupancy_agreement([np.ones(4), np.zeros(2)], [np.ones(4), np.ones(2)], 0.5) == 4 / 6
