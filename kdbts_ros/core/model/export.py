@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -182,9 +183,11 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     # The wrapper must be in eval mode: the exporter restores the module's mode afterwards, and a
     # fresh wrapper's training mode would otherwise switch the wrapped network's batch norms to training
     module.eval()
-    torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                      dynamic_axes=dynamic_axes or None, opset_version=opset, do_constant_folding=True,
-                      dynamo=False)
+    with warnings.catch_warnings():  # tracer notes on shape-derived constants and the exporter's deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic_axes or None, opset_version=opset, do_constant_folding=True,
+                          dynamo=False)
 
 
 def load_metadata(out_dir: str | Path) -> dict:
