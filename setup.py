@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["kdbts_ros", "kdbts_ros.*"]),
     package_data={"kdbts_ros": ["weights/*.safetensors"]},
-    install_requires=["torch>=2.1", "numpy", "scipy", "opencv-python-headless", "rosbags>=0.10", "mcap>=1.0", "open3d",
+    install_requires=["torch>=2.1", "numpy", "scipy", "opencv-python-headless", "rosbags>=0.10", "mcap>=1.0", "open3d", "onnx", "onnxruntime",
                       "pyyaml", "safetensors", "tqdm", "tensorboard"],
     entry_points={"console_scripts": ["kdbts = kdbts_ros.commands.cli:main", "kdbts_node = kdbts_ros.ros.node:main"],
                   # the kdbts sub-commands, in --help order (kdbts_ros.commands.cli.COMMANDS)
@@ -44,6 +44,7 @@ setup(
                                          "replay = kdbts_ros.commands.replay",
                                          "eval = kdbts_ros.commands.eval",
                                          "map-eval = kdbts_ros.commands.map_eval",
+                                         "export = kdbts_ros.commands.export",
                                          "bench = kdbts_ros.commands.bench",
                                          "soak = kdbts_ros.commands.soak"]},
     cmdclass={"build_py": BuildPyWithMsgs},

@@ -21,7 +21,9 @@ PYTHON = {"torch": ("python3-torch", "torch"), "numpy": ("python3-numpy", "numpy
           "open3d": (None, "open3d"),
           "torch.utils.tensorboard": (None, "tensorboard"),
           # rosdep has no key for mcap itself; mcap-ros2-support depends on it
-          "mcap": ("mcap-ros2-support", "mcap")}
+          "mcap": ("mcap-ros2-support", "mcap"),
+          # the ONNX export and the onnxruntime backend (core/model/export.py, onnx_backend.py); no rosdep keys
+          "onnx": (None, "onnx"), "onnxruntime": (None, "onnxruntime")}
 # installed with a declared library and imported only through it: mcap's chunk decompressors
 PROVIDED = {"zstandard": "mcap", "lz4": "mcap"}
 # every other import is a ROS package, declared by its name; these have no ros-jazzy wheel on PyPI

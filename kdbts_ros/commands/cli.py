@@ -33,6 +33,7 @@ COMMANDS = {
     "replay": "kdbts_ros.commands.replay",
     "eval": "kdbts_ros.commands.eval",
     "map-eval": "kdbts_ros.commands.map_eval",
+    "export": "kdbts_ros.commands.export",
     "bench": "kdbts_ros.commands.bench",
     "soak": "kdbts_ros.commands.soak",
 }

@@ -1,0 +1,95 @@
+"""Coarse-to-fine depth rendering against the 64-sample reference render (fewer evaluations, same depth)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import KITTI_SAMPLE, needs_kitti
+from kdbts_ros.core.camera import ray_grid
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.render import render_depth, sample_depths
+from kdbts_ros.core.model.render_fine import FineStats, coarse_indices, render_depth_fine
+from kdbts_ros.core.pipeline import Frame, Pipeline
+from kdbts_ros.data.sequences import kitti_sample, synthetic_sample
+
+NEAR, FAR, S = 3.0, 80.0, 64
+
+
+def _wall(z_wall: torch.Tensor):
+    """Density 0 in front of each ray's wall depth and 1000/m behind it (rays of unit z)."""
+    def fn(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.where(t * d[:, 2:3] >= z_wall[d[:, 0].long()][:, None], 1000.0, 0.0)
+    return fn
+
+
+def test_coarse_indices_cover_both_ends():
+    assert coarse_indices(64, 4) == [*range(0, 64, 4), 63]
+    assert coarse_indices(9, 4) == [0, 4, 8]
+
+
+def test_a_wall_ends_every_ray_at_the_first_sample_behind_it_in_fewer_evaluations():
+    z_wall = torch.linspace(3.5, 60.0, 200)
+    dirs = torch.stack([torch.arange(200.0), torch.zeros(200), torch.ones(200)], -1)  # x carries the ray's index
+    stats = FineStats()
+    fine = render_depth_fine(_wall(z_wall), dirs, S, NEAR, FAR, 4096, stats=stats)
+    ref = render_depth(_wall(z_wall), dirs, S, NEAR, FAR, 4096)
+    t = sample_depths(1, S, NEAR, FAR)[0]
+    exact = t[torch.searchsorted(t, z_wall)]  # the wall is opaque at its first sample
+    assert torch.allclose(ref, exact, rtol=1e-5) and torch.allclose(fine, exact, rtol=1e-5)
+    assert stats.reference == 200 * S and stats.evaluations <= 0.45 * stats.reference
+
+
+def test_refining_every_block_is_the_reference():
+    g = torch.Generator().manual_seed(0)
+    sig = torch.rand(50, S, generator=g) * 0.3
+
+    def fn(d, t):  # a smooth random density per ray, as a function of the depth
+        return torch.stack([torch.sin(t[i] * (1 + d[i, 0])) ** 2 * sig[int(d[i, 1]), 0] for i in range(len(d))])
+
+    dirs = torch.stack([torch.rand(50, generator=g), torch.arange(50.0), torch.ones(50)], -1)
+    fine = render_depth_fine(fn, dirs, S, NEAR, FAR, 1 << 14, min_transmittance=-1, min_optical_depth=-1)
+    assert torch.allclose(fine, render_depth(fn, dirs, S, NEAR, FAR, 1 << 14), rtol=1e-6)
+
+
+def _depth_agreement(seq, n_views: int) -> tuple[float, float]:
+    """Share of pixels whose fine depth is within 1 % of the reference, and the share of evaluations."""
+    cfg = PipelineConfig()
+    cfg.mode, cfg.window_size, cfg.model.device = ("mv" if n_views > 1 else "sv"), n_views, "cpu"
+    pipeline = Pipeline(cfg)
+    H, W = pipeline.input_size
+    rel, stats = [], FineStats()
+    with pipeline.precision():
+        for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam)):
+            entry = pipeline.encode(Frame(image, seq.K, i + 1, "cam", T))
+            pipeline.window.push(entry)
+            if i + 1 < n_views:
+                continue
+            head, _, views, planes = pipeline.views_for(entry)
+            assert len(planes) == n_views
+            dirs = ray_grid(entry.Kn, H // 4, W // 4).reshape(-1, 3)
+            Kn, w2c = views.Kn[0], views.w2c[0]
+
+            def fn(d, t, shared=False):
+                return folded.ray_density(pipeline.model, d, t, planes, Kn, w2c, head, shared_depths=shared)
+
+            ref = render_depth(lambda d, t: fn(d, t, True), dirs, S, NEAR, FAR, 1 << 16)
+            fine = render_depth_fine(fn, dirs, S, NEAR, FAR, 1 << 16, coarse_fn=lambda d, t: fn(d, t, True),
+                                     stats=stats)
+            rel.append(((fine - ref).abs() / ref).numpy())
+    rel = np.concatenate(rel)
+    return float((rel < 0.01).mean()), stats.fraction
+
+
+@pytest.mark.parametrize("n_views", [1, 2])
+def test_embedded_network_depth_on_procedural_frames(n_views):
+    within, fraction = _depth_agreement(synthetic_sample(n_views + 1), n_views)
+    assert within >= 0.99 and fraction < 0.7
+
+
+@needs_kitti
+@pytest.mark.parametrize("n_views", [1, 4])
+def test_embedded_network_depth_on_real_kitti_frames(n_views):
+    within, fraction = _depth_agreement(kitti_sample(KITTI_SAMPLE, n_views + 1), n_views)
+    assert within >= 0.99 and fraction < 0.6
