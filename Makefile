@@ -13,10 +13,11 @@ TORCH_PIP_ARGS ?=
 
 .PHONY: venv msgs demo test benchmark real real-eval clean distclean
 
-# Stamp target: redo the (idempotent) install whenever a requirement file changes.
-$(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt setup.py
+# Stamp target: redo the (idempotent) install whenever a requirement file or the package's metadata changes.
+$(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "pip>=23" "setuptools>=64" wheel
+	# setuptools>=77: pyproject.toml's license is an SPDX expression
+	$(PIP) install -q "pip>=23" "setuptools>=77" wheel
 	$(PIP) install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PIP) install -q -r requirements.txt -r requirements-ros.txt -r requirements-dev.txt
 	# deps come from the requirement files; no isolation: build with the venv's setuptools
