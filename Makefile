@@ -1,4 +1,5 @@
 # make test | make demo   create .venv on first use (pip wheels only, ROS 2 Jazzy included)
+# make lint               ruff check, ruff format --check and mypy (configured in pyproject.toml)
 # make msgs               (re)build msg/ interfaces into the venv (tools/build_msgs.sh)
 # make benchmark          procedural benchmark: data, BTS/MVBTS/KDBTS training (CPU, about 1 h 20 min), evaluation
 # make real               the embedded default: KDBTS on the shared real KITTI frames plus procedural streets (docs/real)
@@ -11,7 +12,7 @@ PIP := $(VENV)/bin/pip
 # e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for CPU-only torch
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv msgs demo test benchmark real real-eval clean distclean
+.PHONY: venv msgs lint demo test benchmark real real-eval clean distclean
 
 # Stamp target: redo the (idempotent) install whenever a requirement file or the package's metadata changes.
 $(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt pyproject.toml setup.py
@@ -30,6 +31,12 @@ venv: $(VENV)/.stamp
 # Cheap when up to date; picks up edits to msg/*.msg.
 msgs: $(VENV)/.stamp
 	VENV=$(abspath $(VENV)) tools/build_msgs.sh
+
+# The tools and their settings come from the venv and pyproject.toml; kdbts_ros/msg (rosidl output) is excluded.
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 demo: msgs
 	$(VENV)/bin/kdbts demo
@@ -67,7 +74,7 @@ real-eval: msgs
 	$(VENV)/bin/kdbts eval $(K360) $(MODELS) --priors --stride 1 --median-scaling --out docs/real/kitti360_median
 
 clean:
-	rm -rf build install log demo_out *.egg-info kdbts_ros/msg kdbts_ros/*_s__rosidl_typesupport_*.so
+	rm -rf build install log demo_out *.egg-info .ruff_cache .mypy_cache kdbts_ros/msg kdbts_ros/*_s__rosidl_typesupport_*.so
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
