@@ -1,4 +1,5 @@
 # make test | make demo   create .venv on first use (pip wheels only, ROS 2 Jazzy included)
+# make lint               ruff check, ruff format --check and mypy (configured in pyproject.toml)
 # make msgs               (re)build msg/ interfaces into the venv (tools/build_msgs.sh)
 # make benchmark          procedural benchmark: data, BTS/MVBTS/KDBTS training (CPU, about 1 h 20 min), evaluation
 # make real               the embedded default: KDBTS on the shared real KITTI frames plus procedural streets (docs/real)
@@ -11,12 +12,13 @@ PIP := $(VENV)/bin/pip
 # e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for CPU-only torch
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv msgs demo test benchmark real real-eval clean distclean
+.PHONY: venv msgs lint demo test benchmark real real-eval clean distclean
 
-# Stamp target: redo the (idempotent) install whenever a requirement file changes.
-$(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt setup.py
+# Stamp target: redo the (idempotent) install whenever a requirement file or the package's metadata changes.
+$(VENV)/.stamp: requirements.txt requirements-ros.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "pip>=23" "setuptools>=64" wheel
+	# setuptools>=77: pyproject.toml's license is an SPDX expression
+	$(PIP) install -q "pip>=23" "setuptools>=77" wheel
 	$(PIP) install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PIP) install -q -r requirements.txt -r requirements-ros.txt -r requirements-dev.txt
 	# deps come from the requirement files; no isolation: build with the venv's setuptools
@@ -29,6 +31,12 @@ venv: $(VENV)/.stamp
 # Cheap when up to date; picks up edits to msg/*.msg.
 msgs: $(VENV)/.stamp
 	VENV=$(abspath $(VENV)) tools/build_msgs.sh
+
+# The tools and their settings come from the venv and pyproject.toml; kdbts_ros/msg (rosidl output) is excluded.
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 demo: msgs
 	$(VENV)/bin/kdbts demo
@@ -66,7 +74,7 @@ real-eval: msgs
 	$(VENV)/bin/kdbts eval $(K360) $(MODELS) --priors --stride 1 --median-scaling --out docs/real/kitti360_median
 
 clean:
-	rm -rf build install log demo_out *.egg-info kdbts_ros/msg kdbts_ros/*_s__rosidl_typesupport_*.so
+	rm -rf build install log demo_out *.egg-info .ruff_cache .mypy_cache kdbts_ros/msg kdbts_ros/*_s__rosidl_typesupport_*.so
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

@@ -1,12 +1,14 @@
 """pip install of kdbts_ros without ROS: the Python package, its message definitions and the CLI.
 
-On a ROS 2 machine colcon builds with CMakeLists.txt instead (package.xml: ament_cmake),
-which also generates the msg/ interfaces.
+The metadata, dependencies and package data are in pyproject.toml; this file keeps what it cannot
+say: the build_py step that copies msg/*.msg into the package, and the entry points (declared
+dynamic there). On a ROS 2 machine colcon builds with CMakeLists.txt instead (package.xml:
+ament_cmake), which also generates the msg/ interfaces.
 """
 import shutil
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 from setuptools.command.build_py import build_py
 
 
@@ -22,15 +24,6 @@ class BuildPyWithMsgs(build_py):
 
 
 setup(
-    name="kdbts_ros",
-    version="0.1.0",
-    description="Single- and multi-view neural density fields (BTS / MVBTS / KDBTS) as a ROS 2 perception node",
-    license="BSD-3-Clause",
-    python_requires=">=3.10",
-    packages=find_packages(include=["kdbts_ros", "kdbts_ros.*"]),
-    package_data={"kdbts_ros": ["weights/*.safetensors"]},
-    install_requires=["torch>=2.1", "numpy", "scipy", "opencv-python-headless", "rosbags>=0.10", "mcap>=1.0", "open3d", "onnx", "onnxruntime",
-                      "pyyaml", "safetensors", "tqdm", "tensorboard"],
     entry_points={"console_scripts": ["kdbts = kdbts_ros.commands.cli:main", "kdbts_node = kdbts_ros.ros.node:main"],
                   # the kdbts sub-commands, in --help order (kdbts_ros.commands.cli.COMMANDS)
                   "kdbts_ros.commands": ["demo = kdbts_ros.commands.demo",

@@ -78,11 +78,6 @@ def official_checkpoint(path, model: DensityField | dict, bts: bool = False) -> 
                 "lr_scheduler": {"step_size": 120000, "gamma": 0.1, "last_epoch": 5}}, path)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "build: builds the package's interfaces with CMake (colcon, "
-                                       "tools/build_msgs.sh), about a minute each; deselect with -m 'not build'")
-
-
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

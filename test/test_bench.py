@@ -7,6 +7,8 @@ import pytest
 
 from kdbts_ros.commands.cli import main
 
+pytestmark = pytest.mark.integration
+
 
 def _bench(tmp_path, *extra: str) -> dict:
     out = tmp_path / "bench"

@@ -29,6 +29,8 @@ from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import write_sequence
 from kdbts_ros.core.errors import EXIT_NO_SPACE, EXIT_USER
 
+pytestmark = pytest.mark.integration
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "model: {backbone: resnet18, image_height: 64, image_width: 192}\n"

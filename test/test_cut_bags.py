@@ -20,6 +20,8 @@ from kdbts_ros.data.kitti_bag import recording_messages
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.commands.replay import replay
 
+pytestmark = pytest.mark.integration
+
 FRAMES = 6
 IMAGE = small_config().topics.images[0]
 

@@ -10,6 +10,8 @@ from kdbts_ros.commands.cli import main
 from kdbts_ros.commands.demo import run_demo
 from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
 
+pytestmark = pytest.mark.integration
+
 
 def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     cfg = small_config()

@@ -1,4 +1,4 @@
-"""Each dependency declared is used and each used is declared: package.xml, requirements, setup.py, README.
+"""Each dependency declared is used and each used is declared: package.xml, requirements, pyproject.toml, README.
 
 What is used is read from the imports of the package, the launch file and the node executable;
 a new import fails here until it is declared everywhere it belongs.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -80,8 +81,8 @@ def test_every_import_is_declared_and_every_declaration_imported():
     assert declared <= rosdep | ros | NOT_IMPORTED, f"in package.xml, not used: {declared - rosdep - ros - NOT_IMPORTED}"
     pip = {PYTHON[m][1] for m in python}
     assert _requirements((ROOT / "requirements.txt").read_text()) == pip
-    setup = ast.literal_eval(re.search(r"install_requires=(\[[^\]]*\])", (ROOT / "setup.py").read_text())[1])
-    assert _requirements("\n".join(setup)) == pip
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert _requirements("\n".join(project["dependencies"])) == pip
     runtime_wheels = (ROOT / "requirements-ros.txt").read_text().split("# build of msg/")[0]
     assert _requirements(runtime_wheels) == {_pip_name(p) for p in ros if p not in NOT_ON_PYPI}
 

@@ -1,6 +1,8 @@
 """The shipped KDBTS checkpoint: size, contents, default use, and that it learned something."""
 from __future__ import annotations
 
+import pytest
+
 from conftest import KITTI_SAMPLE, needs_kitti
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
@@ -8,6 +10,8 @@ from kdbts_ros.core.pipeline import EMBEDDED_CHECKPOINT, Pipeline
 from kdbts_ros.data import shared_sample
 from kdbts_ros.evaluation.priors import PRIORS
 from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
+
+pytestmark = pytest.mark.integration
 
 
 def test_embedded_checkpoint_is_small_and_holds_the_distilled_student_of_real_and_procedural_streets():

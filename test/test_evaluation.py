@@ -16,6 +16,8 @@ from kdbts_ros.evaluation.evaluate import EvalSettings, Evaluator
 from kdbts_ros.evaluation.metrics import depth_metrics, occupancy_metrics
 from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth
 
+pytestmark = pytest.mark.integration
+
 
 def test_depth_metrics_match_hand_computed_values():
     gt = np.array([[2.0, 4.0], [np.inf, 100.0]])  # sky and beyond the 80 m cap are ignored

@@ -13,6 +13,8 @@ from kdbts_ros.core.model.network import Architecture, Views
 from kdbts_ros.core.model.render import sample_depths
 from kdbts_ros.core.pipeline import Frame, Pipeline
 
+pytestmark = pytest.mark.integration
+
 K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
 
 

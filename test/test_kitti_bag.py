@@ -20,6 +20,8 @@ from kdbts_ros.data.kitti_odometry import load_odometry_sequence
 from kdbts_ros.data.records import read_velodyne
 from kdbts_ros.core.errors import EXIT_USER
 
+pytestmark = pytest.mark.integration
+
 
 def read_bag(path: Path) -> tuple[list[tuple[str, int, object]], dict[str, object]]:
     """(topic, bag stamp, decoded message) of every message, and the offered QoS per topic."""

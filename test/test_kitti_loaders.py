@@ -18,6 +18,8 @@ from kdbts_ros.data.records import (DatasetError, RecordingFrames, parse_timesta
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
 from kdbts_ros.training.samples import TrainingFrames
 
+pytestmark = pytest.mark.integration
+
 RAW_CALIB = KITTI_SAMPLE / shared_sample.RAW_CALIB
 K360 = KITTI_SAMPLE / shared_sample.KITTI360_ROOT
 K360_SEQ = shared_sample.KITTI360_SEQUENCE

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 MSG_FILE = Path(__file__).resolve().parents[1] / "msg" / "DensityGrid.msg"
 TYPENAME = "kdbts_ros/msg/DensityGrid"
 NAN = float("nan")

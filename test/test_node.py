@@ -29,6 +29,8 @@ from kdbts_ros.data.sequences import T_base_cam  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 W, H = 160, 60
 K = np.array([[80.0, 0, 80.0], [0, 80.0, 25.0], [0, 0, 1]])
 STAMP0 = 1_000 * 10**9

@@ -42,6 +42,8 @@ from kdbts_ros.data.rig import RigCamera  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 W, H = 120, 40
 K = np.array([[60.0, 0, 60], [0, 60, 20], [0, 0, 1]])
 IMAGES = ["/left/image_raw", "/right/image_raw/compressed"]

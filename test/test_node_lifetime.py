@@ -18,6 +18,8 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 # the "launch": starts the node, says its pid, waits to be killed
 PARENT = """

@@ -18,6 +18,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage  # noqa: E402
 from kdbts_ros.core.errors import EXIT_USER  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 NODE = [sys.executable, "-m", "kdbts_ros.ros.node", "--ros-args"]
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from conftest import KITTI_SAMPLE, needs_kitti, slab_model
 from kdbts_ros.commands.cli import main
 from kdbts_ros.data import shared_sample
 from kdbts_ros.evaluation.metrics import depth_metrics
 from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings, crop_mask, velodyne_depth
+
+pytestmark = pytest.mark.integration
 
 
 def test_velodyne_depth_keeps_the_nearest_return_per_pixel():

@@ -18,6 +18,8 @@ from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSetting
 from kdbts_ros.evaluation.real_occupancy import (LidarOccupancy, LidarOccupancySettings, aggregate_votes,
                                                  lidar_occupancy, occupied_in_scan, polar_profile, surface_range)
 
+pytestmark = pytest.mark.integration
+
 # level frame (x right, y down, z forward) -> velodyne / base_link (x forward, y left, z up)
 R_BASE_LEVEL = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
 

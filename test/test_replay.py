@@ -20,6 +20,8 @@ from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.commands.replay import PngWriter, replay
 from kdbts_ros.runtime.runner import FrameRunner, run_messages
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/camera_info", "/kdbts/density_grid")
 

@@ -14,6 +14,8 @@ from kdbts_ros.commands.cli import main
 pytest.importorskip("rclpy")
 pytest.importorskip("kdbts_ros.msg")
 
+pytestmark = pytest.mark.integration
+
 FRAMES = 300
 # the embedded network at a small input, a coarse grid: a few frames per tenth even on a busy machine
 SMALL = """\

@@ -27,6 +27,8 @@ from kdbts_ros.training.samples import (MONO, RIG, MixedFrames, SourceBatches, T
                                         loss_render_split, seed_worker)
 from kdbts_ros.training.trainer import build_dataset, source_frames, train
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:

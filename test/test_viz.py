@@ -1,11 +1,14 @@
 """The bird's-eye density profile (paper Fig. 4) and the `kdbts viz` picture."""
 import cv2
 import numpy as np
+import pytest
 
 from conftest import SMALL_ARCH, slab_model
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.model.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.integration
 
 
 def test_profile_counts_levels_before_the_density_budget():

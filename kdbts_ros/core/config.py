@@ -11,7 +11,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import yaml
 
@@ -319,7 +319,7 @@ def validate(spec: ParamSpec, value: Any) -> str | None:
         return None
     if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
         return f"{spec.name}: expected {spec.type.__name__}, got {type(value).__name__}"
-    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+    if spec.range is not None and not spec.range[0] <= cast(float, value) <= spec.range[1]:
         return f"{spec.name}: {value} outside [{spec.range[0]}, {spec.range[1]}]"
     if spec.choices is not None and value not in spec.choices:
         return f"{spec.name}: {value!r} not one of {', '.join(spec.choices)}"

@@ -38,7 +38,7 @@ def os_error_text(exc: OSError) -> str:
     return f"{exc.filename}: {what}" + (f" (and {exc.filename2})" if exc.filename2 else "")
 
 
-def no_space(exc: BaseException) -> bool:
+def no_space(exc: BaseException | None) -> bool:
     """Whether an exception (or one it was raised from) says the device or quota is full."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

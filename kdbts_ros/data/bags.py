@@ -9,9 +9,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from kdbts_ros.messages import cdr, sensor_data
@@ -42,7 +43,7 @@ class BagWriter:
         plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
         self.path = Path(path)
         self.writer = Writer(self.path, version=8, storage_plugin=plugin)
-        self.connections: dict[str, object] = {}
+        self.connections: dict[str, Connection] = {}
         self.counts: dict[str, int] = {}
         self._durable_at = 0.0
 
@@ -78,7 +79,7 @@ class BagWriter:
     def _make_durable(self) -> None:
         """Put what was written so far on disk: close the pending mcap chunk, commit the sqlite3 rows."""
         self._durable_at = time.monotonic()
-        storage = self.writer.storage
+        storage: Any = self.writer.storage  # which writer it is is asked below
         chunk = getattr(storage, "chunk", None)  # rosbags' McapWriter: the chunk not yet written
         if chunk is not None and hasattr(storage, "close_chunk"):
             if chunk.bio.tell():

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -239,7 +240,7 @@ class SynthFolder:
         if set(data) - names:
             raise DatasetError(f"{path} has unknown keys {sorted(set(data) - names)}")
         # JSON has no tuples; SceneConfig's only sequence fields are tuples
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         try:
             return StreetScene(SceneConfig(**kwargs))
         except (TypeError, ValueError) as exc:  # values of the wrong type or range

@@ -30,7 +30,11 @@ class OpenBag:
     path: Path
     topics: dict[str, str]  # topic -> message type
     message_count: int
-    cut_short: str | None = None
+
+    @property
+    def cut_short(self) -> str | None:
+        """What was wrong and how much was read; None for a complete bag."""
+        return None
 
     def messages(self) -> Iterator[BagMessage]:
         """(stamp ns, topic, msgtype, data) of every message."""

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 from mcap.data_stream import ReadDataStream
 from mcap.exceptions import EndOfFile, InvalidMagic, McapError
@@ -47,11 +48,14 @@ class Extent:
 
     @property
     def seconds(self) -> float:
-        return 0.0 if self.first_ns is None else (self.last_ns - self.first_ns) * 1e-9
+        return 0.0 if self.first_ns is None or self.last_ns is None else (self.last_ns - self.first_ns) * 1e-9
 
 
 class _ExactReads:
-    """A file whose short reads raise EndOfFile: mcap's reader takes a short read as the whole record."""
+    """A file whose short reads raise EndOfFile: mcap's reader takes a short read as the whole record.
+
+    It has only ``read``, all mcap's readers call: they are handed it as an ``IO[bytes]`` (a cast).
+    """
 
     def __init__(self, f: io.BufferedIOBase):
         self.f = f
@@ -101,7 +105,7 @@ class McapSalvage:
                     yield (r.log_time, *channels[r.channel_id], r.data)
 
         with open(self.path, "rb") as f:
-            reader = StreamReader(_ExactReads(f), emit_chunks=True, validate_crcs=False)
+            reader = StreamReader(cast(IO[bytes], _ExactReads(f)), emit_chunks=True, validate_crcs=False)
             record_start = 0
             try:
                 for record in reader.records:
@@ -147,7 +151,7 @@ def _record_name(opcode: bytes) -> str:
 def _cut_chunk_records(f: io.BufferedIOBase, start: int) -> list:
     """Schemas, channels and messages written whole in a chunk cut short at the end of the file."""
     f.seek(start)
-    stream = ReadDataStream(_ExactReads(f))
+    stream = ReadDataStream(cast(IO[bytes], _ExactReads(f)))
     records: list = []
     try:
         if stream.read1() != Opcode.CHUNK:
@@ -156,7 +160,7 @@ def _cut_chunk_records(f: io.BufferedIOBase, start: int) -> list:
         compression = stream.read_prefixed_string()
         stream.read8()  # compressed size
         data = _decompress_prefix(f.read(), compression)
-        inner = StreamReader(_ExactReads(io.BytesIO(data)), skip_magic=True)
+        inner = StreamReader(cast(IO[bytes], _ExactReads(io.BytesIO(data))), skip_magic=True)
         for record in inner.records:
             records.append(record)
     except _RECORD_ERRORS:

@@ -91,7 +91,67 @@ class _RosLogHandler(logging.Handler):
 
 
 class KdbtsNode(LifecycleNode):
-    """Subscribes to each camera's image and camera_info and to TF; publishes grid, cloud, depth, diagnostics."""
+    """Subscribes to each camera's image and camera_info and to TF; publishes grid, cloud, depth, diagnostics.
+
+    A lifecycle node named ``kdbts_node``. With ``autostart`` (default) it configures and
+    activates itself; otherwise a lifecycle manager drives it. ``configure`` loads the network
+    and creates the subscriptions, publishers and timers (a bad checkpoint fails the transition
+    and the node stays unconfigured); frames are processed only while ``active``; ``deactivate``
+    stops processing (images are counted as dropped, TF and camera_info keep arriving);
+    ``cleanup`` releases the network and every entity.
+
+    Parameters
+        Every setting of :class:`kdbts_ros.core.config.PipelineConfig`, under its dotted name
+        (``mode``, ``window_size``, ``grid.resolution``, ``topics.images``, ``publish.points``,
+        ...), declared with its description, range and choices. ``kdbts params`` prints them
+        all as a parameter file (``config/default.yaml`` is its output), ``kdbts params --format
+        markdown`` as a table; ``ros2 param describe /kdbts_node <name>`` shows one. Those marked
+        run-time can be set while the node runs (``ros2 param set``) and apply between frames;
+        the others are read at start-up and refused later. An atomic set
+        (``~/set_parameters_atomically``) is checked whole and applied all or not at all. A value
+        out of range or of the wrong type at start-up stops the node with one log line (exit code 2).
+
+    Subscriptions (created in ``configure``; ``N`` indexes ``topics.images`` /
+    ``topics.camera_infos``, camera 0 is the one the outputs are made for)
+        - ``topics.images[N]`` (``/camera/image_raw``): ``sensor_msgs/msg/Image``, or
+          ``sensor_msgs/msg/CompressedImage`` (jpeg, png) when the topic ends in ``/compressed``.
+        - ``topics.camera_infos[N]`` (``/camera/camera_info``): ``sensor_msgs/msg/CameraInfo``.
+          Both: keep last 5, best effort (reliable with ``input_reliable``), volatile.
+        - ``/tf``: ``tf2_msgs/msg/TFMessage``; keep last 100, reliable, volatile.
+        - ``/tf_static``: ``tf2_msgs/msg/TFMessage``; keep last 100, reliable, transient local.
+        Camera poses are looked up from ``fixed_frame`` (``odom``) to each image's frame_id.
+
+    Publications (lifecycle publishers: publish only while active; keep last 5, reliable, or
+    best effort with ``publish.reliable`` false; volatile). Each is switched by its
+    ``publish.*`` toggle, and the grid or the depth image is computed only while one of its
+    outputs has a subscriber. Stamps are the image's.
+        - ``topics.occupancy`` (``/kdbts/occupancy``): ``nav_msgs/msg/OccupancyGrid``, the
+          bird's-eye occupancy in ``fixed_frame``.
+        - ``topics.points`` (``/kdbts/points``): ``sensor_msgs/msg/PointCloud2``, the occupied
+          voxels (x, y, z, density, rgb) in ``fixed_frame``.
+        - ``topics.density_grid`` (``/kdbts/density_grid``): ``kdbts_ros/msg/DensityGrid``, the
+          full 3D density grid in ``fixed_frame`` (only where the message is built: colcon, or
+          ``tools/build_msgs.sh``).
+        - ``topics.depth`` (``/kdbts/depth``): ``sensor_msgs/msg/Image`` 32FC1 metres, and
+          ``topics.depth_info`` (``/kdbts/depth/camera_info``): ``sensor_msgs/msg/CameraInfo``,
+          in the camera's optical frame (toggle ``publish.depth``).
+        - ``topics.latency`` (``/kdbts/latency``): ``std_msgs/msg/Float64``, seconds from the
+          image stamp to the publish.
+        - ``/diagnostics``: ``diagnostic_msgs/msg/DiagnosticArray`` at 1 Hz from ``configure``
+          to ``cleanup`` (also while inactive): frames, drops and faults by reason, latency
+          against ``latency_budget``, head, window, cameras; keep last 10, reliable, volatile.
+
+    Services
+        None of its own: rclpy's parameter services (``~/set_parameters``,
+        ``~/set_parameters_atomically``, ``~/get_parameters``, ``~/list_parameters``,
+        ``~/describe_parameters``, ``~/get_parameter_types``) and the lifecycle services
+        (``~/change_state``, ``~/get_state``, ``~/get_available_states``,
+        ``~/get_available_transitions``, ``~/get_transition_graph``), with the lifecycle
+        transitions published on ``~/transition_event``.
+
+    Five seconds after ``configure`` each input that has no publisher, or one of another
+    message type, is named in the log once.
+    """
 
     def __init__(self, **kwargs: Any):
         super().__init__("kdbts_node", **kwargs)

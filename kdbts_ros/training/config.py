@@ -56,9 +56,9 @@ def parse_source(line: str) -> SourceConfig:
         if not sep:
             raise ValueError(f"data.sources: {word!r} in {line!r} is not key=value")
         values[key] = float(value) if key == "weight" else value
-    for key, value in values.items():
+    for key, setting in values.items():
         try:
-            set_param(src, key, value)
+            set_param(src, key, setting)
         except ValueError as exc:
             raise ValueError(f"data.sources: {line!r}: {exc}") from exc
     return src

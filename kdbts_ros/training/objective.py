@@ -93,7 +93,7 @@ class Objective(nn.Module):
         extra = [candidates[i] for i in torch.randperm(len(candidates), generator=self.generator)[:k]]
         return [0] + [i for i in extra if self._rand() >= self.cfg.loss.view_dropout]
 
-    def hidden_views(self, num_points: tuple[int, int], num_views: int, device: torch.device) -> torch.Tensor | None:
+    def hidden_views(self, num_points: tuple[int, ...], num_views: int, device: torch.device) -> torch.Tensor | None:
         """Official per-point view dropout of the multi-view head: each extra view hidden from each point with
         probability ``point_view_dropout``; view 0 always seen. None when off or when no head learns from it."""
         p = self.cfg.loss.point_view_dropout

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -35,9 +35,11 @@ class PosedFrames(Protocol):
 
     width: int
     height: int
-    K: np.ndarray
     cameras: list[str]
     sequences: list[str]
+
+    @property
+    def K(self) -> np.ndarray: ...  # (3, 3) intrinsics shared by the cameras: an attribute or a property
 
     def num_frames(self, seq: str) -> int: ...
     def image(self, seq: str, cam: int, frame: int) -> np.ndarray: ...
@@ -185,7 +187,8 @@ def seed_worker(worker_id: int) -> None:
     other workers' flips and jitters.
     """
     info = get_worker_info()
-    info.dataset.reseed(torch.initial_seed() % 2**63)
+    assert info is not None, "seed_worker is a worker_init_fn: it runs in a data-loader worker"
+    cast(MixedFrames, info.dataset).reseed(torch.initial_seed() % 2**63)
 
 
 class SourceBatches(Sampler[list[int]]):

@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
             scheduler.step()
             step += 1
             bar.update(1)
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.iterations):
+            if log is not None and writer is not None and (step % cfg.log_every == 0 or step == cfg.iterations):
                 record = {"step": step, "time_s": round(time.monotonic() - start, 2),
                           "lr": scheduler.get_last_lr()[0], **{k: float(v.detach()) for k, v in losses.items()}}
                 log.write(json.dumps(record) + "\n")

@@ -19,6 +19,9 @@ class PositionalEncoding(nn.Module):
     Buffers ``_freqs`` and ``_phases`` (1, 2 num_freqs, 1) carry the official names.
     """
 
+    _freqs: torch.Tensor
+    _phases: torch.Tensor
+
     def __init__(self, num_freqs: int = 6, d_in: int = 3, freq_factor: float = 1.5):
         super().__init__()
         freqs = freq_factor * 2.0 ** torch.arange(num_freqs, dtype=torch.float32)

@@ -18,19 +18,20 @@ floating-point summation order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 
 from kdbts_ros.core.camera import project, to_camera
 from kdbts_ros.core.model.code import z_code
-from kdbts_ros.core.model.heads import MLP
+from kdbts_ros.core.model.heads import MLP, MultiViewHead
 from kdbts_ros.core.model.network import MV_HEAD, SV_HEAD, DensityField
 
 
 def first_mlp(model: DensityField, head: str) -> MLP:
     """The per-view MLP whose first layer reads [feature, code]: the SV head, or the MV head's ``mlp``."""
-    return model.heads[SV_HEAD] if head == "sv" else model.heads[MV_HEAD].mlp
+    return cast(MLP, model.heads[SV_HEAD]) if head == "sv" else cast(MultiViewHead, model.heads[MV_HEAD]).mlp
 
 
 def code_weights(model: DensityField, head: str, coord: int) -> torch.Tensor:
@@ -112,7 +113,7 @@ def fuse(model: DensityField, out: torch.Tensor, invalid: torch.Tensor, head: st
     # heads.MultiViewHead in the channel-first layout
     conf = out[:, 0].masked_fill(invalid, torch.finfo(out.dtype).min)
     fused = (torch.softmax(conf, 0)[:, None] * out[:, 1:]).sum(0)                         # (F, N)
-    mlp2 = model.heads[MV_HEAD].mlp2
+    mlp2 = cast(MultiViewHead, model.heads[MV_HEAD]).mlp2
     h = torch.relu(torch.addmm(mlp2.lin_in.bias[:, None], mlp2.lin_in.weight, fused))
     return torch.addmm(mlp2.lin_out.bias[:, None], mlp2.lin_out.weight, h)[0]
 

@@ -77,8 +77,8 @@ def infer_architecture(sd: dict[str, torch.Tensor], z_near: float = 3.0, z_far: 
             raise CheckpointError(f"no {key} in the checkpoint: not a BTS / MVBTS / KDBTS network")
     blocks = {i: len({k.split(".")[4] for k in sd if k.startswith(f"{ENCODER}layer{i}.")}) for i in (1, 2, 3, 4)}
     bottleneck = f"{ENCODER}layer1.0.conv3.weight" in sd
-    layouts = {(False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34",
-               (True, (3, 4, 6, 3)): "resnet50"}
+    layouts: dict[tuple[bool, tuple[int, ...]], str] = {
+        (False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34", (True, (3, 4, 6, 3)): "resnet50"}
     backbone = layouts.get((bottleneck, tuple(blocks[i] for i in (1, 2, 3, 4))))
     if backbone is None:
         raise CheckpointError(f"unsupported encoder layout: blocks {blocks}, bottleneck {bottleneck}")

@@ -62,7 +62,7 @@ class Bottleneck(nn.Module):
 # name: (block, blocks per stage, stem width); the stage widths are 1, 2, 4, 8 times the stem's.
 # "resnet18_half" is not a torchvision model: a half-width ResNet-18 small enough (4x fewer
 # weights, ~3x faster) to train on a CPU and to ship inside the package.
-_LAYOUTS = {
+_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, int], int]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2), 64),
     "resnet34": (BasicBlock, (3, 4, 6, 3), 64),
     "resnet50": (Bottleneck, (3, 4, 6, 3), 64),
