@@ -267,10 +267,19 @@ def test_two_process_ddp_ends_with_identical_parameters(tiny_data, tmp_path):
 def test_kd_mvs_options_add_finite_terms_that_reach_the_student(tiny_data):
     cfg = tiny_config(tiny_data, method="kdbts", **{"loss.featuremetric": 0.1, "loss.prob_kd": 0.1})
     model = random_model(cfg.model.architecture(), 0)
-    out = Objective(model, cfg, seed=3)({k: v[None] for k, v in build_dataset(cfg, 0)[0].items()})
+    batch = {k: v[None] for k, v in build_dataset(cfg, 0)[0].items()}
+    out = Objective(model, cfg, seed=3)(batch)
     assert all(torch.isfinite(out[k]) for k in ("featuremetric", "prob_kd", "kd", "photometric"))
-    out["loss"].backward()
-    assert torch.count_nonzero(model.heads["singleviewhead"].lin_out.weight.grad) > 0
+    assert out["featuremetric"] > 0 and out["prob_kd"] > 0
+    # the same rays without the options: the loss differs by exactly the two weighted terms ...
+    plain = Objective(model, tiny_config(tiny_data, method="kdbts"), seed=3)(batch)
+    assert "featuremetric" not in plain and "prob_kd" not in plain
+    assert out["loss"].item() == pytest.approx(
+        plain["loss"].item() + 0.1 * out["featuremetric"].item() + 0.1 * out["prob_kd"].item(), rel=1e-5)
+    # ... and they change the student's gradient
+    student = model.heads["singleviewhead"].lin_out.weight
+    (g,), (g_plain,) = (torch.autograd.grad(o["loss"], student) for o in (out, plain))
+    assert torch.count_nonzero(g) > 0 and not torch.allclose(g, g_plain)
 
 
 @pytest.mark.parametrize("name", ["bts", "mvbts", "kdbts"])
@@ -451,7 +460,8 @@ def test_a_mono_odometry_sequence_trains_beside_procedural_streets(tiny_data, tm
     assert tuple(sample["images"].shape) == (3, 3, 64, 160)  # grey 32x16 frames resized, repeated to RGB
     model = train(cfg, tmp_path / "run", progress=False)
     assert model.available_heads == ["sv", "mv"]
-    assert all(np.isfinite(json.loads(line)["loss"]) for line in (tmp_path / "run" / "metrics.jsonl").open())
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [m["step"] for m in logged] == [1, 2, 3] and all(np.isfinite(m["loss"]) for m in logged)
 
 
 @needs_kitti
