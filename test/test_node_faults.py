@@ -574,7 +574,7 @@ def test_runtime_parameters_are_validated_and_applied_between_frames(system, mon
     assert grid.head == "sv" and grid.num_views == 1 and grid.size_x == 24
     # refused, with the reason: out of range, against another field, unavailable head, start-up only
     out_of_range = node.set_parameters([Parameter("grid.resolution", value=50.0)])[0]
-    assert not out_of_range.successful and out_of_range.reason
+    assert not out_of_range.successful and "grid.resolution out of range" in out_of_range.reason
     crossed = node.set_parameters([Parameter("grid.x_min", value=5.0)])[0]
     assert not crossed.successful and "below its max" in crossed.reason
     monkeypatch.setattr(s.runner.pipeline.model, "available_heads", ["sv"])
