@@ -29,10 +29,13 @@ def test_bench_reports_stages_throughput_memory_and_arithmetic_per_case(tmp_path
         assert c["frames"] == 2 and not c["dropped"]
         # the end-to-end time covers every stage
         assert c["end_to_end"]["median_ms"] >= 0.9 * sum(s["median_ms"] for s in c["stages"].values())
-        assert c["fps"] == pytest.approx(1e3 / c["end_to_end"]["median_ms"], rel=0.5)
+        # frames/s is 1 / mean end-to-end time; with two measured frames the median is that mean
+        assert c["fps"] == pytest.approx(1e3 / c["end_to_end"]["median_ms"], rel=1e-6)
         assert c["peak_rss_mb"] > 100 and c["peak_cuda_mb"] is None
-        assert c["gflops"]["encode"] > 1 and c["peak_gflops"] > 0
+        assert c["gflops"]["encode"] > 1
         assert (c["head"], c["views"]) == (("sv", 1) if c["window"] == 1 else ("mv", 2))
+    # the arithmetic ceiling is measured once per device and dtype: one figure for every case here
+    assert len({c["peak_gflops"] for c in cases}) == 1 and cases[0]["peak_gflops"] > 0
     fast, ref = cases[0], cases[2]
     # the fast path shares view 0's work along each ray: far less arithmetic for the same depth image
     assert fast["gflops"]["depth"] < 0.5 * ref["gflops"]["depth"]
@@ -43,4 +46,8 @@ def test_bench_through_the_node_times_publishing(tmp_path):
     pytest.importorskip("kdbts_ros.msg")
     report = _bench(tmp_path, "--windows", "1", "--publish")
     (case,) = report["cases"]
-    assert report["publish"] and "publish" in case["stages"] and case["frames"] == 2
+    assert report["publish"] and case["frames"] == 2
+    # publishing is timed as a stage of its own, beside the others, and inside the end-to-end time
+    assert set(case["stages"]) == {"decode", "resize", "encode", "grid", "depth", "messages", "publish"}
+    publish = case["stages"]["publish"]
+    assert 0 < publish["median_ms"] <= publish["p99_ms"] <= case["end_to_end"]["p99_ms"]

@@ -51,7 +51,9 @@ def test_transform_helpers(rng):
     np.testing.assert_allclose(geometry.invert(T) @ T, np.eye(4), atol=1e-12)
     t, q2 = geometry.from_matrix(T)
     np.testing.assert_allclose(geometry.to_matrix(t, q2), T, atol=1e-12)
-    assert geometry.rigid_problem(t, np.array([0, 0, 0, 2.0])) is not None
+    assert geometry.rigid_problem(t, q2) is None
+    assert geometry.rigid_problem(t, np.array([0, 0, 0, 2.0])) == "quaternion norm 2.0000 is not 1"
+    assert geometry.rigid_problem(t, np.array([0, 0, 0, 1.0005])) is None  # within the 1e-3 tolerance
     assert geometry.rigid_problem(np.array([np.nan, 0, 0]), q) == "non-finite transform"
     # interpolating halfway around z by 90 degrees gives 45 degrees
     Rz = geometry.to_matrix(np.array([2.0, 0, 0]), np.array([0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)]))

@@ -13,10 +13,25 @@ def test_default_yaml_is_the_generated_parameter_file():
 
 
 def test_every_parameter_is_documented_with_a_range_or_choices_where_numeric():
+    cfg = PipelineConfig()
     for spec in iter_params(PipelineConfig()):
-        assert spec.description
+        assert spec.description.strip(), spec.name
+        set_param(cfg, spec.name, spec.default, check=False)  # the default is a value the parameter accepts
         if spec.type in (int, float):
-            assert spec.range is not None, spec.name
+            lo, hi = spec.range
+            assert lo < hi, spec.name
+            # both ends are accepted (alone: cross-field checks off), one step beyond either is refused
+            for accepted in (lo, hi):
+                set_param(cfg, spec.name, accepted, check=False)
+            for refused in (lo - spec.type(1), hi + spec.type(1)):
+                with pytest.raises(ValueError, match="outside"):
+                    set_param(cfg, spec.name, refused, check=False)
+        if spec.choices is not None:
+            assert spec.default in spec.choices, spec.name
+            for accepted in spec.choices:
+                set_param(cfg, spec.name, accepted, check=False)
+            with pytest.raises(ValueError, match="not one of"):
+                set_param(cfg, spec.name, "no such choice", check=False)
 
 
 def test_invalid_values_are_rejected_with_a_reason_and_leave_the_config_unchanged(tmp_path):

@@ -18,23 +18,39 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     seq = synthetic_sample(3, width=320, height=96)
     result = run_demo(cfg, tmp_path, seq)
     assert result["frames"] == 3 and result["drops"] == {}
-    for key in ("occupancy_png", "depth_png", "input_png", "figure_png"):
-        assert cv2.imread(str(result["files"][key])) is not None
     # the last frame at its recorded size over its depth, the profile as a square of their height
     assert cv2.imread(str(result["files"]["figure_png"])).shape == (2 * 96, 320 + 2 * 96, 3)
+    np.testing.assert_array_equal(cv2.imread(str(result["files"]["input_png"])),
+                                  cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
     seen: dict[str, int] = {}
+    last: dict[str, object] = {}
     with Reader(result["files"]["bag"]) as reader:
         assert list(result["files"]["bag"].glob("*.mcap"))
         qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
         for conn, _, data in reader.messages():
             msg = cdr.deserialize(data, conn.msgtype)
             seen[conn.topic] = seen.get(conn.topic, 0) + 1
+            last[conn.topic] = msg
             if conn.topic == "/kdbts/depth":
                 depth = np.frombuffer(msg.data, "<f4")
                 assert np.all(np.isfinite(depth)) and depth.min() >= cfg.model.z_near
     assert seen["/kdbts/occupancy"] == seen["/kdbts/points"] == seen["/kdbts/depth"] == 3
     assert seen["/kdbts/density_grid"] == 3 and seen["/tf_static"] == 1
     assert "TRANSIENT_LOCAL" in str(qos["/tf_static"][0].durability)
+    # the PNGs show the last frame's outputs, as they went into the bag: depth as magma on normalised inverse
+    # depth, occupancy 4 pixels a cell, far at the top, unknown cells grey
+    d = last["/kdbts/depth"]
+    depth = np.frombuffer(d.data, "<f4").reshape(d.height, d.width)
+    near, far = cfg.model.z_near, cfg.model.z_far
+    inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
+    np.testing.assert_array_equal(cv2.imread(str(result["files"]["depth_png"])),
+                                  cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA))
+    grid = last["/kdbts/occupancy"]
+    cells = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    occupancy = cv2.imread(str(result["files"]["occupancy_png"]))
+    assert occupancy.shape == (4 * grid.info.height, 4 * grid.info.width, 3)
+    np.testing.assert_array_equal((occupancy[::4, ::4] == 128).all(-1), (cells == -1)[::-1])
+    assert (cells == -1).any() and (cells >= 0).any()
 
 
 @needs_kitti

@@ -112,6 +112,11 @@ def test_eval_command_writes_table_json_and_profiles(held_out, tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert set(data["results"]) == {"WALL (SV)", "wall (SV)"} and data["frames"] == 1
     assert data["models"] == {"WALL": ckpt, "wall": ckpt}  # unlabelled: named after the file
+    # one checkpoint under two names: the same scores, in the JSON and in both table rows
+    wall = data["results"]["WALL (SV)"]
+    assert data["results"]["wall (SV)"] == pytest.approx(wall, rel=0, abs=0, nan_ok=True)
+    assert table[3].startswith("| wall (SV) |") and table[2][len("| WALL"):] == table[3][len("| wall"):]
+    assert f" {wall['o_acc']:.3f} |" in table[2] and f" {wall['abs_rel']:.3f} |" in table[2]
     assert (out / "profiles.png").stat().st_size > 1000
     missing = str(tmp_path / "missing.safetensors")
     assert main(["eval", str(held_out), "--model", missing, "--out", str(out)]) == EXIT_USER

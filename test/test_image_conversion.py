@@ -272,6 +272,9 @@ def test_malformed_compressed_images_are_rejected_cleanly(case):
     event("invalid but decoded" if not valid else "valid and decoded")
     assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8 and rgb.size > 0
     if valid:
+        # the pixels OpenCV's own colour decode of the file gives (grey repeated, alpha dropped), as RGB
+        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(rgb, bgr[..., ::-1])
         assert rgb.shape == (6, 9, 3)
 
 
@@ -332,14 +335,23 @@ def camera_infos(draw) -> object:
 @PROPERTY
 @given(camera_infos())
 def test_camera_info_intrinsics_are_usable_or_rejected(info):
+    # P's left 3x3 whenever its focal lengths are set (rectified images), else K; refused when that matrix is
+    # not finite with positive focal lengths, or the image size is zero
+    P, K_msg = np.asarray(info.p).reshape(3, 4), np.asarray(info.k).reshape(3, 3)
+    from_p = bool(P[0, 0] > 0 and P[1, 1] > 0)
+    chosen = P[:, :3] if from_p else K_msg
+    usable = bool(np.all(np.isfinite(chosen)) and chosen[0, 0] > 0 and chosen[1, 1] > 0
+                  and info.width > 0 and info.height > 0)
     try:
         K, w, h, src = sensor_data.camera_info_intrinsics(info)
     except cdr.ConversionError:
         event("rejected")
+        assert not usable, "usable intrinsics were rejected"
         return
     event(f"accepted from {src}")
-    assert np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0
-    assert w > 0 and h > 0 and src in ("p", "k")
+    assert usable and src == ("p" if from_p else "k")
+    np.testing.assert_array_equal(K, chosen)
+    assert (w, h) == (info.width, info.height)
 
 
 @st.composite
@@ -371,7 +383,11 @@ def test_tf_transforms_flag_bad_transforms_and_keep_good_ones_rigid(items):
         event("rigid" if rigid else "bad")
         assert (parent, child, stamp) == ("odom", "base", 3)
         if not rigid:
-            assert problem is not None and T is None
+            assert T is None
+            if not (np.all(np.isfinite(t)) and np.all(np.isfinite(_q))):
+                assert problem == "non-finite transform"
+            else:
+                assert problem == f"quaternion norm {np.linalg.norm(_q):.4f} is not 1"
             continue
         assert problem is None and T.shape == (4, 4)
         R = T[:3, :3]

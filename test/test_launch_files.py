@@ -45,9 +45,11 @@ def test_launch_file_names_existing_files_executable_and_parameters():
 
 def test_rviz_config_shows_the_node_outputs():
     rviz = yaml.safe_load((ROOT / "rviz/kdbts.rviz").read_text())["Visualization Manager"]
-    topics = {d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
+    topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
     t = PipelineConfig().topics
-    assert {t.occupancy, t.points, t.depth, t.images[0]} <= topics
+    # each display on its own output, and nothing else subscribed
+    assert topics == {"Occupancy (bird's-eye)": t.occupancy, "Occupied voxels": t.points, "Depth": t.depth,
+                      "Camera": t.images[0], "Camera with overlays": t.images[0]}
     assert rviz["Global Options"]["Fixed Frame"] == PipelineConfig().fixed_frame
 
 

@@ -68,9 +68,11 @@ def test_rviz_follows_renamed_outputs_and_a_bad_config_is_refused(tmp_path):
     own.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"fixed_frame": "map", "topics": {
         "occupancy": "/grid", "images": ["/cam/image"], "camera_infos": ["/cam/camera_info"]}}}}))
     rviz = yaml.safe_load(plan.write_rviz_config(TEMPLATE, own, tmp_path).read_text())["Visualization Manager"]
-    topics = {d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
-    assert {"/grid", "/cam/image", PipelineConfig().topics.points} <= topics
-    assert PipelineConfig().topics.occupancy not in topics
+    topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
+    default = PipelineConfig().topics
+    # the renamed output and camera in their displays, the others on their defaults
+    assert topics == {"Occupancy (bird's-eye)": "/grid", "Occupied voxels": default.points, "Depth": default.depth,
+                      "Camera": "/cam/image", "Camera with overlays": "/cam/image"}
     own.write_text("kdbts_node:\n  ros__parameters:\n    window_size: 0\n")
     with pytest.raises(plan.LaunchError, match="window_size"):
         plan.write_rviz_config(TEMPLATE, own, tmp_path)

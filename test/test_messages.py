@@ -77,7 +77,8 @@ def test_point_cloud_bytes_decode_with_rclpy(rng):
     assert (msg.width, msg.height, msg.point_step, msg.row_step) == (40, 1, 20, 800)
     raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(40, 20)
     offsets = {f.name: f.offset for f in msg.fields}
-    assert all(f.datatype == 7 and f.count == 1 for f in msg.fields)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == \
+        [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("density", 12, 7, 1), ("rgb", 16, 7, 1)]  # 7: FLOAT32
     for i, name in enumerate("xyz"):
         col = raw[:, offsets[name]: offsets[name] + 4].copy().view("<f4")[:, 0]
         np.testing.assert_array_equal(col, pts[:, i])

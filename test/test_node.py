@@ -158,7 +158,7 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     assert np.all(depth >= WALL) and np.all(depth <= WALL + spacing + 0.05)
 
     cloud = pick("/kdbts/points")
-    assert cloud.header.frame_id == "odom" and cloud.width > 0 and cloud.point_step == 20
+    assert cloud.header.frame_id == "odom" and cloud.point_step == 20
     xyz = np.frombuffer(bytes(cloud.data), np.uint8).reshape(-1, 20)[:, :12].copy().view("<f4")
     pts_cam = xyz @ T_cam_odom[:3, :3].T + T_cam_odom[:3, 3]
     Kd = np.array(depth_info.p).reshape(3, 4)[:, :3]
@@ -171,6 +171,12 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     dg = pick("/kdbts/density_grid")
     assert (dg.size_x, dg.size_y, dg.size_z) == (36, 40, 5) and len(dg.density) == 36 * 40 * 5
     assert dg.head == "sv" and dg.num_views == 1 and dg.header.frame_id == "odom"
+    # the cloud holds exactly the seen voxels of the grid denser than grid.occupied_density, with their densities
+    grid_density = np.asarray(dg.density, np.float32)
+    occupied = grid_density[np.isfinite(grid_density) & (grid_density > node.cfg.grid.occupied_density)]
+    cloud_density = np.frombuffer(bytes(cloud.data), np.uint8).reshape(-1, 20)[:, 12:16].copy().view("<f4")[:, 0]
+    assert cloud.width == len(occupied) > 0
+    np.testing.assert_array_equal(np.sort(cloud_density), np.sort(occupied))
 
 
 def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
@@ -187,7 +193,10 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
     # diagnostics come at 1 Hz: wait for a report that includes the last frame
     assert _wait(lambda: any(int(values(m)["frames_processed"]) >= 4 for m in got.get("/diagnostics", [])), 15)
     report = values(got["/diagnostics"][-1])
-    assert int(report["dropped_bad_image"]) >= 1 and int(report["dropped_size_mismatch"]) >= 1
+    # one image dropped for each fault, as the runner counted it
+    assert int(report["dropped_bad_image"]) == node.runner.drops["bad_image"] == before.get("bad_image", 0) + 1
+    assert int(report["dropped_size_mismatch"]) == node.runner.drops["size_mismatch"] == \
+        before.get("size_mismatch", 0) + 1
 
 
 def test_runtime_parameters_are_validated(system):

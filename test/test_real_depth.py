@@ -80,8 +80,15 @@ def test_eval_command_on_the_real_sample(tmp_path, capsys):
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["crop"] == "garg" and report["frames"] == 2
     assert set(report["results"]) == {"KDBTS (SV)", "KDBTS (MV)"}
-    assert all(0 < r["abs_rel"] < 10 for r in report["results"].values())
-    assert "O_acc" not in (tmp_path / "results.md").read_text()
+    table = (tmp_path / "results.md").read_text()
+    for label, r in report["results"].items():
+        assert r["frames"] == 2
+        assert 0 < r["a1"] <= r["a2"] <= r["a3"] <= 1  # the delta thresholds nest
+        # the shipped network on these held-out frames: Abs Rel 0.42 (SV) and 0.43 (MV), delta1 0.47 and 0.46
+        # (docs/real: 0.41 and 0.44 over all ten scans); a constant 15 m scores 0.97 and 0.13 on this drive
+        assert 0 < r["abs_rel"] < 0.6 and r["a1"] > 0.35, (label, r)
+        assert f"| {label} | {r['abs_rel']:.3f} | {r['sq_rel']:.3f} | {r['rmse']:.3f} |" in table
+    assert "O_acc" not in table
 
 
 def test_flat_road_prior_meets_the_road_below_the_horizon_and_the_wall_above():

@@ -242,7 +242,11 @@ def test_eval_command_on_a_generated_kitti360_drive(drive, tmp_path, capsys):
     assert far["ie_rec"] == 1.0 and far["o_rec"] == 0.0
     # occupied beyond 7.5 m: finds the box but fills the seen-through shadow and the open road
     assert box["o_rec"] > 0.95 and box["ie_rec"] < 0.5 and box["o_acc"] < far["o_acc"]
-    assert 0 < far["abs_rel"] < 10 and 0 < box["abs_rel"] < 10
+    # depth: every return lies within 40 m of the scanner (the ring, or the box before it), so the wall rendered
+    # at 60 m or just behind it is more than 1.25 times too far everywhere and at least half too far
+    assert far["a1"] == 0.0 and 0.49 < far["abs_rel"] < 10
+    # the 7.5 m wall is within 1.25 times the box's depth where the car is 6-9 m before it (frames 2-4)
+    assert box["a1"] > 0 and 0 < box["abs_rel"] < 10
 
     assert main(args + ["--occ-scans", "30"]) == 0  # no frame has 30 scans: depth only, and why
     captured = capsys.readouterr()

@@ -61,8 +61,13 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     assert np.all(np.isfinite(values)) and values.min() >= 3.0 - 1e-3
     occupancy = [m for t, _, m in outputs if t == "/kdbts/occupancy"][0]
     assert occupancy.header.frame_id == "world"
-    pngs = sorted((tmp_path / "png").glob("*.png"))
-    assert len(pngs) == 9 and all(cv2.imread(str(p)) is not None for p in pngs)
+    # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
+    # size of the depth published for that frame
+    stamps = [M.stamp_ns(d.header.stamp) for d in depth]
+    assert sorted(p.name for p in (tmp_path / "png").glob("*.png")) == \
+        sorted(f"{kind}_{t}.png" for kind in ("occupancy", "depth", "figure") for t in stamps)
+    for d, t in zip(depth, stamps, strict=True):
+        assert cv2.imread(str(tmp_path / "png" / f"depth_{t}.png")).shape == (d.height, d.width, 3)
     # one figure per processed frame, showing that frame's image at its recorded size
     images = {cdr.stamp_ns(m.header.stamp): sensor_data.decode_image(m, cdr.IMAGE) for t, _, m in inputs
               if t == "/kitti/camera_color_left/image_raw"}

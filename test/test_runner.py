@@ -89,8 +89,11 @@ def _after_one_rig_frame(model) -> tuple[FrameRunner, Rig, int]:
 def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model):
     runner = _runner(model)
     rig = Rig(runner)
-    topics = {t for t, _, _ in rig.frame(S, 0.0)}
-    assert {"/kdbts/occupancy", "/kdbts/depth", "/kdbts/points", "/kdbts/density_grid"} <= topics
+    out = rig.frame(S, 0.0)
+    # each output once, every one stamped with the rig frame's stamp
+    assert sorted(t for t, _, _ in out) == ["/kdbts/density_grid", "/kdbts/depth", "/kdbts/depth/camera_info",
+                                            "/kdbts/occupancy", "/kdbts/points"]
+    assert all(M.stamp_ns(M.deserialize(data, msgtype).header.stamp) == S for _, msgtype, data in out)
     # the right camera sees the grid from 0.5 m beside the left one: auto takes the MV head on frame one
     assert runner.last.head == "mv" and runner.last.num_views == 2 and runner.last.camera_frame == "left"
     rig.frame(S + S // 10, 1.0)
@@ -103,7 +106,7 @@ def test_the_output_camera_waits_for_a_live_partner_and_not_for_a_silent_one(mod
     rig.pose(t, 1.0)
     rig.info(0, t)
     rig.image(0, t)
-    assert runner.step(t) == [] and runner.pending is not None  # the right camera is live: wait
+    assert runner.step(t) == [] and runner.pending.stamp_ns == t  # the right camera is live: wait
     rig.info(1, t)
     rig.image(1, t + 5_000_000)  # 5 ms later: within sync_tolerance, and posed at its own stamp
     rig.pose(t + 10_000_000, 1.0)

@@ -1,7 +1,7 @@
 """kdbts soak, short: the live node fed at twice its sustained rate keeps latency bounded and memory flat.
 
-Not a timed test: every assertion is structural (accounting, no backlog, no leak), so a
-slow or busy machine changes the figures but not the verdict.
+Not a timed test: every assertion is structural (accounting, no backlog, no leak) or bounded by
+what the run itself measured, so a slow or busy machine changes the figures but not the verdict.
 """
 from __future__ import annotations
 
@@ -38,17 +38,44 @@ def report(tmp_path_factory) -> dict:
     return json.loads((tmp / "out" / "soak.json").read_text())
 
 
-def test_report_has_every_figure(report):
-    assert {"machine", "input", "network", "device", "mode", "calibration", "load_factor", "rate_hz", "duration_s",
-            "publish_late", "processed_hz", "latency", "latency_drift", "output_camera", "drops", "faults",
-            "memory", "load_average"} <= set(report)
-    assert {"frames", "median_ms", "p99_ms", "sustained_hz"} <= set(report["calibration"])
-    assert report["rate_hz"] == pytest.approx(2 * report["calibration"]["sustained_hz"])
-    assert {"median_ms", "p90_ms", "p99_ms", "max_ms", "tenths"} <= set(report["latency"])
-    assert len(report["latency"]["tenths"]) == 10
-    assert {"peak_mb", "first_tenth_mb", "second_tenth_mb", "last_tenth_mb", "growth_mb", "samples"} <= \
-        set(report["memory"])
+def test_the_rate_is_twice_the_measured_one_and_was_kept(report):
+    cal, late = report["calibration"], report["publish_late"]
+    # the rate comes from the closed-loop calibration: twice the reciprocal of its median frame time
+    assert cal["frames"] > 0 and 0 < cal["median_ms"] <= cal["p99_ms"]
+    assert report["rate_hz"] == pytest.approx(2e3 / cal["median_ms"])
+    # and the source kept to it: frame i went out at start + i / rate (a sleep never ends early) and at most the
+    # worst measured lateness after it, so the run, measured from start to just after the last publish, lasted
+    # (FRAMES - 1) / rate plus at most that lateness (and a moment to sample memory and print the progress line)
+    assert 0 <= late["median_ms"] <= late["p90_ms"] <= late["p99_ms"] <= late["max_ms"]
+    scheduled = (FRAMES - 1) / report["rate_hz"]
+    assert scheduled - 1e-3 <= report["duration_s"] <= scheduled + late["max_ms"] / 1e3 + 0.25
+    # the input was faster than the node could go
+    assert report["processed_hz"] == pytest.approx(report["output_camera"]["processed"] / report["duration_s"])
+    assert report["processed_hz"] < report["rate_hz"]
     assert "/right/image_raw/compressed" in report["input"]
+
+
+def test_latency_and_memory_figures_agree_with_each_other(report):
+    lat, cam, mem = report["latency"], report["output_camera"], report["memory"]
+    tenths = lat["tenths"]
+    assert len(tenths) == 10
+    # every delivered frame falls in exactly one tenth, and a tenth without one reports no latency
+    assert sum(t["frames_delivered"] for t in tenths) == cam["delivered"] <= cam["processed"]
+    for t in tenths:
+        if t["frames_delivered"]:
+            assert 0 < t["median_ms"] <= t["p90_ms"] <= t["p99_ms"] <= t["max_ms"], t
+        else:
+            assert "median_ms" not in t and "max_ms" not in t, t
+    assert 0 < lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert lat["max_ms"] == max(t["max_ms"] for t in tenths if t["frames_delivered"])
+    # memory: the summary is made of the per-tenth medians, the peak is at least each of them
+    rss = [t["rss_median_mb"] for t in tenths]
+    assert (mem["first_tenth_mb"], mem["second_tenth_mb"], mem["last_tenth_mb"]) == (rss[0], rss[1], rss[-1])
+    assert mem["growth_mb"] == pytest.approx(mem["last_tenth_mb"] - mem["second_tenth_mb"])
+    assert mem["peak_mb"] >= max(r for r in rss if r is not None)
+    # the node-wide drop counts include the output camera's
+    assert all(report["drops"].get(reason, 0) >= n for reason, n in cam["dropped"].items())
+    assert cam["not_received"] == cam["sent"] - cam["received"] and cam["accounted"] is True
 
 
 def test_every_image_the_node_received_is_accounted_for(report):

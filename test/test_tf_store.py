@@ -263,8 +263,10 @@ def test_extrapolation_limit_with_one_sample_holds_it_both_ways(fake_tf2, stamp,
 def test_make_tf_store_prefers_tf2_and_falls_back(monkeypatch, fake_tf2):
     tf, name = make_tf_store(3.0, 0.02)
     assert name == "tf2_ros" and isinstance(tf, Tf2Store) and tf.extrapolation_limit_ns == 20_000_000
+    assert tf._buffer.cache_time.nanoseconds == 3 * S
     tf, name = make_tf_store(3.0, 0.02, prefer_tf2=False)
     assert name == "builtin" and isinstance(tf, TfBuffer)
+    assert (tf.cache_ns, tf.extrapolation_limit_ns) == (3 * S, 20_000_000)
     monkeypatch.setitem(sys.modules, "tf2_ros", None)  # makes `import tf2_ros` raise ImportError
     tf, name = make_tf_store(3.0, 0.02)
     assert name == "builtin" and isinstance(tf, TfBuffer)
