@@ -63,7 +63,7 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     assert occupancy.header.frame_id == "world"
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
     # size of the depth published for that frame
-    stamps = [M.stamp_ns(d.header.stamp) for d in depth]
+    stamps = [cdr.stamp_ns(d.header.stamp) for d in depth]
     assert sorted(p.name for p in (tmp_path / "png").glob("*.png")) == \
         sorted(f"{kind}_{t}.png" for kind in ("occupancy", "depth", "figure") for t in stamps)
     for d, t in zip(depth, stamps, strict=True):

@@ -93,7 +93,7 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
     # each output once, every one stamped with the rig frame's stamp
     assert sorted(t for t, _, _ in out) == ["/kdbts/density_grid", "/kdbts/depth", "/kdbts/depth/camera_info",
                                             "/kdbts/occupancy", "/kdbts/points"]
-    assert all(M.stamp_ns(M.deserialize(data, msgtype).header.stamp) == S for _, msgtype, data in out)
+    assert all(cdr.stamp_ns(cdr.deserialize(data, msgtype).header.stamp) == S for _, msgtype, data in out)
     # the right camera sees the grid from 0.5 m beside the left one: auto takes the MV head on frame one
     assert runner.last.head == "mv" and runner.last.num_views == 2 and runner.last.camera_frame == "left"
     rig.frame(S + S // 10, 1.0)
