@@ -24,7 +24,8 @@ import torch
 
 from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.core.config import PipelineConfig, iter_params, set_param, set_params
-from kdbts_ros.core.pipeline import Frame, Outputs, Pipeline
+from kdbts_ros.core.frames import Frame, Outputs
+from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 
 log = logging.getLogger("kdbts_ros")
@@ -399,7 +400,7 @@ class FrameRunner:
         """Accept several run-time changes together or none of them (an atomic parameter set); raises ValueError."""
         with self._param_lock:
             for name, value in changes:
-                problem = self.pipeline.mode_problem(value) if name == "mode" else None
+                problem = self.pipeline.heads.mode_problem(value) if name == "mode" else None
                 if problem:
                     raise ValueError(problem)
             # staged apart from the live config, which the step thread reads
