@@ -6,7 +6,8 @@ import pytest
 
 from conftest import small_config
 from kdbts_ros.core.grid_budget import REFINE_BELOW, TARGET, GridBudget, ladder_size
-from kdbts_ros.core.pipeline import Frame, Pipeline
+from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.pipeline import Pipeline
 
 
 def test_ladder_sizes_are_quarter_octaves_of_the_configured_size_within_bounds():

@@ -158,7 +158,8 @@ def test_colour_sampling_reads_the_pixel_a_point_projects_to():
 
 def test_reduced_precision_keeps_occupancy():
     from conftest import small_config
-    from kdbts_ros.core.pipeline import Frame, Pipeline
+    from kdbts_ros.core.frames import Frame
+    from kdbts_ros.core.pipeline import Pipeline
 
     img = (np.random.default_rng(0).random((64, 192, 3)) * 255).astype(np.uint8)
     K = np.array([[100.0, 0, 96], [0, 100, 32], [0, 0, 1]])

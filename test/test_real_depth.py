@@ -70,7 +70,7 @@ def test_a_wall_network_scores_as_a_constant_depth_prediction():
 
 @needs_kitti
 def test_eval_command_on_the_real_sample(tmp_path, capsys):
-    from kdbts_ros.core.pipeline import EMBEDDED_CHECKPOINT
+    from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 
     s = KITTI_SAMPLE
     assert main(["eval", str(s / shared_sample.RAW_IMAGES), "--dataset", "raw", "--calib", str(s / shared_sample.RAW_CALIB),

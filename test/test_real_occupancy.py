@@ -265,7 +265,7 @@ def test_the_kitti360_sample_has_no_20_posed_frames_with_scans():
 
 @needs_kitti
 def test_eval_command_on_the_kitti360_sample(tmp_path, capsys):
-    from kdbts_ros.core.pipeline import EMBEDDED_CHECKPOINT
+    from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 
     root = KITTI_SAMPLE / shared_sample.KITTI360_ROOT
     # one scan per frame; every second scan: frames 100 (no pose), 360 and 644

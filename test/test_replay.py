@@ -18,7 +18,8 @@ from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.commands.replay import PngWriter, replay
-from kdbts_ros.runtime.runner import FrameRunner, run_messages
+from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.runner import FrameRunner
 
 pytestmark = pytest.mark.integration
 

@@ -340,7 +340,7 @@ def test_mode_mv_is_refused_for_weights_without_a_multi_view_head():
     model = random_model(SMALL_ARCH, 0)
     model.available_heads = ["sv"]
     pipeline = Pipeline(small_config(), model)
-    assert pipeline.mode_problem("mv") and pipeline.mode_problem("auto") is None
+    assert pipeline.heads.mode_problem("mv") and pipeline.heads.mode_problem("auto") is None
     with pytest.raises(ValueError, match="needs a multi-view head"):
         Pipeline(small_config(mode="mv"), model)
     runner = FrameRunner(small_config(), pipeline)

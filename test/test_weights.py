@@ -19,7 +19,7 @@ from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.core.config import load_config
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, random_model, save_checkpoint
 from kdbts_ros.core.model.network import Architecture
-from kdbts_ros.core.pipeline import build_model
+from kdbts_ros.core.loading import build_model
 from kdbts_ros.core.model.registry import RELEASES, cache_dir, cached_path
 
 KDBTS_MEMBER = "kdbts/training_checkpoint_250000.pt"   # where the official configs load them from

@@ -27,7 +27,8 @@ from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.grids import GridSpec
-from kdbts_ros.core.pipeline import Pipeline, pick_device
+from kdbts_ros.core.loading import pick_device
+from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
 from kdbts_ros.ros.harness import NodePublisher
@@ -110,10 +111,10 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
         with FlopCounterMode(display=False) as fc:
             features = pipeline.model.encode(image01)[0]
             if pipeline.cfg.model.fast:
-                for head in pipeline.heads_for_mode():
+                for head in pipeline.heads.for_mode():
                     folded.fold_features(pipeline.model, features, head)
         counts["encode"] = fc.get_total_flops()
-        head, entries, views, planes = pipeline.views_for(pipeline.window.entries[-1])
+        head, entries, views, planes = pipeline.heads.views_for(pipeline.window.entries[-1])
         centres = GridSpec.from_config(pipeline.cfg.grid).centres_cam()
         with FlopCounterMode(display=False) as fc:
             pipeline.query_grid(centres, views, head, planes)

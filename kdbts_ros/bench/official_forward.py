@@ -34,7 +34,8 @@ from kdbts_ros.core import geometry
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model import resnet
 from kdbts_ros.core.model.network import HEAD_NAMES, Architecture, DensityField
-from kdbts_ros.core.pipeline import Frame, Pipeline
+from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.window import WindowEntry
 from kdbts_ros.data.sequences import Sequence
 
@@ -260,7 +261,7 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
             images[frame.stamp_ns] = pipeline.prepare(image, seq.K)[1]
             entry = pipeline.encode(frame)
             pipeline.window.push(entry)
-            head, entries, views, _ = pipeline.views_for(entry)
+            head, entries, views, _ = pipeline.heads.views_for(entry)
             ours = pipeline.query_grid(centres, views, head, None)[0]
         images = {e.stamp_ns: images[e.stamp_ns] for e in pipeline.window.entries}
         if head not in nets:

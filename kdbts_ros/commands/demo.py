@@ -21,7 +21,7 @@ from kdbts_ros.data.sequences import Sequence, input_messages, kitti_sample, syn
 from kdbts_ros.data.image_files import write_image
 from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 from kdbts_ros.ros.tf_store import frame_runner
-from kdbts_ros.runtime.runner import run_messages
+from kdbts_ros.runtime.offline import run_messages
 
 
 def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, object]:

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load every checkpoint (LABEL=PATH, or PATH labelled by its stem) and score it on the chosen data."""
     from kdbts_ros.core.model.checkpoint import load_checkpoint
-    from kdbts_ros.core.pipeline import pick_device
+    from kdbts_ros.core.loading import pick_device
 
     models, infos, paths = {}, {}, {}
     for item in args.model:
@@ -87,7 +87,7 @@ def _synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> i
 def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
     """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording;
     on KITTI-360 also occupancy against aggregated scans (the BTS lidar protocol)."""
-    from kdbts_ros.core.pipeline import OFFICIAL_INPUT_SIZE
+    from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE
     from kdbts_ros.data.datasets import load_recording
     from kdbts_ros.evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
     from kdbts_ros.evaluation.metrics import DEPTH_KEYS

@@ -1,6 +1,6 @@
 """``kdbts replay``: a recorded ROS 2 bag through the node's runner; inputs plus outputs to a new bag.
 
-The bag's messages go to :func:`kdbts_ros.runtime.runner.run_messages` in time order with their bag
+The bag's messages go to :func:`kdbts_ros.runtime.offline.run_messages` in time order with their bag
 stamps as the clock, so the outputs are those the node would publish while the bag plays with
 ``--clock``. Copies of the node's own output topics in the input bag are left out (a replay of
 a replay does not duplicate them), as are messages of types the typestore does not know.
@@ -28,13 +28,14 @@ from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.commands.common import add_config_args, config, print_counts
 from kdbts_ros.messages.bag_info import camera_topics, info_beside, tf_frames
 from kdbts_ros.core.config import ConfigError, PipelineConfig
-from kdbts_ros.core.pipeline import Outputs
+from kdbts_ros.core.frames import Outputs
 from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.image_files import write_image
 from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 from kdbts_ros.ros.tf_store import frame_runner
-from kdbts_ros.runtime.runner import FrameRunner, run_messages
+from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.runner import FrameRunner
 
 log = logging.getLogger("kdbts_ros")
 # image messages of the output camera kept for the figures: the frame processed is the newest

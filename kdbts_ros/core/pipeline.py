@@ -4,83 +4,23 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import torch
 
 from kdbts_ros.core.config import ConfigError, PipelineConfig
-from kdbts_ros.core import geometry
 from kdbts_ros.core.camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
+from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.grid_budget import GridBudget
 from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
-from kdbts_ros.core.inference import ray_depth, views_of
+from kdbts_ros.core.heads import Heads
+from kdbts_ros.core.inference import ray_depth
+from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model, pick_device
 from kdbts_ros.core.model import folded
-from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
-from kdbts_ros.core.model.network import DensityField, Views, architecture_of
+from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.window import FrameWindow, WindowEntry
-
-
-@dataclass
-class Frame:
-    """One camera image with what is known about it."""
-
-    image: np.ndarray                 # (H, W, 3) uint8 RGB
-    K: np.ndarray | None              # 3x3 pixel intrinsics of `image` (rectified: camera_info P)
-    stamp_ns: int
-    frame_id: str                     # the optical frame, whatever its name
-    T_fixed_cam: np.ndarray | None = None
-
-
-@dataclass
-class Outputs:
-    """Everything published for one frame, in plain arrays."""
-
-    stamp_ns: int
-    camera_frame: str
-    out_frame: str                    # fixed frame when posed, else the camera frame
-    T_out_cam: np.ndarray
-    spec: GridSpec
-    density: np.ndarray               # (size_z, size_y, size_x) float32, NaN where unseen
-    occupancy: np.ndarray | None      # (size_y, size_x) int8
-    points: np.ndarray                # (M, 3) float32 in out_frame
-    point_density: np.ndarray         # (M,) float32
-    point_rgb: np.ndarray             # (M, 3) uint8
-    depth: np.ndarray | None          # (h, w) float32 metres (camera z)
-    depth_K: np.ndarray | None        # pixel intrinsics of the depth image
-    head: str
-    num_views: int
-    stage_times: dict[str, float] = field(default_factory=dict)  # seconds of resize, encode, grid and depth
-
-
-def pick_device(name: str) -> torch.device:
-    """Resolve 'auto' to CUDA when available; ConfigError for a name torch does not know or a GPU it lacks."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {name!r}: not a torch device (auto, cpu, cuda, cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: torch sees no CUDA GPU (use cpu or auto)")
-    return device
-
-
-# The KDBTS network trained on the procedural benchmark (README, "Benchmark"); ships with the package.
-EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "kdbts_real.safetensors"
-OFFICIAL_INPUT_SIZE = (192, 640)
-
-
-def build_model(cfg: PipelineConfig) -> tuple[DensityField, dict]:
-    """Load the configured checkpoint (empty: the embedded one), or seeded random weights for 'random'."""
-    m = cfg.model
-    if m.checkpoint == "random":
-        return random_model(architecture_of(m), m.seed), {"weights": f"random (seed {m.seed})"}
-    path = m.checkpoint or EMBEDDED_CHECKPOINT
-    model, info = load_checkpoint(path)
-    return model, {"weights": str(path), **info}
 
 
 class Pipeline:
@@ -94,12 +34,13 @@ class Pipeline:
         else:
             self.model_info = {"weights": "given"}
         self.model = model.to(self.device).eval()
-        problem = self.mode_problem(cfg.mode)
+        self.window = FrameWindow(cfg.window_size, cfg.keyframe)
+        self.heads = Heads(cfg, self.model, self.window, self.device, self.grid_spec)
+        problem = self.heads.mode_problem(cfg.mode)
         if problem:
             raise ConfigError(f"{self.model_info.get('weights')}: {problem}")
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
-        self.window = FrameWindow(cfg.window_size, cfg.keyframe)
         self._compiled_encode = torch.compile(self.model.encode, dynamic=False,
                                               mode="reduce-overhead" if self.device.type == "cuda" else None) \
             if cfg.model.compile else None
@@ -113,67 +54,12 @@ class Pipeline:
         size = self.grid_budget.current(g.resolution, g.coarsest_resolution)
         return GridSpec.from_config(g if size == g.resolution else replace(g, resolution=size))
 
-    def mode_problem(self, mode: str) -> str | None:
-        """Why the loaded weights cannot serve a head mode, or None."""
-        if mode == "mv" and "mv" not in self.model.available_heads:
-            return (f"mode 'mv' needs a multi-view head, but the weights have only {self.model.available_heads}; "
-                    "use mode 'sv' or 'auto'")
-        return None
-
     @property
     def input_size(self) -> tuple[int, int]:
         """Network input (height, width): configured, else the checkpoint's training size."""
         m, info = self.cfg.model, self.model_info
         return (m.image_height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
                 m.image_width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])))
-
-    def _head_and_views(self, current: WindowEntry, group: Sequence[WindowEntry] = ()
-                        ) -> tuple[str, list[WindowEntry], Views]:
-        """The head to query, the entries it reads (current first, then its rig frame, then the window), views.
-
-        ``auto`` takes the multi-view head when another posed frame sees the grid.
-        """
-        mode, others = self.cfg.mode, []
-        if current.T_fixed_cam is not None:
-            seen = {id(current)}
-            for e in [*group, *self.window.posed()]:
-                if e.T_fixed_cam is not None and id(e) not in seen:
-                    seen.add(id(e))
-                    others.append(e)
-        if mode == "auto" and others:
-            centres = self.grid_spec().centres_cam().reshape(-1, 3)  # once, not per view
-            others = [e for e in others if self._sees_grid(e, current, centres)]
-        use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
-        entries = [current] + (others if use_mv else [])
-        # view 0 is the query frame itself: exactly the identity (the ray path relies on it)
-        w2c = [np.eye(4)] + [geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam for e in entries[1:]]
-        views = views_of(torch.stack([e.features for e in entries]), torch.stack([e.Kn for e in entries]),
-                         torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device))
-        return ("mv" if use_mv else "sv"), entries, views
-
-    def _sees_grid(self, entry: WindowEntry, current: WindowEntry, centres: np.ndarray) -> bool:
-        """Whether any of the grid cell centres (N, 3) in the current camera lies in ``entry``'s view."""
-        T = geometry.invert(entry.T_fixed_cam) @ current.T_fixed_cam
-        pts = torch.as_tensor(geometry.apply(T, centres), dtype=torch.float32, device=self.device)
-        return not bool(project(pts, entry.Kn)[2].all())
-
-    def views_for(self, current: WindowEntry, group: Sequence[WindowEntry] = ()
-                  ) -> tuple[str, list[WindowEntry], Views, list[torch.Tensor] | None]:
-        """What a frame is queried with: head, entries, views and (fast path) folded maps."""
-        head, entries, views = self._head_and_views(current, group)
-        return head, entries, views, (self._planes(entries, head) if self.cfg.model.fast else None)
-
-    def _planes(self, entries: list[WindowEntry], head: str) -> list[torch.Tensor]:
-        """The entries' folded maps (hidden, H, W) for a head; each frame's is computed once and kept."""
-        for e in entries:
-            if head not in e.planes:
-                e.planes[head] = folded.fold_features(self.model, e.features, head)
-        return [e.planes[head] for e in entries]
-
-    def heads_for_mode(self) -> list[str]:
-        """Heads the current mode may query, so a new frame's folded maps are made when it is encoded."""
-        mode = self.cfg.mode
-        return [h for h in ("sv", "mv") if h in self.model.available_heads and mode in (h, "auto")]
 
     def query_memory_mb(self) -> int:
         """Working memory of one fast-path query chunk: configured, else 64 MiB on CPU (cache), 4 GiB on CUDA."""
@@ -289,8 +175,8 @@ class Pipeline:
             features = self._compiled_encode(image01)[0].clone()
         entry = WindowEntry(frame.stamp_ns, features, Kn, frame.T_fixed_cam, camera=frame.frame_id)
         if self.cfg.model.fast:
-            for h in self.heads_for_mode():
-                self._planes([entry], h)
+            for h in self.heads.for_mode():
+                self.heads.planes([entry], h)
         return entry
 
     def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame]) -> Outputs:
@@ -301,7 +187,7 @@ class Pipeline:
         entry = self._encode_prepared(frame, image01, Kn)
         group = [self.encode(c) for c in companions]
         self.window.offer([*group, entry])
-        head, entries, views, planes = self.views_for(entry, group)
+        head, entries, views, planes = self.heads.views_for(entry, group)
         t2 = self._sync()
 
         spec = self.grid_spec()

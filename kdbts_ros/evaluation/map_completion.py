@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 
 from kdbts_ros.core.config import MapConfig, PipelineConfig
-from kdbts_ros.core.pipeline import Frame, Pipeline
+from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
 

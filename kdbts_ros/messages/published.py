@@ -13,7 +13,7 @@ from kdbts_ros.messages.cdr import DENSITY_GRID, IMAGE, header, msg_type, pose
 from kdbts_ros.messages.sensor_data import camera_info
 
 if TYPE_CHECKING:  # no torch for message conversion
-    from kdbts_ros.core.pipeline import Outputs
+    from kdbts_ros.core.frames import Outputs
 
 
 def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> object:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, load_torch_file, random_model, save_checkpoint
 from kdbts_ros.core.model.network import DensityField
-from kdbts_ros.core.pipeline import pick_device
+from kdbts_ros.core.loading import pick_device
 from kdbts_ros.data.datasets import load_recording
 from kdbts_ros.data.records import DatasetError, RecordingFrames
 from kdbts_ros.data.synth_folder import SynthFolder

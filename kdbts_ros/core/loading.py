@@ -1,0 +1,38 @@
+"""Where the network runs and which weights it gets: the device, the embedded checkpoint, the model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kdbts_ros.core.config import ConfigError, PipelineConfig
+from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
+from kdbts_ros.core.model.network import DensityField, architecture_of
+
+
+def pick_device(name: str) -> torch.device:
+    """Resolve 'auto' to CUDA when available; ConfigError for a name torch does not know or a GPU it lacks."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {name!r}: not a torch device (auto, cpu, cuda, cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: torch sees no CUDA GPU (use cpu or auto)")
+    return device
+
+
+# The KDBTS network trained on the procedural benchmark (README, "Benchmark"); ships with the package.
+EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "kdbts_real.safetensors"
+OFFICIAL_INPUT_SIZE = (192, 640)
+
+
+def build_model(cfg: PipelineConfig) -> tuple[DensityField, dict]:
+    """Load the configured checkpoint (empty: the embedded one), or seeded random weights for 'random'."""
+    m = cfg.model
+    if m.checkpoint == "random":
+        return random_model(architecture_of(m), m.seed), {"weights": f"random (seed {m.seed})"}
+    path = m.checkpoint or EMBEDDED_CHECKPOINT
+    model, info = load_checkpoint(path)
+    return model, {"weights": str(path), **info}

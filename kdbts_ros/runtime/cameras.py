@@ -1,0 +1,180 @@
+"""The cameras of a rig: their records, the images waiting in their queues and the pairing into rig frames.
+
+The first camera's newest image is the frame the outputs are made for; the other cameras'
+images closest in time join it as one rig frame. :class:`Rig` holds no lock of its own:
+the runner calls it with its lock held (the node's callbacks run in other threads).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.messages import sensor_data
+from kdbts_ros.runtime.accounting import Accounting
+
+log = logging.getLogger("kdbts_ros")
+SECONDARY_QUEUE = 4                    # images kept per other camera while they wait for a partner
+TIME_JUMP_NS = 1_000_000_000           # a step back in time beyond this is a jump (a bag looped), not reordering
+
+
+@dataclass
+class Image:
+    msg: Any          # the deserialized Image or CompressedImage (decoded only when used)
+    stamp_ns: int
+    arrival_ns: int
+    rgb: np.ndarray | None = None  # kept once decoded, while the frame waits for its partners
+    decode_s: float = 0.0
+
+
+class Camera:
+    """One camera: its topics, intrinsics, last image format and images waiting to be used."""
+
+    def __init__(self, index: int, image_topic: str, info_topic: str):
+        self.index, self.image_topic, self.info_topic = index, image_topic, info_topic
+        self.msgtype = sensor_data.image_msgtype(image_topic)
+        self.intrinsics: tuple[np.ndarray, int, int, str] | None = None
+        self.format: tuple[str, int, int] | None = None
+        self.waiting: deque[Image] = deque()
+        self.received = 0
+        self.dropped: Counter[str] = Counter()  # this camera's received images lost, by reason
+        self.last_stamp_ns: int | None = None
+        self.absent = False  # missed a rig frame: not waited for until it sends again
+
+
+class Wait(Exception):
+    """A frame's pose, intrinsics or partner image may still arrive: try again on the next step."""
+
+
+class Dropped(Exception):
+    """An image cannot be used; the reason has been counted."""
+
+
+# a camera's image with its pixel intrinsics and pose in the fixed frame
+Partner = tuple[Camera, Image, np.ndarray, np.ndarray]
+
+
+class Rig:
+    """The configured cameras (the first is the output camera), their queues and rig-frame pairing."""
+
+    def __init__(self, cfg: PipelineConfig, accounting: Accounting):
+        """``cfg`` is the live config (mode and sync tolerance are read when used)."""
+        self.cfg, self.accounting = cfg, accounting
+        self.cameras = [Camera(i, img, info) for i, (img, info) in
+                        enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))]
+        self.image_topics = {c.image_topic: c.index for c in self.cameras}
+        self.info_topics = {c.info_topic: c.index for c in self.cameras}
+
+    @property
+    def pending(self) -> Image | None:
+        """The output camera's newest image not yet processed."""
+        waiting = self.cameras[0].waiting
+        return waiting[-1] if waiting else None
+
+    def drop(self, cam: Camera, reason: str, message: str) -> None:
+        """Count a received image of ``cam`` as lost."""
+        self.accounting.drop(reason, message, cam.dropped)
+
+    def set_intrinsics(self, cam: Camera, info: tuple[np.ndarray, int, int, str]) -> None:
+        """Take a camera's intrinsics; logged the first time, a change counted as a fault."""
+        old = cam.intrinsics
+        if old is None:
+            log.info("intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)", cam.info_topic, info[3],
+                     info[0][0, 0], info[0][1, 1], info[0][0, 2], info[0][1, 2], info[1], info[2])
+        elif old[1:3] != info[1:3] or not np.allclose(old[0], info[0]):
+            self.accounting.fault("camera_info_changed", f"{cam.info_topic}: intrinsics changed from fx "
+                                  f"{old[0][0, 0]:.2f} {old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}")
+        cam.intrinsics = info
+
+    def went_back(self, cam: Camera, stamp: int) -> bool:
+        """Whether ``cam``'s stamps went backwards (a bag looped): then waiting images are dropped.
+
+        The caller clears the window (TF checks its own stamps).
+        """
+        if cam.last_stamp_ns is None or stamp >= cam.last_stamp_ns:
+            return False
+        self.accounting.fault("time_jump_back", f"{cam.image_topic}: stamp went back by "
+                              f"{(cam.last_stamp_ns - stamp) * 1e-9:.3f} s; window and waiting images cleared")
+        self.discard_waiting("time_jump_back", "image from before the time jump")
+        for c in self.cameras:
+            c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
+        return True
+
+    def queue(self, cam: Camera, msg: Any, stamp: int, arrival_ns: int) -> None:
+        """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""
+        cam.last_stamp_ns = stamp
+        cam.received += 1
+        cam.absent = False
+        if cam.index > 0 and self.cfg.mode == "sv":
+            return  # the single-view head reads the first camera only (counted as received)
+        limit = 1 if cam.index == 0 else SECONDARY_QUEUE
+        while len(cam.waiting) >= limit:
+            cam.waiting.popleft()
+            self.drop(cam, "superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
+        cam.waiting.append(Image(msg, stamp, arrival_ns))
+
+    def drop_image(self, cam: Camera, reason: str, message: str) -> None:
+        """Count an image not handed over (received and dropped, so its camera's counts add up)."""
+        cam.received += 1
+        self.drop(cam, reason, f"{cam.image_topic}: {message}")
+
+    def discard_waiting(self, reason: str, message: str) -> None:
+        """Drop every waiting image of every camera, counted under ``reason``."""
+        for c in self.cameras:
+            for _ in range(len(c.waiting)):
+                self.drop(c, reason, f"{c.image_topic}: {message}")
+            c.waiting.clear()
+
+    def discard(self, cam: Camera, img: Image, reason: str, message: str) -> None:
+        """Drop a waiting image for a counted reason; raises Dropped."""
+        if img in cam.waiting:
+            cam.waiting.remove(img)
+        self.drop(cam, reason, message)
+        raise Dropped
+
+    def partners(self, img: Image, timed_out: bool,
+                 resolve: Callable[[Camera, Image, bool], tuple[np.ndarray, np.ndarray]]) -> list[Partner]:
+        """Each other camera's image closest to ``img`` within the sync tolerance, with intrinsics and pose.
+
+        Waits (up to ``tf_timeout``) while a camera's partner image may still come: it has
+        sent images, none newer than this rig frame yet, and did not miss the last one. A
+        camera without a partner is left out of this rig frame (counted). ``resolve`` gives
+        an image's intrinsics and pose, or raises Wait or Dropped.
+        """
+        tol = int(self.cfg.sync_tolerance * 1e9)
+        found = []
+        for cam in self.cameras[1:]:
+            near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
+            partner = min(near, key=lambda w: abs(w.stamp_ns - img.stamp_ns)) if near else None
+            if partner is None:
+                may_come = cam.received > 0 and not cam.absent and (
+                    cam.last_stamp_ns is None or cam.last_stamp_ns < img.stamp_ns + tol)  # None: reset by a time jump
+                if may_come and not timed_out:
+                    raise Wait
+                if may_come:  # it timed out: the next rig frames do not wait for it
+                    cam.absent = True
+                self.accounting.fault("rig_frame_incomplete", f"no image of {cam.image_topic} within "
+                                      f"{self.cfg.sync_tolerance} s of the output camera's")
+                continue
+            try:
+                K, T = resolve(cam, partner, timed_out)
+            except Dropped:
+                continue
+            found.append((cam, partner, K, T))
+        return found
+
+    def consume(self, img: Image, found: list[Partner]) -> None:
+        """Take the partners out of their queues and drop what is older than the rig frame."""
+        tol = int(self.cfg.sync_tolerance * 1e9)
+        for cam in self.cameras[1:]:
+            used = next((p for c, p, _, _ in found if c is cam), None)
+            horizon = used.stamp_ns if used is not None else img.stamp_ns - tol
+            for w in [w for w in cam.waiting if w.stamp_ns <= horizon]:
+                cam.waiting.remove(w)
+                if w is not used:
+                    self.drop(cam, "superseded", f"{cam.image_topic}: older than the rig frame processed")

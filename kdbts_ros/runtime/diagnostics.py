@@ -1,0 +1,65 @@
+"""The runner's state as a DiagnosticArray: counts, latency against the budget, head, views and cameras."""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.frames import Outputs
+from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.messages import cdr, published
+from kdbts_ros.runtime.accounting import Accounting
+from kdbts_ros.runtime.cameras import Camera
+
+
+class RunnerState(Protocol):
+    """What the report reads (a :class:`kdbts_ros.runtime.runner.FrameRunner`)."""
+
+    cfg: PipelineConfig
+    pipeline: Pipeline
+    tf_name: str
+    cameras: Sequence[Camera]
+    accounting: Accounting
+    processed: int
+    latencies: deque[float]
+    last: Outputs | None
+    timings: dict[str, float]
+
+
+def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
+    """DiagnosticArray bytes; counts that grew since the last report turn it to WARN."""
+    lat = np.asarray(runner.latencies) if runner.latencies else np.zeros(1)
+    counts, new = runner.accounting.report()
+    level, message = "OK", "running"
+    if runner.processed == 0:
+        level, message = "WARN", "no frame processed yet"
+    elif lat.max() > runner.cfg.latency_budget:
+        level, message = "WARN", f"latency {lat.max():.3f} s above budget {runner.cfg.latency_budget} s"
+    if new:
+        level = "WARN"
+        message += "; since the last report: " + ", ".join(f"{k} +{v}" for k, v in sorted(new.items()))
+    last = runner.last
+    values: dict[str, object] = {"frames_processed": runner.processed,
+                                 "latency_last_s": f"{lat[-1]:.4f}", "latency_max_s": f"{lat.max():.4f}",
+                                 "latency_median_s": f"{np.median(lat):.4f}",
+                                 "dropped_total": sum(runner.accounting.drops.values()),
+                                 "head": last.head if last else "",
+                                 "num_views": last.num_views if last else 0,
+                                 "window_frames": len(runner.pipeline.window),
+                                 "weights": runner.pipeline.model_info.get("weights", ""),
+                                 "device": str(runner.pipeline.device),
+                                 "tf_buffer": runner.tf_name}
+    for c in runner.cameras:
+        values[f"camera{c.index}_topic"] = c.image_topic
+        values[f"camera{c.index}_images"] = c.received
+        values[f"camera{c.index}_intrinsics"] = c.intrinsics[3] if c.intrinsics else "missing"
+        values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
+    values.update(sorted(counts.items()))
+    if last:
+        values["grid_resolution_m"] = f"{last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget
+        values.update({f"time_{k}_s": f"{v:.4f}" for k, v in runner.timings.items()})
+    return cdr.serialize(published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
+                                               values))
