@@ -7,16 +7,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_bag import read_bag, tf_buffer
-from kdbts_ros.messages import sensor_data
+
 from kdbts_ros.commands.cli import main
-from kdbts_ros.data.fisheye import (OUTSIDE, MeiCamera, pinhole_maps, pinhole_rays, pinhole_resampling,
-                                    read_mei_yaml, virtual_rotation)
 from kdbts_ros.data import shared_sample
+from kdbts_ros.data.fisheye import (
+    OUTSIDE,
+    MeiCamera,
+    pinhole_maps,
+    pinhole_rays,
+    pinhole_resampling,
+    read_mei_yaml,
+    virtual_rotation,
+)
 from kdbts_ros.data.kitti360 import Kitti360Calibration, load_kitti360_sequence
 from kdbts_ros.data.records import DatasetError, RecordingFrames, Resampling
+from kdbts_ros.messages import sensor_data
 from kdbts_ros.training.samples import TrainingFrames
 
 # a moderate fisheye (about 64 deg half field of view) whose distortion the test can invert by iteration

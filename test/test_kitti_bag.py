@@ -6,19 +6,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import KITTI_SAMPLE, needs_kitti
 from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import Reader
-
-from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_loaders import devkit_T_cam2_velo, write_odometry
-from kdbts_ros.messages import cdr, sensor_data
+
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.core.tf_buffer import TfBuffer
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.kitti_odometry import load_odometry_sequence
 from kdbts_ros.data.records import read_velodyne
-from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.messages import cdr, sensor_data
 
 pytestmark = pytest.mark.integration
 

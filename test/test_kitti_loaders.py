@@ -7,14 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
+
 from kdbts_ros.data import shared_sample
-from kdbts_ros.data.kitti360 import (Kitti360Calibration, load_kitti360_sequence, read_indexed_poses,
-                                     read_mei_yaml)
+from kdbts_ros.data.kitti360 import Kitti360Calibration, load_kitti360_sequence, read_indexed_poses, read_mei_yaml
 from kdbts_ros.data.kitti_odometry import load_odometry_sequence
 from kdbts_ros.data.kitti_raw import RawCalibration, load_raw_drive, oxts_poses, read_oxts
-from kdbts_ros.data.records import (DatasetError, RecordingFrames, parse_timestamp, read_velodyne)
+from kdbts_ros.data.records import DatasetError, RecordingFrames, parse_timestamp, read_velodyne
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
 from kdbts_ros.training.samples import TrainingFrames
 

@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL_ARCH, slab_model
+
 from kdbts_ros.core.model import checkpoint as ckpt
 from kdbts_ros.core.model.code import PositionalEncoding, z_code
 from kdbts_ros.core.model.heads import MultiViewHead
@@ -158,6 +158,7 @@ def test_colour_sampling_reads_the_pixel_a_point_projects_to():
 
 def test_reduced_precision_keeps_occupancy():
     from conftest import small_config
+
     from kdbts_ros.core.pipeline import Frame, Pipeline
 
     img = (np.random.default_rng(0).random((64, 192, 3)) * 255).astype(np.uint8)

@@ -104,7 +104,7 @@ def test_generated_class():
 
 def test_serialization_matches_rosbags():
     from rclpy.serialization import deserialize_message, serialize_message
-    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     from kdbts_ros.msg import DensityGrid
 

@@ -12,14 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import small_config
+
 from kdbts_ros.bench.latency import OFFICIAL, Case, markdown, official_cases
+from kdbts_ros.bench.official_forward import (
+    OfficialCodeError,
+    load_official,
+    run_official,
+    stand_in_modules,
+    torchvision_stand_in,
+)
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.model.resnet import ResNet
 from kdbts_ros.data.sequences import synthetic_sample
-from kdbts_ros.bench.official_forward import (OfficialCodeError, load_official, run_official, stand_in_modules,
-                                        torchvision_stand_in)
 
 OFFICIAL_REPO = os.environ.get("KDBTS_OFFICIAL_REPO", "")
 needs_official = pytest.mark.skipif(
@@ -67,8 +72,8 @@ def test_stand_in_is_used_only_inside_the_block_and_only_without_a_working_torch
 
         assert (torchvision.__version__ == "stand-in") == installed
         if installed:
-            from torchvision.models import resnet50  # noqa: F401
             from torchvision import transforms  # noqa: F401
+            from torchvision.models import resnet50  # noqa: F401
     if installed:
         assert {k: m for k, m in sys.modules.items() if k.split(".")[0] == "torchvision"} == before
 

@@ -6,18 +6,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti, small_config
 from test_kitti_bag import read_bag
-from kdbts_ros.messages import cdr, sensor_data
+
 from kdbts_ros.commands.cli import main
-from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.commands.replay import PngWriter, replay
 from kdbts_ros.core.config import load_config
+from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
-from kdbts_ros.commands.replay import PngWriter, replay
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.runner import FrameRunner, run_messages
 
 pytestmark = pytest.mark.integration

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core import geometry
-from kdbts_ros.data.rig import RigConfig, base_trajectory
+from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.data.rig import R_BASE_OPTICAL, RigConfig, base_trajectory
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
-from kdbts_ros.data.rig import R_BASE_OPTICAL
-from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.messages import cdr, sensor_data
 
 RIG = RigConfig(width=64, height=24)
 SEED, N = 3, 3

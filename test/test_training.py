@@ -12,19 +12,26 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
 
-from conftest import needs_kitti, write_odometry, KITTI_SAMPLE
 from kdbts_ros.core.config import load_config
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import Views, to_grey
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.training import losses
-from kdbts_ros.training.config import TrainConfig
+from kdbts_ros.training.config import TrainConfig, parse_source
 from kdbts_ros.training.objective import Objective, pixel_rays
-from kdbts_ros.training.config import parse_source
-from kdbts_ros.training.samples import (MONO, RIG, MixedFrames, SourceBatches, TrainingFrames, frame_split,
-                                        loss_render_split, seed_worker)
+from kdbts_ros.training.samples import (
+    MONO,
+    RIG,
+    MixedFrames,
+    SourceBatches,
+    TrainingFrames,
+    frame_split,
+    loss_render_split,
+    seed_worker,
+)
 from kdbts_ros.training.trainer import build_dataset, source_frames, train
 
 pytestmark = pytest.mark.integration

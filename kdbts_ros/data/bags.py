@@ -15,9 +15,9 @@ import numpy as np
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.interrupts import deferred
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
+from kdbts_ros.messages import cdr, sensor_data
 
 _ZERO = QosTime(0, 0)
 
@@ -47,7 +47,7 @@ class BagWriter:
         self.counts: dict[str, int] = {}
         self._durable_at = 0.0
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         with self._naming_the_bag():
             self.writer.open()
         self._durable_at = time.monotonic()

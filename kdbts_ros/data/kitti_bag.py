@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.data.bags import BagWriter, CameraStream, camera_messages, static_tf
 from kdbts_ros.data.records import Camera, DatasetError, Recording, read_velodyne
+from kdbts_ros.messages import cdr, sensor_data
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,19 @@ import numpy as np
 
 from kdbts_ros.core import geometry
 from kdbts_ros.data.kitti_raw import CAMERA_FRAMES, STEREO_PARTNER, calib_entry, read_calib, stereo_tx
-from kdbts_ros.data.records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
-                      frame_records, png_size, read_matrix_rows, rectified_camera, rows_to_poses)
+from kdbts_ros.data.records import (
+    Camera,
+    DatasetError,
+    Recording,
+    Rig,
+    base_poses_from_camera,
+    camera_frame_files,
+    frame_records,
+    png_size,
+    read_matrix_rows,
+    rectified_camera,
+    rows_to_poses,
+)
 from kdbts_ros.data.rig import PERIOD_NS, R_BASE_OPTICAL, START_NS
 
 # odometry folder -> the raw dataset's camera name (image_2 is image_02, the left colour camera)

@@ -18,14 +18,14 @@ from tqdm import tqdm
 
 from kdbts_ros.core.camera import project
 from kdbts_ros.core.grids import ProfileSpec, density_profile
-from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.inference import encode_views, ray_depth
+from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.synth_folder import SynthFolder
+from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
+from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth
 from kdbts_ros.runtime.pictures import profile_picture, query_profile
 from kdbts_ros.training.objective import pixel_rays
 from kdbts_ros.training.samples import TrainingFrames
-from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
-from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth
 
 MV_FRAMES = [0, 1, 2, 3]  # [left t, left t+1, right t, right t+1] of a sample
 TABLE_KEYS = ("o_acc", "ie_acc", "ie_rec") + DEPTH_KEYS

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core import geometry
-from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core.inference import encode_views, ray_depth
+from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.records import DatasetError, FrameRecord, Recording, read_velodyne
-from kdbts_ros.training.objective import pixel_rays
 from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
 from kdbts_ros.evaluation.priors import DepthPrior
 from kdbts_ros.evaluation.real_occupancy import LidarOccupancy, LidarOccupancySettings
+from kdbts_ros.training.objective import pixel_rays
 
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom (rows), left, right (columns)
 

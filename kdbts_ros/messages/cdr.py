@@ -15,7 +15,6 @@ from rosbags.typesys.store import Typestore
 
 from kdbts_ros.core import geometry
 
-
 DENSITY_GRID = "kdbts_ros/msg/DensityGrid"
 
 

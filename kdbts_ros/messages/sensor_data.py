@@ -7,7 +7,6 @@ import numpy as np
 from kdbts_ros.core import geometry
 from kdbts_ros.messages.cdr import COMPRESSED_IMAGE, IMAGE, ConversionError, header, msg_type, pose, stamp_ns
 
-
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 

@@ -21,7 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, load_torch_file, random_model, save_checkpoint
+from kdbts_ros.core.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_torch_file,
+    random_model,
+    save_checkpoint,
+)
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.pipeline import pick_device
 from kdbts_ros.data.datasets import load_recording

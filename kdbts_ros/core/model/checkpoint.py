@@ -18,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from kdbts_ros.core.errors import UserError
-from kdbts_ros.core.model.registry import release_file
 from kdbts_ros.core.model.network import Architecture, DensityField, absent_head_prefixes
+from kdbts_ros.core.model.registry import release_file
 from kdbts_ros.core.model.resnet import BACKBONES
 
 FORMAT = "kdbts_ros/1"
@@ -127,7 +127,7 @@ def load_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from exc
     except OSError:  # a folder, no access: the OSError names the file
         raise
-    except Exception as exc:  # noqa: BLE001 - see the docstring
+    except Exception as exc:  # see the docstring
         raise CheckpointError(f"{path}: not a readable torch checkpoint "
                               f"({type(exc).__name__}: {_first_sentence(exc)})") from exc
 
