@@ -59,7 +59,7 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     assert depth[0].header.frame_id == "camera_color_left"
     values = np.frombuffer(depth[0].data, "<f4")
     assert np.all(np.isfinite(values)) and values.min() >= 3.0 - 1e-3
-    occupancy = [m for t, _, m in outputs if t == "/kdbts/occupancy"][0]
+    occupancy = next(m for t, _, m in outputs if t == "/kdbts/occupancy")
     assert occupancy.header.frame_id == "world"
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
     # size of the depth published for that frame
