@@ -75,7 +75,7 @@ def load_odometry_sequence(seq_dir: str | Path, poses: str | Path | None = None,
         seconds = read_matrix_rows(times, 1, "odometry times")[:, 0]
         if indices[-1] >= len(seconds):
             raise DatasetError(f"{times} has {len(seconds)} lines but the sequence has frame {indices[-1]}")
-        stamps, source = [START_NS + int(round(seconds[i] * 1e9)) for i in indices], "dataset"
+        stamps, source = [START_NS + int(round(seconds[i] * 1e9)) for i in indices], "dataset"  # noqa: RUF046 - NumPy 1.x round() keeps float64
     else:
         stamps, source = [START_NS + i * PERIOD_NS for i in indices], "10 Hz fallback"
 

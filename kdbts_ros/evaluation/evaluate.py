@@ -51,7 +51,8 @@ class EvalSettings:
 class Evaluator:
     """Ground truth of the held-out frames, computed once and reused for every network and head."""
 
-    def __init__(self, root: Path, settings: EvalSettings = EvalSettings()):
+    def __init__(self, root: Path, settings: EvalSettings | None = None):
+        settings = EvalSettings() if settings is None else settings
         self.folder = SynthFolder(root)
         self.settings = settings
         self.frames = TrainingFrames(self.folder, 0, max_cameras=2, stride=settings.stride)
@@ -143,7 +144,7 @@ def profile_strip(evaluator: Evaluator, pictures: dict[str, np.ndarray], index: 
     row = np.hstack(tiles)
     rgb = evaluator.input_image(index)
     top = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    top = cv2.resize(top, (row.shape[1], int(round(row.shape[1] * rgb.shape[0] / rgb.shape[1]))))
+    top = cv2.resize(top, (row.shape[1], round(row.shape[1] * rgb.shape[0] / rgb.shape[1])))
     return np.vstack([top, row])
 
 

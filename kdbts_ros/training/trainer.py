@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     start = time.monotonic()
     bar = tqdm(total=cfg.iterations, initial=step, disable=not (progress and rank == 0), desc=cfg.method)
     # a fresh run (no state, or --restart) starts a fresh log; a resumed one appends
-    log = open(out_dir / "metrics.jsonl", "a" if step else "w") if rank == 0 else None
+    log = open(out_dir / "metrics.jsonl", "a" if step else "w") if rank == 0 else None  # noqa: SIM115 - closed in finally
     try:
         for batch in _loop(loader):
             if step >= cfg.iterations or (max_minutes and time.monotonic() - start > 60 * max_minutes):
