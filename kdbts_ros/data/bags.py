@@ -116,7 +116,7 @@ class CameraStream:
     projection_tx: float = 0.0
 
 
-def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> object:
+def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> Any:
     """sensor_msgs/Image: rgb8 of an (H, W, 3) array, mono8 of an (H, W) one."""
     if pixels.ndim == 3:
         return sensor_data.rgb_image(pixels, stamp, frame_id)
