@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, Shutdown
 from launch_ros.actions import Node
 
 from kdbts_ros.ros import launch_plan
+from launch import LaunchContext, LaunchDescription
 
 PACKAGE = "kdbts_ros"
 EXECUTABLE = "kdbts_node"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.model.code import z_code
 from kdbts_ros.core.model.checkpoint import random_model
+from kdbts_ros.core.model.code import z_code
 from kdbts_ros.core.model.network import SV_HEAD, Architecture, DensityField
 
 SMALL_ARCH = Architecture(backbone="resnet18")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdbts_ros.messages import cdr, sensor_data
-from kdbts_ros.messages.bag_info import bag_storage, bag_topics, camera_topics, has_clock, info_beside, tf_frames
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.kitti_bag import clock_message
+from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.messages.bag_info import bag_storage, bag_topics, camera_topics, has_clock, info_beside, tf_frames
 
 IMAGE, COMPRESSED, INFO = cdr.IMAGE, cdr.COMPRESSED_IMAGE, "sensor_msgs/msg/CameraInfo"
 

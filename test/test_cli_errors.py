@@ -19,15 +19,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_ARCH, official_checkpoint, slab_model, write_odometry
 from rosbags.rosbag2 import storage_mcap, storage_sqlite3
 
-from conftest import SMALL_ARCH, official_checkpoint, slab_model, write_odometry
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.errors import EXIT_NO_SPACE, EXIT_USER
 from kdbts_ros.core.model.checkpoint import FORMAT, random_model, save_checkpoint
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import write_sequence
-from kdbts_ros.core.errors import EXIT_NO_SPACE, EXIT_USER
 
 pytestmark = pytest.mark.integration
 

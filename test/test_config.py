@@ -1,8 +1,9 @@
 """The one configuration model: YAML file, validation and the node's parameter table."""
+from pathlib import Path
+
 import pytest
 
 from kdbts_ros.core.config import PipelineConfig, iter_params, load_config, set_param, to_yaml
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,13 +2,14 @@
 import cv2
 import numpy as np
 import pytest
+from conftest import KITTI_SAMPLE as KITTI
+from conftest import needs_kitti, small_config
 from rosbags.rosbag2 import Reader
 
-from conftest import KITTI_SAMPLE as KITTI, needs_kitti, small_config
-from kdbts_ros.messages import cdr
 from kdbts_ros.commands.cli import main
 from kdbts_ros.commands.demo import run_demo
 from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
+from kdbts_ros.messages import cdr
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # Python libraries by import: (rosdep key, or None where rosdep has none; pip requirement)

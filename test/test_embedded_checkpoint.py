@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti
+
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT

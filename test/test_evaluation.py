@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import slab_model
+
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
-from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.evaluation.evaluate import EvalSettings, Evaluator
 from kdbts_ros.evaluation.metrics import depth_metrics, occupancy_metrics
 from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth

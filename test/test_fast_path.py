@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import small_config
+
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import random_model

@@ -6,19 +6,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import KITTI_SAMPLE, needs_kitti
 from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import Reader
-
-from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_loaders import devkit_T_cam2_velo, write_odometry
-from kdbts_ros.messages import cdr, sensor_data
+
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.core.tf_buffer import TfBuffer
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.kitti_odometry import load_odometry_sequence
 from kdbts_ros.data.records import read_velodyne
-from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.messages import cdr, sensor_data
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_raw_sample_bag_round_trip(tmp_path):
     static = qos["/tf_static"][0]
     assert static.durability == QosDurability.TRANSIENT_LOCAL and static.reliability == QosReliability.RELIABLE
     buf = tf_buffer(msgs)
-    for i, f in enumerate(rec.frames[:3]):
+    for f in rec.frames[:3]:
         # world -> base_link -> camera composes to the loader's camera pose (the ORB-SLAM chain)
         # (TF carries unit quaternions; the 7-digit calibration rotations are orthonormal to ~1e-7)
         np.testing.assert_allclose(buf.lookup("world", "camera_color_left", f.stamp_ns), f.T_world_cam(0),
@@ -96,7 +96,7 @@ def test_kitti360_bag_in_sqlite3_skips_tf_of_the_unposed_frame(tmp_path):
     buf = tf_buffer(msgs)
     f = rec.frames[2]  # the buffer keeps the last seconds; the sample's frames are seconds apart
     np.testing.assert_allclose(buf.lookup("world", "kitti360_cam_01", f.stamp_ns), f.T_world_cam(1), atol=1e-6)
-    right = [m for t, _, m in msgs if t == "/kitti360/cam_01/camera_info"][0]
+    right = next(m for t, _, m in msgs if t == "/kitti360/cam_01/camera_info")
     assert right.p[3] == pytest.approx(-328.318735) and right.p[0] == pytest.approx(552.554261)
 
 

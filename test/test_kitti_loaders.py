@@ -1,20 +1,20 @@
 """KITTI raw, KITTI odometry and KITTI-360 loaders against the files' own numbers and independent chains."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
+
 from kdbts_ros.data import shared_sample
-from kdbts_ros.data.kitti360 import (Kitti360Calibration, load_kitti360_sequence, read_indexed_poses,
-                                     read_mei_yaml)
+from kdbts_ros.data.kitti360 import Kitti360Calibration, load_kitti360_sequence, read_indexed_poses, read_mei_yaml
 from kdbts_ros.data.kitti_odometry import load_odometry_sequence
 from kdbts_ros.data.kitti_raw import RawCalibration, load_raw_drive, oxts_poses, read_oxts
-from kdbts_ros.data.records import (DatasetError, RecordingFrames, parse_timestamp, read_velodyne)
+from kdbts_ros.data.records import DatasetError, RecordingFrames, parse_timestamp, read_velodyne
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
 from kdbts_ros.training.samples import TrainingFrames
 
@@ -174,22 +174,22 @@ def test_raw_errors_name_the_file(tmp_path):
     with pytest.raises(DatasetError, match=r"calib_cam_to_cam.txt: P_rect_02 has 11 numbers"):
         load_raw_drive(KITTI_SAMPLE / shared_sample.RAW_IMAGES, bad)
     (bad / "calib_imu_to_velo.txt").unlink()
-    with pytest.raises(DatasetError, match="calib_imu_to_velo.txt"):
+    with pytest.raises(DatasetError, match=re.escape("calib_imu_to_velo.txt")):
         load_raw_drive(KITTI_SAMPLE / shared_sample.RAW_IMAGES, bad)
     short = tmp_path / "poses.txt"
     short.write_text("1 0 0 0 0 1 0 0 0 0 1 0\n")
-    with pytest.raises(DatasetError, match="poses.txt has 1 poses but the drive has frame 77"):
+    with pytest.raises(DatasetError, match=re.escape("poses.txt has 1 poses but the drive has frame 77")):
         load_raw_drive(KITTI_SAMPLE / shared_sample.RAW_IMAGES, RAW_CALIB, short)
     truncated = tmp_path / "0.bin"
     truncated.write_bytes(np.zeros(6, np.float32).tobytes())
-    with pytest.raises(DatasetError, match="0.bin has 6 floats"):
+    with pytest.raises(DatasetError, match=re.escape("0.bin has 6 floats")):
         read_velodyne(truncated)
 
 
 # ---------------------------------------------------------------- KITTI odometry
 
 def test_generated_odometry_sequence(tmp_path):
-    seq, poses = write_odometry(tmp_path)
+    seq, _poses = write_odometry(tmp_path)
     rec = load_odometry_sequence(seq)  # poses found at ../../poses/00.txt
     assert [c.name for c in rec.rig.cameras] == ["image_0", "image_1", "image_2", "image_3"]
     assert [c.colour for c in rec.rig.cameras] == [False, False, True, True]
@@ -292,7 +292,7 @@ def test_kitti360_missing_calibration_is_named(tmp_path):
     shutil.copytree(K360 / "calibration", root / "calibration")
     (root / "calibration" / "calib_cam_to_velo.txt").unlink()
     (root / "data_2d_raw" / K360_SEQ / "image_00" / "data_rect").mkdir(parents=True)
-    with pytest.raises(DatasetError, match="calib_cam_to_velo.txt"):
+    with pytest.raises(DatasetError, match=re.escape("calib_cam_to_velo.txt")):
         load_kitti360_sequence(root, K360_SEQ)
 
 

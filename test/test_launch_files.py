@@ -11,9 +11,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import yaml
-
 import pytest
+import yaml
 
 from kdbts_ros.core.config import PipelineConfig, iter_params
 
@@ -69,12 +68,12 @@ def test_launch_file_with_the_launch_stack_plans_one_clock_and_checks_tools_firs
     pytest.importorskip("launch_ros")
     import importlib.util
 
-    from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument
     from launch.utilities import perform_substitutions
+    from test_launch_plan import _bag
 
     from kdbts_ros.ros.launch_plan import LaunchError
-    from test_launch_plan import _bag
+    from launch import LaunchContext
 
     prefix = _ament_prefix(tmp_path / "prefix", {"kdbts_ros": ROOT, "ros2bag": None, "rosbag2_storage_mcap": None})
     (prefix / "bin").mkdir()

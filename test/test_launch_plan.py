@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from kdbts_ros.ros import launch_plan as plan
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.config import PipelineConfig, load_config
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.kitti_bag import clock_message
+from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.ros import launch_plan as plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"

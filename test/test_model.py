@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL_ARCH, slab_model
+
 from kdbts_ros.core.model import checkpoint as ckpt
 from kdbts_ros.core.model.code import PositionalEncoding, z_code
 from kdbts_ros.core.model.heads import MultiViewHead
@@ -83,7 +83,7 @@ def test_mv_query_with_one_view_equals_sv_inputs():
     w2c[0, 1, 0, 3] = 0.5
     views = Views(feats, Kn, w2c)
     pts = torch.tensor([[[0.0, 0.5, 8.0], [1.0, 0.2, 15.0]]])
-    x, invalid = net.point_inputs(pts, views)
+    x, _invalid = net.point_inputs(pts, views)
     x1, _ = net.point_inputs(pts, views.subset([1]))
     torch.testing.assert_close(x[:, :, 1], x1[:, :, 0])
     # the shifted camera sees the point 0.5 m further right: x_ndc grows by fx' * 0.5 / z

@@ -6,20 +6,26 @@ the environment variable KDBTS_OFFICIAL_REPO; without it those tests skip.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import small_config
+
 from kdbts_ros.bench.latency import OFFICIAL, Case, markdown, official_cases
+from kdbts_ros.bench.official_forward import (
+    OfficialCodeError,
+    load_official,
+    run_official,
+    stand_in_modules,
+    torchvision_stand_in,
+)
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.model.resnet import ResNet
 from kdbts_ros.data.sequences import synthetic_sample
-from kdbts_ros.bench.official_forward import (OfficialCodeError, load_official, run_official, stand_in_modules,
-                                        torchvision_stand_in)
 
 OFFICIAL_REPO = os.environ.get("KDBTS_OFFICIAL_REPO", "")
 needs_official = pytest.mark.skipif(
@@ -56,7 +62,7 @@ def test_stand_in_names_what_it_lacks():
     assert modules["torchvision.models.resnet"].Bottleneck.expansion == 4
     with pytest.raises(NotImplementedError, match="resnet101 is not among"):
         modules["torchvision.models"].resnet101(False)
-    with pytest.raises(AttributeError, match="transforms.Compose is not in kdbts_ros's torchvision stand-in"):
+    with pytest.raises(AttributeError, match=re.escape("transforms.Compose is not in kdbts_ros's torchvision stand-in")):
         modules["torchvision.transforms"].Compose  # noqa: B018
 
 
@@ -67,14 +73,14 @@ def test_stand_in_is_used_only_inside_the_block_and_only_without_a_working_torch
 
         assert (torchvision.__version__ == "stand-in") == installed
         if installed:
-            from torchvision.models import resnet50  # noqa: F401
             from torchvision import transforms  # noqa: F401
+            from torchvision.models import resnet50  # noqa: F401
     if installed:
         assert {k: m for k, m in sys.modules.items() if k.split(".")[0] == "torchvision"} == before
 
 
 def test_a_folder_that_is_not_a_checkout_is_refused(tmp_path):
-    with pytest.raises(OfficialCodeError, match="not a checkout of github.com/keonhee-han/KDBTS"):
+    with pytest.raises(OfficialCodeError, match=re.escape("not a checkout of github.com/keonhee-han/KDBTS")):
         load_official(tmp_path)
 
 

@@ -3,8 +3,8 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import SMALL_ARCH, official_checkpoint
+
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, random_model
 from kdbts_ros.core.model.network import Architecture, Views

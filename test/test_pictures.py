@@ -2,8 +2,8 @@
 import cv2
 import numpy as np
 import pytest
-
 from conftest import slab_model, small_config
+
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.runtime.pictures import compose_figure, depth_png, figure, occupancy_png, profile_picture
 

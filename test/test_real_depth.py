@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti, slab_model
+
 from kdbts_ros.commands.cli import main
 from kdbts_ros.data import shared_sample
 from kdbts_ros.evaluation.metrics import depth_metrics

@@ -7,16 +7,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti, slab_model
+
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti360 import load_kitti360_sequence
 from kdbts_ros.evaluation.protocol import OccupancyProtocol
 from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
-from kdbts_ros.evaluation.real_occupancy import (LidarOccupancy, LidarOccupancySettings, aggregate_votes,
-                                                 lidar_occupancy, occupied_in_scan, polar_profile, surface_range)
+from kdbts_ros.evaluation.real_occupancy import (
+    LidarOccupancy,
+    LidarOccupancySettings,
+    aggregate_votes,
+    lidar_occupancy,
+    occupied_in_scan,
+    polar_profile,
+    surface_range,
+)
 
 pytestmark = pytest.mark.integration
 

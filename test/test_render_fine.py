@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import KITTI_SAMPLE, needs_kitti
+
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model import folded
@@ -71,8 +71,8 @@ def _depth_agreement(seq, n_views: int) -> tuple[float, float]:
             dirs = ray_grid(entry.Kn, H // 4, W // 4).reshape(-1, 3)
             Kn, w2c = views.Kn[0], views.w2c[0]
 
-            def fn(d, t, shared=False):
-                return folded.ray_density(pipeline.model, d, t, planes, Kn, w2c, head, shared_depths=shared)
+            def fn(d, t, shared=False):  # called within this iteration only: late binding cannot bite
+                return folded.ray_density(pipeline.model, d, t, planes, Kn, w2c, head, shared_depths=shared)  # noqa: B023
 
             ref = render_depth(lambda d, t: fn(d, t, True), dirs, S, NEAR, FAR, 1 << 16)
             fine = render_depth_fine(fn, dirs, S, NEAR, FAR, 1 << 16, coarse_fn=lambda d, t: fn(d, t, True),

@@ -6,18 +6,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import KITTI_SAMPLE, needs_kitti, small_config
 from test_kitti_bag import read_bag
-from kdbts_ros.messages import cdr, sensor_data
+
 from kdbts_ros.commands.cli import main
-from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.commands.replay import PngWriter, replay
 from kdbts_ros.core.config import load_config
+from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
-from kdbts_ros.commands.replay import PngWriter, replay
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.offline import run_messages
 from kdbts_ros.runtime.runner import FrameRunner
 
@@ -60,7 +60,7 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     assert depth[0].header.frame_id == "camera_color_left"
     values = np.frombuffer(depth[0].data, "<f4")
     assert np.all(np.isfinite(values)) and values.min() >= 3.0 - 1e-3
-    occupancy = [m for t, _, m in outputs if t == "/kdbts/occupancy"][0]
+    occupancy = next(m for t, _, m in outputs if t == "/kdbts/occupancy")
     assert occupancy.header.frame_id == "world"
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
     # size of the depth published for that frame

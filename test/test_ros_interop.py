@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
-from kdbts_ros.messages import cdr, published, sensor_data  # noqa: E402
-from kdbts_ros.core import geometry  # noqa: E402
+from kdbts_ros.core import geometry
+from kdbts_ros.messages import cdr, published, sensor_data
 
 
 def _to_rclpy(msg: object, cls: type) -> object:

@@ -11,9 +11,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 pytest.importorskip("tf2_ros")
-from test_tf_buffer import S, _M  # noqa: E402
-from kdbts_ros.core.tf_buffer import TfBuffer, TfError  # noqa: E402
-from kdbts_ros.ros.tf_store import Tf2Store, make_tf_store  # noqa: E402
+from test_tf_buffer import _M, S
+
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError
+from kdbts_ros.ros.tf_store import Tf2Store, make_tf_store
 
 T_BASE_CAM = _M(Rotation.from_euler("zyx", [-np.pi / 2, 0.0, -np.pi / 2]), [0.5, 0.0, 1.5])
 T_ODOM_BASE = [_M(Rotation.from_euler("zyx", [0.1, 0.02, -0.01]), [3.0, -1.0, 0.25]),

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from geometry_msgs.msg import TransformStamped  # noqa: E402
-from rclpy.duration import Duration  # noqa: E402
-from rclpy.time import Time  # noqa: E402
-from scipy.spatial.transform import Rotation  # noqa: E402
+from geometry_msgs.msg import TransformStamped
+from rclpy.duration import Duration
+from rclpy.time import Time
+from scipy.spatial.transform import Rotation
+from test_tf_buffer import _M, S
 
-from test_tf_buffer import S, _M  # noqa: E402
-from kdbts_ros.core.tf_buffer import TfBuffer, TfError  # noqa: E402
-from kdbts_ros.ros.tf_store import AUTHORITY, Tf2Store, make_tf_store  # noqa: E402
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError
+from kdbts_ros.ros.tf_store import AUTHORITY, Tf2Store, make_tf_store
 
 T_ODOM_BASE = _M(Rotation.from_euler("zyx", [0.7, -0.2, 0.1]), [3.0, -1.0, 0.25])
 T_BASE_CAM = _M(Rotation.from_euler("zyx", [-np.pi / 2, 0.0, -np.pi / 2]), [0.5, 0.0, 1.5])

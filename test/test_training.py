@@ -12,19 +12,26 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
 
-from conftest import needs_kitti, write_odometry, KITTI_SAMPLE
 from kdbts_ros.core.config import load_config
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import Views, to_grey
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.training import losses
-from kdbts_ros.training.config import TrainConfig
+from kdbts_ros.training.config import TrainConfig, parse_source
 from kdbts_ros.training.objective import Objective, pixel_rays
-from kdbts_ros.training.config import parse_source
-from kdbts_ros.training.samples import (MONO, RIG, MixedFrames, SourceBatches, TrainingFrames, frame_split,
-                                        loss_render_split, seed_worker)
+from kdbts_ros.training.samples import (
+    MONO,
+    RIG,
+    MixedFrames,
+    SourceBatches,
+    TrainingFrames,
+    frame_split,
+    loss_render_split,
+    seed_worker,
+)
 from kdbts_ros.training.trainer import build_dataset, source_frames, train
 
 pytestmark = pytest.mark.integration
@@ -157,7 +164,7 @@ def test_samples_are_posed_relative_to_frame_0_and_a_flip_mirrors_consistently(t
     xy = (Kn @ q[:3])[:2] / q[2]
     col = ((xy[0] + 1) * 160 - 1) / 2
     assert 0 <= col < 160 and abs(float(xy[1]) - (2 * v + 1) / 64 + 1) < 0.02  # same row: rectified stereo
-    img0, img2 = s["images"][0][:, v, u], s["images"][2][:, v, int(round(float(col)))]
+    img0, img2 = s["images"][0][:, v, u], s["images"][2][:, v, round(float(col))]
     assert torch.allclose(img0, img2, atol=0.08)
 
 
@@ -339,7 +346,7 @@ def test_mono_samples_are_t_then_its_neighbours_and_skip_a_standing_vehicle():
     assert [t for _, t in frames.items] == [1, 5]
     s = frames[1]
     assert s["images"].shape == (3, 3, 4, 8) and int(s["layout"]) == MONO
-    assert [int(round(float(v) * 255)) // 10 for v in s["images"][:, 0, 0, 0]] == [5, 4, 6]
+    assert [round(float(v) * 255) // 10 for v in s["images"][:, 0, 0, 0]] == [5, 4, 6]
     np.testing.assert_allclose(s["T_ref"][:, 2, 3], [0.0, z[4] - z[5], z[6] - z[5]], atol=1e-6)
 
 

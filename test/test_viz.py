@@ -2,8 +2,8 @@
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SMALL_ARCH, slab_model
+
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.model.checkpoint import save_checkpoint
@@ -40,8 +40,8 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
                  str(tmp_path / "new" / "v.png"), "--preset", "kitti_raw"]) == 0  # the folder is made
     picture = cv2.imread(str(tmp_path / "new" / "v.png"))
     assert picture.shape == (2 * 94, 320 + 2 * 94, 3)  # the input at its size over its depth, the square profile
-    from kdbts_ros.core.config import load_config
     from kdbts_ros.commands.viz import preset_intrinsics, render_figure
+    from kdbts_ros.core.config import load_config
     depth, profile, _ = render_figure(load_config(cfg, {"model.checkpoint": str(ckpt)}),
                                       np.full((94, 320, 3), 120, np.uint8), preset_intrinsics("kitti_raw", 320, 94))
     z = np.linspace(23, 3, 256)

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             status = args.func(args)
             sys.stdout.flush()  # a full disk or a closed pipe shows now, not when Python exits
             return status
-    except BaseException as exc:  # noqa: BLE001 - classified below; bugs are re-raised untouched
+    except BaseException as exc:  # classified below; bugs are re-raised untouched
         failure = classify(exc)
         if failure is None:
             raise

@@ -121,9 +121,9 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
             "crop": "none" if args.no_crop else "garg", "max_depth": settings.max_depth,
             "median_scaling": args.median_scaling, "models": paths}
     if occ is not None:
-        meta["occupancy"] = {"ground_truth": f"{occupancy.scans} aggregated velodyne scans (BTS lidar protocol), "
+        meta["occupancy"] = {"ground_truth": f"{occ.settings.scans} aggregated velodyne scans (BTS lidar protocol), "
                                              "visibility from the ground truth only",
-                             "scans": occupancy.scans, "frames": len(occ.truth), "skipped": dict(occ.skipped)}
+                             "scans": occ.settings.scans, "frames": len(occ.truth), "skipped": dict(occ.skipped)}
     md, js = write_report(args.out, results, meta, keys)
     print(markdown_table(results, keys), end="")
     print(f"wrote {md}, {js}")

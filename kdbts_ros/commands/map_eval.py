@@ -7,7 +7,8 @@ from pathlib import Path
 
 from kdbts_ros.core.config import load_config
 from kdbts_ros.data.shared_sample import kitti360_sample, raw_sample
-from kdbts_ros.evaluation.map_completion import MapEvalSettings, run as evaluate
+from kdbts_ros.evaluation.map_completion import MapEvalSettings
+from kdbts_ros.evaluation.map_completion import run as evaluate
 
 HELP = "fuse a real drive into the world map two ways (KDBTS densities, expected depth only) and score both " \
        "against its velodyne scans"

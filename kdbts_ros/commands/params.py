@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     if args.train:
         from kdbts_ros.training.config import TrainConfig
 
-        cfg = TrainConfig()
+        cfg: TrainConfig | PipelineConfig = TrainConfig()
     else:
         cfg = PipelineConfig()
     if args.format == "yaml":

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from kdbts_ros.commands.common import add_config_args, config
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.camera import pixel_intrinsics
+from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.runtime.pictures import Figure, figure
 

@@ -160,7 +160,7 @@ def _install(release: Release, url: str, download_file: Path, folder: Path, note
     with (_scratch(folder, release.name, ".pt") if archive else contextlib.nullcontext(download_file)) as pt, \
             _scratch(folder, release.name, ".safetensors") as out:
         source = url
-        if archive:
+        if release.member is not None:  # archive
             source = f"{url}:{extract_member(download_file, release.member, pt, f'{release.name} ({url})')}"
         summary = import_release(pt, out, source, f"{release.name} ({source})")
         try:

@@ -44,10 +44,8 @@ class GridBudget:
         if REFINE_BELOW * budget_s <= frame_s <= budget_s:
             return r
         grid_target = TARGET * budget_s - (frame_s - grid_s)
-        if grid_target <= 0:  # the other stages alone exceed the budget: the grid can only help so much
-            wanted = coarsest
-        else:
-            wanted = r * math.sqrt(grid_s / grid_target)
+        # grid_target <= 0: the other stages alone exceed the budget: the grid can only help so much
+        wanted = coarsest if grid_target <= 0 else r * math.sqrt(grid_s / grid_target)
         # over budget: round to the next coarser size; under: to the next finer that still fits
         self.resolution = ladder_size(base, wanted, coarsest, round_up=frame_s > budget_s)
         return self.resolution

@@ -35,7 +35,7 @@ class GridSpec:
     size_z: int
 
     @classmethod
-    def from_config(cls, g: GridConfig) -> "GridSpec":
+    def from_config(cls, g: GridConfig) -> GridSpec:
         """Whole cells covering the configured extent (the far edges are rounded to cells)."""
         size_x, size_y = g.cells_across_forward()
         return cls(g.x_min, g.y_max, g.z_min, g.resolution, (g.y_max - g.y_min) / g.height_levels,

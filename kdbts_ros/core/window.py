@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kdbts_ros.core.config import KeyframeConfig
 from kdbts_ros.core import geometry
+from kdbts_ros.core.config import KeyframeConfig
 
 
 @dataclass

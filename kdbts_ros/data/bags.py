@@ -15,9 +15,9 @@ import numpy as np
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.interrupts import deferred
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
+from kdbts_ros.messages import cdr, sensor_data
 
 _ZERO = QosTime(0, 0)
 
@@ -47,7 +47,7 @@ class BagWriter:
         self.counts: dict[str, int] = {}
         self._durable_at = 0.0
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         with self._naming_the_bag():
             self.writer.open()
         self._durable_at = time.monotonic()
@@ -116,7 +116,7 @@ class CameraStream:
     projection_tx: float = 0.0
 
 
-def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> object:
+def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> Any:
     """sensor_msgs/Image: rgb8 of an (H, W, 3) array, mono8 of an (H, W) one."""
     if pixels.ndim == 3:
         return sensor_data.rgb_image(pixels, stamp, frame_id)

@@ -29,8 +29,20 @@ import numpy as np
 from kdbts_ros.core import geometry
 from kdbts_ros.data.fisheye import OFFICIAL_ROTATION, MeiCamera, pinhole_resampling, read_mei_yaml, virtual_rotation
 from kdbts_ros.data.kitti_raw import calib_entry, read_calib, rigid, stereo_tx
-from kdbts_ros.data.records import (Camera, DatasetError, Recording, Rig, camera_frame_files, frame_records, frame_stamps,
-                      read_matrix_rows, read_timestamps, rectified_camera, require_file, rows_to_poses)
+from kdbts_ros.data.records import (
+    Camera,
+    DatasetError,
+    Recording,
+    Rig,
+    camera_frame_files,
+    frame_records,
+    frame_stamps,
+    read_matrix_rows,
+    read_timestamps,
+    rectified_camera,
+    require_file,
+    rows_to_poses,
+)
 
 PERSPECTIVE = ("image_00", "image_01")
 FISHEYE = ("image_02", "image_03")  # left, right

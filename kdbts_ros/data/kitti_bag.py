@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.data.bags import BagWriter, CameraStream, camera_messages, static_tf
 from kdbts_ros.data.records import Camera, DatasetError, Recording, read_velodyne
+from kdbts_ros.messages import cdr, sensor_data
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ KITTI360 = BagConventions("world", "kitti360_velodyne", "/kitti360/velodyne/poin
 VELO_FIELDS = ("x", "y", "z", "intensity")
 
 
-def velodyne_cloud(points: np.ndarray, stamp: int, frame_id: str) -> object:
+def velodyne_cloud(points: np.ndarray, stamp: int, frame_id: str) -> Any:
     """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, intensity (the KITTI scan as stored)."""
     types = cdr.typestore().types
     data = np.ascontiguousarray(points, "<f4")

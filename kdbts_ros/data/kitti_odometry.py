@@ -13,8 +13,19 @@ import numpy as np
 
 from kdbts_ros.core import geometry
 from kdbts_ros.data.kitti_raw import CAMERA_FRAMES, STEREO_PARTNER, calib_entry, read_calib, stereo_tx
-from kdbts_ros.data.records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
-                      frame_records, png_size, read_matrix_rows, rectified_camera, rows_to_poses)
+from kdbts_ros.data.records import (
+    Camera,
+    DatasetError,
+    Recording,
+    Rig,
+    base_poses_from_camera,
+    camera_frame_files,
+    frame_records,
+    png_size,
+    read_matrix_rows,
+    rectified_camera,
+    rows_to_poses,
+)
 from kdbts_ros.data.rig import PERIOD_NS, R_BASE_OPTICAL, START_NS
 
 # odometry folder -> the raw dataset's camera name (image_2 is image_02, the left colour camera)
@@ -64,7 +75,7 @@ def load_odometry_sequence(seq_dir: str | Path, poses: str | Path | None = None,
         seconds = read_matrix_rows(times, 1, "odometry times")[:, 0]
         if indices[-1] >= len(seconds):
             raise DatasetError(f"{times} has {len(seconds)} lines but the sequence has frame {indices[-1]}")
-        stamps, source = [START_NS + int(round(seconds[i] * 1e9)) for i in indices], "dataset"
+        stamps, source = [START_NS + int(round(seconds[i] * 1e9)) for i in indices], "dataset"  # noqa: RUF046 - NumPy 1.x round() keeps float64
     else:
         stamps, source = [START_NS + i * PERIOD_NS for i in indices], "10 Hz fallback"
 

@@ -12,9 +12,22 @@ from pathlib import Path
 import numpy as np
 
 from kdbts_ros.core import geometry
-from kdbts_ros.data.records import (Camera, DatasetError, Recording, Rig, base_poses_from_camera, camera_frame_files,
-                      frame_files, frame_records, frame_stamps, read_matrix_rows, read_timestamps, rectified_camera,
-                      require_file, rows_to_poses)
+from kdbts_ros.data.records import (
+    Camera,
+    DatasetError,
+    Recording,
+    Rig,
+    base_poses_from_camera,
+    camera_frame_files,
+    frame_files,
+    frame_records,
+    frame_stamps,
+    read_matrix_rows,
+    read_timestamps,
+    rectified_camera,
+    require_file,
+    rows_to_poses,
+)
 
 # dataset camera -> ROS frame (the kitti2bag names; topics are /kitti/<frame>/image_raw)
 CAMERA_FRAMES = {"image_00": "camera_gray_left", "image_01": "camera_gray_right",

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # base_link (x forward, y left, z up) to an optical frame (x right, y down, z forward)
 R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 

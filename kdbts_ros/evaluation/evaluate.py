@@ -18,14 +18,14 @@ from tqdm import tqdm
 
 from kdbts_ros.core.camera import project
 from kdbts_ros.core.grids import ProfileSpec, density_profile
-from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.inference import encode_views, ray_depth
+from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.synth_folder import SynthFolder
+from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
+from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth
 from kdbts_ros.runtime.pictures import profile_picture, query_profile
 from kdbts_ros.training.objective import pixel_rays
 from kdbts_ros.training.samples import TrainingFrames
-from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
-from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth
 
 MV_FRAMES = [0, 1, 2, 3]  # [left t, left t+1, right t, right t+1] of a sample
 TABLE_KEYS = ("o_acc", "ie_acc", "ie_rec") + DEPTH_KEYS
@@ -51,7 +51,8 @@ class EvalSettings:
 class Evaluator:
     """Ground truth of the held-out frames, computed once and reused for every network and head."""
 
-    def __init__(self, root: Path, settings: EvalSettings = EvalSettings()):
+    def __init__(self, root: Path, settings: EvalSettings | None = None):
+        settings = EvalSettings() if settings is None else settings
         self.folder = SynthFolder(root)
         self.settings = settings
         self.frames = TrainingFrames(self.folder, 0, max_cameras=2, stride=settings.stride)
@@ -143,7 +144,7 @@ def profile_strip(evaluator: Evaluator, pictures: dict[str, np.ndarray], index: 
     row = np.hstack(tiles)
     rgb = evaluator.input_image(index)
     top = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    top = cv2.resize(top, (row.shape[1], int(round(row.shape[1] * rgb.shape[0] / rgb.shape[1]))))
+    top = cv2.resize(top, (row.shape[1], round(row.shape[1] * rgb.shape[0] / rgb.shape[1])))
     return np.vstack([top, row])
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -52,6 +53,7 @@ class MapEvalSettings:
 
 def world_keys(m: WorldMap, mask: np.ndarray) -> np.ndarray:
     """Sorted int64 keys of the world voxels where ``mask`` (window-shaped) holds: maps with different windows compare."""
+    assert m.origin is not None, "world_keys of a map that never integrated anything"
     iz, iy, ix = np.nonzero(mask)
     w = np.stack([ix, iy, iz], -1) + m.origin + (1 << 20)
     return np.sort((w[:, 0] << 42) | (w[:, 1] << 21) | w[:, 2])
@@ -90,11 +92,12 @@ def scores(pred: WorldMap, lidar: WorldMap, region: np.ndarray, ground_z: float,
 def top_down(m: WorldMap, lidar_occupied: np.ndarray, region2d: np.ndarray, band: tuple[float, float],
              track: np.ndarray, label: str, scale: int = 3) -> np.ndarray:
     """BGR bird's-eye picture of a map's band: black occupied, white free, grey unknown, lidar red, outside region dim."""
+    assert m.origin is not None, "top_down of a map that never integrated anything"
     r, (nz, ny, nx) = m.resolution, m.shape
     lo = max(0, int(np.floor(band[0] / r)) - m.origin[2])
     hi = min(nz, int(np.floor(band[1] / r)) - m.origin[2] + 1)
     L = m.log_odds[lo:hi]
-    img = np.full((ny, nx, 3), 128, np.uint8)
+    img: np.ndarray = np.full((ny, nx, 3), 128, np.uint8)
     img[(L < 0).any(0) & ~(L > 0).any(0)] = 235
     img[(L > 0).any(0)] = 20
     img[~region2d] = (img[~region2d] * 0.5 + 40).astype(np.uint8)
@@ -108,10 +111,10 @@ def top_down(m: WorldMap, lidar_occupied: np.ndarray, region2d: np.ndarray, band
     return img
 
 
-def run(rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSettings = MapEvalSettings(),
+def run(rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSettings | None = None,
         progress: bool = True) -> dict:
     """Fuse the recording both ways, score against its velodyne scans, write pictures and numbers to ``out_dir``."""
-    s = settings
+    s = MapEvalSettings() if settings is None else settings
     frames = rec.posed()[: s.max_frames or None]
     scans = [f for f in frames if f.velodyne is not None]
     if rec.rig.T_base_velo is None or not scans:
@@ -121,7 +124,10 @@ def run(rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSet
     kdbts, depth_map, region_map, lidar = (WorldMap(mcfg) for _ in range(4))
     pipe = Pipeline(cfg)
     T0 = frames[0].T_world_cam(s.cam)
-    track, t_net, t_map, t_depth = [], [], [], []
+    positions: list[np.ndarray] = []
+    t_net: list[float] = []
+    t_map: list[float] = []
+    t_depth: list[float] = []
     for k, f in enumerate(frames):
         T = f.T_world_cam(s.cam)
         t0 = time.perf_counter()
@@ -129,24 +135,28 @@ def run(rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSet
         t1 = time.perf_counter()
         kdbts.integrate(out.density, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
         t2 = time.perf_counter()
+        assert out.depth is not None and out.depth_K is not None, "the pipeline renders depth for every frame"
         depth_map.integrate_depth(out.depth, out.depth_K, T, f.stamp_ns)
         t3 = time.perf_counter()
         region_map.integrate(np.where(np.isnan(out.density), np.nan, 0.0), out.spec, T, 1.0, f.stamp_ns)
-        track.append(T[:3, 3])
-        t_net.append(t1 - t0), t_map.append(t2 - t1), t_depth.append(t3 - t2)
+        positions.append(T[:3, 3])
+        t_net.append(t1 - t0)
+        t_map.append(t2 - t1)
+        t_depth.append(t3 - t2)
         if progress:
             print(f"frame {k + 1}/{len(frames)}: network {t1 - t0:.2f} s, map {1e3 * (t2 - t1):.1f} ms, "
                   f"depth rays {1e3 * (t3 - t2):.0f} ms", flush=True)
     for f in scans:
+        assert f.velodyne is not None  # scans are the frames with one
         T_world_velo = f.T_world_base @ rec.rig.T_base_velo
         pts = read_velodyne(f.velodyne)[:: s.lidar_stride, :3].astype(np.float64)
         lidar.integrate_points(pts @ T_world_velo[:3, :3].T + T_world_velo[:3, 3], T_world_velo[:3, 3],
                                f.stamp_ns, T_fixed_cam=T0)
-    track = np.array(track)
+    track = np.array(positions)
     metres = float(np.linalg.norm(np.diff(track, axis=0), axis=1).sum())
     ground_z = float(T0[2, 3] - s.camera_height)
     region = world_keys(region_map, region_map.log_odds != 0)
-    results = {"recording": rec.name, "frames": len(frames), "scans": len(scans), "metres": metres,
+    results: dict[str, Any] = {"recording": rec.name, "frames": len(frames), "scans": len(scans), "metres": metres,
                "weights": pipe.model_info.get("weights"), "region_voxels": len(region),
                "resolution": s.resolution, "network_s_per_frame": float(np.median(t_net)),
                "map_ms_per_frame": 1e3 * float(np.median(t_map)),
@@ -156,9 +166,10 @@ def run(rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSet
     # pictures: the band over the road, lidar-occupied columns in red, the region's outside dimmed
     band = (ground_z + s.band[0], ground_z + s.band[1])
     r = s.resolution
+    assert lidar.origin is not None  # the scans above placed it
     lo = max(0, int(np.floor(band[0] / r)) - lidar.origin[2])
     hi = int(np.floor(band[1] / r)) - lidar.origin[2] + 1
-    lidar_occ2d = (lidar.log_odds[lo:hi] > 0).any(0)
+    lidar_occ2d = np.asarray((lidar.log_odds[lo:hi] > 0).any(0))
     region2d = (region_map.log_odds != 0).any(0)
     ys, xs = np.nonzero(region2d | lidar_occ2d)
     pad = 10

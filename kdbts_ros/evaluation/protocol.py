@@ -24,8 +24,8 @@ class OccupancyProtocol:
 
     def points_level(self) -> np.ndarray:
         """Query points (y_levels, nz, nx, 3) in the level frame (x-z plane parallel to the road); z runs far to near."""
-        nx = int(round((self.x_range[1] - self.x_range[0]) * self.points_per_m))
-        nz = int(round((self.z_range[1] - self.z_range[0]) * self.points_per_m))
+        nx = round((self.x_range[1] - self.x_range[0]) * self.points_per_m)
+        nz = round((self.z_range[1] - self.z_range[0]) * self.points_per_m)
         y = self.level_centres()
         z = np.linspace(self.z_range[1], self.z_range[0], nz)
         x = np.linspace(*self.x_range, nx)

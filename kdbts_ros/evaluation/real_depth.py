@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core import geometry
-from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core.inference import encode_views, ray_depth
+from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.records import DatasetError, FrameRecord, Recording, read_velodyne
-from kdbts_ros.training.objective import pixel_rays
 from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
 from kdbts_ros.evaluation.priors import DepthPrior
 from kdbts_ros.evaluation.real_occupancy import LidarOccupancy, LidarOccupancySettings
+from kdbts_ros.training.objective import pixel_rays
 
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom (rows), left, right (columns)
 
@@ -78,8 +78,9 @@ class RealDepthEvaluator:
     protocol, :mod:`.real_occupancy`) where their following scans allow it.
     """
 
-    def __init__(self, rec: Recording, settings: RealDepthSettings = RealDepthSettings(), cam: int = 0,
+    def __init__(self, rec: Recording, settings: RealDepthSettings | None = None, cam: int = 0,
                  occupancy: LidarOccupancySettings | None = None):
+        settings = RealDepthSettings() if settings is None else settings
         self.rec, self.settings, self.cam = rec, settings, cam
         c = rec.rig.cameras[cam]
         if rec.rig.T_base_velo is None:
@@ -91,6 +92,7 @@ class RealDepthEvaluator:
         self.truth = []
         for i in self.frames:
             f = rec.frames[i]
+            assert f.velodyne is not None  # self.frames are the frames with a scan
             depth = velodyne_depth(read_velodyne(f.velodyne), f.T_cam_velo(cam), c.K, c.width, c.height)
             valid = mask & np.isfinite(depth) & (depth > settings.min_depth) & (depth < settings.max_depth)
             rows, cols = np.nonzero(valid)
@@ -159,6 +161,7 @@ class RealDepthEvaluator:
             return z.cpu().numpy().astype(np.float64)
 
         def occupancy(k: int) -> dict[str, float]:
+            assert self.occupancy is not None  # _score asks only with occupancy ground truth
             return self.occupancy.score(model, views(k)[0], head, self.frames[k], s.chunk_points)
 
         return self._score(depth, occupancy, lambda k: self.readable(k, head), head.upper(), progress)
@@ -171,6 +174,7 @@ class RealDepthEvaluator:
         occupied = prior.occupied(self.occupancy.points_cam) if self.occupancy is not None else None
 
         def occupancy(k: int) -> dict[str, float]:
+            assert self.occupancy is not None and occupied is not None  # _score asks only with occupancy ground truth
             return self.occupancy.score_prediction(occupied, self.frames[k])
 
         return self._score(lambda k, rows, cols: prior.depth(rows, cols, K), occupancy, lambda k: True,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -146,6 +148,7 @@ class LidarOccupancy:
             if reason:
                 self.skipped[reason] += 1
             else:
+                assert window is not None  # missing() found nothing wrong with it
                 self.truth[i] = self.frame_truth(window)
 
     def missing(self, window: list[FrameRecord] | None) -> str | None:
@@ -164,7 +167,7 @@ class LidarOccupancy:
         T_level_cam = np.eye(4)
         T_level_cam[:3, :3] = p.R_cam_level().T
         T_level_world = T_level_cam @ geometry.invert(window[0].T_world_cam(self.cam))
-        scans = [(read_velodyne(f.velodyne), T_level_world @ f.T_world_base @ f.rig.T_base_velo) for f in window]
+        scans = [(read_velodyne(cast(Path, f.velodyne)), T_level_world @ f.T_world_base @ f.rig.T_base_velo) for f in window]
         return lidar_occupancy(p.points_level(), scans, self.settings)
 
     def message(self, total: int) -> str:

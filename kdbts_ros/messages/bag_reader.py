@@ -56,7 +56,7 @@ class _Complete(OpenBag):
             for conn, stamp, data in self.reader.messages():
                 yield stamp, conn.topic, conn.msgtype, bytes(data)
                 read += 1
-        except Exception as exc:  # noqa: BLE001 - rosbags parsing foreign bytes: any failure is the file's
+        except Exception as exc:  # rosbags parsing foreign bytes: any failure is the file's
             raise BagError(f"{self.path}: unreadable after {read} of {self.message_count} messages "
                            f"({type(exc).__name__}: {exc})") from exc
 
@@ -109,7 +109,7 @@ def open_bag(path: str | Path) -> Iterator[OpenBag]:
         reader = Reader(path)
         reader.open()
         bag: OpenBag = _Complete(path, reader)
-    except Exception as exc:  # noqa: BLE001 - rosbags refusing the bag is the cue to salvage it
+    except Exception as exc:  # rosbags refusing the bag is the cue to salvage it
         bag = _Salvaged(path, _why(path, exc))
     try:
         yield bag
@@ -145,7 +145,7 @@ def _listed_files(folder: Path) -> list[Path]:
     try:
         info = yaml.safe_load((folder / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
         return [folder / Path(str(name)).name for name in info["relative_file_paths"]]
-    except Exception:  # noqa: BLE001 - any defect of the metadata means: look at the files themselves
+    except Exception:  # any defect of the metadata means: look at the files themselves
         return []
 
 

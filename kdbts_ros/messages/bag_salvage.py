@@ -181,7 +181,7 @@ def _decompress_prefix(data: bytes, compression: str) -> bytes:
             import lz4.frame
 
             return lz4.frame.LZ4FrameDecompressor().decompress(data)
-    except Exception:  # noqa: BLE001 - a cut frame that yields nothing: the chunk is lost, not the bag
+    except Exception:  # a cut frame that yields nothing: the chunk is lost, not the bag
         return b""
     return b""
 

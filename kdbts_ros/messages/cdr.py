@@ -8,13 +8,13 @@ from __future__ import annotations
 import functools
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from kdbts_ros.core import geometry
-
 
 DENSITY_GRID = "kdbts_ros/msg/DensityGrid"
 
@@ -61,13 +61,13 @@ def typestore() -> Typestore:
 
 
 
-def serialize(msg: object) -> bytes:
+def serialize(msg: Any) -> bytes:
     """CDR bytes of a rosbags message object."""
     return bytes(typestore().serialize_cdr(msg, msg.__msgtype__))
 
 
 
-def deserialize(data: bytes | memoryview, msgtype: str) -> object:
+def deserialize(data: bytes | memoryview, msgtype: str) -> Any:
     """rosbags message object from CDR bytes; raises ConversionError on corrupt data."""
     try:
         return typestore().deserialize_cdr(bytes(data), msgtype)
@@ -82,7 +82,7 @@ def msg_type(name: str) -> type:
 
 
 
-def stamp_ns(stamp: object) -> int:
+def stamp_ns(stamp: Any) -> int:
     """Nanoseconds of a builtin_interfaces/Time."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -98,7 +98,7 @@ def header_stamp_ns(data: bytes) -> int:
 
 
 
-def header(stamp: int, frame_id: str) -> object:
+def header(stamp: int, frame_id: str) -> Any:
     """std_msgs/Header at ``stamp`` nanoseconds."""
     sec, nsec = divmod(int(stamp), 1_000_000_000)
     return msg_type("std_msgs/msg/Header")(stamp=msg_type("builtin_interfaces/msg/Time")(sec=sec, nanosec=nsec),
@@ -106,7 +106,7 @@ def header(stamp: int, frame_id: str) -> object:
 
 
 
-def pose(T: np.ndarray) -> object:
+def pose(T: np.ndarray) -> Any:
     """geometry_msgs/Pose of a 4x4 transform."""
     t, q = geometry.from_matrix(T)
     return msg_type("geometry_msgs/msg/Pose")(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # no torch for message conversion
     from kdbts_ros.core.frames import Outputs
 
 
-def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> object:
+def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> Any:
     """sensor_msgs/Image 32FC1 in metres (REP 118)."""
     h, w = depth.shape
     data = np.ascontiguousarray(depth, "<f4").view(np.uint8).reshape(-1)
@@ -34,7 +34,7 @@ _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 
 
 
-def point_cloud(points: np.ndarray, density: np.ndarray, rgb: np.ndarray, stamp: int, frame_id: str) -> object:
+def point_cloud(points: np.ndarray, density: np.ndarray, rgb: np.ndarray, stamp: int, frame_id: str) -> Any:
     """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, density and packed rgb (PCL layout)."""
     n = len(points)
     rec = np.zeros(n, dtype=np.dtype({"names": [f for f, _ in POINT_FIELDS],
@@ -53,8 +53,9 @@ def point_cloud(points: np.ndarray, density: np.ndarray, rgb: np.ndarray, stamp:
 
 
 
-def occupancy_grid(out: Outputs) -> object:
+def occupancy_grid(out: Outputs) -> Any:
     """nav_msgs/OccupancyGrid of the bird's-eye view, placed at the grid's lower corner."""
+    assert out.occupancy is not None, "occupancy_grid of a frame without a bird's-eye view"
     spec: GridSpec = out.spec
     info = msg_type("nav_msgs/msg/MapMetaData")(
         map_load_time=header(out.stamp_ns, "").stamp, resolution=float(spec.resolution),
@@ -64,7 +65,7 @@ def occupancy_grid(out: Outputs) -> object:
 
 
 
-def density_grid(out: Outputs) -> object:
+def density_grid(out: Outputs) -> Any:
     """kdbts_ros/DensityGrid of the full 3D grid."""
     spec = out.spec
     return msg_type(DENSITY_GRID)(
@@ -74,7 +75,7 @@ def density_grid(out: Outputs) -> object:
         head=out.head, num_views=out.num_views)
 
 
-def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> object:
+def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> Any:
     """nav_msgs/OccupancyGrid of the fused 2-D map (:meth:`WorldMap.occupancy_2d`) in the fixed frame.
 
     The origin is cell (0, 0)'s outer corner at the band's bottom, axes along the fixed frame's
@@ -89,7 +90,7 @@ def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> object:
                                                 data=grid.data.astype(np.int8).reshape(-1))
 
 
-def map_points(points: np.ndarray, probability: np.ndarray, stamp: int, frame_id: str) -> object:
+def map_points(points: np.ndarray, probability: np.ndarray, stamp: int, frame_id: str) -> Any:
     """PointCloud2 of the fused map's occupied voxel centres (:meth:`WorldMap.occupied_points`).
 
     The ``density`` field carries the occupancy probability; rgb shades by height (blue low, red high).
@@ -105,7 +106,7 @@ _LEVELS = {"OK": 0, "WARN": 1, "ERROR": 2, "STALE": 3}
 
 
 def diagnostics(stamp: int, name: str, hardware_id: str, level: str, message: str,
-                values: dict[str, object]) -> object:
+                values: dict[str, object]) -> Any:
     """diagnostic_msgs/DiagnosticArray with one status."""
     kv = [msg_type("diagnostic_msgs/msg/KeyValue")(key=k, value=str(v)) for k, v in values.items()]
     status = msg_type("diagnostic_msgs/msg/DiagnosticStatus")(level=_LEVELS[level],
@@ -129,12 +130,12 @@ def stages_wanted(topics: TopicsConfig, wanted: Collection[str] | None = None) -
 
 
 def output_messages(out: Outputs, topics: TopicsConfig,
-                    wanted: Collection[str] | None = None) -> list[tuple[str, str, object]]:
+                    wanted: Collection[str] | None = None) -> list[tuple[str, str, Any]]:
     """(topic, msgtype, message) of the ``wanted`` outputs (None: every one) a processed frame produced."""
     def want(topic: str) -> bool:
         return wanted is None or topic in wanted
 
-    msgs: list[tuple[str, str, object]] = []
+    msgs: list[tuple[str, str, Any]] = []
     if out.occupancy is not None:
         if want(topics.occupancy):
             msgs.append((topics.occupancy, "nav_msgs/msg/OccupancyGrid", occupancy_grid(out)))
@@ -148,6 +149,7 @@ def output_messages(out: Outputs, topics: TopicsConfig,
         if want(topics.depth):
             msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
         if want(topics.depth_info):
+            assert out.depth_K is not None, "a depth image comes with its intrinsics"
             msgs.append((topics.depth_info, "sensor_msgs/msg/CameraInfo",
                          camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)))
     return msgs

@@ -1,18 +1,19 @@
 """Sensor data as messages, both ways: raw and compressed images, camera_info and TF (what the node reads)."""
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
 from kdbts_ros.core import geometry
 from kdbts_ros.messages.cdr import COMPRESSED_IMAGE, IMAGE, ConversionError, header, msg_type, pose, stamp_ns
 
-
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 
 
-def image_to_rgb(msg: object) -> np.ndarray:
+def image_to_rgb(msg: Any) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8."""
     enc = msg.encoding.lower()
     if enc not in _CHANNELS:
@@ -33,7 +34,7 @@ def image_to_rgb(msg: object) -> np.ndarray:
 
 
 
-def rgb_image(rgb: np.ndarray, stamp: int, frame_id: str) -> object:
+def rgb_image(rgb: np.ndarray, stamp: int, frame_id: str) -> Any:
     """sensor_msgs/Image rgb8 from an (H, W, 3) uint8 array."""
     h, w = rgb.shape[:2]
     return msg_type(IMAGE)(header=header(stamp, frame_id), height=h, width=w, encoding="rgb8",
@@ -71,7 +72,7 @@ def _codec(fmt: str) -> str:
 
 
 
-def compressed_to_rgb(msg: object) -> np.ndarray:
+def compressed_to_rgb(msg: Any) -> np.ndarray:
     """RGB uint8 (H, W, 3) from an 8-bit jpeg or png sensor_msgs/CompressedImage (grey, colour or with alpha)."""
     codec = _codec(msg.format)
     data = bytes(msg.data)
@@ -96,7 +97,7 @@ def compressed_to_rgb(msg: object) -> np.ndarray:
 
 
 
-def compressed_image(rgb: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpeg", quality: int = 90) -> object:
+def compressed_image(rgb: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpeg", quality: int = 90) -> Any:
     """sensor_msgs/CompressedImage of an (H, W, 3) uint8 array as image_transport writes it (quality: jpeg only)."""
     if fmt not in _CODECS:
         raise ValueError(f"unsupported format {fmt!r}; expected one of {', '.join(_CODECS)}")
@@ -117,19 +118,19 @@ def _is_compressed(msgtype: str) -> bool:
 
 
 
-def image_format(msg: object, msgtype: str) -> str:
+def image_format(msg: Any, msgtype: str) -> str:
     """Encoding of a raw image or format of a compressed one, to notice a camera that changes format."""
     return msg.format if _is_compressed(msgtype) else msg.encoding
 
 
 
-def decode_image(msg: object, msgtype: str) -> np.ndarray:
+def decode_image(msg: Any, msgtype: str) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a sensor_msgs/Image or sensor_msgs/CompressedImage."""
     return compressed_to_rgb(msg) if _is_compressed(msgtype) else image_to_rgb(msg)
 
 
 
-def camera_info_intrinsics(msg: object) -> tuple[np.ndarray, int, int, str]:
+def camera_info_intrinsics(msg: Any) -> tuple[np.ndarray, int, int, str]:
     """Pixel intrinsics, width, height and source ('p' or 'k') of a sensor_msgs/CameraInfo.
 
     Rectified images are described by the projection matrix P, so P's left 3x3
@@ -147,7 +148,7 @@ def camera_info_intrinsics(msg: object) -> tuple[np.ndarray, int, int, str]:
 
 
 
-def tf_transforms(msg: object) -> list[tuple[str, str, int, np.ndarray | None, str | None]]:
+def tf_transforms(msg: Any) -> list[tuple[str, str, int, np.ndarray | None, str | None]]:
     """(parent, child, stamp_ns, T_parent_child or None, problem) of each transform in a TFMessage."""
     out = []
     for ts in msg.transforms:
@@ -162,7 +163,7 @@ def tf_transforms(msg: object) -> list[tuple[str, str, int, np.ndarray | None, s
 
 
 
-def tf_message(transforms: list[tuple[str, str, int, np.ndarray]]) -> object:
+def tf_message(transforms: list[tuple[str, str, int, np.ndarray]]) -> Any:
     """tf2_msgs/TFMessage from (parent, child, stamp_ns, T_parent_child) tuples."""
     items = []
     for parent, child, stamp, T in transforms:
@@ -176,7 +177,7 @@ def tf_message(transforms: list[tuple[str, str, int, np.ndarray]]) -> object:
 
 
 
-def camera_info(K: np.ndarray, width: int, height: int, stamp: int, frame_id: str) -> object:
+def camera_info(K: np.ndarray, width: int, height: int, stamp: int, frame_id: str) -> Any:
     """sensor_msgs/CameraInfo of a rectified pinhole camera (P = [K | 0], no distortion)."""
     P = np.zeros((3, 4))
     P[:, :3] = K

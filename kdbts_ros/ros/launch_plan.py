@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from kdbts_ros.messages.bag_info import bag_storage, bag_topics, has_clock
 from kdbts_ros.core.config import PipelineConfig, TopicsConfig, load_config
+from kdbts_ros.messages.bag_info import bag_storage, bag_topics, has_clock
 
 # rosbag2 storage identifier -> the plugin package ``ros2 bag play`` loads for it
 STORAGE_PLUGINS = {"mcap": "rosbag2_storage_mcap", "sqlite3": "rosbag2_storage_sqlite3"}

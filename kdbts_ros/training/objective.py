@@ -14,8 +14,14 @@ from torch import nn
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.model.render import composite, sample_depths
 from kdbts_ros.training.config import TrainConfig
-from kdbts_ros.training.losses import (cross_view_pseudo_depth, edge_aware_smoothness, kd_density_loss, photometric_loss,
-                     probabilistic_kd_loss, weight_guided_invalid)
+from kdbts_ros.training.losses import (
+    cross_view_pseudo_depth,
+    edge_aware_smoothness,
+    kd_density_loss,
+    photometric_loss,
+    probabilistic_kd_loss,
+    weight_guided_invalid,
+)
 from kdbts_ros.training.samples import encoder_candidates, frame_split
 
 

@@ -21,7 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, load_torch_file, random_model, save_checkpoint
+from kdbts_ros.core.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_torch_file,
+    random_model,
+    save_checkpoint,
+)
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.loading import pick_device
 from kdbts_ros.data.datasets import load_recording
@@ -154,7 +160,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     start = time.monotonic()
     bar = tqdm(total=cfg.iterations, initial=step, disable=not (progress and rank == 0), desc=cfg.method)
     # a fresh run (no state, or --restart) starts a fresh log; a resumed one appends
-    log = open(out_dir / "metrics.jsonl", "a" if step else "w") if rank == 0 else None
+    log = open(out_dir / "metrics.jsonl", "a" if step else "w") if rank == 0 else None  # noqa: SIM115 - closed in finally
     try:
         for batch in _loop(loader):
             if step >= cfg.iterations or (max_minutes and time.monotonic() - start > 60 * max_minutes):

@@ -18,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from kdbts_ros.core.errors import UserError
-from kdbts_ros.core.model.registry import release_file
 from kdbts_ros.core.model.network import Architecture, DensityField, absent_head_prefixes
+from kdbts_ros.core.model.registry import release_file
 from kdbts_ros.core.model.resnet import BACKBONES
 
 FORMAT = "kdbts_ros/1"
@@ -63,7 +63,7 @@ def load_checkpoint(path: str | Path) -> tuple[DensityField, dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open handles are not iterable
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
     if meta.get("format") != FORMAT:
@@ -127,7 +127,7 @@ def load_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from exc
     except OSError:  # a folder, no access: the OSError names the file
         raise
-    except Exception as exc:  # noqa: BLE001 - see the docstring
+    except Exception as exc:  # see the docstring
         raise CheckpointError(f"{path}: not a readable torch checkpoint "
                               f"({type(exc).__name__}: {_first_sentence(exc)})") from exc
 

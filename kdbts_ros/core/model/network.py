@@ -7,8 +7,8 @@ Module names follow the official ``MVBTSNet`` (``encoder.encoder.encoder.*``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ class Views:
     Kn: torch.Tensor        # (B, V, 3, 3) normalised intrinsics
     w2c: torch.Tensor       # (B, V, 4, 4)
 
-    def subset(self, idx: list[int]) -> "Views":
+    def subset(self, idx: list[int]) -> Views:
         """The views with the given indices, in that order."""
         return Views(self.features[:, idx], self.Kn[:, idx], self.w2c[:, idx])
 

@@ -1,7 +1,7 @@
 """Volume rendering along camera rays: inverse-depth sampling, compositing, expected depth."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
