@@ -11,7 +11,8 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.render import render_depth, sample_depths
 from kdbts_ros.core.model.render_fine import FineStats, coarse_indices, render_depth_fine
-from kdbts_ros.core.pipeline import Frame, Pipeline
+from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.data.sequences import kitti_sample, synthetic_sample
 
 NEAR, FAR, S = 3.0, 80.0, 64
