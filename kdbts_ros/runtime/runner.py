@@ -222,7 +222,8 @@ class FrameRunner:
                         "messages": time.perf_counter() - t0}
         if self.mapping.enabled:  # fusion and the map messages due (absent when off: outputs unchanged)
             t0 = time.perf_counter()
-            messages += [(topic, msgtype, cdr.serialize(msg)) for topic, msgtype, msg in self.mapping.frame(out, wanted)]
+            messages += [(topic, msgtype, cdr.serialize(msg))
+                         for topic, msgtype, msg in self.mapping.frame(out, wanted)]
             self.timings["map"] = time.perf_counter() - t0
         self.last = out
         self.processed += 1
