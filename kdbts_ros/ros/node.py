@@ -138,12 +138,22 @@ class KdbtsNode(LifecycleNode):
           in the camera's optical frame (toggle ``publish.depth``).
         - ``topics.latency`` (``/kdbts/latency``): ``std_msgs/msg/Float64``, seconds from the
           image stamp to the publish.
+        - ``topics.map`` (``/kdbts/map``): ``nav_msgs/msg/OccupancyGrid``, the fused world map's
+          gravity-aligned 2-D projection in ``fixed_frame`` (``map.enabled``, at ``map.publish_rate``
+          of image-stamp time, built whether or not anyone subscribes); keep last 1, reliable,
+          transient local, so a planner or RViz that starts later gets the last one.
+        - ``topics.map_points`` (``/kdbts/map_points``): ``sensor_msgs/msg/PointCloud2``, the world
+          map's occupied voxel centres (``map.enabled``, at ``map.publish_rate``, while subscribed).
         - ``/diagnostics``: ``diagnostic_msgs/msg/DiagnosticArray`` at 1 Hz from ``configure``
           to ``cleanup`` (also while inactive): frames, drops and faults by reason, latency
-          against ``latency_budget``, head, window, cameras; keep last 10, reliable, volatile.
+          against ``latency_budget``, head, window, cameras, world map; keep last 10, reliable, volatile.
 
-    Services
-        None of its own: rclpy's parameter services (``~/set_parameters``,
+    Services (created in ``configure``)
+        - ``~/clear_map`` (``std_srvs/srv/Trigger``): forget the world map; fails while ``map.enabled`` is false.
+        - ``~/save_map`` (``std_srvs/srv/Trigger``): write the world map to ``map.save_path`` +
+          ``.pcd`` or ``.ply`` (``map.save_format``; occupied voxels, open3d) and ``.pgm`` + ``.yaml``
+          (nav2 map_server's pair); the response message names the files, or says why not.
+        And rclpy's parameter services (``~/set_parameters``,
         ``~/set_parameters_atomically``, ``~/get_parameters``, ``~/list_parameters``,
         ``~/describe_parameters``, ``~/get_parameter_types``) and the lifecycle services
         (``~/change_state``, ``~/get_state``, ``~/get_available_states``,
