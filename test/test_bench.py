@@ -41,6 +41,12 @@ def test_bench_reports_stages_throughput_memory_and_arithmetic_per_case(tmp_path
     assert fast["gflops"]["depth"] < 0.5 * ref["gflops"]["depth"]
 
 
+def test_bench_times_the_map_stage_with_map_on(tmp_path):
+    report = _bench(tmp_path, "--windows", "1", "--no-publish", "--map")
+    assert set(report["cases"][0]["stages"]) == {"decode", "resize", "encode", "grid", "depth", "messages", "map"}
+    assert "| map |" in (tmp_path / "bench" / "bench.md").read_text()
+
+
 def test_bench_through_the_node_times_publishing(tmp_path):
     pytest.importorskip("rclpy")
     pytest.importorskip("kdbts_ros.msg")

@@ -72,3 +72,22 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
     assert figure.shape == (2 * 375, 1242 + 2 * 375, 3) and str(tmp_path / "out" / "figure.png") in out
     np.testing.assert_array_equal(figure[100:375, :1242], cv2.cvtColor(seq.images[1], cv2.COLOR_RGB2BGR)[100:])
 
+
+
+def test_demo_and_replay_with_the_map_on_write_the_map_topics_and_files(tmp_path):
+    import open3d as o3d
+
+    from kdbts_ros.commands.replay import replay
+
+    cfg = small_config(**{"map.enabled": True, "map.publish_rate": 100.0})
+    result = run_demo(cfg, tmp_path / "demo", synthetic_sample(3, width=320, height=96))
+    assert result["frames"] == 3 and "map" in result["timings"]
+    assert result["messages"]["/kdbts/map"] == result["messages"]["/kdbts/map_points"] == 3
+    assert len(o3d.io.read_point_cloud(str(result["files"]["map_cloud"])).points) > 0
+    assert cv2.imread(str(result["files"]["map_pgm"]), cv2.IMREAD_UNCHANGED).ndim == 2
+    # the demo's bag replayed: its map topics left out, the same maps made again at the same stamps
+    cfg = small_config(**{"map.publish_rate": 100.0, "fixed_frame": cfg.fixed_frame})
+    again = replay(cfg, result["files"]["bag"], tmp_path / "replayed", progress=False, save_map=tmp_path / "m" / "map")
+    assert again.processed == 3 and again.written["/kdbts/map"] == 3 and again.skipped["/kdbts/map"] == 3
+    assert [f.name for f in again.map_files] == ["map.pcd", "map.pgm", "map.yaml"]
+    assert all(f.exists() for f in again.map_files)

@@ -48,7 +48,10 @@ def test_rviz_config_shows_the_node_outputs():
     t = PipelineConfig().topics
     # each display on its own output, and nothing else subscribed
     assert topics == {"Occupancy (bird's-eye)": t.occupancy, "Occupied voxels": t.points, "Depth": t.depth,
-                      "Camera": t.images[0], "Camera with overlays": t.images[0]}
+                      "Camera": t.images[0], "Camera with overlays": t.images[0], "World map": t.map,
+                      "World map voxels": t.map_points}
+    world_map = next(d for d in rviz["Displays"] if d["Name"] == "World map")
+    assert world_map["Topic"]["Durability Policy"] == "Transient Local"  # the node's map is latched
     assert rviz["Global Options"]["Fixed Frame"] == PipelineConfig().fixed_frame
 
 

@@ -208,3 +208,57 @@ def test_runtime_parameters_are_validated(system):
     assert not bad.successful and "not one of" in bad.reason
     start_only = node.set_parameters([Parameter("model.backbone", value="resnet18")])[0]
     assert not start_only.successful and "start-up" in start_only.reason
+
+
+def test_the_map_is_latched_for_late_subscribers_and_cleared_and_saved_by_services(system, tmp_path):
+    import cv2
+    import open3d as o3d
+    from std_srvs.srv import Trigger
+
+    node, pubs, got = system
+    stem = tmp_path / "maps" / "drive"
+    assert all(r.successful for r in node.set_parameters([Parameter("map.enabled", value=True),
+                                                          Parameter("map.save_path", value=str(stem))]))
+    stamp = _send_frame(pubs, 30)
+    assert _wait(lambda: node.runner.mapping.enabled and node.runner.mapping.map.frames >= 1, 60)
+    assert _wait(lambda: node.runner.last.stamp_ns == stamp, 10)
+    # a subscriber that starts after the map was published gets it (reliable, transient local, depth 1)
+    late = rclpy.create_node("late_map_reader", context=node.context)
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(late)
+    maps: list = []
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    late.create_subscription(OccupancyGrid, "/kdbts/map", maps.append, latched)
+    clear, save = (late.create_client(Trigger, f"/kdbts_node/{name}") for name in ("clear_map", "save_map"))
+
+    def spin_until(cond, timeout=20.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not cond():
+            executor.spin_once(timeout_sec=0.05)
+        return cond()
+
+    def call(client):
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(Trigger.Request())
+        assert spin_until(future.done)
+        return future.result()
+
+    try:
+        assert spin_until(lambda: maps)
+        info = node.get_publishers_info_by_topic("/kdbts/map")[0].qos_profile
+        assert info.durability == DurabilityPolicy.TRANSIENT_LOCAL and info.reliability == ReliabilityPolicy.RELIABLE
+        grid = maps[-1]
+        assert grid.header.frame_id == "odom" and (grid.info.height, grid.info.width) == (400, 400)
+        assert max(grid.data) > 50  # the slab
+        saved = call(save)
+        assert saved.success, saved.message
+        pcd, pgm, yml = (stem.with_suffix(s) for s in (".pcd", ".pgm", ".yaml"))
+        assert all(str(f) in saved.message for f in (pcd, pgm, yml))
+        assert len(o3d.io.read_point_cloud(str(pcd)).points) == node.runner.mapping.map.status()["occupied"] > 0
+        assert cv2.imread(str(pgm), cv2.IMREAD_UNCHANGED).shape == (400, 400)
+        cleared = call(clear)
+        assert cleared.success and node.runner.mapping.map.known_cells() == 0
+    finally:
+        node.set_parameters([Parameter("map.enabled", value=False)])
+        executor.shutdown()
+        late.destroy_node()

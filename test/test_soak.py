@@ -24,6 +24,7 @@ kdbts_node:
     model: {image_height: 48, image_width: 160, device: cpu}
     grid: {resolution: 0.5}
     render: {samples: 32}
+    map: {resolution: 0.5, extent_xy: 40.0}
 """
 
 
@@ -32,7 +33,7 @@ def report(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("soak")
     (tmp / "small.yaml").write_text(SMALL)
     rc = main(["soak", "--config", str(tmp / "small.yaml"), "--frames", str(FRAMES), "--load-factor", "2",
-               "--cameras", "2", "--image-size", "320", "96", "--out", str(tmp / "out")])
+               "--cameras", "2", "--image-size", "320", "96", "--map", "--out", str(tmp / "out")])
     assert rc == 0
     assert "| tenth 10 |" in (tmp / "out" / "soak.md").read_text()
     return json.loads((tmp / "out" / "soak.json").read_text())
@@ -117,3 +118,6 @@ def test_memory_stays_flat(report):
     # allocator and DDS pools settle in the first tenth and then vary by about 10 MB; keeping anything of every
     # frame sent (a rig frame is 2 x 92 kB of raw images, more once decoded) adds tens of MB over the run
     assert mem["growth_mb"] < 50
+    # with the world map on (--map): every processed frame fused into the same fixed window
+    world = report["world_map"]
+    assert world["map_frames"] > 0 and world["map_memory_mb"] == "0.5"  # 80 x 80 x 16 voxels, 5 bytes each

@@ -34,7 +34,7 @@ from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
 from kdbts_ros.ros.harness import NodePublisher
 from kdbts_ros.ros.tf_store import frame_runner
 
-STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "publish")
+STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "map", "publish")  # map: with map.enabled
 NETWORK_STAGES = ("encode", "grid", "depth")
 KITTI_SIZE = (1242, 375)
 OFFICIAL = "official"  # the path of the official implementation's forward pass

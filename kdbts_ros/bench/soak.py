@@ -270,6 +270,7 @@ def run(cfg: PipelineConfig, frames: int, rate: float, load_factor: float, image
                   "mode": cfg.mode, "calibration": calibration,
                   "load_factor": load_factor if calibration else None,
                   **soak(h, frames, rate, progress),
+                  "world_map": h.node.runner.mapping.status() or None,  # None: map.enabled off
                   "load_average": {"before": load_before, "after": os.getloadavg()}}
     finally:
         h.close()

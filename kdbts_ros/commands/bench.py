@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                    help="go through the rclpy node and publish to subscribers (default: when rclpy and the "
                    "kdbts_ros messages are importable)")
+    p.add_argument("--map", action="store_true", help="set map.enabled: fuse every frame into the world map and "
+                   "time it as the map stage (default: the config's map.enabled)")
     p.add_argument("--official", type=Path, metavar="PATH",
                    help="a checkout of the official code (github.com/keonhee-han/KDBTS): per device and window of "
                    "the resnet50 cases, also time its own forward pass (its encode of every window frame and its "
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
              for path in csv(args.paths) for w in csv(args.windows)]
     base = config(args)
     base.model.compile = base.model.compile or args.compile
+    base.map.enabled = base.map.enabled or args.map
     try:
         report = latency.run(base, cases, args.frames, args.warmup, args.depth_scale, publish, args.official)
     except OfficialCodeError as exc:

@@ -55,12 +55,14 @@ class ReplayResult:
     pngs: list[Path] = field(default_factory=list)
     cut_short: str | None = None  # the input bag's defect and how much of it was read; None: read whole
     choices: list[str] = field(default_factory=list)
+    map_files: list[Path] = field(default_factory=list)  # with save_map: the world map's files
 
 
 def output_topics(cfg: PipelineConfig) -> set[str]:
     """Topics the node publishes."""
     t = cfg.topics
-    return {t.occupancy, t.points, t.depth, t.depth_info, t.density_grid, t.latency, "/diagnostics"}
+    return {t.occupancy, t.points, t.depth, t.depth_info, t.density_grid, t.latency, t.map, t.map_points,
+            "/diagnostics"}
 
 
 def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterator[BagMessage]:
@@ -156,13 +158,15 @@ def fill_in_from_bag(cfg: PipelineConfig, bag: OpenBag, cameras: bool = True, fi
 
 def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mcap", png_dir: Path | None = None,
            progress: bool | None = None, png_pitch_deg: float = 0.0, pick_cameras: bool = True,
-           pick_fixed_frame: bool = True, report: Callable[[str], None] | None = None) -> ReplayResult:
+           pick_fixed_frame: bool = True, report: Callable[[str], None] | None = None,
+           save_map: Path | None = None) -> ReplayResult:
     """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new).
 
     With ``png_dir``, each processed frame's pictures go there; ``png_pitch_deg`` tilts the
     figures' density profile (KITTI-360: 5). ``pick_cameras`` / ``pick_fixed_frame``: fill in
     from the bag what the config lacks (:func:`fill_in_from_bag`, on a copy of ``cfg``); each
-    choice is passed to ``report`` before the run.
+    choice is passed to ``report`` before the run. ``save_map``: fuse the world map (``map.enabled``)
+    and save it at the end as ``save_map`` + ``.pcd``/``.ply`` and ``.pgm`` + ``.yaml``.
     """
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
@@ -177,6 +181,8 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
                            f"{bag_in}: no message on a topic to replay")
         messages = itertools.chain([first], messages)
         cfg = copy.deepcopy(cfg)
+        if save_map is not None:
+            cfg.map.enabled = True
         # before the network is built
         choices = fill_in_from_bag(cfg, source, pick_cameras, pick_fixed_frame)
         for line in choices if report else ():
@@ -189,9 +195,11 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
                                                       disable=None if progress is None else not progress) as bar:
             run_messages(runner, _counting(messages, bar), bag, pngs)
         cut_short = source.cut_short  # now that every message was read: how many there were
+        map_files = runner.mapping.save(save_map, cfg.map.save_format) \
+            if save_map is not None and runner.processed else []
     return ReplayResult(runner.processed, dict(runner.drops), dict(bag.counts), dict(skipped),
                         faults=dict(runner.faults), pngs=pngs.files if pngs else [], cut_short=cut_short,
-                        choices=choices)
+                        choices=choices, map_files=map_files)
 
 
 def _counting(messages: Iterator, bar: tqdm) -> Iterator:
@@ -220,6 +228,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "of the bag with a camera_info beside it)")
     p.add_argument("--camera-infos", nargs="+", metavar="TOPIC", help="camera_info topic of each camera of --images "
                    "(default: <namespace>/camera_info beside each)")
+    p.add_argument("--save-map", type=Path, metavar="STEM", help="fuse the world map (sets map.enabled) and save "
+                   "it at the end: STEM.pcd (or .ply, map.save_format; occupied voxels) and STEM.pgm + STEM.yaml "
+                   "(nav2 map_server)")
     p.add_argument("--fixed-frame", metavar="FRAME", help="frame poses are looked up in (default: the config's; "
                    "when the bag's TF lacks it, the root of its TF tree)")
 
@@ -234,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         chosen["topics.camera_infos"] = args.camera_infos or [info_beside(t) for t in args.images]
     result = replay(config(args, chosen), args.bag_in, args.bag_out, args.storage, args.png,
                     png_pitch_deg=args.pitch, pick_cameras=not args.images, pick_fixed_frame=not args.fixed_frame,
-                    report=print)
+                    report=print, save_map=args.save_map)
     if result.cut_short and result.processed:
         print(f"kdbts replay: warning: {result.cut_short}", file=sys.stderr)
     print(f"frames processed: {result.processed}")
@@ -247,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
     print_counts(result.written)
     if args.png:
         print(f"wrote {len(result.pngs)} PNGs to {args.png}")
+    if result.map_files:
+        print("wrote the map: " + ", ".join(str(f) for f in result.map_files))
     if not result.processed:  # one line: what was read of a bag cut short, and that it held no whole frame
         print(f"kdbts replay: {result.cut_short or args.bag_in}; no frame was processed"
               + (" (see the drops above)" if result.drops else ""), file=sys.stderr)

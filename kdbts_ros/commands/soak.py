@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "are exercised (default: 1)")
     p.add_argument("--out", type=Path, default=Path("soak_out"),
                    help="folder for soak.json and soak.md (default: soak_out)")
+    p.add_argument("--map", action="store_true", help="set map.enabled: the node fuses every frame into the world "
+                   "map and publishes it, so its memory is part of the per-tenth RSS (default: the config's)")
     p.add_argument("--progress", action="store_true", help="print a line per tenth of the run")
 
 
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         print("kdbts soak: need --frames >= 20, --load-factor > 0 and an image size of at least 8x8", file=sys.stderr)
         return 2
     cfg = soak.soak_config(load_config(args.config), args.network, args.cameras)
+    cfg.map.enabled = cfg.map.enabled or args.map
     report = soak.run(cfg, args.frames, args.rate, args.load_factor, tuple(args.image_size),
                       progress=print if args.progress else lambda _line: None)
     write_report(args.out, "soak", report, soak.markdown(report))

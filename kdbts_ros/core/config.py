@@ -177,6 +177,11 @@ class MapConfig:
 
     The fixed frame's z axis must point up (REP 103 odom/map): the window's layers and the 2-D
     projection are horizontal in it. Occupancy is kept as clamped log-odds, as octomap does.
+
+    Time jumps, one rule (``time_jump_rule``): when image stamps go back (a bag looped, sim time
+    restarted) or forward by more than ``max_time_gap``, reset clears the map before the next frame
+    is fused, keep fuses into the map as it is. Frames without a usable pose are never fused
+    (counted as the fault ``map_skipped_<reason>``).
     """
 
     enabled: bool = _f(False, "fuse each processed frame's densities into the world map and publish it", runtime=True)
@@ -211,6 +216,9 @@ class MapConfig:
                              runtime=True)
     max_time_gap: float = _f(5.0, "seconds between frames beyond which time counts as having jumped", 0.0, 1e6,
                              runtime=True)
+    save_path: str = _f("kdbts_map", "file stem the node's ~/save_map service writes (<stem>.pcd or .ply, "
+                        "<stem>.pgm and <stem>.yaml; relative to the node's working directory)", runtime=True)
+    save_format: str = _f("pcd", "format of the saved occupied-voxel cloud", choices=("pcd", "ply"), runtime=True)
 
     def window_cells(self) -> tuple[int, int, int]:
         """Window shape (z, y, x) in voxels."""

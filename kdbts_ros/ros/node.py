@@ -37,6 +37,7 @@ from rclpy.timer import Timer
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64
+from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from kdbts_ros.messages import cdr
@@ -137,12 +138,22 @@ class KdbtsNode(LifecycleNode):
           in the camera's optical frame (toggle ``publish.depth``).
         - ``topics.latency`` (``/kdbts/latency``): ``std_msgs/msg/Float64``, seconds from the
           image stamp to the publish.
+        - ``topics.map`` (``/kdbts/map``): ``nav_msgs/msg/OccupancyGrid``, the fused world map's
+          gravity-aligned 2-D projection in ``fixed_frame`` (``map.enabled``, at ``map.publish_rate``
+          of image-stamp time, built whether or not anyone subscribes); keep last 1, reliable,
+          transient local, so a planner or RViz that starts later gets the last one.
+        - ``topics.map_points`` (``/kdbts/map_points``): ``sensor_msgs/msg/PointCloud2``, the world
+          map's occupied voxel centres (``map.enabled``, at ``map.publish_rate``, while subscribed).
         - ``/diagnostics``: ``diagnostic_msgs/msg/DiagnosticArray`` at 1 Hz from ``configure``
           to ``cleanup`` (also while inactive): frames, drops and faults by reason, latency
-          against ``latency_budget``, head, window, cameras; keep last 10, reliable, volatile.
+          against ``latency_budget``, head, window, cameras, world map; keep last 10, reliable, volatile.
 
-    Services
-        None of its own: rclpy's parameter services (``~/set_parameters``,
+    Services (created in ``configure``)
+        - ``~/clear_map`` (``std_srvs/srv/Trigger``): forget the world map; fails while ``map.enabled`` is false.
+        - ``~/save_map`` (``std_srvs/srv/Trigger``): write the world map to ``map.save_path`` +
+          ``.pcd`` or ``.ply`` (``map.save_format``; occupied voxels, open3d) and ``.pgm`` + ``.yaml``
+          (nav2 map_server's pair); the response message names the files, or says why not.
+        And rclpy's parameter services (``~/set_parameters``,
         ``~/set_parameters_atomically``, ``~/get_parameters``, ``~/list_parameters``,
         ``~/describe_parameters``, ``~/get_parameter_types``) and the lifecycle services
         (``~/change_state``, ``~/get_state``, ``~/get_available_states``,
@@ -180,6 +191,7 @@ class KdbtsNode(LifecycleNode):
         self._wake = threading.Event()      # an image arrived: step now rather than at the next poll
         self._step_lock = threading.Lock()  # one step at a time (the worker, and bench calling step itself)
         self._worker: threading.Thread | None = None
+        self._services: list[Any] = []
         self._inputs_checked = False
 
     # ------------------------------------------------------------ lifecycle
@@ -249,6 +261,13 @@ class KdbtsNode(LifecycleNode):
                 continue
             self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, out_qos)
         self.pubs[t.latency] = self.create_lifecycle_publisher(Float64, t.latency, out_qos)
+        # the map is latched: a planner or RViz starting later gets the last one
+        map_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pubs[t.map] = self.create_lifecycle_publisher(OccupancyGrid, t.map, map_qos)
+        self.pubs[t.map_points] = self.create_lifecycle_publisher(PointCloud2, t.map_points, out_qos)
+        self._services = [self.create_service(Trigger, "~/clear_map", self._clear_map),
+                          self.create_service(Trigger, "~/save_map", self._save_map)]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._inputs_checked = False
         self._entities = subs + [self.create_timer(1.0, self._publish_diagnostics),
@@ -257,6 +276,9 @@ class KdbtsNode(LifecycleNode):
     def _destroy_entities(self) -> None:
         for e in self._entities:
             (self.destroy_timer if isinstance(e, Timer) else self.destroy_subscription)(e)
+        for srv in self._services:
+            self.destroy_service(srv)
+        self._services = []
         for pub in self.pubs.values():
             self.destroy_lifecycle_publisher(pub)
         if self.pubs:
@@ -298,8 +320,13 @@ class KdbtsNode(LifecycleNode):
         t, p = self.cfg.topics, self.cfg.publish
         outputs = ((t.occupancy, p.occupancy), (t.points, p.points), (t.density_grid, p.density_grid),
                    (t.depth, p.depth), (t.depth_info, p.depth))
-        return {topic for topic, on in outputs
-                if on and topic in self.pubs and self.pubs[topic].get_subscription_count() > 0}
+        wanted = {topic for topic, on in outputs
+                  if on and topic in self.pubs and self.pubs[topic].get_subscription_count() > 0}
+        if self.cfg.map.enabled:  # the map whether or not anyone listens yet: it is latched for late subscribers
+            wanted.add(t.map)
+            if t.map_points in self.pubs and self.pubs[t.map_points].get_subscription_count() > 0:
+                wanted.add(t.map_points)
+        return wanted
 
     def step(self) -> None:
         """Process the pending frame and publish what is wanted (the inference thread's work)."""
@@ -349,6 +376,26 @@ class KdbtsNode(LifecycleNode):
         self._inputs_checked = True
         for line in self.input_problems():
             self.get_logger().warning(line)
+
+    def _clear_map(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """``~/clear_map``: forget the world map (all cells unknown)."""
+        runner = self.runner
+        response.success = runner is not None and runner.mapping.clear()
+        response.message = "map cleared" if response.success else "the map is off (map.enabled false)"
+        return response
+
+    def _save_map(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """``~/save_map``: write map.save_path + .pcd/.ply (open3d) and .pgm + .yaml (map_server); names them."""
+        try:
+            if self.runner is None:
+                raise ValueError("the node is not configured")
+            files = self.runner.mapping.save(self.cfg.map.save_path, self.cfg.map.save_format)
+        except (ValueError, OSError) as exc:
+            response.success, response.message = False, f"map not saved: {exc}"
+        else:
+            response.success, response.message = True, "saved " + ", ".join(str(f) for f in files)
+        self.get_logger().info(response.message)
+        return response
 
     def _publish_diagnostics(self) -> None:
         if self.runner is None:

@@ -13,6 +13,7 @@ from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.messages import cdr, published
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import Camera
+from kdbts_ros.runtime.mapping import MapStage
 
 
 class RunnerState(Protocol):
@@ -27,6 +28,7 @@ class RunnerState(Protocol):
     latencies: deque[float]
     last: Outputs | None
     timings: dict[str, float]
+    mapping: MapStage
 
 
 def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
@@ -57,6 +59,7 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
         values[f"camera{c.index}_images"] = c.received
         values[f"camera{c.index}_intrinsics"] = c.intrinsics[3] if c.intrinsics else "missing"
         values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
+    values.update(runner.mapping.status())
     values.update(sorted(counts.items()))
     if last:
         values["grid_resolution_m"] = f"{last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget

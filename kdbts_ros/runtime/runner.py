@@ -28,6 +28,7 @@ from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import TIME_JUMP_NS, Camera, Dropped, Image, Rig, Wait
 from kdbts_ros.runtime.diagnostics import diagnostic_array
+from kdbts_ros.runtime.mapping import MapStage
 from kdbts_ros.runtime.params import ParamStage
 
 
@@ -49,6 +50,7 @@ class FrameRunner:
         self.rig = Rig(cfg, self.accounting)
         self.cameras = self.rig.cameras
         self.params = ParamStage(cfg, self.pipeline)
+        self.mapping = MapStage(cfg, self.accounting)  # the world map, while map.enabled
         self.processed = 0
         self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
@@ -161,6 +163,7 @@ class FrameRunner:
         if self._clear_window:
             self._clear_window = False
             self.pipeline.window.reset()
+            self.mapping.time_jump()
         try:
             return self._step(now_ns, wanted)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
@@ -200,6 +203,7 @@ class FrameRunner:
                 except Dropped:
                     pass
         want_grid, want_depth = published.stages_wanted(self.cfg.topics, wanted)
+        want_grid = want_grid or self.mapping.enabled  # the map fuses every frame's grid
         try:
             out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
                                         companions=companions)
@@ -216,6 +220,11 @@ class FrameRunner:
         # the frame's stage times, composed once here (the node adds its publish time via published())
         self.timings = {"decode": sum(d.decode_s for d in decoded), **out.stage_times,
                         "messages": time.perf_counter() - t0}
+        if self.mapping.enabled:  # fusion and the map messages due (absent when off: outputs unchanged)
+            t0 = time.perf_counter()
+            messages += [(topic, msgtype, cdr.serialize(msg))
+                         for topic, msgtype, msg in self.mapping.frame(out, wanted)]
+            self.timings["map"] = time.perf_counter() - t0
         self.last = out
         self.processed += 1
         return messages
@@ -287,6 +296,7 @@ class FrameRunner:
     def apply_params(self) -> None:
         """Copy accepted parameter changes into the live config (whose parts the pipeline holds); between frames."""
         self.params.apply()
+        self.mapping.configure()  # map.enabled switched: build or release the map
 
     # ------------------------------------------------------------ reporting
     def diagnostics(self, stamp_ns: int) -> bytes:

@@ -1,0 +1,164 @@
+"""The runner's map stage: each posed processed frame fused into the world map, published at ``map.publish_rate``.
+
+Owned by :class:`kdbts_ros.runtime.runner.FrameRunner` while ``map.enabled`` (a run-time
+parameter: switching it on builds an empty map, off releases it). The map reads the live
+``map.*`` settings, so run-time changes of the others apply from the next frame.
+
+Accounting: a frame the map cannot fuse (no pose in the fixed frame, a non-finite or non-rigid
+pose, non-finite densities) is counted as the fault ``map_skipped_<reason>``, not a drop: the
+image itself was used and its outputs published (the per-camera counts still add up), only the
+map went without it. Resets are counted as the fault ``map_reset_<reason>``.
+
+Time-jump rule (``map.time_jump_rule``): reset clears the map when the image stamps go back (a
+bag looped or sim time restarted: the runner's own detection, which also clears the window) or
+jump forward by more than ``map.max_time_gap``; keep fuses into the map as it is.
+
+Publishing is paced by message stamps, not wall time, so a bag replayed at any speed publishes
+the same maps: a frame publishes when at least ``1 / publish_rate`` of stamp time passed since
+the last publication (the first fused frame, and the first after a reset, publish at once).
+Maps are built only for the topics wanted.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.frames import Outputs
+from kdbts_ros.core.world_map import WorldMap
+from kdbts_ros.messages import published
+from kdbts_ros.runtime.accounting import Accounting
+
+PUBLISH_SLACK_NS = 1_000_000  # stamps 1 ms short of the period still publish (camera clocks jitter)
+
+
+def _slug(reason: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_")
+
+
+class MapStage:
+    """The world map of a runner, its publication pacing and its saving; thread-safe (the node's services)."""
+
+    def __init__(self, cfg: PipelineConfig, accounting: Accounting):
+        self.cfg, self.accounting = cfg, accounting
+        self.map: WorldMap | None = None
+        self._lock = threading.Lock()  # the step thread fuses, service callbacks clear and save
+        self._last_publish_ns: int | None = None
+        self.configure()
+
+    @property
+    def enabled(self) -> bool:
+        return self.map is not None
+
+    def configure(self) -> None:
+        """Build the map when ``map.enabled`` was switched on, release it when off (between frames)."""
+        with self._lock:
+            if self.cfg.map.enabled and self.map is None:
+                self.map = WorldMap(self.cfg.map)
+                self._last_publish_ns = None
+            elif not self.cfg.map.enabled:
+                self.map = None
+
+    def wanted(self, wanted: set[str] | None) -> tuple[bool, bool]:
+        """Whether the 2-D map and the occupied-voxel cloud are wanted (None: every output)."""
+        t = self.cfg.topics
+        return wanted is None or t.map in wanted, wanted is None or t.map_points in wanted
+
+    # ------------------------------------------------------------ per frame
+    def frame(self, out: Outputs, wanted: set[str] | None) -> list[tuple[str, str, object]]:
+        """Fuse a processed frame; the map messages due at its stamp (topic, msgtype, message)."""
+        with self._lock:
+            wmap = self.map
+            if wmap is None:
+                return []
+            if out.out_frame != self.cfg.fixed_frame or not out.density.size:
+                reason = f"no pose in {self.cfg.fixed_frame}"
+            else:
+                before = sum(wmap.resets.values())
+                reason = wmap.integrate(out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density,
+                                        out.stamp_ns)
+                if sum(wmap.resets.values()) > before:
+                    self._last_publish_ns = None
+                    self.accounting.fault("map_reset_time_jump", "the map was cleared: time jumped "
+                                          f"(map.time_jump_rule {self.cfg.map.time_jump_rule})")
+            if reason is not None:
+                if reason.startswith("no pose in"):
+                    wmap.skipped[reason] += 1  # integrate counts its own reasons
+                self.accounting.fault(f"map_skipped_{_slug(reason)}", f"frame at {out.stamp_ns * 1e-9:.3f} s not "
+                                      f"fused into the map: {reason}")
+                return []
+            return self._due(out.stamp_ns, wanted)
+
+    def _due(self, stamp: int, wanted: set[str] | None) -> list[tuple[str, str, object]]:
+        rate = self.cfg.map.publish_rate
+        want_map, want_points = self.wanted(wanted)
+        if rate <= 0 or not (want_map or want_points) or self.map is None:
+            return []
+        last = self._last_publish_ns
+        if last is not None and last <= stamp < last + int(1e9 / rate) - PUBLISH_SLACK_NS:
+            return []
+        self._last_publish_ns = stamp
+        return self._messages(stamp, want_map, want_points)
+
+    def _messages(self, stamp: int, want_map: bool, want_points: bool) -> list[tuple[str, str, object]]:
+        t, frame_id, msgs = self.cfg.topics, self.cfg.fixed_frame, []
+        if want_map:
+            grid = self.map.occupancy_2d()
+            if grid is not None:
+                msgs.append((t.map, "nav_msgs/msg/OccupancyGrid", published.occupancy_grid_map(grid, stamp, frame_id)))
+        if want_points:
+            points, prob = self.map.occupied_points()
+            msgs.append((t.map_points, "sensor_msgs/msg/PointCloud2",
+                         published.map_points(points, prob, stamp, frame_id)))
+        return msgs
+
+    def time_jump(self) -> None:
+        """The runner saw the image stamps go back (a bag looped): apply ``map.time_jump_rule``."""
+        with self._lock:
+            if self.map is None:
+                return
+            self._last_publish_ns = None
+            if self.cfg.map.time_jump_rule == "reset":
+                self.map.reset("time went backwards")
+                self.accounting.fault("map_reset_time_jump", "the map was cleared: image stamps went back "
+                                      "(map.time_jump_rule reset)")
+            else:
+                self.map.last_stamp_ns = None  # keep: fuse on from the new stamps, no second jump reported
+
+    # ------------------------------------------------------------ services
+    def clear(self) -> bool:
+        """Forget the map (``~/clear_map``); False when the map is off."""
+        with self._lock:
+            if self.map is None:
+                return False
+            self.map.reset("requested")
+            self._last_publish_ns = None
+            return True
+
+    def save(self, stem: str | Path, cloud_format: str = "pcd") -> list[Path]:
+        """Write ``stem.<cloud_format>`` (occupied voxels, open3d) and ``stem.pgm`` + ``stem.yaml`` (map_server).
+
+        Raises ValueError when the map is off or empty, OSError when a file cannot be written.
+        """
+        with self._lock:
+            if self.map is None:
+                raise ValueError("the map is off (map.enabled false)")
+            if self.map.origin is None:
+                raise ValueError("the map is empty: no frame fused yet")
+            stem = Path(stem).expanduser()
+            cloud = stem.with_suffix(f".{cloud_format}")  # as the pgm and yaml beside it
+            self.map.save_points(cloud)
+            pgm, meta = self.map.save_pgm_yaml(stem)
+            return [cloud, pgm, meta]
+
+    def status(self) -> dict[str, object]:
+        """Diagnostic values ``map_*`` (empty when the map is off)."""
+        with self._lock:
+            if self.map is None:
+                return {}
+            s = self.map.status()
+            return {"map_frames": s["frames"], "map_skipped": sum(s["skipped"].values()),
+                    "map_resets": sum(s["resets"].values()), "map_known_cells": s["known"],
+                    "map_occupied_cells": s["occupied"], "map_tilted_frames": s["tilted"],
+                    "map_memory_mb": f"{self.map.nbytes() / 2**20:.1f}"}
