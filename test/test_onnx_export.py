@@ -16,7 +16,7 @@ from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.export import ENCODER, export_onnx, load_metadata, query_file
 from kdbts_ros.core.model.network import Architecture
 from kdbts_ros.core.model.onnx_backend import OnnxBackend
-from kdbts_ros.core.pipeline import EMBEDDED_CHECKPOINT
+from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 from kdbts_ros.data.sequences import synthetic_sample
 
 TOL = 1e-4
