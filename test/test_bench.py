@@ -57,3 +57,24 @@ def test_bench_through_the_node_times_publishing(tmp_path):
     assert set(case["stages"]) == {"decode", "resize", "encode", "grid", "depth", "messages", "publish"}
     publish = case["stages"]["publish"]
     assert 0 < publish["median_ms"] <= publish["p99_ms"] <= case["end_to_end"]["p99_ms"]
+
+
+def test_bench_backends_and_depth_renders_are_case_dimensions(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KDBTS_CACHE_DIR", str(tmp_path / "cache"))  # the spawned cases inherit it
+    report = _bench(tmp_path, "--windows", "1", "--paths", "fast,reference", "--backends", "torch,onnxruntime",
+                    "--depth", "reference,fine", "--no-publish")
+    cases = report["cases"]
+    # onnxruntime and the fine render need the fast path: those reference-path combinations are left out
+    assert [(c["backend"], c["path"], c["depth"]) for c in cases] == [
+        ("torch", "fast", "reference"), ("torch", "fast", "fine"), ("torch", "reference", "reference"),
+        ("onnxruntime", "fast", "reference"), ("onnxruntime", "fast", "fine")]
+    assert "left out cpu embedded reference SV(1) float32 onnxruntime" in capsys.readouterr().err
+    md = (tmp_path / "bench" / "bench.md").read_text()
+    for label in ("cpu embedded fast SV(1) float32 fine-depth", "cpu embedded fast SV(1) float32 onnxruntime",
+                  "cpu embedded fast SV(1) float32 onnxruntime fine-depth"):
+        assert f"| {label} |" in md
+    ort = [c for c in cases if c["backend"] == "onnxruntime"]
+    assert all(c["frames"] == 2 and c["backend_info"]["backend"] == "onnxruntime" for c in ort)
+    # the second onnxruntime case reuses the first one's export
+    assert not ort[0]["backend_info"]["cached"] and ort[1]["backend_info"]["cached"]
+    assert ort[0]["gflops"]["grid"] > 0  # counted as the same arithmetic in torch

@@ -49,6 +49,8 @@ class Case:
     path: str      # "fast" or "reference" (model.fast), or OFFICIAL: the official code's forward pass (fp32)
     window: int    # 1: the SV head; 2 or more: the MV head over that many frames
     dtype: str = "float32"
+    backend: str = "torch"       # model.backend: torch or onnxruntime (encoder and grid query)
+    depth: str = "reference"     # "reference": every sample of every ray; "fine": render.fine
 
     @property
     def mode(self) -> str:
@@ -56,7 +58,18 @@ class Case:
 
     @property
     def label(self) -> str:
-        return f"{self.device} {self.network} {self.path} {self.mode.upper()}({self.window}) {self.dtype}"
+        extra = "".join(f" {x}" for x in (self.backend if self.backend != "torch" else "",
+                                          "fine-depth" if self.depth == "fine" else "") if x)
+        return f"{self.device} {self.network} {self.path} {self.mode.upper()}({self.window}) {self.dtype}{extra}"
+
+    def problem(self) -> str | None:
+        """Why this combination cannot run (it is left out), or None."""
+        if self.backend == "onnxruntime" and (self.path != "fast" or self.dtype != "float32"
+                                              or not self.device.startswith("cpu")):
+            return "onnxruntime runs the fast path in float32 on the CPU"
+        if self.depth == "fine" and self.path != "fast":
+            return "the fine depth render refines the fast path's samples"
+        return None
 
 
 def set_network(cfg: PipelineConfig, network: str) -> None:
@@ -74,6 +87,9 @@ def case_config(base: PipelineConfig, case: Case, depth_scale: float | None) -> 
     set_network(cfg, case.network)
     m = cfg.model
     m.device, m.dtype, m.fast = case.device, case.dtype, case.path == "fast"
+    m.backend, cfg.render.fine = case.backend, case.depth == "fine"
+    if case.backend != "torch":
+        m.compile = False  # torch.compile applies to the torch encoder only
     cfg.mode, cfg.window_size = case.mode, case.window
     # the issue's targets: quarter-resolution depth on a CPU, full resolution on a GPU
     cfg.render.depth_scale = depth_scale or (1.0 if case.device.startswith("cuda") else 0.25)
@@ -116,8 +132,12 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
         counts["encode"] = fc.get_total_flops()
         head, entries, views, planes = pipeline.heads.views_for(pipeline.window.entries[-1])
         centres = GridSpec.from_config(pipeline.cfg.grid).centres_cam()
-        with FlopCounterMode(display=False) as fc:
-            pipeline.query_grid(centres, views, head, planes)
+        backend, pipeline.backend = pipeline.backend, None  # onnxruntime does the same arithmetic, uncounted by torch
+        try:
+            with FlopCounterMode(display=False) as fc:
+                pipeline.query_grid(centres, views, head, planes)
+        finally:
+            pipeline.backend = backend
         counts["grid"] = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
             pipeline.render_depth_image(views, head, entries[0].Kn, planes)
@@ -173,6 +193,8 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
             "peak_rss_mb": memory_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
             "gflops": stage_gflops(runner.pipeline, rgb, K),
+            # onnxruntime: the export's key, folder, and seconds (0 when the cached export was reused)
+            "backend_info": dict(runner.pipeline.backend_info),
         }
     finally:
         driver.close()
@@ -203,6 +225,14 @@ def markdown(report: dict[str, object]) -> str:
             measured = r["stages"][s]["median_ms"]
             ratio = f"{measured / limit:.1f}" if limit > 0 else "-"
             lines.append(f"| {r['label']} | {s} | {r['gflops'][s]:.2f} | {limit:.2f} | {measured:.1f} | {ratio} |")
+    exported = [r for r in report["cases"] if r.get("backend_info", {}).get("backend", "torch") != "torch"]
+    if exported:
+        lines += ["", "onnxruntime rows: encoder (with the folded maps) and grid query in onnxruntime, depth "
+                  "rendering in torch; the export before the first frame (not in the frame times):", "",
+                  "| case | export s | cached | folder |", "|---|---:|---|---|"]
+        for r in exported:
+            b = r["backend_info"]
+            lines.append(f"| {r['label']} | {b['export_s']:.1f} | {'yes' if b['cached'] else 'no'} | {b['dir']} |")
     official = [r for r in report["cases"] if r["path"] == OFFICIAL]
     if official:
         lines += ["", "Official rows: the official implementation's `encode` (of every window frame) and "

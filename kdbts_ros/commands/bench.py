@@ -21,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", default="1,2,4,8",
                    help="comma-separated window sizes; 1 runs the SV head, more the MV head (default: 1,2,4,8)")
     p.add_argument("--paths", default="fast", help="comma-separated: fast, reference (model.fast) (default: fast)")
+    p.add_argument("--backends", default="torch",
+                   help="comma-separated model.backend values: torch, onnxruntime (encoder and grid query in "
+                   "onnxruntime on the CPU, fast path, float32; other combinations are left out) (default: torch)")
+    p.add_argument("--depth", default="reference",
+                   help="comma-separated depth renders: reference (every sample), fine (render.fine, fast path "
+                   "only) (default: reference)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="compute dtype (default: float32)")
     p.add_argument("--frames", type=int, default=20, help="frames of the input stream (default: 20)")
@@ -44,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Time every case (device x network x path x window); the devices and publishing default to what is here."""
+    """Time every case (device x network x backend x path x depth x window); devices and publishing default to
+    what is here."""
     import torch
 
     from kdbts_ros.bench import latency
@@ -61,8 +68,23 @@ def run(args: argparse.Namespace) -> int:
     publish = args.publish
     if publish is None:
         publish = can_publish()
-    cases = [latency.Case(net, dev, path, int(w), args.dtype) for dev in devices for net in csv(args.networks)
-             for path in csv(args.paths) for w in csv(args.windows)]
+    unknown = [b for b in csv(args.backends) if b not in ("torch", "onnxruntime")] + \
+        [d for d in csv(args.depth) if d not in ("reference", "fine")]
+    if unknown:
+        print(f"kdbts bench: unknown --backends / --depth value(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    cases = []
+    for case in (latency.Case(net, dev, path, int(w), args.dtype, backend, depth) for dev in devices
+                 for net in csv(args.networks) for backend in csv(args.backends) for path in csv(args.paths)
+                 for depth in csv(args.depth) for w in csv(args.windows)):
+        problem = case.problem()
+        if problem:
+            print(f"kdbts bench: left out {case.label}: {problem}", file=sys.stderr)
+        else:
+            cases.append(case)
+    if not cases:
+        print("kdbts bench: no case left to run", file=sys.stderr)
+        return 2
     base = config(args)
     base.model.compile = base.model.compile or args.compile
     base.map.enabled = base.map.enabled or args.map

@@ -1,8 +1,8 @@
 """``kdbts export``: the network as ONNX graphs (encoder with folded head maps, query per head) and export.json.
 
 Optionally an int8 encoder (onnxruntime static quantization) calibrated on frames of the
-shared KITTI sample. Not yet wired into ``cli.py``: the CLI adds a sub-command with
-``add_arguments`` and calls ``run``.
+shared KITTI sample. The node uses the same export with ``model.backend: onnxruntime`` (cached
+under $KDBTS_CACHE_DIR/onnx, made at start when missing); this command writes one for deployment.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from kdbts_ros.core.inference import ray_depth
 from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model, pick_device
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.model.onnx_backend import OnnxBackend, cached_export
 from kdbts_ros.core.window import FrameWindow, WindowEntry
 
 
@@ -28,7 +29,8 @@ class Pipeline:
 
     def __init__(self, cfg: PipelineConfig, model: DensityField | None = None):
         self.cfg = cfg
-        self.device = pick_device(cfg.model.device)
+        onnx_auto = cfg.model.backend == "onnxruntime" and cfg.model.device == "auto"
+        self.device = torch.device("cpu") if onnx_auto else pick_device(cfg.model.device)  # onnxruntime: CPU
         if model is None:
             model, self.model_info = build_model(cfg)
         else:
@@ -41,12 +43,37 @@ class Pipeline:
             raise ConfigError(f"{self.model_info.get('weights')}: {problem}")
         if cfg.model.threads:
             torch.set_num_threads(cfg.model.threads)
+        self.backend: OnnxBackend | None = None
+        self.backend_info: dict = {"backend": cfg.model.backend}
+        if cfg.model.backend == "onnxruntime":
+            self._start_onnxruntime()
         self._compiled_encode = torch.compile(self.model.encode, dynamic=False,
                                               mode="reduce-overhead" if self.device.type == "cuda" else None) \
             if cfg.model.compile else None
         self._intrinsics: tuple[tuple, np.ndarray, torch.Tensor] | None = None
         self._visible_cache: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
         self.grid_budget = GridBudget()
+
+    def _start_onnxruntime(self) -> None:
+        """Export the network for onnxruntime (or reuse the cached export) and open its sessions.
+
+        The encoder graph computes the folded maps of the heads the configured mode queries; a
+        head the mode needs only after a runtime change is folded and queried with torch.
+        """
+        m = self.cfg.model
+        if self.device.type != "cpu":
+            raise ConfigError(f"model.backend onnxruntime runs on the CPU; model.device is {m.device!r} "
+                              "(use cpu or auto, or model.backend torch)")
+        if not m.fast or m.dtype != "float32":
+            raise ConfigError("model.backend onnxruntime runs the fast path in float32: it needs model.fast true "
+                              "and model.dtype float32 (or use model.backend torch)")
+        if m.compile:
+            raise ConfigError("model.compile compiles the torch encoder; with model.backend onnxruntime set it false")
+        heads = self.heads.for_mode()
+        folder, info = cached_export(self.model, self.input_size, heads,
+                                     checkpoint=str(self.model_info.get("weights", "")))
+        self.backend = OnnxBackend(folder, m.threads)
+        self.backend_info.update(info, heads=heads)
 
     def grid_spec(self) -> GridSpec:
         """The grid of the next frame: the configured one, with the cell size the latency budget allows."""
@@ -112,7 +139,8 @@ class Pipeline:
                            scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Expected depth (h, w) at ``scale`` (default ``render.depth_scale``) of the network size, and its K.
 
-        With the views' folded maps (``planes``) the fast path renders; without, the reference path.
+        With the views' folded maps (``planes``) the fast path renders (coarse-to-fine with
+        ``render.fine`` and no jitter); without, the reference path.
         """
         cfg, (H, W) = self.cfg, self.input_size
         scale = cfg.render.depth_scale if scale is None else scale
@@ -122,7 +150,7 @@ class Pipeline:
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
         chunk = cfg.model.chunk_points if planes is None else self.fast_chunk(head, len(planes))
         depth = ray_depth(self.model, views, head, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
-                          chunk, gen, planes).float().cpu().numpy().reshape(h, w)
+                          chunk, gen, planes, fine=cfg.render.fine).float().cpu().numpy().reshape(h, w)
         return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
 
     def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -148,8 +176,12 @@ class Pipeline:
         visible, unseen = self._visible(centres, views.Kn[0, 0])
         pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)[visible]
         chunk = self.fast_chunk(head, len(planes))
-        sig = [folded.folded_density(self.model, pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
-               for s in range(0, len(pts), chunk)]
+        if self.backend is not None and head in self.backend.queries:
+            sig = [self.backend.folded_density(pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
+                   for s in range(0, len(pts), chunk)]
+        else:
+            sig = [folded.folded_density(self.model, pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
+                   for s in range(0, len(pts), chunk)]
         sigma = np.zeros(unseen.shape, np.float32)
         sigma[~unseen] = torch.cat(sig).float().cpu().numpy()
         return sigma, unseen
@@ -169,11 +201,15 @@ class Pipeline:
         return self._encode_prepared(frame, *self.prepare(frame.image, frame.K)[1:])
 
     def _encode_prepared(self, frame: Frame, image01: torch.Tensor, Kn: torch.Tensor) -> WindowEntry:
-        if self._compiled_encode is None:
+        planes: dict[str, torch.Tensor] = {}
+        if self.backend is not None:  # features and the exported heads' folded maps in one onnxruntime run
+            features, planes = self.backend.encode(image01)
+        elif self._compiled_encode is None:
             features = self.model.encode(image01)[0]
         else:  # a CUDA graph's output is overwritten by its next replay, and the window keeps features
             features = self._compiled_encode(image01)[0].clone()
         entry = WindowEntry(frame.stamp_ns, features, Kn, frame.T_fixed_cam, camera=frame.frame_id)
+        entry.planes.update(planes)
         if self.cfg.model.fast:
             for h in self.heads.for_mode():
                 self.heads.planes([entry], h)
