@@ -29,12 +29,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdbts_ros.bench.measure import percentiles_ms
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core import geometry
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model import resnet
 from kdbts_ros.core.model.network import HEAD_NAMES, Architecture, DensityField
-from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.window import WindowEntry
 from kdbts_ros.data.sequences import Sequence
@@ -116,7 +116,7 @@ def torchvision_stand_in() -> Iterator[bool]:
     before = {k: m for k, m in sys.modules.items() if _in_package(k, "torchvision")}
     try:
         importlib.import_module("torchvision")
-    except Exception:  # noqa: BLE001 - a broken install fails in many ways (missing ops: RuntimeError)
+    except Exception:  # a broken install fails in many ways (missing ops: RuntimeError)
         pass
     else:
         yield False

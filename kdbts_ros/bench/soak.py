@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.bench.latency import set_network
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
-from kdbts_ros.ros.harness import SoakHarness
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.data.rig import KITTI360_RIG, base_trajectory, kitti_like_intrinsics
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
+from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.ros.harness import SoakHarness
 
 DISTINCT_FRAMES = 8       # rendered once and looped: the node's work does not depend on the picture
 CALIBRATION_FRAMES = 30   # closed-loop frames that measure the sustained rate ...

@@ -16,12 +16,12 @@ import cv2
 from kdbts_ros.commands.common import add_config_args, config, print_counts
 from kdbts_ros.core.config import ConfigError, PipelineConfig
 from kdbts_ros.data.bags import BagWriter
+from kdbts_ros.data.image_files import write_image
 from kdbts_ros.data.records import DatasetError
 from kdbts_ros.data.sequences import Sequence, input_messages, kitti_sample, synthetic_sample
-from kdbts_ros.data.image_files import write_image
-from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 
 
 def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, object]:

@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.commands.common import add_config_args, config, print_counts
-from kdbts_ros.messages.bag_info import camera_topics, info_beside, tf_frames
 from kdbts_ros.core.config import ConfigError, PipelineConfig
 from kdbts_ros.core.frames import Outputs
-from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.image_files import write_image
-from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
+from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.messages.bag_info import camera_topics, info_beside, tf_frames
+from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 from kdbts_ros.runtime.runner import FrameRunner
 
 log = logging.getLogger("kdbts_ros")

@@ -6,8 +6,8 @@ import time
 from typing import Protocol
 
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.loading import build_model
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.runner import FrameRunner
 
 

@@ -29,9 +29,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.parameter import Parameter
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.timer import Timer
 from rclpy.utilities import remove_ros_args
@@ -40,13 +40,13 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from kdbts_ros.messages import cdr
-from kdbts_ros.core.config import ConfigError, iter_params, PipelineConfig, read_yaml_mapping, set_param, set_params
-from kdbts_ros.core.model.checkpoint import CheckpointError
+from kdbts_ros.core.config import ConfigError, PipelineConfig, iter_params, read_yaml_mapping, set_param, set_params
 from kdbts_ros.core.errors import EXIT_USER, classify
+from kdbts_ros.core.model.checkpoint import CheckpointError
+from kdbts_ros.messages import cdr
+from kdbts_ros.ros.parent import exit_with_parent
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.runner import FrameRunner
-from kdbts_ros.ros.parent import exit_with_parent
 
 # seconds after configure at which inputs without a publisher are named in the log
 INPUT_CHECK_S = 5.0
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         logger.fatal(f"cannot start: parameter file {classify(exc).line}")
         return EXIT_USER
-    except Exception as exc:  # noqa: BLE001 - rcl refusing the arguments, say a parameter file it cannot parse
+    except Exception as exc:  # rcl refusing the arguments, say a parameter file it cannot parse
         logger.fatal(f"cannot start: {_one_line(exc).removeprefix('failed to initialize rcl: ')}")
         return EXIT_USER
     if "--exit-with-parent" in remove_ros_args(args)[1:]:

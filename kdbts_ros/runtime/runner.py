@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
+from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import TIME_JUMP_NS, Camera, Dropped, Image, Rig, Wait
 from kdbts_ros.runtime.diagnostics import diagnostic_array
