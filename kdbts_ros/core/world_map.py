@@ -259,8 +259,8 @@ class WorldMap:
         cfg, r = self.cfg, self.resolution
         min_z = cfg.min_z if min_z is None else min_z
         max_z = cfg.max_z if max_z is None else max_z
-        lo = int(math.floor((self.camera[2] + min_z) / r)) - self.origin[2]
-        hi = int(math.floor((self.camera[2] + max_z) / r)) - self.origin[2]
+        lo = math.floor((self.camera[2] + min_z) / r) - self.origin[2]
+        hi = math.floor((self.camera[2] + max_z) / r) - self.origin[2]
         lo, hi = max(lo, 0), min(hi, self.shape[0] - 1)
         data = np.full(self.shape[1:], -1, np.int8)
         if lo <= hi:
@@ -307,8 +307,8 @@ class WorldMap:
         stem.parent.mkdir(parents=True, exist_ok=True)
         v = grid.data.astype(np.int16)
         pixels = np.full(v.shape, 205, np.uint8)
-        pixels[(v >= 0) & (v <= int(round(free_thresh * 100)))] = 254
-        pixels[v >= int(round(occupied_thresh * 100))] = 0
+        pixels[(v >= 0) & (v <= round(free_thresh * 100))] = 254
+        pixels[v >= round(occupied_thresh * 100)] = 0
         pgm, meta = stem.with_suffix(".pgm"), stem.with_suffix(".yaml")
         if not cv2.imwrite(str(pgm), pixels[::-1]):
             raise OSError(f"{pgm}: could not write the image")
@@ -447,11 +447,11 @@ class WorldMap:
         length = np.minimum(length, self.cfg.max_range)
         free_flat = []
         order = np.argsort(length)  # similar lengths per chunk: little padding
-        max_steps = int(math.ceil(length.max() / step))
+        max_steps = math.ceil(length.max() / step)
         per_chunk = max(1, RAY_CHUNK_SAMPLES // max(max_steps, 1))
         for s in range(0, len(order), per_chunk):
             idx = order[s:s + per_chunk]
-            steps = int(math.ceil(length[idx].max() / step))
+            steps = math.ceil(length[idx].max() / step)
             t = (np.arange(steps) + 0.5) * step
             valid = t[None, :] < length[idx, None]
             pts = origin + direction[idx, None, :] * t[None, :, None]
