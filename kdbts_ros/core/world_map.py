@@ -138,6 +138,7 @@ class WorldMap:
 
     def voxel_centres(self, flat: np.ndarray) -> np.ndarray:
         """Fixed-frame centres (N, 3) of window cells given by flat index."""
+        assert self.origin is not None  # cells exist once a frame placed the window
         iz, iy, ix = np.unravel_index(flat, self.shape)
         return (np.stack([ix, iy, iz], -1) + self.origin + 0.5) * self.resolution
 
@@ -256,6 +257,7 @@ class WorldMap:
         """
         if self.origin is None:
             return None
+        assert self.camera is not None  # placed together with the origin
         cfg, r = self.cfg, self.resolution
         min_z = cfg.min_z if min_z is None else min_z
         max_z = cfg.max_z if max_z is None else max_z
@@ -400,6 +402,7 @@ class WorldMap:
     def _to_window(self, T: np.ndarray) -> np.ndarray:
         """``T`` followed by the shift from the fixed frame to the window's corner (float64, so float32
         points stay exact to far below a voxel however far the fixed frame's origin is)."""
+        assert self.origin is not None  # called while fusing, after _place
         W = np.array(T, np.float64)
         W[:3, 3] -= self.origin * self.resolution
         return W
@@ -409,7 +412,11 @@ class WorldMap:
         it lies inside the window."""
         nz, ny, nx = self.shape
         scale = np.float32(1.0 / self.resolution) if points.dtype == np.float32 else 1.0 / self.resolution
-        shift = np.zeros(3, np.int64) if local else self.origin
+        if local:
+            shift = np.zeros(3, np.int64)
+        else:
+            assert self.origin is not None  # fixed-frame points are indexed after _place
+            shift = self.origin
         ax, ay, az = (np.floor(points[:, i] * scale).astype(np.int64) - shift[i] for i in range(3))
         inside = (ax >= 0) & (ax < nx) & (ay >= 0) & (ay < ny) & (az >= 0) & (az < nz)
         return (az * ny + ay) * nx + ax, inside
