@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -62,6 +63,18 @@ class Grid2D:
     data: np.ndarray
     resolution: float
     origin: tuple[float, float, float]
+
+
+class MapStatus(TypedDict):
+    """:meth:`WorldMap.status`: frames fused, skipped and resets by reason, tilted frames, cells, last fusion time."""
+
+    frames: int
+    skipped: dict[str, int]
+    resets: dict[str, int]
+    tilted: int
+    known: int
+    occupied: int
+    seconds: float
 
 
 def transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -118,7 +131,7 @@ class WorldMap:
         self.origin, self.camera, self.last_stamp_ns, self._pending_decay = None, None, None, 0.0
         self.resets[reason] += 1
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> MapStatus:
         """Counters for diagnostics: fused, skipped by reason, resets by reason, known and occupied cells."""
         return {"frames": self.frames, "skipped": dict(self.skipped), "resets": dict(self.resets),
                 "tilted": self.tilted, "known": self.known_cells(), "occupied": int((self.log_odds > 0).sum()),
