@@ -156,6 +156,7 @@ class SoakHarness:
 
     def publish(self, i: int, stamp: int) -> None:
         """Publish rig frame i with the given stamp (wall clock, increasing from frame to frame)."""
+        assert self.deliveries is not None  # the soak sets its record before it publishes
         self.deliveries.sent(stamp)
         tf, per_camera = self.frames.messages(i, stamp)
         self.tf.publish(tf)
