@@ -215,7 +215,7 @@ def test_the_map_is_latched_for_late_subscribers_and_cleared_and_saved_by_servic
     import open3d as o3d
     from std_srvs.srv import Trigger
 
-    node, pubs, got = system
+    node, pubs, _ = system
     stem = tmp_path / "maps" / "drive"
     assert all(r.successful for r in node.set_parameters([Parameter("map.enabled", value=True),
                                                           Parameter("map.save_path", value=str(stem))]))
