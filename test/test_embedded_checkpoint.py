@@ -5,8 +5,8 @@ import pytest
 from conftest import KITTI_SAMPLE, needs_kitti
 
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
+from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.data import shared_sample
 from kdbts_ros.evaluation.priors import PRIORS

@@ -7,11 +7,11 @@ import torch
 from conftest import small_config
 
 from kdbts_ros.core.camera import ray_grid
+from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.network import Architecture, Views
 from kdbts_ros.core.model.render import sample_depths
-from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import small_config
 
-from kdbts_ros.core.grid_budget import REFINE_BELOW, TARGET, GridBudget, ladder_size
 from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.grid_budget import REFINE_BELOW, TARGET, GridBudget, ladder_size
 from kdbts_ros.core.pipeline import Pipeline
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import slab_model
+from test_runner import Rig, S, _base, _config
+
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.runner import FrameRunner
-from test_runner import S, Rig, _base, _config
 
 Z_WALL = 10.0
 MAP_TOPIC, POINTS_TOPIC = "/kdbts/map", "/kdbts/map_points"

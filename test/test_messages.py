@@ -117,6 +117,7 @@ def test_camera_info_intrinsics_prefer_p_over_k():
 
 def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():
     from conftest import small_config
+
     from kdbts_ros.core.frames import Frame
     from kdbts_ros.core.pipeline import Pipeline
     from kdbts_ros.data.sequences import T_base_cam

@@ -158,6 +158,7 @@ def test_colour_sampling_reads_the_pixel_a_point_projects_to():
 
 def test_reduced_precision_keeps_occupancy():
     from conftest import small_config
+
     from kdbts_ros.core.frames import Frame
     from kdbts_ros.core.pipeline import Pipeline
 

@@ -14,6 +14,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
+from conftest import slab_model  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -22,10 +23,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from conftest import slab_model  # noqa: E402
-from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.sequences import T_base_cam  # noqa: E402
+from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 
@@ -215,7 +215,7 @@ def test_the_map_is_latched_for_late_subscribers_and_cleared_and_saved_by_servic
     import open3d as o3d
     from std_srvs.srv import Trigger
 
-    node, pubs, got = system
+    node, pubs, _ = system
     stem = tmp_path / "maps" / "drive"
     assert all(r.successful for r in node.set_parameters([Parameter("map.enabled", value=True),
                                                           Parameter("map.save_path", value=str(stem))]))

@@ -24,6 +24,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
 import torch  # noqa: E402
+from conftest import slab_model  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
@@ -35,10 +36,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # n
 from std_msgs.msg import Float64  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from conftest import slab_model  # noqa: E402
-from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.rig import RigCamera  # noqa: E402
+from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL_ARCH, small_config
-from kdbts_ros.messages import cdr, sensor_data
+
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.data.rig import RigCamera
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.runner import FrameRunner
 
 W, H = 120, 40

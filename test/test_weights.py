@@ -16,12 +16,11 @@ from conftest import SMALL_ARCH, official_checkpoint, official_state_dict
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.config import load_config
 from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.core.loading import build_model
 from kdbts_ros.core.model import registry as weights_registry
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, random_model, save_checkpoint
 from kdbts_ros.core.model.network import Architecture
-from kdbts_ros.core.loading import build_model
 from kdbts_ros.core.model.registry import RELEASES, cache_dir, cached_path
-
 
 KDBTS_MEMBER = "kdbts/training_checkpoint_250000.pt"   # where the official configs load them from
 MVBTS_MEMBER = "mvbts/training_checkpoint_200000.pt"

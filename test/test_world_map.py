@@ -180,7 +180,7 @@ def test_saved_point_clouds_and_the_map_server_pair_read_back(tmp_path):
         assert m.save_points(tmp_path / name) == len(points) == 400
         back = np.asarray(o3d.io.read_point_cloud(str(tmp_path / name)).points)
         assert np.allclose(back, points, atol=1e-5)
-    with pytest.raises(ValueError, match="pcd or .ply"):
+    with pytest.raises(ValueError, match=r"pcd or \.ply"):
         m.save_points(tmp_path / "map.xyz")
     grid = m.occupancy_2d(-0.6, 0.4)
     pgm, meta = m.save_pgm_yaml(tmp_path / "maps" / "drive", grid=grid)
@@ -189,7 +189,7 @@ def test_saved_point_clouds_and_the_map_server_pair_read_back(tmp_path):
                     "origin": [pytest.approx(grid.origin[0]), pytest.approx(grid.origin[1]), 0.0], "negate": 0,
                     "occupied_thresh": 0.65, "free_thresh": 0.25}
     image = cv2.imread(str(pgm), cv2.IMREAD_UNCHANGED)
-    assert open(pgm, "rb").read(2) == b"P5" and image.shape == grid.data.shape and image.dtype == np.uint8
+    assert pgm.read_bytes()[:2] == b"P5" and image.shape == grid.data.shape and image.dtype == np.uint8
     # map_server reads row 0 as the highest y: flip back and compare with the grid
     expected = np.where(grid.data < 0, 205, np.where(grid.data >= 65, 0, np.where(grid.data <= 25, 254, 205)))
     assert np.array_equal(image[::-1], expected)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ def memory_mb(field: str = "VmHWM") -> float | None:
     return None
 
 
-def percentiles_ms(seconds: list[float], qs: tuple[int, ...] = (50, 99)) -> dict[str, float]:
+def percentiles_ms(seconds: Sequence[float] | np.ndarray, qs: tuple[int, ...] = (50, 99)) -> dict[str, float]:
     """Percentiles of durations in milliseconds, keyed median_ms, p<q>_ms and max_ms."""
     a = np.asarray(seconds) * 1e3
     names = {50: "median_ms", 100: "max_ms"}

@@ -22,6 +22,7 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,12 +30,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdbts_ros.bench.measure import percentiles_ms
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core import geometry
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model import resnet
 from kdbts_ros.core.model.network import HEAD_NAMES, Architecture, DensityField
-from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.window import WindowEntry
 from kdbts_ros.data.sequences import Sequence
@@ -58,7 +59,7 @@ def _torchvision_module(name: str, doc: str, **attrs: object) -> types.ModuleTyp
         raise AttributeError(f"{name}.{attr} is not in kdbts_ros's torchvision stand-in, which provides only "
                              "what the official network's forward pass uses")
 
-    module.__getattr__ = missing
+    module.__dict__["__getattr__"] = missing  # a module's __getattr__ (PEP 562)
     return module
 
 
@@ -116,7 +117,7 @@ def torchvision_stand_in() -> Iterator[bool]:
     before = {k: m for k, m in sys.modules.items() if _in_package(k, "torchvision")}
     try:
         importlib.import_module("torchvision")
-    except Exception:  # noqa: BLE001 - a broken install fails in many ways (missing ops: RuntimeError)
+    except Exception:  # a broken install fails in many ways (missing ops: RuntimeError)
         pass
     else:
         yield False
@@ -139,7 +140,7 @@ class OfficialCode:
     MVBTSNet: type
     make_backbone: Callable[..., nn.Module]
     make_head: Callable[..., nn.Module]
-    PositionalEncoding: type
+    PositionalEncoding: Any  # a class of the checkout (untyped): from_conf builds it
     torchvision: str  # "installed" or "stand-in"
 
 
@@ -162,6 +163,7 @@ def load_official(repo: str | Path) -> OfficialCode:
             package = repo / NETWORK_FILE.parent
             spec = importlib.util.spec_from_file_location("models.bts.model", package / "__init__.py",
                                                           submodule_search_locations=[str(package)])
+            assert spec is not None  # a file location always has one (the source loader)
             # registered but not executed: the package's __init__ imports the training side (lpips, omegaconf)
             sys.modules["models.bts.model"] = importlib.util.module_from_spec(spec)
             net_mod = importlib.import_module("models.bts.model.models_bts")
@@ -229,7 +231,10 @@ def _official_inputs(entries: list[WindowEntry], images: dict[int, torch.Tensor]
     The world frame is the current (first) camera's, as in the official evaluators.
     """
     current = entries[0]
-    c2w = [np.eye(4)] + [geometry.invert(current.T_fixed_cam) @ e.T_fixed_cam for e in entries[1:]]
+    c2w = [np.eye(4)]
+    for e in entries[1:]:
+        assert current.T_fixed_cam is not None  # other views are used only with a posed current frame
+        c2w.append(geometry.invert(current.T_fixed_cam) @ e.T_fixed_cam)
     device = current.Kn.device
     return (torch.stack([images[e.stamp_ns] for e in entries], 1) * 2 - 1,  # the official datasets' range
             torch.stack([e.Kn for e in entries])[None],
@@ -251,7 +256,7 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
     device = pipeline.device
     centres = GridSpec.from_config(cfg.grid).centres_cam()
     xyz = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=device)
-    nets: dict[str, nn.Module] = {}
+    nets: dict[str, Any] = {}  # the official MVBTSNet per head (its encode is not nn.Module's)
     images: dict[int, torch.Tensor] = {}
     encode_s, query_s = [], []
     max_diff = max_density = 0.0

@@ -14,16 +14,17 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.bench.latency import set_network
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
-from kdbts_ros.ros.harness import SoakHarness
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.data.rig import KITTI360_RIG, base_trajectory, kitti_like_intrinsics
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
+from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.ros.harness import SoakHarness
 
 DISTINCT_FRAMES = 8       # rendered once and looped: the node's work does not depend on the picture
 CALIBRATION_FRAMES = 30   # closed-loop frames that measure the sustained rate ...
@@ -162,6 +163,14 @@ def calibrate(h: SoakHarness) -> dict[str, float]:
     return {"frames": len(latency), **percentiles_ms(latency), "sustained_hz": 1.0 / float(np.median(latency))}
 
 
+def _memory_mb(field: str) -> float:
+    """:func:`memory_mb`, which the soak's report cannot do without (it reads /proc: Linux)."""
+    mb = memory_mb(field)
+    if mb is None:
+        raise RuntimeError(f"no {field} in /proc/self/status")
+    return mb
+
+
 def _tenth(i: int, frames: int) -> int:
     return i * TENTHS // frames
 
@@ -191,7 +200,7 @@ def soak(h: SoakHarness, frames: int, rate: float, progress) -> dict[str, object
         late[i] = (time.time_ns() - stamp) * 1e-9
         now = time.monotonic()
         if now >= next_rss:
-            rss.append((i, memory_mb("VmRSS")))
+            rss.append((i, _memory_mb("VmRSS")))
             next_rss = now + rss_every
         if _tenth(i + 1, frames) > _tenth(i, frames):
             dropped = sum(runner.cameras[0].dropped.values()) - sum(before.dropped.values())
@@ -212,6 +221,7 @@ def summary(h: SoakHarness, before: _Counts, frames: int, duration: float,
             rss: list[tuple[int, float]]) -> dict[str, object]:
     """Latency percentiles overall and per tenth, the accounting of every image sent, and memory per tenth."""
     runner, d = h.node.runner, h.deliveries
+    assert isinstance(d, _Deliveries)  # soak() set it
     after = _Counts.of(runner)
     delivered = d.delivered()
     latency = [d.latency_s(i) for i in delivered]
@@ -241,10 +251,11 @@ def summary(h: SoakHarness, before: _Counts, frames: int, duration: float,
         },
         "drops": dict(after.drops - before.drops), "faults": dict(after.faults - before.faults),
         # VmHWM is only brought up to date at some kernel events: the highest sample may be above it
-        "memory": {"peak_mb": max([memory_mb()] + [mb for _, mb in rss]), "first_tenth_mb": rss_tenth[0], "second_tenth_mb": rss_tenth[1],
+        "memory": {"peak_mb": max([_memory_mb("VmHWM")] + [mb for _, mb in rss]), "first_tenth_mb": rss_tenth[0], "second_tenth_mb": rss_tenth[1],
                    "last_tenth_mb": rss_tenth[-1],
                    # the first tenth includes warm-up (allocator pools, caches): the second is the baseline
-                   "growth_mb": rss_tenth[-1] - rss_tenth[1] if None not in (rss_tenth[1], rss_tenth[-1]) else None,
+                   "growth_mb": rss_tenth[-1] - rss_tenth[1]
+                   if rss_tenth[1] is not None and rss_tenth[-1] is not None else None,
                    "samples": len(rss)},
     }
 
@@ -281,7 +292,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def markdown(report: dict[str, object]) -> str:
+def markdown(report: dict[str, Any]) -> str:
     """Summary, latency and memory per tenth, and the accounting of the output camera's images."""
     cam, mem, cal = report["output_camera"], report["memory"], report["calibration"]
     load = report["load_average"]

@@ -10,21 +10,34 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import cv2
 
 from kdbts_ros.commands.common import add_config_args, config, print_counts
 from kdbts_ros.core.config import ConfigError, PipelineConfig
 from kdbts_ros.data.bags import BagWriter
+from kdbts_ros.data.image_files import write_image
 from kdbts_ros.data.records import DatasetError
 from kdbts_ros.data.sequences import Sequence, input_messages, kitti_sample, synthetic_sample
-from kdbts_ros.data.image_files import write_image
-from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 
 
-def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, object]:
+class DemoResult(TypedDict):
+    """What :func:`run_demo` wrote and counted."""
+
+    files: dict[str, Path]
+    messages: dict[str, int]  # per topic
+    frames: int
+    drops: dict[str, int]
+    head: str
+    weights: object
+    timings: dict[str, float]
+
+
+def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> DemoResult:
     """Feed the sequence through the runner; write the bag and the last frame's PNGs (and its figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     bag_path = out_dir / "kdbts_demo"
@@ -39,6 +52,8 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> dict[str, obj
         raise RuntimeError(f"no frame was processed; drops: {dict(runner.drops)}")
     files = {"bag": bag_path, "occupancy_png": out_dir / "occupancy_bev.png", "depth_png": out_dir / "depth.png",
              "input_png": out_dir / "input.png", "figure_png": out_dir / "figure.png"}
+    # every output was wanted (run_messages asks for all): the grid and depth are there
+    assert last.occupancy is not None and last.depth is not None
     write_image(files["occupancy_png"], occupancy_png(last.occupancy))
     write_image(files["depth_png"], depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
     write_image(files["input_png"], cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))

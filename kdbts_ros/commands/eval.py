@@ -45,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load every checkpoint (LABEL=PATH, or PATH labelled by its stem) and score it on the chosen data."""
-    from kdbts_ros.core.model.checkpoint import load_checkpoint
     from kdbts_ros.core.loading import pick_device
+    from kdbts_ros.core.model.checkpoint import load_checkpoint
 
     models, infos, paths = {}, {}, {}
     for item in args.model:

@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kdbts_ros.core.config import PipelineConfig
-    from kdbts_ros.core.model.export import export_onnx
     from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model
+    from kdbts_ros.core.model.export import export_onnx
 
     cfg = PipelineConfig()
     cfg.model.checkpoint = args.checkpoint

@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.commands.common import add_config_args, config, print_counts
-from kdbts_ros.messages.bag_info import camera_topics, info_beside, tf_frames
 from kdbts_ros.core.config import ConfigError, PipelineConfig
 from kdbts_ros.core.frames import Outputs
-from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.image_files import write_image
-from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
+from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.messages.bag_info import camera_topics, info_beside, tf_frames
+from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 from kdbts_ros.runtime.runner import FrameRunner
 
 log = logging.getLogger("kdbts_ros")
@@ -118,7 +118,9 @@ class PngWriter:
             except cdr.ConversionError:
                 continue  # the runner could not read it either (counted there as bad_image)
             if cdr.stamp_ns(msg.header.stamp) == stamp_ns:
-                K = self.runner.cameras[0].intrinsics[0]  # the runner's, still those of this frame
+                intrinsics = self.runner.cameras[0].intrinsics
+                assert intrinsics is not None  # the frame was processed with them
+                K = intrinsics[0]  # the runner's, still those of this frame
                 return figure(self.runner.pipeline, sensor_data.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg).picture
         log.warning("no figure for frame %d: its image message is no longer at hand", stamp_ns)
         return None
@@ -185,8 +187,9 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
             cfg.map.enabled = True
         # before the network is built
         choices = fill_in_from_bag(cfg, source, pick_cameras, pick_fixed_frame)
-        for line in choices if report else ():
-            report(line)
+        if report:
+            for line in choices:
+                report(line)
         runner = frame_runner(cfg)
         pngs = PngWriter(png_dir, runner, png_pitch_deg) if png_dir is not None else None
         if pngs is not None:

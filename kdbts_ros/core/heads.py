@@ -56,13 +56,17 @@ class Heads:
         use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
         entries = [current] + (others if use_mv else [])
         # view 0 is the query frame itself: exactly the identity (the ray path relies on it)
-        w2c = [np.eye(4)] + [geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam for e in entries[1:]]
+        w2c = [np.eye(4)]
+        for e in entries[1:]:
+            assert e.T_fixed_cam is not None  # others are posed
+            w2c.append(geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam)
         views = views_of(torch.stack([e.features for e in entries]), torch.stack([e.Kn for e in entries]),
                          torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device))
         return ("mv" if use_mv else "sv"), entries, views
 
     def _sees_grid(self, entry: WindowEntry, current: WindowEntry, centres: np.ndarray) -> bool:
         """Whether any of the grid cell centres (N, 3) in the current camera lies in ``entry``'s view."""
+        assert entry.T_fixed_cam is not None  # only posed frames are candidates
         T = geometry.invert(entry.T_fixed_cam) @ current.T_fixed_cam
         pts = torch.as_tensor(geometry.apply(T, centres), dtype=torch.float32, device=self.device)
         return not bool(project(pts, entry.Kn)[2].all())

@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -62,6 +63,18 @@ class Grid2D:
     data: np.ndarray
     resolution: float
     origin: tuple[float, float, float]
+
+
+class MapStatus(TypedDict):
+    """:meth:`WorldMap.status`: frames fused, skipped and resets by reason, tilted frames, cells, last fusion time."""
+
+    frames: int
+    skipped: dict[str, int]
+    resets: dict[str, int]
+    tilted: int
+    known: int
+    occupied: int
+    seconds: float
 
 
 def transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -118,7 +131,7 @@ class WorldMap:
         self.origin, self.camera, self.last_stamp_ns, self._pending_decay = None, None, None, 0.0
         self.resets[reason] += 1
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> MapStatus:
         """Counters for diagnostics: fused, skipped by reason, resets by reason, known and occupied cells."""
         return {"frames": self.frames, "skipped": dict(self.skipped), "resets": dict(self.resets),
                 "tilted": self.tilted, "known": self.known_cells(), "occupied": int((self.log_odds > 0).sum()),
@@ -138,6 +151,7 @@ class WorldMap:
 
     def voxel_centres(self, flat: np.ndarray) -> np.ndarray:
         """Fixed-frame centres (N, 3) of window cells given by flat index."""
+        assert self.origin is not None  # cells exist once a frame placed the window
         iz, iy, ix = np.unravel_index(flat, self.shape)
         return (np.stack([ix, iy, iz], -1) + self.origin + 0.5) * self.resolution
 
@@ -256,11 +270,12 @@ class WorldMap:
         """
         if self.origin is None:
             return None
+        assert self.camera is not None  # placed together with the origin
         cfg, r = self.cfg, self.resolution
         min_z = cfg.min_z if min_z is None else min_z
         max_z = cfg.max_z if max_z is None else max_z
-        lo = int(math.floor((self.camera[2] + min_z) / r)) - self.origin[2]
-        hi = int(math.floor((self.camera[2] + max_z) / r)) - self.origin[2]
+        lo = math.floor((self.camera[2] + min_z) / r) - self.origin[2]
+        hi = math.floor((self.camera[2] + max_z) / r) - self.origin[2]
         lo, hi = max(lo, 0), min(hi, self.shape[0] - 1)
         data = np.full(self.shape[1:], -1, np.int8)
         if lo <= hi:
@@ -307,8 +322,8 @@ class WorldMap:
         stem.parent.mkdir(parents=True, exist_ok=True)
         v = grid.data.astype(np.int16)
         pixels = np.full(v.shape, 205, np.uint8)
-        pixels[(v >= 0) & (v <= int(round(free_thresh * 100)))] = 254
-        pixels[v >= int(round(occupied_thresh * 100))] = 0
+        pixels[(v >= 0) & (v <= round(free_thresh * 100))] = 254
+        pixels[v >= round(occupied_thresh * 100)] = 0
         pgm, meta = stem.with_suffix(".pgm"), stem.with_suffix(".yaml")
         if not cv2.imwrite(str(pgm), pixels[::-1]):
             raise OSError(f"{pgm}: could not write the image")
@@ -400,6 +415,7 @@ class WorldMap:
     def _to_window(self, T: np.ndarray) -> np.ndarray:
         """``T`` followed by the shift from the fixed frame to the window's corner (float64, so float32
         points stay exact to far below a voxel however far the fixed frame's origin is)."""
+        assert self.origin is not None  # called while fusing, after _place
         W = np.array(T, np.float64)
         W[:3, 3] -= self.origin * self.resolution
         return W
@@ -409,7 +425,11 @@ class WorldMap:
         it lies inside the window."""
         nz, ny, nx = self.shape
         scale = np.float32(1.0 / self.resolution) if points.dtype == np.float32 else 1.0 / self.resolution
-        shift = np.zeros(3, np.int64) if local else self.origin
+        if local:
+            shift = np.zeros(3, np.int64)
+        else:
+            assert self.origin is not None  # fixed-frame points are indexed after _place
+            shift = self.origin
         ax, ay, az = (np.floor(points[:, i] * scale).astype(np.int64) - shift[i] for i in range(3))
         inside = (ax >= 0) & (ax < nx) & (ay >= 0) & (ay < ny) & (az >= 0) & (az < nz)
         return (az * ny + ay) * nx + ax, inside
@@ -447,11 +467,11 @@ class WorldMap:
         length = np.minimum(length, self.cfg.max_range)
         free_flat = []
         order = np.argsort(length)  # similar lengths per chunk: little padding
-        max_steps = int(math.ceil(length.max() / step))
+        max_steps = math.ceil(length.max() / step)
         per_chunk = max(1, RAY_CHUNK_SAMPLES // max(max_steps, 1))
         for s in range(0, len(order), per_chunk):
             idx = order[s:s + per_chunk]
-            steps = int(math.ceil(length[idx].max() / step))
+            steps = math.ceil(length[idx].max() / step)
             t = (np.arange(steps) + 0.5) * step
             valid = t[None, :] < length[idx, None]
             pts = origin + direction[idx, None, :] * t[None, :, None]

@@ -6,8 +6,8 @@ import time
 from typing import Protocol
 
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.core.loading import build_model
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.runner import FrameRunner
 
 
@@ -156,6 +156,7 @@ class SoakHarness:
 
     def publish(self, i: int, stamp: int) -> None:
         """Publish rig frame i with the given stamp (wall clock, increasing from frame to frame)."""
+        assert self.deliveries is not None  # the soak sets its record before it publishes
         self.deliveries.sent(stamp)
         tf, per_camera = self.frames.messages(i, stamp)
         self.tf.publish(tf)

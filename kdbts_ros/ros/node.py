@@ -14,12 +14,14 @@ callbacks/s at 24 Hz), taking the GIL from inference: 9.5 frames/s fell to 1.8.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.parameter import Parameter
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.timer import Timer
 from rclpy.utilities import remove_ros_args
@@ -40,13 +42,13 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from kdbts_ros.messages import cdr
-from kdbts_ros.core.config import ConfigError, iter_params, PipelineConfig, read_yaml_mapping, set_param, set_params
-from kdbts_ros.core.model.checkpoint import CheckpointError
+from kdbts_ros.core.config import ConfigError, PipelineConfig, iter_params, read_yaml_mapping, set_param, set_params
 from kdbts_ros.core.errors import EXIT_USER, classify
+from kdbts_ros.core.model.checkpoint import CheckpointError
+from kdbts_ros.messages import cdr
+from kdbts_ros.ros.parent import exit_with_parent
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.runner import FrameRunner
-from kdbts_ros.ros.parent import exit_with_parent
 
 # seconds after configure at which inputs without a publisher are named in the log
 INPUT_CHECK_S = 5.0
@@ -207,7 +209,7 @@ class KdbtsNode(LifecycleNode):
         self.get_logger().info(f"model: {self.runner.pipeline.model_info}, head mode {self.cfg.mode}, "
                                f"device {self.runner.pipeline.device}, TF buffer {self.runner.tf_name}, "
                                f"cameras {self.cfg.topics.images}")
-        self._create_entities()
+        self._create_entities(self.runner)
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -220,6 +222,7 @@ class KdbtsNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop processing; TF and camera_info keep arriving so that activation is quick."""
         self._stop_worker()
+        assert self.runner is not None  # active implies configured
         self.runner.discard_waiting("inactive", "waiting when the node was deactivated")  # stale on reactivation
         return super().on_deactivate(state)
 
@@ -234,20 +237,31 @@ class KdbtsNode(LifecycleNode):
         self._destroy_entities()
         return super().on_shutdown(state)
 
-    def _create_entities(self) -> None:
-        runner, t = self.runner, self.cfg.topics
+    def _create_entities(self, runner: FrameRunner) -> None:
+        t = self.cfg.topics
+
+        # raw=True: rclpy hands the callbacks the serialized message (bytes)
+        def image_cb(i: int) -> Callable[[bytes], None]:
+            return lambda d: self._on_image(i, d)
+
+        def info_cb(i: int) -> Callable[[bytes], None]:
+            return lambda d: runner.on_camera_info(i, d)
+
+        def tf_cb(static: bool) -> Callable[[bytes], None]:
+            return lambda d: runner.on_tf(d, static)
+
         reliability = ReliabilityPolicy.RELIABLE if self.cfg.input_reliable else ReliabilityPolicy.BEST_EFFORT
         sensor_qos = QoSProfile(depth=5, reliability=reliability)
         subs = []
         for cam in runner.cameras:
             subs.append(self.create_subscription(_MSG_CLASSES[cam.msgtype], cam.image_topic,
-                                                 lambda d, i=cam.index: self._on_image(i, d), sensor_qos, raw=True))
+                                                 image_cb(cam.index), sensor_qos, raw=True))
             subs.append(self.create_subscription(CameraInfo, cam.info_topic,
-                                                 lambda d, i=cam.index: runner.on_camera_info(i, d),
+                                                 info_cb(cam.index),
                                                  sensor_qos, raw=True))
-        subs.append(self.create_subscription(TFMessage, "/tf", lambda d: runner.on_tf(d, False),
+        subs.append(self.create_subscription(TFMessage, "/tf", tf_cb(False),
                                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True))
-        subs.append(self.create_subscription(TFMessage, "/tf_static", lambda d: runner.on_tf(d, True),
+        subs.append(self.create_subscription(TFMessage, "/tf_static", tf_cb(True),
                                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                                         durability=DurabilityPolicy.TRANSIENT_LOCAL), raw=True))
         out_reliability = ReliabilityPolicy.RELIABLE if self.cfg.publish.reliable else ReliabilityPolicy.BEST_EFFORT
@@ -290,6 +304,7 @@ class KdbtsNode(LifecycleNode):
         return self.get_clock().now().nanoseconds
 
     def _on_image(self, camera: int, data: bytes) -> None:
+        assert self.runner is not None  # the subscriptions live with the runner
         if not self._active:
             self.runner.drop_image(camera, "inactive", "received while the node is inactive")
             return
@@ -332,25 +347,26 @@ class KdbtsNode(LifecycleNode):
         """Process the pending frame and publish what is wanted (the inference thread's work)."""
         with self._step_lock:
             if self._active and self.runner is not None:
-                self._step()
+                self._step(self.runner)
 
-    def _step(self) -> None:
-        outputs = self.runner.step(self._now_ns(), self._wanted)
-        self._show_own_changes()
+    def _step(self, runner: FrameRunner) -> None:
+        outputs = runner.step(self._now_ns(), self._wanted)
+        self._show_own_changes(runner)
         if not outputs:
             return
         t0 = time.perf_counter()
         for topic, _msgtype, data in outputs:
             self.pubs[topic].publish(data)
         publish_s = time.perf_counter() - t0
-        latency = (self._now_ns() - self.runner.last.stamp_ns) * 1e-9
-        self.runner.published(publish_s, latency)
+        assert runner.last is not None  # step returned outputs: it set last
+        latency = (self._now_ns() - runner.last.stamp_ns) * 1e-9
+        runner.published(publish_s, latency)
         if self.cfg.publish.latency:
             self.pubs[self.cfg.topics.latency].publish(Float64(data=latency))
 
-    def _show_own_changes(self) -> None:
+    def _show_own_changes(self, runner: FrameRunner) -> None:
         """Set the parameters the runner changed itself (after out of memory) so that they show the values in use."""
-        changes = self.runner.take_own_changes()
+        changes = runner.take_own_changes()
         if changes:
             self.set_parameters([Parameter(name, value=value) for name, value in changes])
 
@@ -442,15 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     parent = os.getppid()
     args = argv if argv is not None else sys.argv
     logger = rclpy.logging.get_logger("kdbts_node")
-    files = [a for flag, a in zip(args, args[1:]) if flag == "--params-file"]
+    files = [a for flag, a in itertools.pairwise(args) if flag == "--params-file"]
     try:
         for path in files:  # read here first: rcl's own parser would log a line of its own before failing
             read_yaml_mapping(Path(path))
         rclpy.init(args=args)
     except (ConfigError, OSError) as exc:
-        logger.fatal(f"cannot start: parameter file {classify(exc).line}")
+        failure = classify(exc)
+        assert failure is not None  # both are classified: a ConfigError is a UserError
+        logger.fatal(f"cannot start: parameter file {failure.line}")
         return EXIT_USER
-    except Exception as exc:  # noqa: BLE001 - rcl refusing the arguments, say a parameter file it cannot parse
+    except Exception as exc:  # rcl refusing the arguments, say a parameter file it cannot parse
         logger.fatal(f"cannot start: {_one_line(exc).removeprefix('failed to initialize rcl: ')}")
         return EXIT_USER
     if "--exit-with-parent" in remove_ros_args(args)[1:]:
@@ -461,11 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.fatal(f"cannot start: {exc}" + (f" (parameter files: {', '.join(files)})" if files else ""))
         rclpy.try_shutdown()
         return EXIT_USER
-    if node.cfg.autostart:
-        # without a lifecycle manager the node brings itself up; a failed configure leaves it
-        # unconfigured and reachable, so a manager can retry once the checkpoint is fixed
-        if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            node.trigger_activate()
+    # without a lifecycle manager the node brings itself up (autostart); a failed configure leaves
+    # it unconfigured and reachable, so a manager can retry once the checkpoint is fixed
+    if node.cfg.autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        node.trigger_activate()
     executor = SingleThreadedExecutor()  # inference has its own thread; every callback here is short
     executor.add_node(node)
     try:

@@ -10,7 +10,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -130,7 +130,7 @@ class Rig:
                 self.drop(c, reason, f"{c.image_topic}: {message}")
             c.waiting.clear()
 
-    def discard(self, cam: Camera, img: Image, reason: str, message: str) -> None:
+    def discard(self, cam: Camera, img: Image, reason: str, message: str) -> NoReturn:
         """Drop a waiting image for a counted reason; raises Dropped."""
         if img in cam.waiting:
             cam.waiting.remove(img)

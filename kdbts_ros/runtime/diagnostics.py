@@ -22,13 +22,16 @@ class RunnerState(Protocol):
     cfg: PipelineConfig
     pipeline: Pipeline
     tf_name: str
-    cameras: Sequence[Camera]
     accounting: Accounting
     processed: int
     latencies: deque[float]
     last: Outputs | None
     timings: dict[str, float]
     mapping: MapStage
+
+    @property
+    def cameras(self) -> Sequence[Camera]:  # read-only: a runner's list[Camera] satisfies it
+        ...
 
 
 def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:

@@ -73,7 +73,7 @@ class MapStage:
             if wmap is None:
                 return []
             if out.out_frame != self.cfg.fixed_frame or not out.density.size:
-                reason = f"no pose in {self.cfg.fixed_frame}"
+                reason: str | None = f"no pose in {self.cfg.fixed_frame}"
             else:
                 before = sum(wmap.resets.values())
                 reason = wmap.integrate(out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density,
@@ -102,13 +102,15 @@ class MapStage:
         return self._messages(stamp, want_map, want_points)
 
     def _messages(self, stamp: int, want_map: bool, want_points: bool) -> list[tuple[str, str, object]]:
+        wmap = self.map
+        assert wmap is not None  # _due checked it under the lock
         t, frame_id, msgs = self.cfg.topics, self.cfg.fixed_frame, []
         if want_map:
-            grid = self.map.occupancy_2d()
+            grid = wmap.occupancy_2d()
             if grid is not None:
                 msgs.append((t.map, "nav_msgs/msg/OccupancyGrid", published.occupancy_grid_map(grid, stamp, frame_id)))
         if want_points:
-            points, prob = self.map.occupied_points()
+            points, prob = wmap.occupied_points()
             msgs.append((t.map_points, "sensor_msgs/msg/PointCloud2",
                          published.map_points(points, prob, stamp, frame_id)))
         return msgs

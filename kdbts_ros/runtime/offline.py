@@ -36,6 +36,7 @@ def run_messages(runner: FrameRunner, messages: Iterable[tuple[int, str, str, by
             sink.write(out_topic, out_type, now, out_data)
         if runner.processed > before:
             last = runner.last
+            assert last is not None  # a frame was processed: the runner kept its outputs
             if on_output is not None:
                 on_output(last)
 

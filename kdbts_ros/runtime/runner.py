@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
+from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import TIME_JUMP_NS, Camera, Dropped, Image, Rig, Wait
 from kdbts_ros.runtime.diagnostics import diagnostic_array
@@ -108,6 +108,7 @@ class FrameRunner:
                 if problem:
                     self.accounting.drop("bad_tf", f"{parent}->{child}: {problem}")
                     continue
+                assert T is not None  # tf_transforms gives None only with a problem
                 if not static:
                     self._check_tf_time(stamp)
                 self.tf.set_transform(parent, child, stamp, T, static)
@@ -169,8 +170,9 @@ class FrameRunner:
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
             ref = self.cameras[0]
             with self._lock:  # not retried: one failure, one count
-                if self._in_hand in ref.waiting:
-                    ref.waiting.remove(self._in_hand)
+                in_hand = self._in_hand
+                if in_hand is not None and in_hand in ref.waiting:
+                    ref.waiting.remove(in_hand)
             self.rig.drop(ref, "processing_error", f"{type(exc).__name__}: {exc}")
             return []
 
@@ -261,6 +263,7 @@ class FrameRunner:
             self.accounting.fault("image_format_changed", f"{cam.image_topic}: {cam.format[0]} {cam.format[1]}x"
                                   f"{cam.format[2]} became {fmt[0]} {w}x{h}")
         cam.format = fmt
+        assert cam.intrinsics is not None  # K came from them (_resolve)
         _, wi, hi, _ = cam.intrinsics
         if (w, h) != (wi, hi):
             self.rig.discard(cam, img, "size_mismatch",

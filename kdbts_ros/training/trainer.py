@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from kdbts_ros.core.loading import pick_device
 from kdbts_ros.core.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -29,7 +30,6 @@ from kdbts_ros.core.model.checkpoint import (
     save_checkpoint,
 )
 from kdbts_ros.core.model.network import DensityField
-from kdbts_ros.core.loading import pick_device
 from kdbts_ros.data.datasets import load_recording
 from kdbts_ros.data.records import DatasetError, RecordingFrames
 from kdbts_ros.data.synth_folder import SynthFolder
