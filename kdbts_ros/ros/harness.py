@@ -114,7 +114,9 @@ class SoakHarness:
         self.deliveries: Deliveries | None = None
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.sink = rclpy.create_node("kdbts_soak_sink", context=self.context)
-        self.outputs = [t for t in self.node.pubs if t != cfg.topics.latency]  # latency has no header
+        # the per-frame outputs: latency has no header, and the world map is published at its own rate
+        self.outputs = [t for t in self.node.pubs
+                        if t not in (cfg.topics.latency, cfg.topics.map, cfg.topics.map_points)]
         for topic, pub in self.node.pubs.items():
             callback = self._on_output if topic in self.outputs else (lambda _data: None)
             self.sink.create_subscription(pub.msg_type, topic, callback, reliable, raw=True)

@@ -193,7 +193,7 @@ class KdbtsNode(LifecycleNode):
         self._wake = threading.Event()      # an image arrived: step now rather than at the next poll
         self._step_lock = threading.Lock()  # one step at a time (the worker, and bench calling step itself)
         self._worker: threading.Thread | None = None
-        self._services: list[Any] = []
+        self._map_services: list[Any] = []  # not _services: rclpy.Node keeps its own services there
         self._inputs_checked = False
 
     # ------------------------------------------------------------ lifecycle
@@ -280,7 +280,7 @@ class KdbtsNode(LifecycleNode):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pubs[t.map] = self.create_lifecycle_publisher(OccupancyGrid, t.map, map_qos)
         self.pubs[t.map_points] = self.create_lifecycle_publisher(PointCloud2, t.map_points, out_qos)
-        self._services = [self.create_service(Trigger, "~/clear_map", self._clear_map),
+        self._map_services = [self.create_service(Trigger, "~/clear_map", self._clear_map),
                           self.create_service(Trigger, "~/save_map", self._save_map)]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._inputs_checked = False
@@ -290,9 +290,9 @@ class KdbtsNode(LifecycleNode):
     def _destroy_entities(self) -> None:
         for e in self._entities:
             (self.destroy_timer if isinstance(e, Timer) else self.destroy_subscription)(e)
-        for srv in self._services:
+        for srv in self._map_services:
             self.destroy_service(srv)
-        self._services = []
+        self._map_services = []
         for pub in self.pubs.values():
             self.destroy_lifecycle_publisher(pub)
         if self.pubs:
