@@ -9,6 +9,7 @@ has /clock is played as it is, any other with ``--clock``. RViz opens on the par
 fixed frame and camera. Missing tools are reported before anything starts, and the node is
 stopped with the launch (and stops the launch when it ends).
 """
+
 import tempfile
 from pathlib import Path
 
@@ -41,31 +42,59 @@ def _actions(context: LaunchContext) -> list:
     params: list = [str(config), {"use_sim_time": sim_time}]
     if arg("checkpoint"):
         params.append({"model.checkpoint": arg("checkpoint")})
-    actions = [Node(package=PACKAGE, executable=EXECUTABLE, name="kdbts_node", output="screen", parameters=params,
-                    arguments=["--exit-with-parent"], respawn=False,
-                    on_exit=Shutdown(reason="kdbts_node exited"))]
+    actions = [
+        Node(
+            package=PACKAGE,
+            executable=EXECUTABLE,
+            name="kdbts_node",
+            output="screen",
+            parameters=params,
+            arguments=["--exit-with-parent"],
+            respawn=False,
+            on_exit=Shutdown(reason="kdbts_node exited"),
+        )
+    ]
     if rviz:
-        rviz_file = launch_plan.write_rviz_config(share.joinpath(*RVIZ_CONFIG), config,
-                                                  Path(tempfile.mkdtemp(prefix="kdbts_rviz_")))
-        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
-                            arguments=["-d", str(rviz_file)], parameters=[{"use_sim_time": sim_time}]))
+        rviz_file = launch_plan.write_rviz_config(
+            share.joinpath(*RVIZ_CONFIG), config, Path(tempfile.mkdtemp(prefix="kdbts_rviz_"))
+        )
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                output="log",
+                arguments=["-d", str(rviz_file)],
+                parameters=[{"use_sim_time": sim_time}],
+            )
+        )
     if bag:
         actions.append(ExecuteProcess(cmd=play, output="screen"))
     return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    return LaunchDescription([
-        DeclareLaunchArgument("config", default_value="default",
-                              description="parameter file, or a preset by name: default, kitti_raw (colour "
-                                          "pair), kitti_gray (grey pair), kitti360"),
-        DeclareLaunchArgument("checkpoint", default_value="",
-                              description="model checkpoint (.safetensors, or a name fetched with "
-                                          "kdbts weights get); empty: the config's choice"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock"),
-        DeclareLaunchArgument("rviz", default_value="false",
-                              description="start RViz on the config's fixed frame and camera"),
-        DeclareLaunchArgument("bag", default_value="",
-                              description="play this bag (its own /clock, else --clock); sets use_sim_time"),
-        OpaqueFunction(function=_actions),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "config",
+                default_value="default",
+                description="parameter file, or a preset by name: default, kitti_raw (colour "
+                "pair), kitti_gray (grey pair), kitti360",
+            ),
+            DeclareLaunchArgument(
+                "checkpoint",
+                default_value="",
+                description="model checkpoint (.safetensors, or a name fetched with "
+                "kdbts weights get); empty: the config's choice",
+            ),
+            DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock"),
+            DeclareLaunchArgument(
+                "rviz", default_value="false", description="start RViz on the config's fixed frame and camera"
+            ),
+            DeclareLaunchArgument(
+                "bag", default_value="", description="play this bag (its own /clock, else --clock); sets use_sim_time"
+            ),
+            OpaqueFunction(function=_actions),
+        ]
+    )

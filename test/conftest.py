@@ -1,4 +1,5 @@
 """Shared fixtures: small configs and a network with an analytic density (a slab)."""
+
 from __future__ import annotations
 
 import os
@@ -73,9 +74,15 @@ def official_checkpoint(path, model: DensityField | dict, bts: bool = False) -> 
     """Save a training checkpoint laid out like the official ones (ignite's top-level keys); ``model`` is a
     network or an already built official state dict."""
     sd = model if isinstance(model, dict) else official_state_dict(model, bts)
-    torch.save({"model": sd, "trainer": {"iteration": 200000, "epoch": 3},
-                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
-                "lr_scheduler": {"step_size": 120000, "gamma": 0.1, "last_epoch": 5}}, path)
+    torch.save(
+        {
+            "model": sd,
+            "trainer": {"iteration": 200000, "epoch": 3},
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
+            "lr_scheduler": {"step_size": 120000, "gamma": 0.1, "last_epoch": 5},
+        },
+        path,
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """model.backend onnxruntime: the same frames through the pipeline give torch's outputs within fp32 rounding."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,10 @@ def _config(backend: str, mode: str, window: int) -> PipelineConfig:
 
 
 def _run(pipeline: Pipeline, seq) -> list:
-    return [pipeline.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T))
-            for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam))]
+    return [
+        pipeline.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T))
+        for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam))
+    ]
 
 
 @pytest.mark.parametrize("mode,window,frames", [("sv", 1, 2), ("mv", 3, 4)])
@@ -74,12 +77,12 @@ def test_the_export_is_cached_by_weights_size_and_heads(cache):
 
 def test_onnxruntime_refuses_what_it_cannot_run():
     cfg = _config("onnxruntime", "sv", 1)
-    with pytest.raises(ValueError, match="model.fast true"):
+    with pytest.raises(ValueError, match=r"model\.fast true"):
         set_param(cfg, "model.fast", False)
     with pytest.raises(ValueError, match="float32"):
         set_param(cfg, "model.dtype", "float16")
     cfg.model.compile = True
-    with pytest.raises(ConfigError, match="model.compile"):
+    with pytest.raises(ConfigError, match=r"model\.compile"):
         Pipeline(cfg)
     cfg = _config("onnxruntime", "sv", 1)
     cfg.model.device = "cuda"

@@ -1,4 +1,5 @@
 """kdbts bench: every stage is reported for every case, through the runner and through the rclpy node."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,24 @@ pytestmark = pytest.mark.integration
 
 def _bench(tmp_path, *extra: str) -> dict:
     out = tmp_path / "bench"
-    rc = main(["bench", "--device", "cpu", "--networks", "embedded", "--frames", "4", "--warmup", "2",
-               "--depth-scale", "0.1", "--out", str(out), *extra])
+    rc = main(
+        [
+            "bench",
+            "--device",
+            "cpu",
+            "--networks",
+            "embedded",
+            "--frames",
+            "4",
+            "--warmup",
+            "2",
+            "--depth-scale",
+            "0.1",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
     assert rc == 0
     assert "| cpu embedded fast SV(1) float32 |" in (out / "bench.md").read_text()
     return json.loads((out / "bench.json").read_text())
@@ -61,17 +78,34 @@ def test_bench_through_the_node_times_publishing(tmp_path):
 
 def test_bench_backends_and_depth_renders_are_case_dimensions(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KDBTS_CACHE_DIR", str(tmp_path / "cache"))  # the spawned cases inherit it
-    report = _bench(tmp_path, "--windows", "1", "--paths", "fast,reference", "--backends", "torch,onnxruntime",
-                    "--depth", "reference,fine", "--no-publish")
+    report = _bench(
+        tmp_path,
+        "--windows",
+        "1",
+        "--paths",
+        "fast,reference",
+        "--backends",
+        "torch,onnxruntime",
+        "--depth",
+        "reference,fine",
+        "--no-publish",
+    )
     cases = report["cases"]
     # onnxruntime and the fine render need the fast path: those reference-path combinations are left out
     assert [(c["backend"], c["path"], c["depth"]) for c in cases] == [
-        ("torch", "fast", "reference"), ("torch", "fast", "fine"), ("torch", "reference", "reference"),
-        ("onnxruntime", "fast", "reference"), ("onnxruntime", "fast", "fine")]
+        ("torch", "fast", "reference"),
+        ("torch", "fast", "fine"),
+        ("torch", "reference", "reference"),
+        ("onnxruntime", "fast", "reference"),
+        ("onnxruntime", "fast", "fine"),
+    ]
     assert "left out cpu embedded reference SV(1) float32 onnxruntime" in capsys.readouterr().err
     md = (tmp_path / "bench" / "bench.md").read_text()
-    for label in ("cpu embedded fast SV(1) float32 fine-depth", "cpu embedded fast SV(1) float32 onnxruntime",
-                  "cpu embedded fast SV(1) float32 onnxruntime fine-depth"):
+    for label in (
+        "cpu embedded fast SV(1) float32 fine-depth",
+        "cpu embedded fast SV(1) float32 onnxruntime",
+        "cpu embedded fast SV(1) float32 onnxruntime fine-depth",
+    ):
         assert f"| {label} |" in md
     ort = [c for c in cases if c["backend"] == "onnxruntime"]
     assert all(c["frames"] == 2 and c["backend_info"]["backend"] == "onnxruntime" for c in ort)

@@ -1,4 +1,5 @@
 """Projection, validity, intrinsics normalisation, rays and rigid transforms."""
+
 import numpy as np
 import torch
 
@@ -9,8 +10,7 @@ K_KITTI = np.array([[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]])
 
 def test_normalised_intrinsics_match_official_kitti_values():
     Kn = camera.normalise_intrinsics(K_KITTI, 1242, 375)
-    np.testing.assert_allclose([Kn[0, 0], Kn[1, 1], Kn[0, 2], Kn[1, 2]], [1.1619, 3.8482, -0.0184, -0.0781],
-                               atol=1e-4)
+    np.testing.assert_allclose([Kn[0, 0], Kn[1, 1], Kn[0, 2], Kn[1, 2]], [1.1619, 3.8482, -0.0184, -0.0781], atol=1e-4)
     np.testing.assert_allclose(camera.pixel_intrinsics(Kn, 1242, 375), K_KITTI, atol=1e-9)
 
 
@@ -27,8 +27,10 @@ def test_project_unproject_round_trip(rng):
 
 def test_validity_behind_and_outside():
     Kn = torch.tensor(camera.normalise_intrinsics(K_KITTI, 1242, 375))
-    pts = torch.tensor([[0.0, 0.0, 10.0], [0.0, 0.0, -10.0], [0.0, 0.0, 0.0], [100.0, 0.0, 10.0],
-                        [0.0, -30.0, 10.0]], dtype=torch.float64)
+    pts = torch.tensor(
+        [[0.0, 0.0, 10.0], [0.0, 0.0, -10.0], [0.0, 0.0, 0.0], [100.0, 0.0, 10.0], [0.0, -30.0, 10.0]],
+        dtype=torch.float64,
+    )
     _, _, invalid = camera.project(pts, Kn)
     assert invalid.tolist() == [False, True, True, True, True]
 

@@ -4,6 +4,7 @@ setup.py registers exactly the built-in :data:`~kdbts_ros.commands.cli.COMMANDS`
 module has ``HELP``, ``add_arguments`` and ``run``; an installed distribution's entry point adds a
 command; only the module of the command being run is imported.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,7 @@ def _setup_entry_points() -> dict[str, list[str]]:
 
 
 def test_setup_py_registers_exactly_the_built_in_commands_in_their_order():
-    registered = [tuple(part.strip() for part in line.split("=", 1))
-                  for line in _setup_entry_points()[cli.GROUP]]
+    registered = [tuple(part.strip() for part in line.split("=", 1)) for line in _setup_entry_points()[cli.GROUP]]
     assert registered == list(cli.COMMANDS.items())
     assert "kdbts = kdbts_ros.commands.cli:main" in _setup_entry_points()["console_scripts"]
 
@@ -61,7 +61,8 @@ def installed_extra(tmp_path, monkeypatch):
     (tmp_path / "kdbts_hello_cmd.py").write_text(
         'HELP = "say hello"\n'
         "def add_arguments(p):\n    p.add_argument('--name', default='world')\n"
-        "def run(args):\n    print(f'hello {args.name}')\n    return 3\n")
+        "def run(args):\n    print(f'hello {args.name}')\n    return 3\n"
+    )
     info = tmp_path / "kdbts_hello-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kdbts-hello\nVersion: 1.0\n")
@@ -81,9 +82,11 @@ def test_an_installed_entry_point_adds_a_command_after_the_built_in_ones(install
 
 
 def test_running_a_light_command_imports_neither_torch_nor_the_other_commands():
-    code = ("import contextlib, io, sys\nfrom kdbts_ros.commands.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['params']) == 0\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('kdbts_ros.commands.')))")
+    code = (
+        "import contextlib, io, sys\nfrom kdbts_ros.commands.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['params']) == 0\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('kdbts_ros.commands.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(sorted(["kdbts_ros.commands.cli", "kdbts_ros.commands.params"]))
 

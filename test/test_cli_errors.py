@@ -5,6 +5,7 @@ bytes, another format, a hostile payload, malformed YAML, a folder, nothing at a
 command must answer ``kdbts <command>: <file>: <what>`` and exit with EXIT_USER, never a
 traceback and never by running what a hostile file carries.
 """
+
 from __future__ import annotations
 
 import errno
@@ -47,8 +48,13 @@ class _Payload:
 def good(tmp_path_factory) -> dict[str, Path]:
     """One valid file of every kind a command reads."""
     d = tmp_path_factory.mktemp("good")
-    files = {"yaml": d / "c.yaml", "safetensors": d / "w.safetensors", "pt": d / "official.pt",
-             "png": d / "in.png", "bag": d / "bag"}
+    files = {
+        "yaml": d / "c.yaml",
+        "safetensors": d / "w.safetensors",
+        "pt": d / "official.pt",
+        "png": d / "in.png",
+        "bag": d / "bag",
+    }
     files["yaml"].write_text(SMALL)
     save_checkpoint(files["safetensors"], slab_model(10.0, SMALL_ARCH))
     official_checkpoint(files["pt"], random_model(SMALL_ARCH, seed=1))
@@ -62,16 +68,18 @@ def _hostile_safetensors(path: Path) -> None:
     """A well-formed safetensors file whose architecture record asks for a billion-channel network."""
     from safetensors.torch import save_file
 
-    arch = '{"backbone": "resnet18", "feature_dim": 1000000000, "sv_hidden": 64, "mv_hidden": 128, ' \
-           '"mv_feature_dim": 16, "z_near": 3.0, "z_far": 80.0}'
+    arch = (
+        '{"backbone": "resnet18", "feature_dim": 1000000000, "sv_hidden": 64, "mv_hidden": 128, '
+        '"mv_feature_dim": 16, "z_near": 3.0, "z_far": 80.0}'
+    )
     save_file({"x": torch.zeros(1)}, str(path), metadata={"format": FORMAT, "architecture": arch})
 
 
 COMMON = ("random bytes", "a folder", "missing")
 VARIANTS = {
     # an empty parameter file is valid (all defaults), and half of one may be too
-    "yaml": COMMON + ("malformed", "wrong type", "out of range", "unknown key", "not a mapping", "too deep",
-                      "hostile tag"),
+    "yaml": COMMON
+    + ("malformed", "wrong type", "out of range", "unknown key", "not a mapping", "too deep", "hostile tag"),
     "safetensors": COMMON + ("empty", "another format", "truncated", "hostile architecture"),
     "pt": COMMON + ("empty", "another format", "truncated", "hostile pickle", "text", "no tensors", "no encoder"),
     "png": COMMON + ("empty", "another format", "truncated"),
@@ -91,25 +99,28 @@ def _variants(kind: str, good: dict[str, Path]) -> dict[str, Callable[[Path], No
         "missing": lambda p: None,
     }
     if kind == "bag":  # named .mcap / .db3, as a user may pass a storage file itself
-        return out | {"random bytes": lambda p: p.write_bytes(rnd),
-                      "empty": lambda p: p.write_bytes(b""),
-                      "another format": lambda p: p.write_bytes(good["safetensors"].read_bytes()),
-                      "truncated": lambda p: _cut_copy(good["bag"], p, 20),
-                      "no storage file": lambda p: (p.mkdir(), (p / "metadata.yaml").write_text("x: [\n")),
-                      "unknown suffix": lambda p: p.write_text("a bag?\n")}
+        return out | {
+            "random bytes": lambda p: p.write_bytes(rnd),
+            "empty": lambda p: p.write_bytes(b""),
+            "another format": lambda p: p.write_bytes(good["safetensors"].read_bytes()),
+            "truncated": lambda p: _cut_copy(good["bag"], p, 20),
+            "no storage file": lambda p: (p.mkdir(), (p / "metadata.yaml").write_text("x: [\n")),
+            "unknown suffix": lambda p: p.write_text("a bag?\n"),
+        }
     if kind != "yaml":
         out["empty"] = lambda p: p.write_bytes(b"")
         out["another format"] = lambda p: p.write_bytes(other[kind].read_bytes())
         out["truncated"] = lambda p: p.write_bytes(data[: len(data) // 2])
     if kind == "yaml":
-        out |= {"malformed": lambda p: p.write_text("model: {image_height: 64\ngrid: [1, 2\n"),
-                "wrong type": lambda p: p.write_text("grid: {resolution: fine}\n"),
-                "out of range": lambda p: p.write_text("window_size: 100000\n"),
-                "unknown key": lambda p: p.write_text("model: {colour: blue}\n"),
-                "not a mapping": lambda p: p.write_text("- model\n- grid\n"),
-                "too deep": lambda p: p.write_text("a: {b: {c: {d: {e: {f: 1}}}}}\n"),
-                "hostile tag": lambda p: p.write_text(
-                    "mode: !!python/object/apply:os.system ['touch \"$KDBTS_PWNED\"']\n")}
+        out |= {
+            "malformed": lambda p: p.write_text("model: {image_height: 64\ngrid: [1, 2\n"),
+            "wrong type": lambda p: p.write_text("grid: {resolution: fine}\n"),
+            "out of range": lambda p: p.write_text("window_size: 100000\n"),
+            "unknown key": lambda p: p.write_text("model: {colour: blue}\n"),
+            "not a mapping": lambda p: p.write_text("- model\n- grid\n"),
+            "too deep": lambda p: p.write_text("a: {b: {c: {d: {e: {f: 1}}}}}\n"),
+            "hostile tag": lambda p: p.write_text("mode: !!python/object/apply:os.system ['touch \"$KDBTS_PWNED\"']\n"),
+        }
     if kind == "pt":
         out["hostile pickle"] = lambda p: torch.save({"model": {}, "x": _Payload()}, p)
         out["text"] = lambda p: p.write_text("hello\n")
@@ -126,27 +137,62 @@ def _commands(kind: str, good: dict[str, Path], out: Path) -> dict[str, Callable
     g = {k: str(v) for k, v in good.items()}
     o = str(out)
     if kind == "yaml":
-        return {"demo": lambda p: ["demo", "--config", str(p), "--source", "synthetic", "--frames", "1", "--out", o],
-                "viz": lambda p: ["viz", g["png"], "--config", str(p), "--out", f"{o}/v.png"],
-                "replay": lambda p: ["replay", g["bag"], f"{o}/r", "--config", str(p)],
-                "train": lambda p: ["train", "--config", str(p), "--out", o],
-                "bench": lambda p: ["bench", "--config", str(p), "--out", o],
-                "soak": lambda p: ["soak", "--config", str(p), "--out", o]}
+        return {
+            "demo": lambda p: ["demo", "--config", str(p), "--source", "synthetic", "--frames", "1", "--out", o],
+            "viz": lambda p: ["viz", g["png"], "--config", str(p), "--out", f"{o}/v.png"],
+            "replay": lambda p: ["replay", g["bag"], f"{o}/r", "--config", str(p)],
+            "train": lambda p: ["train", "--config", str(p), "--out", o],
+            "bench": lambda p: ["bench", "--config", str(p), "--out", o],
+            "soak": lambda p: ["soak", "--config", str(p), "--out", o],
+        }
     if kind == "safetensors":
         small = ["--config", g["yaml"]]
-        return {"demo": lambda p: ["demo", "--checkpoint", str(p), *small, "--source", "synthetic", "--frames", "1",
-                                   "--out", o],
-                "viz": lambda p: ["viz", g["png"], "--checkpoint", str(p), *small, "--out", f"{o}/v.png"],
-                "eval": lambda p: ["eval", o, "--model", f"X={p}", "--out", o],
-                "bench": lambda p: ["bench", "--networks", str(p), "--windows", "1", "--frames", "2", "--device",
-                                    "cpu", "--out", o],
-                "soak": lambda p: ["soak", "--network", str(p), "--frames", "20", "--out", o],
-                "train": lambda p: ["train", "--out", o, "--set", f"init_checkpoint={p}"]}
+        return {
+            "demo": lambda p: [
+                "demo",
+                "--checkpoint",
+                str(p),
+                *small,
+                "--source",
+                "synthetic",
+                "--frames",
+                "1",
+                "--out",
+                o,
+            ],
+            "viz": lambda p: ["viz", g["png"], "--checkpoint", str(p), *small, "--out", f"{o}/v.png"],
+            "eval": lambda p: ["eval", o, "--model", f"X={p}", "--out", o],
+            "bench": lambda p: [
+                "bench",
+                "--networks",
+                str(p),
+                "--windows",
+                "1",
+                "--frames",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                o,
+            ],
+            "soak": lambda p: ["soak", "--network", str(p), "--frames", "20", "--out", o],
+            "train": lambda p: ["train", "--out", o, "--set", f"init_checkpoint={p}"],
+        }
     if kind == "pt":
         return {"import": lambda p: ["import", str(p), f"{o}/x.safetensors"]}
     if kind == "png":
-        return {"viz": lambda p: ["viz", str(p), "--checkpoint", g["safetensors"], "--config", g["yaml"],
-                                  "--out", f"{o}/v.png"]}
+        return {
+            "viz": lambda p: [
+                "viz",
+                str(p),
+                "--checkpoint",
+                g["safetensors"],
+                "--config",
+                g["yaml"],
+                "--out",
+                f"{o}/v.png",
+            ]
+        }
     if kind == "bag":
         return {"replay": lambda p: ["replay", str(p), f"{o}/r", "--config", g["yaml"]]}
     raise KeyError(kind)
@@ -167,8 +213,9 @@ def _assert_one_line(err: str, command: str, *named: Path | str) -> str:
 
 
 @pytest.mark.parametrize("kind,variant", [(k, v) for k, names in VARIANTS.items() for v in names])
-def test_a_broken_input_file_is_one_line_naming_it_for_every_command(good, tmp_path, monkeypatch, capsys,
-                                                                     kind, variant):
+def test_a_broken_input_file_is_one_line_naming_it_for_every_command(
+    good, tmp_path, monkeypatch, capsys, kind, variant
+):
     make = _variants(kind, good)[variant]
     marker = tmp_path / "pwned"
     monkeypatch.setenv("KDBTS_PWNED", str(marker))
@@ -228,14 +275,40 @@ def test_wrong_settings_on_the_command_line_are_one_line(good, tmp_path, capsys)
     model = slab_model(10.0, SMALL_ARCH)
     model.available_heads = ["sv"]
     save_checkpoint(sv_only, model)
-    for argv, named in ((["train", "--out", str(tmp_path), "--set", "iterations=many"], "iterations"),
-                        (["train", "--out", str(tmp_path), "--set", "lr"], "--set"),
-                        (["train", "--out", str(tmp_path), "--set", "lr=[1,"], "--set"),
-                        (["demo", "--frames", "0", "--out", str(tmp_path)], "--frames"),
-                        (["viz", str(good["png"]), "--checkpoint", str(sv_only), "--config",
-                          str(good["yaml"]), "--mode", "mv", "--out", str(tmp_path / "v.png")], sv_only),
-                        (["viz", str(good["png"]), "--config", str(good["yaml"]), "--checkpoint",
-                          str(good["safetensors"]), "--out", str(tmp_path / "v.unknown")], "v.unknown")):
+    for argv, named in (
+        (["train", "--out", str(tmp_path), "--set", "iterations=many"], "iterations"),
+        (["train", "--out", str(tmp_path), "--set", "lr"], "--set"),
+        (["train", "--out", str(tmp_path), "--set", "lr=[1,"], "--set"),
+        (["demo", "--frames", "0", "--out", str(tmp_path)], "--frames"),
+        (
+            [
+                "viz",
+                str(good["png"]),
+                "--checkpoint",
+                str(sv_only),
+                "--config",
+                str(good["yaml"]),
+                "--mode",
+                "mv",
+                "--out",
+                str(tmp_path / "v.png"),
+            ],
+            sv_only,
+        ),
+        (
+            [
+                "viz",
+                str(good["png"]),
+                "--config",
+                str(good["yaml"]),
+                "--checkpoint",
+                str(good["safetensors"]),
+                "--out",
+                str(tmp_path / "v.unknown"),
+            ],
+            "v.unknown",
+        ),
+    ):
         assert main(argv) == EXIT_USER, argv
         _assert_one_line(capsys.readouterr().err, argv[0], named)
 
@@ -246,8 +319,16 @@ def test_a_damaged_training_state_is_named_with_the_way_out(tmp_path, capsys):
         write_sequence(root, seed, 4, RigConfig(width=160, height=64))
     out = tmp_path / "run"
     out.mkdir()
-    settings = ["--set", f"data.sources=[synth {root}]", "data.side_offset=1", "model.feature_dim=8", "model.mv_hidden=16",
-                "iterations=1", "batch_size=1", "threads=1"]
+    settings = [
+        "--set",
+        f"data.sources=[synth {root}]",
+        "data.side_offset=1",
+        "model.feature_dim=8",
+        "model.mv_hidden=16",
+        "iterations=1",
+        "batch_size=1",
+        "threads=1",
+    ]
     for content in (b"\x80\x02garbage", b""):
         (out / "state.pt").write_bytes(content)
         assert main(["train", "--out", str(out), *settings]) == EXIT_USER
@@ -261,12 +342,16 @@ def test_a_damaged_training_state_is_named_with_the_way_out(tmp_path, capsys):
 def test_a_full_disk_while_writing_a_bag_names_it_and_has_its_own_exit_code(tmp_path, monkeypatch, capsys, storage):
     seq, _ = write_odometry(tmp_path / "odom")
     if storage == "mcap":
+
         def full(*_args):  # the storage's file write fails as the OS reports it: without a file name
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
         monkeypatch.setattr(storage_mcap.McapWriter, "write", full)
     else:
+
         def full(*_args):
             raise sqlite3.OperationalError("database or disk is full")
+
         monkeypatch.setattr(storage_sqlite3.Sqlite3Writer, "write", full)
     assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag"), "--storage", storage]) == EXIT_NO_SPACE
     line = _assert_one_line(capsys.readouterr().err, "kitti2bag", tmp_path / "bag")
@@ -275,8 +360,13 @@ def test_a_full_disk_while_writing_a_bag_names_it_and_has_its_own_exit_code(tmp_
 
 def _kdbts(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
-    return subprocess.run([sys.executable, "-m", "kdbts_ros.commands.cli", *args], text=True,
-                          env={**os.environ, **(env or {})}, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "kdbts_ros.commands.cli", *args],
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+        **kwargs,
+    )
 
 
 def test_the_installed_entry_point_exits_non_zero_with_one_line_and_debug_shows_the_traceback(tmp_path):
@@ -285,9 +375,11 @@ def test_the_installed_entry_point_exits_non_zero_with_one_line_and_debug_shows_
     plain = _kdbts("import", str(bad), str(tmp_path / "y.safetensors"))
     assert plain.returncode == EXIT_USER
     _assert_one_line(plain.stderr, "import", bad)
-    for debug in (_kdbts("import", str(bad), str(tmp_path / "y.safetensors"), "--debug"),
-                  _kdbts("--debug", "import", str(bad), str(tmp_path / "y.safetensors")),
-                  _kdbts("import", str(bad), str(tmp_path / "y.safetensors"), env={"KDBTS_DEBUG": "1"})):
+    for debug in (
+        _kdbts("import", str(bad), str(tmp_path / "y.safetensors"), "--debug"),
+        _kdbts("--debug", "import", str(bad), str(tmp_path / "y.safetensors")),
+        _kdbts("import", str(bad), str(tmp_path / "y.safetensors"), env={"KDBTS_DEBUG": "1"}),
+    ):
         assert debug.returncode == EXIT_USER
         assert "Traceback (most recent call last)" in debug.stderr
         assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()

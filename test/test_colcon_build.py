@@ -5,6 +5,7 @@ would; under ``make test`` the venv is the checkout's own ``.venv``, inside the 
 source tree, which is the case CMake used to refuse. Selected with ``-m build`` (about a
 minute on two cores); skipped where colcon is not installed.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,15 +28,20 @@ COLCON = shutil.which("colcon", path=str(VENV / "bin"))
 def _ros_env() -> dict[str, str]:
     """The venv activated as the ROS environment: its bin first, its prefix for ament and CMake."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH")}
-    env.update(PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(VENV),
-               AMENT_PREFIX_PATH=str(VENV), CMAKE_PREFIX_PATH=str(VENV))
+    env.update(
+        PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        VIRTUAL_ENV=str(VENV),
+        AMENT_PREFIX_PATH=str(VENV),
+        CMAKE_PREFIX_PATH=str(VENV),
+    )
     return env
 
 
 def _tree_state() -> str:
     """git's view of the checkout, ignored files included, to see that the build wrote nothing into it."""
-    return subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--ignored"], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--ignored"], check=True, capture_output=True, text=True
+    ).stdout
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,14 @@ def workspace(tmp_path_factory) -> Path:
         pytest.skip("colcon is not installed in this venv (requirements-dev.txt)")
     ws = tmp_path_factory.mktemp("ws")
     before = _tree_state()
-    build = subprocess.run([COLCON, "build", "--base-paths", str(ROOT), "--cmake-args", "-DBUILD_TESTING=OFF"],
-                           cwd=ws, env=_ros_env(), capture_output=True, text=True, timeout=900)
+    build = subprocess.run(
+        [COLCON, "build", "--base-paths", str(ROOT), "--cmake-args", "-DBUILD_TESTING=OFF"],
+        cwd=ws,
+        env=_ros_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
     assert _tree_state() == before, "colcon build wrote into the source tree"
     return ws
@@ -69,17 +81,25 @@ def test_install_space_holds_the_node_launch_config_rviz_messages_and_weights(wo
 
 def _sourced(workspace: Path, command: str) -> subprocess.CompletedProcess:
     """``command`` in bash after ``source install/setup.bash``, run outside the checkout."""
-    return subprocess.run(["bash", "-c", f"source {workspace}/install/setup.bash && {command}"],
-                          cwd=workspace, env=_ros_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["bash", "-c", f"source {workspace}/install/setup.bash && {command}"],
+        cwd=workspace,
+        env=_ros_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_sourced_workspace_serves_the_installed_package_and_its_message(workspace):
-    probe = ("import kdbts_ros; from kdbts_ros.msg import DensityGrid; "
-             "from rclpy.serialization import deserialize_message, serialize_message; "
-             "from ament_index_python.packages import get_package_share_directory as share; "
-             "m = DensityGrid(size_x=3, head='mv'); back = deserialize_message(serialize_message(m), DensityGrid); "
-             "print(kdbts_ros.__file__, share('kdbts_ros'), back.size_x, back.head)")
-    run = _sourced(workspace, f"python -c \"{probe}\"")
+    probe = (
+        "import kdbts_ros; from kdbts_ros.msg import DensityGrid; "
+        "from rclpy.serialization import deserialize_message, serialize_message; "
+        "from ament_index_python.packages import get_package_share_directory as share; "
+        "m = DensityGrid(size_x=3, head='mv'); back = deserialize_message(serialize_message(m), DensityGrid); "
+        "print(kdbts_ros.__file__, share('kdbts_ros'), back.size_x, back.head)"
+    )
+    run = _sourced(workspace, f'python -c "{probe}"')
     assert run.returncode == 0, run.stderr
     module, share, size_x, head = run.stdout.split()
     install = workspace / "install" / "kdbts_ros"

@@ -1,4 +1,5 @@
 """The one configuration model: YAML file, validation and the node's parameter table."""
+
 from pathlib import Path
 
 import pytest

@@ -1,5 +1,6 @@
 """Recordings cut short: every piece of a cut bag replays up to its last complete message, and
 writers interrupted by Ctrl-C, SIGTERM or SIGKILL leave a bag that reads back up to the interruption."""
+
 from __future__ import annotations
 
 import signal
@@ -114,8 +115,9 @@ sys.exit(main(sys.argv[1:]))
 
 def _interrupted(argv: list[str], out: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
     """Run kdbts, send ``sig`` a while after it started writing ``out``, and wait for it to end."""
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_KDBTS, *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_KDBTS, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -130,8 +132,7 @@ def _interrupted(argv: list[str], out: Path, sig: signal.Signals) -> subprocess.
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_kitti2bag_leaves_a_bag_readable_up_to_the_interruption(tmp_path, storage, sig):
     seq, _ = write_odometry(tmp_path / "odom", n=25)  # 275 messages, 5.5 s slowed down
-    full = list(recording_messages(load_recording("odometry", seq, None, None, None, None),
-                                   conventions("odometry")))
+    full = list(recording_messages(load_recording("odometry", seq, None, None, None, None), conventions("odometry")))
     out = tmp_path / "bag"
     done = _interrupted(["kitti2bag", "odometry", str(seq), str(out), "--storage", storage], out, sig)
     if sig == signal.SIGKILL:
@@ -144,8 +145,8 @@ def test_an_interrupted_kitti2bag_leaves_a_bag_readable_up_to_the_interruption(t
         read, note = _read(out)
         assert note is None  # closed with its index and metadata.yaml: rosbags reads it whole
     assert 0 < len(read) < len(full)
-    assert [m[:3] for m in read] == [m[:3] for m in full[:len(read)]]
-    assert [m[3] for m in read] == [m[3] for m in full[:len(read)]]
+    assert [m[:3] for m in read] == [m[:3] for m in full[: len(read)]]
+    assert [m[3] for m in read] == [m[3] for m in full[: len(read)]]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -156,8 +157,10 @@ def test_an_interrupted_replay_leaves_its_output_readable(tmp_path, sig):
         for stamp, topic, msgtype, data in messages:
             bag.write(topic, msgtype, stamp, data)
     config = tmp_path / "small.yaml"
-    config.write_text("model: {checkpoint: random, backbone: resnet18, image_height: 64, image_width: 192}\n"
-                      "grid: {resolution: 0.5}\nrender: {depth_scale: 0.5, samples: 32}\n")
+    config.write_text(
+        "model: {checkpoint: random, backbone: resnet18, image_height: 64, image_width: 192}\n"
+        "grid: {resolution: 0.5}\nrender: {depth_scale: 0.5, samples: 32}\n"
+    )
     out = tmp_path / "out"
     done = _interrupted(["replay", str(tmp_path / "in"), str(out), "--config", str(config)], out, sig)
     assert done.returncode == 128 + sig and done.stderr.strip() == f"kdbts replay: interrupted ({sig.name})"

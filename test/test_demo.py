@@ -1,4 +1,5 @@
 """`kdbts demo` end to end: the bag it writes decodes and holds every output; the PNGs and the figure exist."""
+
 import cv2
 import numpy as np
 import pytest
@@ -21,8 +22,9 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     assert result["frames"] == 3 and result["drops"] == {}
     # the last frame at its recorded size over its depth, the profile as a square of their height
     assert cv2.imread(str(result["files"]["figure_png"])).shape == (2 * 96, 320 + 2 * 96, 3)
-    np.testing.assert_array_equal(cv2.imread(str(result["files"]["input_png"])),
-                                  cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(
+        cv2.imread(str(result["files"]["input_png"])), cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR)
+    )
     seen: dict[str, int] = {}
     last: dict[str, object] = {}
     with Reader(result["files"]["bag"]) as reader:
@@ -44,8 +46,10 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     depth = np.frombuffer(d.data, "<f4").reshape(d.height, d.width)
     near, far = cfg.model.z_near, cfg.model.z_far
     inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
-    np.testing.assert_array_equal(cv2.imread(str(result["files"]["depth_png"])),
-                                  cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA))
+    np.testing.assert_array_equal(
+        cv2.imread(str(result["files"]["depth_png"])),
+        cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA),
+    )
     grid = last["/kdbts/occupancy"]
     cells = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
     occupancy = cv2.imread(str(result["files"]["occupancy_png"]))
@@ -62,16 +66,21 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
     # ORB-SLAM: about 1 m of forward travel over the first frames of drive 0052
     assert 0.05 < np.linalg.norm(seq.T_fixed_cam[1, :3, 3] - seq.T_fixed_cam[0, :3, 3]) < 2.0
     cfg_file = tmp_path / "small.yaml"
-    cfg_file.write_text("kdbts_node:\n  ros__parameters:\n    model: {backbone: resnet18, image_height: 64, "
-                        "image_width: 192}\n    render: {samples: 16, depth_scale: 0.25}\n")
-    assert main(["demo", "--config", str(cfg_file), "--out", str(tmp_path / "out"), "--frames", "2",
-                 "--kitti", str(KITTI)]) == 0
+    cfg_file.write_text(
+        "kdbts_node:\n  ros__parameters:\n    model: {backbone: resnet18, image_height: 64, "
+        "image_width: 192}\n    render: {samples: 16, depth_scale: 0.25}\n"
+    )
+    assert (
+        main(
+            ["demo", "--config", str(cfg_file), "--out", str(tmp_path / "out"), "--frames", "2", "--kitti", str(KITTI)]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert KITTI_DRIVE in out and "frames processed: 2" in out and "occupancy_bev.png" in out
     figure = cv2.imread(str(tmp_path / "out" / "figure.png"))
     assert figure.shape == (2 * 375, 1242 + 2 * 375, 3) and str(tmp_path / "out" / "figure.png") in out
     np.testing.assert_array_equal(figure[100:375, :1242], cv2.cvtColor(seq.images[1], cv2.COLOR_RGB2BGR)[100:])
-
 
 
 def test_demo_and_replay_with_the_map_on_write_the_map_topics_and_files(tmp_path):

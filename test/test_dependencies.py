@@ -3,6 +3,7 @@
 What is used is read from the imports of the package, the launch file and the node executable;
 a new import fails here until it is declared everywhere it belongs.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,26 +16,44 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # Python libraries by import: (rosdep key, or None where rosdep has none; pip requirement)
-PYTHON = {"torch": ("python3-torch", "torch"), "numpy": ("python3-numpy", "numpy"),
-          "scipy": ("python3-scipy", "scipy"), "cv2": ("python3-opencv", "opencv-python-headless"),
-          "yaml": ("python3-yaml", "pyyaml"), "rosbags": ("python3-rosbags-pip", "rosbags"),
-          "tqdm": ("python3-tqdm", "tqdm"), "safetensors": (None, "safetensors"),
-          # no rosdep key could be confirmed for open3d (apt has python3-open3d on some releases only)
-          "open3d": (None, "open3d"),
-          "torch.utils.tensorboard": (None, "tensorboard"),
-          # rosdep has no key for mcap itself; mcap-ros2-support depends on it
-          "mcap": ("mcap-ros2-support", "mcap"),
-          # the ONNX export and the onnxruntime backend (core/model/export.py, onnx_backend.py); no rosdep keys
-          "onnx": (None, "onnx"), "onnxruntime": (None, "onnxruntime")}
+PYTHON = {
+    "torch": ("python3-torch", "torch"),
+    "numpy": ("python3-numpy", "numpy"),
+    "scipy": ("python3-scipy", "scipy"),
+    "cv2": ("python3-opencv", "opencv-python-headless"),
+    "yaml": ("python3-yaml", "pyyaml"),
+    "rosbags": ("python3-rosbags-pip", "rosbags"),
+    "tqdm": ("python3-tqdm", "tqdm"),
+    "safetensors": (None, "safetensors"),
+    # no rosdep key could be confirmed for open3d (apt has python3-open3d on some releases only)
+    "open3d": (None, "open3d"),
+    "torch.utils.tensorboard": (None, "tensorboard"),
+    # rosdep has no key for mcap itself; mcap-ros2-support depends on it
+    "mcap": ("mcap-ros2-support", "mcap"),
+    # the ONNX export and the onnxruntime backend (core/model/export.py, onnx_backend.py); no rosdep keys
+    "onnx": (None, "onnx"),
+    "onnxruntime": (None, "onnxruntime"),
+}
 # installed with a declared library and imported only through it: mcap's chunk decompressors
 PROVIDED = {"zstandard": "mcap", "lz4": "mcap"}
 # every other import is a ROS package, declared by its name; these have no ros-jazzy wheel on PyPI
-NOT_ON_PYPI = {"tf2_msgs": "built from tools/interfaces by tools/build_msgs.sh",
-               "tf2_ros": "optional: the built-in TF buffer stands in", "launch": "launch file only",
-               "launch_ros": "launch file only"}
+NOT_ON_PYPI = {
+    "tf2_msgs": "built from tools/interfaces by tools/build_msgs.sh",
+    "tf2_ros": "optional: the built-in TF buffer stands in",
+    "launch": "launch file only",
+    "launch_ros": "launch file only",
+}
 # declared, but not for an import: building msg/, and the tools the launch file starts
-NOT_IMPORTED = {"ament_cmake", "ament_cmake_python", "rosidl_default_generators", "rosidl_default_runtime",
-                "builtin_interfaces", "rviz2", "ros2bag", "rosbag2_storage_mcap"}
+NOT_IMPORTED = {
+    "ament_cmake",
+    "ament_cmake_python",
+    "rosidl_default_generators",
+    "rosidl_default_runtime",
+    "builtin_interfaces",
+    "rviz2",
+    "ros2bag",
+    "rosbag2_storage_mcap",
+}
 
 
 def _imports() -> set[str]:
@@ -79,7 +98,9 @@ def test_every_import_is_declared_and_every_declaration_imported():
     declared = _package_xml()
     rosdep = {PYTHON[m][0] for m in python if PYTHON[m][0]}
     assert rosdep | ros <= declared, f"used, not in package.xml: {(rosdep | ros) - declared}"
-    assert declared <= rosdep | ros | NOT_IMPORTED, f"in package.xml, not used: {declared - rosdep - ros - NOT_IMPORTED}"
+    assert declared <= rosdep | ros | NOT_IMPORTED, (
+        f"in package.xml, not used: {declared - rosdep - ros - NOT_IMPORTED}"
+    )
     pip = {PYTHON[m][1] for m in python}
     assert _requirements((ROOT / "requirements.txt").read_text()) == pip
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

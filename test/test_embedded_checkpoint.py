@@ -1,4 +1,5 @@
 """The shipped KDBTS checkpoint: size, contents, default use, and that it learned something."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Evaluation: metrics against hand-computed values, the protocol's query area, and the evaluator end to end."""
+
 from __future__ import annotations
 
 import json
@@ -41,10 +42,10 @@ def test_occupancy_metrics_follow_the_kitti360_definitions():
     m = occupancy_metrics(pred, occupied, visible)
     # gt = [1, 1, 0, 0, 0, 0]; correct = [1, 0, 0, 1, 1, 1]
     assert m["o_acc"] == pytest.approx(4 / 6)
-    assert m["ie_acc"] == pytest.approx(2 / 4)            # invisible points 0..3
-    assert m["ie_rec"] == pytest.approx(1 / 2)            # invisible empty: 2, 3; predicted empty: 3
+    assert m["ie_acc"] == pytest.approx(2 / 4)  # invisible points 0..3
+    assert m["ie_rec"] == pytest.approx(1 / 2)  # invisible empty: 2, 3; predicted empty: 3
     assert m["o_prec"] == pytest.approx(1 / 2) and m["o_rec"] == pytest.approx(1 / 2)
-    assert m["ie_prec"] == pytest.approx(1 / 2)           # invisible predicted empty: 1, 3; truly empty: 3
+    assert m["ie_prec"] == pytest.approx(1 / 2)  # invisible predicted empty: 1, 3; truly empty: 3
     assert np.isnan(occupancy_metrics(pred, occupied, np.ones(6, bool))["ie_acc"])
 
 
@@ -57,7 +58,9 @@ def test_protocol_grid_is_the_official_one():
     tilted = OccupancyProtocol(pitch_deg=5.0).points_cam()
     assert np.allclose(np.linalg.norm(tilted, axis=-1), np.linalg.norm(pts, axis=-1))
     # a point ahead on the level grid is rotated down-forward by the camera's pitch (y down, z forward)
-    assert tilted[0, 0, 40, 1] == pytest.approx(0.375 * np.cos(np.deg2rad(5)) - pts[0, 0, 40, 2] * np.sin(np.deg2rad(5)))
+    assert tilted[0, 0, 40, 1] == pytest.approx(
+        0.375 * np.cos(np.deg2rad(5)) - pts[0, 0, 40, 2] * np.sin(np.deg2rad(5))
+    )
 
 
 def test_visibility_is_in_front_of_the_surface_at_the_nearest_pixel():
@@ -115,7 +118,7 @@ def test_eval_command_writes_table_json_and_profiles(held_out, tmp_path):
     # one checkpoint under two names: the same scores, in the JSON and in both table rows
     wall = data["results"]["WALL (SV)"]
     assert data["results"]["wall (SV)"] == pytest.approx(wall, rel=0, abs=0, nan_ok=True)
-    assert table[3].startswith("| wall (SV) |") and table[2][len("| WALL"):] == table[3][len("| wall"):]
+    assert table[3].startswith("| wall (SV) |") and table[2][len("| WALL") :] == table[3][len("| wall") :]
     assert f" {wall['o_acc']:.3f} |" in table[2] and f" {wall['abs_rel']:.3f} |" in table[2]
     assert (out / "profiles.png").stat().st_size > 1000
     missing = str(tmp_path / "missing.safetensors")

@@ -1,4 +1,5 @@
 """The fast inference path (model.fast) against the plain reference path, and the work it does once."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,14 @@ def _sequence(cfg, n: int = 4, seed: int = 0) -> list:
 
 @pytest.mark.parametrize("mode,jitter", [("sv", "none"), ("mv", "none"), ("mv", "seeded"), ("auto", "none")])
 def test_fast_path_matches_the_reference_path(mode, jitter):
-    outs = {fast: _sequence(small_config(**{"mode": mode, "window_size": 3, "model.fast": fast,
-                                            "render.jitter": jitter, "render.samples": 24}))
-            for fast in (False, True)}
+    outs = {
+        fast: _sequence(
+            small_config(
+                **{"mode": mode, "window_size": 3, "model.fast": fast, "render.jitter": jitter, "render.samples": 24}
+            )
+        )
+        for fast in (False, True)
+    }
     for ref, fast in zip(outs[False], outs[True]):
         assert (ref.head, ref.num_views) == (fast.head, fast.num_views)
         assert np.array_equal(np.isnan(ref.density), np.isnan(fast.density))
@@ -56,17 +62,20 @@ def test_ray_density_equals_point_density_including_border_rays():
     w2c = torch.eye(4).expand(V, 4, 4).clone()
     w2c[1, :3, 3] = torch.tensor([0.3, 0.0, 2.0])
     w2c[2, :3, 3] = torch.tensor([-0.5, 0.1, -4.0])  # a view ahead: many samples fall outside it
-    dirs = ray_grid(Kn[0], 5, 7).reshape(-1, 3)       # the outer rays sit exactly on the image border
+    dirs = ray_grid(Kn[0], 5, 7).reshape(-1, 3)  # the outer rays sit exactly on the image border
     views = Views(feats[None], Kn[None], w2c[None])
-    for t, shared in ((sample_depths(len(dirs), 16, 3.0, 80.0), True),
-                      (sample_depths(len(dirs), 16, 3.0, 80.0, torch.Generator().manual_seed(1)), False)):
+    for t, shared in (
+        (sample_depths(len(dirs), 16, 3.0, 80.0), True),
+        (sample_depths(len(dirs), 16, 3.0, 80.0, torch.Generator().manual_seed(1)), False),
+    ):
         points = (dirs[:, None] * t[..., None]).reshape(-1, 3)
         with torch.no_grad():
             for head in ("sv", "mv"):
                 planes = torch.stack([folded.fold_features(model, f, head) for f in feats])
                 ref = model.density(points[None], views, head)[0][0].view_as(t)
-                torch.testing.assert_close(folded.ray_density(model, dirs, t, planes, Kn, w2c, head, shared), ref,
-                                           rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(
+                    folded.ray_density(model, dirs, t, planes, Kn, w2c, head, shared), ref, rtol=1e-5, atol=1e-5
+                )
                 sigma, invalid = folded.folded_density(model, points, planes, Kn, w2c, head)
                 torch.testing.assert_close(sigma.view_as(t), ref, rtol=1e-5, atol=1e-5)
                 ref_invalid = model.density(points[None], views, head)[1][0]
@@ -126,8 +135,16 @@ def test_reduced_precision_fast_path_keeps_occupancy_of_the_trained_network(mode
     Kt = np.array([[250.0, 0, 160], [0, 250, 48], [0, 0, 1]])
     out = {}
     for dtype in ("float32", "bfloat16"):
-        cfg = small_config(**{"model.checkpoint": "", "model.image_height": 0, "model.image_width": 0,
-                              "model.dtype": dtype, "grid.resolution": 0.2, "mode": mode})
+        cfg = small_config(
+            **{
+                "model.checkpoint": "",
+                "model.image_height": 0,
+                "model.image_width": 0,
+                "model.dtype": dtype,
+                "grid.resolution": 0.2,
+                "mode": mode,
+            }
+        )
         pipeline = Pipeline(cfg)
         for i, img in enumerate(images):
             T = np.eye(4)

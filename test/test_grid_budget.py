@@ -1,4 +1,5 @@
 """Grid cell size tied to the latency budget: the cost model, the ladder, and the pipeline using it."""
+
 import math
 
 import numpy as np
@@ -11,10 +12,10 @@ from kdbts_ros.core.pipeline import Pipeline
 
 
 def test_ladder_sizes_are_quarter_octaves_of_the_configured_size_within_bounds():
-    assert ladder_size(0.2, 0.25, 1.0, round_up=True) == pytest.approx(0.2 * 2 ** 0.5)   # 0.238 < 0.25 <= 0.283
-    assert ladder_size(0.2, 0.25, 1.0, round_up=False) == pytest.approx(0.2 * 2 ** 0.25)
-    assert ladder_size(0.2, 0.1, 1.0, round_up=True) == 0.2          # never finer than configured
-    assert ladder_size(0.2, 3.0, 1.0, round_up=True) == 1.0          # never coarser than the cap
+    assert ladder_size(0.2, 0.25, 1.0, round_up=True) == pytest.approx(0.2 * 2**0.5)  # 0.238 < 0.25 <= 0.283
+    assert ladder_size(0.2, 0.25, 1.0, round_up=False) == pytest.approx(0.2 * 2**0.25)
+    assert ladder_size(0.2, 0.1, 1.0, round_up=True) == 0.2  # never finer than configured
+    assert ladder_size(0.2, 3.0, 1.0, round_up=True) == 1.0  # never coarser than the cap
     assert ladder_size(0.2, 0.4, 1.0, round_up=True) == pytest.approx(0.4)  # exact rungs stay put
 
 
@@ -24,7 +25,7 @@ def test_a_slow_frame_coarsens_the_grid_so_the_predicted_frame_fits_the_budget()
     # may take 0.85 * 0.5 - 0.2 = 0.225 s, i.e. cells sqrt(0.6 / 0.225) = 1.63 times as large
     r = b.update(0.2, 2.0, 0.5, 0.8, 0.6)
     assert r == ladder_size(0.2, 0.2 * math.sqrt(0.6 / 0.225), 2.0, round_up=True)
-    assert 0.2 * 1.63 <= r < 0.2 * 1.63 * 2 ** 0.25
+    assert 0.2 * 1.63 <= r < 0.2 * 1.63 * 2**0.25
     # with the cost model (grid time ~ 1 / size^2) the next frame fits
     assert 0.2 + 0.6 * (0.2 / r) ** 2 <= TARGET * 0.5
     assert b.current(0.2, 2.0) == r
@@ -35,17 +36,17 @@ def test_frames_inside_the_band_hold_the_size_and_fast_frames_refine_back_to_the
     r = b.update(0.2, 2.0, 0.5, 1.0, 0.9)
     # 0.9 s of the 1.0 s frame in the grid: the grid may take TARGET * 0.5 - 0.1 s, cells scale by the root
     assert r == ladder_size(0.2, 0.2 * math.sqrt(0.9 / (TARGET * 0.5 - 0.1)), 2.0, round_up=True) > 0.2
-    assert b.update(0.2, 2.0, 0.5, 0.45, 0.2) == r                 # within [0.6, 1] of the budget: no change
+    assert b.update(0.2, 2.0, 0.5, 0.45, 0.2) == r  # within [0.6, 1] of the budget: no change
     assert b.update(0.2, 2.0, 0.5, REFINE_BELOW * 0.5 * 0.99, 0.2) < r
-    for _ in range(20):                                            # fast frames: back down, never below 0.2
+    for _ in range(20):  # fast frames: back down, never below 0.2
         r = b.update(0.2, 2.0, 0.5, 0.05, 0.01)
     assert r == 0.2
 
 
 def test_other_stages_over_budget_take_the_coarsest_size_and_adaptation_off_keeps_the_configured_size():
     b = GridBudget()
-    assert b.update(0.2, 0.8, 0.5, 2.0, 0.1) == 0.8                # the encoder alone is over budget
-    assert b.update(0.2, 0.0, 0.5, 2.0, 0.1) == 0.2                # coarsest 0: off, and it forgets
+    assert b.update(0.2, 0.8, 0.5, 2.0, 0.1) == 0.8  # the encoder alone is over budget
+    assert b.update(0.2, 0.0, 0.5, 2.0, 0.1) == 0.2  # coarsest 0: off, and it forgets
     assert b.current(0.2, 0.8) == 0.2
     # a new configured size clamps a remembered one
     b.update(0.2, 0.8, 0.5, 2.0, 0.1)
@@ -60,11 +61,11 @@ def test_the_pipeline_publishes_a_coarser_grid_while_over_budget_and_the_configu
     img = np.random.default_rng(0).integers(0, 255, (64, 192, 3), dtype=np.uint8)
     first = pipeline.process(Frame(img, K, 1, "c", None), want_depth=False)
     second = pipeline.process(Frame(img, K, 2, "c", None), want_depth=False)
-    assert first.spec.resolution == 0.5                            # nothing measured yet
-    assert second.spec.resolution == 1.0                           # no frame fits 0.1 ms: the cap
+    assert first.spec.resolution == 0.5  # nothing measured yet
+    assert second.spec.resolution == 1.0  # no frame fits 0.1 ms: the cap
     nx, nz = round(18 / 1.0), round(20 / 1.0)
     assert second.density.shape == (cfg.grid.height_levels, nz, nx)
     assert second.occupancy.shape == (nz, nx)
-    cfg.grid.coarsest_resolution = 0.0                             # a run-time change turns it off
+    cfg.grid.coarsest_resolution = 0.0  # a run-time change turns it off
     third = pipeline.process(Frame(img, K, 3, "c", None), want_depth=False)
     assert third.spec.resolution == 0.5 and third.density.shape[1:] == (40, 36)

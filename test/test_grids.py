@@ -1,4 +1,5 @@
 """The camera-aligned grid and its bird's-eye reduction."""
+
 import numpy as np
 
 from kdbts_ros.core.config import GridConfig
@@ -22,11 +23,11 @@ def test_spec_sizes_and_cell_centres_follow_the_grid_frame():
 def test_bev_occupancy_is_column_opacity_in_percent():
     density = np.zeros((4, 2, 3))
     invalid = np.zeros_like(density, dtype=bool)
-    density[:, 0, 0] = 1.0                   # optical depth 4 * 1 * 0.25 = 1
-    density[1, 1, 2] = 100.0                 # opaque
-    invalid[:, 1, 1] = True                  # never seen
+    density[:, 0, 0] = 1.0  # optical depth 4 * 1 * 0.25 = 1
+    density[1, 1, 2] = 100.0  # opaque
+    invalid[:, 1, 1] = True  # never seen
     invalid[0, 0, 1] = True
-    density[0, 0, 1] = 1e6                   # unseen levels do not count
+    density[0, 0, 1] = 1e6  # unseen levels do not count
     occ = bev_occupancy(density, invalid, 0.25)
     assert occ.dtype == np.int8
     assert occ[0, 0] == round(100 * (1 - np.exp(-1.0)))

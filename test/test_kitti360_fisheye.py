@@ -1,4 +1,5 @@
 """KITTI-360 fisheyes as virtual pinholes: maps against the MEI projection, a rendered round trip, loader, bag."""
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,9 @@ from kdbts_ros.messages import sensor_data
 from kdbts_ros.training.samples import TrainingFrames
 
 # a moderate fisheye (about 64 deg half field of view) whose distortion the test can invert by iteration
-FISH = MeiCamera("image_02", 160, 160, xi=1.6, k1=0.05, k2=0.02, p1=2e-4, p2=-1e-4,
-                 gamma1=180.0, gamma2=181.0, u0=80.3, v0=79.6)
+FISH = MeiCamera(
+    "image_02", 160, 160, xi=1.6, k1=0.05, k2=0.02, p1=2e-4, p2=-1e-4, gamma1=180.0, gamma2=181.0, u0=80.3, v0=79.6
+)
 K_VIRTUAL = np.array([[35.0, 0, 59.5], [0, 35.0, 44.5], [0, 0, 1]])  # wide: its corners see past the fisheye
 SIZE = (120, 90)
 PLANE_Z, SQUARE = 2.0, 0.6  # a checkerboard plane 2 m ahead of the fisheye, 0.6 m squares
@@ -51,7 +53,7 @@ def lift(mei: MeiCamera, uv: np.ndarray) -> np.ndarray:
         x = (xd - 2 * mei.p1 * x * y - mei.p2 * (r2 + 2 * x * x)) / radial
         y = (yd - mei.p1 * (r2 + 2 * y * y) - 2 * mei.p2 * x * y) / radial
     r2 = x * x + y * y
-    f = (mei.xi + np.sqrt(1 + (1 - mei.xi ** 2) * r2)) / (r2 + 1)
+    f = (mei.xi + np.sqrt(1 + (1 - mei.xi**2) * r2)) / (r2 + 1)
     return np.stack([f * x, f * y, f - mei.xi], axis=1)
 
 
@@ -175,26 +177,29 @@ def test_official_views_of_the_real_calibration_look_sideways_and_down_inside_th
 
 # ---------------------------------------------------------------- a generated KITTI-360 folder
 
+
 def mei_yaml(mei: MeiCamera) -> str:
     """OpenCV-style YAML as KITTI-360 ships ``image_02.yaml``."""
-    return (f"%YAML:1.0\nmodel_type: MEI\ncamera_name: {mei.name}\nimage_width: {mei.width}\n"
-            f"image_height: {mei.height}\nmirror_parameters:\n   xi: {mei.xi!r}\ndistortion_parameters:\n"
-            f"   k1: {mei.k1!r}\n   k2: {mei.k2!r}\n   p1: {mei.p1!r}\n   p2: {mei.p2!r}\n"
-            f"projection_parameters:\n   gamma1: {mei.gamma1!r}\n   gamma2: {mei.gamma2!r}\n"
-            f"   u0: {mei.u0!r}\n   v0: {mei.v0!r}\n")
+    return (
+        f"%YAML:1.0\nmodel_type: MEI\ncamera_name: {mei.name}\nimage_width: {mei.width}\n"
+        f"image_height: {mei.height}\nmirror_parameters:\n   xi: {mei.xi!r}\ndistortion_parameters:\n"
+        f"   k1: {mei.k1!r}\n   k2: {mei.k2!r}\n   p1: {mei.p1!r}\n   p2: {mei.p2!r}\n"
+        f"projection_parameters:\n   gamma1: {mei.gamma1!r}\n   gamma2: {mei.gamma2!r}\n"
+        f"   u0: {mei.u0!r}\n   v0: {mei.v0!r}\n"
+    )
 
 
 K00 = np.array([[40.0, 0, 31.5], [0, 40.0, 11.5], [0, 0, 1]])
 # unrectified camera -> pose rows of the real calib_cam_to_pose.txt (02 looks left, 03 right)
 CAM_TO_POSE = {
     "image_00": "0.0371783278 -0.0986182135 0.9944306009 1.5752681039 0.9992675562 -0.0053553387 -0.0378902567 "
-                "0.0043914093 0.0090621821 0.9951109327 0.0983468786 -0.6500000000",
+    "0.0043914093 0.0090621821 0.9951109327 0.0983468786 -0.6500000000",
     "image_01": "0.0194000864 -0.1051529641 0.9942668106 1.5977241400 0.9997374956 -0.0100836652 -0.0205732716 "
-                "0.5981494900 0.0121891942 0.9944049345 0.1049297370 -0.6488433108",
+    "0.5981494900 0.0121891942 0.9944049345 0.1049297370 -0.6488433108",
     "image_02": "0.9995185086 0.0041276589 -0.0307524527 0.7264036936 -0.0307926666 0.0100608424 -0.9994751579 "
-                "-0.1499658517 -0.0038160970 0.9999408692 0.0101830998 -1.0686400091",
+    "-0.1499658517 -0.0038160970 0.9999408692 0.0101830998 -1.0686400091",
     "image_03": "-0.9996821702 0.0005703407 -0.0252038325 0.7016842127 -0.0252033830 0.0007820814 0.9996820384 "
-                "0.7463650950 0.0005898709 0.9999995315 -0.0007674583 -1.0751978255",
+    "0.7463650950 0.0005898709 0.9999995315 -0.0007674583 -1.0751978255",
 }
 
 
@@ -213,11 +218,14 @@ def write_kitti360(root: Path, n: int = 3) -> None:
         (cal / f"{name}.yaml").write_text(mei_yaml(replace(FISH, name=name)))
     fisheye = cv2.cvtColor(render_fisheye(FISH, checkerboard), cv2.COLOR_GRAY2BGR)
     seq = root / "data_2d_raw" / SEQ
-    for cam, folder in (("image_00", "data_rect"), ("image_01", "data_rect"), ("image_02", "data_rgb"),
-                        ("image_03", "data_rgb")):
+    for cam, folder in (
+        ("image_00", "data_rect"),
+        ("image_01", "data_rect"),
+        ("image_02", "data_rgb"),
+        ("image_03", "data_rgb"),
+    ):
         (seq / cam / folder).mkdir(parents=True)
-        (seq / cam / "timestamps.txt").write_text(
-            "".join(f"2013-05-28 08:46:02.{i}00000000\n" for i in range(n)))
+        (seq / cam / "timestamps.txt").write_text("".join(f"2013-05-28 08:46:02.{i}00000000\n" for i in range(n)))
         for i in range(n):
             img = fisheye if folder == "data_rgb" else np.full((24, 64, 3), 20 * i, np.uint8)
             cv2.imwrite(str(seq / cam / folder / f"{i:010d}.png"), img)
@@ -246,15 +254,17 @@ def test_loader_serves_the_fisheyes_as_rotated_virtual_pinholes(tmp_path):
     np.testing.assert_allclose(right.T_base_cam, T_pose("image_03") @ pitch, atol=1e-12)  # yaw 0: mirrored 0
     # a frame reads as the pinhole view: the raw fisheye file resampled with the maps of K00 and the pitch
     raw = cv2.cvtColor(cv2.imread(str(rec.frames[1].images[2])), cv2.COLOR_BGR2RGB)
-    expected = pinhole_resampling(read_mei_yaml(tmp_path / "calibration/image_02.yaml"), K00, (64, 24),
-                                  R_x(-15.0)).apply(raw)
+    expected = pinhole_resampling(
+        read_mei_yaml(tmp_path / "calibration/image_02.yaml"), K00, (64, 24), R_x(-15.0)
+    ).apply(raw)
     img = rec.frames[1].image(2)
     assert img.shape == (24, 64, 3) and img.any()
     np.testing.assert_array_equal(img, expected)
     # a yaw turns the right camera the other way
     turned = load_kitti360_sequence(tmp_path, SEQ, ["image_02", "image_03"], fisheye_rotation=(20.0, 0.0))
-    T_02, T_03 = (np.linalg.inv(T_pose(c)) @ cam.T_base_cam for c, cam in zip(("image_02", "image_03"),
-                                                                               turned.rig.cameras))
+    T_02, T_03 = (
+        np.linalg.inv(T_pose(c)) @ cam.T_base_cam for c, cam in zip(("image_02", "image_03"), turned.rig.cameras)
+    )
     assert T_02[0, 2] == pytest.approx(np.sin(np.radians(20))) and T_03[0, 2] == pytest.approx(-np.sin(np.radians(20)))
 
 
@@ -270,8 +280,10 @@ def test_fisheye_cameras_join_training_samples(tmp_path):
 
 def test_a_fisheye_image_of_another_size_is_named(tmp_path):
     write_kitti360(tmp_path)
-    cv2.imwrite(str(tmp_path / "data_2d_raw" / SEQ / "image_03" / "data_rgb" / "0000000001.png"),
-                np.zeros((100, 160, 3), np.uint8))
+    cv2.imwrite(
+        str(tmp_path / "data_2d_raw" / SEQ / "image_03" / "data_rgb" / "0000000001.png"),
+        np.zeros((100, 160, 3), np.uint8),
+    )
     rec = load_kitti360_sequence(tmp_path, SEQ, ["image_03"])
     with pytest.raises(DatasetError, match=re.escape("0000000001.png is 160x100 but the calibration says 160x160")):
         rec.frames[1].image(0)
@@ -283,14 +295,36 @@ def test_a_fisheye_image_of_another_size_is_named(tmp_path):
 def test_kitti2bag_writes_the_chosen_fisheye_as_a_pinhole_camera(tmp_path, capsys):
     write_kitti360(tmp_path / "k360")
     out = tmp_path / "bag"
-    assert main(["kitti2bag", "kitti360", str(tmp_path / "k360"), str(out), "--sequence", SEQ,
-                 "--cameras", "image_00", "image_02", "--no-velodyne"]) == 0
+    assert (
+        main(
+            [
+                "kitti2bag",
+                "kitti360",
+                str(tmp_path / "k360"),
+                str(out),
+                "--sequence",
+                SEQ,
+                "--cameras",
+                "image_00",
+                "image_02",
+                "--no-velodyne",
+            ]
+        )
+        == 0
+    )
     assert "image_02 -> kitti360_cam_02" in capsys.readouterr().out
     msgs, _ = read_bag(out)
     topics = {t for t, _, _ in msgs}
     # --cameras chose 00 and 02 only (no 01, 03), --no-velodyne leaves out the scans
-    assert topics == {"/kitti360/cam_00/image_rect", "/kitti360/cam_00/camera_info", "/kitti360/cam_02/image_rect",
-                      "/kitti360/cam_02/camera_info", "/tf", "/tf_static", "/clock"}
+    assert topics == {
+        "/kitti360/cam_00/image_rect",
+        "/kitti360/cam_00/camera_info",
+        "/kitti360/cam_02/image_rect",
+        "/kitti360/cam_02/camera_info",
+        "/tf",
+        "/tf_static",
+        "/clock",
+    }
     info = next(m for t, _, m in msgs if t == "/kitti360/cam_02/camera_info")
     np.testing.assert_allclose(np.array(info.k).reshape(3, 3), K00)
     np.testing.assert_allclose(np.array(info.p).reshape(3, 4), np.c_[K00, np.zeros(3)])

@@ -1,4 +1,5 @@
 """kdbts kitti2bag: every message decodes, TF composes to the calibration, QoS and camera_info conventions."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,8 +48,14 @@ def tf_buffer(msgs) -> TfBuffer:
 def test_raw_sample_bag_round_trip(tmp_path):
     rec = shared_sample.raw_sample(KITTI_SAMPLE)
     counts = write_recording_bag(rec, tmp_path / "bag", KITTI, max_frames=3, progress=False)
-    assert counts == {"/tf_static": 1, "/clock": 3, "/tf": 3, "/kitti/camera_color_left/camera_info": 3,
-                      "/kitti/camera_color_left/image_raw": 3, "/kitti/velo/pointcloud": 3}
+    assert counts == {
+        "/tf_static": 1,
+        "/clock": 3,
+        "/tf": 3,
+        "/kitti/camera_color_left/camera_info": 3,
+        "/kitti/camera_color_left/image_raw": 3,
+        "/kitti/velo/pointcloud": 3,
+    }
     assert list((tmp_path / "bag").glob("*.mcap"))
     msgs, qos = read_bag(tmp_path / "bag")
     assert len(msgs) == sum(counts.values())
@@ -58,8 +65,7 @@ def test_raw_sample_bag_round_trip(tmp_path):
     for f in rec.frames[:3]:
         # world -> base_link -> camera composes to the loader's camera pose (the ORB-SLAM chain)
         # (TF carries unit quaternions; the 7-digit calibration rotations are orthonormal to ~1e-7)
-        np.testing.assert_allclose(buf.lookup("world", "camera_color_left", f.stamp_ns), f.T_world_cam(0),
-                                   atol=1e-6)
+        np.testing.assert_allclose(buf.lookup("world", "camera_color_left", f.stamp_ns), f.T_world_cam(0), atol=1e-6)
     # camera <- velo_link from the bag's TF equals the devkit's P_rect chain (up to K)
     T_cam_velo = buf.lookup("camera_color_left", "velo_link", rec.frames[0].stamp_ns)
     np.testing.assert_allclose(T_cam_velo, devkit_T_cam2_velo(), atol=1e-6)
@@ -78,8 +84,9 @@ def test_raw_sample_bag_round_trip(tmp_path):
     np.testing.assert_array_equal(sensor_data.image_to_rgb(img), expected)
     cloud = by_topic["/kitti/velo/pointcloud"][2][1]
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity"] and cloud.header.frame_id == "velo_link"
-    np.testing.assert_array_equal(np.frombuffer(cloud.data, "<f4").reshape(-1, 4),
-                                  read_velodyne(rec.frames[2].velodyne))
+    np.testing.assert_array_equal(
+        np.frombuffer(cloud.data, "<f4").reshape(-1, 4), read_velodyne(rec.frames[2].velodyne)
+    )
     clock = [cdr.stamp_ns(m.clock) for _, m in by_topic["/clock"]]
     assert clock == [f.stamp_ns for f in rec.frames[:3]]
 
@@ -87,8 +94,9 @@ def test_raw_sample_bag_round_trip(tmp_path):
 @needs_kitti
 def test_kitti360_bag_in_sqlite3_skips_tf_of_the_unposed_frame(tmp_path):
     rec = shared_sample.kitti360_sample(KITTI_SAMPLE)
-    counts = write_recording_bag(rec, tmp_path / "bag", KITTI360, "sqlite3", max_frames=3, velodyne=False,
-                                 progress=False)
+    counts = write_recording_bag(
+        rec, tmp_path / "bag", KITTI360, "sqlite3", max_frames=3, velodyne=False, progress=False
+    )
     assert list((tmp_path / "bag").glob("*.db3"))
     assert counts["/kitti360/cam_00/image_rect"] == counts["/kitti360/cam_01/camera_info"] == 3
     assert counts["/tf"] == 2 and "/kitti360/velodyne/points" not in counts  # frame 100 has no pose
@@ -113,8 +121,9 @@ def test_odometry_bag_has_mono_and_colour_images(tmp_path, capsys):
     assert set(np.asarray(images["/kitti/camera_gray_left/image_raw"].data).tolist()) == {10}
     rec = load_odometry_sequence(seq)
     buf = tf_buffer(msgs)
-    np.testing.assert_allclose(buf.lookup("world", "camera_gray_right", rec.frames[1].stamp_ns),
-                               rec.frames[1].T_world_cam(1), atol=1e-12)
+    np.testing.assert_allclose(
+        buf.lookup("world", "camera_gray_right", rec.frames[1].stamp_ns), rec.frames[1].T_world_cam(1), atol=1e-12
+    )
     # a second conversion into the same folder is refused with the reason
     assert main(["kitti2bag", "odometry", str(seq), str(tmp_path / "bag")]) == EXIT_USER
     assert "exists" in capsys.readouterr().err

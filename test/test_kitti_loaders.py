@@ -1,4 +1,5 @@
 """KITTI raw, KITTI odometry and KITTI-360 loaders against the files' own numbers and independent chains."""
+
 from __future__ import annotations
 
 import re
@@ -59,6 +60,7 @@ def scan_in_image(frame, cam: int, points_cam: np.ndarray, width: int, height: i
 
 # ---------------------------------------------------------------- KITTI raw
 
+
 @needs_kitti
 def test_raw_calibration_reads_the_rectified_projection_of_camera_02():
     cam = RawCalibration(RAW_CALIB).camera("image_02")
@@ -86,7 +88,9 @@ def test_raw_sample_camera_poses_follow_the_orbslam_file():
         cam0 = homogeneous(orb[i, :, :3], orb[i, :, 3])
         # BTS: the left colour camera's motion is the cam0 motion seen through the baseline shift
         expected = T_cam2_cam0 @ cam0 @ np.linalg.inv(T_cam2_cam0)
-        np.testing.assert_allclose(np.linalg.inv(T0) @ rec.frames[i].T_world_cam(0), expected, atol=1e-7)  # 9-digit file
+        np.testing.assert_allclose(
+            np.linalg.inv(T0) @ rec.frames[i].T_world_cam(0), expected, atol=1e-7
+        )  # 9-digit file
     # the world is base_link (the IMU) of frame 0: z up, so the drive stays near the ground plane
     np.testing.assert_allclose(rec.frames[0].T_world_base, np.eye(4), atol=1e-6)
     travel = rec.frames[77].T_world_base[:3, 3]
@@ -124,8 +128,9 @@ def test_oxts_conversion_matches_mercator_distances_and_heading():
     # 1e-4 degrees of latitude: the Earth's radius times the angle, north = +y; altitude is z
     np.testing.assert_allclose(poses[1, :3, 3], [0, 6378137.0 * np.radians(1e-4), 1.0], rtol=1e-6, atol=1e-6)
     # 1e-4 degrees of longitude at 49 degrees: shortened by cos(latitude), east = +x
-    np.testing.assert_allclose(poses[2, :3, 3], [6378137.0 * np.radians(1e-4) * np.cos(np.radians(lat0)), 0, 0],
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        poses[2, :3, 3], [6378137.0 * np.radians(1e-4) * np.cos(np.radians(lat0)), 0, 0], rtol=1e-9, atol=1e-9
+    )
     np.testing.assert_allclose(poses[1, :2, 0], [np.cos(0.5), np.sin(0.5)], atol=1e-12)
 
 
@@ -142,8 +147,7 @@ def test_generated_raw_drive_with_oxts_and_timestamps(tmp_path):
     packets[:, 5] = np.pi / 2  # heading north
     for cam in ("image_02", "image_03"):
         (drive / cam / "data").mkdir(parents=True)
-        (drive / cam / "timestamps.txt").write_text(
-            "".join(f"2011-09-26 13:02:25.{i}61661696\n" for i in range(3)))
+        (drive / cam / "timestamps.txt").write_text("".join(f"2011-09-26 13:02:25.{i}61661696\n" for i in range(3)))
         for i in range(3):
             cv2.imwrite(str(drive / cam / "data" / f"{i:010d}.png"), np.zeros((8, 8, 3), np.uint8))
     (drive / "oxts" / "data").mkdir(parents=True)
@@ -160,8 +164,9 @@ def test_generated_raw_drive_with_oxts_and_timestamps(tmp_path):
     # the camera pose chain of pykitti: T_w_imu inv(T_cam2_imu), T_cam2_imu = [I|t2] R_rect Tr_velo Tr_imu
     imu = RAW_CALIB / "calib_imu_to_velo.txt"
     T_cam2_imu = devkit_T_cam2_velo() @ homogeneous(numbers(imu, "R"), numbers(imu, "T"))
-    np.testing.assert_allclose(rec.frames[2].T_world_cam(0), oxts_poses(packets)[2] @ np.linalg.inv(T_cam2_imu),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        rec.frames[2].T_world_cam(0), oxts_poses(packets)[2] @ np.linalg.inv(T_cam2_imu), atol=1e-6
+    )
     np.testing.assert_allclose(read_oxts(drive / "oxts" / "data")[1], oxts_poses(packets)[1], atol=1e-9)
 
 
@@ -188,6 +193,7 @@ def test_raw_errors_name_the_file(tmp_path):
 
 # ---------------------------------------------------------------- KITTI odometry
 
+
 def test_generated_odometry_sequence(tmp_path):
     seq, _poses = write_odometry(tmp_path)
     rec = load_odometry_sequence(seq)  # poses found at ../../poses/00.txt
@@ -196,8 +202,9 @@ def test_generated_odometry_sequence(tmp_path):
     assert (rec.rig.cameras[0].width, rec.rig.cameras[0].height) == (32, 16)
     assert [f.stamp_ns - START_NS for f in rec.frames] == [round(0.1037 * i * 1e9) for i in range(4)]
     # camera z forward is base x forward: the z-up world sees 0.8 m per frame along x
-    np.testing.assert_allclose([f.T_world_base[:3, 3] for f in rec.frames], [[0.8 * i, 0, 0] for i in range(4)],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        [f.T_world_base[:3, 3] for f in rec.frames], [[0.8 * i, 0, 0] for i in range(4)], atol=1e-12
+    )
     # right grey camera: 0.54 m to the right of camera 0, so Tx = -fx * 0.54
     assert rec.rig.cameras[1].projection_tx == pytest.approx(-20.0 * 0.54)
     T_c0_c1 = np.linalg.inv(rec.frames[2].T_world_cam(0)) @ rec.frames[2].T_world_cam(1)
@@ -220,6 +227,7 @@ def test_odometry_errors_name_the_file(tmp_path):
 
 
 # ---------------------------------------------------------------- KITTI-360
+
 
 @needs_kitti
 def test_kitti360_camera_poses_agree_with_cam0_to_world_and_frame_100_has_none():
@@ -303,19 +311,40 @@ def test_training_reads_a_kitti360_recording_resized_through_its_config(tmp_path
     from kdbts_ros.training.config import TrainConfig
     from kdbts_ros.training.trainer import build_dataset, train
 
-    cfg = load_config(None, {"data.sources": [f"kitti360 {K360} sequence={K360_SEQ}"], "data.width": 176, "data.height": 64, "data.side_offset": 0,
-                             "data.colour_jitter": 0.0, "model.backbone": "resnet18", "model.feature_dim": 8,
-                             "model.mv_hidden": 16, "loss.patches": 2, "loss.samples": 8, "method": "mvbts",
-                             "iterations": 2, "batch_size": 1, "log_every": 1, "checkpoint_every": 2,
-                             "threads": 1, "device": "cpu"}, TrainConfig)
+    cfg = load_config(
+        None,
+        {
+            "data.sources": [f"kitti360 {K360} sequence={K360_SEQ}"],
+            "data.width": 176,
+            "data.height": 64,
+            "data.side_offset": 0,
+            "data.colour_jitter": 0.0,
+            "model.backbone": "resnet18",
+            "model.feature_dim": 8,
+            "model.mv_hidden": 16,
+            "loss.patches": 2,
+            "loss.samples": 8,
+            "method": "mvbts",
+            "iterations": 2,
+            "batch_size": 1,
+            "log_every": 1,
+            "checkpoint_every": 2,
+            "threads": 1,
+            "device": "cpu",
+        },
+        TrainConfig,
+    )
     dataset = build_dataset(cfg, 0)
     assert len(dataset) == 8  # 9 posed frames: 8 (t, t+1) pairs
     sample = dataset[0]
     assert tuple(sample["images"].shape) == (4, 3, 64, 176)
     # the resize keeps the normalised intrinsics of the recorded 1408x376 image
     K = np.array([[552.554261, 0, 682.049453], [0, 552.554261, 238.769549], [0, 0, 1]])
-    expected = [[2 * K[0, 0] / 1408, 0, 2 * K[0, 2] / 1408 - 1], [0, 2 * K[1, 1] / 376, 2 * K[1, 2] / 376 - 1],
-                [0, 0, 1]]
+    expected = [
+        [2 * K[0, 0] / 1408, 0, 2 * K[0, 2] / 1408 - 1],
+        [0, 2 * K[1, 1] / 376, 2 * K[1, 2] / 376 - 1],
+        [0, 0, 1],
+    ]
     np.testing.assert_allclose(sample["Kn"][0].numpy(), expected, atol=1e-6)
     train(cfg, tmp_path / "run", progress=False)
     _, info = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")

@@ -5,6 +5,7 @@ so its references are checked statically: the executable, files, topics and
 parameters it and the RViz config name; where launch and launch_ros are installed,
 the launch file plans its actions with them. What it decides is tested in test_launch_plan.py.
 """
+
 import ast
 import os
 import re
@@ -22,8 +23,13 @@ LAUNCH = ROOT / "launch/kdbts.launch.py"
 
 def _constants() -> dict[str, object]:
     tree = ast.parse(LAUNCH.read_text())
-    return {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-            for t in n.targets if isinstance(t, ast.Name)}
+    return {
+        t.id: ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
 
 
 def test_launch_file_names_existing_files_executable_and_parameters():
@@ -47,9 +53,15 @@ def test_rviz_config_shows_the_node_outputs():
     topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
     t = PipelineConfig().topics
     # each display on its own output, and nothing else subscribed
-    assert topics == {"Occupancy (bird's-eye)": t.occupancy, "Occupied voxels": t.points, "Depth": t.depth,
-                      "Camera": t.images[0], "Camera with overlays": t.images[0], "World map": t.map,
-                      "World map voxels": t.map_points}
+    assert topics == {
+        "Occupancy (bird's-eye)": t.occupancy,
+        "Occupied voxels": t.points,
+        "Depth": t.depth,
+        "Camera": t.images[0],
+        "Camera with overlays": t.images[0],
+        "World map": t.map,
+        "World map voxels": t.map_points,
+    }
     world_map = next(d for d in rviz["Displays"] if d["Name"] == "World map")
     assert world_map["Topic"]["Durability Policy"] == "Transient Local"  # the node's map is latched
     assert rviz["Global Options"]["Fixed Frame"] == PipelineConfig().fixed_frame

@@ -1,4 +1,5 @@
 """What the launch file starts, decided before anything starts (kdbts_ros.ros.launch_plan; no launch stack needed)."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,12 @@ def _bag(path: Path, clock: bool, storage: str = "mcap") -> str:
         if clock:
             _, topic, msgtype, data = clock_message(stamp)
             bag.write(topic, msgtype, stamp, data)
-        bag.write("/tf", "tf2_msgs/msg/TFMessage", stamp,
-                  cdr.serialize(sensor_data.tf_message([("world", "base_link", stamp, np.eye(4))])))
+        bag.write(
+            "/tf",
+            "tf2_msgs/msg/TFMessage",
+            stamp,
+            cdr.serialize(sensor_data.tf_message([("world", "base_link", stamp, np.eye(4))])),
+        )
     return str(path)
 
 
@@ -56,8 +61,11 @@ def test_rviz_opens_on_the_presets_fixed_frame_and_camera(tmp_path, preset):
     assert rviz["Global Options"]["Fixed Frame"] == cfg.fixed_frame
     topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
     assert topics["Camera"] == topics["Camera with overlays"] == cfg.topics.images[0]
-    assert {topics["Occupancy (bird's-eye)"], topics["Occupied voxels"], topics["Depth"]} == \
-        {cfg.topics.occupancy, cfg.topics.points, cfg.topics.depth}
+    assert {topics["Occupancy (bird's-eye)"], topics["Occupied voxels"], topics["Depth"]} == {
+        cfg.topics.occupancy,
+        cfg.topics.points,
+        cfg.topics.depth,
+    }
     # everything else is the template's
     template = yaml.safe_load(TEMPLATE.read_text())
     assert [d["Class"] for d in rviz["Displays"]] == [d["Class"] for d in template["Visualization Manager"]["Displays"]]
@@ -65,14 +73,33 @@ def test_rviz_opens_on_the_presets_fixed_frame_and_camera(tmp_path, preset):
 
 def test_rviz_follows_renamed_outputs_and_a_bad_config_is_refused(tmp_path):
     own = tmp_path / "own.yaml"
-    own.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"fixed_frame": "map", "topics": {
-        "occupancy": "/grid", "images": ["/cam/image"], "camera_infos": ["/cam/camera_info"]}}}}))
+    own.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {
+                    "ros__parameters": {
+                        "fixed_frame": "map",
+                        "topics": {
+                            "occupancy": "/grid",
+                            "images": ["/cam/image"],
+                            "camera_infos": ["/cam/camera_info"],
+                        },
+                    }
+                }
+            }
+        )
+    )
     rviz = yaml.safe_load(plan.write_rviz_config(TEMPLATE, own, tmp_path).read_text())["Visualization Manager"]
     topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
     default = PipelineConfig().topics
     # the renamed output and camera in their displays, the others on their defaults
-    assert topics == {"Occupancy (bird's-eye)": "/grid", "Occupied voxels": default.points, "Depth": default.depth,
-                      "Camera": "/cam/image", "Camera with overlays": "/cam/image"}
+    assert topics == {
+        "Occupancy (bird's-eye)": "/grid",
+        "Occupied voxels": default.points,
+        "Depth": default.depth,
+        "Camera": "/cam/image",
+        "Camera with overlays": "/cam/image",
+    }
     own.write_text("kdbts_node:\n  ros__parameters:\n    window_size: 0\n")
     with pytest.raises(plan.LaunchError, match="window_size"):
         plan.write_rviz_config(TEMPLATE, own, tmp_path)
@@ -110,8 +137,10 @@ def test_missing_rviz2_or_ros2_bag_is_said_before_anything_starts(tmp_path, monk
         plan.require_rviz()
     with pytest.raises(plan.LaunchError, match="needs rosbag2_storage_mcap"):
         plan.require_bag_player(bag)
-    monkeypatch.setenv("AMENT_PREFIX_PATH", _prefix(tmp_path / "full", {
-        "ros2bag": None, "rosbag2_storage_mcap": None, "rviz2": "rviz2"}))
+    monkeypatch.setenv(
+        "AMENT_PREFIX_PATH",
+        _prefix(tmp_path / "full", {"ros2bag": None, "rosbag2_storage_mcap": None, "rviz2": "rviz2"}),
+    )
     plan.require_rviz()
     plan.require_bag_player(bag)
     with pytest.raises(plan.LaunchError, match="needs rosbag2_storage_sqlite3"):

@@ -3,6 +3,7 @@
 Sub-packages in order; each imports only itself and the ones before it. rclpy (and tf2_ros, and the
 rosidl-generated ``kdbts_ros.msg``) only in ``ros``; the message layer loads no torch.
 """
+
 from __future__ import annotations
 
 import ast
@@ -62,13 +63,19 @@ def internal_edges() -> list[tuple[str, str]]:
 
 def test_every_sub_package_is_in_a_layer():
     found = {layer(m) for m in modules()} - {None}
-    assert found == set(LAYERS), f"sub-packages without a layer (add them to LAYERS and the README): {found ^ set(LAYERS)}"
+    assert found == set(LAYERS), (
+        f"sub-packages without a layer (add them to LAYERS and the README): {found ^ set(LAYERS)}"
+    )
 
 
 def test_imports_point_down_the_layers():
-    upward = [(a, b) for a, b in internal_edges()
-              if layer(b) is not None and layer(a) != layer(b)
-              and (layer(a) is None or LAYERS.index(layer(b)) > LAYERS.index(layer(a)))]
+    upward = [
+        (a, b)
+        for a, b in internal_edges()
+        if layer(b) is not None
+        and layer(a) != layer(b)
+        and (layer(a) is None or LAYERS.index(layer(b)) > LAYERS.index(layer(a)))
+    ]
     assert not upward, "imports against the layers:\n" + "\n".join(f"{a} -> {b}" for a, b in sorted(upward))
 
 
@@ -82,7 +89,7 @@ def test_no_import_cycles():
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                return path[path.index(n):] + [n] if n in path else [m, n]
+                return path[path.index(n) :] + [n] if n in path else [m, n]
             if n not in state and (cycle := visit(n, path + [n])):
                 return cycle
         state[m] = 2
@@ -94,8 +101,13 @@ def test_no_import_cycles():
 
 
 def test_only_the_ros_layer_imports_ros():
-    offenders = [(m, n) for m, path in modules().items() if layer(m) != "ros"
-                 for n in imports(path) if any(n == r or n.startswith(r + ".") for r in ROS_ONLY)]
+    offenders = [
+        (m, n)
+        for m, path in modules().items()
+        if layer(m) != "ros"
+        for n in imports(path)
+        if any(n == r or n.startswith(r + ".") for r in ROS_ONLY)
+    ]
     assert not offenders, f"ROS imported outside kdbts_ros.ros: {offenders}"
 
 
@@ -119,11 +131,13 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
 
 def test_message_conversion_and_data_load_no_torch():
     """``kdbts kitti2bag``, a pure conversion, and the launch file's bag check must not pay for torch."""
-    code = ("import importlib, pkgutil, sys\n"
-            "import kdbts_ros.data, kdbts_ros.messages\n"
-            "for pkg in (kdbts_ros.messages, kdbts_ros.data):\n"
-            "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-            "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
-            "print(len(sys.modules), sorted(m for m in ('torch', 'rclpy') if m in sys.modules))")
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import kdbts_ros.data, kdbts_ros.messages\n"
+        "for pkg in (kdbts_ros.messages, kdbts_ros.data):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+        "print(len(sys.modules), sorted(m for m in ('torch', 'rclpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
     assert int(out[0]) > 100 and out[1].strip() == "[]"  # the modules were imported, and neither torch nor rclpy

@@ -3,6 +3,7 @@
 A slab network (density ~0 nearer than 10 m along the optical axis, large beyond) and a camera
 looking along odom's x: the map's occupied cells lie beyond x = 10 m, free space before it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,19 @@ def slab():
 
 
 def _runner(model, **overrides) -> FrameRunner:
-    cfg = _config(1, **{"mode": "sv", "map.enabled": True, "map.resolution": 0.5, "map.extent_xy": 60.0,
-                        "map.extent_z": 6.0, "map.decay_per_s": 0.0, "map.publish_rate": 2.0, **overrides})
+    cfg = _config(
+        1,
+        **{
+            "mode": "sv",
+            "map.enabled": True,
+            "map.resolution": 0.5,
+            "map.extent_xy": 60.0,
+            "map.extent_z": 6.0,
+            "map.decay_per_s": 0.0,
+            "map.publish_rate": 2.0,
+            **overrides,
+        },
+    )
     return FrameRunner(cfg, Pipeline(cfg, model))
 
 

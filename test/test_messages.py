@@ -1,4 +1,5 @@
 """Our rosbags-based encoding against rclpy's own (C typesupport) serialization, both ways."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -28,15 +29,22 @@ def test_image_decoding_of_every_encoding(rng, encoding):
     arr = rng.integers(0, 256, (5, 7, c) if c > 1 else (5, 7), dtype=np.uint8)
     msg = cdr.deserialize(_rclpy_image(arr, encoding, pad=3), "sensor_msgs/msg/Image")
     rgb = sensor_data.image_to_rgb(msg)
-    expected = {"rgb8": lambda a: a, "bgr8": lambda a: a[..., ::-1], "rgba8": lambda a: a[..., :3],
-                "bgra8": lambda a: a[..., 2::-1], "mono8": lambda a: np.stack([a] * 3, -1)}[encoding](arr)
+    expected = {
+        "rgb8": lambda a: a,
+        "bgr8": lambda a: a[..., ::-1],
+        "rgba8": lambda a: a[..., :3],
+        "bgra8": lambda a: a[..., 2::-1],
+        "mono8": lambda a: np.stack([a] * 3, -1),
+    }[encoding](arr)
     np.testing.assert_array_equal(rgb, expected)
     assert cdr.stamp_ns(msg.header.stamp) == 12 * 10**9 + 345
 
 
 def test_bad_images_are_rejected_with_a_reason(rng):
     with pytest.raises(cdr.ConversionError, match="unsupported image encoding"):
-        sensor_data.image_to_rgb(cdr.deserialize(_rclpy_image(np.zeros((2, 2), np.uint16), "16UC1"), "sensor_msgs/msg/Image"))
+        sensor_data.image_to_rgb(
+            cdr.deserialize(_rclpy_image(np.zeros((2, 2), np.uint16), "16UC1"), "sensor_msgs/msg/Image")
+        )
     short = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(20))
     with pytest.raises(cdr.ConversionError, match="too small"):
         sensor_data.image_to_rgb(cdr.deserialize(rclpy_serialization.serialize_message(short), "sensor_msgs/msg/Image"))
@@ -45,11 +53,18 @@ def test_bad_images_are_rejected_with_a_reason(rng):
 
 
 @settings(max_examples=60, deadline=None)
-@given(h=st.integers(0, 6), w=st.integers(0, 6), step=st.integers(0, 30), n=st.integers(0, 120),
-       enc=st.sampled_from(["rgb8", "bgr8", "mono8", "rgba8", "yuv422", "", "RGB8"]))
+@given(
+    h=st.integers(0, 6),
+    w=st.integers(0, 6),
+    step=st.integers(0, 30),
+    n=st.integers(0, 120),
+    enc=st.sampled_from(["rgb8", "bgr8", "mono8", "rgba8", "yuv422", "", "RGB8"]),
+)
 def test_malformed_images_never_crash_the_decoder(h, w, step, n, enc):
-    msg = cdr.deserialize(rclpy_serialization.serialize_message(
-        Image(height=h, width=w, encoding=enc, step=step, data=bytes(n))), "sensor_msgs/msg/Image")
+    msg = cdr.deserialize(
+        rclpy_serialization.serialize_message(Image(height=h, width=w, encoding=enc, step=step, data=bytes(n))),
+        "sensor_msgs/msg/Image",
+    )
     try:
         rgb = sensor_data.image_to_rgb(msg)
     except cdr.ConversionError:
@@ -59,10 +74,11 @@ def test_malformed_images_never_crash_the_decoder(h, w, step, n, enc):
 
 def test_compressed_images_cross_rclpy_both_ways(rng):
     rgb = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
-    ours = rclpy_serialization.deserialize_message(cdr.serialize(sensor_data.compressed_image(rgb, 3, "cam", fmt="png")),
-                                                   CompressedImage)
+    ours = rclpy_serialization.deserialize_message(
+        cdr.serialize(sensor_data.compressed_image(rgb, 3, "cam", fmt="png")), CompressedImage
+    )
     assert ours.format == "rgb8; png compressed bgr8" and ours.header.frame_id == "cam"
-    theirs = CompressedImage(format=ours.format, data=bytes(ours.data))   # as image_transport publishes it
+    theirs = CompressedImage(format=ours.format, data=bytes(ours.data))  # as image_transport publishes it
     msg = cdr.deserialize(rclpy_serialization.serialize_message(theirs), cdr.COMPRESSED_IMAGE)
     np.testing.assert_array_equal(sensor_data.decode_image(msg, cdr.COMPRESSED_IMAGE), rgb)
 
@@ -77,13 +93,18 @@ def test_point_cloud_bytes_decode_with_rclpy(rng):
     assert (msg.width, msg.height, msg.point_step, msg.row_step) == (40, 1, 20, 800)
     raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(40, 20)
     offsets = {f.name: f.offset for f in msg.fields}
-    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == \
-        [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("density", 12, 7, 1), ("rgb", 16, 7, 1)]  # 7: FLOAT32
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
+        ("x", 0, 7, 1),
+        ("y", 4, 7, 1),
+        ("z", 8, 7, 1),
+        ("density", 12, 7, 1),
+        ("rgb", 16, 7, 1),
+    ]  # 7: FLOAT32
     for i, name in enumerate("xyz"):
-        col = raw[:, offsets[name]: offsets[name] + 4].copy().view("<f4")[:, 0]
+        col = raw[:, offsets[name] : offsets[name] + 4].copy().view("<f4")[:, 0]
         np.testing.assert_array_equal(col, pts[:, i])
-    np.testing.assert_array_equal(raw[:, offsets["density"]:offsets["density"] + 4].copy().view("<f4")[:, 0], dens)
-    packed = raw[:, offsets["rgb"]:offsets["rgb"] + 4].copy().view("<u4")[:, 0]
+    np.testing.assert_array_equal(raw[:, offsets["density"] : offsets["density"] + 4].copy().view("<f4")[:, 0], dens)
+    packed = raw[:, offsets["rgb"] : offsets["rgb"] + 4].copy().view("<u4")[:, 0]
     np.testing.assert_array_equal(np.stack([packed >> 16, (packed >> 8) & 255, packed & 255], 1), rgb)
 
 
@@ -93,26 +114,31 @@ def test_depth_image_and_camera_info_decode_with_rclpy(rng):
     assert (msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian) == ("32FC1", 6, 9, 36, 0)
     np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), "<f4").reshape(6, 9), depth)
     K = np.array([[100.0, 0, 4.0], [0, 110.0, 2.5], [0, 0, 1]])
-    info = rclpy_serialization.deserialize_message(cdr.serialize(sensor_data.camera_info(K, 9, 6, 3, "cam")), CameraInfo)
+    info = rclpy_serialization.deserialize_message(
+        cdr.serialize(sensor_data.camera_info(K, 9, 6, 3, "cam")), CameraInfo
+    )
     np.testing.assert_array_equal(np.array(info.p).reshape(3, 4)[:, :3], K)
     np.testing.assert_array_equal(np.array(info.k).reshape(3, 3), K)
 
 
 def test_camera_info_intrinsics_prefer_p_over_k():
     info = CameraInfo(width=1242, height=375)
-    info.k = [959.79, 0.0, 696.02, 0.0, 956.93, 224.18, 0.0, 0.0, 1.0]   # unrectified K_02 (KITTI bags)
+    info.k = [959.79, 0.0, 696.02, 0.0, 956.93, 224.18, 0.0, 0.0, 1.0]  # unrectified K_02 (KITTI bags)
     info.p = [721.54, 0.0, 609.56, 44.86, 0.0, 721.54, 172.85, 0.22, 0.0, 0.0, 1.0, 0.0]
-    K, w, h, src = sensor_data.camera_info_intrinsics(cdr.deserialize(rclpy_serialization.serialize_message(info),
-                                                          "sensor_msgs/msg/CameraInfo"))
+    K, w, h, src = sensor_data.camera_info_intrinsics(
+        cdr.deserialize(rclpy_serialization.serialize_message(info), "sensor_msgs/msg/CameraInfo")
+    )
     assert src == "p" and (w, h) == (1242, 375) and K[0, 0] == 721.54 and K[0, 2] == 609.56
     info.p = [0.0] * 12
-    _, _, _, src = sensor_data.camera_info_intrinsics(cdr.deserialize(rclpy_serialization.serialize_message(info),
-                                                          "sensor_msgs/msg/CameraInfo"))
+    _, _, _, src = sensor_data.camera_info_intrinsics(
+        cdr.deserialize(rclpy_serialization.serialize_message(info), "sensor_msgs/msg/CameraInfo")
+    )
     assert src == "k"
     info.k = [0.0] * 9
     with pytest.raises(cdr.ConversionError, match="no usable intrinsics"):
-        sensor_data.camera_info_intrinsics(cdr.deserialize(rclpy_serialization.serialize_message(info),
-                                               "sensor_msgs/msg/CameraInfo"))
+        sensor_data.camera_info_intrinsics(
+            cdr.deserialize(rclpy_serialization.serialize_message(info), "sensor_msgs/msg/CameraInfo")
+        )
 
 
 def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():
@@ -124,8 +150,10 @@ def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():
 
     cfg = small_config()
     T = T_base_cam()
-    out = Pipeline(cfg).process(Frame(np.full((40, 120, 3), 90, np.uint8), np.array(
-        [[60.0, 0, 60], [0, 60, 20], [0, 0, 1]]), 99, "cam", T), want_depth=False)
+    out = Pipeline(cfg).process(
+        Frame(np.full((40, 120, 3), 90, np.uint8), np.array([[60.0, 0, 60], [0, 60, 20], [0, 0, 1]]), 99, "cam", T),
+        want_depth=False,
+    )
     msg = rclpy_serialization.deserialize_message(cdr.serialize(published.occupancy_grid(out)), OccupancyGrid)
     assert msg.header.frame_id == cfg.fixed_frame
     assert (msg.info.width, msg.info.height) == (out.spec.size_x, out.spec.size_y)

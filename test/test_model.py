@@ -1,4 +1,5 @@
 """The network against the official layout, shapes and analytic cases."""
+
 import math
 import pickle
 
@@ -26,9 +27,15 @@ def test_parameter_counts_match_the_official_model():
     assert _count(net.heads["singleviewhead"]) == 6_721
     assert _count(net.heads["multiviewhead3"]) == 15_794
     keys = net.state_dict().keys()
-    for k in ("encoder.encoder.encoder.layer4.2.bn3.running_var", "encoder.encoder.encoder.fc.weight",
-              "encoder.decoder.decoder.13.conv.weight", "encoder.decoder.decoder.9.conv.conv.bias",
-              "code_xyz._freqs", "heads.multiviewhead3.mlp2.lin_out.bias", "heads.singleviewhead.lin_in.weight"):
+    for k in (
+        "encoder.encoder.encoder.layer4.2.bn3.running_var",
+        "encoder.encoder.encoder.fc.weight",
+        "encoder.decoder.decoder.13.conv.weight",
+        "encoder.decoder.decoder.9.conv.conv.bias",
+        "code_xyz._freqs",
+        "heads.multiviewhead3.mlp2.lin_out.bias",
+        "heads.singleviewhead.lin_in.weight",
+    ):
         assert k in keys
     assert net.state_dict()["encoder.decoder.decoder.1.conv.conv.weight"].shape == (256, 1280, 3, 3)
 

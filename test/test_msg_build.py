@@ -4,6 +4,7 @@ Checks real values through: the generated Python class, a Fast DDS publisher in 
 second process -> subscription here (loopback only, random domain), and CDR bytes
 from rclpy.serialization read back by rosbags with the type parsed from the .msg.
 """
+
 import array
 import math
 import os
@@ -142,13 +143,18 @@ def test_pubsub_roundtrip_fastdds():
     from kdbts_ros.msg import DensityGrid
 
     # Localhost-only discovery on a random domain: no interference from other hosts/tests.
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 200)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", RMW_IMPLEMENTATION="rmw_fastrtps_cpp")
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.randint(100, 200)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+    )
     env.pop("ROS_LOCALHOST_ONLY", None)
     saved = dict(os.environ)
     os.environ.update(env)  # read by rcl at init
-    proc = subprocess.Popen([sys.executable, "-c", PUBLISHER], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     ctx = Context()
     try:
         rclpy.init(context=ctx)
@@ -162,8 +168,7 @@ def test_pubsub_roundtrip_fastdds():
             ex.spin_once(timeout_sec=0.1)
         if not got:
             proc.kill()
-            pytest.fail("no DensityGrid received; publisher output:\n"
-                        + proc.communicate()[0].decode(errors="replace"))
+            pytest.fail("no DensityGrid received; publisher output:\n" + proc.communicate()[0].decode(errors="replace"))
         assert isinstance(got[0], DensityGrid)
         assert_fields(got[0])
         assert ("/kdbts_test_grid", ["kdbts_ros/msg/DensityGrid"]) in node.get_topic_names_and_types()

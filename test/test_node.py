@@ -3,6 +3,7 @@
 The network is the analytic slab (density ~0 before camera depth 10 m, large
 behind it), so the geometry of every output can be checked exactly.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,23 +52,40 @@ def system(tmp_path_factory):
     save_checkpoint(ckpt, slab_model(WALL))
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    overrides = {"model.checkpoint": str(ckpt), "model.image_height": 64, "model.image_width": 192,
-                 "grid.resolution": 0.5, "render.depth_scale": 0.5, "render.samples": 64, "tf_timeout": 2.0}
+    overrides = {
+        "model.checkpoint": str(ckpt),
+        "model.image_height": 64,
+        "model.image_width": 192,
+        "grid.resolution": 0.5,
+        "render.depth_scale": 0.5,
+        "render.samples": 64,
+        "tf_timeout": 2.0,
+    }
     node = KdbtsNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     node.trigger_configure()
     node.trigger_activate()
     probe = rclpy.create_node("probe", context=ctx)
     got: dict[str, list] = {}
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    for topic, cls in (("/kdbts/occupancy", OccupancyGrid), ("/kdbts/points", PointCloud2),
-                       ("/kdbts/depth", Image), ("/kdbts/depth/camera_info", CameraInfo),
-                       ("/kdbts/density_grid", DensityGrid), ("/diagnostics", DiagnosticArray)):
+    for topic, cls in (
+        ("/kdbts/occupancy", OccupancyGrid),
+        ("/kdbts/points", PointCloud2),
+        ("/kdbts/depth", Image),
+        ("/kdbts/depth/camera_info", CameraInfo),
+        ("/kdbts/density_grid", DensityGrid),
+        ("/diagnostics", DiagnosticArray),
+    ):
         probe.create_subscription(cls, topic, lambda m, t=topic: got.setdefault(t, []).append(m), reliable)
-    pubs = {"image": probe.create_publisher(Image, "/camera/image_raw", reliable),
-            "info": probe.create_publisher(CameraInfo, "/camera/camera_info", reliable),
-            "tf": probe.create_publisher(TFMessage, "/tf", reliable),
-            "tf_static": probe.create_publisher(TFMessage, "/tf_static", QoSProfile(
-                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))}
+    pubs = {
+        "image": probe.create_publisher(Image, "/camera/image_raw", reliable),
+        "info": probe.create_publisher(CameraInfo, "/camera/camera_info", reliable),
+        "tf": probe.create_publisher(TFMessage, "/tf", reliable),
+        "tf_static": probe.create_publisher(
+            TFMessage,
+            "/tf_static",
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        ),
+    }
     executor = SingleThreadedExecutor(context=ctx)  # as kdbts_node: inference has its own thread
     executor.add_node(node)
     executor.add_node(probe)
@@ -114,11 +132,16 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     stamps = []
     for i in range(3):
         stamps.append(_send_frame(pubs, i))
-        assert _wait(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth", [])), 60), \
+        assert _wait(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth", [])), 60), (
             f"no depth for frame {i}; drops {dict(node.runner.drops)}"
+        )
     last = stamps[-1]
-    assert _wait(lambda: all(any(_stamp(m) == last for m in got.get(t, [])) for t in
-                             ("/kdbts/occupancy", "/kdbts/points", "/kdbts/density_grid", "/kdbts/depth/camera_info")))
+    assert _wait(
+        lambda: all(
+            any(_stamp(m) == last for m in got.get(t, []))
+            for t in ("/kdbts/occupancy", "/kdbts/points", "/kdbts/density_grid", "/kdbts/depth/camera_info")
+        )
+    )
     pick = lambda t: next(m for m in got[t] if _stamp(m) == last)  # noqa: E731
     T_odom_cam = _T_odom_base(2) @ T_base_cam()
     T_cam_odom = np.linalg.inv(T_odom_cam)
@@ -129,8 +152,10 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     o = grid.info.origin
     T_odom_grid = np.eye(4)
     from scipy.spatial.transform import Rotation
-    T_odom_grid[:3, :3] = Rotation.from_quat([o.orientation.x, o.orientation.y, o.orientation.z,
-                                              o.orientation.w]).as_matrix()
+
+    T_odom_grid[:3, :3] = Rotation.from_quat(
+        [o.orientation.x, o.orientation.y, o.orientation.z, o.orientation.w]
+    ).as_matrix()
     T_odom_grid[:3, 3] = [o.position.x, o.position.y, o.position.z]
     values = np.array(grid.data, np.int8).reshape(40, 36)
     known = 0
@@ -183,7 +208,7 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
     node, pubs, got = system
     before = dict(node.runner.drops)
     # images are decoded when their turn comes (a superseded one never is): one fault at a time
-    _send_frame(pubs, 10, encoding="yuv422")                    # unsupported encoding
+    _send_frame(pubs, 10, encoding="yuv422")  # unsupported encoding
     assert _wait(lambda: node.runner.drops["bad_image"] > before.get("bad_image", 0), 10)
     _send_frame(pubs, 11, image=np.zeros((H + 2, W, 3), np.uint8))  # size differs from camera_info
     assert _wait(lambda: node.runner.drops["size_mismatch"] > before.get("size_mismatch", 0), 10)
@@ -195,8 +220,9 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
     report = values(got["/diagnostics"][-1])
     # one image dropped for each fault, as the runner counted it
     assert int(report["dropped_bad_image"]) == node.runner.drops["bad_image"] == before.get("bad_image", 0) + 1
-    assert int(report["dropped_size_mismatch"]) == node.runner.drops["size_mismatch"] == \
-        before.get("size_mismatch", 0) + 1
+    assert (
+        int(report["dropped_size_mismatch"]) == node.runner.drops["size_mismatch"] == before.get("size_mismatch", 0) + 1
+    )
 
 
 def test_runtime_parameters_are_validated(system):
@@ -217,8 +243,12 @@ def test_the_map_is_latched_for_late_subscribers_and_cleared_and_saved_by_servic
 
     node, pubs, _ = system
     stem = tmp_path / "maps" / "drive"
-    assert all(r.successful for r in node.set_parameters([Parameter("map.enabled", value=True),
-                                                          Parameter("map.save_path", value=str(stem))]))
+    assert all(
+        r.successful
+        for r in node.set_parameters(
+            [Parameter("map.enabled", value=True), Parameter("map.save_path", value=str(stem))]
+        )
+    )
     stamp = _send_frame(pubs, 30)
     assert _wait(lambda: node.runner.mapping.enabled and node.runner.mapping.map.frames >= 1, 60)
     assert _wait(lambda: node.runner.last.stamp_ns == stamp, 10)

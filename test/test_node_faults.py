@@ -8,6 +8,7 @@ faults, checks what the node says about them (counters, /diagnostics, outputs) a
 fresh frame is published afterwards. Tests share the node and run in file order; stamps only
 grow (except where time jumps back on purpose), so each test starts from where the last ended.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,12 +51,19 @@ IMAGES = ["/left/image_raw", "/right/image_raw/compressed"]
 INFOS = ["/left/camera_info", "/right/camera_info"]
 RIG = [RigCamera("left", 0.0, 0.0, (0.0, 0.25, 1.5)), RigCamera("right", 0.0, 0.0, (0.0, -0.25, 1.5))]
 STAMP0 = time.time_ns() // 10**9 * 10**9  # near the wall clock, so that latencies are plausible
-PERIOD = 10**8       # 10 Hz stamps
-STEP_M = 0.5         # the base moves this far per frame: above keyframe.distance, so every frame is a keyframe
+PERIOD = 10**8  # 10 Hz stamps
+STEP_M = 0.5  # the base moves this far per frame: above keyframe.distance, so every frame is a keyframe
 TF_TIMEOUT = 0.3
 DG, OCC, DEPTH, DEPTH_INFO = "/kdbts/density_grid", "/kdbts/occupancy", "/kdbts/depth", "/kdbts/depth/camera_info"
-OUTPUT_TYPES = {OCC: OccupancyGrid, "/kdbts/points": PointCloud2, DEPTH: Image, DEPTH_INFO: CameraInfo,
-                DG: DensityGrid, "/kdbts/latency": Float64, "/diagnostics": DiagnosticArray}
+OUTPUT_TYPES = {
+    OCC: OccupancyGrid,
+    "/kdbts/points": PointCloud2,
+    DEPTH: Image,
+    DEPTH_INFO: CameraInfo,
+    DG: DensityGrid,
+    "/kdbts/latency": Float64,
+    "/diagnostics": DiagnosticArray,
+}
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -91,14 +99,17 @@ class System:
         self.subs: dict[str, Any] = {}
         for topic in OUTPUT_TYPES:
             self.subscribe(topic)
-        static = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pubs = {"tf": probe.create_publisher(TFMessage, "/tf", RELIABLE),
-                     "tf_static": probe.create_publisher(TFMessage, "/tf_static", static),
-                     IMAGES[0]: probe.create_publisher(Image, IMAGES[0], RELIABLE),
-                     IMAGES[1]: probe.create_publisher(CompressedImage, IMAGES[1], RELIABLE),
-                     INFOS[0]: probe.create_publisher(CameraInfo, INFOS[0], RELIABLE),
-                     INFOS[1]: probe.create_publisher(CameraInfo, INFOS[1], RELIABLE)}
+        static = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.pubs = {
+            "tf": probe.create_publisher(TFMessage, "/tf", RELIABLE),
+            "tf_static": probe.create_publisher(TFMessage, "/tf_static", static),
+            IMAGES[0]: probe.create_publisher(Image, IMAGES[0], RELIABLE),
+            IMAGES[1]: probe.create_publisher(CompressedImage, IMAGES[1], RELIABLE),
+            INFOS[0]: probe.create_publisher(CameraInfo, INFOS[0], RELIABLE),
+            INFOS[1]: probe.create_publisher(CameraInfo, INFOS[1], RELIABLE),
+        }
         self.stamp = STAMP0
         self.moves = 0
 
@@ -108,7 +119,8 @@ class System:
 
     def subscribe(self, topic: str) -> None:
         self.subs[topic] = self.probe.create_subscription(
-            OUTPUT_TYPES[topic], topic, lambda m, t=topic: self.got[t].append(m), RELIABLE)
+            OUTPUT_TYPES[topic], topic, lambda m, t=topic: self.got[t].append(m), RELIABLE
+        )
 
     def unsubscribe(self, topic: str) -> None:
         self.probe.destroy_subscription(self.subs.pop(topic))
@@ -126,20 +138,36 @@ class System:
     def info(self, cam: int, stamp: int, K_: np.ndarray = K, size: tuple[int, int] = (W, H)) -> None:
         self.pubs[INFOS[cam]].publish(cdr.serialize(sensor_data.camera_info(K_, *size, stamp, RIG[cam].name)))
 
-    def image(self, cam: int, stamp: int, size: tuple[int, int] = (W, H), fmt: str = "png",
-              frame_id: str | None = None, **fields: Any) -> None:
+    def image(
+        self,
+        cam: int,
+        stamp: int,
+        size: tuple[int, int] = (W, H),
+        fmt: str = "png",
+        frame_id: str | None = None,
+        **fields: Any,
+    ) -> None:
         """Publish a camera's image; ``fields`` overwrite message fields (encoding, data) to break it."""
         w, h = size
         rgb = np.full((h, w, 3), 90 + self.moves % 100, np.uint8)
         rgb[:, : w // 2, 0] = 200
         frame_id = frame_id or RIG[cam].name
-        msg = sensor_data.compressed_image(rgb, stamp, frame_id, fmt) if cam == 1 else sensor_data.rgb_image(rgb, stamp, frame_id)
+        msg = (
+            sensor_data.compressed_image(rgb, stamp, frame_id, fmt)
+            if cam == 1
+            else sensor_data.rgb_image(rgb, stamp, frame_id)
+        )
         for k, v in fields.items():
             setattr(msg, k, v)
         self.pubs[IMAGES[cam]].publish(cdr.serialize(msg))
 
-    def frame(self, tf: bool = True, left: dict | None = None, right: dict | None = None,
-              infos: tuple[np.ndarray, tuple[int, int]] | None = (K, (W, H))) -> int:
+    def frame(
+        self,
+        tf: bool = True,
+        left: dict | None = None,
+        right: dict | None = None,
+        infos: tuple[np.ndarray, tuple[int, int]] | None = (K, (W, H)),
+    ) -> int:
         """One rig frame at the next stamp: pose, both camera_infos, right then left image; returns the stamp."""
         stamp = self.next_stamp()
         if tf:
@@ -164,8 +192,9 @@ class System:
             return False
 
     def wait_published(self, stamp: int, topic: str = DG, timeout: float = 60.0) -> Any:
-        assert _wait(lambda: self.published(stamp, topic) is not None, timeout), \
+        assert _wait(lambda: self.published(stamp, topic) is not None, timeout), (
             f"no {topic} for stamp {stamp}; drops {dict(self.runner.drops)}, faults {dict(self.runner.faults)}"
+        )
         return self.published(stamp, topic)
 
     def fresh_frame(self, **kwargs: Any) -> Any:
@@ -173,12 +202,14 @@ class System:
         return self.wait_published(self.frame(**kwargs))
 
     def wait_drop(self, reason: str, before: int, timeout: float = 10.0) -> None:
-        assert _wait(lambda: self.runner.drops[reason] > before, timeout), \
+        assert _wait(lambda: self.runner.drops[reason] > before, timeout), (
             f"no {reason} drop; drops {dict(self.runner.drops)}, faults {dict(self.runner.faults)}"
+        )
 
     def wait_fault(self, reason: str, before: int, timeout: float = 10.0) -> None:
-        assert _wait(lambda: self.runner.faults[reason] > before, timeout), \
+        assert _wait(lambda: self.runner.faults[reason] > before, timeout), (
             f"no {reason} fault; drops {dict(self.runner.drops)}, faults {dict(self.runner.faults)}"
+        )
 
     def wait_diagnostics(self, cond: Callable[[DiagnosticArray], bool], timeout: float = 10.0) -> DiagnosticArray:
         """The first /diagnostics report from now on that satisfies ``cond`` (reports come at 1 Hz)."""
@@ -186,7 +217,7 @@ class System:
         found: list[DiagnosticArray] = []
 
         def match() -> bool:
-            found.extend(m for m in self.got["/diagnostics"][start + len(found):] if cond(m))
+            found.extend(m for m in self.got["/diagnostics"][start + len(found) :] if cond(m))
             return bool(found)
 
         assert _wait(match, timeout), f"no such /diagnostics; last: {self.got['/diagnostics'][-1:]}"
@@ -210,10 +241,22 @@ def system(checkpoint):
     ctx = rclpy.Context()
     # a domain of its own (test_node.py uses 100..199), so parallel runs do not hear each other
     rclpy.init(context=ctx, domain_id=1 + os.getpid() % 99)
-    node = _node(ctx, {"topics.images": IMAGES, "topics.camera_infos": INFOS, "mode": "auto",
-                       "model.checkpoint": str(checkpoint), "model.image_height": 64, "model.image_width": 192,
-                       "grid.resolution": 0.5, "render.depth_scale": 0.5, "render.samples": 32,
-                       "tf_timeout": TF_TIMEOUT, "input_reliable": True})
+    node = _node(
+        ctx,
+        {
+            "topics.images": IMAGES,
+            "topics.camera_infos": INFOS,
+            "mode": "auto",
+            "model.checkpoint": str(checkpoint),
+            "model.image_height": 64,
+            "model.image_width": 192,
+            "grid.resolution": 0.5,
+            "render.depth_scale": 0.5,
+            "render.samples": 32,
+            "tf_timeout": TF_TIMEOUT,
+            "input_reliable": True,
+        },
+    )
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     probe = rclpy.create_node("probe", context=ctx)
@@ -223,11 +266,17 @@ def system(checkpoint):
     executor.add_node(probe)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
-    s.pubs["tf_static"].publish(cdr.serialize(sensor_data.tf_message(
-        [("base_link", c.name, 0, c.T_base_cam()) for c in RIG])))
+    s.pubs["tf_static"].publish(
+        cdr.serialize(sensor_data.tf_message([("base_link", c.name, 0, c.T_base_cam()) for c in RIG]))
+    )
     # reliable delivery needs matched endpoints: wait until every writer sees its reader
-    assert _wait(lambda: all(p.get_subscription_count() > 0 for p in s.pubs.values())
-                 and all(p.get_subscription_count() > 0 for topic, p in node.pubs.items() if topic in OUTPUT_TYPES), 20)
+    assert _wait(
+        lambda: (
+            all(p.get_subscription_count() > 0 for p in s.pubs.values())
+            and all(p.get_subscription_count() > 0 for topic, p in node.pubs.items() if topic in OUTPUT_TYPES)
+        ),
+        20,
+    )
     yield s
     executor.shutdown()
     node.destroy_node()
@@ -500,8 +549,9 @@ def test_a_bad_checkpoint_fails_configure_and_a_fixed_one_configures(checkpoint,
             assert node.runner is None and node._state_machine.current_state[1] == "unconfigured"
             node._publish_diagnostics()  # the diagnostics timer does not exist, but must not crash either
             # parameters can be set while unconfigured; a refused atomic set changes nothing
-            assert not node.set_parameters_atomically([Parameter("grid.resolution", value=1.0),
-                                                       Parameter("grid.x_min", value=50.0)]).successful
+            assert not node.set_parameters_atomically(
+                [Parameter("grid.resolution", value=1.0), Parameter("grid.x_min", value=50.0)]
+            ).successful
             assert node.cfg.grid.resolution == 0.2 and node.cfg.grid.x_min == -9.0
             # the checkpoint path is start-up only; the file itself can be fixed and configure retried
             refused = node.set_parameters([Parameter("model.checkpoint", value=str(checkpoint))])[0]
@@ -599,8 +649,9 @@ def test_runtime_parameters_are_validated_and_applied_between_frames(system, mon
 
 def test_a_rejected_atomic_parameter_set_changes_nothing(system):
     s = system
-    result = s.node.set_parameters_atomically([Parameter("grid.resolution", value=1.0),
-                                               Parameter("grid.x_min", value=50.0)])
+    result = s.node.set_parameters_atomically(
+        [Parameter("grid.resolution", value=1.0), Parameter("grid.x_min", value=50.0)]
+    )
     assert not result.successful and "below its max" in result.reason
     grid = s.fresh_frame()  # a frame later, nothing of the refused set may have been applied
     assert s.node.get_parameter("grid.resolution").value == 0.5
@@ -629,8 +680,13 @@ def test_outputs_nobody_subscribes_to_are_not_computed(system):
     for topic in (DEPTH, DEPTH_INFO):
         s.unsubscribe(topic)
     try:
-        assert _wait(lambda: s.node.pubs[DEPTH].get_subscription_count() == 0
-                     and s.node.pubs[DEPTH_INFO].get_subscription_count() == 0, 10)
+        assert _wait(
+            lambda: (
+                s.node.pubs[DEPTH].get_subscription_count() == 0
+                and s.node.pubs[DEPTH_INFO].get_subscription_count() == 0
+            ),
+            10,
+        )
         stamp = s.frame()
         s.wait_published(stamp)
         occupancy = s.wait_published(stamp, OCC)
@@ -645,8 +701,10 @@ def test_outputs_nobody_subscribes_to_are_not_computed(system):
     depth = s.wait_published(stamp, DEPTH)
     # computed again, for this frame, and published as computed
     assert s.runner.last.stamp_ns == stamp
-    np.testing.assert_array_equal(np.frombuffer(bytes(depth.data), "<f4").reshape(depth.height, depth.width),
-                                  s.runner.last.depth.astype(np.float32))
+    np.testing.assert_array_equal(
+        np.frombuffer(bytes(depth.data), "<f4").reshape(depth.height, depth.width),
+        s.runner.last.depth.astype(np.float32),
+    )
 
 
 def test_latency_is_published_and_warns_above_the_budget(system):

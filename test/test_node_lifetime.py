@@ -4,6 +4,7 @@ A launch that is killed (SIGKILL, a crash) cannot stop its children; the node as
 for SIGINT when its parent ends and shuts down as on Ctrl-C. Without the flag it stays up (the
 control case), which is what a node started from a shell that exits wants.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,11 +52,16 @@ def _wait(predicate, timeout: float) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 @pytest.mark.parametrize("flag,survives", [("--exit-with-parent", False), (None, True)])
 def test_the_node_ends_with_its_killed_parent_only_when_asked(flag, survives):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               RMW_IMPLEMENTATION="rmw_fastrtps_cpp")
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.randint(100, 200)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+    )
     env.pop("ROS_LOCALHOST_ONLY", None)
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, *([flag] if flag else [])], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, *([flag] if flag else [])], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
     child = int(parent.stdout.readline())
     saved = dict(os.environ)
     os.environ.update(env)  # read by rcl at init

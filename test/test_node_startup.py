@@ -1,4 +1,5 @@
 """kdbts_node's start-up failures read as the command-line tools': one log line naming the file and what is wrong."""
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,16 @@ def _log_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("content,named", [
-    ("kdbts_node:\n  ros__parameters:\n    grid: [1, 2\n", "not valid YAML"),
-    ("kdbts_node:\n  ros__parameters:\n    grid:\n      resolution: fine\n", "grid.resolution"),
-    ("kdbts_node:\n  ros__parameters:\n    window_size: 1000\n", "window_size"),
-    ("kdbts_node:\n  ros__parameters:\n    topics:\n      images: [/a, /b]\n", "topics.images"),
-    (None, "no such file"),
-])
+@pytest.mark.parametrize(
+    "content,named",
+    [
+        ("kdbts_node:\n  ros__parameters:\n    grid: [1, 2\n", "not valid YAML"),
+        ("kdbts_node:\n  ros__parameters:\n    grid:\n      resolution: fine\n", "grid.resolution"),
+        ("kdbts_node:\n  ros__parameters:\n    window_size: 1000\n", "window_size"),
+        ("kdbts_node:\n  ros__parameters:\n    topics:\n      images: [/a, /b]\n", "topics.images"),
+        (None, "no such file"),
+    ],
+)
 def test_a_bad_parameter_file_is_one_fatal_line_and_exit_code(tmp_path, content, named):
     params = tmp_path / "params.yaml"
     if content is not None:
@@ -47,8 +51,12 @@ def test_a_bad_parameter_file_is_one_fatal_line_and_exit_code(tmp_path, content,
 def test_an_unreadable_checkpoint_is_one_error_line_and_the_node_stays_up(tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage" + bytes(64))
-    proc = subprocess.Popen([*NODE, "-p", f"model.checkpoint:={bad}"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "ROS_DOMAIN_ID": str(150 + os.getpid() % 30)})
+    proc = subprocess.Popen(
+        [*NODE, "-p", f"model.checkpoint:={bad}"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ROS_DOMAIN_ID": str(150 + os.getpid() % 30)},
+    )
     try:
         assert select.select([proc.stderr], [], [], 120)[0], "the node said nothing"
         line = proc.stderr.readline()  # the first thing it says
@@ -69,9 +77,15 @@ def test_inputs_without_a_publisher_or_of_another_type_are_named(monkeypatch):
     rclpy.init(context=other, domain_id=domain)
     try:
         images, infos = ["/nobody/image_raw", "/typed/image_raw"], ["/nobody/camera_info", "/typed/camera_info"]
-        node = KdbtsNode(context=ctx, parameter_overrides=[
-            Parameter("topics.images", value=images), Parameter("topics.camera_infos", value=infos),
-            Parameter("model.checkpoint", value="random"), Parameter("model.backbone", value="resnet18")])
+        node = KdbtsNode(
+            context=ctx,
+            parameter_overrides=[
+                Parameter("topics.images", value=images),
+                Parameter("topics.camera_infos", value=infos),
+                Parameter("model.checkpoint", value="random"),
+                Parameter("model.backbone", value="resnet18"),
+            ],
+        )
         probe = rclpy.create_node("probe", context=other)
         try:
             assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
@@ -81,8 +95,11 @@ def test_inputs_without_a_publisher_or_of_another_type_are_named(monkeypatch):
             while len(node.input_problems()) != 3 and time.monotonic() < deadline:
                 time.sleep(0.1)
             problems = node.input_problems()
-            assert [p.split(":")[0] for p in problems] == ["input /nobody/image_raw", "input /nobody/camera_info",
-                                                          "input /typed/image_raw"], problems
+            assert [p.split(":")[0] for p in problems] == [
+                "input /nobody/image_raw",
+                "input /nobody/camera_info",
+                "input /typed/image_raw",
+            ], problems
             assert "no publisher" in problems[0] and "sensor_msgs/msg/CompressedImage" in problems[2]
         finally:
             node.destroy_node()

@@ -3,6 +3,7 @@
 The end-to-end comparison needs a checkout of github.com/keonhee-han/KDBTS named by
 the environment variable KDBTS_OFFICIAL_REPO; without it those tests skip.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,8 @@ from kdbts_ros.data.sequences import synthetic_sample
 
 OFFICIAL_REPO = os.environ.get("KDBTS_OFFICIAL_REPO", "")
 needs_official = pytest.mark.skipif(
-    not OFFICIAL_REPO, reason="KDBTS_OFFICIAL_REPO does not name a checkout of github.com/keonhee-han/KDBTS")
+    not OFFICIAL_REPO, reason="KDBTS_OFFICIAL_REPO does not name a checkout of github.com/keonhee-han/KDBTS"
+)
 # torchvision's parameter counts (ImageNet heads included)
 TORCHVISION_PARAMETERS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032}
 
@@ -62,7 +64,9 @@ def test_stand_in_names_what_it_lacks():
     assert modules["torchvision.models.resnet"].Bottleneck.expansion == 4
     with pytest.raises(NotImplementedError, match="resnet101 is not among"):
         modules["torchvision.models"].resnet101(False)
-    with pytest.raises(AttributeError, match=re.escape("transforms.Compose is not in kdbts_ros's torchvision stand-in")):
+    with pytest.raises(
+        AttributeError, match=re.escape("transforms.Compose is not in kdbts_ros's torchvision stand-in")
+    ):
         modules["torchvision.transforms"].Compose  # noqa: B018
 
 
@@ -98,21 +102,36 @@ def test_a_missing_dependency_of_the_network_code_is_named_and_nothing_is_left_i
 
 
 def test_bench_makes_one_official_row_per_device_and_window_of_the_resnet50_cases():
-    cases = [Case("resnet50", "cpu", "fast", 1), Case("embedded", "cpu", "fast", 2),
-             Case("resnet50", "cpu", "reference", 1), Case("resnet50", "cpu", "fast", 4, "bfloat16")]
+    cases = [
+        Case("resnet50", "cpu", "fast", 1),
+        Case("embedded", "cpu", "fast", 2),
+        Case("resnet50", "cpu", "reference", 1),
+        Case("resnet50", "cpu", "fast", 4, "bfloat16"),
+    ]
     assert official_cases(cases) == [Case("resnet50", "cpu", OFFICIAL, 1), Case("resnet50", "cpu", OFFICIAL, 4)]
     case = official_cases(cases)[1]
     ms = {"median_ms": 10.0, "p99_ms": 12.0}
-    row = {"network": case.network, "device": case.device, "path": case.path, "window": case.window,
-           "dtype": case.dtype, "label": case.label, "stages": {"encode": ms, "grid": ms},
-           "end_to_end": {"median_ms": 20.0, "p99_ms": 24.0}, "fps": 50.0, "peak_rss_mb": None,
-           "peak_cuda_mb": None, "gflops": {"encode": 2.0, "grid": 1.0}, "peak_gflops": 100.0,
-           "official": {"repo": "/src/KDBTS", "torchvision": "stand-in"},
-           "agreement": {"points": 45000, "frames": 6, "max_abs_diff": 4.8e-7, "max_density": 9.5,
-                         "max_rel_diff": 5.0e-8}}
+    row = {
+        "network": case.network,
+        "device": case.device,
+        "path": case.path,
+        "window": case.window,
+        "dtype": case.dtype,
+        "label": case.label,
+        "stages": {"encode": ms, "grid": ms},
+        "end_to_end": {"median_ms": 20.0, "p99_ms": 24.0},
+        "fps": 50.0,
+        "peak_rss_mb": None,
+        "peak_cuda_mb": None,
+        "gflops": {"encode": 2.0, "grid": 1.0},
+        "peak_gflops": 100.0,
+        "official": {"repo": "/src/KDBTS", "torchvision": "stand-in"},
+        "agreement": {"points": 45000, "frames": 6, "max_abs_diff": 4.8e-7, "max_density": 9.5, "max_rel_diff": 5.0e-8},
+    }
     table = markdown({"machine": "test", "cases": [row]})
-    assert ("| cpu resnet50 official MV(4) float32 | - | - | 10.0 | 10.0 | - | - | - | 20.0 / 24.0 | 50.00 | - |"
-            in table)
+    assert (
+        "| cpu resnet50 official MV(4) float32 | - | - | 10.0 | 10.0 | - | - | - | 20.0 / 24.0 | 50.00 | - |" in table
+    )
     assert "| cpu resnet50 official MV(4) float32 | depth |" not in table
     assert "| cpu resnet50 official MV(4) float32 | stand-in | 45000 x 6 | 4.8e-07 | 9.5 | 5.0e-08 |" in table
 

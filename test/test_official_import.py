@@ -1,4 +1,5 @@
 """Official checkpoints: key mapping, shape-derived architecture, refusals, same outputs."""
+
 import pickle
 
 import pytest
@@ -46,8 +47,11 @@ def test_kdbts_import_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert model.available_heads == ["sv"] and info["imported_from"] == "official"
     torch.testing.assert_close(_outputs(model.eval())["sv"], _outputs(src)["sv"], rtol=0, atol=0)
     with pytest.raises(ValueError, match="no 'mv' head"):
-        model.density(torch.zeros(1, 1, 3), Views(torch.zeros(1, 1, 64, 4, 4), torch.eye(3)[None, None],
-                                                                torch.eye(4)[None, None]), "mv")
+        model.density(
+            torch.zeros(1, 1, 3),
+            Views(torch.zeros(1, 1, 64, 4, 4), torch.eye(3)[None, None], torch.eye(4)[None, None]),
+            "mv",
+        )
 
 
 def test_unexpected_keys_are_reported_and_nothing_is_written(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """The exported ONNX graphs under onnxruntime against PyTorch's fast path: densities, occupancy, metadata."""
+
 from __future__ import annotations
 
 import cv2
@@ -11,12 +12,12 @@ from kdbts_ros.core import geometry
 from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core.config import GridConfig
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.export import ENCODER, export_onnx, load_metadata, query_file
 from kdbts_ros.core.model.network import Architecture
 from kdbts_ros.core.model.onnx_backend import OnnxBackend
-from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 from kdbts_ros.data.sequences import synthetic_sample
 
 TOL = 1e-4
@@ -46,8 +47,10 @@ def street():
 def _inputs(seq, size):
     H, W = size
     h0, w0 = seq.images[0].shape[:2]
-    images = [torch.from_numpy(cv2.resize(im, (W, H), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)[None].float()
-              / 255.0 for im in seq.images]
+    images = [
+        torch.from_numpy(cv2.resize(im, (W, H), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)[None].float() / 255.0
+        for im in seq.images
+    ]
     Kn = torch.as_tensor(normalise_intrinsics(seq.K, w0, h0), dtype=torch.float32)
     return images, Kn
 
@@ -151,8 +154,9 @@ def test_random_colour_network_exports_and_matches(tmp_path):
     Kn = torch.tensor([[[1.1, 0, 0.0], [0, 3.6, 0.1], [0, 0, 1]]])
     with torch.no_grad():
         features = model.encode(image)[0]
-        ref = folded.folded_density(model, pts, [folded.fold_features(model, features, "sv")], Kn, torch.eye(4)[None],
-                                    "sv")[0]
+        ref = folded.folded_density(
+            model, pts, [folded.fold_features(model, features, "sv")], Kn, torch.eye(4)[None], "sv"
+        )[0]
     got_features, planes = backend.encode(image)
     assert _close(got_features, features) <= TOL
     got = backend.folded_density(pts, [planes["sv"]], Kn, torch.eye(4)[None], "sv")[0]
@@ -170,8 +174,9 @@ def test_export_command_writes_the_graphs_and_metadata(tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     export_command.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", "random", "--out", str(tmp_path), "--heads", "sv",
-                              "--height", "64", "--width", "128"])
+    args = parser.parse_args(
+        ["--checkpoint", "random", "--out", str(tmp_path), "--heads", "sv", "--height", "64", "--width", "128"]
+    )
     assert export_command.run(args) == 0
     meta = load_metadata(tmp_path)
     assert (meta["input_size"]["height"], meta["input_size"]["width"]) == (64, 128)

@@ -1,4 +1,5 @@
 """Depth evaluation on real frames: velodyne ground truth, the Garg crop, and metrics of a known wall."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,15 @@ def test_velodyne_depth_keeps_the_nearest_return_per_pixel():
     K = np.array([[10.0, 0, 4], [0, 10.0, 3], [0, 0, 1]])
     T = np.eye(4)
     T[2, 3] = 1.0  # the camera sits 1 m behind the scanner
-    pts = np.array([[0.0, 0, 4, 0.1],      # pixel (4, 3), z 5
-                    [0.0, 0, 9, 0.1],      # the same pixel farther: hidden
-                    [0.3, 0.2, 1, 0.1],    # u = 10 * 0.3 / 2 + 4 = 5.5 -> 6 (rint), v = 3 + 1 = 4, z 2
-                    [0.0, 0, -3, 0.1],     # behind the camera
-                    [5.0, 0, 1, 0.1]])     # outside the 8 x 6 image
+    pts = np.array(
+        [
+            [0.0, 0, 4, 0.1],  # pixel (4, 3), z 5
+            [0.0, 0, 9, 0.1],  # the same pixel farther: hidden
+            [0.3, 0.2, 1, 0.1],  # u = 10 * 0.3 / 2 + 4 = 5.5 -> 6 (rint), v = 3 + 1 = 4, z 2
+            [0.0, 0, -3, 0.1],  # behind the camera
+            [5.0, 0, 1, 0.1],
+        ]
+    )  # outside the 8 x 6 image
     depth = velodyne_depth(pts, T, K, 8, 6)
     assert depth[3, 4] == 5.0 and depth[4, 6] == 2.0
     assert np.isfinite(depth).sum() == 2
@@ -73,9 +78,27 @@ def test_eval_command_on_the_real_sample(tmp_path, capsys):
     from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 
     s = KITTI_SAMPLE
-    assert main(["eval", str(s / shared_sample.RAW_IMAGES), "--dataset", "raw", "--calib", str(s / shared_sample.RAW_CALIB),
-                 "--poses", str(s / shared_sample.RAW_POSES), "--model", f"KDBTS={EMBEDDED_CHECKPOINT}",
-                 "--stride", "9", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(s / shared_sample.RAW_IMAGES),
+                "--dataset",
+                "raw",
+                "--calib",
+                str(s / shared_sample.RAW_CALIB),
+                "--poses",
+                str(s / shared_sample.RAW_POSES),
+                "--model",
+                f"KDBTS={EMBEDDED_CHECKPOINT}",
+                "--stride",
+                "9",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "KDBTS (SV)" in capsys.readouterr().out
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["crop"] == "garg" and report["frames"] == 2

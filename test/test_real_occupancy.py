@@ -1,4 +1,7 @@
-"""KITTI-360 lidar occupancy: polar profiles, the per-scan rule, the J - 2 vote, and `kdbts eval` on a generated drive."""
+"""KITTI-360 lidar occupancy: polar profiles, the per-scan rule, the J - 2 vote, and `kdbts eval` on a generated
+drive.
+"""
+
 from __future__ import annotations
 
 import json
@@ -39,15 +42,19 @@ def wall(x: float, height: float = 0.0, half_width: float = 30.0) -> np.ndarray:
 
 def test_polar_profile_keeps_the_nearest_return_and_fills_empty_bins_forward():
     deg = np.deg2rad
-    pts = np.array([[5 * np.cos(deg(0.5)), 5 * np.sin(deg(0.5))],
-                    [4 * np.cos(deg(0.7)), 4 * np.sin(deg(0.7))],
-                    [8 * np.cos(deg(10.5)), 8 * np.sin(deg(10.5))]])
+    pts = np.array(
+        [
+            [5 * np.cos(deg(0.5)), 5 * np.sin(deg(0.5))],
+            [4 * np.cos(deg(0.7)), 4 * np.sin(deg(0.7))],
+            [8 * np.cos(deg(10.5)), 8 * np.sin(deg(10.5))],
+        ]
+    )
     profile = polar_profile(pts)
     # bin k spans [k - 180, k - 179) degrees
-    assert profile[180] == pytest.approx(4.0)               # both returns of [0, 1) deg: the nearer
-    assert np.allclose(profile[181:190], 4.0)               # empty: the previous bin's range
+    assert profile[180] == pytest.approx(4.0)  # both returns of [0, 1) deg: the nearer
+    assert np.allclose(profile[181:190], 4.0)  # empty: the previous bin's range
     assert profile[190] == pytest.approx(8.0) and np.allclose(profile[191:], 8.0)
-    assert np.allclose(profile[:180], 5.0)                  # before the first return: the smallest bearing's range
+    assert np.allclose(profile[:180], 5.0)  # before the first return: the smallest bearing's range
     assert np.isinf(polar_profile(np.zeros((0, 2)))).all()
 
 
@@ -55,7 +62,7 @@ def test_surface_range_interpolates_between_bin_centres_across_pi():
     profile = np.full(360, 6.0)
     profile[189], profile[190] = 4.0, 8.0  # centres 9.5 and 10.5 deg
     assert surface_range(profile, np.deg2rad([10.0, 9.5]))[:2] == pytest.approx([6.0, 4.0])
-    profile[0], profile[359] = 2.0, 4.0    # centres -179.5 and 179.5 deg: neighbours across +-180
+    profile[0], profile[359] = 2.0, 4.0  # centres -179.5 and 179.5 deg: neighbours across +-180
     assert surface_range(profile, np.array([-np.pi, np.pi])) == pytest.approx([3.0, 3.0])
 
 
@@ -84,9 +91,13 @@ def test_only_returns_in_the_slice_band_or_far_away_form_the_surface():
     assert s.protocol.level_bands().tolist() == [[0.0, 0.75]] and s.far_range() == pytest.approx(np.hypot(20, 4))
     T = np.eye(4)
     T[:3, :3] = R_BASE_LEVEL.T  # velodyne -> level
-    cloud = np.vstack([wall(6.0, height=1.0),      # 1 m above the camera: outside the band, ignored
-                       wall(15.0, height=2.0),     # above the band and nearer than 20.4 m: ignored
-                       wall(25.0, height=3.0)])    # above the band but far: part of the surface
+    cloud = np.vstack(
+        [
+            wall(6.0, height=1.0),  # 1 m above the camera: outside the band, ignored
+            wall(15.0, height=2.0),  # above the band and nearer than 20.4 m: ignored
+            wall(25.0, height=3.0),
+        ]
+    )  # above the band but far: part of the surface
     query = np.array([[[0.0, 0.375, 8.0], [0.0, 0.375, 18.0], [0.0, 0.375, 26.0]]])  # level frame, straight ahead
     # with one scan the J - 2 vote passes everywhere ((1 + votes) / 1 > -1): what counts is the scan's visibility
     occupied, visible = lidar_occupancy(query, [(cloud, T)], s)
@@ -98,12 +109,12 @@ def test_only_returns_in_the_slice_band_or_far_away_form_the_surface():
 # ---------------------------------------------------------------- a generated KITTI-360 drive
 
 SEQ = "2013_05_28_drive_0042_sync"
-BOX = (10.0, 12.0, -3.0, -1.5)   # base x from, to (forward), base y from, to (left): a box on the right
-BACKGROUND = 40.0                 # a ring of returns around each scanner position
-STEP = 1.0                        # metres driven forward per frame
-FRAMES = 23                       # frames 0..22; frame 22 has no pose
+BOX = (10.0, 12.0, -3.0, -1.5)  # base x from, to (forward), base y from, to (left): a box on the right
+BACKGROUND = 40.0  # a ring of returns around each scanner position
+STEP = 1.0  # metres driven forward per frame
+FRAMES = 23  # frames 0..22; frame 22 has no pose
 LEVELS = np.linspace(-1.0, 1.5, 11)  # level-frame heights (down) of the returns
-BOX_HEIGHTS = (0.1, 0.65)            # the box spans these level-frame heights (down), around the 0.375 m slice
+BOX_HEIGHTS = (0.1, 0.65)  # the box spans these level-frame heights (down), around the 0.375 m slice
 PITCH = 5.0
 
 
@@ -141,8 +152,9 @@ def write_kitti360(root: Path) -> np.ndarray:
     row = " ".join(f"{v:.12e}" for v in T_base_cam[:3].ravel())
     calib = root / "calibration"
     calib.mkdir(parents=True)
-    (calib / "perspective.txt").write_text("P_rect_00: 32 0 32 0 0 32 16 0 0 0 1 0\n"
-                                           "R_rect_00: 1 0 0 0 1 0 0 0 1\nS_rect_00: 64 32\n")
+    (calib / "perspective.txt").write_text(
+        "P_rect_00: 32 0 32 0 0 32 16 0 0 0 1 0\nR_rect_00: 1 0 0 0 1 0 0 0 1\nS_rect_00: 64 32\n"
+    )
     (calib / "calib_cam_to_pose.txt").write_text(f"image_00: {row}\n")
     (calib / "calib_cam_to_velo.txt").write_text(row + "\n")  # velodyne = pose frame
     images = root / "data_2d_raw" / SEQ / "image_00" / "data_rect"
@@ -191,8 +203,10 @@ def test_ground_truth_of_a_generated_drive_matches_the_geometry(drive):
     occ = LidarOccupancy(rec, list(range(0, FRAMES, 2)))
     assert sorted(occ.truth) == [0, 2]
     assert dict(occ.skipped) == {"fewer than 19 posed frames after it": 9, "no pose": 1}
-    assert occ.message(12) == ("occupancy ground truth (20 scans) for 2 of 12 frames; skipped: "
-                               "9 fewer than 19 posed frames after it, 1 no pose")
+    assert occ.message(12) == (
+        "occupancy ground truth (20 scans) for 2 of 12 frames; skipped: "
+        "9 fewer than 19 posed frames after it, 1 no pose"
+    )
     for i in (0, 2):
         occupied, visible = occ.truth[i]
         want_occ, want_vis = expected_truth(i)
@@ -231,9 +245,21 @@ def ckpt(path: Path, z: float) -> str:
 
 def test_eval_command_on_a_generated_kitti360_drive(drive, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["eval", str(drive), "--dataset", "kitti360", "--sequence", SEQ, "--stride", "2", "--out", str(out),
-            "--model", f"FAR={ckpt(tmp_path / 'far.safetensors', 60.0)}",
-            f"BOX={ckpt(tmp_path / 'box.safetensors', 7.5)}"]
+    args = [
+        "eval",
+        str(drive),
+        "--dataset",
+        "kitti360",
+        "--sequence",
+        SEQ,
+        "--stride",
+        "2",
+        "--out",
+        str(out),
+        "--model",
+        f"FAR={ckpt(tmp_path / 'far.safetensors', 60.0)}",
+        f"BOX={ckpt(tmp_path / 'box.safetensors', 7.5)}",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "occupancy ground truth (20 scans) for 2 of 12 frames" in printed
@@ -276,9 +302,27 @@ def test_eval_command_on_the_kitti360_sample(tmp_path, capsys):
 
     root = KITTI_SAMPLE / shared_sample.KITTI360_ROOT
     # one scan per frame; every second scan: frames 100 (no pose), 360 and 644
-    assert main(["eval", str(root), "--dataset", "kitti360", "--sequence", shared_sample.KITTI360_SEQUENCE,
-                 "--stride", "2", "--occ-scans", "1", "--model", f"KDBTS={EMBEDDED_CHECKPOINT}",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(root),
+                "--dataset",
+                "kitti360",
+                "--sequence",
+                shared_sample.KITTI360_SEQUENCE,
+                "--stride",
+                "2",
+                "--occ-scans",
+                "1",
+                "--model",
+                f"KDBTS={EMBEDDED_CHECKPOINT}",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "occupancy ground truth (1 scans) for 2 of 3 frames; skipped: 1 no pose" in capsys.readouterr().out
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["occupancy"]["frames"] == 2
@@ -294,8 +338,9 @@ def test_eval_command_on_the_kitti360_sample(tmp_path, capsys):
 def test_a_constant_depth_prior_scores_as_a_network_with_a_wall_at_that_depth(drive):
     from kdbts_ros.evaluation.priors import ConstantDepth
 
-    ev = RealDepthEvaluator(load_kitti360_sequence(drive, SEQ), RealDepthSettings(stride=2),
-                            occupancy=LidarOccupancySettings())
+    ev = RealDepthEvaluator(
+        load_kitti360_sequence(drive, SEQ), RealDepthSettings(stride=2), occupancy=LidarOccupancySettings()
+    )
     prior = ev.run_prior(ConstantDepth(7.5))
     wall = ev.run(slab_model(7.5), "sv", (64, 192), progress=False)
     assert prior["occupancy_frames"] == wall["occupancy_frames"] == 2

@@ -1,4 +1,5 @@
 """Coarse-to-fine depth rendering against the 64-sample reference render (fewer evaluations, same depth)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +9,10 @@ from conftest import KITTI_SAMPLE, needs_kitti
 
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.render import render_depth, sample_depths
 from kdbts_ros.core.model.render_fine import FineStats, coarse_indices, render_depth_fine
-from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.data.sequences import kitti_sample, synthetic_sample
 
@@ -20,8 +21,10 @@ NEAR, FAR, S = 3.0, 80.0, 64
 
 def _wall(z_wall: torch.Tensor):
     """Density 0 in front of each ray's wall depth and 1000/m behind it (rays of unit z)."""
+
     def fn(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.where(t * d[:, 2:3] >= z_wall[d[:, 0].long()][:, None], 1000.0, 0.0)
+
     return fn
 
 
@@ -76,8 +79,9 @@ def _depth_agreement(seq, n_views: int) -> tuple[float, float]:
                 return folded.ray_density(pipeline.model, d, t, planes, Kn, w2c, head, shared_depths=shared)  # noqa: B023
 
             ref = render_depth(lambda d, t: fn(d, t, True), dirs, S, NEAR, FAR, 1 << 16)
-            fine = render_depth_fine(fn, dirs, S, NEAR, FAR, 1 << 16, coarse_fn=lambda d, t: fn(d, t, True),
-                                     stats=stats)
+            fine = render_depth_fine(
+                fn, dirs, S, NEAR, FAR, 1 << 16, coarse_fn=lambda d, t: fn(d, t, True), stats=stats
+            )
             rel.append(((fine - ref).abs() / ref).numpy())
     rel = np.concatenate(rel)
     return float((rel < 0.01).mean()), stats.fraction
@@ -106,8 +110,10 @@ def test_the_pipelines_fine_depth_is_its_reference_depth(mode, window, frames):
         cfg.mode, cfg.window_size, cfg.model.device, cfg.render.fine = mode, window, "cpu", fine
         cfg.render.depth_scale, cfg.keyframe.distance = 0.5, 0.0
         pipeline = Pipeline(cfg)
-        depths[fine] = [pipeline.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T), want_grid=False).depth
-                        for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam))]
+        depths[fine] = [
+            pipeline.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T), want_grid=False).depth
+            for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam))
+        ]
     rel = np.concatenate([(np.abs(f - r) / r).ravel() for f, r in zip(depths[True], depths[False])])
     assert float((rel < 0.01).mean()) >= 0.99
     assert not np.array_equal(depths[True][-1], depths[False][-1])  # the fine render did run
@@ -119,6 +125,7 @@ def test_seeded_jitter_keeps_the_reference_render():
     for fine in (False, True):
         cfg = PipelineConfig()
         cfg.model.device, cfg.render.fine, cfg.render.jitter, cfg.render.depth_scale = "cpu", fine, "seeded", 0.25
-        out.append(Pipeline(cfg).process(Frame(seq.images[0], seq.K, 1, "cam", seq.T_fixed_cam[0]),
-                                         want_grid=False).depth)
+        out.append(
+            Pipeline(cfg).process(Frame(seq.images[0], seq.K, 1, "cam", seq.T_fixed_cam[0]), want_grid=False).depth
+        )
     assert np.array_equal(out[0], out[1])

@@ -1,4 +1,5 @@
 """kdbts replay: a converted KITTI bag through the node's runner, outputs beside the inputs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,9 +29,11 @@ OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/ca
 
 
 def test_presets_name_the_converted_topics_and_frames():
-    for preset, conv, streams in (("kitti_raw", KITTI, ("camera_color_left", "camera_color_right")),
-                                  ("kitti_gray", KITTI, ("camera_gray_left", "camera_gray_right")),
-                                  ("kitti360", KITTI360, ("cam_00", "cam_01"))):
+    for preset, conv, streams in (
+        ("kitti_raw", KITTI, ("camera_color_left", "camera_color_right")),
+        ("kitti_gray", KITTI, ("camera_gray_left", "camera_gray_right")),
+        ("kitti360", KITTI360, ("cam_00", "cam_01")),
+    ):
         cfg = load_config(ROOT / "config" / f"{preset}.yaml")
         assert cfg.fixed_frame == conv.fixed_frame == "world"
         for stream, image, info in zip(streams, cfg.topics.images, cfg.topics.camera_infos, strict=True):
@@ -42,8 +45,20 @@ def test_presets_name_the_converted_topics_and_frames():
 def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     rec = shared_sample.raw_sample(KITTI_SAMPLE)
     write_recording_bag(rec, tmp_path / "in", KITTI, max_frames=3, progress=False)
-    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--config",
-                 str(ROOT / "config/kitti_raw.yaml"), "--png", str(tmp_path / "png")]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                str(tmp_path / "in"),
+                str(tmp_path / "out"),
+                "--config",
+                str(ROOT / "config/kitti_raw.yaml"),
+                "--png",
+                str(tmp_path / "png"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "frames processed: 3" in printed and "dropped: none" in printed
     inputs, _ = read_bag(tmp_path / "in")
@@ -65,13 +80,17 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
     # size of the depth published for that frame
     stamps = [cdr.stamp_ns(d.header.stamp) for d in depth]
-    assert sorted(p.name for p in (tmp_path / "png").glob("*.png")) == \
-        sorted(f"{kind}_{t}.png" for kind in ("occupancy", "depth", "figure") for t in stamps)
+    assert sorted(p.name for p in (tmp_path / "png").glob("*.png")) == sorted(
+        f"{kind}_{t}.png" for kind in ("occupancy", "depth", "figure") for t in stamps
+    )
     for d, t in zip(depth, stamps, strict=True):
         assert cv2.imread(str(tmp_path / "png" / f"depth_{t}.png")).shape == (d.height, d.width, 3)
     # one figure per processed frame, showing that frame's image at its recorded size
-    images = {cdr.stamp_ns(m.header.stamp): sensor_data.decode_image(m, cdr.IMAGE) for t, _, m in inputs
-              if t == "/kitti/camera_color_left/image_raw"}
+    images = {
+        cdr.stamp_ns(m.header.stamp): sensor_data.decode_image(m, cdr.IMAGE)
+        for t, _, m in inputs
+        if t == "/kitti/camera_color_left/image_raw"
+    }
     figures = sorted((tmp_path / "png").glob("figure_*.png"))
     assert [int(f.stem.split("_")[1]) for f in figures] == sorted(images)
     for f in figures:
@@ -87,8 +106,13 @@ def test_replay_refuses_a_bag_without_the_configured_topics_and_never_duplicates
     write_recording_bag(rec, tmp_path / "in", KITTI, max_frames=2, velodyne=False, progress=False)
     with pytest.raises(ValueError, match="no topic /camera/image_raw"):
         replay(small_config(), tmp_path / "in", tmp_path / "x", pick_cameras=False)
-    cfg = small_config(**{"fixed_frame": "world", "topics.images": ["/kitti/camera_color_left/image_raw"],
-                          "topics.camera_infos": ["/kitti/camera_color_left/camera_info"]})
+    cfg = small_config(
+        **{
+            "fixed_frame": "world",
+            "topics.images": ["/kitti/camera_color_left/image_raw"],
+            "topics.camera_infos": ["/kitti/camera_color_left/camera_info"],
+        }
+    )
     first = replay(cfg, tmp_path / "in", tmp_path / "out1", progress=False)
     assert first.processed == 2 and first.drops == {} and first.written["/kdbts/depth"] == 2
     # replaying the replay's output: its old outputs are left out, new ones written once
@@ -141,8 +165,10 @@ def _rig_bag(path: Path, frames: int = 3) -> None:
     """A bag of two cameras named as no preset names them, a camera-less debug image, TF rooted at 'map'."""
     K = np.array([[100.0, 0, 96], [0, 100, 32], [0, 0, 1]])
     T_base_optical = np.array([[0, 0, 1, 0.5], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1.0]])
-    cams = [CameraStream(f"cam{i}_optical", T_base_optical, K, f"/rig/cam{i}/image", f"/rig/cam{i}/camera_info")
-            for i in (10, 2)]
+    cams = [
+        CameraStream(f"cam{i}_optical", T_base_optical, K, f"/rig/cam{i}/image", f"/rig/cam{i}/camera_info")
+        for i in (10, 2)
+    ]
     poses = [np.eye(4) for _ in range(frames)]
     for i, T in enumerate(poses):
         T[0, 3] = 0.5 * i
@@ -169,8 +195,20 @@ def test_replay_takes_the_bags_cameras_and_tf_root_when_the_config_names_others(
 
 def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):
     _rig_bag(tmp_path / "in", frames=2)
-    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--images", "/rig/cam10/image",
-                 "--fixed-frame", "map"]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                str(tmp_path / "in"),
+                str(tmp_path / "out"),
+                "--images",
+                "/rig/cam10/image",
+                "--fixed-frame",
+                "map",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "cameras:" not in printed and "fixed frame:" not in printed and "frames processed: 2" in printed
     depth = [m for t, _, m in read_bag(tmp_path / "out")[0] if t == "/kdbts/depth"]
@@ -182,6 +220,8 @@ def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):
 
 def test_a_bag_without_a_camera_is_refused_before_the_network_is_built(tmp_path):
     with BagWriter(tmp_path / "in") as bag:
-        bag.write("/debug/image", cdr.IMAGE, 1, cdr.serialize(sensor_data.rgb_image(np.zeros((4, 4, 3), np.uint8), 1, "x")))
+        bag.write(
+            "/debug/image", cdr.IMAGE, 1, cdr.serialize(sensor_data.rgb_image(np.zeros((4, 4, 3), np.uint8), 1, "x"))
+        )
     with pytest.raises(ValueError, match="no image topic with a camera_info beside it"):
         replay(small_config(), tmp_path / "in", tmp_path / "out")

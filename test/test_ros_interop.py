@@ -5,6 +5,7 @@ shared with the tools that run without ROS. cv_bridge, sensor_msgs_py and tf_tra
 not on PyPI (cv_bridge also needs its C++ part), so each test here runs only where its library
 is importable; the messages cross through rclpy's own serialization, as between two nodes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,9 +46,14 @@ def test_our_images_equal_cv_bridges_both_ways(rng):
     depth = (rng.random((6, 8)) * 40).astype(np.float32)
     np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(published.depth_image(depth, 1, "cam"), Image)), depth)
     rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(sensor_data.rgb_image(rgb, 1, "cam"), Image), "rgb8"), rgb)
-    for encoding, pixels, seen in (("rgb8", rgb, rgb), ("bgr8", rgb[..., ::-1], rgb),
-                                   ("mono8", rgb[..., 0], np.repeat(rgb[..., :1], 3, axis=2))):
+    np.testing.assert_array_equal(
+        bridge.imgmsg_to_cv2(_to_rclpy(sensor_data.rgb_image(rgb, 1, "cam"), Image), "rgb8"), rgb
+    )
+    for encoding, pixels, seen in (
+        ("rgb8", rgb, rgb),
+        ("bgr8", rgb[..., ::-1], rgb),
+        ("mono8", rgb[..., 0], np.repeat(rgb[..., :1], 3, axis=2)),
+    ):
         theirs = bridge.cv2_to_imgmsg(np.ascontiguousarray(pixels), encoding=encoding)
         np.testing.assert_array_equal(sensor_data.image_to_rgb(_from_rclpy(theirs, cdr.IMAGE)), seen)
     png = bridge.cv2_to_compressed_imgmsg(np.ascontiguousarray(rgb[..., ::-1]), dst_format="png")
@@ -63,8 +69,9 @@ def test_our_transforms_equal_tf_transformations(rng):
         q /= np.linalg.norm(q)
         t = rng.normal(size=3)
         T = geometry.to_matrix(t, q)
-        np.testing.assert_allclose(T, tft.concatenate_matrices(tft.translation_matrix(t), tft.quaternion_matrix(q)),
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            T, tft.concatenate_matrices(tft.translation_matrix(t), tft.quaternion_matrix(q)), atol=1e-12
+        )
         back_t, back_q = geometry.from_matrix(T)
         theirs = tft.quaternion_from_matrix(T)
         np.testing.assert_allclose(back_q * np.sign(back_q @ theirs), theirs, atol=1e-12)  # q and -q: one rotation

@@ -3,6 +3,7 @@
 The inputs are serialized as a driver and a localiser publish them and go through
 ``FrameRunner.handle``, the dispatch the node's subscriptions and replay share.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,15 @@ S = 10**9
 
 
 def _config(cameras: int = 2, **overrides):
-    return small_config(**{"topics.images": IMAGES[:cameras], "topics.camera_infos": INFOS[:cameras],
-                           "mode": "auto", "tf_timeout": 0.5, **overrides})
+    return small_config(
+        **{
+            "topics.images": IMAGES[:cameras],
+            "topics.camera_infos": INFOS[:cameras],
+            "mode": "auto",
+            "tf_timeout": 0.5,
+            **overrides,
+        }
+    )
 
 
 def _base(x: float) -> np.ndarray:
@@ -41,8 +49,11 @@ class Rig:
 
     def __init__(self, runner: FrameRunner):
         self.r = runner
-        self.r.handle("/tf_static", cdr.serialize(sensor_data.tf_message(
-            [("base_link", c.name, 0, c.T_base_cam()) for c in RIG])), 0)
+        self.r.handle(
+            "/tf_static",
+            cdr.serialize(sensor_data.tf_message([("base_link", c.name, 0, c.T_base_cam()) for c in RIG])),
+            0,
+        )
 
     def info(self, cam: int, stamp: int, K_: np.ndarray = K, size=(W, H)) -> None:
         self.r.handle(INFOS[cam], cdr.serialize(sensor_data.camera_info(K_, *size, stamp, RIG[cam].name)), stamp)
@@ -53,8 +64,11 @@ class Rig:
     def image(self, cam: int, stamp: int, arrival: int | None = None, value: int = 90, **kw) -> None:
         rgb = np.full((H, W, 3), value, np.uint8)
         rgb[:, : W // 2, 0] = 200  # not uniform, so colour order matters
-        msg = sensor_data.compressed_image(rgb, stamp, RIG[cam].name, "png") if IMAGES[cam].endswith("compressed") \
+        msg = (
+            sensor_data.compressed_image(rgb, stamp, RIG[cam].name, "png")
+            if IMAGES[cam].endswith("compressed")
             else sensor_data.rgb_image(rgb, stamp, RIG[cam].name)
+        )
         for k, v in kw.items():
             setattr(msg, k, v)
         self.r.handle(IMAGES[cam], cdr.serialize(msg), stamp if arrival is None else arrival)
@@ -91,8 +105,13 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
     rig = Rig(runner)
     out = rig.frame(S, 0.0)
     # each output once, every one stamped with the rig frame's stamp
-    assert sorted(t for t, _, _ in out) == ["/kdbts/density_grid", "/kdbts/depth", "/kdbts/depth/camera_info",
-                                            "/kdbts/occupancy", "/kdbts/points"]
+    assert sorted(t for t, _, _ in out) == [
+        "/kdbts/density_grid",
+        "/kdbts/depth",
+        "/kdbts/depth/camera_info",
+        "/kdbts/occupancy",
+        "/kdbts/points",
+    ]
     assert all(cdr.stamp_ns(cdr.deserialize(data, msgtype).header.stamp) == S for _, msgtype, data in out)
     # the right camera sees the grid from 0.5 m beside the left one: auto takes the MV head on frame one
     assert runner.last.head == "mv" and runner.last.num_views == 2 and runner.last.camera_frame == "left"
@@ -148,10 +167,10 @@ def test_a_looping_bag_clears_window_tf_and_waiting_images(model):
     for i in range(3):
         rig.frame(10 * S + i * S // 10, float(i))
     rig.image(0, 10 * S + 3 * S // 10)  # waiting when the bag loops
-    rig.frame(5 * S, 0.0)              # TF and both cameras jump back by 5.3 s
+    rig.frame(5 * S, 0.0)  # TF and both cameras jump back by 5.3 s
     assert runner.faults["time_jump_back"] == 1  # one jump, though two cameras saw it
     assert runner.faults["tf_time_jump_back"] == 1
-    assert runner.drops["time_jump_back"] == 1   # the image that was waiting
+    assert runner.drops["time_jump_back"] == 1  # the image that was waiting
     assert runner.processed == 4 and runner.last.num_views == 2  # window restarted with this rig frame
     with pytest.raises(TfError) as exc:
         runner.tf.lookup("odom", "base_link", 10 * S)  # the old TF history is gone
@@ -205,7 +224,7 @@ def test_camera_info_faults(model):
     rig = Rig(runner)
     rig.pose(S, 0.0)
     rig.image(0, S)
-    assert runner.step(S) == []                       # camera_info may still come
+    assert runner.step(S) == []  # camera_info may still come
     assert runner.step(S + S // 2) == [] and runner.drops["no_camera_info"] == 1
     rig.info(0, S, K_=np.zeros((3, 3)))
     assert runner.drops["bad_camera_info"] == 1 and runner.cameras[0].intrinsics is None
@@ -221,7 +240,7 @@ def test_camera_info_faults(model):
 def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
     runner, rig, t = _after_one_rig_frame(model)
     rig.pose(t, 1.0)
-    rig.image(0, t, encoding="yuv422")        # unsupported encoding: the rig frame is dropped
+    rig.image(0, t, encoding="yuv422")  # unsupported encoding: the rig frame is dropped
     rig.image(1, t)
     runner.step(t)
     assert runner.drops == {"bad_image": 1}
@@ -235,7 +254,7 @@ def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
     assert [dict(c.dropped) for c in runner.cameras] == [{"bad_image": 1}, {"bad_image": 1, "superseded": 1}]
     t += S // 10
     rig.pose(t, 3.0)
-    rig.image(0, t, encoding="bgr8")          # format change: counted, still used
+    rig.image(0, t, encoding="bgr8")  # format change: counted, still used
     rig.image(1, t)
     assert runner.step(t) and runner.faults["image_format_changed"] == 1
     t += S // 10
@@ -253,9 +272,9 @@ def test_tf_faults(model):
     rig.info(0, S)
     rig.image(0, S)
     assert runner.step(S) == []
-    rig.pose(S, 0.0)                                # the pose arrives after the image: still in time
+    rig.pose(S, 0.0)  # the pose arrives after the image: still in time
     assert runner.step(S + S // 10)
-    rig.image(0, 2 * S)                             # no pose that late ever comes
+    rig.image(0, 2 * S)  # no pose that late ever comes
     runner.step(2 * S + S)
     assert runner.drops["tf_late"] == 1
     bad = sensor_data.tf_message([("odom", "base_link", 3 * S, _base(0.0))])
@@ -272,8 +291,9 @@ def test_out_of_memory_skips_the_frame_and_halves_the_query_chunks(model, monkey
     runner = _runner(model, 1)
     rig = Rig(runner)
     real = runner.pipeline.process
-    monkeypatch.setattr(runner.pipeline, "process",
-                        lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
+    monkeypatch.setattr(
+        runner.pipeline, "process", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
+    )
     assert rig.frame(S, 0.0, cameras=1) == [] and runner.drops["cuda_oom"] == 1
     assert runner.cfg.model.query_memory_mb == 32 and runner.cfg.model.chunk_points == 262144 // 2
     # made as parameter changes, which the node shows as its parameters' values
@@ -299,8 +319,13 @@ def test_outputs_nobody_wants_are_neither_computed_nor_serialized(model):
     rig.image(0, 2 * S)
     assert runner.step(2 * S, set) == [] and runner.processed == 2  # processed, nothing wanted
     assert runner.last.occupancy is None and runner.last.depth is None
-    assert [topic for topic, _, _ in rig.frame(3 * S, 2.0, cameras=1)] == \
-        [t.occupancy, t.density_grid, t.points, t.depth, t.depth_info]  # no choice: every output
+    assert [topic for topic, _, _ in rig.frame(3 * S, 2.0, cameras=1)] == [
+        t.occupancy,
+        t.density_grid,
+        t.points,
+        t.depth,
+        t.depth_info,
+    ]  # no choice: every output
 
 
 def test_run_time_parameters_are_validated_at_once_and_applied_between_frames(model):

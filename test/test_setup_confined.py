@@ -6,6 +6,7 @@ read-only and /opt is an empty read-only folder (where the ROS wheels were built
 the set-up used to write links as root): any write elsewhere would fail the script. Needs
 ``unshare`` (root, as in CI); skipped where it is not permitted.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,15 @@ VENV = Path(sys.prefix)
 
 def _copy_checkout(dest: Path) -> None:
     """The checkout's files as git sees them (tracked, and new ones not ignored): no build outputs."""
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           check=True, capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         src = ROOT / name
         if src.is_file():
@@ -54,13 +62,20 @@ def test_msgs_build_writes_only_into_the_checkout_and_the_venv(tmp_path):
     _copy_checkout(copy)
     (copy / "tmp").mkdir()
     env = dict(os.environ, COPY=str(copy), VENV=str(VENV), TMPDIR=str(copy / "tmp"))
-    run = subprocess.run(["unshare", "-m", "bash", "-c", _confined("tools/build_msgs.sh")], cwd=copy, env=env,
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        ["unshare", "-m", "bash", "-c", _confined("tools/build_msgs.sh")],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "kdbts_ros msgs up to date" in run.stdout
     generated = copy / "kdbts_ros" / "msg" / "_density_grid.py"
     assert generated.is_file() and "class DensityGrid" in generated.read_text()
     # the wheels' CMake files now name this Python and this venv, nothing under /opt
-    stale = subprocess.run(["grep", "-rl", "/opt/python", *map(str, VENV.glob("share/*/cmake"))],
-                           capture_output=True, text=True).stdout
+    stale = subprocess.run(
+        ["grep", "-rl", "/opt/python", *map(str, VENV.glob("share/*/cmake"))], capture_output=True, text=True
+    ).stdout
     assert stale == ""

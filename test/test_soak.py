@@ -3,6 +3,7 @@
 Not a timed test: every assertion is structural (accounting, no backlog, no leak) or bounded by
 what the run itself measured, so a slow or busy machine changes the figures but not the verdict.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,25 @@ kdbts_node:
 def report(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("soak")
     (tmp / "small.yaml").write_text(SMALL)
-    rc = main(["soak", "--config", str(tmp / "small.yaml"), "--frames", str(FRAMES), "--load-factor", "2",
-               "--cameras", "2", "--image-size", "320", "96", "--map", "--out", str(tmp / "out")])
+    rc = main(
+        [
+            "soak",
+            "--config",
+            str(tmp / "small.yaml"),
+            "--frames",
+            str(FRAMES),
+            "--load-factor",
+            "2",
+            "--cameras",
+            "2",
+            "--image-size",
+            "320",
+            "96",
+            "--map",
+            "--out",
+            str(tmp / "out"),
+        ]
+    )
     assert rc == 0
     assert "| tenth 10 |" in (tmp / "out" / "soak.md").read_text()
     return json.loads((tmp / "out" / "soak.json").read_text())

@@ -1,4 +1,5 @@
 """Tests of the multi-camera rig, the KITTI-style synthetic folder, its bag and ``kdbts synth``."""
+
 from __future__ import annotations
 
 import re
@@ -87,8 +88,13 @@ def test_side_camera_depth_lies_on_surfaces(folder: SynthFolder) -> None:
     depth, T, K = folder.depth(SEQ, cam, frame), folder.cam_to_world(SEQ, cam, frame), folder.K
     # interior pixels of a surface (3x3 neighbourhood finite and near-equal): no grazing box edges
     pad = np.pad(depth, 1, constant_values=np.inf)
-    nb = np.stack([pad[1 + dv:1 + dv + depth.shape[0], 1 + du:1 + du + depth.shape[1]]
-                   for dv in (-1, 0, 1) for du in (-1, 0, 1)])
+    nb = np.stack(
+        [
+            pad[1 + dv : 1 + dv + depth.shape[0], 1 + du : 1 + du + depth.shape[1]]
+            for dv in (-1, 0, 1)
+            for du in (-1, 0, 1)
+        ]
+    )
     ok = np.isfinite(nb).all(0) & (np.ptp(np.where(np.isfinite(nb), nb, 0), 0) < 0.05 * depth) & (depth < 50)
     v, u = np.nonzero(ok)
     assert len(v) >= 5
@@ -115,8 +121,7 @@ def test_bag_topics_counts_and_camera_info(root: Path) -> None:
             expected[f"/{cam.name}/image_raw"] = N
             expected[f"/{cam.name}/camera_info"] = N
         assert counts == expected
-        infos = [(conn, raw) for conn, _, raw in reader.messages()
-                 if conn.topic == "/side_left/camera_info"]
+        infos = [(conn, raw) for conn, _, raw in reader.messages() if conn.topic == "/side_left/camera_info"]
         static = next(raw for conn, _, raw in reader.messages() if conn.topic == "/tf_static")
         first_tf = next(raw for conn, _, raw in reader.messages() if conn.topic == "/tf")
     info = cdr.deserialize(infos[0][1], "sensor_msgs/msg/CameraInfo")
@@ -125,14 +130,16 @@ def test_bag_topics_counts_and_camera_info(root: Path) -> None:
     tfs = sensor_data.tf_transforms(cdr.deserialize(static, "tf2_msgs/msg/TFMessage"))
     assert [(p, c) for p, c, *_ in tfs] == [("base_link", f"{c.name}_optical") for c in RIG.cameras]
     assert np.allclose(tfs[2][3], RIG.cameras[2].T_base_cam())
-    (parent, child, stamp, T, _), = sensor_data.tf_transforms(cdr.deserialize(first_tf, "tf2_msgs/msg/TFMessage"))
+    ((parent, child, stamp, T, _),) = sensor_data.tf_transforms(cdr.deserialize(first_tf, "tf2_msgs/msg/TFMessage"))
     assert (parent, child, stamp) == ("odom", "base_link", 1_700_000_000 * 10**9)
     assert np.allclose(T, base_trajectory(N, seed=SEED)[0])
 
 
 def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["synth", str(tmp_path), "--seed-range", "5", "7", "--frames", "2",
-                 "--width", "32", "--height", "16"]) == 0
+    assert (
+        main(["synth", str(tmp_path), "--seed-range", "5", "7", "--frames", "2", "--width", "32", "--height", "16"])
+        == 0
+    )
     assert "seed_0005" in capsys.readouterr().out
     folder = SynthFolder(tmp_path)
     assert folder.sequences == ["seed_0005", "seed_0006"] and folder.num_frames("seed_0006") == 2

@@ -1,4 +1,5 @@
 """Tests of the procedural street scene: determinism, depth/occupancy agreement, analytic depth."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +9,10 @@ from kdbts_ros.data.rig import kitti_like_intrinsics
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene, street_trajectory
 
 W, H = 320, 96
-EMPTY = SceneConfig(n_cars=0, n_poles=0, n_trees=0, n_occluders=0, building_fill=0.0,
-                    sidewalk_height_m=0.0)
+EMPTY = SceneConfig(n_cars=0, n_poles=0, n_trees=0, n_occluders=0, building_fill=0.0, sidewalk_height_m=0.0)
 
 
-def pixel_points(pose: np.ndarray, K: np.ndarray, u: np.ndarray, v: np.ndarray,
-                 z: np.ndarray) -> np.ndarray:
+def pixel_points(pose: np.ndarray, K: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
     """World points at z-depth z on the rays through pixel centres (u, v), computed independently."""
     cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
     return cam @ pose[:3, :3].T + pose[:3, 3]
@@ -64,9 +63,15 @@ def test_same_seed_identical_different_seed_differs() -> None:
 
 
 def test_occupancy_basics(scene: StreetScene) -> None:
-    occ = scene.occupied(np.array([[0.0, -1.5, 1.55],     # camera position above the road
-                                   [5.0, 0.0, -0.01],     # just below the ground
-                                   [5.0, 0.0, 0.01]]))    # just above the road
+    occ = scene.occupied(
+        np.array(
+            [
+                [0.0, -1.5, 1.55],  # camera position above the road
+                [5.0, 0.0, -0.01],  # just below the ground
+                [5.0, 0.0, 0.01],
+            ]
+        )
+    )  # just above the road
     assert occ.tolist() == [False, True, False]
     centres = (scene.box_min + scene.box_max) / 2
     assert scene.occupied(centres).all()
@@ -96,8 +101,7 @@ def test_depth_agrees_with_occupancy(scene: StreetScene, frame: int) -> None:
     # Skip pixels at depth discontinuities: a ray grazing a silhouette edge may leave the solid
     # within any fixed epsilon, so "just behind the surface is solid" only holds off edges.
     pad = np.pad(np.where(np.isfinite(d), d, 1e9), 1, mode="edge")  # sky: a huge finite depth
-    neigh = np.stack([pad[1 + dv:1 + dv + H, 1 + du:1 + du + W]
-                      for dv in (-1, 0, 1) for du in (-1, 0, 1)])
+    neigh = np.stack([pad[1 + dv : 1 + dv + H, 1 + du : 1 + du + W] for dv in (-1, 0, 1) for du in (-1, 0, 1)])
     smooth = np.isfinite(d) & (np.abs(neigh - d).max(0) < 0.05 * d)
     vs, us = np.nonzero(smooth)
     assert len(vs) > 0.3 * H * W
@@ -138,8 +142,7 @@ def test_trajectory_is_rigid_forward_and_evenly_spaced(wobble: float) -> None:
     poses = street_trajectory(40, step_m=step, yaw_wobble_rad=wobble, seed=3)
     assert poses.shape == (40, 4, 4)
     R = poses[:, :3, :3]
-    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape),
-                               atol=1e-12)
+    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
     np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
     np.testing.assert_allclose(poses[:, 3], np.broadcast_to([0, 0, 0, 1], (40, 4)))
     np.testing.assert_allclose(np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1), step)
@@ -155,5 +158,4 @@ def test_trajectory_is_rigid_forward_and_evenly_spaced(wobble: float) -> None:
 
 def test_kitti_like_intrinsics() -> None:
     K = kitti_like_intrinsics(640, 192)
-    np.testing.assert_allclose(K, [[0.7849 * 320, 0, 0.9688 * 320],
-                                   [0, 2.9391 * 96, 1.2701 * 96], [0, 0, 1]])
+    np.testing.assert_allclose(K, [[0.7849 * 320, 0, 0.9688 * 320], [0, 2.9391 * 96, 1.2701 * 96], [0, 0, 1]])

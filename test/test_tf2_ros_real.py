@@ -4,6 +4,7 @@ tf2_ros is not on PyPI (it needs the tf2 C++ library and tf2_py, built from ros2
 this module is skipped where it is missing; test_tf_store.py then checks the adapter against a
 stand-in written after tf2_ros's API, and this module is what checks that stand-in's behaviour.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,10 @@ from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.ros.tf_store import Tf2Store, make_tf_store
 
 T_BASE_CAM = _M(Rotation.from_euler("zyx", [-np.pi / 2, 0.0, -np.pi / 2]), [0.5, 0.0, 1.5])
-T_ODOM_BASE = [_M(Rotation.from_euler("zyx", [0.1, 0.02, -0.01]), [3.0, -1.0, 0.25]),
-               _M(Rotation.from_euler("zyx", [0.5, -0.05, 0.03]), [4.0, -0.5, 0.3])]
+T_ODOM_BASE = [
+    _M(Rotation.from_euler("zyx", [0.1, 0.02, -0.01]), [3.0, -1.0, 0.25]),
+    _M(Rotation.from_euler("zyx", [0.5, -0.05, 0.03]), [4.0, -0.5, 0.3]),
+]
 
 
 def _stores(limit_s: float = 0.0) -> list:
@@ -38,18 +41,20 @@ def _stores(limit_s: float = 0.0) -> list:
 def test_chain_lookups_interpolate_alike(stamp):
     tf2, builtin = _stores()
     for target, source in (("odom", "cam"), ("cam", "odom"), ("base", "cam")):
-        np.testing.assert_allclose(tf2.lookup(target, source, stamp), builtin.lookup(target, source, stamp),
-                                   atol=1e-9)
+        np.testing.assert_allclose(tf2.lookup(target, source, stamp), builtin.lookup(target, source, stamp), atol=1e-9)
     np.testing.assert_allclose(tf2.lookup("odom", "base", 10 * S), T_ODOM_BASE[0], atol=1e-12)
 
 
-@pytest.mark.parametrize("target,source,stamp,reason", [
-    ("odom", "nowhere", 10 * S, "unknown_frame"),
-    ("odom", "lidar", 10 * S, "disconnected"),
-    ("odom", "cam", 12 * S, "future"),
-    ("odom", "cam", 9 * S, "past"),
-    ("cam", "odom", 12 * S, "future"),
-])
+@pytest.mark.parametrize(
+    "target,source,stamp,reason",
+    [
+        ("odom", "nowhere", 10 * S, "unknown_frame"),
+        ("odom", "lidar", 10 * S, "disconnected"),
+        ("odom", "cam", 12 * S, "future"),
+        ("odom", "cam", 9 * S, "past"),
+        ("cam", "odom", 12 * S, "future"),
+    ],
+)
 def test_errors_carry_the_same_reason(target, source, stamp, reason):
     for store in _stores():
         with pytest.raises(TfError) as exc:

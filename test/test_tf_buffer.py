@@ -1,4 +1,5 @@
 """The built-in TF buffer against hand-computed chains."""
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
@@ -29,8 +30,7 @@ def test_chain_with_static_and_dynamic_edges():
     # halfway: x = 1, yaw = 45 degrees, the camera 1.5 m above the base
     np.testing.assert_allclose(T, _T(x=1.0, yaw=np.pi / 4) @ _T(z=1.5), atol=1e-12)
     # the inverse direction and a sibling frame through the common ancestor
-    np.testing.assert_allclose(buf.lookup("cam", "odom", 11 * S), np.linalg.inv(_T(2, 0, 1.5, np.pi / 2)),
-                               atol=1e-12)
+    np.testing.assert_allclose(buf.lookup("cam", "odom", 11 * S), np.linalg.inv(_T(2, 0, 1.5, np.pi / 2)), atol=1e-12)
     buf.set_transform("base_link", "lidar", 0, _T(x=0.5), static=True)
     np.testing.assert_allclose(buf.lookup("cam", "lidar", 10 * S), _T(x=0.5, z=-1.5), atol=1e-12)
 
@@ -53,10 +53,8 @@ def test_three_level_chain_interpolates_the_dynamic_edge():
     R_mc = R_mo * R_i * R_bc
     t_mc = R_mo.apply(R_i.apply(t_bc) + t_i) + t_mo
     np.testing.assert_allclose(buf.lookup("map", "cam", stamp), _M(R_mc, t_mc), atol=1e-9)
-    np.testing.assert_allclose(buf.lookup("cam", "map", stamp), _M(R_mc.inv(), -R_mc.inv().apply(t_mc)),
-                               atol=1e-9)
-    np.testing.assert_allclose(buf.lookup("odom", "cam", stamp),
-                               _M(R_i * R_bc, R_i.apply(t_bc) + t_i), atol=1e-9)
+    np.testing.assert_allclose(buf.lookup("cam", "map", stamp), _M(R_mc.inv(), -R_mc.inv().apply(t_mc)), atol=1e-9)
+    np.testing.assert_allclose(buf.lookup("odom", "cam", stamp), _M(R_i * R_bc, R_i.apply(t_bc) + t_i), atol=1e-9)
 
 
 @pytest.mark.parametrize("stamp,reason", [(9 * S, "past"), (12 * S, "future")])
@@ -72,8 +70,10 @@ def test_extrapolation_is_refused_with_its_reason(stamp, reason):
 LIMIT = 50_000_000
 
 
-@pytest.mark.parametrize("stamp,x", [(11 * S + LIMIT, 1.0), (10 * S - LIMIT, 0.0),
-                                     (11 * S + LIMIT + 1, "future"), (10 * S - LIMIT - 1, "past")])
+@pytest.mark.parametrize(
+    "stamp,x",
+    [(11 * S + LIMIT, 1.0), (10 * S - LIMIT, 0.0), (11 * S + LIMIT + 1, "future"), (10 * S - LIMIT - 1, "past")],
+)
 def test_extrapolation_limit_holds_the_end_value_just_inside(stamp, x):
     buf = TfBuffer(extrapolation_limit_ns=LIMIT)
     buf.set_transform("odom", "base", 10 * S, _T(), static=False)

@@ -9,6 +9,7 @@ one TransformStamped list per child frame and answers only a direct parent/child
 pair (either way round) at a stored stamp or at time 0 (the newest); it does not
 interpolate.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,8 +39,13 @@ def _fake_tf2_ros() -> types.ModuleType:
     class TransformException(Exception):
         pass
 
-    for name in ("LookupException", "ConnectivityException", "ExtrapolationException",
-                 "InvalidArgumentException", "TimeoutException"):
+    for name in (
+        "LookupException",
+        "ConnectivityException",
+        "ExtrapolationException",
+        "InvalidArgumentException",
+        "TimeoutException",
+    ):
         setattr(mod, name, type(name, (TransformException,), {}))
     mod.TransformException = TransformException
 
@@ -77,18 +83,19 @@ def _fake_tf2_ros() -> types.ModuleType:
         def _edge(self, child: str) -> list[TransformStamped]:
             return [self.static[child]] if child in self.static else self.dynamic.get(child, [])
 
-        def lookup_transform(self, target_frame: str, source_frame: str, time: Time,
-                             timeout: Duration = Duration()) -> TransformStamped:
+        def lookup_transform(
+            self, target_frame: str, source_frame: str, time: Time, timeout: Duration = Duration()
+        ) -> TransformStamped:
             assert isinstance(time, Time)
             known = set(self.parents) | set(self.parents.values())
             for frame, arg in ((target_frame, "target_frame"), (source_frame, "source_frame")):
                 if not frame:
                     raise mod.InvalidArgumentException(
                         f'Invalid argument "{frame}" passed to lookupTransform argument {arg} - '
-                        "in tf2 frame_ids cannot be empty")
+                        "in tf2 frame_ids cannot be empty"
+                    )
                 if frame not in known:
-                    raise mod.LookupException(
-                        f'"{frame}" passed to lookupTransform argument {arg} does not exist. ')
+                    raise mod.LookupException(f'"{frame}" passed to lookupTransform argument {arg} does not exist. ')
             if self.parents.get(source_frame) == target_frame:
                 child, inverse = source_frame, False
             elif self.parents.get(target_frame) == source_frame:
@@ -96,9 +103,13 @@ def _fake_tf2_ros() -> types.ModuleType:
             else:
                 raise mod.ConnectivityException(
                     f"Could not find a connection between '{target_frame}' and '{source_frame}' because "
-                    "they are not part of the same tree.Tf has two or more unconnected trees.")
-            ts = self._at(child, time.nanoseconds, f", when looking up transform from frame [{source_frame}] "
-                                                   f"to frame [{target_frame}]")
+                    "they are not part of the same tree.Tf has two or more unconnected trees."
+                )
+            ts = self._at(
+                child,
+                time.nanoseconds,
+                f", when looking up transform from frame [{source_frame}] to frame [{target_frame}]",
+            )
             return self._answer(ts, target_frame, source_frame, inverse)
 
         def _at(self, child: str, ns: int, where: str) -> TransformStamped:
@@ -108,18 +119,22 @@ def _fake_tf2_ros() -> types.ModuleType:
             stamps = [Time.from_msg(ts.header.stamp).nanoseconds for ts in items]
             if not items or (len(items) == 1 and ns not in (0, stamps[0])):
                 only = stamps[0] if items else 0
-                raise mod.ExtrapolationException(f"Lookup would require extrapolation at time {sec(ns)}, "
-                                                 f"but only time {sec(only)} is in the buffer{where}")
+                raise mod.ExtrapolationException(
+                    f"Lookup would require extrapolation at time {sec(ns)}, "
+                    f"but only time {sec(only)} is in the buffer{where}"
+                )
             if ns == 0:
                 return items[-1]
             if ns > stamps[-1]:
                 raise mod.ExtrapolationException(
                     f"Lookup would require extrapolation into the future.  Requested time {sec(ns)} but "
-                    f"the latest data is at time {sec(stamps[-1])}{where}")
+                    f"the latest data is at time {sec(stamps[-1])}{where}"
+                )
             if ns < stamps[0]:
                 raise mod.ExtrapolationException(
                     f"Lookup would require extrapolation into the past.  Requested time {sec(ns)} but "
-                    f"the earliest data is at time {sec(stamps[0])}{where}")
+                    f"the earliest data is at time {sec(stamps[0])}{where}"
+                )
             if ns not in stamps:
                 raise NotImplementedError("the fake tf2_ros does not interpolate")
             return items[stamps.index(ns)]
@@ -133,8 +148,9 @@ def _fake_tf2_ros() -> types.ModuleType:
             out = TransformStamped()
             out.header.frame_id, out.child_frame_id, out.header.stamp = target, source, ts.header.stamp
             out.transform.translation.x, out.transform.translation.y, out.transform.translation.z = t
-            (out.transform.rotation.x, out.transform.rotation.y, out.transform.rotation.z,
-             out.transform.rotation.w) = rot.as_quat()
+            (out.transform.rotation.x, out.transform.rotation.y, out.transform.rotation.z, out.transform.rotation.w) = (
+                rot.as_quat()
+            )
             return out
 
     mod.Buffer = Buffer
@@ -175,13 +191,16 @@ def test_tf2_store_builds_the_documented_message(fake_tf2):
     assert buffer.authorities == {AUTHORITY} and buffer.cache_time.nanoseconds == 2_500_000_000
 
 
-@pytest.mark.parametrize("target,source,stamp,reason", [
-    ("odom", "nowhere", 10 * S, "unknown_frame"),
-    ("odom", "lidar", 10 * S, "disconnected"),
-    ("odom", "base", 12 * S, "future"),
-    ("odom", "base", 9 * S, "past"),
-    ("base", "odom", 12 * S, "future"),
-])
+@pytest.mark.parametrize(
+    "target,source,stamp,reason",
+    [
+        ("odom", "nowhere", 10 * S, "unknown_frame"),
+        ("odom", "lidar", 10 * S, "disconnected"),
+        ("odom", "base", 12 * S, "future"),
+        ("odom", "base", 9 * S, "past"),
+        ("base", "odom", 12 * S, "future"),
+    ],
+)
 def test_errors_carry_their_reason(store, target, source, stamp, reason):
     store.set_transform("odom", "base", 10 * S, T_ODOM_BASE, static=False)
     store.set_transform("odom", "base", 11 * S, T_ODOM_BASE, static=False)
@@ -231,11 +250,15 @@ LIMIT_S = 0.05
 LIMIT = round(LIMIT_S * S)
 
 
-@pytest.mark.parametrize("stamp,reason", [
-    (11 * S + LIMIT, None), (11 * S + LIMIT + 1, "future"),
-    # tf2 offers no oldest-data lookup: a 'past' stamp is rescued only near the newest data
-    (10 * S - 1, "past"),
-])
+@pytest.mark.parametrize(
+    "stamp,reason",
+    [
+        (11 * S + LIMIT, None),
+        (11 * S + LIMIT + 1, "future"),
+        # tf2 offers no oldest-data lookup: a 'past' stamp is rescued only near the newest data
+        (10 * S - 1, "past"),
+    ],
+)
 def test_extrapolation_limit_falls_back_to_the_newest_transform(fake_tf2, stamp, reason):
     store = Tf2Store(10.0, LIMIT_S)
     store.set_transform("odom", "base", 10 * S, np.eye(4), static=False)

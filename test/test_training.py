@@ -1,4 +1,5 @@
 """Training: losses against analytic cases, sample geometry, a short run, distillation and DDP."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,14 +49,26 @@ def tiny_data(tmp_path_factory) -> Path:
 
 def tiny_config(root: Path, **overrides) -> TrainConfig:
     """A few-second training setup on the tiny data."""
-    values = {"data.sources": [f"synth {root}"], "data.side_offset": 2, "data.colour_jitter": 0.0,
-              "model.feature_dim": 8, "model.mv_hidden": 16, "loss.patches": 4, "loss.samples": 8,
-              "iterations": 4, "batch_size": 1, "log_every": 1, "checkpoint_every": 2, "threads": 1}
+    values = {
+        "data.sources": [f"synth {root}"],
+        "data.side_offset": 2,
+        "data.colour_jitter": 0.0,
+        "model.feature_dim": 8,
+        "model.mv_hidden": 16,
+        "loss.patches": 4,
+        "loss.samples": 8,
+        "iterations": 4,
+        "batch_size": 1,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "threads": 1,
+    }
     values.update(overrides)
     return load_config(None, values, TrainConfig)
 
 
 # ---- losses --------------------------------------------------------------------------------------
+
 
 def test_ssim_error_is_zero_for_identical_images_and_grows_with_noise(rng):
     x = torch.as_tensor(rng.random((2, 3, 8, 8)), dtype=torch.float32)
@@ -128,6 +141,7 @@ def test_probabilistic_kd_prefers_the_student_whose_rays_end_at_the_pseudo_depth
 
 # ---- samples and rays ----------------------------------------------------------------------------
 
+
 def test_loss_render_split_alternates_across_cameras():
     assert loss_render_split(8, False) == ([0, 3, 4, 7], [1, 2, 5, 6])
     assert loss_render_split(8, True) == ([1, 2, 5, 6], [0, 3, 4, 7])
@@ -170,6 +184,7 @@ def test_samples_are_posed_relative_to_frame_0_and_a_flip_mirrors_consistently(t
 
 # ---- training ------------------------------------------------------------------------------------
 
+
 def _photometric_on_fixed_rays(model, cfg, batch) -> float:
     with torch.no_grad():
         return float(Objective(model, cfg, seed=123)(batch)["photometric"])
@@ -193,6 +208,7 @@ def test_resume_continues_from_the_saved_step(tiny_data, tmp_path):
     train(cfg, tmp_path, progress=False)
     cfg.iterations = 6
     train(cfg, tmp_path, progress=False)
+
     def steps() -> list[int]:
         return [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
@@ -254,8 +270,15 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     cfg = tiny_config(Path(root), method="mvbts", iterations=3, device="cpu")
     model = train(cfg, Path(out), progress=False)
     torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
@@ -284,7 +307,8 @@ def test_kd_mvs_options_add_finite_terms_that_reach_the_student(tiny_data):
     plain = Objective(model, tiny_config(tiny_data, method="kdbts"), seed=3)(batch)
     assert "featuremetric" not in plain and "prob_kd" not in plain
     assert out["loss"].item() == pytest.approx(
-        plain["loss"].item() + 0.1 * out["featuremetric"].item() + 0.1 * out["prob_kd"].item(), rel=1e-5)
+        plain["loss"].item() + 0.1 * out["featuremetric"].item() + 0.1 * out["prob_kd"].item(), rel=1e-5
+    )
     # ... and they change the student's gradient
     student = model.heads["singleviewhead"].lin_out.weight
     (g,), (g_plain,) = (torch.autograd.grad(o["loss"], student) for o in (out, plain))
@@ -317,6 +341,7 @@ def test_training_config_refuses_inconsistent_settings():
 
 
 # ---- real recordings: layouts, splits, mixing ----------------------------------------------------
+
 
 class FakeFrames:
     """A PosedFrames of ``cams`` cameras along camera z: frame f of camera c is filled with 10 f + c."""
@@ -392,8 +417,14 @@ def test_batches_come_from_one_source_at_a_time_in_proportion_to_the_weights():
 def test_data_loader_workers_draw_different_augmentations():
     frames = TrainingFrames(FakeFrames([float(i) for i in range(40)], cams=2), 0, flip_lr=0.5)
     data = MixedFrames([frames], [1.0])
-    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=[0] * 40, num_workers=2,
-                                         worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=None,
+        sampler=[0] * 40,
+        num_workers=2,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(0),
+    )
     flips = [bool(s["flip"]) for s in loader]
     # workers take alternate items: without their own seeds both would draw the same flips
     assert flips[0::2] != flips[1::2]
@@ -409,8 +440,11 @@ def test_grey_samples_and_grey_input_networks_see_colour_as_luma():
     model = random_model(arch, 0).eval()
     colour = torch.rand(1, 3, 64, 96)
     assert torch.allclose(model.encode(colour), model.encode(to_grey(colour)), atol=1e-6)
-    assert not torch.allclose(random_model(dataclasses.replace(arch, grey_input=False), 0).eval().encode(colour),
-                              model.encode(colour), atol=1e-3)
+    assert not torch.allclose(
+        random_model(dataclasses.replace(arch, grey_input=False), 0).eval().encode(colour),
+        model.encode(colour),
+        atol=1e-3,
+    )
 
 
 def test_training_rays_have_unit_length_so_t_is_the_distance_along_the_ray(tiny_data):
@@ -428,8 +462,9 @@ def test_point_view_dropout_hides_extra_views_from_the_multi_view_head_only(tiny
     model = random_model(cfg.model.architecture(), 0)
     s = build_dataset(cfg, 0)[0]
     views = Views(model.encode(s["images"][:3])[None], s["Kn"][None, :3], torch.linalg.inv(s["T_ref"][:3])[None])
-    pts = torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([8.0, 2.0, 20.0]) \
-        + torch.tensor([-4.0, -1.0, 3.0])
+    pts = torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor(
+        [8.0, 2.0, 20.0]
+    ) + torch.tensor([-4.0, -1.0, 3.0])
     hide_all = torch.ones(1, 50, 3, dtype=torch.bool)
     hide_all[..., 0] = False
     hidden, _ = model.head_logits(pts, views, ("sv", "mv"), hide_all)
@@ -450,8 +485,14 @@ def test_point_view_dropout_hides_extra_views_from_the_multi_view_head_only(tiny
 def test_source_lines_are_validated_like_every_other_setting():
     src = parse_source("odometry data/seq/07 layout=mono weight=2.5")
     assert (src.format, src.root, src.layout, src.weight) == ("odometry", "data/seq/07", "mono", 2.5)
-    for bad, match in (("odometry", "FORMAT ROOT"), ("nerf x", "format"), ("synth x layout=stereo", "layout"),
-                       ("synth x weight=-1", "weight"), ("synth x cameras", "key=value"), ("synth x colour=1", "unknown")):
+    for bad, match in (
+        ("odometry", "FORMAT ROOT"),
+        ("nerf x", "format"),
+        ("synth x layout=stereo", "layout"),
+        ("synth x weight=-1", "weight"),
+        ("synth x cameras", "key=value"),
+        ("synth x colour=1", "unknown"),
+    ):
         with pytest.raises(ValueError, match=match):
             parse_source(bad)
     with pytest.raises(ValueError, match="layout"):
@@ -460,9 +501,17 @@ def test_source_lines_are_validated_like_every_other_setting():
 
 def test_a_mono_odometry_sequence_trains_beside_procedural_streets(tiny_data, tmp_path):
     seq, _ = write_odometry(tmp_path, n=6)
-    cfg = tiny_config(tiny_data, method="kdbts", iterations=3, **{
-        "data.sources": [f"odometry {seq} cameras=image_0 layout=mono weight=1", f"synth {tiny_data} weight=1"],
-        "data.width": 160, "data.height": 64, "data.grey": 0.5})
+    cfg = tiny_config(
+        tiny_data,
+        method="kdbts",
+        iterations=3,
+        **{
+            "data.sources": [f"odometry {seq} cameras=image_0 layout=mono weight=1", f"synth {tiny_data} weight=1"],
+            "data.width": 160,
+            "data.height": 64,
+            "data.grey": 0.5,
+        },
+    )
     data = build_dataset(cfg, 0)
     assert [len(s) for s in data.sources] == [4, 2 * (6 - 3)]  # mono: t in 1..4; rig: 6 frames, side offset 2
     sample = data.sources[0][0]

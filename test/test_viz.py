@@ -1,4 +1,5 @@
 """The bird's-eye density profile (paper Fig. 4) and the `kdbts viz` picture."""
+
 import cv2
 import numpy as np
 import pytest
@@ -13,9 +14,9 @@ pytestmark = pytest.mark.integration
 
 def test_profile_counts_levels_before_the_density_budget():
     density = np.zeros((4, 1, 3))
-    density[:, 0, 1] = 3.0          # cumsum 3, 6, 9, 12: two levels within 8
+    density[:, 0, 1] = 3.0  # cumsum 3, 6, 9, 12: two levels within 8
     invalid = np.zeros_like(density, bool)
-    invalid[:, 0, 2] = True         # unseen counts as density 1: cumsum 1..4, all within 8
+    invalid[:, 0, 2] = True  # unseen counts as density 1: cumsum 1..4, all within 8
     np.testing.assert_allclose(density_profile(density, invalid)[0], [1.0, 0.5, 1.0])
 
 
@@ -36,14 +37,33 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
     cv2.imwrite(str(img), np.full((94, 320, 3), 120, np.uint8))
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {image_height: 64, image_width: 192}\nrender: {depth_scale: 0.25, samples: 32}\n")
-    assert main(["viz", str(img), "--checkpoint", str(ckpt), "--config", str(cfg), "--out",
-                 str(tmp_path / "new" / "v.png"), "--preset", "kitti_raw"]) == 0  # the folder is made
+    assert (
+        main(
+            [
+                "viz",
+                str(img),
+                "--checkpoint",
+                str(ckpt),
+                "--config",
+                str(cfg),
+                "--out",
+                str(tmp_path / "new" / "v.png"),
+                "--preset",
+                "kitti_raw",
+            ]
+        )
+        == 0
+    )  # the folder is made
     picture = cv2.imread(str(tmp_path / "new" / "v.png"))
     assert picture.shape == (2 * 94, 320 + 2 * 94, 3)  # the input at its size over its depth, the square profile
     from kdbts_ros.commands.viz import preset_intrinsics, render_figure
     from kdbts_ros.core.config import load_config
-    depth, profile, _ = render_figure(load_config(cfg, {"model.checkpoint": str(ckpt)}),
-                                      np.full((94, 320, 3), 120, np.uint8), preset_intrinsics("kitti_raw", 320, 94))
+
+    depth, profile, _ = render_figure(
+        load_config(cfg, {"model.checkpoint": str(ckpt)}),
+        np.full((94, 320, 3), 120, np.uint8),
+        preset_intrinsics("kitti_raw", 320, 94),
+    )
     z = np.linspace(23, 3, 256)
     centre = profile[:, 128]
     # near 3 m the lowest levels leave the frustum and count as density 1, as in the official figures

@@ -1,4 +1,5 @@
 """``kdbts weights``: released checkpoints by name, fetched from a local server laid out like the authors' webshare."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, ra
 from kdbts_ros.core.model.network import Architecture
 from kdbts_ros.core.model.registry import RELEASES, cache_dir, cached_path
 
-KDBTS_MEMBER = "kdbts/training_checkpoint_250000.pt"   # where the official configs load them from
+KDBTS_MEMBER = "kdbts/training_checkpoint_250000.pt"  # where the official configs load them from
 MVBTS_MEMBER = "mvbts/training_checkpoint_200000.pt"
 
 
@@ -140,9 +141,12 @@ def test_list_names_each_release_its_source_and_whether_it_is_cached(cache, monk
         assert (str(cached_path(name)) in row) == (name == "bts-kitti-raw")
         assert f"http://mirror.invalid/bts/{release.path}" in out
     # the two archives of the KDBTS download script and the two files of the BTS one
-    assert {r.url("B") for r in RELEASES.values()} == {"B/kdbts/kitti_360.zip", "B/kdbts/kitti_raw.zip",
-                                                      "B/kitti-360/training-checkpoint.pt",
-                                                      "B/kitti/training-checkpoint.pt"}
+    assert {r.url("B") for r in RELEASES.values()} == {
+        "B/kdbts/kitti_360.zip",
+        "B/kdbts/kitti_raw.zip",
+        "B/kitti-360/training-checkpoint.pt",
+        "B/kitti/training-checkpoint.pt",
+    }
     assert str(cache) in lines[-1]
 
 
@@ -177,8 +181,9 @@ def test_bts_release_is_a_bare_checkpoint_without_multi_view_head(cache, server,
     assert capsys.readouterr().out.strip() == str(cached_path("bts-kitti-360"))
     model, info = load_checkpoint("bts-kitti-360")
     assert model.available_heads == ["sv"] and info["source"] == f"{base}/good/kitti-360/training-checkpoint.pt"
-    torch.testing.assert_close(model.heads["singleviewhead"].lin_in.weight,
-                               source_model.heads["singleviewhead"].lin_in.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        model.heads["singleviewhead"].lin_in.weight, source_model.heads["singleviewhead"].lin_in.weight, rtol=0, atol=0
+    )
     assert _leftovers(cache) == ["bts-kitti-360.safetensors"]
 
 
@@ -203,16 +208,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name,folder,reason", [
-    ("kitti-360", None, "cannot connect"),
-    ("kitti-360", "missing", "HTTP 404"),
-    ("kitti-raw", "truncated", "broken off: 30002 of 100000 bytes"),
-    ("kitti-360", "corrupt", "corrupt zip archive"),
-    ("kitti-360", "notzip", "corrupt zip archive"),
-    ("kitti-360", "nockpt", "no member *kdbts/training_checkpoint_*.pt in the archive"),
-    ("kitti-360", "partial", "refusing a partially loaded network"),
-    ("bts-kitti-360", "garbage", "not the expected checkpoint"),
-])
+@pytest.mark.parametrize(
+    "name,folder,reason",
+    [
+        ("kitti-360", None, "cannot connect"),
+        ("kitti-360", "missing", "HTTP 404"),
+        ("kitti-raw", "truncated", "broken off: 30002 of 100000 bytes"),
+        ("kitti-360", "corrupt", "corrupt zip archive"),
+        ("kitti-360", "notzip", "corrupt zip archive"),
+        ("kitti-360", "nockpt", "no member *kdbts/training_checkpoint_*.pt in the archive"),
+        ("kitti-360", "partial", "refusing a partially loaded network"),
+        ("bts-kitti-360", "garbage", "not the expected checkpoint"),
+    ],
+)
 def test_a_broken_download_fails_in_one_line_and_leaves_nothing(cache, server, capsys, name, folder, reason):
     base = f"{server[0]}/{folder}" if folder else f"http://127.0.0.1:{_free_port()}"
     assert main(["weights", "get", name, "--url", base]) == EXIT_USER
@@ -231,8 +239,9 @@ def test_a_failed_refetch_keeps_the_cached_weights(cache, server, capsys):
 
 
 @pytest.mark.parametrize("field,wrong", [("sha256", False), ("sha256", True), ("size", False), ("size", True)])
-def test_a_published_size_or_hash_is_checked_before_the_archive_is_opened(cache, server, site, monkeypatch, capsys,
-                                                                          field, wrong):
+def test_a_published_size_or_hash_is_checked_before_the_archive_is_opened(
+    cache, server, site, monkeypatch, capsys, field, wrong
+):
     data = (site / "corrupt/kdbts/kitti_360.zip").read_bytes()
     value = hashlib.sha256(data + b"x" * wrong).hexdigest() if field == "sha256" else len(data) + wrong
     monkeypatch.setitem(RELEASES, "kitti-360", dataclasses.replace(RELEASES["kitti-360"], **{field: value}))

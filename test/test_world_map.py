@@ -1,4 +1,5 @@
 """The fused world map: octomap log-odds arithmetic, decay, rolling window, robustness, 2-D map, files."""
+
 import math
 import tracemalloc
 from dataclasses import replace
@@ -11,8 +12,9 @@ from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.world_map import WorldMap, logit
 
 # a grid 4 m across, 3..13 m forward, 2 m high (1 m above to 1 m below the camera), 0.2 m cells
-GRID = GridSpec.from_config(GridConfig(x_min=-2.0, x_max=2.0, z_min=3.0, z_max=13.0, y_min=-1.0, y_max=1.0,
-                                       resolution=0.2, height_levels=10))
+GRID = GridSpec.from_config(
+    GridConfig(x_min=-2.0, x_max=2.0, z_min=3.0, z_max=13.0, y_min=-1.0, y_max=1.0, resolution=0.2, height_levels=10)
+)
 CFG = MapConfig(resolution=0.2, extent_xy=40.0, extent_z=6.0, decay_per_s=0.0)
 L_HIT, L_MISS = logit(0.7), logit(0.4)
 L_MAX, L_MIN = logit(0.97), logit(0.12)
@@ -104,8 +106,9 @@ def test_the_rolling_window_keeps_its_shape_and_forgets_what_is_left_behind():
 
 
 def test_a_coarse_grid_fills_a_fine_map_without_holes():
-    coarse = GridSpec.from_config(GridConfig(x_min=-2.0, x_max=2.0, z_min=3.0, z_max=13.0, y_min=-1.2, y_max=0.8,
-                                             resolution=0.4, height_levels=5))
+    coarse = GridSpec.from_config(
+        GridConfig(x_min=-2.0, x_max=2.0, z_min=3.0, z_max=13.0, y_min=-1.2, y_max=0.8, resolution=0.4, height_levels=5)
+    )
     m = WorldMap(CFG)
     m.integrate(np.zeros(coarse.shape, np.float32), coarse, camera_at(0.0), 0.5)
     assert m.known_cells() == np.prod(coarse.shape) * 8  # each 0.4 m cell covers 2 x 2 x 2 voxels
@@ -185,9 +188,15 @@ def test_saved_point_clouds_and_the_map_server_pair_read_back(tmp_path):
     grid = m.occupancy_2d(-0.6, 0.4)
     pgm, meta = m.save_pgm_yaml(tmp_path / "maps" / "drive", grid=grid)
     info = yaml.safe_load(meta.read_text())
-    assert info == {"image": "drive.pgm", "mode": "trinary", "resolution": 0.2,
-                    "origin": [pytest.approx(grid.origin[0]), pytest.approx(grid.origin[1]), 0.0], "negate": 0,
-                    "occupied_thresh": 0.65, "free_thresh": 0.25}
+    assert info == {
+        "image": "drive.pgm",
+        "mode": "trinary",
+        "resolution": 0.2,
+        "origin": [pytest.approx(grid.origin[0]), pytest.approx(grid.origin[1]), 0.0],
+        "negate": 0,
+        "occupied_thresh": 0.65,
+        "free_thresh": 0.25,
+    }
     image = cv2.imread(str(pgm), cv2.IMREAD_UNCHANGED)
     assert pgm.read_bytes()[:2] == b"P5" and image.shape == grid.data.shape and image.dtype == np.uint8
     # map_server reads row 0 as the highest y: flip back and compare with the grid
@@ -217,8 +226,9 @@ def test_depth_rays_and_lidar_points_mark_surfaces_and_the_free_space_before_the
 
 
 def test_memory_stays_flat_over_two_thousand_frames():
-    spec = GridSpec.from_config(GridConfig(x_min=-1.0, x_max=1.0, z_min=3.0, z_max=5.0, y_min=-0.5, y_max=0.5,
-                                           resolution=0.2, height_levels=5))
+    spec = GridSpec.from_config(
+        GridConfig(x_min=-1.0, x_max=1.0, z_min=3.0, z_max=5.0, y_min=-0.5, y_max=0.5, resolution=0.2, height_levels=5)
+    )
     m = WorldMap(replace(CFG, extent_xy=6.0, extent_z=2.0, decay_per_s=0.5))
     rng = np.random.default_rng(0)
     density = rng.exponential(0.5, spec.shape).astype(np.float32)
@@ -237,8 +247,15 @@ def test_memory_stays_flat_over_two_thousand_frames():
 
 def test_the_map_section_is_in_the_parameter_table_and_checked():
     names = {s.name for s in iter_params(PipelineConfig())}
-    assert {"map.enabled", "map.resolution", "map.extent_xy", "map.prob_hit", "map.time_jump_rule",
-            "topics.map", "topics.map_points"} <= names
+    assert {
+        "map.enabled",
+        "map.resolution",
+        "map.extent_xy",
+        "map.prob_hit",
+        "map.time_jump_rule",
+        "topics.map",
+        "topics.map_points",
+    } <= names
     cfg = PipelineConfig()
     with pytest.raises(ValueError, match="voxels is more than"):
         set_param(cfg, "map.resolution", 0.05)  # 1600 x 1600 x 160

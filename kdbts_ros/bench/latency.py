@@ -11,6 +11,7 @@ peak of a large matmul says how far each stage is from its arithmetic limit.
 With a checkout of the official code, its own forward pass runs on the same frames
 and grid with the same weights, beside the cases (official_forward.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,19 +19,20 @@ import multiprocessing
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.model import folded
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.loading import pick_device
+from kdbts_ros.core.model import folded
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
-from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
+from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros.harness import NodePublisher
 from kdbts_ros.ros.tf_store import frame_runner
 
@@ -44,13 +46,13 @@ OFFICIAL = "official"  # the path of the official implementation's forward pass
 class Case:
     """One benchmarked configuration."""
 
-    network: str   # "resnet50": the official network at 192x640 (seeded random weights); "embedded"; or a checkpoint
+    network: str  # "resnet50": the official network at 192x640 (seeded random weights); "embedded"; or a checkpoint
     device: str
-    path: str      # "fast" or "reference" (model.fast), or OFFICIAL: the official code's forward pass (fp32)
-    window: int    # 1: the SV head; 2 or more: the MV head over that many frames
+    path: str  # "fast" or "reference" (model.fast), or OFFICIAL: the official code's forward pass (fp32)
+    window: int  # 1: the SV head; 2 or more: the MV head over that many frames
     dtype: str = "float32"
-    backend: str = "torch"       # model.backend: torch or onnxruntime (encoder and grid query)
-    depth: str = "reference"     # "reference": every sample of every ray; "fine": render.fine
+    backend: str = "torch"  # model.backend: torch or onnxruntime (encoder and grid query)
+    depth: str = "reference"  # "reference": every sample of every ray; "fine": render.fine
 
     @property
     def mode(self) -> str:
@@ -58,14 +60,18 @@ class Case:
 
     @property
     def label(self) -> str:
-        extra = "".join(f" {x}" for x in (self.backend if self.backend != "torch" else "",
-                                          "fine-depth" if self.depth == "fine" else "") if x)
+        extra = "".join(
+            f" {x}"
+            for x in (self.backend if self.backend != "torch" else "", "fine-depth" if self.depth == "fine" else "")
+            if x
+        )
         return f"{self.device} {self.network} {self.path} {self.mode.upper()}({self.window}) {self.dtype}{extra}"
 
     def problem(self) -> str | None:
         """Why this combination cannot run (it is left out), or None."""
-        if self.backend == "onnxruntime" and (self.path != "fast" or self.dtype != "float32"
-                                              or not self.device.startswith("cpu")):
+        if self.backend == "onnxruntime" and (
+            self.path != "fast" or self.dtype != "float32" or not self.device.startswith("cpu")
+        ):
             return "onnxruntime runs the fast path in float32 on the CPU"
         if self.depth == "fine" and self.path != "fast":
             return "the fine depth render refines the fast path's samples"
@@ -123,7 +129,7 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
     """GFLOPs of encode (with the folded maps), grid and depth for the newest window frame."""
     counts = {}
     with pipeline.precision():
-        _, image01, Kn = pipeline.prepare(rgb, K)
+        _, image01, _Kn = pipeline.prepare(rgb, K)
         with FlopCounterMode(display=False) as fc:
             features = pipeline.model.encode(image01)[0]
             if pipeline.cfg.model.fast:
@@ -158,8 +164,9 @@ class _Direct:
         pass
 
 
-def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], warmup: int,
-             publish: bool) -> dict[str, object]:
+def run_case(
+    cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], warmup: int, publish: bool
+) -> dict[str, Any]:
     """Feed the stream through the node (or its runner) and summarise stage times and peaks."""
     device = pick_device(cfg.model.device)
     driver = NodePublisher(cfg) if publish else _Direct(cfg)
@@ -174,13 +181,13 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
                 continue
             before = runner.processed
             driver.step(stamp)
-            if runner.processed > before:
-                if before >= warmup:
-                    e2e.append(time.perf_counter() - t0)
-                    samples.append(dict(runner.timings))
+            if runner.processed > before and before >= warmup:
+                e2e.append(time.perf_counter() - t0)
+                samples.append(dict(runner.timings))
         if not samples:
             raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
         last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.images[0])
+        assert runner.cameras[0].intrinsics is not None and runner.last is not None  # a frame was measured
         K = runner.cameras[0].intrinsics[0]
         rgb = sensor_data.image_to_rgb(cdr.deserialize(last_image, "sensor_msgs/msg/Image"))
         result: dict[str, object] = {
@@ -188,7 +195,8 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
             "end_to_end": percentiles_ms(e2e),
             "fps": float(1.0 / np.mean(e2e)),
             "frames": len(samples),
-            "head": runner.last.head, "views": runner.last.num_views,
+            "head": runner.last.head,
+            "views": runner.last.num_views,
             "dropped": dict(runner.drops),
             "peak_rss_mb": memory_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
@@ -201,22 +209,33 @@ def run_case(cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], war
     return result
 
 
-def markdown(report: dict[str, object]) -> str:
+def markdown(report: dict[str, Any]) -> str:
     """The latency table and the arithmetic table of a report."""
-    lines = [f"Machine: {report['machine']}", "",
-             "| case | " + " | ".join(STAGES) + " | end-to-end median / p99 ms | frames/s | peak RSS / CUDA MiB |",
-             "|---|" + "---:|" * (len(STAGES) + 3)]
+    lines = [
+        f"Machine: {report['machine']}",
+        "",
+        "| case | " + " | ".join(STAGES) + " | end-to-end median / p99 ms | frames/s | peak RSS / CUDA MiB |",
+        "|---|" + "---:|" * (len(STAGES) + 3),
+    ]
     for r in report["cases"]:
         st = r["stages"]
         cells = [f"{st[s]['median_ms']:.1f}" if s in st else "-" for s in STAGES]
         cuda = f" / {r['peak_cuda_mb']:.0f}" if r["peak_cuda_mb"] is not None else ""
         rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "-"
-        lines.append(f"| {r['label']} | " + " | ".join(cells) +
-                     f" | {r['end_to_end']['median_ms']:.1f} / {r['end_to_end']['p99_ms']:.1f} | {r['fps']:.2f} | "
-                     f"{rss}{cuda} |")
-    lines += ["", "Stage medians against the arithmetic limit (GFLOP of matmuls and convolutions over the "
-              "measured peak GFLOP/s of a large matmul in the compute dtype):", "",
-              "| case | stage | GFLOP | limit ms | measured ms | measured / limit |", "|---|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['label']} | "
+            + " | ".join(cells)
+            + f" | {r['end_to_end']['median_ms']:.1f} / {r['end_to_end']['p99_ms']:.1f} | {r['fps']:.2f} | "
+            f"{rss}{cuda} |"
+        )
+    lines += [
+        "",
+        "Stage medians against the arithmetic limit (GFLOP of matmuls and convolutions over the "
+        "measured peak GFLOP/s of a large matmul in the compute dtype):",
+        "",
+        "| case | stage | GFLOP | limit ms | measured ms | measured / limit |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in report["cases"]:
         for s in NETWORK_STAGES:
             if s not in r["stages"]:  # the official rows time encode and grid only
@@ -227,28 +246,47 @@ def markdown(report: dict[str, object]) -> str:
             lines.append(f"| {r['label']} | {s} | {r['gflops'][s]:.2f} | {limit:.2f} | {measured:.1f} | {ratio} |")
     exported = [r for r in report["cases"] if r.get("backend_info", {}).get("backend", "torch") != "torch"]
     if exported:
-        lines += ["", "onnxruntime rows: encoder (with the folded maps) and grid query in onnxruntime, depth "
-                  "rendering in torch; the export before the first frame (not in the frame times):", "",
-                  "| case | export s | cached | folder |", "|---|---:|---|---|"]
+        lines += [
+            "",
+            "onnxruntime rows: encoder (with the folded maps) and grid query in onnxruntime, depth "
+            "rendering in torch; the export before the first frame (not in the frame times):",
+            "",
+            "| case | export s | cached | folder |",
+            "|---|---:|---|---|",
+        ]
         for r in exported:
             b = r["backend_info"]
             lines.append(f"| {r['label']} | {b['export_s']:.1f} | {'yes' if b['cached'] else 'no'} | {b['dir']} |")
     official = [r for r in report["cases"] if r["path"] == OFFICIAL]
     if official:
-        lines += ["", "Official rows: the official implementation's `encode` (of every window frame) and "
-                  "`forward(only_density=True)` at the grid cell centres, same frames and weights, fp32; "
-                  "end-to-end is their sum. Its densities against our reference path's at the same points:", "",
-                  "| case | torchvision | points x frames | max abs difference | largest density | relative |",
-                  "|---|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Official rows: the official implementation's `encode` (of every window frame) and "
+            "`forward(only_density=True)` at the grid cell centres, same frames and weights, fp32; "
+            "end-to-end is their sum. Its densities against our reference path's at the same points:",
+            "",
+            "| case | torchvision | points x frames | max abs difference | largest density | relative |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for r in official:
             a = r["agreement"]
-            lines.append(f"| {r['label']} | {r['official']['torchvision']} | {a['points']} x {a['frames']} | "
-                         f"{a['max_abs_diff']:.2g} | {a['max_density']:.3g} | {a['max_rel_diff']:.1e} |")
+            lines.append(
+                f"| {r['label']} | {r['official']['torchvision']} | {a['points']} x {a['frames']} | "
+                f"{a['max_abs_diff']:.2g} | {a['max_density']:.3g} | {a['max_rel_diff']:.1e} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def run(base: PipelineConfig, cases: list[Case], frames: int, warmup: int | None, depth_scale: float | None,
-        publish: bool, official: Path | None = None, progress=print) -> dict[str, object]:
+def run(
+    base: PipelineConfig,
+    cases: list[Case],
+    frames: int,
+    warmup: int | None,
+    depth_scale: float | None,
+    publish: bool,
+    official: Path | None = None,
+    progress=print,
+) -> dict[str, object]:
     """Benchmark every case on one input stream, with ``official`` (a checkout) official_cases too; the report."""
     if official is not None:
         from kdbts_ros.bench.official_forward import load_official, run_official
@@ -273,10 +311,19 @@ def run(base: PipelineConfig, cases: list[Case], frames: int, warmup: int | None
             else:
                 res = pool.apply(run_case, (cfg, stream, warm, publish))
         res.update(asdict(case), label=case.label, depth_scale=cfg.render.depth_scale, peak_gflops=peaks[key])
-        agreement = (f", densities within {res['agreement']['max_abs_diff']:.2g} of the reference path"
-                     if case.path == OFFICIAL else "")
-        progress(f"{case.label}: {res['fps']:.2f} frames/s, end-to-end median {res['end_to_end']['median_ms']:.1f} ms"
-                 f"{agreement}")
+        agreement = (
+            f", densities within {res['agreement']['max_abs_diff']:.2g} of the reference path"
+            if case.path == OFFICIAL
+            else ""
+        )
+        progress(
+            f"{case.label}: {res['fps']:.2f} frames/s, end-to-end median {res['end_to_end']['median_ms']:.1f} ms"
+            f"{agreement}"
+        )
         results.append(res)
-    return {"machine": machine(), "input": f"{frames} frames {KITTI_SIZE[0]}x{KITTI_SIZE[1]} rgb8",
-            "publish": publish, "cases": results}
+    return {
+        "machine": machine(),
+        "input": f"{frames} frames {KITTI_SIZE[0]}x{KITTI_SIZE[1]} rgb8",
+        "publish": publish,
+        "cases": results,
+    }

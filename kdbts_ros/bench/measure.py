@@ -1,4 +1,5 @@
 """Measures shared by the benchmarks: duration percentiles, process memory, the machine in one line."""
+
 from __future__ import annotations
 
 import platform
@@ -30,5 +31,7 @@ def percentiles_ms(seconds: Sequence[float] | np.ndarray, qs: tuple[int, ...] = 
 def machine() -> str:
     """CPU, threads, GPU and torch version in one line."""
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{platform.processor() or platform.machine()} x {torch.get_num_threads()} threads{gpu}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()} x {torch.get_num_threads()} threads{gpu}, "
+        f"torch {torch.__version__}"
+    )

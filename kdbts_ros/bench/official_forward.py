@@ -12,6 +12,7 @@ Only the network's modules are imported. The package ``models.bts.model``'s
 (lpips, omegaconf), which the network does not use. Any other module the network
 code imports and this environment lacks is reported by name.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,10 @@ def _torchvision_module(name: str, doc: str, **attrs: object) -> types.ModuleTyp
     module.__dict__.update(attrs)
 
     def missing(attr: str) -> object:
-        raise AttributeError(f"{name}.{attr} is not in kdbts_ros's torchvision stand-in, which provides only "
-                             "what the official network's forward pass uses")
+        raise AttributeError(
+            f"{name}.{attr} is not in kdbts_ros's torchvision stand-in, which provides only "
+            "what the official network's forward pass uses"
+        )
 
     module.__dict__["__getattr__"] = missing  # a module's __getattr__ (PEP 562)
     return module
@@ -67,8 +70,9 @@ def _resnet_constructor(name: str) -> Callable[..., resnet.ResNet]:
     def build(pretrained: bool = False, progress: bool = True) -> resnet.ResNet:
         # pretrained is ignored, so nothing is downloaded: the caller loads its weights afterwards
         if name not in resnet.BACKBONES:
-            raise NotImplementedError(f"torchvision stand-in: {name} is not among kdbts_ros's ResNet layouts "
-                                      f"({', '.join(resnet.BACKBONES)})")
+            raise NotImplementedError(
+                f"torchvision stand-in: {name} is not among kdbts_ros's ResNet layouts ({', '.join(resnet.BACKBONES)})"
+            )
         return resnet.ResNet(name)
 
     build.__name__ = build.__qualname__ = name
@@ -82,19 +86,37 @@ def stand_in_modules() -> dict[str, types.ModuleType]:
     ``models.ResNet`` is our ResNet: the official code only subclasses it for its
     multi-image encoder, which single-image configs never build.
     """
-    constructors = {name: _resnet_constructor(name) for name in
-                    ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")}
-    resnet_mod = _torchvision_module("torchvision.models.resnet", "ResNets with torchvision's module names.",
-                                     ResNet=resnet.ResNet, BasicBlock=resnet.BasicBlock,
-                                     Bottleneck=resnet.Bottleneck, model_urls={}, **constructors)
-    models = _torchvision_module("torchvision.models", "ResNet constructors.", ResNet=resnet.ResNet,
-                                 resnet=resnet_mod, **constructors)
-    transforms = _torchvision_module("torchvision.transforms", "Imported by the official util module, not used "
-                                     "by the network.")
-    top = _torchvision_module("torchvision", "kdbts_ros's stand-in for torchvision.", models=models,
-                              transforms=transforms, __version__="stand-in")
-    return {"torchvision": top, "torchvision.models": models, "torchvision.models.resnet": resnet_mod,
-            "torchvision.transforms": transforms}
+    constructors = {
+        name: _resnet_constructor(name) for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    }
+    resnet_mod = _torchvision_module(
+        "torchvision.models.resnet",
+        "ResNets with torchvision's module names.",
+        ResNet=resnet.ResNet,
+        BasicBlock=resnet.BasicBlock,
+        Bottleneck=resnet.Bottleneck,
+        model_urls={},
+        **constructors,
+    )
+    models = _torchvision_module(
+        "torchvision.models", "ResNet constructors.", ResNet=resnet.ResNet, resnet=resnet_mod, **constructors
+    )
+    transforms = _torchvision_module(
+        "torchvision.transforms", "Imported by the official util module, not used by the network."
+    )
+    top = _torchvision_module(
+        "torchvision",
+        "kdbts_ros's stand-in for torchvision.",
+        models=models,
+        transforms=transforms,
+        __version__="stand-in",
+    )
+    return {
+        "torchvision": top,
+        "torchvision.models": models,
+        "torchvision.models.resnet": resnet_mod,
+        "torchvision.transforms": transforms,
+    }
 
 
 def _in_package(name: str, package: str) -> bool:
@@ -154,15 +176,18 @@ def load_official(repo: str | Path) -> OfficialCode:
         raise OfficialCodeError(f"{repo}: not a checkout of github.com/keonhee-han/KDBTS (no {NETWORK_FILE})")
     clash = sys.modules.get("models")
     if clash is not None:
-        raise OfficialCodeError(f"a module named 'models' is already imported ({clash!r}); the official code's "
-                                "top-level package has the same name")
+        raise OfficialCodeError(
+            f"a module named 'models' is already imported ({clash!r}); the official code's "
+            "top-level package has the same name"
+        )
     sys.path.insert(0, str(repo))
     try:
         with torchvision_stand_in() as stand_in:
             importlib.import_module("models.bts")
             package = repo / NETWORK_FILE.parent
-            spec = importlib.util.spec_from_file_location("models.bts.model", package / "__init__.py",
-                                                          submodule_search_locations=[str(package)])
+            spec = importlib.util.spec_from_file_location(
+                "models.bts.model", package / "__init__.py", submodule_search_locations=[str(package)]
+            )
             assert spec is not None  # a file location always has one (the source loader)
             # registered but not executed: the package's __init__ imports the training side (lpips, omegaconf)
             sys.modules["models.bts.model"] = importlib.util.module_from_spec(spec)
@@ -171,14 +196,23 @@ def load_official(repo: str | Path) -> OfficialCode:
             backbones = importlib.import_module("models.common.backbones.backbone_util")
             code = importlib.import_module("models.common.model.code")
     except ModuleNotFoundError as exc:
-        missing = ("which the checkout lacks" if _in_package(exc.name or "", "models") else
-                   "which is not installed here; install it (the checkout's environment.yml lists its dependencies)")
+        missing = (
+            "which the checkout lacks"
+            if _in_package(exc.name or "", "models")
+            else "which is not installed here; install it (the checkout's environment.yml lists its dependencies)"
+        )
         raise OfficialCodeError(f"the official network code in {repo} imports {exc.name!r}, {missing}") from exc
     finally:
         sys.path.remove(str(repo))
         _forget("models")
-    return OfficialCode(repo, net_mod.MVBTSNet, backbones.make_backbone, heads.make_head, code.PositionalEncoding,
-                        "stand-in" if stand_in else "installed")
+    return OfficialCode(
+        repo,
+        net_mod.MVBTSNet,
+        backbones.make_backbone,
+        heads.make_head,
+        code.PositionalEncoding,
+        "stand-in" if stand_in else "installed",
+    )
 
 
 def official_config(arch: Architecture) -> dict:
@@ -190,22 +224,48 @@ def official_config(arch: Architecture) -> dict:
     if arch.backbone not in RESNET_LAYERS:
         raise OfficialCodeError(f"the official encoder has no {arch.backbone!r} (it has {', '.join(RESNET_LAYERS)})")
     return {
-        "arch": "MVBTSNet", "use_code": True, "prediction_mode": "default", "use_viewdirs": False,
-        "encoder": {"type": "monodepth2", "freeze": False, "pretrained": True,
-                    "resnet_layers": RESNET_LAYERS[arch.backbone], "num_ch_dec": [32, 32, 64, 128, 256],
-                    "d_out": arch.feature_dim},
+        "arch": "MVBTSNet",
+        "use_code": True,
+        "prediction_mode": "default",
+        "use_viewdirs": False,
+        "encoder": {
+            "type": "monodepth2",
+            "freeze": False,
+            "pretrained": True,
+            "resnet_layers": RESNET_LAYERS[arch.backbone],
+            "num_ch_dec": [32, 32, 64, 128, 256],
+            "d_out": arch.feature_dim,
+        },
         "code": {"num_freqs": 6, "freq_factor": 1.5, "include_input": True},
         "decoder_heads": [
-            {"type": "MultiViewHead3", "name": HEAD_NAMES["mv"], "freeze": False,
-             "args": {"mlp": {"type": "resnet", "args": {"n_blocks": 0, "d_hidden": arch.mv_hidden}},
-                      "mlp2": {"type": "resnet", "d_in": arch.mv_feature_dim,
-                               "args": {"n_blocks": 0, "d_hidden": arch.mv_feature_dim}},
-                      "dropout_views_rate": 0.0, "dropout_multiviewhead": False}},
-            {"type": "resnet", "name": HEAD_NAMES["sv"],
-             "args": {"n_blocks": 0, "view_number": 0, "d_hidden": arch.sv_hidden}},
+            {
+                "type": "MultiViewHead3",
+                "name": HEAD_NAMES["mv"],
+                "freeze": False,
+                "args": {
+                    "mlp": {"type": "resnet", "args": {"n_blocks": 0, "d_hidden": arch.mv_hidden}},
+                    "mlp2": {
+                        "type": "resnet",
+                        "d_in": arch.mv_feature_dim,
+                        "args": {"n_blocks": 0, "d_hidden": arch.mv_feature_dim},
+                    },
+                    "dropout_views_rate": 0.0,
+                    "dropout_multiviewhead": False,
+                },
+            },
+            {
+                "type": "resnet",
+                "name": HEAD_NAMES["sv"],
+                "args": {"n_blocks": 0, "view_number": 0, "d_hidden": arch.sv_hidden},
+            },
         ],
-        "z_near": arch.z_near, "z_far": arch.z_far, "inv_z": True, "learn_empty": False, "code_mode": "z",
-        "flip_augmentation": True, "sample_color": True,
+        "z_near": arch.z_near,
+        "z_far": arch.z_far,
+        "inv_z": True,
+        "learn_empty": False,
+        "code_mode": "z",
+        "flip_augmentation": True,
+        "sample_color": True,
     }
 
 
@@ -236,12 +296,14 @@ def _official_inputs(entries: list[WindowEntry], images: dict[int, torch.Tensor]
         assert current.T_fixed_cam is not None  # other views are used only with a posed current frame
         c2w.append(geometry.invert(current.T_fixed_cam) @ e.T_fixed_cam)
     device = current.Kn.device
-    return (torch.stack([images[e.stamp_ns] for e in entries], 1) * 2 - 1,  # the official datasets' range
-            torch.stack([e.Kn for e in entries])[None],
-            torch.as_tensor(np.stack(c2w), dtype=torch.float32, device=device)[None])
+    return (
+        torch.stack([images[e.stamp_ns] for e in entries], 1) * 2 - 1,  # the official datasets' range
+        torch.stack([e.Kn for e in entries])[None],
+        torch.as_tensor(np.stack(c2w), dtype=torch.float32, device=device)[None],
+    )
 
 
-def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: int) -> dict[str, object]:
+def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: int) -> dict[str, Any]:
     """The official forward pass over the sequence: encode and query times, its densities against our reference path's.
 
     Each frame, as our pipeline does, enters the window (cfg.window_size, head
@@ -298,11 +360,20 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
         "stages": {"encode": percentiles_ms(encode_s), "grid": percentiles_ms(query_s)},
         "end_to_end": percentiles_ms(e2e),
         "fps": float(1.0 / np.mean(e2e)),
-        "frames": len(e2e), "head": head, "views": len(entries), "dropped": {},
-        "peak_rss_mb": None, "peak_cuda_mb": None,
+        "frames": len(e2e),
+        "head": head,
+        "views": len(entries),
+        "dropped": {},
+        "peak_rss_mb": None,
+        "peak_cuda_mb": None,
         "gflops": gflops,
         "official": {"repo": str(code.repo), "torchvision": code.torchvision},
-        "agreement": {"against": "reference path, fp32", "points": int(xyz.shape[1]), "frames": len(seq.images),
-                      "max_abs_diff": max_diff, "max_density": max_density,
-                      "max_rel_diff": max_diff / max_density if max_density > 0 else 0.0},
+        "agreement": {
+            "against": "reference path, fp32",
+            "points": int(xyz.shape[1]),
+            "frames": len(seq.images),
+            "max_abs_diff": max_diff,
+            "max_density": max_density,
+            "max_rel_diff": max_diff / max_density if max_density > 0 else 0.0,
+        },
     }

@@ -7,6 +7,7 @@ keeps only the newest image of its output camera, so under overload the latency 
 received minus image stamp) must stay bounded and memory flat: both are reported per tenth
 of the run, with every image sent accounted for.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,9 +27,9 @@ from kdbts_ros.data.synthetic import SceneConfig, StreetScene
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros.harness import SoakHarness
 
-DISTINCT_FRAMES = 8       # rendered once and looped: the node's work does not depend on the picture
-CALIBRATION_FRAMES = 30   # closed-loop frames that measure the sustained rate ...
-CALIBRATION_WARMUP = 5    # ... after these (first inferences are slower)
+DISTINCT_FRAMES = 8  # rendered once and looped: the node's work does not depend on the picture
+CALIBRATION_FRAMES = 30  # closed-loop frames that measure the sustained rate ...
+CALIBRATION_WARMUP = 5  # ... after these (first inferences are slower)
 TENTHS = 10
 SECOND_CAMERA = ("/right/image_raw/compressed", "/right/camera_info")
 PERCENTILES = (50, 90, 99, 100)
@@ -62,14 +63,14 @@ class _Deliveries:
         self.n += 1
 
     def arrived(self, stamp: int, now_ns: int) -> None:
-        i = int(np.searchsorted(self.sent_ns[:self.n], stamp))  # stamps increase
+        i = int(np.searchsorted(self.sent_ns[: self.n], stamp))  # stamps increase
         if i < self.n and self.sent_ns[i] == stamp:
             self.count[i] += 1
             self.last_ns[i] = now_ns
 
     def delivered(self) -> np.ndarray:
         """Indices of the frames whose outputs have all arrived."""
-        return np.flatnonzero(self.count[:self.n] >= self.outputs)
+        return np.flatnonzero(self.count[: self.n] >= self.outputs)
 
     def latency_s(self, i: int) -> float:
         """Arrival of a frame's last output minus its image stamp."""
@@ -83,7 +84,7 @@ class _RigFrames:
         scene = StreetScene(SceneConfig(seed=0))
         K = kitti_like_intrinsics(width, height)
         self.fixed_frame = cfg.fixed_frame
-        self.rig = KITTI360_RIG[:len(cfg.topics.images)]  # the stereo pair
+        self.rig = KITTI360_RIG[: len(cfg.topics.images)]  # the stereo pair
         self.poses = base_trajectory(DISTINCT_FRAMES)
         self.infos = [sensor_data.camera_info(K, width, height, 0, cam.name) for cam in self.rig]
         self.images = []
@@ -92,13 +93,18 @@ class _RigFrames:
             for cam, topic in zip(self.rig, cfg.topics.images):
                 rgb = scene.render(T @ cam.T_base_cam(), K, width, height)[0]
                 compressed = sensor_data.image_msgtype(topic) == cdr.COMPRESSED_IMAGE
-                frame.append(sensor_data.compressed_image(rgb, 0, cam.name) if compressed else sensor_data.rgb_image(rgb, 0, cam.name))
+                frame.append(
+                    sensor_data.compressed_image(rgb, 0, cam.name)
+                    if compressed
+                    else sensor_data.rgb_image(rgb, 0, cam.name)
+                )
             self.images.append(frame)
 
     def static_tf(self) -> bytes:
         """base_link -> each camera."""
-        return cdr.serialize(sensor_data.tf_message([("base_link", cam.name, time.time_ns(), cam.T_base_cam())
-                                         for cam in self.rig]))
+        return cdr.serialize(
+            sensor_data.tf_message([("base_link", cam.name, time.time_ns(), cam.T_base_cam()) for cam in self.rig])
+        )
 
     def messages(self, i: int, stamp: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         """/tf of the vehicle pose, then each camera's camera_info and image, all at ``stamp``."""
@@ -124,8 +130,7 @@ class _Counts:
     @classmethod
     def of(cls, runner) -> _Counts:
         cam = runner.cameras[0]
-        return cls(runner.processed, cam.received, Counter(cam.dropped), Counter(runner.drops),
-                   Counter(runner.faults))
+        return cls(runner.processed, cam.received, Counter(cam.dropped), Counter(runner.drops), Counter(runner.faults))
 
 
 def _wait(condition, seconds: float, hold: float = 0.0) -> bool:
@@ -148,8 +153,13 @@ def _wait(condition, seconds: float, hold: float = 0.0) -> bool:
 def _in_hand(runner, before: _Counts) -> int:
     """Output-camera images received since ``before`` that are being processed: neither done, dropped nor waiting."""
     cam = runner.cameras[0]
-    return (cam.received - before.received - (runner.processed - before.processed) - len(cam.waiting)
-            - (sum(cam.dropped.values()) - sum(before.dropped.values())))
+    return (
+        cam.received
+        - before.received
+        - (runner.processed - before.processed)
+        - len(cam.waiting)
+        - (sum(cam.dropped.values()) - sum(before.dropped.values()))
+    )
 
 
 def calibrate(h: SoakHarness) -> dict[str, float]:
@@ -204,21 +214,35 @@ def soak(h: SoakHarness, frames: int, rate: float, progress) -> dict[str, object
             next_rss = now + rss_every
         if _tenth(i + 1, frames) > _tenth(i, frames):
             dropped = sum(runner.cameras[0].dropped.values()) - sum(before.dropped.values())
-            progress(f"{_tenth(i + 1, frames)}/{TENTHS}: sent {i + 1}, processed {runner.processed - before.processed}"
-                     f", dropped {dropped}, RSS {rss[-1][1]:.0f} MiB")
+            progress(
+                f"{_tenth(i + 1, frames)}/{TENTHS}: sent {i + 1}, processed {runner.processed - before.processed}"
+                f", dropped {dropped}, RSS {rss[-1][1]:.0f} MiB"
+            )
     duration = (time.time_ns() - start) * 1e-9
     # let the node finish the frame in hand and its outputs arrive (a frame may wait tf_timeout), and hold
     # a moment, so that an image still on its way is taken too
-    _wait(lambda: runner.pending is None and _in_hand(runner, before) == 0
-          and len(d.delivered()) >= runner.processed - before.processed, h.cfg.tf_timeout + 10.0, hold=0.2)
+    _wait(
+        lambda: (
+            runner.pending is None
+            and _in_hand(runner, before) == 0
+            and len(d.delivered()) >= runner.processed - before.processed
+        ),
+        h.cfg.tf_timeout + 10.0,
+        hold=0.2,
+    )
     h.stop()
     _wait(lambda: _in_hand(runner, before) == 0, 10.0)  # a callback dispatched before the stop may still run
-    return {"rate_hz": rate, "duration_s": duration, "publish_late": percentiles_ms(late, PERCENTILES),
-            **summary(h, before, frames, duration, rss)}
+    return {
+        "rate_hz": rate,
+        "duration_s": duration,
+        "publish_late": percentiles_ms(late, PERCENTILES),
+        **summary(h, before, frames, duration, rss),
+    }
 
 
-def summary(h: SoakHarness, before: _Counts, frames: int, duration: float,
-            rss: list[tuple[int, float]]) -> dict[str, object]:
+def summary(
+    h: SoakHarness, before: _Counts, frames: int, duration: float, rss: list[tuple[int, float]]
+) -> dict[str, object]:
     """Latency percentiles overall and per tenth, the accounting of every image sent, and memory per tenth."""
     runner, d = h.node.runner, h.deliveries
     assert isinstance(d, _Deliveries)  # soak() set it
@@ -229,8 +253,13 @@ def summary(h: SoakHarness, before: _Counts, frames: int, duration: float,
     for k in range(TENTHS):
         lat = [d.latency_s(i) for i in delivered if _tenth(i, frames) == k]
         mem = [mb for i, mb in rss if _tenth(i, frames) == k]
-        tenths.append({"frames_delivered": len(lat), **(percentiles_ms(lat, PERCENTILES) if lat else {}),
-                       "rss_median_mb": float(np.median(mem)) if mem else None})
+        tenths.append(
+            {
+                "frames_delivered": len(lat),
+                **(percentiles_ms(lat, PERCENTILES) if lat else {}),
+                "rss_median_mb": float(np.median(mem)) if mem else None,
+            }
+        )
     processed = after.processed - before.processed
     received = after.received - before.received
     dropped = dict(after.dropped - before.dropped)
@@ -243,25 +272,42 @@ def summary(h: SoakHarness, before: _Counts, frames: int, duration: float,
         # a backlog grows with the frame index: last / second tenth would be about 4.5 or more
         "latency_drift": p90[-1] / p90[1] if p90[1] and p90[-1] else None,
         "output_camera": {
-            "sent": frames, "received": received, "not_received": frames - received,
-            "processed": processed, "dropped": dropped, "waiting": waiting,
+            "sent": frames,
+            "received": received,
+            "not_received": frames - received,
+            "processed": processed,
+            "dropped": dropped,
+            "waiting": waiting,
             "delivered": len(delivered),
             # every image the node received was processed, dropped for a counted reason, or still waits
             "accounted": received == processed + sum(dropped.values()) + waiting,
         },
-        "drops": dict(after.drops - before.drops), "faults": dict(after.faults - before.faults),
+        "drops": dict(after.drops - before.drops),
+        "faults": dict(after.faults - before.faults),
         # VmHWM is only brought up to date at some kernel events: the highest sample may be above it
-        "memory": {"peak_mb": max([_memory_mb("VmHWM")] + [mb for _, mb in rss]), "first_tenth_mb": rss_tenth[0], "second_tenth_mb": rss_tenth[1],
-                   "last_tenth_mb": rss_tenth[-1],
-                   # the first tenth includes warm-up (allocator pools, caches): the second is the baseline
-                   "growth_mb": rss_tenth[-1] - rss_tenth[1]
-                   if rss_tenth[1] is not None and rss_tenth[-1] is not None else None,
-                   "samples": len(rss)},
+        "memory": {
+            "peak_mb": max([_memory_mb("VmHWM")] + [mb for _, mb in rss]),
+            "first_tenth_mb": rss_tenth[0],
+            "second_tenth_mb": rss_tenth[1],
+            "last_tenth_mb": rss_tenth[-1],
+            # the first tenth includes warm-up (allocator pools, caches): the second is the baseline
+            "growth_mb": rss_tenth[-1] - rss_tenth[1]
+            if rss_tenth[1] is not None and rss_tenth[-1] is not None
+            else None,
+            "samples": len(rss),
+        },
     }
 
 
-def run(cfg: PipelineConfig, frames: int, rate: float, load_factor: float, image_size: tuple[int, int],
-        progress=print, domain_id: int | None = None) -> dict[str, object]:
+def run(
+    cfg: PipelineConfig,
+    frames: int,
+    rate: float,
+    load_factor: float,
+    image_size: tuple[int, int],
+    progress=print,
+    domain_id: int | None = None,
+) -> dict[str, object]:
     """Soak the node: calibrate unless ``rate`` is given, then ``frames`` frames at the rate; the JSON-ready report."""
     width, height = image_size
     load_before = os.getloadavg()  # the figures depend on what else the machine runs
@@ -271,18 +317,23 @@ def run(cfg: PipelineConfig, frames: int, rate: float, load_factor: float, image
         if rate <= 0:
             calibration = calibrate(h)
             rate = load_factor * calibration["sustained_hz"]
-            progress(f"sustained {calibration['sustained_hz']:.2f} frames/s in a closed loop; "
-                     f"publishing at {rate:.2f} Hz")
+            progress(
+                f"sustained {calibration['sustained_hz']:.2f} frames/s in a closed loop; publishing at {rate:.2f} Hz"
+            )
         pipeline = h.node.runner.pipeline
-        report = {"machine": machine(),
-                  "input": f"{frames} rig frames of {len(cfg.topics.images)} camera(s) {width}x{height} "
-                           f"({', '.join(cfg.topics.images)}), {DISTINCT_FRAMES} distinct frames looped",
-                  "network": pipeline.model_info.get("weights", cfg.model.checkpoint), "device": str(pipeline.device),
-                  "mode": cfg.mode, "calibration": calibration,
-                  "load_factor": load_factor if calibration else None,
-                  **soak(h, frames, rate, progress),
-                  "world_map": h.node.runner.mapping.status() or None,  # None: map.enabled off
-                  "load_average": {"before": load_before, "after": os.getloadavg()}}
+        report = {
+            "machine": machine(),
+            "input": f"{frames} rig frames of {len(cfg.topics.images)} camera(s) {width}x{height} "
+            f"({', '.join(cfg.topics.images)}), {DISTINCT_FRAMES} distinct frames looped",
+            "network": pipeline.model_info.get("weights", cfg.model.checkpoint),
+            "device": str(pipeline.device),
+            "mode": cfg.mode,
+            "calibration": calibration,
+            "load_factor": load_factor if calibration else None,
+            **soak(h, frames, rate, progress),
+            "world_map": h.node.runner.mapping.status() or None,  # None: map.enabled off
+            "load_average": {"before": load_before, "after": os.getloadavg()},
+        }
     finally:
         h.close()
     return report
@@ -296,41 +347,59 @@ def markdown(report: dict[str, Any]) -> str:
     """Summary, latency and memory per tenth, and the accounting of the output camera's images."""
     cam, mem, cal = report["output_camera"], report["memory"], report["calibration"]
     load = report["load_average"]
-    lines = [f"Machine: {report['machine']}; load average (1, 5, 15 min) before "
-             f"{', '.join(f'{x:.2f}' for x in load['before'])}, after {', '.join(f'{x:.2f}' for x in load['after'])}",
-             "",
-             f"Input: {report['input']}; network {report['network']} on {report['device']}, head mode "
-             f"{report['mode']}", ""]
+    lines = [
+        f"Machine: {report['machine']}; load average (1, 5, 15 min) before "
+        f"{', '.join(f'{x:.2f}' for x in load['before'])}, after {', '.join(f'{x:.2f}' for x in load['after'])}",
+        "",
+        f"Input: {report['input']}; network {report['network']} on {report['device']}, head mode {report['mode']}",
+        "",
+    ]
     if cal:
-        lines.append(f"Sustained rate (closed loop): {cal['sustained_hz']:.2f} frames/s; published at "
-                     f"{report['load_factor']:g} x that = {report['rate_hz']:.2f} Hz")
+        lines.append(
+            f"Sustained rate (closed loop): {cal['sustained_hz']:.2f} frames/s; published at "
+            f"{report['load_factor']:g} x that = {report['rate_hz']:.2f} Hz"
+        )
     else:
         lines.append(f"Published at {report['rate_hz']:.2f} Hz (given)")
     late = report["publish_late"]
-    lines += [f"Over {report['duration_s']:.0f} s the node processed {report['processed_hz']:.2f} frames/s; publishes "
-              f"came after their scheduled stamp by median {late['median_ms']:.1f} ms, p99 {late['p99_ms']:.1f} ms, "
-              f"max {late['max_ms']:.1f} ms", "",
-              "| part of the run | frames delivered | latency median ms | p90 | p99 | max | RSS median MiB |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"Over {report['duration_s']:.0f} s the node processed {report['processed_hz']:.2f} frames/s; publishes "
+        f"came after their scheduled stamp by median {late['median_ms']:.1f} ms, p99 {late['p99_ms']:.1f} ms, "
+        f"max {late['max_ms']:.1f} ms",
+        "",
+        "| part of the run | frames delivered | latency median ms | p90 | p99 | max | RSS median MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     lat = report["latency"]
-    lines.append(f"| all | {cam['delivered']} | {_ms(lat.get('median_ms'))} | {_ms(lat.get('p90_ms'))} | "
-                 f"{_ms(lat.get('p99_ms'))} | {_ms(lat.get('max_ms'))} | - |")
+    lines.append(
+        f"| all | {cam['delivered']} | {_ms(lat.get('median_ms'))} | {_ms(lat.get('p90_ms'))} | "
+        f"{_ms(lat.get('p99_ms'))} | {_ms(lat.get('max_ms'))} | - |"
+    )
     for k, t in enumerate(lat["tenths"]):
-        lines.append(f"| tenth {k + 1} | {t['frames_delivered']} | {_ms(t.get('median_ms'))} | {_ms(t.get('p90_ms'))}"
-                     f" | {_ms(t.get('p99_ms'))} | {_ms(t.get('max_ms'))} | {_ms(t['rss_median_mb'])} |")
+        lines.append(
+            f"| tenth {k + 1} | {t['frames_delivered']} | {_ms(t.get('median_ms'))} | {_ms(t.get('p90_ms'))}"
+            f" | {_ms(t.get('p99_ms'))} | {_ms(t.get('max_ms'))} | {_ms(t['rss_median_mb'])} |"
+        )
     drift = report["latency_drift"]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(cam["dropped"].items())) or "none"
-    lines += ["", f"Latency drift (p90 last tenth / second tenth): {'-' if drift is None else f'{drift:.2f}'}", "",
-              f"Memory: peak {_ms(mem['peak_mb'])} MiB; RSS median first / second / last tenth "
-              f"{_ms(mem['first_tenth_mb'])} / {_ms(mem['second_tenth_mb'])} / {_ms(mem['last_tenth_mb'])} MiB; "
-              f"growth (last - second tenth) {_ms(mem['growth_mb'])} MiB", "",
-              "| output camera images | count |", "|---|---:|",
-              f"| sent | {cam['sent']} |", f"| received by the node | {cam['received']} |",
-              f"| processed | {cam['processed']} |", f"| dropped ({dropped}) | {sum(cam['dropped'].values())} |",
-              f"| still waiting | {cam['waiting']} |",
-              f"| received = processed + dropped + waiting | {'yes' if cam['accounted'] else 'NO'} |", "",
-              "All drops (every camera): " + (", ".join(f"{k} {v}" for k, v in sorted(report["drops"].items()))
-                                             or "none"),
-              "Faults worked around: " + (", ".join(f"{k} {v}" for k, v in sorted(report["faults"].items()))
-                                          or "none")]
+    lines += [
+        "",
+        f"Latency drift (p90 last tenth / second tenth): {'-' if drift is None else f'{drift:.2f}'}",
+        "",
+        f"Memory: peak {_ms(mem['peak_mb'])} MiB; RSS median first / second / last tenth "
+        f"{_ms(mem['first_tenth_mb'])} / {_ms(mem['second_tenth_mb'])} / {_ms(mem['last_tenth_mb'])} MiB; "
+        f"growth (last - second tenth) {_ms(mem['growth_mb'])} MiB",
+        "",
+        "| output camera images | count |",
+        "|---|---:|",
+        f"| sent | {cam['sent']} |",
+        f"| received by the node | {cam['received']} |",
+        f"| processed | {cam['processed']} |",
+        f"| dropped ({dropped}) | {sum(cam['dropped'].values())} |",
+        f"| still waiting | {cam['waiting']} |",
+        f"| received = processed + dropped + waiting | {'yes' if cam['accounted'] else 'NO'} |",
+        "",
+        "All drops (every camera): " + (", ".join(f"{k} {v}" for k, v in sorted(report["drops"].items())) or "none"),
+        "Faults worked around: " + (", ".join(f"{k} {v}" for k, v in sorted(report["faults"].items())) or "none"),
+    ]
     return "\n".join(lines) + "\n"

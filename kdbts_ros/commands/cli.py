@@ -7,6 +7,7 @@ test/test_cli_entry_points.py), so a source checkout whose installed metadata pr
 Only the module of the command being run is imported (``--help`` imports them all), so a light
 command does not pay for torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -113,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdbts {args.command}: {failure.line}", file=sys.stderr)
         return failure.code
     finally:
-        sys.stdout = stdout if not isinstance(sys.stdout, _NamedStdout) or not sys.stdout.failed else \
-            open(os.devnull, "w")  # noqa: SIM115 - unflushed text would fail again when Python exits
+        if isinstance(sys.stdout, _NamedStdout) and sys.stdout.failed:
+            # left open on purpose: unflushed text would fail again when Python exits
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        else:
+            sys.stdout = stdout
 
 
 class _NamedStdout:

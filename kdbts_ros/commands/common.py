@@ -1,4 +1,5 @@
 """Argument groups and helpers shared by several ``kdbts`` sub-commands."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,12 @@ from kdbts_ros.core.config import ConfigError, load_config
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """--config, --checkpoint, --mode: the node's parameter file and what overrides it (read by :func:`config`)."""
     p.add_argument("--config", type=Path, help="YAML parameter file (the node's format); default: built-in")
-    p.add_argument("--checkpoint", help="project checkpoint (.safetensors), a name from 'kdbts weights list' once "
-                                        "fetched, or 'random' for seeded random weights; default: the config's "
-                                        "model.checkpoint (empty: the embedded KDBTS network)")
+    p.add_argument(
+        "--checkpoint",
+        help="project checkpoint (.safetensors), a name from 'kdbts weights list' once "
+        "fetched, or 'random' for seeded random weights; default: the config's "
+        "model.checkpoint (empty: the embedded KDBTS network)",
+    )
     p.add_argument("--mode", choices=("sv", "mv", "auto"), help="density head (overrides the config)")
 
 
@@ -30,16 +34,28 @@ def config(args: argparse.Namespace, overrides: dict | None = None):
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     """Where the parts of a KITTI raw / odometry / KITTI-360 recording are, when not in the standard layout."""
     p.add_argument("--sequence", help="kitti360: sequence name, e.g. 2013_05_28_drive_0000_sync")
-    p.add_argument("--calib", type=Path, help="raw: the date folder with calib_*.txt (default: SOURCE/..); "
-                                             "odometry: calib.txt (default: SOURCE/calib.txt); "
-                                             "kitti360: the calibration folder (default: SOURCE/calibration)")
-    p.add_argument("--poses", type=Path, help="raw: ORB-SLAM pose file (default: the drive's OXTS packets); "
-                                             "odometry: poses/NN.txt (default: SOURCE/../../poses/NN.txt); "
-                                             "kitti360: poses.txt (default: data_poses/SEQ/poses.txt)")
-    p.add_argument("--cameras", nargs="+", help="dataset camera folders, e.g. image_02 image_03; kitti360: "
-                                                "image_00 image_01 (perspective), image_02 image_03 (fisheyes, "
-                                                "as virtual pinholes) (default: every one present; eval scores "
-                                                "the first)")
+    p.add_argument(
+        "--calib",
+        type=Path,
+        help="raw: the date folder with calib_*.txt (default: SOURCE/..); "
+        "odometry: calib.txt (default: SOURCE/calib.txt); "
+        "kitti360: the calibration folder (default: SOURCE/calibration)",
+    )
+    p.add_argument(
+        "--poses",
+        type=Path,
+        help="raw: ORB-SLAM pose file (default: the drive's OXTS packets); "
+        "odometry: poses/NN.txt (default: SOURCE/../../poses/NN.txt); "
+        "kitti360: poses.txt (default: data_poses/SEQ/poses.txt)",
+    )
+    p.add_argument(
+        "--cameras",
+        nargs="+",
+        help="dataset camera folders, e.g. image_02 image_03; kitti360: "
+        "image_00 image_01 (perspective), image_02 image_03 (fisheyes, "
+        "as virtual pinholes) (default: every one present; eval scores "
+        "the first)",
+    )
 
 
 def overrides(pairs: list[str]) -> dict[str, object]:

@@ -5,6 +5,7 @@ camera, ORB-SLAM poses) when its folder is present, else a procedural street.
 Inputs are serialized exactly as a bag or a camera driver would deliver them
 and go through :class:`FrameRunner`; the outputs land in an mcap bag and PNGs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,13 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> DemoResult:
         last = run_messages(runner, input_messages(seq, cfg.fixed_frame, cfg.topics), bag)
     if last is None:
         raise RuntimeError(f"no frame was processed; drops: {dict(runner.drops)}")
-    files = {"bag": bag_path, "occupancy_png": out_dir / "occupancy_bev.png", "depth_png": out_dir / "depth.png",
-             "input_png": out_dir / "input.png", "figure_png": out_dir / "figure.png"}
+    files = {
+        "bag": bag_path,
+        "occupancy_png": out_dir / "occupancy_bev.png",
+        "depth_png": out_dir / "depth.png",
+        "input_png": out_dir / "input.png",
+        "figure_png": out_dir / "figure.png",
+    }
     # every output was wanted (run_messages asks for all): the grid and depth are there
     assert last.occupancy is not None and last.depth is not None
     write_image(files["occupancy_png"], occupancy_png(last.occupancy))
@@ -62,8 +68,15 @@ def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> DemoResult:
     if runner.mapping.enabled:  # map.enabled in --config: the fused map beside the bag
         cloud, pgm, meta = runner.mapping.save(out_dir / "map", cfg.map.save_format)
         files.update(map_cloud=cloud, map_pgm=pgm, map_yaml=meta)
-    return {"files": files, "messages": bag.counts, "frames": runner.processed, "drops": dict(runner.drops),
-            "head": last.head, "weights": runner.pipeline.model_info.get("weights"), "timings": runner.timings}
+    return {
+        "files": files,
+        "messages": bag.counts,
+        "frames": runner.processed,
+        "drops": dict(runner.drops),
+        "head": last.head,
+        "weights": runner.pipeline.model_info.get("weights"),
+        "timings": runner.timings,
+    }
 
 
 # the ``kdbts demo`` sub-command
@@ -76,10 +89,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     p.add_argument("--frames", type=int, default=8, help="frames to process (default: 8)")
-    p.add_argument("--source", choices=("auto", "kitti", "synthetic"), default="auto",
-                   help="auto: the KITTI sample when --kitti exists, else a procedural street")
-    p.add_argument("--kitti", type=Path, help=f"folder of the shared KITTI samples (default: {SHARED_KITTI}, "
-                                              f"or ${KITTI_ENV})")
+    p.add_argument(
+        "--source",
+        choices=("auto", "kitti", "synthetic"),
+        default="auto",
+        help="auto: the KITTI sample when --kitti exists, else a procedural street",
+    )
+    p.add_argument(
+        "--kitti", type=Path, help=f"folder of the shared KITTI samples (default: {SHARED_KITTI}, or ${KITTI_ENV})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
     seq = kitti_sample(kitti, args.frames) if use_kitti else synthetic_sample(args.frames)
     print(f"input: {seq.name}, {len(seq.images)} frames {seq.images[0].shape[1]}x{seq.images[0].shape[0]}")
     result = run_demo(cfg, args.out, seq)
-    print(f"weights: {result['weights']}; head: {result['head']}; frames processed: {result['frames']}; "
-          f"dropped: {result['drops'] or 'none'}")
+    print(
+        f"weights: {result['weights']}; head: {result['head']}; frames processed: {result['frames']}; "
+        f"dropped: {result['drops'] or 'none'}"
+    )
     print("last frame, seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in result["timings"].items()))
     print("wrote:")
     for label, path in result["files"].items():

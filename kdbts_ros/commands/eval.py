@@ -4,6 +4,7 @@ Synthetic data (``kdbts synth``): occupancy and depth against the scenes' exact 
 the profiles figure. KITTI raw / odometry: depth against the projected velodyne. KITTI-360:
 that depth, and occupancy against aggregated scans (the BTS lidar protocol).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,32 +13,61 @@ from pathlib import Path
 
 from kdbts_ros.commands.common import add_dataset_args
 
-HELP = ("occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, every head side by side (real KITTI "
-        "data: depth against velodyne; KITTI-360 also occupancy against aggregated scans)")
+HELP = (
+    "occupancy (O_acc, IE_acc, IE_rec) and depth metrics of checkpoints, every head side by side (real KITTI "
+    "data: depth against velodyne; KITTI-360 also occupancy against aggregated scans)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", type=Path, help="held-out dataset folder (kdbts synth), or a KITTI recording as "
-                                          "kdbts kitti2bag's SOURCE with --dataset")
-    p.add_argument("--dataset", choices=("synth", "raw", "odometry", "kitti360"), default="synth",
-                   help="synth: occupancy and depth against exact geometry; raw|odometry|kitti360: depth against "
-                        "the projected velodyne (Garg crop, 80 m cap), kitti360 also occupancy against "
-                        "aggregated scans (default: synth)")
+    p.add_argument(
+        "data",
+        type=Path,
+        help="held-out dataset folder (kdbts synth), or a KITTI recording as kdbts kitti2bag's SOURCE with --dataset",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=("synth", "raw", "odometry", "kitti360"),
+        default="synth",
+        help="synth: occupancy and depth against exact geometry; raw|odometry|kitti360: depth against "
+        "the projected velodyne (Garg crop, 80 m cap), kitti360 also occupancy against "
+        "aggregated scans (default: synth)",
+    )
     add_dataset_args(p)
     p.add_argument("--no-crop", action="store_true", help="real data: score the whole image, not the Garg crop")
-    p.add_argument("--occ-scans", type=int, default=20, metavar="J",
-                   help="kitti360: scans aggregated for occupancy ground truth; a frame needs a pose, J - 1 "
-                        "posed successors and a scan for each (default: 20, official)")
-    p.add_argument("--median-scaling", action="store_true",
-                   help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)")
-    p.add_argument("--priors", action="store_true",
-                   help="real data: also score image-free baselines, a constant 15 m depth and a flat road 1.65 m "
-                        "below the camera with a wall at 30 m (behind their surface counts as occupied)")
-    p.add_argument("--model", nargs="+", required=True, metavar="LABEL=CHECKPOINT",
-                   help="checkpoints (files, or fetched names from 'kdbts weights list') to evaluate, each "
-                        "optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors KDBTS=kitti-360")
-    p.add_argument("--out", type=Path, default=Path("eval_out"),
-                   help="folder for results.md, results.json and profiles.png (default: eval_out)")
+    p.add_argument(
+        "--occ-scans",
+        type=int,
+        default=20,
+        metavar="J",
+        help="kitti360: scans aggregated for occupancy ground truth; a frame needs a pose, J - 1 "
+        "posed successors and a scan for each (default: 20, official)",
+    )
+    p.add_argument(
+        "--median-scaling",
+        action="store_true",
+        help="real data: scale each prediction by median(gt) / median(pred) (monocular protocol)",
+    )
+    p.add_argument(
+        "--priors",
+        action="store_true",
+        help="real data: also score image-free baselines, a constant 15 m depth and a flat road 1.65 m "
+        "below the camera with a wall at 30 m (behind their surface counts as occupied)",
+    )
+    p.add_argument(
+        "--model",
+        nargs="+",
+        required=True,
+        metavar="LABEL=CHECKPOINT",
+        help="checkpoints (files, or fetched names from 'kdbts weights list') to evaluate, each "
+        "optionally labelled, e.g. BTS=runs/bts/checkpoint.safetensors KDBTS=kitti-360",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("eval_out"),
+        help="folder for results.md, results.json and profiles.png (default: eval_out)",
+    )
     p.add_argument("--stride", type=int, default=8, help="evaluate every N-th frame of each sequence (default: 8)")
     p.add_argument("--profile-frame", type=int, default=0, help="index of the evaluated frame shown in profiles.png")
     p.add_argument("--device", default="auto", help="torch device (default: auto)")
@@ -74,8 +104,7 @@ def _synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> i
             results[name] = evaluator.run(model, head, device)
             profiles[name] = evaluator.profile(model, head, args.profile_frame, device)
             print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
-    meta = {"data": str(args.data), "frames": len(evaluator.frames), "stride": args.stride,
-            "models": paths}
+    meta = {"data": str(args.data), "frames": len(evaluator.frames), "stride": args.stride, "models": paths}
     md, js = write_report(args.out, results, meta)
     strip = args.out / "profiles.png"
     write_image(strip, profile_strip(evaluator, profiles, args.profile_frame))
@@ -106,8 +135,10 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
     results = {}
     for label, model in models.items():
         # the network sees each frame at its training size, as the node does by default
-        size = (int(infos[label].get("image_height", OFFICIAL_INPUT_SIZE[0])),
-                int(infos[label].get("image_width", OFFICIAL_INPUT_SIZE[1])))
+        size = (
+            int(infos[label].get("image_height", OFFICIAL_INPUT_SIZE[0])),
+            int(infos[label].get("image_width", OFFICIAL_INPUT_SIZE[1])),
+        )
         heads = [h for h in model.available_heads if h == "sv" or len(rec.posed()) > 1]
         for head in heads:
             name = f"{label} ({head.upper()})"
@@ -115,15 +146,27 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
             print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
     for prior in PRIORS if args.priors else ():
         results[prior.name] = evaluator.run_prior(prior)
-    meta = {"data": str(args.data), "dataset": args.dataset, "recording": rec.name,
-            "camera": rec.rig.cameras[0].name, "frames": len(evaluator.frames), "stride": args.stride,
-            "ground_truth": "projected velodyne, nearest return per pixel",
-            "crop": "none" if args.no_crop else "garg", "max_depth": settings.max_depth,
-            "median_scaling": args.median_scaling, "models": paths}
+    meta = {
+        "data": str(args.data),
+        "dataset": args.dataset,
+        "recording": rec.name,
+        "camera": rec.rig.cameras[0].name,
+        "frames": len(evaluator.frames),
+        "stride": args.stride,
+        "ground_truth": "projected velodyne, nearest return per pixel",
+        "crop": "none" if args.no_crop else "garg",
+        "max_depth": settings.max_depth,
+        "median_scaling": args.median_scaling,
+        "models": paths,
+    }
     if occ is not None:
-        meta["occupancy"] = {"ground_truth": f"{occ.settings.scans} aggregated velodyne scans (BTS lidar protocol), "
-                                             "visibility from the ground truth only",
-                             "scans": occ.settings.scans, "frames": len(occ.truth), "skipped": dict(occ.skipped)}
+        meta["occupancy"] = {
+            "ground_truth": f"{occ.settings.scans} aggregated velodyne scans (BTS lidar protocol), "
+            "visibility from the ground truth only",
+            "scans": occ.settings.scans,
+            "frames": len(occ.truth),
+            "skipped": dict(occ.skipped),
+        }
     md, js = write_report(args.out, results, meta, keys)
     print(markdown_table(results, keys), end="")
     print(f"wrote {md}, {js}")

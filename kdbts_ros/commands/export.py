@@ -4,6 +4,7 @@ Optionally an int8 encoder (onnxruntime static quantization) calibrated on frame
 shared KITTI sample. The node uses the same export with ``model.backend: onnxruntime`` (cached
 under $KDBTS_CACHE_DIR/onnx, made at start when missing); this command writes one for deployment.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,16 +15,24 @@ HELP = "export the network as ONNX (encoder + folded maps, query graphs) for onn
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default="", help="project checkpoint, fetched release name or 'random'; "
-                                                    "default: the embedded KDBTS network")
+    p.add_argument(
+        "--checkpoint",
+        default="",
+        help="project checkpoint, fetched release name or 'random'; default: the embedded KDBTS network",
+    )
     p.add_argument("--out", type=Path, default=Path("onnx_export"), help="output folder")
     p.add_argument("--height", type=int, default=0, help="input height; 0: the checkpoint's training height")
     p.add_argument("--width", type=int, default=0, help="input width; 0: the checkpoint's training width")
     p.add_argument("--heads", default="", help="comma-separated heads (sv, mv); default: all the weights have")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (GridSample needs >= 16)")
-    p.add_argument("--int8", type=Path, default=None, metavar="KITTI",
-                   help="also write encoder_int8.onnx, calibrated on the first --calibration frames of this "
-                        "KITTI raw sample folder (e.g. ../shared/data/kitti)")
+    p.add_argument(
+        "--int8",
+        type=Path,
+        default=None,
+        metavar="KITTI",
+        help="also write encoder_int8.onnx, calibrated on the first --calibration frames of this "
+        "KITTI raw sample folder (e.g. ../shared/data/kitti)",
+    )
     p.add_argument("--calibration", type=int, default=8, help="calibration frames for --int8")
 
 
@@ -38,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     H = args.height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0]))
     W = args.width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1]))
     heads = [h.strip() for h in args.heads.split(",") if h.strip()] or None
-    meta = export_onnx(model, args.out, (H, W), heads, opset=args.opset,
-                       checkpoint=Path(str(info.get("weights", ""))).name)
+    meta = export_onnx(
+        model, args.out, (H, W), heads, opset=args.opset, checkpoint=Path(str(info.get("weights", ""))).name
+    )
     if args.int8 is not None:
         from kdbts_ros.core.model.quantize import quantize_encoder
         from kdbts_ros.data.sequences import kitti_sample
@@ -47,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
         frames = kitti_sample(args.int8, args.calibration).images
         path = quantize_encoder(args.out, frames)
         meta["files"]["encoder_int8"] = path.name
-        meta["int8"] = {"calibration": f"first {len(frames)} frames of {args.int8}", "format": "QDQ, Conv only, "
-                        "per-channel int8 weights, uint8 activations, MinMax"}
+        meta["int8"] = {
+            "calibration": f"first {len(frames)} frames of {args.int8}",
+            "format": "QDQ, Conv only, per-channel int8 weights, uint8 activations, MinMax",
+        }
         (args.out / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
     for name in meta["files"].values():
         print(args.out / name)

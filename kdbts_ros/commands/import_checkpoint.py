@@ -2,6 +2,7 @@
 
 (``import`` is a Python keyword, hence the module's name.)
 """
+
 from __future__ import annotations
 
 import argparse

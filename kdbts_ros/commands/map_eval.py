@@ -1,4 +1,5 @@
 """``kdbts map-eval``: scene completion of the fused world map against velodyne scans (docs/map/README.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,15 +11,21 @@ from kdbts_ros.data.shared_sample import kitti360_sample, raw_sample
 from kdbts_ros.evaluation.map_completion import MapEvalSettings
 from kdbts_ros.evaluation.map_completion import run as evaluate
 
-HELP = "fuse a real drive into the world map two ways (KDBTS densities, expected depth only) and score both " \
-       "against its velodyne scans"
+HELP = (
+    "fuse a real drive into the world map two ways (KDBTS densities, expected depth only) and score both "
+    "against its velodyne scans"
+)
 SAMPLES = {"raw_0052": raw_sample, "kitti360": kitti360_sample}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options."""
-    parser.add_argument("--shared", type=Path, default=Path("../shared/data/kitti"),
-                        help="the shared KITTI folder (holds the drive 0052 and KITTI-360 samples)")
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=Path("../shared/data/kitti"),
+        help="the shared KITTI folder (holds the drive 0052 and KITTI-360 samples)",
+    )
     parser.add_argument("--sample", choices=sorted(SAMPLES), default="raw_0052", help="which shared recording")
     parser.add_argument("--config", type=Path, default=None, help="parameter file (the network: model.checkpoint)")
     parser.add_argument("--resolution", type=float, default=0.2, help="map voxel size, metres")

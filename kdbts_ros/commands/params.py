@@ -1,4 +1,5 @@
 """``kdbts params``: every parameter with its default, range and description (YAML or a Markdown table)."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,12 @@ HELP = "print the parameter table (node parameters and config keys)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=("yaml", "markdown"), default="yaml",
-                   help="yaml: a commented parameter file like config/default.yaml")
+    p.add_argument(
+        "--format",
+        choices=("yaml", "markdown"),
+        default="yaml",
+        help="yaml: a commented parameter file like config/default.yaml",
+    )
     p.add_argument("--train", action="store_true", help="the training settings (kdbts train --config) instead")
 
 

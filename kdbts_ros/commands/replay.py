@@ -9,6 +9,7 @@ message; :attr:`ReplayResult.cut_short` says how much was read. What the configu
 but the bag lacks is picked from the bag (:func:`fill_in_from_bag`): its cameras when the
 configured first camera is absent, the root of its TF tree when the configured fixed frame is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,17 @@ class ReplayResult:
 def output_topics(cfg: PipelineConfig) -> set[str]:
     """Topics the node publishes."""
     t = cfg.topics
-    return {t.occupancy, t.points, t.depth, t.depth_info, t.density_grid, t.latency, t.map, t.map_points,
-            "/diagnostics"}
+    return {
+        t.occupancy,
+        t.points,
+        t.depth,
+        t.depth_info,
+        t.density_grid,
+        t.latency,
+        t.map,
+        t.map_points,
+        "/diagnostics",
+    }
 
 
 def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterator[BagMessage]:
@@ -100,10 +110,13 @@ class PngWriter:
             yield item
 
     def __call__(self, out: Outputs) -> None:
-        pictures = {"occupancy": occupancy_png(out.occupancy) if out.occupancy is not None else None,
-                    "depth": depth_png(out.depth, self.cfg.model.z_near, self.cfg.model.z_far)
-                    if out.depth is not None else None,
-                    "figure": self._figure(out.stamp_ns)}
+        pictures = {
+            "occupancy": occupancy_png(out.occupancy) if out.occupancy is not None else None,
+            "depth": depth_png(out.depth, self.cfg.model.z_near, self.cfg.model.z_far)
+            if out.depth is not None
+            else None,
+            "figure": self._figure(out.stamp_ns),
+        }
         for kind, img in pictures.items():
             if img is not None:
                 path = self.folder / f"{kind}_{out.stamp_ns}.png"
@@ -121,7 +134,9 @@ class PngWriter:
                 intrinsics = self.runner.cameras[0].intrinsics
                 assert intrinsics is not None  # the frame was processed with them
                 K = intrinsics[0]  # the runner's, still those of this frame
-                return figure(self.runner.pipeline, sensor_data.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg).picture
+                return figure(
+                    self.runner.pipeline, sensor_data.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg
+                ).picture
         log.warning("no figure for frame %d: its image message is no longer at hand", stamp_ns)
         return None
 
@@ -139,29 +154,44 @@ def fill_in_from_bag(cfg: PipelineConfig, bag: OpenBag, cameras: bool = True, fi
     absent = [t for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]) if t not in topics]
     found = camera_topics(topics) if absent and cameras else []
     if absent and not found:
-        raise ConfigError(f"{bag.path} has no topic {' or '.join(absent)}"
-                         + (" and no image topic with a camera_info beside it" if cameras else "")
-                         + f" (topics: {sorted(topics)}); name the cameras with --images and --camera-infos")
+        raise ConfigError(
+            f"{bag.path} has no topic {' or '.join(absent)}"
+            + (" and no image topic with a camera_info beside it" if cameras else "")
+            + f" (topics: {sorted(topics)}); name the cameras with --images and --camera-infos"
+        )
     if found:
         cfg.topics.images, cfg.topics.camera_infos = [i for i, _ in found], [c for _, c in found]
-        choices.append(f"cameras: {', '.join(i for i, _ in found)} (the bag's, as it has no {' or '.join(absent)}; "
-                       "the first makes the outputs; choose with --images)")
+        choices.append(
+            f"cameras: {', '.join(i for i, _ in found)} (the bag's, as it has no {' or '.join(absent)}; "
+            "the first makes the outputs; choose with --images)"
+        )
     missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
     if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
         log.warning("%s has no topic %s; rig frames are made without those cameras", bag.path, ", ".join(missing))
     if fixed_frame:
         frames, roots = tf_frames(bag.path)  # its own reader: a salvaged bag counts what the replay reads
         if roots and cfg.fixed_frame not in frames:
-            choices.append(f"fixed frame: {roots[0]} (the root of the bag's TF; it has no {cfg.fixed_frame}; "
-                           "choose with --fixed-frame)")
+            choices.append(
+                f"fixed frame: {roots[0]} (the root of the bag's TF; it has no {cfg.fixed_frame}; "
+                "choose with --fixed-frame)"
+            )
             cfg.fixed_frame = roots[0]
     return choices
 
 
-def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mcap", png_dir: Path | None = None,
-           progress: bool | None = None, png_pitch_deg: float = 0.0, pick_cameras: bool = True,
-           pick_fixed_frame: bool = True, report: Callable[[str], None] | None = None,
-           save_map: Path | None = None) -> ReplayResult:
+def replay(
+    cfg: PipelineConfig,
+    bag_in: Path,
+    bag_out: Path,
+    storage: str = "mcap",
+    png_dir: Path | None = None,
+    progress: bool | None = None,
+    png_pitch_deg: float = 0.0,
+    pick_cameras: bool = True,
+    pick_fixed_frame: bool = True,
+    report: Callable[[str], None] | None = None,
+    save_map: Path | None = None,
+) -> ReplayResult:
     """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new).
 
     With ``png_dir``, each processed frame's pictures go there; ``png_pitch_deg`` tilts the
@@ -179,8 +209,11 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
         messages = bag_messages(source, output_topics(cfg), skipped)
         first = next(messages, None)
         if first is None:  # run_messages needs at least one
-            raise BagError(f"{source.cut_short}; nothing to replay" if source.cut_short else
-                           f"{bag_in}: no message on a topic to replay")
+            raise BagError(
+                f"{source.cut_short}; nothing to replay"
+                if source.cut_short
+                else f"{bag_in}: no message on a topic to replay"
+            )
         messages = itertools.chain([first], messages)
         cfg = copy.deepcopy(cfg)
         if save_map is not None:
@@ -194,15 +227,31 @@ def replay(cfg: PipelineConfig, bag_in: Path, bag_out: Path, storage: str = "mca
         pngs = PngWriter(png_dir, runner, png_pitch_deg) if png_dir is not None else None
         if pngs is not None:
             messages = pngs.watch(messages)
-        with BagWriter(bag_out, storage) as bag, tqdm(total=source.message_count, unit="msg", desc=bag_in.name,
-                                                      disable=None if progress is None else not progress) as bar:
+        with (
+            BagWriter(bag_out, storage) as bag,
+            tqdm(
+                total=source.message_count,
+                unit="msg",
+                desc=bag_in.name,
+                disable=None if progress is None else not progress,
+            ) as bar,
+        ):
             run_messages(runner, _counting(messages, bar), bag, pngs)
         cut_short = source.cut_short  # now that every message was read: how many there were
-        map_files = runner.mapping.save(save_map, cfg.map.save_format) \
-            if save_map is not None and runner.processed else []
-    return ReplayResult(runner.processed, dict(runner.drops), dict(bag.counts), dict(skipped),
-                        faults=dict(runner.faults), pngs=pngs.files if pngs else [], cut_short=cut_short,
-                        choices=choices, map_files=map_files)
+        map_files = (
+            runner.mapping.save(save_map, cfg.map.save_format) if save_map is not None and runner.processed else []
+        )
+    return ReplayResult(
+        runner.processed,
+        dict(runner.drops),
+        dict(bag.counts),
+        dict(skipped),
+        faults=dict(runner.faults),
+        pngs=pngs.files if pngs else [],
+        cut_short=cut_short,
+        choices=choices,
+        map_files=map_files,
+    )
 
 
 def _counting(messages: Iterator, bar: tqdm) -> Iterator:
@@ -220,22 +269,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("bag_in", type=Path, help="input ROS 2 bag (mcap or sqlite3), e.g. from kdbts kitti2bag")
     p.add_argument("bag_out", type=Path, help="output bag folder to create")
-    p.add_argument("--png", type=Path, metavar="DIR", help="also write occupancy_<stamp>.png, depth_<stamp>.png "
-                   "and figure_<stamp>.png (input, depth, density profile) of every processed frame; the figure "
-                   "encodes the image again and queries the profile: slower")
-    p.add_argument("--pitch", type=float, default=0.0, metavar="DEG",
-                   help="camera pitch to the road, for the figures' density profile (default: 0; KITTI-360: 5)")
+    p.add_argument(
+        "--png",
+        type=Path,
+        metavar="DIR",
+        help="also write occupancy_<stamp>.png, depth_<stamp>.png "
+        "and figure_<stamp>.png (input, depth, density profile) of every processed frame; the figure "
+        "encodes the image again and queries the profile: slower",
+    )
+    p.add_argument(
+        "--pitch",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="camera pitch to the road, for the figures' density profile (default: 0; KITTI-360: 5)",
+    )
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
-    p.add_argument("--images", nargs="+", metavar="TOPIC", help="image topic of each camera, the first the one the "
-                   "outputs are made for (default: the config's; when the bag lacks them, every image topic "
-                   "of the bag with a camera_info beside it)")
-    p.add_argument("--camera-infos", nargs="+", metavar="TOPIC", help="camera_info topic of each camera of --images "
-                   "(default: <namespace>/camera_info beside each)")
-    p.add_argument("--save-map", type=Path, metavar="STEM", help="fuse the world map (sets map.enabled) and save "
-                   "it at the end: STEM.pcd (or .ply, map.save_format; occupied voxels) and STEM.pgm + STEM.yaml "
-                   "(nav2 map_server)")
-    p.add_argument("--fixed-frame", metavar="FRAME", help="frame poses are looked up in (default: the config's; "
-                   "when the bag's TF lacks it, the root of its TF tree)")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        metavar="TOPIC",
+        help="image topic of each camera, the first the one the "
+        "outputs are made for (default: the config's; when the bag lacks them, every image topic "
+        "of the bag with a camera_info beside it)",
+    )
+    p.add_argument(
+        "--camera-infos",
+        nargs="+",
+        metavar="TOPIC",
+        help="camera_info topic of each camera of --images (default: <namespace>/camera_info beside each)",
+    )
+    p.add_argument(
+        "--save-map",
+        type=Path,
+        metavar="STEM",
+        help="fuse the world map (sets map.enabled) and save "
+        "it at the end: STEM.pcd (or .ply, map.save_format; occupied voxels) and STEM.pgm + STEM.yaml "
+        "(nav2 map_server)",
+    )
+    p.add_argument(
+        "--fixed-frame",
+        metavar="FRAME",
+        help="frame poses are looked up in (default: the config's; "
+        "when the bag's TF lacks it, the root of its TF tree)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -246,17 +323,28 @@ def run(args: argparse.Namespace) -> int:
     if args.images:
         chosen["topics.images"] = args.images
         chosen["topics.camera_infos"] = args.camera_infos or [info_beside(t) for t in args.images]
-    result = replay(config(args, chosen), args.bag_in, args.bag_out, args.storage, args.png,
-                    png_pitch_deg=args.pitch, pick_cameras=not args.images, pick_fixed_frame=not args.fixed_frame,
-                    report=print, save_map=args.save_map)
+    result = replay(
+        config(args, chosen),
+        args.bag_in,
+        args.bag_out,
+        args.storage,
+        args.png,
+        png_pitch_deg=args.pitch,
+        pick_cameras=not args.images,
+        pick_fixed_frame=not args.fixed_frame,
+        report=print,
+        save_map=args.save_map,
+    )
     if result.cut_short and result.processed:
         print(f"kdbts replay: warning: {result.cut_short}", file=sys.stderr)
     print(f"frames processed: {result.processed}")
     print("dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"))
     print("faults worked around: " + (", ".join(f"{k} {v}" for k, v in sorted(result.faults.items())) or "none"))
     if result.skipped:
-        print("left out (node output topics or unknown types): "
-              + ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items())))
+        print(
+            "left out (node output topics or unknown types): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items()))
+        )
     print(f"wrote {args.bag_out} ({args.storage})")
     print_counts(result.written)
     if args.png:
@@ -264,7 +352,10 @@ def run(args: argparse.Namespace) -> int:
     if result.map_files:
         print("wrote the map: " + ", ".join(str(f) for f in result.map_files))
     if not result.processed:  # one line: what was read of a bag cut short, and that it held no whole frame
-        print(f"kdbts replay: {result.cut_short or args.bag_in}; no frame was processed"
-              + (" (see the drops above)" if result.drops else ""), file=sys.stderr)
+        print(
+            f"kdbts replay: {result.cut_short or args.bag_in}; no frame was processed"
+            + (" (see the drops above)" if result.drops else ""),
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -1,4 +1,5 @@
 """``kdbts viz``: the figure (input, depth, bird's-eye density profile; paper Figs. 4-5) of one image file."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,7 @@ from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.runtime.pictures import Figure, figure
 
 # normalised intrinsics of the official defaults (fx', fy', cx', cy'); 5 deg camera pitch on KITTI-360
-PRESETS = {"kitti360": ((0.7849, 2.9391, -0.0312, 0.2701), 5.0),
-           "kitti_raw": ((1.1619, 3.8482, -0.0184, -0.0781), 0.0)}
+PRESETS = {"kitti360": ((0.7849, 2.9391, -0.0312, 0.2701), 5.0), "kitti_raw": ((1.1619, 3.8482, -0.0184, -0.0781), 0.0)}
 
 
 def preset_intrinsics(name: str, width: int, height: int) -> np.ndarray:
@@ -23,8 +23,9 @@ def preset_intrinsics(name: str, width: int, height: int) -> np.ndarray:
     return pixel_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), width, height)
 
 
-def render_figure(cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv",
-                  pitch_deg: float = 0.0) -> Figure:
+def render_figure(
+    cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv", pitch_deg: float = 0.0
+) -> Figure:
     """Depth (H, W), profile (256, 256) and the BGR figure of one RGB image, with the configured network."""
     return figure(Pipeline(cfg), rgb, K, head, pitch_deg)
 
@@ -37,10 +38,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("image", type=Path, help="input image (any size; shown at its size, resized for the network)")
     p.add_argument("--out", type=Path, default=Path("kdbts_viz.png"), help="output PNG (default: kdbts_viz.png)")
-    p.add_argument("--preset", choices=("kitti360", "kitti_raw"), default="kitti360",
-                   help="default intrinsics (normalised, so any image size) and camera pitch")
-    p.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
-                   help="pixel intrinsics of the given image instead of a preset")
+    p.add_argument(
+        "--preset",
+        choices=("kitti360", "kitti_raw"),
+        default="kitti360",
+        help="default intrinsics (normalised, so any image size) and camera pitch",
+    )
+    p.add_argument(
+        "--intrinsics",
+        type=float,
+        nargs=4,
+        metavar=("FX", "FY", "CX", "CY"),
+        help="pixel intrinsics of the given image instead of a preset",
+    )
     p.add_argument("--head", choices=("sv", "mv"), help="density head (default: sv)")
 
 

@@ -1,12 +1,15 @@
 """``kdbts weights``: the released official checkpoints listed, or fetched into the cache (:mod:`.weights_fetch`)."""
+
 from __future__ import annotations
 
 import argparse
 
 from kdbts_ros.core.model.registry import RELEASES
 
-HELP = ("list the released official BTS / MVBTS / KDBTS checkpoints, or download and import them into the cache "
-        "(then usable by name as a checkpoint)")
+HELP = (
+    "list the released official BTS / MVBTS / KDBTS checkpoints, or download and import them into the cache "
+    "(then usable by name as a checkpoint)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         for r in RELEASES.values():
             state = str(cached_path(r.name)) if cached_path(r.name).is_file() else "not fetched"
-            print(f"{r.name:16s} {r.model:6s} {r.dataset:10s} {state}\n{'':16s} {r.url()}"
-                  + (f" : {r.member}" if r.member else ""))
+            print(
+                f"{r.name:16s} {r.model:6s} {r.dataset:10s} {state}\n{'':16s} {r.url()}"
+                + (f" : {r.member}" if r.member else "")
+            )
         print(f"cache: {cache_dir()} (${CACHE_ENV}); source: {base_url()} (${BASE_URL_ENV} or get --url)")
         return 0
     from kdbts_ros.commands.weights_fetch import fetch

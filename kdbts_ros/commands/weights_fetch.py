@@ -5,6 +5,7 @@ imported project-format file is renamed into place, so a broken download (refuse
 connection, HTTP error, short body, corrupt or wrong archive, incomplete weights) leaves
 nothing behind and a cached name always holds complete weights.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from kdbts_ros.core.errors import UserError
 from kdbts_ros.core.model.registry import RELEASES, Release, cache_dir, cached_path
 
-TIMEOUT_S = 60.0          # per socket operation, not for the whole download
+TIMEOUT_S = 60.0  # per socket operation, not for the whole download
 CHUNK = 1 << 20
 
 
@@ -93,8 +94,10 @@ def extract_member(archive: Path, pattern: str, dest: Path, label: str) -> str:
             found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
             if len(found) != 1:
                 checkpoints = [n for n in names if n.endswith(".pt")] or names
-                raise FetchError(f"{label}: {'no' if not found else 'more than one'} member {pattern} in the "
-                                 f"archive (it holds {', '.join(checkpoints[:6]) or 'nothing'})")
+                raise FetchError(
+                    f"{label}: {'no' if not found else 'more than one'} member {pattern} in the "
+                    f"archive (it holds {', '.join(checkpoints[:6]) or 'nothing'})"
+                )
             with zf.open(found[0]) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, CHUNK)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
@@ -112,8 +115,10 @@ def import_release(pt: Path, out: Path, source: str, label: str) -> str:
     except CheckpointError as exc:
         raise FetchError(f"{label}: not the expected checkpoint ({exc})") from exc
     if not report.complete:
-        raise FetchError(f"{label}: refusing a partially loaded network: heads {report.heads}, "
-                         f"unexpected keys {report.unexpected[:3]}, missing keys {report.missing[:3]}")
+        raise FetchError(
+            f"{label}: refusing a partially loaded network: heads {report.heads}, "
+            f"unexpected keys {report.unexpected[:3]}, missing keys {report.missing[:3]}"
+        )
     try:
         save_imported(out, model, report, source)
     except OSError as exc:
@@ -121,8 +126,9 @@ def import_release(pt: Path, out: Path, source: str, label: str) -> str:
     return f"{report.architecture.backbone}, {report.mapped} tensors, heads {', '.join(report.heads)}"
 
 
-def fetch(names: list[str], base: str | None = None, force: bool = False,
-          note: Callable[[str], None] = _stderr) -> Iterator[tuple[str, Path]]:
+def fetch(
+    names: list[str], base: str | None = None, force: bool = False, note: Callable[[str], None] = _stderr
+) -> Iterator[tuple[str, Path]]:
     """Yield (name, cached file) for each release name, downloading and importing what is not cached yet
     (everything with ``force``); an archive holding several of the names is downloaded once.
 
@@ -157,8 +163,10 @@ def _install(release: Release, url: str, download_file: Path, folder: Path, note
     """Extract (archives), import and atomically place one release; returns its cached file."""
     final = cached_path(release.name)
     archive = release.member is not None
-    with (_scratch(folder, release.name, ".pt") if archive else contextlib.nullcontext(download_file)) as pt, \
-            _scratch(folder, release.name, ".safetensors") as out:
+    with (
+        _scratch(folder, release.name, ".pt") if archive else contextlib.nullcontext(download_file) as pt,
+        _scratch(folder, release.name, ".safetensors") as out,
+    ):
         source = url
         if release.member is not None:  # archive
             source = f"{url}:{extract_member(download_file, release.member, pt, f'{release.name} ({url})')}"

@@ -6,6 +6,7 @@ points to image coordinates in [-1, 1] (x right, y down, z forward):
 image size W0 x H0. Because the image is then resized to the network size
 without cropping, the same K' holds at any resolution.
 """
+
 from __future__ import annotations
 
 import numpy as np

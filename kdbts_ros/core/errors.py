@@ -5,14 +5,15 @@ Loaders raise a :class:`UserError` (``CheckpointError``, ``DatasetError``, ``Con
 (missing, unreadable, full disk) and interruptions need no wrapping: they carry the file
 name or the signal. Anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import errno
 import signal
 from dataclasses import dataclass
 
-EXIT_USER = 2       # missing, unreadable, corrupt or hostile input; a setting out of range; a wrong folder
-EXIT_NO_SPACE = 3   # a write failed because the device (or the quota) is full
+EXIT_USER = 2  # missing, unreadable, corrupt or hostile input; a setting out of range; a wrong folder
+EXIT_NO_SPACE = 3  # a write failed because the device (or the quota) is full
 # interrupted by a signal: 128 + its number (130 for Ctrl-C, 143 for SIGTERM), as shells report it
 DEBUG_ENV = "KDBTS_DEBUG"
 

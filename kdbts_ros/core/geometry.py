@@ -1,4 +1,5 @@
 """Rigid transforms: quaternions, checks and interpolation (numpy, no ROS)."""
+
 from __future__ import annotations
 
 import numpy as np

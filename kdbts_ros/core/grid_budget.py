@@ -7,13 +7,14 @@ directly. Sizes are taken from a ladder of quarter octaves of the configured
 size so that small timing noise does not change the published grid every frame,
 and a band between REFINE_BELOW and 1 of the budget holds the size still.
 """
+
 from __future__ import annotations
 
 import math
 
-TARGET = 0.85        # aim a changed size at this share of the budget, leaving room for timing noise
-REFINE_BELOW = 0.6   # refine only when a frame took less than this share of the budget
-LADDER_STEPS = 4     # sizes per octave: resolution * 2 ** (k / LADDER_STEPS)
+TARGET = 0.85  # aim a changed size at this share of the budget, leaving room for timing noise
+REFINE_BELOW = 0.6  # refine only when a frame took less than this share of the budget
+LADDER_STEPS = 4  # sizes per octave: resolution * 2 ** (k / LADDER_STEPS)
 
 
 def ladder_size(base: float, wanted: float, coarsest: float, round_up: bool) -> float:

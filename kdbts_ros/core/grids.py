@@ -6,6 +6,7 @@ height level because camera y points down. Arrays are indexed [iz, iy, ix]
 (height, forward, across), so flattening them gives the DensityGrid and
 OccupancyGrid row-major order ``ix + size_x * (iy + size_y * iz)``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,9 +17,7 @@ import numpy as np
 from kdbts_ros.core.config import GridConfig
 
 # Rotation whose columns are the grid axes expressed in the camera frame.
-R_CAM_GRID = np.array([[1.0, 0.0, 0.0],
-                       [0.0, 0.0, -1.0],
-                       [0.0, 1.0, 0.0]])
+R_CAM_GRID = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,16 @@ class GridSpec:
     def from_config(cls, g: GridConfig) -> GridSpec:
         """Whole cells covering the configured extent (the far edges are rounded to cells)."""
         size_x, size_y = g.cells_across_forward()
-        return cls(g.x_min, g.y_max, g.z_min, g.resolution, (g.y_max - g.y_min) / g.height_levels,
-                   size_x, size_y, g.height_levels)
+        return cls(
+            g.x_min,
+            g.y_max,
+            g.z_min,
+            g.resolution,
+            (g.y_max - g.y_min) / g.height_levels,
+            size_x,
+            size_y,
+            g.height_levels,
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,8 +87,9 @@ def bev_occupancy(density: np.ndarray, invalid: np.ndarray, dz: float) -> np.nda
     return value
 
 
-def occupied_voxels(centres: np.ndarray, density: np.ndarray, invalid: np.ndarray,
-                    threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def occupied_voxels(
+    centres: np.ndarray, density: np.ndarray, invalid: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Centres (M, 3) and densities (M,) of seen voxels whose density exceeds the threshold."""
     keep = (~invalid) & (density > threshold)
     return centres[keep], density[keep]

@@ -1,4 +1,5 @@
 """Which head a frame is queried with, and the views and folded maps it reads."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -19,8 +20,14 @@ from kdbts_ros.core.window import FrameWindow, WindowEntry
 class Heads:
     """The head choice of the configured mode over the window's posed frames (``cfg`` is read live)."""
 
-    def __init__(self, cfg: PipelineConfig, model: DensityField, window: FrameWindow, device: torch.device,
-                 grid_spec: Callable[[], GridSpec]):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        model: DensityField,
+        window: FrameWindow,
+        device: torch.device,
+        grid_spec: Callable[[], GridSpec],
+    ):
         """``grid_spec`` gives the next frame's grid (``auto`` keeps only the frames that see it)."""
         self.cfg, self.model, self.window, self.device = cfg, model, window, device
         self._grid_spec = grid_spec
@@ -28,8 +35,10 @@ class Heads:
     def mode_problem(self, mode: str) -> str | None:
         """Why the loaded weights cannot serve a head mode, or None."""
         if mode == "mv" and "mv" not in self.model.available_heads:
-            return (f"mode 'mv' needs a multi-view head, but the weights have only {self.model.available_heads}; "
-                    "use mode 'sv' or 'auto'")
+            return (
+                f"mode 'mv' needs a multi-view head, but the weights have only {self.model.available_heads}; "
+                "use mode 'sv' or 'auto'"
+            )
         return None
 
     def for_mode(self) -> list[str]:
@@ -37,8 +46,7 @@ class Heads:
         mode = self.cfg.mode
         return [h for h in ("sv", "mv") if h in self.model.available_heads and mode in (h, "auto")]
 
-    def choose(self, current: WindowEntry, group: Sequence[WindowEntry] = ()
-               ) -> tuple[str, list[WindowEntry], Views]:
+    def choose(self, current: WindowEntry, group: Sequence[WindowEntry] = ()) -> tuple[str, list[WindowEntry], Views]:
         """The head to query, the entries it reads (current first, then its rig frame, then the window), views.
 
         ``auto`` takes the multi-view head when another posed frame sees the grid.
@@ -60,8 +68,11 @@ class Heads:
         for e in entries[1:]:
             assert e.T_fixed_cam is not None  # others are posed
             w2c.append(geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam)
-        views = views_of(torch.stack([e.features for e in entries]), torch.stack([e.Kn for e in entries]),
-                         torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device))
+        views = views_of(
+            torch.stack([e.features for e in entries]),
+            torch.stack([e.Kn for e in entries]),
+            torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=self.device),
+        )
         return ("mv" if use_mv else "sv"), entries, views
 
     def _sees_grid(self, entry: WindowEntry, current: WindowEntry, centres: np.ndarray) -> bool:
@@ -71,8 +82,9 @@ class Heads:
         pts = torch.as_tensor(geometry.apply(T, centres), dtype=torch.float32, device=self.device)
         return not bool(project(pts, entry.Kn)[2].all())
 
-    def views_for(self, current: WindowEntry, group: Sequence[WindowEntry] = ()
-                  ) -> tuple[str, list[WindowEntry], Views, list[torch.Tensor] | None]:
+    def views_for(
+        self, current: WindowEntry, group: Sequence[WindowEntry] = ()
+    ) -> tuple[str, list[WindowEntry], Views, list[torch.Tensor] | None]:
         """What a frame is queried with: head, entries, views and (fast path) folded maps."""
         head, entries, views = self.choose(current, group)
         return head, entries, views, (self.planes(entries, head) if self.cfg.model.fast else None)

@@ -5,6 +5,7 @@ The node's pipeline keeps each frame's features in its window and assembles view
 Everyone renders with :func:`ray_depth`, whose options carry the conventions that differ
 (fast-path folded maps, seeded jitter, unit-length rays of the official evaluator).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,17 +21,29 @@ def views_of(features: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor) -> Vie
     return Views(features[None], Kn[None], w2c[None])
 
 
-def encode_views(model: DensityField, images01: torch.Tensor, Kn: torch.Tensor,
-                 w2c: torch.Tensor | None = None) -> Views:
+def encode_views(
+    model: DensityField, images01: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor | None = None
+) -> Views:
     """Encode N images (N, 3, H, W) in [0, 1] in one pass; ``w2c`` defaults to the identity (one camera)."""
     if w2c is None:
         w2c = torch.eye(4, device=images01.device)[None].repeat(len(images01), 1, 1)
     return views_of(model.encode(images01), Kn, w2c)
 
 
-def ray_depth(model: DensityField, views: Views, head: str, dirs: torch.Tensor, samples: int, z_near: float,
-              z_far: float, chunk: int, gen: torch.Generator | None = None,
-              planes: list[torch.Tensor] | None = None, unit_rays: bool = False, fine: bool = False) -> torch.Tensor:
+def ray_depth(
+    model: DensityField,
+    views: Views,
+    head: str,
+    dirs: torch.Tensor,
+    samples: int,
+    z_near: float,
+    z_far: float,
+    chunk: int,
+    gen: torch.Generator | None = None,
+    planes: list[torch.Tensor] | None = None,
+    unit_rays: bool = False,
+    fine: bool = False,
+) -> torch.Tensor:
     """Expected depth (M,) along view 0's rays ``dirs`` (M, 3).
 
     ``planes``: the views' folded maps (fast path), else the reference path. ``gen``: seeded
@@ -43,14 +56,17 @@ def ray_depth(model: DensityField, views: Views, head: str, dirs: torch.Tensor, 
     """
     if unit_rays:
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    fn: RayDensity
     if planes is None:
-        fn = along_rays(model.point_density(views, head))
+        fn: RayDensity = along_rays(model.point_density(views, head))
     else:
         Kn_v, w2c = views.Kn[0], views.w2c[0]
-        fn = lambda d, t: folded.ray_density(model, d, t, planes, Kn_v, w2c, head,  # noqa: E731
-                                             shared_depths=gen is None)
+        shared_depths = gen is None
+
+        def fn(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return folded.ray_density(model, d, t, planes, Kn_v, w2c, head, shared_depths=shared_depths)
+
         if fine and gen is None:
+
             def per_row(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 # render_depth_fine may pass different depths per row; when they are all row 0's (today's
                 # refinement: one block's reference depths for all its rays) the z code is shared, as in

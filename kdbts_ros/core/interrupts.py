@@ -5,6 +5,7 @@ end the process on the spot, leaving a bag without its index. :func:`signals_as_
 raises :class:`Interrupted` for both; :func:`deferred` holds a signal back until a record is
 written whole, so that an interrupted writer can still close its file consistently.
 """
+
 from __future__ import annotations
 
 import signal

@@ -1,4 +1,5 @@
 """Where the network runs and which weights it gets: the device, the embedded checkpoint, the model."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Frame in, outputs out: the one object the node, replay and demo drive."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from kdbts_ros.core.config import ConfigError, PipelineConfig
 from kdbts_ros.core.camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
+from kdbts_ros.core.config import ConfigError, PipelineConfig
 from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.grid_budget import GridBudget
 from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
@@ -47,9 +48,13 @@ class Pipeline:
         self.backend_info: dict = {"backend": cfg.model.backend}
         if cfg.model.backend == "onnxruntime":
             self._start_onnxruntime()
-        self._compiled_encode = torch.compile(self.model.encode, dynamic=False,
-                                              mode="reduce-overhead" if self.device.type == "cuda" else None) \
-            if cfg.model.compile else None
+        self._compiled_encode = (
+            torch.compile(
+                self.model.encode, dynamic=False, mode="reduce-overhead" if self.device.type == "cuda" else None
+            )
+            if cfg.model.compile
+            else None
+        )
         self._intrinsics: tuple[tuple, np.ndarray, torch.Tensor] | None = None
         self._visible_cache: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
         self.grid_budget = GridBudget()
@@ -62,16 +67,21 @@ class Pipeline:
         """
         m = self.cfg.model
         if self.device.type != "cpu":
-            raise ConfigError(f"model.backend onnxruntime runs on the CPU; model.device is {m.device!r} "
-                              "(use cpu or auto, or model.backend torch)")
+            raise ConfigError(
+                f"model.backend onnxruntime runs on the CPU; model.device is {m.device!r} "
+                "(use cpu or auto, or model.backend torch)"
+            )
         if not m.fast or m.dtype != "float32":
-            raise ConfigError("model.backend onnxruntime runs the fast path in float32: it needs model.fast true "
-                              "and model.dtype float32 (or use model.backend torch)")
+            raise ConfigError(
+                "model.backend onnxruntime runs the fast path in float32: it needs model.fast true "
+                "and model.dtype float32 (or use model.backend torch)"
+            )
         if m.compile:
             raise ConfigError("model.compile compiles the torch encoder; with model.backend onnxruntime set it false")
         heads = self.heads.for_mode()
-        folder, info = cached_export(self.model, self.input_size, heads,
-                                     checkpoint=str(self.model_info.get("weights", "")))
+        folder, info = cached_export(
+            self.model, self.input_size, heads, checkpoint=str(self.model_info.get("weights", ""))
+        )
         self.backend = OnnxBackend(folder, m.threads)
         self.backend_info.update(info, heads=heads)
 
@@ -85,8 +95,10 @@ class Pipeline:
     def input_size(self) -> tuple[int, int]:
         """Network input (height, width): configured, else the checkpoint's training size."""
         m, info = self.cfg.model, self.model_info
-        return (m.image_height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
-                m.image_width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])))
+        return (
+            m.image_height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
+            m.image_width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])),
+        )
 
     def query_memory_mb(self) -> int:
         """Working memory of one fast-path query chunk: configured, else 64 MiB on CPU (cache), 4 GiB on CUDA."""
@@ -102,8 +114,10 @@ class Pipeline:
         The pipeline only proposes: whoever drives it applies them as parameter changes, so
         that the configuration and the node's parameters keep showing the values in use.
         """
-        return [("model.query_memory_mb", max(16, self.query_memory_mb() // 2)),
-                ("model.chunk_points", max(1024, self.cfg.model.chunk_points // 2))]
+        return [
+            ("model.query_memory_mb", max(16, self.query_memory_mb() // 2)),
+            ("model.chunk_points", max(1024, self.cfg.model.chunk_points // 2)),
+        ]
 
     def _sync(self) -> float:
         """Wall time after the device has finished its queued work (so stage timings are true on CUDA)."""
@@ -134,9 +148,14 @@ class Pipeline:
         image01 = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         return resized, image01, self.intrinsics(K, image.shape[1], image.shape[0])[1]
 
-    def render_depth_image(self, views: Views, head: str, Kn: torch.Tensor,
-                           planes: list[torch.Tensor] | None = None,
-                           scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def render_depth_image(
+        self,
+        views: Views,
+        head: str,
+        Kn: torch.Tensor,
+        planes: list[torch.Tensor] | None = None,
+        scale: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Expected depth (h, w) at ``scale`` (default ``render.depth_scale``) of the network size, and its K.
 
         With the views' folded maps (``planes``) the fast path renders (coarse-to-fine with
@@ -144,13 +163,30 @@ class Pipeline:
         """
         cfg, (H, W) = self.cfg, self.input_size
         scale = cfg.render.depth_scale if scale is None else scale
-        h = max(1, int(round(H * scale)))
-        w = max(1, int(round(W * scale)))
+        h = max(1, round(H * scale))
+        w = max(1, round(W * scale))
         dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
         chunk = cfg.model.chunk_points if planes is None else self.fast_chunk(head, len(planes))
-        depth = ray_depth(self.model, views, head, dirs, cfg.render.samples, cfg.model.z_near, cfg.model.z_far,
-                          chunk, gen, planes, fine=cfg.render.fine).float().cpu().numpy().reshape(h, w)
+        depth = (
+            ray_depth(
+                self.model,
+                views,
+                head,
+                dirs,
+                cfg.render.samples,
+                cfg.model.z_near,
+                cfg.model.z_far,
+                chunk,
+                gen,
+                planes,
+                fine=cfg.render.fine,
+            )
+            .float()
+            .cpu()
+            .numpy()
+            .reshape(h, w)
+        )
         return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
 
     def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -158,15 +194,19 @@ class Pipeline:
 
         Kept while the intrinsics and the grid stay the same.
         """
-        if (self._visible_cache is None or not torch.equal(self._visible_cache[0], Kn)
-                or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))):
+        if (
+            self._visible_cache is None
+            or not torch.equal(self._visible_cache[0], Kn)
+            or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))
+        ):
             pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
             unseen = project(pts, Kn)[2]
             self._visible_cache = (Kn, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())
         return self._visible_cache[2], self._visible_cache[3]
 
-    def query_grid(self, centres: np.ndarray, views: Views, head: str,
-                   planes: list[torch.Tensor] | None) -> tuple[np.ndarray, np.ndarray]:
+    def query_grid(
+        self, centres: np.ndarray, views: Views, head: str, planes: list[torch.Tensor] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Densities and unseen mask (flat) of grid cell centres; the fast path decodes only the seen cells."""
         if planes is None:
             pts = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=self.device)
@@ -176,18 +216,19 @@ class Pipeline:
         visible, unseen = self._visible(centres, views.Kn[0, 0])
         pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)[visible]
         chunk = self.fast_chunk(head, len(planes))
-        if self.backend is not None and head in self.backend.queries:
-            sig = [self.backend.folded_density(pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
-                   for s in range(0, len(pts), chunk)]
-        else:
-            sig = [folded.folded_density(self.model, pts[s:s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
-                   for s in range(0, len(pts), chunk)]
-        sigma = np.zeros(unseen.shape, np.float32)
-        sigma[~unseen] = torch.cat(sig).float().cpu().numpy()
-        return sigma, unseen
+        # torch's folded query also with model.backend onnxruntime: onnxruntime's query graph measured 3x
+        # slower on the CPU (kdbts bench, docs/performance/export.md); the graph is for deployment (TensorRT)
+        sig = [
+            folded.folded_density(self.model, pts[s : s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
+            for s in range(0, len(pts), chunk)
+        ]
+        dens = np.zeros(unseen.shape, np.float32)
+        dens[~unseen] = torch.cat(sig).float().cpu().numpy()
+        return dens, unseen
 
-    def process(self, frame: Frame, want_depth: bool = True, want_grid: bool = True,
-                companions: Sequence[Frame] = ()) -> Outputs:
+    def process(
+        self, frame: Frame, want_depth: bool = True, want_grid: bool = True, companions: Sequence[Frame] = ()
+    ) -> Outputs:
         """Run one frame (and the other cameras' images of its rig frame) through the network; build outputs.
 
         Every image is encoded once. When the window takes the rig frame as a keyframe its
@@ -198,6 +239,7 @@ class Pipeline:
 
     def encode(self, frame: Frame) -> WindowEntry:
         """The frame's window entry: features, intrinsics, pose and folded maps."""
+        assert frame.K is not None, "a frame is encoded with its intrinsics"
         return self._encode_prepared(frame, *self.prepare(frame.image, frame.K)[1:])
 
     def _encode_prepared(self, frame: Frame, image01: torch.Tensor, Kn: torch.Tensor) -> WindowEntry:
@@ -218,19 +260,24 @@ class Pipeline:
     def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame]) -> Outputs:
         t0 = time.perf_counter()
         cfg = self.cfg
+        assert frame.K is not None, "a frame is processed with its intrinsics"
         resized, image01, Kn = self.prepare(frame.image, frame.K)
         t1 = self._sync()
         entry = self._encode_prepared(frame, image01, Kn)
         group = [self.encode(c) for c in companions]
         self.window.offer([*group, entry])
-        head, entries, views, planes = self.heads.views_for(entry, group)
+        head, _entries, views, planes = self.heads.views_for(entry, group)
         t2 = self._sync()
 
         spec = self.grid_spec()
         centres = spec.centres_cam()
         density = np.full(spec.shape, np.nan, np.float32)
-        occupancy, points, pdens, prgb = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32), \
-            np.zeros((0, 3), np.uint8)
+        occupancy, points, pdens, prgb = (
+            None,
+            np.zeros((0, 3), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, 3), np.uint8),
+        )
         if want_grid:
             sigma, unseen = self.query_grid(centres, views, head, planes)
             sigma, unseen = sigma.reshape(spec.shape), unseen.reshape(spec.shape)
@@ -252,12 +299,26 @@ class Pipeline:
             out_frame, T_out_cam = frame.frame_id, np.eye(4)
         points = (points @ T_out_cam[:3, :3].T + T_out_cam[:3, 3]).astype(np.float32)
         if want_grid:
-            self.grid_budget.update(cfg.grid.resolution, cfg.grid.coarsest_resolution, cfg.latency_budget,
-                                    time.perf_counter() - t0, t3 - t2)
-        return Outputs(frame.stamp_ns, frame.frame_id, out_frame, T_out_cam, spec, density, occupancy,
-                       points, pdens.astype(np.float32), prgb, depth, depth_K, head,
-                       int(views.features.shape[1]),
-                       {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3})
+            self.grid_budget.update(
+                cfg.grid.resolution, cfg.grid.coarsest_resolution, cfg.latency_budget, time.perf_counter() - t0, t3 - t2
+            )
+        return Outputs(
+            frame.stamp_ns,
+            frame.frame_id,
+            out_frame,
+            T_out_cam,
+            spec,
+            density,
+            occupancy,
+            points,
+            pdens.astype(np.float32),
+            prgb,
+            depth,
+            depth_K,
+            head,
+            int(views.features.shape[1]),
+            {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},
+        )
 
     @staticmethod
     def _colours(points_cam: np.ndarray, Kn: np.ndarray, image: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ Used where tf2_ros is not installed (PyPI environments, replay). Like tf2, each
 child frame has one parent; a lookup composes the edges up to the common
 ancestor, interpolating each dynamic edge at the requested stamp.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -109,11 +110,9 @@ class TfBuffer:
             return edge.poses[0]
         s = edge.stamps
         if stamp_ns < s[0] - self.extrapolation_limit_ns:
-            raise TfError("past", f"{edge.parent}->{child}: {stamp_ns} ns is before the oldest "
-                          f"transform ({s[0]} ns)")
+            raise TfError("past", f"{edge.parent}->{child}: {stamp_ns} ns is before the oldest transform ({s[0]} ns)")
         if stamp_ns > s[-1] + self.extrapolation_limit_ns:
-            raise TfError("future", f"{edge.parent}->{child}: {stamp_ns} ns is after the newest "
-                          f"transform ({s[-1]} ns)")
+            raise TfError("future", f"{edge.parent}->{child}: {stamp_ns} ns is after the newest transform ({s[-1]} ns)")
         i = bisect.bisect_left(s, stamp_ns)
         if i == 0:
             return edge.poses[0]

@@ -1,4 +1,5 @@
 """The sliding window of recent posed keyframes over all cameras, each encoded once, and the keyframe rule."""
+
 from __future__ import annotations
 
 from collections import deque
@@ -17,11 +18,11 @@ class WindowEntry:
     """One encoded frame: its features, normalised intrinsics, pose in the fixed frame and folded head maps."""
 
     stamp_ns: int
-    features: torch.Tensor        # (C, H, W)
-    Kn: torch.Tensor              # (3, 3)
+    features: torch.Tensor  # (C, H, W)
+    Kn: torch.Tensor  # (3, 3)
     T_fixed_cam: np.ndarray | None
     planes: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> folded map (model/folded.py)
-    camera: str = ""              # the image's optical frame
+    camera: str = ""  # the image's optical frame
 
 
 class FrameWindow:
@@ -95,8 +96,7 @@ class KeyframeRule:
             moved = float(np.linalg.norm(rel[:3, 3]))
             turned = float(np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1.0) / 2.0, -1.0, 1.0))))
             aged = (stamp_ns - stamp0) * 1e-9
-            if stamp_ns >= stamp0 and moved < self.cfg.distance and turned < self.cfg.angle \
-                    and aged < self.cfg.max_age:
+            if stamp_ns >= stamp0 and moved < self.cfg.distance and turned < self.cfg.angle and aged < self.cfg.max_age:
                 return False
         self.last = (stamp_ns, T_fixed_cam)
         return True

@@ -29,6 +29,7 @@ earlier than the last (a bag loop) or later by more than ``max_time_gap`` is a t
 ``time_jump_rule`` reset the map is cleared before the frame is fused (counted in ``resets``),
 with keep it is fused into the existing map (a backward jump then decays nothing).
 """
+
 from __future__ import annotations
 
 import math
@@ -133,9 +134,15 @@ class WorldMap:
 
     def status(self) -> MapStatus:
         """Counters for diagnostics: fused, skipped by reason, resets by reason, known and occupied cells."""
-        return {"frames": self.frames, "skipped": dict(self.skipped), "resets": dict(self.resets),
-                "tilted": self.tilted, "known": self.known_cells(), "occupied": int((self.log_odds > 0).sum()),
-                "seconds": self.last_seconds}
+        return {
+            "frames": self.frames,
+            "skipped": dict(self.skipped),
+            "resets": dict(self.resets),
+            "tilted": self.tilted,
+            "known": self.known_cells(),
+            "occupied": int((self.log_odds > 0).sum()),
+            "seconds": self.last_seconds,
+        }
 
     def known_cells(self) -> int:
         """Cells observed (and not decayed back to unknown)."""
@@ -164,9 +171,15 @@ class WorldMap:
 
     # ------------------------------------------------------------------ fusion
 
-    def integrate(self, density: np.ndarray, spec: GridSpec, T_fixed_cam: np.ndarray | None,
-                  occupied_density: float, stamp_ns: int | None = None,
-                  unseen: np.ndarray | None = None) -> str | None:
+    def integrate(
+        self,
+        density: np.ndarray,
+        spec: GridSpec,
+        T_fixed_cam: np.ndarray | None,
+        occupied_density: float,
+        stamp_ns: int | None = None,
+        unseen: np.ndarray | None = None,
+    ) -> str | None:
         """Fuse one frame's density grid (spec.shape, camera frame; NaN or ``unseen`` where not seen).
 
         Returns None when fused, else the reason it was skipped (also counted in ``skipped``).
@@ -204,8 +217,14 @@ class WorldMap:
         self.last_seconds = time.perf_counter() - t0
         return None
 
-    def integrate_depth(self, depth: np.ndarray, K: np.ndarray, T_fixed_cam: np.ndarray | None,
-                        stamp_ns: int | None = None, stride: int = 1) -> str | None:
+    def integrate_depth(
+        self,
+        depth: np.ndarray,
+        K: np.ndarray,
+        T_fixed_cam: np.ndarray | None,
+        stamp_ns: int | None = None,
+        stride: int = 1,
+    ) -> str | None:
         """Fuse a depth image (camera z, metres; pixel (u, v) looks along K^-1 (u, v, 1)) as rays.
 
         The voxel of each surface point is a hit and the voxels the ray crosses before it are
@@ -219,8 +238,10 @@ class WorldMap:
         depth = np.asarray(depth, np.float64)[::stride, ::stride]
         h, w = depth.shape
         v, u = np.mgrid[0:h, 0:w]
-        rays = np.stack([u * stride, v * stride, np.ones_like(u)], -1).reshape(-1, 3).astype(np.float64) \
+        rays = (
+            np.stack([u * stride, v * stride, np.ones_like(u)], -1).reshape(-1, 3).astype(np.float64)
             @ np.linalg.inv(K).T
+        )
         z = depth.reshape(-1)
         keep = np.isfinite(z) & (z > 0)
         T = np.asarray(T_fixed_cam, np.float64)
@@ -231,8 +252,13 @@ class WorldMap:
         self.last_seconds = time.perf_counter() - t0
         return None
 
-    def integrate_points(self, points: np.ndarray, sensor_origin: np.ndarray, stamp_ns: int | None = None,
-                         T_fixed_cam: np.ndarray | None = None) -> str | None:
+    def integrate_points(
+        self,
+        points: np.ndarray,
+        sensor_origin: np.ndarray,
+        stamp_ns: int | None = None,
+        T_fixed_cam: np.ndarray | None = None,
+    ) -> str | None:
         """Fuse returns (N, 3) in the fixed frame seen from ``sensor_origin`` (a lidar scan) as rays.
 
         ``T_fixed_cam`` places the window (default: a pose at the sensor).
@@ -279,7 +305,7 @@ class WorldMap:
         lo, hi = max(lo, 0), min(hi, self.shape[0] - 1)
         data = np.full(self.shape[1:], -1, np.int8)
         if lo <= hi:
-            band = self.log_odds[lo:hi + 1]
+            band = self.log_odds[lo : hi + 1]
             known = (band != 0).any(0)
             top = np.where(band != 0, band, -np.inf).max(0)[known]
             data[known] = np.rint(100.0 / (1.0 + np.exp(-top))).astype(np.int8)
@@ -305,8 +331,9 @@ class WorldMap:
     save_pcd = save_points
     save_ply = save_points
 
-    def save_pgm_yaml(self, stem: str | Path, occupied_thresh: float = 0.65, free_thresh: float = 0.25,
-                      grid: Grid2D | None = None) -> tuple[Path, Path]:
+    def save_pgm_yaml(
+        self, stem: str | Path, occupied_thresh: float = 0.65, free_thresh: float = 0.25, grid: Grid2D | None = None
+    ) -> tuple[Path, Path]:
         """Write the 2-D map as nav2 map_server's pair ``stem.pgm`` + ``stem.yaml`` (trinary, as map_saver does).
 
         Pixels: 254 free (value <= free_thresh), 0 occupied (value >= occupied_thresh), 205
@@ -327,10 +354,20 @@ class WorldMap:
         pgm, meta = stem.with_suffix(".pgm"), stem.with_suffix(".yaml")
         if not cv2.imwrite(str(pgm), pixels[::-1]):
             raise OSError(f"{pgm}: could not write the image")
-        meta.write_text(yaml.safe_dump({
-            "image": pgm.name, "mode": "trinary", "resolution": float(grid.resolution),
-            "origin": [float(grid.origin[0]), float(grid.origin[1]), 0.0], "negate": 0,
-            "occupied_thresh": float(occupied_thresh), "free_thresh": float(free_thresh)}, sort_keys=False))
+        meta.write_text(
+            yaml.safe_dump(
+                {
+                    "image": pgm.name,
+                    "mode": "trinary",
+                    "resolution": float(grid.resolution),
+                    "origin": [float(grid.origin[0]), float(grid.origin[1]), 0.0],
+                    "negate": 0,
+                    "occupied_thresh": float(occupied_thresh),
+                    "free_thresh": float(free_thresh),
+                },
+                sort_keys=False,
+            )
+        )
         return pgm, meta
 
     # ------------------------------------------------------------------ internals
@@ -470,7 +507,7 @@ class WorldMap:
         max_steps = math.ceil(length.max() / step)
         per_chunk = max(1, RAY_CHUNK_SAMPLES // max(max_steps, 1))
         for s in range(0, len(order), per_chunk):
-            idx = order[s:s + per_chunk]
+            idx = order[s : s + per_chunk]
             steps = math.ceil(length[idx].max() / step)
             t = (np.arange(steps) + 0.5) * step
             valid = t[None, :] < length[idx, None]
@@ -480,5 +517,5 @@ class WorldMap:
         hit_flat, inside = self._flat_index(ends[hit])
         flat = np.concatenate([*free_flat, hit_flat[inside]])
         occupied = np.zeros(len(flat), bool)
-        occupied[len(flat) - int(inside.sum()):] = True
+        occupied[len(flat) - int(inside.sum()) :] = True
         self._update(flat, occupied)

@@ -1,4 +1,5 @@
 """Writing ROS 2 bags (mcap or sqlite3) with rosbags, with offered QoS that replays correctly."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,17 @@ _ZERO = QosTime(0, 0)
 
 
 def _qos(durability: QosDurability) -> Qos:
-    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, durability, _ZERO, _ZERO,
-               QosLiveliness.AUTOMATIC, _ZERO, False)
+    return Qos(
+        QosHistory.KEEP_LAST,
+        1,
+        QosReliability.RELIABLE,
+        durability,
+        _ZERO,
+        _ZERO,
+        QosLiveliness.AUTOMATIC,
+        _ZERO,
+        False,
+    )
 
 
 class BagWriter:
@@ -70,7 +80,8 @@ class BagWriter:
             if topic not in self.connections:
                 durability = QosDurability.TRANSIENT_LOCAL if topic == "/tf_static" else QosDurability.VOLATILE
                 self.connections[topic] = self.writer.add_connection(
-                    topic, msgtype, typestore=cdr.typestore(), offered_qos_profiles=[_qos(durability)])
+                    topic, msgtype, typestore=cdr.typestore(), offered_qos_profiles=[_qos(durability)]
+                )
             self.writer.write(self.connections[topic], stamp_ns, data)
             self.counts[topic] = self.counts.get(topic, 0) + 1
             if time.monotonic() - self._durable_at > self.DURABLE_EVERY_S:
@@ -122,8 +133,14 @@ def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> Any:
         return sensor_data.rgb_image(pixels, stamp, frame_id)
     h, w = pixels.shape
     return cdr.typestore().types["sensor_msgs/msg/Image"](
-        header=cdr.header(stamp, frame_id), height=h, width=w, encoding="mono8", is_bigendian=0, step=w,
-        data=np.ascontiguousarray(pixels, np.uint8).reshape(-1))
+        header=cdr.header(stamp, frame_id),
+        height=h,
+        width=w,
+        encoding="mono8",
+        is_bigendian=0,
+        step=w,
+        data=np.ascontiguousarray(pixels, np.uint8).reshape(-1),
+    )
 
 
 def camera_messages(cam: CameraStream, stamp: int, pixels: np.ndarray) -> Iterator[tuple[int, str, str, bytes]]:
@@ -135,16 +152,22 @@ def camera_messages(cam: CameraStream, stamp: int, pixels: np.ndarray) -> Iterat
     yield stamp, cam.image_topic, "sensor_msgs/msg/Image", cdr.serialize(image_message(pixels, stamp, cam.frame_id))
 
 
-def static_tf(children: Sequence[tuple[str, np.ndarray]], stamp: int,
-              parent: str = "base_link") -> tuple[int, str, str, bytes]:
+def static_tf(
+    children: Sequence[tuple[str, np.ndarray]], stamp: int, parent: str = "base_link"
+) -> tuple[int, str, str, bytes]:
     """One ``/tf_static`` message placing each (frame, T_parent_frame) on ``parent``."""
     msg = sensor_data.tf_message([(parent, child, stamp, T) for child, T in children])
     return stamp, "/tf_static", "tf2_msgs/msg/TFMessage", cdr.serialize(msg)
 
 
-def rig_messages(cameras: Sequence[CameraStream], T_fixed_base: np.ndarray,
-                 images: Sequence[Sequence[np.ndarray]], fixed_frame: str = "odom",
-                 start_ns: int = START_NS, period_ns: int = PERIOD_NS) -> Iterator[tuple[int, str, str, bytes]]:
+def rig_messages(
+    cameras: Sequence[CameraStream],
+    T_fixed_base: np.ndarray,
+    images: Sequence[Sequence[np.ndarray]],
+    fixed_frame: str = "odom",
+    start_ns: int = START_NS,
+    period_ns: int = PERIOD_NS,
+) -> Iterator[tuple[int, str, str, bytes]]:
     """(stamp, topic, msgtype, bytes) of posed camera frames as drivers plus a localiser publish them.
 
     ``/tf_static`` (base_link -> each camera) first, then per frame ``/tf`` (fixed -> base_link)
@@ -153,6 +176,11 @@ def rig_messages(cameras: Sequence[CameraStream], T_fixed_base: np.ndarray,
     yield static_tf([(c.frame_id, c.T_base_cam) for c in cameras], start_ns)
     for i, (T, frame) in enumerate(zip(T_fixed_base, images)):
         stamp = start_ns + i * period_ns
-        yield stamp, "/tf", "tf2_msgs/msg/TFMessage", cdr.serialize(sensor_data.tf_message([(fixed_frame, "base_link", stamp, T)]))
+        yield (
+            stamp,
+            "/tf",
+            "tf2_msgs/msg/TFMessage",
+            cdr.serialize(sensor_data.tf_message([(fixed_frame, "base_link", stamp, T)])),
+        )
         for cam, pixels in zip(cameras, frame):
             yield from camera_messages(cam, stamp, pixels)

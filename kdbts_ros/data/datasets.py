@@ -1,4 +1,5 @@
 """The dataset kinds the tools accept: one loader and one set of bag conventions for each."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,14 @@ from kdbts_ros.data.records import DatasetError, Recording
 KINDS = ("raw", "odometry", "kitti360")
 
 
-def load_recording(kind: str, source: Path, calib: Path | None = None, poses: Path | None = None,
-                   sequence: str | None = None, cameras: list[str] | None = None) -> Recording:
+def load_recording(
+    kind: str,
+    source: Path,
+    calib: Path | None = None,
+    poses: Path | None = None,
+    sequence: str | None = None,
+    cameras: list[str] | None = None,
+) -> Recording:
     """Load a KITTI raw drive, KITTI odometry sequence or KITTI-360 sequence (``sequence`` names it)."""
     if kind == "raw":
         return load_raw_drive(source, calib, poses, cameras)

@@ -9,6 +9,7 @@ Pixels are centred on integer coordinates in both images (OpenCV's convention). 
 ray misses the fisheye image (beyond its outermost pixel centres, or beyond the angle the model maps
 one-to-one) are black (0).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,10 +75,20 @@ def read_mei_yaml(path: str | Path) -> MeiCamera:
     try:
         d = yaml.safe_load(text)
         dist, proj = d["distortion_parameters"], d["projection_parameters"]
-        return MeiCamera(str(d["camera_name"]), int(d["image_width"]), int(d["image_height"]),
-                         float(d["mirror_parameters"]["xi"]), float(dist["k1"]), float(dist["k2"]),
-                         float(dist["p1"]), float(dist["p2"]), float(proj["gamma1"]), float(proj["gamma2"]),
-                         float(proj["u0"]), float(proj["v0"]))
+        return MeiCamera(
+            str(d["camera_name"]),
+            int(d["image_width"]),
+            int(d["image_height"]),
+            float(d["mirror_parameters"]["xi"]),
+            float(dist["k1"]),
+            float(dist["k2"]),
+            float(dist["p1"]),
+            float(dist["p2"]),
+            float(proj["gamma1"]),
+            float(proj["gamma2"]),
+            float(proj["u0"]),
+            float(proj["v0"]),
+        )
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"fisheye calibration {path} is malformed: {exc!r}") from exc
 
@@ -97,8 +108,9 @@ def pinhole_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
     return pixels @ np.linalg.inv(K).T
 
 
-def pinhole_maps(mei: MeiCamera, K: np.ndarray, size: tuple[int, int],
-                 R_fish_virtual: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def pinhole_maps(
+    mei: MeiCamera, K: np.ndarray, size: tuple[int, int], R_fish_virtual: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps (float32 (H, W) fisheye column, row) of a virtual pinhole camera K of ``size`` (W, H).
 
     ``R_fish_virtual`` turns virtual camera rays into the fisheye frame (default: the same axes).
@@ -110,12 +122,13 @@ def pinhole_maps(mei: MeiCamera, K: np.ndarray, size: tuple[int, int],
         rays = rays @ np.asarray(R_fish_virtual).T
     uv = mei.project(rays)
     # sources beyond the outermost pixel centres would be blended with the black border
-    inside = ((uv[:, 0] >= 0) & (uv[:, 0] <= mei.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= mei.height - 1))
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] <= mei.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= mei.height - 1)
     uv[~(mei.valid(rays) & inside)] = OUTSIDE
     return (uv[:, 0].reshape(height, width).astype(np.float32), uv[:, 1].reshape(height, width).astype(np.float32))
 
 
-def pinhole_resampling(mei: MeiCamera, K: np.ndarray, size: tuple[int, int],
-                       R_fish_virtual: np.ndarray | None = None) -> Resampling:
+def pinhole_resampling(
+    mei: MeiCamera, K: np.ndarray, size: tuple[int, int], R_fish_virtual: np.ndarray | None = None
+) -> Resampling:
     """The Resampling of fisheye ``mei``'s images into the virtual pinhole camera (see :func:`pinhole_maps`)."""
     return Resampling(*pinhole_maps(mei, K, size, R_fish_virtual), mei.width, mei.height)

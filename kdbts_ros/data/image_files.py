@@ -4,6 +4,7 @@
 image, or the disk is full; here the bytes go through Python's own file calls, so a missing
 folder or a full disk is an OSError with its errno and file name.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,7 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     try:
         ok, data = cv2.imencode(path.suffix, img)
     except cv2.error as exc:  # no encoder for the extension
-        raise UserError(f"{path}: cannot write an image with extension {path.suffix!r} "
-                        "(use .png or .jpg)") from exc
+        raise UserError(f"{path}: cannot write an image with extension {path.suffix!r} (use .png or .jpg)") from exc
     if not ok:
         raise UserError(f"{path}: cannot encode the image as {path.suffix!r}")
     path.write_bytes(data.tobytes())

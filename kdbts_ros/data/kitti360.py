@@ -20,6 +20,7 @@ rectified K and size, rotated by ``fisheye_rotation`` (yaw, pitch; default (0, -
 right camera's yaw mirrored) and placed at ``calib_cam_to_pose @ R``; each frame is resampled on
 read (:mod:`.fisheye`), black where the virtual view sees past the fisheye image.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,8 +63,9 @@ class Kitti360Calibration:
         self.cam_to_pose = read_calib(self.pose_path)
         velo = read_matrix_rows(d / "calib_cam_to_velo.txt", 12, "camera-to-velodyne calibration")
         self.T_velo_cam0 = rows_to_poses(velo[:1])[0]
-        self.fisheye: dict[str, MeiCamera] = {n: read_mei_yaml(d / f"{n}.yaml") for n in FISHEYE
-                                              if (d / f"{n}.yaml").is_file()}
+        self.fisheye: dict[str, MeiCamera] = {
+            n: read_mei_yaml(d / f"{n}.yaml") for n in FISHEYE if (d / f"{n}.yaml").is_file()
+        }
         self.calib_dir = d
 
     def T_pose_cam(self, name: str) -> np.ndarray:
@@ -77,16 +79,23 @@ class Kitti360Calibration:
         if name not in PERSPECTIVE:
             raise DatasetError(f"unknown KITTI-360 camera {name!r}; expected one of {PERSPECTIVE + FISHEYE}")
         k = name[-2:]
-        K, T_cam_rect0 = rectified_camera(calib_entry(self.perspective, f"P_rect_{k}", 12,
-                                                      self.perspective_path).reshape(3, 4))
+        K, T_cam_rect0 = rectified_camera(
+            calib_entry(self.perspective, f"P_rect_{k}", 12, self.perspective_path).reshape(3, 4)
+        )
         w, h = (int(v) for v in calib_entry(self.perspective, f"S_rect_{k}", 2, self.perspective_path))
         R_rect = rigid(calib_entry(self.perspective, f"R_rect_{k}", 9, self.perspective_path), np.zeros(3))
         tx = 0.0
         if name == "image_01":
-            tx = stereo_tx(K, T_cam_rect0, rectified_camera(
-                calib_entry(self.perspective, "P_rect_00", 12, self.perspective_path).reshape(3, 4))[1])
-        return Camera(name, CAMERA_FRAMES[name], K, w, h, self.T_pose_cam(name) @ geometry.invert(R_rect),
-                      projection_tx=tx)
+            tx = stereo_tx(
+                K,
+                T_cam_rect0,
+                rectified_camera(calib_entry(self.perspective, "P_rect_00", 12, self.perspective_path).reshape(3, 4))[
+                    1
+                ],
+            )
+        return Camera(
+            name, CAMERA_FRAMES[name], K, w, h, self.T_pose_cam(name) @ geometry.invert(R_rect), projection_tx=tx
+        )
 
     def fisheye_camera(self, name: str) -> Camera:
         """Fisheye ``image_02`` / ``image_03`` as the official virtual pinhole: camera 00's K and size, rotated."""
@@ -96,14 +105,21 @@ class Kitti360Calibration:
         # the right camera looks the other way, so the official loader mirrors its yaw
         R = virtual_rotation(-yaw if name == "image_03" else yaw, pitch)
         ref = self.camera("image_00")
-        return Camera(name, CAMERA_FRAMES[name], ref.K.copy(), ref.width, ref.height,
-                      self.T_pose_cam(name) @ rigid(R, np.zeros(3)),
-                      resampling=pinhole_resampling(self.fisheye[name], ref.K, (ref.width, ref.height), R))
+        return Camera(
+            name,
+            CAMERA_FRAMES[name],
+            ref.K.copy(),
+            ref.width,
+            ref.height,
+            self.T_pose_cam(name) @ rigid(R, np.zeros(3)),
+            resampling=pinhole_resampling(self.fisheye[name], ref.K, (ref.width, ref.height), R),
+        )
 
     def rig(self, cameras: list[str]) -> Rig:
         """The chosen cameras and the velodyne on base_link."""
-        return Rig(tuple(self.camera(c) for c in cameras),
-                   self.T_pose_cam("image_00") @ geometry.invert(self.T_velo_cam0))
+        return Rig(
+            tuple(self.camera(c) for c in cameras), self.T_pose_cam("image_00") @ geometry.invert(self.T_velo_cam0)
+        )
 
 
 def read_indexed_poses(path: str | Path, what: str = "poses") -> dict[int, np.ndarray]:
@@ -123,9 +139,14 @@ def image_folder(root: Path, sequence: str, camera: str) -> Path:
     return root / "data_2d_raw" / sequence / camera / IMAGE_FOLDERS[camera]
 
 
-def load_kitti360_sequence(root: str | Path, sequence: str, cameras: list[str] | None = None,
-                           calib_dir: str | Path | None = None, poses: str | Path | None = None,
-                           fisheye_rotation: tuple[float, float] = OFFICIAL_ROTATION) -> Recording:
+def load_kitti360_sequence(
+    root: str | Path,
+    sequence: str,
+    cameras: list[str] | None = None,
+    calib_dir: str | Path | None = None,
+    poses: str | Path | None = None,
+    fisheye_rotation: tuple[float, float] = OFFICIAL_ROTATION,
+) -> Recording:
     """A KITTI-360 sequence; frames are the images of the first camera, those absent from poses.txt unposed.
 
     Default cameras: every one whose image folder exists (perspective 00, 01, then fisheye 02, 03).
@@ -145,11 +166,14 @@ def load_kitti360_sequence(root: str | Path, sequence: str, cameras: list[str] |
         poses_from = f"{Path(poses or pose_dir / 'poses.txt').name}; world: KITTI-360's"
     elif (pose_dir / "cam0_to_world.txt").is_file():
         T_base_rect0 = calib.camera("image_00").T_base_cam
-        T_world_base = {i: T @ geometry.invert(T_base_rect0)
-                        for i, T in read_indexed_poses(pose_dir / "cam0_to_world.txt", "cam0_to_world").items()}
+        T_world_base = {
+            i: T @ geometry.invert(T_base_rect0)
+            for i, T in read_indexed_poses(pose_dir / "cam0_to_world.txt", "cam0_to_world").items()
+        }
         poses_from = "cam0_to_world.txt; world: KITTI-360's"
     else:
         T_world_base, poses_from = {}, "none"
-    frames = frame_records(rig, indices, stamps, files, T_world_base,
-                           root / "data_3d_raw" / sequence / "velodyne_points" / "data", 10)
+    frames = frame_records(
+        rig, indices, stamps, files, T_world_base, root / "data_3d_raw" / sequence / "velodyne_points" / "data", 10
+    )
     return Recording(sequence, rig, frames, poses_from, source)

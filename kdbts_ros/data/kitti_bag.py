@@ -5,11 +5,13 @@ Conventions (kitti2bag's names for KITTI raw and odometry; our own for KITTI-360
 * TF: ``world`` -> ``base_link`` on ``/tf`` at every posed frame (the vehicle pose, once);
   ``base_link`` -> each camera's rectified optical frame and -> the velodyne on ``/tf_static``
   (one message, offered reliable + transient-local, so late subscribers such as RViz get it).
-* Images are rectified (KITTI-360's fisheyes resampled to virtual pinhole views); ``camera_info`` carries the rectified projection in ``p`` (K, and
-  Tx = -fx * baseline for a stereo pair's second camera), ``k`` the same K, zero distortion, R = I.
+* Images are rectified (KITTI-360's fisheyes resampled to virtual pinhole views); ``camera_info``
+  carries the rectified projection in ``p`` (K, and Tx = -fx * baseline for a stereo pair's second
+  camera), ``k`` the same K, zero distortion, R = I.
 * Stamps are the dataset's (or the documented 10 Hz fallback); ``/clock`` ticks at every frame
   (optional: ``ros2 bag play --clock`` publishes its own, and two clock sources can step time back).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -38,14 +40,26 @@ class BagConventions:
     def stream(self, cam: Camera) -> CameraStream:
         """The camera's frame and topics on base_link."""
         names = {"frame": cam.frame_id, "index": cam.name[-2:].replace("_", "0")}
-        return CameraStream(cam.frame_id, cam.T_base_cam, cam.K, self.image_topic.format(**names),
-                            self.info_topic.format(**names), cam.projection_tx)
+        return CameraStream(
+            cam.frame_id,
+            cam.T_base_cam,
+            cam.K,
+            self.image_topic.format(**names),
+            self.info_topic.format(**names),
+            cam.projection_tx,
+        )
 
 
-KITTI = BagConventions("world", "velo_link", "/kitti/velo/pointcloud", "/kitti/{frame}/image_raw",
-                       "/kitti/{frame}/camera_info")
-KITTI360 = BagConventions("world", "kitti360_velodyne", "/kitti360/velodyne/points",
-                          "/kitti360/cam_{index}/image_rect", "/kitti360/cam_{index}/camera_info")
+KITTI = BagConventions(
+    "world", "velo_link", "/kitti/velo/pointcloud", "/kitti/{frame}/image_raw", "/kitti/{frame}/camera_info"
+)
+KITTI360 = BagConventions(
+    "world",
+    "kitti360_velodyne",
+    "/kitti360/velodyne/points",
+    "/kitti360/cam_{index}/image_rect",
+    "/kitti360/cam_{index}/camera_info",
+)
 
 VELO_FIELDS = ("x", "y", "z", "intensity")
 
@@ -54,12 +68,21 @@ def velodyne_cloud(points: np.ndarray, stamp: int, frame_id: str) -> Any:
     """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, intensity (the KITTI scan as stored)."""
     types = cdr.typestore().types
     data = np.ascontiguousarray(points, "<f4")
-    fields = [types["sensor_msgs/msg/PointField"](name=n, offset=4 * i, datatype=7, count=1)  # 7: FLOAT32
-              for i, n in enumerate(VELO_FIELDS)]
+    fields = [
+        types["sensor_msgs/msg/PointField"](name=n, offset=4 * i, datatype=7, count=1)  # 7: FLOAT32
+        for i, n in enumerate(VELO_FIELDS)
+    ]
     return types["sensor_msgs/msg/PointCloud2"](
-        header=cdr.header(stamp, frame_id), height=1, width=len(data), fields=fields, is_bigendian=False,
-        point_step=16, row_step=16 * len(data), data=data.view(np.uint8).reshape(-1),
-        is_dense=bool(np.all(np.isfinite(data))))
+        header=cdr.header(stamp, frame_id),
+        height=1,
+        width=len(data),
+        fields=fields,
+        is_bigendian=False,
+        point_step=16,
+        row_step=16 * len(data),
+        data=data.view(np.uint8).reshape(-1),
+        is_dense=bool(np.all(np.isfinite(data))),
+    )
 
 
 def clock_message(stamp: int) -> tuple[int, str, str, bytes]:
@@ -68,8 +91,9 @@ def clock_message(stamp: int) -> tuple[int, str, str, bytes]:
     return stamp, "/clock", "rosgraph_msgs/msg/Clock", cdr.serialize(msg)
 
 
-def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | None = None,
-                       velodyne: bool = True, clock: bool = True) -> Iterator[tuple[int, str, str, bytes]]:
+def recording_messages(
+    rec: Recording, conv: BagConventions, max_frames: int | None = None, velodyne: bool = True, clock: bool = True
+) -> Iterator[tuple[int, str, str, bytes]]:
     """(stamp, topic, msgtype, bytes) of a recording in time order; images are read as they are needed."""
     frames = rec.frames[:max_frames] if max_frames else rec.frames
     if not frames:
@@ -83,18 +107,35 @@ def recording_messages(rec: Recording, conv: BagConventions, max_frames: int | N
         if clock:
             yield clock_message(f.stamp_ns)
         if f.T_world_base is not None:  # frames the dataset has no pose for get no /tf
-            yield (f.stamp_ns, "/tf", "tf2_msgs/msg/TFMessage",
-                   cdr.serialize(sensor_data.tf_message([(conv.fixed_frame, conv.base_frame, f.stamp_ns, f.T_world_base)])))
+            yield (
+                f.stamp_ns,
+                "/tf",
+                "tf2_msgs/msg/TFMessage",
+                cdr.serialize(
+                    sensor_data.tf_message([(conv.fixed_frame, conv.base_frame, f.stamp_ns, f.T_world_base)])
+                ),
+            )
         for cam, stream in enumerate(streams):
             yield from camera_messages(stream, f.stamp_ns, f.image(cam))
         if velodyne and f.velodyne is not None:
-            yield (f.stamp_ns, conv.velo_topic, "sensor_msgs/msg/PointCloud2",
-                   cdr.serialize(velodyne_cloud(read_velodyne(f.velodyne), f.stamp_ns, conv.velo_frame)))
+            yield (
+                f.stamp_ns,
+                conv.velo_topic,
+                "sensor_msgs/msg/PointCloud2",
+                cdr.serialize(velodyne_cloud(read_velodyne(f.velodyne), f.stamp_ns, conv.velo_frame)),
+            )
 
 
-def write_recording_bag(rec: Recording, out: str | Path, conv: BagConventions, storage: str = "mcap",
-                        max_frames: int | None = None, velodyne: bool = True, clock: bool = True,
-                        progress: bool | None = None) -> dict[str, int]:
+def write_recording_bag(
+    rec: Recording,
+    out: str | Path,
+    conv: BagConventions,
+    storage: str = "mcap",
+    max_frames: int | None = None,
+    velodyne: bool = True,
+    clock: bool = True,
+    progress: bool | None = None,
+) -> dict[str, int]:
     """Write the recording as a bag at ``out`` (must not exist); returns messages per topic."""
     from tqdm import tqdm
 

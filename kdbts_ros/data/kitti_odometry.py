@@ -5,6 +5,7 @@
 at frame 0. base_link is a REP 103 frame (x forward, y left, z up) at camera 0 and the world
 is base_link of frame 0, so the world is z-up; stamps are START_NS + ``times.txt`` seconds.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,15 +38,26 @@ T_BASE_RECT0[:3, :3] = R_BASE_OPTICAL
 def odometry_rig(calib_path: Path, cameras: list[str], sizes: dict[str, tuple[int, int]]) -> Rig:
     """Cameras ``image_k`` and the velodyne on base_link (REP 103 at rectified camera 0)."""
     calib = read_calib(calib_path)
-    proj = {c: rectified_camera(calib_entry(calib, f"P{c[-1]}", 12, calib_path).reshape(3, 4)) for c in ODOMETRY_CAMERAS}
+    proj = {
+        c: rectified_camera(calib_entry(calib, f"P{c[-1]}", 12, calib_path).reshape(3, 4)) for c in ODOMETRY_CAMERAS
+    }
     out = []
     for c in cameras:
         K, T_cam_rect0 = proj[c]
         raw = ODOMETRY_CAMERAS[c]
         partner = next((o for o, r in ODOMETRY_CAMERAS.items() if r == STEREO_PARTNER.get(raw)), None)
         tx = stereo_tx(K, T_cam_rect0, proj[partner][1]) if partner else 0.0
-        out.append(Camera(c, CAMERA_FRAMES[raw], K, *sizes[c], T_BASE_RECT0 @ geometry.invert(T_cam_rect0),
-                          colour=c in ("image_2", "image_3"), projection_tx=tx))
+        out.append(
+            Camera(
+                c,
+                CAMERA_FRAMES[raw],
+                K,
+                *sizes[c],
+                T_BASE_RECT0 @ geometry.invert(T_cam_rect0),
+                colour=c in ("image_2", "image_3"),
+                projection_tx=tx,
+            )
+        )
     T_base_velo = None
     if "Tr" in calib:
         Tr = np.eye(4)
@@ -54,8 +66,12 @@ def odometry_rig(calib_path: Path, cameras: list[str], sizes: dict[str, tuple[in
     return Rig(tuple(out), T_base_velo)
 
 
-def load_odometry_sequence(seq_dir: str | Path, poses: str | Path | None = None, cameras: list[str] | None = None,
-                           calib: str | Path | None = None) -> Recording:
+def load_odometry_sequence(
+    seq_dir: str | Path,
+    poses: str | Path | None = None,
+    cameras: list[str] | None = None,
+    calib: str | Path | None = None,
+) -> Recording:
     """A KITTI odometry sequence; ``poses`` defaults to ``<seq_dir>/../../poses/<seq>.txt`` when it exists."""
     seq = Path(seq_dir)
     if not seq.is_dir():

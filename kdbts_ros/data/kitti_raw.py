@@ -5,6 +5,7 @@ Calibration (one folder per date): ``calib_cam_to_cam.txt`` (P_rect_0k, R_rect_0
 (OXTS IMU -> velodyne). base_link is the IMU frame, so the OXTS pose T_world_imu is the
 base_link pose itself (no second lever arm, unlike kitti2bag's base_link -> imu_link offset).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,12 @@ from kdbts_ros.data.records import (
 )
 
 # dataset camera -> ROS frame (the kitti2bag names; topics are /kitti/<frame>/image_raw)
-CAMERA_FRAMES = {"image_00": "camera_gray_left", "image_01": "camera_gray_right",
-                 "image_02": "camera_color_left", "image_03": "camera_color_right"}
+CAMERA_FRAMES = {
+    "image_00": "camera_gray_left",
+    "image_01": "camera_gray_right",
+    "image_02": "camera_color_left",
+    "image_03": "camera_color_right",
+}
 # second camera of each stereo pair -> the first (the baseline of CameraInfo's P is measured to it)
 STEREO_PARTNER = {"image_01": "image_00", "image_03": "image_02"}
 EARTH_RADIUS_M = 6378137.0  # the KITTI devkit's Mercator radius
@@ -101,8 +106,16 @@ class RawCalibration:
         K, T_cam_rect0 = self.projection(name)
         w, h = (int(v) for v in calib_entry(self.cam, f"S_rect_{name[-2:]}", 2, self.cam_path))
         tx = stereo_tx(K, T_cam_rect0, self.projection(STEREO_PARTNER[name])[1]) if name in STEREO_PARTNER else 0.0
-        return Camera(name, CAMERA_FRAMES[name], K, w, h, self.T_base_rect0 @ geometry.invert(T_cam_rect0),
-                      colour=name in ("image_02", "image_03"), projection_tx=tx)
+        return Camera(
+            name,
+            CAMERA_FRAMES[name],
+            K,
+            w,
+            h,
+            self.T_base_rect0 @ geometry.invert(T_cam_rect0),
+            colour=name in ("image_02", "image_03"),
+            projection_tx=tx,
+        )
 
     def rig(self, cameras: list[str]) -> Rig:
         """The chosen cameras and the velodyne on base_link."""
@@ -134,15 +147,24 @@ def oxts_poses(packets: np.ndarray) -> np.ndarray:
     """
     lat, lon, alt, roll, pitch, yaw = (packets[:, i] for i in range(6))
     scale = np.cos(np.radians(lat[0]))
-    t = np.stack([scale * EARTH_RADIUS_M * np.radians(lon),
-                  scale * EARTH_RADIUS_M * np.log(np.tan(np.radians(90.0 + lat) / 2.0)), alt], axis=1)
+    t = np.stack(
+        [
+            scale * EARTH_RADIUS_M * np.radians(lon),
+            scale * EARTH_RADIUS_M * np.log(np.tan(np.radians(90.0 + lat) / 2.0)),
+            alt,
+        ],
+        axis=1,
+    )
     c, s = np.cos, np.sin
-    Rx = np.stack([np.ones_like(roll), 0 * roll, 0 * roll, 0 * roll, c(roll), -s(roll), 0 * roll, s(roll),
-                   c(roll)], 1).reshape(-1, 3, 3)
-    Ry = np.stack([c(pitch), 0 * pitch, s(pitch), 0 * pitch, np.ones_like(pitch), 0 * pitch, -s(pitch),
-                   0 * pitch, c(pitch)], 1).reshape(-1, 3, 3)
-    Rz = np.stack([c(yaw), -s(yaw), 0 * yaw, s(yaw), c(yaw), 0 * yaw, 0 * yaw, 0 * yaw, np.ones_like(yaw)],
-                  1).reshape(-1, 3, 3)
+    Rx = np.stack(
+        [np.ones_like(roll), 0 * roll, 0 * roll, 0 * roll, c(roll), -s(roll), 0 * roll, s(roll), c(roll)], 1
+    ).reshape(-1, 3, 3)
+    Ry = np.stack(
+        [c(pitch), 0 * pitch, s(pitch), 0 * pitch, np.ones_like(pitch), 0 * pitch, -s(pitch), 0 * pitch, c(pitch)], 1
+    ).reshape(-1, 3, 3)
+    Rz = np.stack([c(yaw), -s(yaw), 0 * yaw, s(yaw), c(yaw), 0 * yaw, 0 * yaw, 0 * yaw, np.ones_like(yaw)], 1).reshape(
+        -1, 3, 3
+    )
     poses = np.tile(np.eye(4), (len(packets), 1, 1))
     poses[:, :3, :3] = Rz @ Ry @ Rx
     poses[:, :3, 3] = t - t[0]
@@ -157,8 +179,13 @@ def read_oxts(folder: str | Path) -> dict[int, np.ndarray]:
     return dict(zip(order, oxts_poses(packets)))
 
 
-def load_raw_drive(drive_dir: str | Path, calib_dir: str | Path | None = None, poses: str | Path | None = None,
-                   cameras: list[str] | None = None, name: str | None = None) -> Recording:
+def load_raw_drive(
+    drive_dir: str | Path,
+    calib_dir: str | Path | None = None,
+    poses: str | Path | None = None,
+    cameras: list[str] | None = None,
+    name: str | None = None,
+) -> Recording:
     """A synced+rectified KITTI raw drive as a Recording.
 
     ``drive_dir`` holds ``image_0k/data/*.png`` (and optionally ``velodyne_points/data``,

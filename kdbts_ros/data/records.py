@@ -11,6 +11,7 @@ Frames: base_link is the dataset's vehicle frame (KITTI raw: the OXTS IMU; KITTI
 GPS/IMU "pose" frame; KITTI odometry: a REP 103 frame at camera 0); cameras are rectified
 optical frames (x right, y down, z forward); ``T_a_b`` maps points of frame b into frame a.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,8 +46,7 @@ class Resampling:
 
     def apply(self, img: np.ndarray) -> np.ndarray:
         """The camera's view of a recorded image, sampled bilinearly; black where the source has no pixel."""
-        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0)
+        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +134,7 @@ class Recording:
 
 # ---------------------------------------------------------------- small readers shared by the loaders
 
+
 def require_file(path: Path, what: str) -> Path:
     """``path`` if it is a file, else DatasetError naming it and what it should hold."""
     if not Path(path).is_file():
@@ -149,8 +150,7 @@ def read_matrix_rows(path: Path, width: int, what: str) -> np.ndarray:
     except ValueError as exc:
         raise DatasetError(f"{what} {path} is not a table of numbers: {exc}") from exc
     if rows.size == 0 or rows.shape[1] != width or not np.all(np.isfinite(rows)):
-        raise DatasetError(f"{what} {path}: expected {width} finite numbers per line, "
-                           f"got shape {rows.shape}")
+        raise DatasetError(f"{what} {path}: expected {width} finite numbers per line, got shape {rows.shape}")
     return rows
 
 
@@ -249,14 +249,24 @@ def camera_frame_files(folders: dict[str, Path], what: str) -> tuple[list[dict[i
     return files, indices
 
 
-def frame_records(rig: Rig, indices: list[int], stamps: list[int], files: list[dict[int, Path]],
-                  T_world_base: dict[int, np.ndarray], velodyne_dir: Path, digits: int) -> list[FrameRecord]:
+def frame_records(
+    rig: Rig,
+    indices: list[int],
+    stamps: list[int],
+    files: list[dict[int, Path]],
+    T_world_base: dict[int, np.ndarray],
+    velodyne_dir: Path,
+    digits: int,
+) -> list[FrameRecord]:
     """One FrameRecord per index; the velodyne scan ``<index:0{digits}d>.bin`` where it exists, the pose where known."""
     out = []
     for i, stamp in zip(indices, stamps):
         scan = velodyne_dir / f"{i:0{digits}d}.bin"
-        out.append(FrameRecord(i, stamp, tuple(f[i] for f in files), scan if scan.is_file() else None,
-                               T_world_base.get(i), rig))
+        out.append(
+            FrameRecord(
+                i, stamp, tuple(f[i] for f in files), scan if scan.is_file() else None, T_world_base.get(i), rig
+            )
+        )
     return out
 
 
@@ -284,8 +294,9 @@ class RecordingFrames:
     normalised intrinsics the network sees are unchanged, as the official loaders resize).
     """
 
-    def __init__(self, recordings: list[Recording], cameras: list[str] | None = None,
-                 size: tuple[int, int] | None = None):
+    def __init__(
+        self, recordings: list[Recording], cameras: list[str] | None = None, size: tuple[int, int] | None = None
+    ):
         if not recordings:
             raise DatasetError("no recordings")
         rig = recordings[0].rig

@@ -4,6 +4,7 @@ Frames: base_link is REP 103 (x forward, y left, z up); every camera frame is OP
 (x right, y down, z forward). The world frame is the one of :mod:`.synthetic` (z up, x along
 the street), so a camera's camera-to-world pose is ``T_world_base @ camera.T_base_cam()``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,10 +28,16 @@ def _rot_z(angle: np.ndarray) -> np.ndarray:
 
 
 def kitti_like_intrinsics(width: int, height: int) -> np.ndarray:
-    """3x3 K with the KITTI-360 normalised intrinsics fx'=0.7849, fy'=2.9391, cx'=-0.0312, cy'=0.2701 scaled to width/height: fx = fx'*W/2, cx = (cx'+1)*W/2, etc."""
-    return np.array([[0.7849 * width / 2, 0.0, (-0.0312 + 1.0) * width / 2],
-                     [0.0, 2.9391 * height / 2, (0.2701 + 1.0) * height / 2],
-                     [0.0, 0.0, 1.0]])
+    """3x3 K with the KITTI-360 normalised intrinsics fx'=0.7849, fy'=2.9391, cx'=-0.0312, cy'=0.2701 scaled to
+    width/height: fx = fx'*W/2, cx = (cx'+1)*W/2, etc.
+    """
+    return np.array(
+        [
+            [0.7849 * width / 2, 0.0, (-0.0312 + 1.0) * width / 2],
+            [0.0, 2.9391 * height / 2, (0.2701 + 1.0) * height / 2],
+            [0.0, 0.0, 1.0],
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,14 @@ class RigConfig:
         return kitti_like_intrinsics(self.width, self.height)
 
 
-def base_trajectory(n_frames: int, step_m: float = 1.0, lateral_offset_m: float = -1.5,
-                    start_x: float = 0.0, yaw_wobble_rad: float = 0.03, seed: int = 0) -> np.ndarray:
+def base_trajectory(
+    n_frames: int,
+    step_m: float = 1.0,
+    lateral_offset_m: float = -1.5,
+    start_x: float = 0.0,
+    yaw_wobble_rad: float = 0.03,
+    seed: int = 0,
+) -> np.ndarray:
     """(n_frames, 4, 4) T_world_base poses of a vehicle driving along +x on the ground with a smooth heading wobble."""
     rng = np.random.default_rng(seed)
     phase, period = rng.uniform(0.0, 2 * np.pi), rng.uniform(15.0, 30.0)

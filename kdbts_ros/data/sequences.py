@@ -3,6 +3,7 @@
 The real KITTI raw sample (drive 2011_09_26_0052, left colour camera, ORB-SLAM poses), or a
 procedural street; serialized exactly as a camera driver and a localiser publish them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ class Sequence:
     """Images with their rectified intrinsics and camera poses in the fixed frame."""
 
     name: str
-    images: list[np.ndarray]          # RGB uint8
+    images: list[np.ndarray]  # RGB uint8
     K: np.ndarray
-    T_fixed_cam: np.ndarray           # (N, 4, 4)
+    T_fixed_cam: np.ndarray  # (N, 4, 4)
     camera_frame: str = "camera_color_left"
 
 
@@ -43,8 +44,9 @@ def kitti_sample(root: Path, n: int) -> Sequence:
     rec = shared_sample.raw_sample(root)
     frames = rec.frames[:n]
     images = [f.image(0, colour=True) for f in frames]
-    return Sequence(f"KITTI raw {KITTI_DRIVE}", images, rec.rig.cameras[0].K,
-                    np.stack([f.T_world_cam(0) for f in frames]))
+    return Sequence(
+        f"KITTI raw {KITTI_DRIVE}", images, rec.rig.cameras[0].K, np.stack([f.T_world_cam(0) for f in frames])
+    )
 
 
 def synthetic_sample(n: int, width: int = 640, height: int = 192) -> Sequence:

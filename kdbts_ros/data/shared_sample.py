@@ -1,4 +1,5 @@
 """The real KITTI and KITTI-360 samples under ``../shared/data/kitti`` (scattered over several folders)."""
+
 from __future__ import annotations
 
 from pathlib import Path

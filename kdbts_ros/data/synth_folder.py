@@ -22,6 +22,7 @@ The bag has ``/tf_static`` (base_link -> ``<name>_optical``) once, then per fram
 1_700_000_000 s: ``/tf`` (odom -> base_link, odom = world), ``/<name>/image_raw`` (rgb8) and
 ``/<name>/camera_info`` for every camera.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,12 @@ def sequence_name(seed: int) -> str:
 def rig_dict(rig: RigConfig) -> dict[str, object]:
     """Contents of rig.json for ``rig``."""
     K = rig.K().tolist()
-    return {"width": rig.width, "height": rig.height, "period_ns": PERIOD_NS,
-            "cameras": [{"name": c.name, "K": K, "T_base_cam": c.T_base_cam().tolist()} for c in rig.cameras]}
+    return {
+        "width": rig.width,
+        "height": rig.height,
+        "period_ns": PERIOD_NS,
+        "cameras": [{"name": c.name, "K": K, "T_base_cam": c.T_base_cam().tolist()} for c in rig.cameras],
+    }
 
 
 def encode_depth(depth: np.ndarray) -> np.ndarray:
@@ -83,15 +88,18 @@ def _write_bag(path: Path, rig: RigConfig, poses: np.ndarray, frames: list[list[
     if path.exists():  # rosbags refuses to write into an existing bag folder
         shutil.rmtree(path)
     K = rig.K()
-    cameras = [CameraStream(f"{c.name}_optical", c.T_base_cam(), K, f"/{c.name}/image_raw", f"/{c.name}/camera_info")
-               for c in rig.cameras]
+    cameras = [
+        CameraStream(f"{c.name}_optical", c.T_base_cam(), K, f"/{c.name}/image_raw", f"/{c.name}/camera_info")
+        for c in rig.cameras
+    ]
     with BagWriter(path) as bag:
         for stamp, topic, msgtype, data in rig_messages(cameras, poses, frames, "odom", START_NS, PERIOD_NS):
             bag.write(topic, msgtype, stamp, data)
 
 
-def write_sequence(root: Path, seed: int, n_frames: int, rig: RigConfig = RigConfig(), step_m: float = 1.0,
-                   bag: bool = False) -> Path:
+def write_sequence(
+    root: Path, seed: int, n_frames: int, rig: RigConfig = RigConfig(), step_m: float = 1.0, bag: bool = False
+) -> Path:
     """Render every camera at every frame of sequence ``seed_<seed>`` into ``root``; returns the sequence folder."""
     root = Path(root)
     if n_frames < 1:

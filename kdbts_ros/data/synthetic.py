@@ -12,6 +12,7 @@ Conventions:
 All solids are axis-aligned boxes plus the ground half-space z < 0, so ray casting (slab method)
 and occupancy are exact and agree with each other to float precision.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,11 +26,27 @@ GROUND, BUILDING, CAR_BODY, CAR_CABIN, SIDEWALK, POLE, FOLIAGE, OCCLUDER = range
 _SUN = np.array([0.45, 0.6, 0.66]) / np.linalg.norm([0.45, 0.6, 0.66])  # from the front-left, high
 _SKY_HORIZON = np.array([0.80, 0.86, 0.92])
 _SKY_ZENITH = np.array([0.30, 0.50, 0.82])
-_FACADE_PALETTE = np.array([[0.78, 0.72, 0.62], [0.70, 0.52, 0.42], [0.82, 0.80, 0.76],
-                            [0.60, 0.58, 0.55], [0.85, 0.76, 0.55], [0.55, 0.45, 0.40]])
-_CAR_PALETTE = np.array([[0.75, 0.10, 0.10], [0.12, 0.20, 0.55], [0.85, 0.85, 0.85],
-                         [0.15, 0.15, 0.17], [0.55, 0.57, 0.60], [0.20, 0.45, 0.25],
-                         [0.90, 0.75, 0.20]])
+_FACADE_PALETTE = np.array(
+    [
+        [0.78, 0.72, 0.62],
+        [0.70, 0.52, 0.42],
+        [0.82, 0.80, 0.76],
+        [0.60, 0.58, 0.55],
+        [0.85, 0.76, 0.55],
+        [0.55, 0.45, 0.40],
+    ]
+)
+_CAR_PALETTE = np.array(
+    [
+        [0.75, 0.10, 0.10],
+        [0.12, 0.20, 0.55],
+        [0.85, 0.85, 0.85],
+        [0.15, 0.15, 0.17],
+        [0.55, 0.57, 0.60],
+        [0.20, 0.45, 0.25],
+        [0.90, 0.75, 0.20],
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -37,18 +54,18 @@ class SceneConfig:
     """Layout parameters of the procedural street; the same config always gives the same scene."""
 
     seed: int = 0
-    length_m: float = 120.0           # street length along +x starting at x=-10
+    length_m: float = 120.0  # street length along +x starting at x=-10
     road_half_width_m: float = 5.0
     sidewalk_width_m: float = 3.0
-    sidewalk_height_m: float = 0.15   # <= 0 removes the raised sidewalk boxes
-    building_setback_m: float = 2.0   # max random extra gap between sidewalk and facade
-    building_fill: float = 0.9        # probability that a facade slot holds a building (0: none)
+    sidewalk_height_m: float = 0.15  # <= 0 removes the raised sidewalk boxes
+    building_setback_m: float = 2.0  # max random extra gap between sidewalk and facade
+    building_fill: float = 0.9  # probability that a facade slot holds a building (0: none)
     building_height_m: tuple[float, float] = (6.0, 24.0)
     building_depth_m: tuple[float, float] = (6.0, 15.0)
-    n_cars: int = 20                  # parked cars, spread over both curbs
+    n_cars: int = 20  # parked cars, spread over both curbs
     n_poles: int = 8
     n_trees: int = 10
-    n_occluders: int = 6              # kiosks, bins, bus shelters on the sidewalk
+    n_occluders: int = 6  # kiosks, bins, bus shelters on the sidewalk
 
 
 def _frac(x: np.ndarray) -> np.ndarray:
@@ -85,17 +102,25 @@ class StreetScene:
         x0, x1, rw = -10.0, -10.0 + c.length_m, c.road_half_width_m
         outer = rw + c.sidewalk_width_m
 
-        def add(lo: tuple[float, float, float], hi: tuple[float, float, float],
-                rgb: np.ndarray, mat: int) -> None:
+        def add(lo: tuple[float, float, float], hi: tuple[float, float, float], rgb: np.ndarray, mat: int) -> None:
             # y bounds are given per side and may be swapped for the right (y < 0) side.
             (ax, ay, az), (bx, by, bz) = lo, hi
-            rows.append((min(ax, bx), min(ay, by), min(az, bz), max(ax, bx), max(ay, by),
-                         max(az, bz), *np.clip(rgb, 0.0, 1.0), float(mat)))
+            rows.append(
+                (
+                    min(ax, bx),
+                    min(ay, by),
+                    min(az, bz),
+                    max(ax, bx),
+                    max(ay, by),
+                    max(az, bz),
+                    *np.clip(rgb, 0.0, 1.0),
+                    float(mat),
+                )
+            )
 
         for s in (1.0, -1.0):  # left then right side of the street
             if c.sidewalk_height_m > 0:
-                add((x0, s * rw, 0.0), (x1, s * outer, c.sidewalk_height_m),
-                    np.array([0.62, 0.61, 0.58]), SIDEWALK)
+                add((x0, s * rw, 0.0), (x1, s * outer, c.sidewalk_height_m), np.array([0.62, 0.61, 0.58]), SIDEWALK)
             x = x0
             while x < x1 and c.building_fill > 0:
                 w = rng.uniform(6.0, 18.0)
@@ -118,13 +143,15 @@ class StreetScene:
             rgb = _CAR_PALETTE[rng.integers(len(_CAR_PALETTE))] * rng.uniform(0.85, 1.1)
             van = rng.random() < 0.15
             h_body = rng.uniform(1.7, 2.0) if van else rng.uniform(0.8, 0.95)
-            add((xc - length / 2, s * (y_curb - width), 0.0), (xc + length / 2, s * y_curb, h_body),
-                rgb, CAR_BODY)
+            add((xc - length / 2, s * (y_curb - width), 0.0), (xc + length / 2, s * y_curb, h_body), rgb, CAR_BODY)
             if not van:  # cabin set back from both ends, slightly narrower than the body
                 front, back = rng.uniform(0.9, 1.3), rng.uniform(0.5, 0.9)
-                add((xc - length / 2 + back, s * (y_curb - width + 0.1), h_body),
+                add(
+                    (xc - length / 2 + back, s * (y_curb - width + 0.1), h_body),
                     (xc + length / 2 - front, s * (y_curb - 0.1), h_body + rng.uniform(0.45, 0.6)),
-                    rgb, CAR_CABIN)
+                    rgb,
+                    CAR_CABIN,
+                )
 
         # Sidewalk furniture: one item per chosen 4 m slot, at type-specific distances from the curb.
         n_slot = max(int(c.length_m // 4.0), 0)
@@ -135,23 +162,41 @@ class StreetScene:
             xc = x0 + (k + 0.5) * 4.0 + rng.uniform(-0.5, 0.5)
             if kind == POLE:
                 yc, h = rw + 0.5, rng.uniform(4.5, 7.0)
-                add((xc - 0.09, s * (yc - 0.09), 0.0), (xc + 0.09, s * (yc + 0.09), h),
-                    np.array([0.45, 0.46, 0.48]), POLE)
+                add(
+                    (xc - 0.09, s * (yc - 0.09), 0.0),
+                    (xc + 0.09, s * (yc + 0.09), h),
+                    np.array([0.45, 0.46, 0.48]),
+                    POLE,
+                )
             elif kind == FOLIAGE:
                 yc, h = rw + 1.3, rng.uniform(2.5, 3.5)
-                add((xc - 0.15, s * (yc - 0.15), 0.0), (xc + 0.15, s * (yc + 0.15), h),
-                    np.array([0.40, 0.30, 0.20]), POLE)
+                add(
+                    (xc - 0.15, s * (yc - 0.15), 0.0),
+                    (xc + 0.15, s * (yc + 0.15), h),
+                    np.array([0.40, 0.30, 0.20]),
+                    POLE,
+                )
                 r, top = rng.uniform(1.0, 1.6), h + rng.uniform(2.0, 3.5)
-                add((xc - r, s * (yc - r), h - 0.3), (xc + r, s * (yc + r), top),
-                    np.array([0.25, 0.50, 0.20]) * rng.uniform(0.8, 1.15), FOLIAGE)
+                add(
+                    (xc - r, s * (yc - r), h - 0.3),
+                    (xc + r, s * (yc + r), top),
+                    np.array([0.25, 0.50, 0.20]) * rng.uniform(0.8, 1.15),
+                    FOLIAGE,
+                )
             else:
                 yc, ln = rw + 2.0, rng.uniform(0.6, 2.5)
                 wd, h = rng.uniform(0.5, 1.2), rng.uniform(0.8, 2.2)
-                add((xc - ln / 2, s * (yc - wd / 2), 0.0), (xc + ln / 2, s * (yc + wd / 2), h),
-                    rng.uniform(0.2, 0.9, size=3), OCCLUDER)
+                add(
+                    (xc - ln / 2, s * (yc - wd / 2), 0.0),
+                    (xc + ln / 2, s * (yc + wd / 2), h),
+                    rng.uniform(0.2, 0.9, size=3),
+                    OCCLUDER,
+                )
 
     def occupied(self, points_world: np.ndarray) -> np.ndarray:
-        """Exact occupancy (bool, shape (N,)) of world points (N,3): inside any solid (ground below z=0 counts as solid)."""
+        """Exact occupancy (bool, shape (N,)) of world points (N,3): inside any solid (ground below z=0 counts as
+        solid).
+        """
         p = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
         # Sort by x so each box only tests the points inside its x-slab: cost ~ N * (boxes
         # overlapping a typical x) instead of N * all boxes, and memory stays O(N).
@@ -159,16 +204,17 @@ class StreetScene:
         ps = p[order]
         occ = ps[:, 2] < 0.0
         first = np.searchsorted(ps[:, 0], self.box_min[:, 0], side="right")  # x > min
-        last = np.searchsorted(ps[:, 0], self.box_max[:, 0], side="left")    # x < max
+        last = np.searchsorted(ps[:, 0], self.box_max[:, 0], side="left")  # x < max
         for b in np.nonzero(last > first)[0]:
-            q = ps[first[b]:last[b], 1:]
-            occ[first[b]:last[b]] |= ((q > self.box_min[b, 1:]) & (q < self.box_max[b, 1:])).all(1)
+            q = ps[first[b] : last[b], 1:]
+            occ[first[b] : last[b]] |= ((q > self.box_min[b, 1:]) & (q < self.box_max[b, 1:])).all(1)
         out = np.empty_like(occ)
         out[order] = occ
         return out
 
-    def _screen_rects(self, rot: np.ndarray, origin: np.ndarray, K: np.ndarray,
-                      width: int, height: int) -> list[tuple[int, int, int, int, int]]:
+    def _screen_rects(
+        self, rot: np.ndarray, origin: np.ndarray, K: np.ndarray, width: int, height: int
+    ) -> list[tuple[int, int, int, int, int]]:
         """Conservative pixel rectangles (box, v0, v1, u0, u1) that can see each box."""
         sel = np.array([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=bool)
         corners = np.where(sel[None], self.box_max[:, None], self.box_min[:, None])  # (B, 8, 3)
@@ -191,9 +237,10 @@ class StreetScene:
                 rects.append((b, v0, v1, u0, u1))
         return rects
 
-    def render(self, cam_to_world: np.ndarray, K: np.ndarray, width: int,
-               height: int) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 (H,W,3) and z-depth float32 (H,W) in metres along the camera z axis; np.inf where the ray hits nothing (sky)."""
+    def render(self, cam_to_world: np.ndarray, K: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 (H,W,3) and z-depth float32 (H,W) in metres along the camera z axis; np.inf where the ray hits
+        nothing (sky).
+        """
         T, K = np.asarray(cam_to_world, np.float64), np.asarray(K, np.float64)
         rot, origin = T[:3, :3], T[:3, 3]
         u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
@@ -226,8 +273,9 @@ class StreetScene:
         rgb = self._shade(origin, d, depth, ids, axis)
         return rgb, depth
 
-    def _shade(self, origin: np.ndarray, d: np.ndarray, depth: np.ndarray, ids: np.ndarray,
-               axis: np.ndarray) -> np.ndarray:
+    def _shade(
+        self, origin: np.ndarray, d: np.ndarray, depth: np.ndarray, ids: np.ndarray, axis: np.ndarray
+    ) -> np.ndarray:
         """Textured Lambertian colour for hits, distance fog, and a vertical-gradient sky."""
         elev = d[..., 2] / np.linalg.norm(d, axis=-1)
         t = np.clip(elev, 0.0, 1.0)[..., None] ** 0.7
@@ -261,13 +309,11 @@ class StreetScene:
         col[g] = (0.38, 0.42, 0.30)  # verge / gaps between buildings
         road = g & (np.abs(y) < rw)
         col[road] = 0.30
-        marks = road & (((np.abs(y) < 0.07) & (_frac(x / 6.0) < 0.5))
-                        | (np.abs(np.abs(y) - (rw - 0.3)) < 0.07))
+        marks = road & (((np.abs(y) < 0.07) & (_frac(x / 6.0) < 0.5)) | (np.abs(np.abs(y) - (rw - 0.3)) < 0.07))
         col[marks] = (0.88, 0.88, 0.82)
         b = mat == BUILDING
         along = np.where(np.abs(n[:, 0]) > 0.5, y, x)  # horizontal coordinate on a vertical face (facades, cars)
-        win = (b & side & (z > 2.2) & (np.abs(_frac(along / 2.6) - 0.5) < 0.25)
-               & (np.abs(_frac(z / 3.2) - 0.55) < 0.22))
+        win = b & side & (z > 2.2) & (np.abs(_frac(along / 2.6) - 0.5) < 0.25) & (np.abs(_frac(z / 3.2) - 0.55) < 0.22)
         cell = np.stack([np.floor(along / 2.6), np.floor(z / 3.2), np.zeros_like(z)], -1)
         col[win] = np.array([0.14, 0.18, 0.26]) + 0.18 * _hash(cell[win])[:, None]
         col[b & up] *= 0.6
@@ -289,12 +335,19 @@ class StreetScene:
         return col * np.where(car, 0.4 + 1.2 * noise, 0.7 + 0.6 * noise)[:, None]
 
 
-def street_trajectory(n_frames: int, step_m: float = 1.0, camera_height_m: float = 1.55,
-                      lateral_offset_m: float = -1.5, start_x: float = 0.0,
-                      yaw_wobble_rad: float = 0.0, seed: int = 0) -> np.ndarray:
-    """(n_frames, 4, 4) camera-to-world poses of a forward-looking optical camera driving along +x (camera z = world +x, camera x = world -y, camera y = world -z)."""
+def street_trajectory(
+    n_frames: int,
+    step_m: float = 1.0,
+    camera_height_m: float = 1.55,
+    lateral_offset_m: float = -1.5,
+    start_x: float = 0.0,
+    yaw_wobble_rad: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """(n_frames, 4, 4) camera-to-world poses of a forward-looking optical camera driving along +x (camera z = world +x,
+    camera x = world -y, camera y = world -z).
+    """
     poses = base_trajectory(n_frames, step_m, lateral_offset_m, start_x, yaw_wobble_rad, seed)
     poses[:, :3, :3] = poses[:, :3, :3] @ R_BASE_OPTICAL  # base_link -> forward optical camera
     poses[:, 2, 3] = camera_height_m
     return poses
-

@@ -5,6 +5,7 @@ head reads frame 0 only; the multi-view head reads the forward stereo pair at t 
 t+1 (the frames it was trained on). Ground truth comes from the dataset: exact depth
 renders and, for synthetic folders, the scene's exact occupancy.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,21 +30,30 @@ from kdbts_ros.training.samples import TrainingFrames
 
 MV_FRAMES = [0, 1, 2, 3]  # [left t, left t+1, right t, right t+1] of a sample
 TABLE_KEYS = ("o_acc", "ie_acc", "ie_rec") + DEPTH_KEYS
-TABLE_NAMES = {"o_acc": "O_acc ↑", "ie_acc": "IE_acc ↑", "ie_rec": "IE_rec ↑", "abs_rel": "Abs Rel ↓",
-               "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓", "a1": "δ<1.25 ↑",
-               "a2": "δ<1.25² ↑", "a3": "δ<1.25³ ↑"}
+TABLE_NAMES = {
+    "o_acc": "O_acc ↑",
+    "ie_acc": "IE_acc ↑",
+    "ie_rec": "IE_rec ↑",
+    "abs_rel": "Abs Rel ↓",
+    "sq_rel": "Sq Rel ↓",
+    "rmse": "RMSE ↓",
+    "rmse_log": "RMSE log ↓",
+    "a1": "δ<1.25 ↑",
+    "a2": "δ<1.25² ↑",
+    "a3": "δ<1.25³ ↑",
+}
 
 
 @dataclass
 class EvalSettings:
     """How the evaluation samples frames and renders depth."""
 
-    stride: int = 8              # every stride-th frame of each sequence
-    samples: int = 64            # samples per ray for depth (official: 64)
-    pixel_step: int = 2          # depth is scored at every pixel_step-th row and column (CPU time)
-    max_depth: float = 80.0      # depth cap (KITTI protocol)
+    stride: int = 8  # every stride-th frame of each sequence
+    samples: int = 64  # samples per ray for depth (official: 64)
+    pixel_step: int = 2  # depth is scored at every pixel_step-th row and column (CPU time)
+    max_depth: float = 80.0  # depth cap (KITTI protocol)
     occupied_density: float = 0.5
-    seed: int = 0                # stratified ray jitter, seeded as the official evaluator
+    seed: int = 0  # stratified ray jitter, seeded as the official evaluator
     chunk_points: int = 65536
     protocol: OccupancyProtocol = OccupancyProtocol()
 
@@ -70,12 +80,17 @@ class Evaluator:
     def views(self, model: DensityField, sample: dict[str, torch.Tensor], head: str, device: torch.device) -> Views:
         """Encoded frames a head reads: frame 0 for 'sv', the stereo pair at t and t+1 for 'mv'."""
         ids = [0] if head == "sv" else MV_FRAMES
-        return encode_views(model, sample["images"][ids].to(device), sample["Kn"][ids].to(device),
-                            torch.linalg.inv(sample["T_ref"][ids]).to(device))
+        return encode_views(
+            model,
+            sample["images"][ids].to(device),
+            sample["Kn"][ids].to(device),
+            torch.linalg.inv(sample["T_ref"][ids]).to(device),
+        )
 
     @torch.inference_mode()
-    def run(self, model: DensityField, head: str, device: torch.device | str = "cpu",
-            progress: bool = True) -> dict[str, float]:
+    def run(
+        self, model: DensityField, head: str, device: torch.device | str = "cpu", progress: bool = True
+    ) -> dict[str, float]:
         """Mean of the per-frame metrics of one network head (NaN-safe, as frames may lack a class)."""
         s, device = self.settings, torch.device(device)
         model = model.to(device).eval()
@@ -92,15 +107,17 @@ class Evaluator:
             rec = occupancy_metrics(sigma[0].cpu().numpy() > s.occupied_density, occupied, visible)
             dirs = pixel_rays(rows, cols, sample["Kn"][0], H, W).reshape(-1, 3).to(device)
             gen.manual_seed(s.seed)
-            pred = ray_depth(model, views, head, dirs, s.samples, model.arch.z_near, model.arch.z_far,
-                             s.chunk_points, gen)
-            rec.update(depth_metrics(depth_gt[rows, cols], pred.cpu().numpy().reshape(rows.shape), max_depth=s.max_depth))
+            pred = ray_depth(
+                model, views, head, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen
+            )
+            rec.update(
+                depth_metrics(depth_gt[rows, cols], pred.cpu().numpy().reshape(rows.shape), max_depth=s.max_depth)
+            )
             records.append(rec)
         return frame_means(records, OCCUPANCY_KEYS + DEPTH_KEYS) | {"frames": len(records)}
 
     @torch.inference_mode()
-    def profile(self, model: DensityField, head: str, index: int = 0,
-                device: torch.device | str = "cpu") -> np.ndarray:
+    def profile(self, model: DensityField, head: str, index: int = 0, device: torch.device | str = "cpu") -> np.ndarray:
         """Bird's-eye density profile (paper Fig. 4 volume) of one held-out frame."""
         device = torch.device(device)
         model = model.to(device).eval()
@@ -148,12 +165,12 @@ def profile_strip(evaluator: Evaluator, pictures: dict[str, np.ndarray], index: 
     return np.vstack([top, row])
 
 
-def write_report(out_dir: Path, results: dict[str, dict[str, float]], meta: dict,
-                 keys: tuple[str, ...] = TABLE_KEYS) -> tuple[Path, Path]:
+def write_report(
+    out_dir: Path, results: dict[str, dict[str, float]], meta: dict, keys: tuple[str, ...] = TABLE_KEYS
+) -> tuple[Path, Path]:
     """results.md (table of ``keys``) and results.json (all metrics and how they were made)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "results.md", out_dir / "results.json"
     md.write_text(markdown_table(results, keys))
     js.write_text(json.dumps({"results": results, **meta}, indent=2))
     return md, js
-

@@ -14,6 +14,7 @@ the map predicts occupied. Both are given for all voxels and above the ground (v
 ``ground_clearance`` over the road, the road taken ``camera_height`` below the first camera).
 Known per metre: voxels of the region with an opinion (free or occupied) per metre driven.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,23 +37,34 @@ class MapEvalSettings:
     """Map and region of the comparison."""
 
     resolution: float = 0.2
-    extent_xy: float = 100.0     # one window around the first camera holds the whole (short) drive
+    extent_xy: float = 100.0  # one window around the first camera holds the whole (short) drive
     extent_z: float = 8.0
-    max_range: float = 40.0      # depth and lidar rays are cut here (no hit beyond)
+    max_range: float = 40.0  # depth and lidar rays are cut here (no hit beyond)
     camera_height: float = 1.65  # KITTI: camera above the road
     ground_clearance: float = 0.3
     band: tuple[float, float] = (0.3, 2.5)  # pictures: height band over the road shown top-down
     lidar_stride: int = 1
-    max_frames: int = 0          # 0: every posed frame
+    max_frames: int = 0  # 0: every posed frame
     cam: int = 0
     # the camera grid: 18 m across, 3..23 m ahead, from 1 m above the camera down to 0.2 m below the road
-    grid: dict = field(default_factory=lambda: {"grid.x_min": -9.0, "grid.x_max": 9.0, "grid.z_min": 3.0,
-                                                "grid.z_max": 23.0, "grid.y_min": -1.0, "grid.y_max": 1.8,
-                                                "grid.resolution": 0.2, "grid.height_levels": 14})
+    grid: dict = field(
+        default_factory=lambda: {
+            "grid.x_min": -9.0,
+            "grid.x_max": 9.0,
+            "grid.z_min": 3.0,
+            "grid.z_max": 23.0,
+            "grid.y_min": -1.0,
+            "grid.y_max": 1.8,
+            "grid.resolution": 0.2,
+            "grid.height_levels": 14,
+        }
+    )
 
 
 def world_keys(m: WorldMap, mask: np.ndarray) -> np.ndarray:
-    """Sorted int64 keys of the world voxels where ``mask`` (window-shaped) holds: maps with different windows compare."""
+    """Sorted int64 keys of the world voxels where ``mask`` (window-shaped) holds: maps with different windows
+    compare.
+    """
     assert m.origin is not None, "world_keys of a map that never integrated anything"
     iz, iy, ix = np.nonzero(mask)
     w = np.stack([ix, iy, iz], -1) + m.origin + (1 << 20)
@@ -64,16 +76,25 @@ def key_z(keys: np.ndarray, resolution: float) -> np.ndarray:
     return ((keys & ((1 << 21) - 1)) - (1 << 20) + 0.5) * resolution
 
 
-def scores(pred: WorldMap, lidar: WorldMap, region: np.ndarray, ground_z: float, clearance: float,
-           resolution: float, metres: float) -> dict[str, float]:
+def scores(
+    pred: WorldMap,
+    lidar: WorldMap,
+    region: np.ndarray,
+    ground_z: float,
+    clearance: float,
+    resolution: float,
+    metres: float,
+) -> dict[str, float]:
     """Precision, recall (all and above ground) and known voxels per metre of one map in the region."""
     occupied = np.intersect1d(world_keys(pred, pred.log_odds > 0), region)
     known = np.intersect1d(world_keys(pred, pred.log_odds != 0), region)
     lidar_known = np.intersect1d(world_keys(lidar, lidar.log_odds != 0), region)
     lidar_occupied = np.intersect1d(world_keys(lidar, lidar.log_odds > 0), region)
     out: dict[str, float] = {}
-    for name, keep in (("", lambda k: np.ones(len(k), bool)),
-                       ("_above_ground", lambda k: key_z(k, resolution) > ground_z + clearance)):
+    for name, keep in (
+        ("", lambda k: np.ones(len(k), bool)),
+        ("_above_ground", lambda k: key_z(k, resolution) > ground_z + clearance),
+    ):
         occ, lk, lo = occupied[keep(occupied)], lidar_known[keep(lidar_known)], lidar_occupied[keep(lidar_occupied)]
         judged = np.intersect1d(occ, lk)
         tp = np.intersect1d(judged, lo)
@@ -89,9 +110,18 @@ def scores(pred: WorldMap, lidar: WorldMap, region: np.ndarray, ground_z: float,
     return out
 
 
-def top_down(m: WorldMap, lidar_occupied: np.ndarray, region2d: np.ndarray, band: tuple[float, float],
-             track: np.ndarray, label: str, scale: int = 3) -> np.ndarray:
-    """BGR bird's-eye picture of a map's band: black occupied, white free, grey unknown, lidar red, outside region dim."""
+def top_down(
+    m: WorldMap,
+    lidar_occupied: np.ndarray,
+    region2d: np.ndarray,
+    band: tuple[float, float],
+    track: np.ndarray,
+    label: str,
+    scale: int = 3,
+) -> np.ndarray:
+    """BGR bird's-eye picture of a map's band: black occupied, white free, grey unknown, lidar red, outside
+    region dim.
+    """
     assert m.origin is not None, "top_down of a map that never integrated anything"
     r, (nz, ny, nx) = m.resolution, m.shape
     lo = max(0, int(np.floor(band[0] / r)) - m.origin[2])
@@ -103,7 +133,7 @@ def top_down(m: WorldMap, lidar_occupied: np.ndarray, region2d: np.ndarray, band
     img[~region2d] = (img[~region2d] * 0.5 + 40).astype(np.uint8)
     img[lidar_occupied] = (img[lidar_occupied] * 0.3 + np.array([0, 0, 255]) * 0.7).astype(np.uint8)
     for p in track:
-        ix, iy = (np.floor(p[:2] / r).astype(int) - m.origin[:2])
+        ix, iy = np.floor(p[:2] / r).astype(int) - m.origin[:2]
         if 0 <= ix < nx and 0 <= iy < ny:
             img[iy, ix] = (255, 128, 0)
     img = cv2.resize(img[::-1], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # north (+y) up
@@ -111,16 +141,24 @@ def top_down(m: WorldMap, lidar_occupied: np.ndarray, region2d: np.ndarray, band
     return img
 
 
-def run(rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSettings | None = None,
-        progress: bool = True) -> dict:
+def run(
+    rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSettings | None = None, progress: bool = True
+) -> dict:
     """Fuse the recording both ways, score against its velodyne scans, write pictures and numbers to ``out_dir``."""
     s = MapEvalSettings() if settings is None else settings
     frames = rec.posed()[: s.max_frames or None]
     scans = [f for f in frames if f.velodyne is not None]
     if rec.rig.T_base_velo is None or not scans:
         raise DatasetError(f"{rec.name}: no posed frame with a velodyne scan")
-    mcfg = MapConfig(resolution=s.resolution, extent_xy=s.extent_xy, extent_z=s.extent_z, recentre_margin=0.5,
-                     decay_per_s=0.0, max_range=s.max_range, max_time_gap=1e6)
+    mcfg = MapConfig(
+        resolution=s.resolution,
+        extent_xy=s.extent_xy,
+        extent_z=s.extent_z,
+        recentre_margin=0.5,
+        decay_per_s=0.0,
+        max_range=s.max_range,
+        max_time_gap=1e6,
+    )
     kdbts, depth_map, region_map, lidar = (WorldMap(mcfg) for _ in range(4))
     pipe = Pipeline(cfg)
     T0 = frames[0].T_world_cam(s.cam)
@@ -144,23 +182,35 @@ def run(rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSet
         t_map.append(t2 - t1)
         t_depth.append(t3 - t2)
         if progress:
-            print(f"frame {k + 1}/{len(frames)}: network {t1 - t0:.2f} s, map {1e3 * (t2 - t1):.1f} ms, "
-                  f"depth rays {1e3 * (t3 - t2):.0f} ms", flush=True)
+            print(
+                f"frame {k + 1}/{len(frames)}: network {t1 - t0:.2f} s, map {1e3 * (t2 - t1):.1f} ms, "
+                f"depth rays {1e3 * (t3 - t2):.0f} ms",
+                flush=True,
+            )
     for f in scans:
         assert f.velodyne is not None  # scans are the frames with one
         T_world_velo = f.T_world_base @ rec.rig.T_base_velo
         pts = read_velodyne(f.velodyne)[:: s.lidar_stride, :3].astype(np.float64)
-        lidar.integrate_points(pts @ T_world_velo[:3, :3].T + T_world_velo[:3, 3], T_world_velo[:3, 3],
-                               f.stamp_ns, T_fixed_cam=T0)
+        lidar.integrate_points(
+            pts @ T_world_velo[:3, :3].T + T_world_velo[:3, 3], T_world_velo[:3, 3], f.stamp_ns, T_fixed_cam=T0
+        )
     track = np.array(positions)
     metres = float(np.linalg.norm(np.diff(track, axis=0), axis=1).sum())
     ground_z = float(T0[2, 3] - s.camera_height)
     region = world_keys(region_map, region_map.log_odds != 0)
-    results: dict[str, Any] = {"recording": rec.name, "frames": len(frames), "scans": len(scans), "metres": metres,
-               "weights": pipe.model_info.get("weights"), "region_voxels": len(region),
-               "resolution": s.resolution, "network_s_per_frame": float(np.median(t_net)),
-               "map_ms_per_frame": 1e3 * float(np.median(t_map)),
-               "depth_rays_ms_per_frame": 1e3 * float(np.median(t_depth)), "maps": {}}
+    results: dict[str, Any] = {
+        "recording": rec.name,
+        "frames": len(frames),
+        "scans": len(scans),
+        "metres": metres,
+        "weights": pipe.model_info.get("weights"),
+        "region_voxels": len(region),
+        "resolution": s.resolution,
+        "network_s_per_frame": float(np.median(t_net)),
+        "map_ms_per_frame": 1e3 * float(np.median(t_map)),
+        "depth_rays_ms_per_frame": 1e3 * float(np.median(t_depth)),
+        "maps": {},
+    }
     for name, m in (("kdbts", kdbts), ("depth_only", depth_map)):
         results["maps"][name] = scores(m, lidar, region, ground_z, s.ground_clearance, s.resolution, metres)
     # pictures: the band over the road, lidar-occupied columns in red, the region's outside dimmed

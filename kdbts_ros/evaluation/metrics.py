@@ -1,4 +1,5 @@
 """The papers' metrics: KITTI depth errors and KITTI-360 occupancy accuracies, per frame."""
+
 from __future__ import annotations
 
 import warnings
@@ -11,19 +12,27 @@ DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 OCCUPANCY_KEYS = ("o_acc", "o_prec", "o_rec", "ie_acc", "ie_prec", "ie_rec")
 
 
-def depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3, max_depth: float = 80.0) -> dict[str, float]:
-    """Abs Rel, Sq Rel, RMSE, RMSE log and delta < 1.25^k over pixels with min < gt < max; pred clamped to [min, max]."""
+def depth_metrics(
+    gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3, max_depth: float = 80.0
+) -> dict[str, float]:
+    """Abs Rel, Sq Rel, RMSE, RMSE log and delta < 1.25^k over pixels with min < gt < max; pred clamped to [min,
+    max].
+    """
     valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
     if not valid.any():
         raise DatasetError("a frame has no valid ground-truth depth (an all-zero depth image?)")
     g = gt[valid].astype(np.float64)
     p = np.clip(pred[valid].astype(np.float64), min_depth, max_depth)
     ratio = np.maximum(g / p, p / g)
-    return {"abs_rel": float(np.mean(np.abs(g - p) / g)), "sq_rel": float(np.mean((g - p) ** 2 / g)),
-            "rmse": float(np.sqrt(np.mean((g - p) ** 2))),
-            "rmse_log": float(np.sqrt(np.mean((np.log(g) - np.log(p)) ** 2))),
-            "a1": float(np.mean(ratio < 1.25)), "a2": float(np.mean(ratio < 1.25 ** 2)),
-            "a3": float(np.mean(ratio < 1.25 ** 3))}
+    return {
+        "abs_rel": float(np.mean(np.abs(g - p) / g)),
+        "sq_rel": float(np.mean((g - p) ** 2 / g)),
+        "rmse": float(np.sqrt(np.mean((g - p) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean((np.log(g) - np.log(p)) ** 2))),
+        "a1": float(np.mean(ratio < 1.25)),
+        "a2": float(np.mean(ratio < 1.25**2)),
+        "a3": float(np.mean(ratio < 1.25**3)),
+    }
 
 
 def _share(num: np.ndarray, den: np.ndarray) -> float:
@@ -43,9 +52,14 @@ def occupancy_metrics(pred: np.ndarray, occupied: np.ndarray, visible: np.ndarra
     gt = occupied & ~visible
     hidden = ~visible
     correct = pred == gt
-    return {"o_acc": float(correct.mean()), "o_prec": _share(gt, pred), "o_rec": _share(pred, gt),
-            "ie_acc": _share(correct, hidden), "ie_prec": _share(~gt, hidden & ~pred),
-            "ie_rec": _share(~pred, hidden & ~gt)}
+    return {
+        "o_acc": float(correct.mean()),
+        "o_prec": _share(gt, pred),
+        "o_rec": _share(pred, gt),
+        "ie_acc": _share(correct, hidden),
+        "ie_prec": _share(~gt, hidden & ~pred),
+        "ie_rec": _share(~pred, hidden & ~gt),
+    }
 
 
 def frame_means(records: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, float]:

@@ -4,6 +4,7 @@ Each prior gives a camera z-depth per pixel from the camera's intrinsics alone a
 occupancy protocol, counts a point as occupied when it lies behind that surface (what a
 depth-only method would say about space it cannot see).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

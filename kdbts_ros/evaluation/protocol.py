@@ -1,4 +1,5 @@
 """Where the occupancy protocol queries the field, and which query points the camera sees."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ class OccupancyProtocol:
     pitch_deg: float = 0.0  # KITTI-360: 5 (cam_incl_adjust); synthetic rigs are level
 
     def points_level(self) -> np.ndarray:
-        """Query points (y_levels, nz, nx, 3) in the level frame (x-z plane parallel to the road); z runs far to near."""
+        """Query points (y_levels, nz, nx, 3) in the level frame (x-z plane parallel to the road); z runs far to
+        near.
+        """
         nx = round((self.x_range[1] - self.x_range[0]) * self.points_per_m)
         nz = round((self.z_range[1] - self.z_range[0]) * self.points_per_m)
         y = self.level_centres()

@@ -7,6 +7,7 @@ of the image, as Monodepth2's ``eval_depth``). The network sees the frame resize
 size (normalised intrinsics are unchanged by a resize) and renders depth along the rays of
 the ground-truth pixels only; metrics are averaged over frames as the KITTI protocol does.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,9 @@ from kdbts_ros.training.objective import pixel_rays
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom (rows), left, right (columns)
 
 
-def velodyne_depth(points_velo: np.ndarray, T_cam_velo: np.ndarray, K: np.ndarray, width: int,
-                   height: int) -> np.ndarray:
+def velodyne_depth(
+    points_velo: np.ndarray, T_cam_velo: np.ndarray, K: np.ndarray, width: int, height: int
+) -> np.ndarray:
     """(height, width) float32 z-depth of a scan in a camera; np.inf where no return lands."""
     cam = points_velo[:, :3].astype(np.float64) @ T_cam_velo[:3, :3].T + T_cam_velo[:3, 3]
     cam = cam[cam[:, 2] > 0]
@@ -53,7 +55,7 @@ def crop_mask(height: int, width: int, crop: tuple[float, float, float, float] |
         mask[:] = True
         return mask
     top, bottom, left, right = crop
-    mask[int(top * height):int(bottom * height), int(left * width):int(right * width)] = True
+    mask[int(top * height) : int(bottom * height), int(left * width) : int(right * width)] = True
     return mask
 
 
@@ -78,14 +80,19 @@ class RealDepthEvaluator:
     protocol, :mod:`.real_occupancy`) where their following scans allow it.
     """
 
-    def __init__(self, rec: Recording, settings: RealDepthSettings | None = None, cam: int = 0,
-                 occupancy: LidarOccupancySettings | None = None):
+    def __init__(
+        self,
+        rec: Recording,
+        settings: RealDepthSettings | None = None,
+        cam: int = 0,
+        occupancy: LidarOccupancySettings | None = None,
+    ):
         settings = RealDepthSettings() if settings is None else settings
         self.rec, self.settings, self.cam = rec, settings, cam
         c = rec.rig.cameras[cam]
         if rec.rig.T_base_velo is None:
             raise DatasetError(f"{rec.name} has no velodyne calibration: no depth ground truth")
-        self.frames = [i for i, f in enumerate(rec.frames) if f.velodyne is not None][::settings.stride]
+        self.frames = [i for i, f in enumerate(rec.frames) if f.velodyne is not None][:: settings.stride]
         if not self.frames:
             raise DatasetError(f"{rec.name} has no velodyne scans: no depth ground truth")
         mask = crop_mask(c.height, c.width, GARG_CROP if settings.garg_crop else None)
@@ -106,18 +113,21 @@ class RealDepthEvaluator:
             return [(self.rec.frames[i], self.cam)]
         if not self.readable(index, head):
             raise DatasetError(f"the multi-view head needs posed frames {self.rec.frames[i].index} and the next one")
-        pair = self.rec.frames[i:i + 2]
+        pair = self.rec.frames[i : i + 2]
         cams = [self.cam] + [c for c in range(len(self.rec.rig.cameras)) if c != self.cam]
         return [(f, c) for f in pair for c in cams]
 
     def readable(self, index: int, head: str) -> bool:
-        """Whether the head can read evaluated frame ``index``: always for 'sv'; for 'mv' it and the next frame need poses."""
+        """Whether the head can read evaluated frame ``index``: always for 'sv'; for 'mv' it and the next frame need
+        poses.
+        """
         i = self.frames[index]
-        pair = self.rec.frames[i:i + 2]
+        pair = self.rec.frames[i : i + 2]
         return head == "sv" or (len(pair) == 2 and all(f.T_world_base is not None for f in pair))
 
-    def views(self, model: DensityField, index: int, head: str, input_size: tuple[int, int],
-              device: torch.device) -> tuple[Views, torch.Tensor]:
+    def views(
+        self, model: DensityField, index: int, head: str, input_size: tuple[int, int], device: torch.device
+    ) -> tuple[Views, torch.Tensor]:
         """Encoded views of the head relative to the evaluated camera, and its normalised K."""
         H, W = input_size
         entries = self.view_frames(index, head)
@@ -135,8 +145,14 @@ class RealDepthEvaluator:
         return views, Kn_t[0]
 
     @torch.inference_mode()
-    def run(self, model: DensityField, head: str, input_size: tuple[int, int], device: torch.device | str = "cpu",
-            progress: bool = True) -> dict[str, float]:
+    def run(
+        self,
+        model: DensityField,
+        head: str,
+        input_size: tuple[int, int],
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+    ) -> dict[str, float]:
         """Mean of the per-frame depth (and, where there is ground truth, occupancy) metrics of one network head.
 
         Depth is rendered as the official evaluator renders it: unit-length rays sampled from
@@ -153,11 +169,22 @@ class RealDepthEvaluator:
 
         def depth(k: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
             v, Kn = views(k)
-            dirs = pixel_rays(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn,
-                              c.height, c.width)
+            dirs = pixel_rays(
+                torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn, c.height, c.width
+            )
             gen.manual_seed(s.seed)
-            z = ray_depth(model, v, head, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen,
-                          unit_rays=True)
+            z = ray_depth(
+                model,
+                v,
+                head,
+                dirs,
+                s.samples,
+                model.arch.z_near,
+                model.arch.z_far,
+                s.chunk_points,
+                gen,
+                unit_rays=True,
+            )
             return z.cpu().numpy().astype(np.float64)
 
         def occupancy(k: int) -> dict[str, float]:
@@ -177,12 +204,18 @@ class RealDepthEvaluator:
             assert self.occupancy is not None and occupied is not None  # _score asks only with occupancy ground truth
             return self.occupancy.score_prediction(occupied, self.frames[k])
 
-        return self._score(lambda k, rows, cols: prior.depth(rows, cols, K), occupancy, lambda k: True,
-                           prior.name, False)
+        return self._score(
+            lambda k, rows, cols: prior.depth(rows, cols, K), occupancy, lambda k: True, prior.name, False
+        )
 
-    def _score(self, depth: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
-               occupancy: Callable[[int], dict[str, float]], readable: Callable[[int], bool], label: str,
-               progress: bool) -> dict[str, float]:
+    def _score(
+        self,
+        depth: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
+        occupancy: Callable[[int], dict[str, float]],
+        readable: Callable[[int], bool],
+        label: str,
+        progress: bool,
+    ) -> dict[str, float]:
         """Per-frame metrics of a predictor, averaged over the frames it can read."""
         s = self.settings
         records, occupied = [], []
@@ -201,8 +234,9 @@ class RealDepthEvaluator:
                 pred = pred * np.median(gt) / np.median(pred)
             records.append(depth_metrics(gt, pred, s.min_depth, s.max_depth))
         if not records:
-            raise DatasetError(f"{self.rec.name}: no frame that {label} can read has velodyne ground "
-                               "truth in the evaluated region")
+            raise DatasetError(
+                f"{self.rec.name}: no frame that {label} can read has velodyne ground truth in the evaluated region"
+            )
         out = {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
         if occupied:
             out |= frame_means(occupied, OCCUPANCY_KEYS)

@@ -15,6 +15,7 @@ that its x-z plane is parallel to the road. The scans of frames t .. t+J-1 give 
    front of the *network's* rendered depth as visible; like the synthetic benchmark we use
    ground-truth-only visibility, so every network is scored on the same points.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -36,11 +37,11 @@ from kdbts_ros.evaluation.protocol import OccupancyProtocol
 class LidarOccupancySettings:
     """Constants of the lidar occupancy protocol (official values by default)."""
 
-    scans: int = 20                 # J: the frame's scan and the J - 1 following ones
-    bins: int = 360                 # one-degree bearing bins
-    min_range: float = 3.0          # closer than this counts as occupied (the scanner's blind zone)
-    homogeneous_norm: bool = True   # official quirk: range of (x, y, z, 1)
-    occupied_density: float = 0.5   # a prediction is occupied where sigma > this
+    scans: int = 20  # J: the frame's scan and the J - 1 following ones
+    bins: int = 360  # one-degree bearing bins
+    min_range: float = 3.0  # closer than this counts as occupied (the scanner's blind zone)
+    homogeneous_norm: bool = True  # official quirk: range of (x, y, z, 1)
+    occupied_density: float = 0.5  # a prediction is occupied where sigma > this
     protocol: OccupancyProtocol = field(default_factory=lambda: OccupancyProtocol(pitch_deg=5.0))
 
     def __post_init__(self) -> None:
@@ -83,8 +84,9 @@ def surface_range(profile: np.ndarray, angles: np.ndarray) -> np.ndarray:
     return np.interp(angles, xp, np.r_[profile[-1], profile, profile[0]])
 
 
-def occupied_in_scan(points_velo: np.ndarray, profile: np.ndarray, min_range: float = 3.0,
-                     homogeneous_norm: bool = True) -> np.ndarray:
+def occupied_in_scan(
+    points_velo: np.ndarray, profile: np.ndarray, min_range: float = 3.0, homogeneous_norm: bool = True
+) -> np.ndarray:
     """(N,) bool: query points (N, 3) in one scan's velodyne frame lie behind its surface or inside ``min_range``."""
     squared = np.einsum("ij,ij->i", points_velo, points_velo) + (1.0 if homogeneous_norm else 0.0)
     dist = np.sqrt(squared)
@@ -92,8 +94,9 @@ def occupied_in_scan(points_velo: np.ndarray, profile: np.ndarray, min_range: fl
     return (dist > surface) | (dist < min_range)
 
 
-def slice_profile(cloud_velo: np.ndarray, T_level_velo: np.ndarray, band: tuple[float, float], far: float,
-                  bins: int = 360) -> np.ndarray:
+def slice_profile(
+    cloud_velo: np.ndarray, T_level_velo: np.ndarray, band: tuple[float, float], far: float, bins: int = 360
+) -> np.ndarray:
     """Polar profile of a scan's returns inside the level-frame y ``band`` or at least ``far`` from the origin."""
     level = geometry.apply(T_level_velo, cloud_velo[:, :3].astype(np.float64))
     keep = ((level[:, 1] >= band[0]) & (level[:, 1] <= band[1])) | (np.linalg.norm(level, axis=1) >= far)
@@ -106,8 +109,11 @@ def aggregate_votes(votes: np.ndarray) -> np.ndarray:
     return 1 + votes.sum(0) > J - 2
 
 
-def lidar_occupancy(points_level: np.ndarray, scans: list[tuple[np.ndarray, np.ndarray]],
-                    settings: LidarOccupancySettings = LidarOccupancySettings()) -> tuple[np.ndarray, np.ndarray]:
+def lidar_occupancy(
+    points_level: np.ndarray,
+    scans: list[tuple[np.ndarray, np.ndarray]],
+    settings: LidarOccupancySettings = LidarOccupancySettings(),
+) -> tuple[np.ndarray, np.ndarray]:
     """Occupied and visible (flat bool arrays) of query points (y_levels, ..., 3) in the level frame.
 
     ``scans``: (cloud (M, >=3) in its velodyne frame, T_level_velo 4x4) per scan, the reference scan first.
@@ -116,9 +122,17 @@ def lidar_occupancy(points_level: np.ndarray, scans: list[tuple[np.ndarray, np.n
     bands = s.protocol.level_bands()
     occupied, visible = [], []
     for pts, band in zip(points_level.reshape(len(bands), -1, 3), bands):
-        votes = np.stack([occupied_in_scan(geometry.apply(geometry.invert(T), pts),
-                                           slice_profile(cloud, T, tuple(band), s.far_range(), s.bins),
-                                           s.min_range, s.homogeneous_norm) for cloud, T in scans])
+        votes = np.stack(
+            [
+                occupied_in_scan(
+                    geometry.apply(geometry.invert(T), pts),
+                    slice_profile(cloud, T, tuple(band), s.far_range(), s.bins),
+                    s.min_range,
+                    s.homogeneous_norm,
+                )
+                for cloud, T in scans
+            ]
+        )
         occupied.append(aggregate_votes(votes))
         visible.append(~votes[0])
     return np.concatenate(occupied), np.concatenate(visible)
@@ -133,8 +147,13 @@ class LidarOccupancy:
     reason in ``skipped``.
     """
 
-    def __init__(self, rec: Recording, frames: list[int], settings: LidarOccupancySettings = LidarOccupancySettings(),
-                 cam: int = 0):
+    def __init__(
+        self,
+        rec: Recording,
+        frames: list[int],
+        settings: LidarOccupancySettings = LidarOccupancySettings(),
+        cam: int = 0,
+    ):
         self.settings, self.cam = settings, cam
         self.points_cam = settings.protocol.points_cam().reshape(-1, 3)
         posed = rec.posed()
@@ -143,7 +162,7 @@ class LidarOccupancy:
         self.skipped: Counter[str] = Counter()
         for i in frames:
             k = rank.get(rec.frames[i].index)
-            window = None if k is None else posed[k:k + settings.scans]
+            window = None if k is None else posed[k : k + settings.scans]
             reason = self.missing(window)
             if reason:
                 self.skipped[reason] += 1
@@ -167,14 +186,17 @@ class LidarOccupancy:
         T_level_cam = np.eye(4)
         T_level_cam[:3, :3] = p.R_cam_level().T
         T_level_world = T_level_cam @ geometry.invert(window[0].T_world_cam(self.cam))
-        scans = [(read_velodyne(cast(Path, f.velodyne)), T_level_world @ f.T_world_base @ f.rig.T_base_velo) for f in window]
+        scans = [
+            (read_velodyne(cast(Path, f.velodyne)), T_level_world @ f.T_world_base @ f.rig.T_base_velo) for f in window
+        ]
         return lidar_occupancy(p.points_level(), scans, self.settings)
 
     def message(self, total: int) -> str:
         """One line: how many of ``total`` frames have occupancy ground truth and why the others do not."""
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-        return (f"occupancy ground truth ({self.settings.scans} scans) for {len(self.truth)} of {total} frames"
-                + (f"; skipped: {why}" if why else ""))
+        return f"occupancy ground truth ({self.settings.scans} scans) for {len(self.truth)} of {total} frames" + (
+            f"; skipped: {why}" if why else ""
+        )
 
     def score(self, model: DensityField, views: Views, head: str, index: int, chunk: int) -> dict[str, float]:
         """Occupancy metrics of one head on frame ``index`` (which must have ground truth)."""

@@ -3,6 +3,7 @@
 Used before anything runs: by the launch file (one clock source, the storage plugin
 ``ros2 bag play`` needs) and by ``kdbts replay`` (which cameras to feed the node).
 """
+
 from __future__ import annotations
 
 import re

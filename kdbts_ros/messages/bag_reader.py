@@ -6,6 +6,7 @@ storage files are read with :mod:`kdbts_ros.messages.bag_salvage` up to their la
 message, and :attr:`OpenBag.cut_short` says how much was read. What cannot be read at all
 raises :class:`BagError` naming the bag.
 """
+
 from __future__ import annotations
 
 import errno
@@ -57,8 +58,9 @@ class _Complete(OpenBag):
                 yield stamp, conn.topic, conn.msgtype, bytes(data)
                 read += 1
         except Exception as exc:  # rosbags parsing foreign bytes: any failure is the file's
-            raise BagError(f"{self.path}: unreadable after {read} of {self.message_count} messages "
-                           f"({type(exc).__name__}: {exc})") from exc
+            raise BagError(
+                f"{self.path}: unreadable after {read} of {self.message_count} messages ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def close(self) -> None:
         self.reader.close()
@@ -87,8 +89,10 @@ class _Salvaged(OpenBag):
         where = "; ".join(f"{p.path.name}: {p.extent.stopped}" for p in self.parts if p.extent.stopped)
         if not where:  # every storage file read to its end: only the index or metadata.yaml was missing
             return f"{self.path}: incomplete ({self.why}); read all {read} messages, {seconds:.2f} s of recording"
-        return (f"{self.path}: cut short ({self.why}); read {read} messages, {seconds:.2f} s of recording, "
-                f"up to the last complete one ({where})")
+        return (
+            f"{self.path}: cut short ({self.why}); read {read} messages, {seconds:.2f} s of recording, "
+            f"up to the last complete one ({where})"
+        )
 
     def messages(self) -> Iterator[BagMessage]:
         for part in self.parts:

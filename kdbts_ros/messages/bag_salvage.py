@@ -7,6 +7,7 @@ file order with the ``mcap`` library's stream reader (chunks decompressed and CR
 until the first record that is cut or corrupt, and a chunk cut in the middle still gives the
 messages written whole before the cut; an sqlite3 file gives its committed messages.
 """
+
 from __future__ import annotations
 
 import io
@@ -129,8 +130,9 @@ class McapSalvage:
                 if cut and record_start == size:
                     self.extent.stopped = f"the file ends after {size} bytes, between two records"
                 elif cut:
-                    self.extent.stopped = f"its {kind} record at byte {record_start} runs past the end of the " \
-                                          f"file ({size} bytes)"
+                    self.extent.stopped = (
+                        f"its {kind} record at byte {record_start} runs past the end of the file ({size} bytes)"
+                    )
                 else:
                     self.extent.stopped = f"corrupt {kind} record at byte {record_start} ({type(exc).__name__}: {exc})"
                 if cut:
@@ -197,7 +199,8 @@ class Sqlite3Salvage:
             self.db = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
             self.topics = {name: msgtype for _, name, msgtype in self._topic_rows()}
             count, first, last = self.db.execute(
-                "SELECT COUNT(*), MIN(timestamp), MAX(timestamp) FROM messages").fetchone()
+                "SELECT COUNT(*), MIN(timestamp), MAX(timestamp) FROM messages"
+            ).fetchone()
         except sqlite3.Error as exc:
             raise BagError(f"{path}: not a readable rosbag2 sqlite3 file ({exc})") from exc
         self.extent = Extent(count, first, last)

@@ -3,6 +3,7 @@
 The live node publishes these bytes with rclpy and the tools write them to bags, so both
 share one encoding path; ``kdbts_ros/msg/DensityGrid`` is registered from ``msg/``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,7 +29,6 @@ COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 _PACKAGE = Path(__file__).resolve().parents[1]  # kdbts_ros/
 
 
-
 def _msg_dirs() -> list[Path]:
     """msg/ beside the package (source tree), the copy setup.py puts inside it, or share/ of a colcon install."""
     dirs = [_PACKAGE.parent / "msg", _PACKAGE / "interfaces"]
@@ -41,10 +41,8 @@ def _msg_dirs() -> list[Path]:
     return dirs
 
 
-
 class ConversionError(ValueError):
     """An input message that cannot be converted, with the reason."""
-
 
 
 @functools.cache
@@ -60,11 +58,9 @@ def typestore() -> Typestore:
     raise FileNotFoundError(f"DensityGrid.msg not found in {[str(d) for d in dirs]}")
 
 
-
 def serialize(msg: Any) -> bytes:
     """CDR bytes of a rosbags message object."""
     return bytes(typestore().serialize_cdr(msg, msg.__msgtype__))
-
 
 
 def deserialize(data: bytes | memoryview, msgtype: str) -> Any:
@@ -75,17 +71,14 @@ def deserialize(data: bytes | memoryview, msgtype: str) -> Any:
         raise ConversionError(f"cannot decode {msgtype}: {exc}") from exc
 
 
-
 def msg_type(name: str) -> type:
     """The rosbags class of a message type name."""
     return typestore().types[name]
 
 
-
 def stamp_ns(stamp: Any) -> int:
     """Nanoseconds of a builtin_interfaces/Time."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
 
 
 def header_stamp_ns(data: bytes) -> int:
@@ -97,13 +90,12 @@ def header_stamp_ns(data: bytes) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
-
 def header(stamp: int, frame_id: str) -> Any:
     """std_msgs/Header at ``stamp`` nanoseconds."""
     sec, nsec = divmod(int(stamp), 1_000_000_000)
-    return msg_type("std_msgs/msg/Header")(stamp=msg_type("builtin_interfaces/msg/Time")(sec=sec, nanosec=nsec),
-                                     frame_id=frame_id)
-
+    return msg_type("std_msgs/msg/Header")(
+        stamp=msg_type("builtin_interfaces/msg/Time")(sec=sec, nanosec=nsec), frame_id=frame_id
+    )
 
 
 def pose(T: np.ndarray) -> Any:
@@ -111,5 +103,7 @@ def pose(T: np.ndarray) -> Any:
     t, q = geometry.from_matrix(T)
     return msg_type("geometry_msgs/msg/Pose")(
         position=msg_type("geometry_msgs/msg/Point")(x=float(t[0]), y=float(t[1]), z=float(t[2])),
-        orientation=msg_type("geometry_msgs/msg/Quaternion")(x=float(q[0]), y=float(q[1]), z=float(q[2]),
-                                                        w=float(q[3])))
+        orientation=msg_type("geometry_msgs/msg/Quaternion")(
+            x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])
+        ),
+    )

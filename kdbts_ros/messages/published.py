@@ -1,4 +1,5 @@
 """What the node publishes: depth image, point cloud, occupancy and density grids, diagnostics."""
+
 from __future__ import annotations
 
 from collections.abc import Collection
@@ -20,8 +21,9 @@ def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> Any:
     """sensor_msgs/Image 32FC1 in metres (REP 118)."""
     h, w = depth.shape
     data = np.ascontiguousarray(depth, "<f4").view(np.uint8).reshape(-1)
-    return msg_type(IMAGE)(header=header(stamp, frame_id), height=h, width=w, encoding="32FC1", is_bigendian=0,
-                     step=4 * w, data=data)
+    return msg_type(IMAGE)(
+        header=header(stamp, frame_id), height=h, width=w, encoding="32FC1", is_bigendian=0, step=4 * w, data=data
+    )
 
 
 POINT_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("density", 12), ("rgb", 16))
@@ -33,24 +35,39 @@ POINT_STEP = 20
 _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 
 
-
 def point_cloud(points: np.ndarray, density: np.ndarray, rgb: np.ndarray, stamp: int, frame_id: str) -> Any:
     """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, density and packed rgb (PCL layout)."""
     n = len(points)
-    rec = np.zeros(n, dtype=np.dtype({"names": [f for f, _ in POINT_FIELDS],
-                                      "formats": ["<f4"] * 3 + ["<f4", "<u4"],
-                                      "offsets": [o for _, o in POINT_FIELDS], "itemsize": POINT_STEP}))
+    rec = np.zeros(
+        n,
+        dtype=np.dtype(
+            {
+                "names": [f for f, _ in POINT_FIELDS],
+                "formats": ["<f4"] * 3 + ["<f4", "<u4"],
+                "offsets": [o for _, o in POINT_FIELDS],
+                "itemsize": POINT_STEP,
+            }
+        ),
+    )
     rec["x"], rec["y"], rec["z"] = points[:, 0], points[:, 1], points[:, 2]
     rec["density"] = density
     rgb = rgb.astype(np.uint32)
     # RViz and PCL read rgb as a float32 field whose bytes are 0x00RRGGBB
     rec["rgb"] = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    fields = [msg_type("sensor_msgs/msg/PointField")(name=f, offset=o, datatype=_FLOAT32, count=1)
-              for f, o in POINT_FIELDS]
+    fields = [
+        msg_type("sensor_msgs/msg/PointField")(name=f, offset=o, datatype=_FLOAT32, count=1) for f, o in POINT_FIELDS
+    ]
     return msg_type("sensor_msgs/msg/PointCloud2")(
-        header=header(stamp, frame_id), height=1, width=n, fields=fields, is_bigendian=False,
-        point_step=POINT_STEP, row_step=POINT_STEP * n, data=rec.view(np.uint8).reshape(-1), is_dense=True)
-
+        header=header(stamp, frame_id),
+        height=1,
+        width=n,
+        fields=fields,
+        is_bigendian=False,
+        point_step=POINT_STEP,
+        row_step=POINT_STEP * n,
+        data=rec.view(np.uint8).reshape(-1),
+        is_dense=True,
+    )
 
 
 def occupancy_grid(out: Outputs) -> Any:
@@ -58,21 +75,32 @@ def occupancy_grid(out: Outputs) -> Any:
     assert out.occupancy is not None, "occupancy_grid of a frame without a bird's-eye view"
     spec: GridSpec = out.spec
     info = msg_type("nav_msgs/msg/MapMetaData")(
-        map_load_time=header(out.stamp_ns, "").stamp, resolution=float(spec.resolution),
-        width=spec.size_x, height=spec.size_y, origin=pose(out.T_out_cam @ spec.T_cam_grid()))
-    return msg_type("nav_msgs/msg/OccupancyGrid")(header=header(out.stamp_ns, out.out_frame), info=info,
-                                            data=out.occupancy.astype(np.int8).reshape(-1))
-
+        map_load_time=header(out.stamp_ns, "").stamp,
+        resolution=float(spec.resolution),
+        width=spec.size_x,
+        height=spec.size_y,
+        origin=pose(out.T_out_cam @ spec.T_cam_grid()),
+    )
+    return msg_type("nav_msgs/msg/OccupancyGrid")(
+        header=header(out.stamp_ns, out.out_frame), info=info, data=out.occupancy.astype(np.int8).reshape(-1)
+    )
 
 
 def density_grid(out: Outputs) -> Any:
     """kdbts_ros/DensityGrid of the full 3D grid."""
     spec = out.spec
     return msg_type(DENSITY_GRID)(
-        header=header(out.stamp_ns, out.out_frame), origin=pose(out.T_out_cam @ spec.T_cam_grid()),
-        resolution=float(spec.resolution), resolution_z=float(spec.resolution_z), size_x=spec.size_x,
-        size_y=spec.size_y, size_z=spec.size_z, density=out.density.astype(np.float32).reshape(-1),
-        head=out.head, num_views=out.num_views)
+        header=header(out.stamp_ns, out.out_frame),
+        origin=pose(out.T_out_cam @ spec.T_cam_grid()),
+        resolution=float(spec.resolution),
+        resolution_z=float(spec.resolution_z),
+        size_x=spec.size_x,
+        size_y=spec.size_y,
+        size_z=spec.size_z,
+        density=out.density.astype(np.float32).reshape(-1),
+        head=out.head,
+        num_views=out.num_views,
+    )
 
 
 def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> Any:
@@ -85,9 +113,11 @@ def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> Any:
     T[:3, 3] = grid.origin
     h, w = grid.data.shape
     info = msg_type("nav_msgs/msg/MapMetaData")(
-        map_load_time=header(stamp, "").stamp, resolution=float(grid.resolution), width=w, height=h, origin=pose(T))
-    return msg_type("nav_msgs/msg/OccupancyGrid")(header=header(stamp, frame_id), info=info,
-                                                data=grid.data.astype(np.int8).reshape(-1))
+        map_load_time=header(stamp, "").stamp, resolution=float(grid.resolution), width=w, height=h, origin=pose(T)
+    )
+    return msg_type("nav_msgs/msg/OccupancyGrid")(
+        header=header(stamp, frame_id), info=info, data=grid.data.astype(np.int8).reshape(-1)
+    )
 
 
 def map_points(points: np.ndarray, probability: np.ndarray, stamp: int, frame_id: str) -> Any:
@@ -104,16 +134,13 @@ def map_points(points: np.ndarray, probability: np.ndarray, stamp: int, frame_id
 _LEVELS = {"OK": 0, "WARN": 1, "ERROR": 2, "STALE": 3}
 
 
-
-def diagnostics(stamp: int, name: str, hardware_id: str, level: str, message: str,
-                values: dict[str, object]) -> Any:
+def diagnostics(stamp: int, name: str, hardware_id: str, level: str, message: str, values: dict[str, object]) -> Any:
     """diagnostic_msgs/DiagnosticArray with one status."""
     kv = [msg_type("diagnostic_msgs/msg/KeyValue")(key=k, value=str(v)) for k, v in values.items()]
-    status = msg_type("diagnostic_msgs/msg/DiagnosticStatus")(level=_LEVELS[level],
-                                                        name=name, message=message,
-                                                        hardware_id=hardware_id, values=kv)
+    status = msg_type("diagnostic_msgs/msg/DiagnosticStatus")(
+        level=_LEVELS[level], name=name, message=message, hardware_id=hardware_id, values=kv
+    )
     return msg_type("diagnostic_msgs/msg/DiagnosticArray")(header=header(stamp, ""), status=[status])
-
 
 
 # the outputs made from the grid and from the depth render, as TopicsConfig fields
@@ -125,13 +152,17 @@ def stages_wanted(topics: TopicsConfig, wanted: Collection[str] | None = None) -
     """Whether the grid and the depth image are needed for the ``wanted`` output topics (None: all of them)."""
     if wanted is None:
         return True, True
-    return (any(getattr(topics, name) in wanted for name in GRID_OUTPUTS),
-            any(getattr(topics, name) in wanted for name in DEPTH_OUTPUTS))
+    return (
+        any(getattr(topics, name) in wanted for name in GRID_OUTPUTS),
+        any(getattr(topics, name) in wanted for name in DEPTH_OUTPUTS),
+    )
 
 
-def output_messages(out: Outputs, topics: TopicsConfig,
-                    wanted: Collection[str] | None = None) -> list[tuple[str, str, Any]]:
+def output_messages(
+    out: Outputs, topics: TopicsConfig, wanted: Collection[str] | None = None
+) -> list[tuple[str, str, Any]]:
     """(topic, msgtype, message) of the ``wanted`` outputs (None: every one) a processed frame produced."""
+
     def want(topic: str) -> bool:
         return wanted is None or topic in wanted
 
@@ -142,14 +173,24 @@ def output_messages(out: Outputs, topics: TopicsConfig,
         if want(topics.density_grid):
             msgs.append((topics.density_grid, DENSITY_GRID, density_grid(out)))
         if want(topics.points):
-            msgs.append((topics.points, "sensor_msgs/msg/PointCloud2",
-                         point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame)))
+            msgs.append(
+                (
+                    topics.points,
+                    "sensor_msgs/msg/PointCloud2",
+                    point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame),
+                )
+            )
     if out.depth is not None:
         h, w = out.depth.shape
         if want(topics.depth):
             msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
         if want(topics.depth_info):
             assert out.depth_K is not None, "a depth image comes with its intrinsics"
-            msgs.append((topics.depth_info, "sensor_msgs/msg/CameraInfo",
-                         camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)))
+            msgs.append(
+                (
+                    topics.depth_info,
+                    "sensor_msgs/msg/CameraInfo",
+                    camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame),
+                )
+            )
     return msgs

@@ -1,4 +1,5 @@
 """Sensor data as messages, both ways: raw and compressed images, camera_info and TF (what the node reads)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,19 +13,16 @@ from kdbts_ros.messages.cdr import COMPRESSED_IMAGE, IMAGE, ConversionError, hea
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 
-
 def image_to_rgb(msg: Any) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8."""
     enc = msg.encoding.lower()
     if enc not in _CHANNELS:
-        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; "
-                              f"expected one of {', '.join(_CHANNELS)}")
+        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(_CHANNELS)}")
     c, h, w = _CHANNELS[enc], int(msg.height), int(msg.width)
     if h == 0 or w == 0:
         raise ConversionError(f"empty image {w}x{h}")
     if msg.step < w * c or len(msg.data) < msg.step * h:
-        raise ConversionError(f"image data ({len(msg.data)} bytes, step {msg.step}) too small "
-                              f"for {w}x{h} {enc}")
+        raise ConversionError(f"image data ({len(msg.data)} bytes, step {msg.step}) too small for {w}x{h} {enc}")
     rows = np.frombuffer(msg.data, np.uint8, count=msg.step * h).reshape(h, msg.step)
     px = rows[:, : w * c].reshape(h, w, c)
     if enc == "mono8":
@@ -33,13 +31,18 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., ::-1] if enc.startswith("bgr") else rgb)
 
 
-
 def rgb_image(rgb: np.ndarray, stamp: int, frame_id: str) -> Any:
     """sensor_msgs/Image rgb8 from an (H, W, 3) uint8 array."""
     h, w = rgb.shape[:2]
-    return msg_type(IMAGE)(header=header(stamp, frame_id), height=h, width=w, encoding="rgb8",
-                     is_bigendian=0, step=3 * w, data=np.ascontiguousarray(rgb, np.uint8).reshape(-1))
-
+    return msg_type(IMAGE)(
+        header=header(stamp, frame_id),
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=3 * w,
+        data=np.ascontiguousarray(rgb, np.uint8).reshape(-1),
+    )
 
 
 def image_msgtype(topic: str) -> str:
@@ -59,17 +62,17 @@ _CODEC_NAMES = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
 _DECODED_TO_RGB = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
 
 
-
 def _codec(fmt: str) -> str:
     """jpeg or png from a CompressedImage format: "jpeg", or image_transport's "rgb8; jpeg compressed bgr8"."""
     # before ';' is the camera's raw encoding, which the publisher converted before compressing
     words = fmt.lower().split(";", 1)[-1].split()
     codec = _CODEC_NAMES.get(words[0] if words else "")
     if codec is None:
-        raise ConversionError(f"unsupported compressed image format {fmt!r}; expected jpeg or png "
-                              "(image_transport's compressed transport, not compressedDepth)")
+        raise ConversionError(
+            f"unsupported compressed image format {fmt!r}; expected jpeg or png "
+            "(image_transport's compressed transport, not compressedDepth)"
+        )
     return codec
-
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
@@ -96,7 +99,6 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(img, _DECODED_TO_RGB[1 if img.ndim == 2 else img.shape[2]])
 
 
-
 def compressed_image(rgb: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpeg", quality: int = 90) -> Any:
     """sensor_msgs/CompressedImage of an (H, W, 3) uint8 array as image_transport writes it (quality: jpeg only)."""
     if fmt not in _CODECS:
@@ -105,9 +107,9 @@ def compressed_image(rgb: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpe
     ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(rgb[..., ::-1], np.uint8), params)
     if not ok:
         raise ValueError(f"OpenCV cannot encode a {rgb.shape} {rgb.dtype} array as {fmt}")
-    return msg_type(COMPRESSED_IMAGE)(header=header(stamp, frame_id), format=f"rgb8; {fmt} compressed bgr8",
-                                data=buf.reshape(-1))
-
+    return msg_type(COMPRESSED_IMAGE)(
+        header=header(stamp, frame_id), format=f"rgb8; {fmt} compressed bgr8", data=buf.reshape(-1)
+    )
 
 
 def _is_compressed(msgtype: str) -> bool:
@@ -117,17 +119,14 @@ def _is_compressed(msgtype: str) -> bool:
     return msgtype == COMPRESSED_IMAGE
 
 
-
 def image_format(msg: Any, msgtype: str) -> str:
     """Encoding of a raw image or format of a compressed one, to notice a camera that changes format."""
     return msg.format if _is_compressed(msgtype) else msg.encoding
 
 
-
 def decode_image(msg: Any, msgtype: str) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a sensor_msgs/Image or sensor_msgs/CompressedImage."""
     return compressed_to_rgb(msg) if _is_compressed(msgtype) else image_to_rgb(msg)
-
 
 
 def camera_info_intrinsics(msg: Any) -> tuple[np.ndarray, int, int, str]:
@@ -147,7 +146,6 @@ def camera_info_intrinsics(msg: Any) -> tuple[np.ndarray, int, int, str]:
     return M.copy(), int(msg.width), int(msg.height), src
 
 
-
 def tf_transforms(msg: Any) -> list[tuple[str, str, int, np.ndarray | None, str | None]]:
     """(parent, child, stamp_ns, T_parent_child or None, problem) of each transform in a TFMessage."""
     out = []
@@ -157,10 +155,10 @@ def tf_transforms(msg: Any) -> list[tuple[str, str, int, np.ndarray | None, str 
         q = np.array([rot.x, rot.y, rot.z, rot.w])
         problem = geometry.rigid_problem(t, q)
         T = None if problem else geometry.to_matrix(t, q / np.linalg.norm(q))
-        out.append((ts.header.frame_id.lstrip("/"), ts.child_frame_id.lstrip("/"),
-                    stamp_ns(ts.header.stamp), T, problem))
+        out.append(
+            (ts.header.frame_id.lstrip("/"), ts.child_frame_id.lstrip("/"), stamp_ns(ts.header.stamp), T, problem)
+        )
     return out
-
 
 
 def tf_message(transforms: list[tuple[str, str, int, np.ndarray]]) -> Any:
@@ -168,13 +166,17 @@ def tf_message(transforms: list[tuple[str, str, int, np.ndarray]]) -> Any:
     items = []
     for parent, child, stamp, T in transforms:
         p = pose(T)
-        items.append(msg_type("geometry_msgs/msg/TransformStamped")(
-            header=header(stamp, parent), child_frame_id=child,
-            transform=msg_type("geometry_msgs/msg/Transform")(
-                translation=msg_type("geometry_msgs/msg/Vector3")(x=p.position.x, y=p.position.y, z=p.position.z),
-                rotation=p.orientation)))
+        items.append(
+            msg_type("geometry_msgs/msg/TransformStamped")(
+                header=header(stamp, parent),
+                child_frame_id=child,
+                transform=msg_type("geometry_msgs/msg/Transform")(
+                    translation=msg_type("geometry_msgs/msg/Vector3")(x=p.position.x, y=p.position.y, z=p.position.z),
+                    rotation=p.orientation,
+                ),
+            )
+        )
     return msg_type("tf2_msgs/msg/TFMessage")(transforms=items)
-
 
 
 def camera_info(K: np.ndarray, width: int, height: int, stamp: int, frame_id: str) -> Any:
@@ -183,6 +185,15 @@ def camera_info(K: np.ndarray, width: int, height: int, stamp: int, frame_id: st
     P[:, :3] = K
     roi = msg_type("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return msg_type("sensor_msgs/msg/CameraInfo")(
-        header=header(stamp, frame_id), height=int(height), width=int(width), distortion_model="plumb_bob",
-        d=np.zeros(5), k=np.asarray(K, np.float64).reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1),
-        binning_x=0, binning_y=0, roi=roi)
+        header=header(stamp, frame_id),
+        height=int(height),
+        width=int(width),
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=np.asarray(K, np.float64).reshape(-1),
+        r=np.eye(3).reshape(-1),
+        p=P.reshape(-1),
+        binning_x=0,
+        binning_y=0,
+        roi=roi,
+    )

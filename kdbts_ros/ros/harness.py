@@ -1,4 +1,5 @@
 """The rclpy node in this process for the benchmarks: started with a configuration, fed and read by rclpy."""
+
 from __future__ import annotations
 
 import threading
@@ -115,30 +116,43 @@ class SoakHarness:
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.sink = rclpy.create_node("kdbts_soak_sink", context=self.context)
         # the per-frame outputs: latency has no header, and the world map is published at its own rate
-        self.outputs = [t for t in self.node.pubs
-                        if t not in (cfg.topics.latency, cfg.topics.map, cfg.topics.map_points)]
+        self.outputs = [
+            t for t in self.node.pubs if t not in (cfg.topics.latency, cfg.topics.map, cfg.topics.map_points)
+        ]
         for topic, pub in self.node.pubs.items():
             callback = self._on_output if topic in self.outputs else (lambda _data: None)
             self.sink.create_subscription(pub.msg_type, topic, callback, reliable, raw=True)
 
         self.source = rclpy.create_node("kdbts_soak_source", context=self.context)
-        self.tf = self.source.create_publisher(TFMessage, "/tf", QoSProfile(depth=100,
-                                                                            reliability=ReliabilityPolicy.RELIABLE))
-        tf_static = self.source.create_publisher(TFMessage, "/tf_static", QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.tf = self.source.create_publisher(
+            TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        tf_static = self.source.create_publisher(
+            TFMessage,
+            "/tf_static",
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
         # reliable publishers reach best-effort subscriptions too (the node's default input QoS)
         sensor = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.cameras = [(self.source.create_publisher(CameraInfo, info, sensor),
-                         self.source.create_publisher(CompressedImage if sensor_data.image_msgtype(img) == cdr.COMPRESSED_IMAGE
-                                                      else Image, img, sensor))
-                        for img, info in zip(cfg.topics.images, cfg.topics.camera_infos)]
+        self.cameras = [
+            (
+                self.source.create_publisher(CameraInfo, info, sensor),
+                self.source.create_publisher(
+                    CompressedImage if sensor_data.image_msgtype(img) == cdr.COMPRESSED_IMAGE else Image, img, sensor
+                ),
+            )
+            for img, info in zip(cfg.topics.images, cfg.topics.camera_infos)
+        ]
         self.frames = frames
-        wait_for_subscribers(list(self.node.pubs.values()) + [self.tf, tf_static] +
-                             [p for pair in self.cameras for p in pair])
+        wait_for_subscribers(
+            list(self.node.pubs.values()) + [self.tf, tf_static] + [p for pair in self.cameras for p in pair]
+        )
         tf_static.publish(self.frames.static_tf())
 
-        self.executors = [SingleThreadedExecutor(context=self.context),  # as kdbts_node's main
-                          SingleThreadedExecutor(context=self.context)]
+        self.executors = [
+            SingleThreadedExecutor(context=self.context),  # as kdbts_node's main
+            SingleThreadedExecutor(context=self.context),
+        ]
         self.executors[0].add_node(self.node)
         self.executors[1].add_node(self.sink)
         self._spinning = True

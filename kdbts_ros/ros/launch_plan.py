@@ -5,6 +5,7 @@ parameter file a ``config:=`` names, the ``ros2 bag play`` command with one cloc
 the RViz configuration for the parameter file's frame and topics, and the tools that must
 be installed. Anything that cannot work raises :class:`LaunchError` with the reason.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -71,8 +72,10 @@ def require_bag_player(bag: str) -> None:
         raise LaunchError("bag:= needs `ros2 bag` (apt install ros-jazzy-rosbag2); nothing was started")
     plugin = STORAGE_PLUGINS.get(bag_storage(bag))
     if plugin is not None and package_prefix(plugin) is None:
-        raise LaunchError(f"bag:={bag} is {bag_storage(bag)}, which needs {plugin} "
-                          f"(apt install ros-jazzy-{plugin.replace('_', '-')}); nothing was started")
+        raise LaunchError(
+            f"bag:={bag} is {bag_storage(bag)}, which needs {plugin} "
+            f"(apt install ros-jazzy-{plugin.replace('_', '-')}); nothing was started"
+        )
 
 
 def rviz_config(template: dict, cfg: PipelineConfig) -> dict:
@@ -83,8 +86,13 @@ def rviz_config(template: dict, cfg: PipelineConfig) -> dict:
     """
     default, ours = PipelineConfig().topics, cfg.topics
     renamed = {default.images[0]: ours.images[0]}
-    renamed.update({getattr(default, f.name): getattr(ours, f.name) for f in fields(TopicsConfig)
-                    if isinstance(getattr(default, f.name), str)})
+    renamed.update(
+        {
+            getattr(default, f.name): getattr(ours, f.name)
+            for f in fields(TopicsConfig)
+            if isinstance(getattr(default, f.name), str)
+        }
+    )
     out = yaml.safe_load(yaml.safe_dump(template))  # a deep copy of plain data
     manager = out["Visualization Manager"]
     manager["Global Options"]["Fixed Frame"] = cfg.fixed_frame

@@ -1,4 +1,5 @@
 """Tie a process's life to its parent's, so a node started by a launch never outlives it."""
+
 from __future__ import annotations
 
 import ctypes

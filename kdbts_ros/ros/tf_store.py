@@ -3,6 +3,7 @@
 tf2_ros (and with it rclpy) is imported only when the tf2 store is made, so the
 built-in path keeps working in PyPI environments that have neither.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,9 +51,11 @@ class Tf2Store:
         self.extrapolation_limit_ns = round(extrapolation_limit_s * 1e9)
         # checked in order; the rest is 'invalid': InvalidArgumentException (an empty frame id or
         # one starting with '/') and the base class (TimeoutException, unused without a timeout)
-        self._reasons = ((tf2_ros.LookupException, "unknown_frame"),
-                         (tf2_ros.ConnectivityException, "disconnected"),
-                         (tf2_ros.TransformException, "invalid"))
+        self._reasons = (
+            (tf2_ros.LookupException, "unknown_frame"),
+            (tf2_ros.ConnectivityException, "disconnected"),
+            (tf2_ros.TransformException, "invalid"),
+        )
 
     def set_transform(self, parent: str, child: str, stamp_ns: int, T: np.ndarray, static: bool) -> None:
         """Add T_parent_child at a stamp; a static transform holds for all time."""
@@ -108,8 +111,7 @@ class Tf2Store:
         return geometry.to_matrix(np.array([tr.x, tr.y, tr.z]), np.array([rot.x, rot.y, rot.z, rot.w]))
 
 
-def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool = True
-                  ) -> tuple[TfStore, str]:
+def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool = True) -> tuple[TfStore, str]:
     """tf2_ros's buffer if preferred and importable, else the built-in; with its name for logs."""
     if prefer_tf2:
         try:

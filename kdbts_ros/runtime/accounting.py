@@ -1,4 +1,5 @@
 """Inputs lost and faults worked around, counted by reason and logged throttled, so nothing is lost silently."""
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,8 @@ class Accounting:
 
     def __init__(self, lock: threading.RLock):
         self.lock = lock
-        self.drops: Counter[str] = Counter()    # inputs lost, by reason
-        self.faults: Counter[str] = Counter()   # problems worked around, nothing lost
+        self.drops: Counter[str] = Counter()  # inputs lost, by reason
+        self.faults: Counter[str] = Counter()  # problems worked around, nothing lost
         self._reported: Counter[str] = Counter()
         self._throttle = Throttle()
 

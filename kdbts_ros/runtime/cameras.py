@@ -4,6 +4,7 @@ The first camera's newest image is the frame the outputs are made for; the other
 images closest in time join it as one rig frame. :class:`Rig` holds no lock of its own:
 the runner calls it with its lock held (the node's callbacks run in other threads).
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,13 +20,13 @@ from kdbts_ros.messages import sensor_data
 from kdbts_ros.runtime.accounting import Accounting
 
 log = logging.getLogger("kdbts_ros")
-SECONDARY_QUEUE = 4                    # images kept per other camera while they wait for a partner
-TIME_JUMP_NS = 1_000_000_000           # a step back in time beyond this is a jump (a bag looped), not reordering
+SECONDARY_QUEUE = 4  # images kept per other camera while they wait for a partner
+TIME_JUMP_NS = 1_000_000_000  # a step back in time beyond this is a jump (a bag looped), not reordering
 
 
 @dataclass
 class Image:
-    msg: Any          # the deserialized Image or CompressedImage (decoded only when used)
+    msg: Any  # the deserialized Image or CompressedImage (decoded only when used)
     stamp_ns: int
     arrival_ns: int
     rgb: np.ndarray | None = None  # kept once decoded, while the frame waits for its partners
@@ -65,8 +66,9 @@ class Rig:
     def __init__(self, cfg: PipelineConfig, accounting: Accounting):
         """``cfg`` is the live config (mode and sync tolerance are read when used)."""
         self.cfg, self.accounting = cfg, accounting
-        self.cameras = [Camera(i, img, info) for i, (img, info) in
-                        enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))]
+        self.cameras = [
+            Camera(i, img, info) for i, (img, info) in enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))
+        ]
         self.image_topics = {c.image_topic: c.index for c in self.cameras}
         self.info_topics = {c.info_topic: c.index for c in self.cameras}
 
@@ -84,11 +86,23 @@ class Rig:
         """Take a camera's intrinsics; logged the first time, a change counted as a fault."""
         old = cam.intrinsics
         if old is None:
-            log.info("intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)", cam.info_topic, info[3],
-                     info[0][0, 0], info[0][1, 1], info[0][0, 2], info[0][1, 2], info[1], info[2])
+            log.info(
+                "intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)",
+                cam.info_topic,
+                info[3],
+                info[0][0, 0],
+                info[0][1, 1],
+                info[0][0, 2],
+                info[0][1, 2],
+                info[1],
+                info[2],
+            )
         elif old[1:3] != info[1:3] or not np.allclose(old[0], info[0]):
-            self.accounting.fault("camera_info_changed", f"{cam.info_topic}: intrinsics changed from fx "
-                                  f"{old[0][0, 0]:.2f} {old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}")
+            self.accounting.fault(
+                "camera_info_changed",
+                f"{cam.info_topic}: intrinsics changed from fx "
+                f"{old[0][0, 0]:.2f} {old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}",
+            )
         cam.intrinsics = info
 
     def went_back(self, cam: Camera, stamp: int) -> bool:
@@ -98,8 +112,11 @@ class Rig:
         """
         if cam.last_stamp_ns is None or stamp >= cam.last_stamp_ns:
             return False
-        self.accounting.fault("time_jump_back", f"{cam.image_topic}: stamp went back by "
-                              f"{(cam.last_stamp_ns - stamp) * 1e-9:.3f} s; window and waiting images cleared")
+        self.accounting.fault(
+            "time_jump_back",
+            f"{cam.image_topic}: stamp went back by "
+            f"{(cam.last_stamp_ns - stamp) * 1e-9:.3f} s; window and waiting images cleared",
+        )
         self.discard_waiting("time_jump_back", "image from before the time jump")
         for c in self.cameras:
             c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
@@ -137,8 +154,9 @@ class Rig:
         self.drop(cam, reason, message)
         raise Dropped
 
-    def partners(self, img: Image, timed_out: bool,
-                 resolve: Callable[[Camera, Image, bool], tuple[np.ndarray, np.ndarray]]) -> list[Partner]:
+    def partners(
+        self, img: Image, timed_out: bool, resolve: Callable[[Camera, Image, bool], tuple[np.ndarray, np.ndarray]]
+    ) -> list[Partner]:
         """Each other camera's image closest to ``img`` within the sync tolerance, with intrinsics and pose.
 
         Waits (up to ``tf_timeout``) while a camera's partner image may still come: it has
@@ -152,14 +170,19 @@ class Rig:
             near = [w for w in cam.waiting if abs(w.stamp_ns - img.stamp_ns) <= tol]
             partner = min(near, key=lambda w: abs(w.stamp_ns - img.stamp_ns)) if near else None
             if partner is None:
-                may_come = cam.received > 0 and not cam.absent and (
-                    cam.last_stamp_ns is None or cam.last_stamp_ns < img.stamp_ns + tol)  # None: reset by a time jump
+                may_come = (
+                    cam.received > 0
+                    and not cam.absent
+                    and (cam.last_stamp_ns is None or cam.last_stamp_ns < img.stamp_ns + tol)
+                )  # None: reset by a time jump
                 if may_come and not timed_out:
                     raise Wait
                 if may_come:  # it timed out: the next rig frames do not wait for it
                     cam.absent = True
-                self.accounting.fault("rig_frame_incomplete", f"no image of {cam.image_topic} within "
-                                      f"{self.cfg.sync_tolerance} s of the output camera's")
+                self.accounting.fault(
+                    "rig_frame_incomplete",
+                    f"no image of {cam.image_topic} within {self.cfg.sync_tolerance} s of the output camera's",
+                )
                 continue
             try:
                 K, T = resolve(cam, partner, timed_out)

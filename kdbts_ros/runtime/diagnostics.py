@@ -1,4 +1,5 @@
 """The runner's state as a DiagnosticArray: counts, latency against the budget, head, views and cameras."""
+
 from __future__ import annotations
 
 from collections import deque
@@ -47,16 +48,19 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
         level = "WARN"
         message += "; since the last report: " + ", ".join(f"{k} +{v}" for k, v in sorted(new.items()))
     last = runner.last
-    values: dict[str, object] = {"frames_processed": runner.processed,
-                                 "latency_last_s": f"{lat[-1]:.4f}", "latency_max_s": f"{lat.max():.4f}",
-                                 "latency_median_s": f"{np.median(lat):.4f}",
-                                 "dropped_total": sum(runner.accounting.drops.values()),
-                                 "head": last.head if last else "",
-                                 "num_views": last.num_views if last else 0,
-                                 "window_frames": len(runner.pipeline.window),
-                                 "weights": runner.pipeline.model_info.get("weights", ""),
-                                 "device": str(runner.pipeline.device),
-                                 "tf_buffer": runner.tf_name}
+    values: dict[str, object] = {
+        "frames_processed": runner.processed,
+        "latency_last_s": f"{lat[-1]:.4f}",
+        "latency_max_s": f"{lat.max():.4f}",
+        "latency_median_s": f"{np.median(lat):.4f}",
+        "dropped_total": sum(runner.accounting.drops.values()),
+        "head": last.head if last else "",
+        "num_views": last.num_views if last else 0,
+        "window_frames": len(runner.pipeline.window),
+        "weights": runner.pipeline.model_info.get("weights", ""),
+        "device": str(runner.pipeline.device),
+        "tf_buffer": runner.tf_name,
+    }
     for c in runner.cameras:
         values[f"camera{c.index}_topic"] = c.image_topic
         values[f"camera{c.index}_images"] = c.received
@@ -67,5 +71,6 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
     if last:
         values["grid_resolution_m"] = f"{last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget
         values.update({f"time_{k}_s": f"{v:.4f}" for k, v in runner.timings.items()})
-    return cdr.serialize(published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message,
-                                               values))
+    return cdr.serialize(
+        published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message, values)
+    )

@@ -18,6 +18,7 @@ the same maps: a frame publishes when at least ``1 / publish_rate`` of stamp tim
 the last publication (the first fused frame, and the first after a reset, publish at once).
 Maps are built only for the topics wanted.
 """
+
 from __future__ import annotations
 
 import re
@@ -76,17 +77,22 @@ class MapStage:
                 reason: str | None = f"no pose in {self.cfg.fixed_frame}"
             else:
                 before = sum(wmap.resets.values())
-                reason = wmap.integrate(out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density,
-                                        out.stamp_ns)
+                reason = wmap.integrate(
+                    out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns
+                )
                 if sum(wmap.resets.values()) > before:
                     self._last_publish_ns = None
-                    self.accounting.fault("map_reset_time_jump", "the map was cleared: time jumped "
-                                          f"(map.time_jump_rule {self.cfg.map.time_jump_rule})")
+                    self.accounting.fault(
+                        "map_reset_time_jump",
+                        f"the map was cleared: time jumped (map.time_jump_rule {self.cfg.map.time_jump_rule})",
+                    )
             if reason is not None:
                 if reason.startswith("no pose in"):
                     wmap.skipped[reason] += 1  # integrate counts its own reasons
-                self.accounting.fault(f"map_skipped_{_slug(reason)}", f"frame at {out.stamp_ns * 1e-9:.3f} s not "
-                                      f"fused into the map: {reason}")
+                self.accounting.fault(
+                    f"map_skipped_{_slug(reason)}",
+                    f"frame at {out.stamp_ns * 1e-9:.3f} s not fused into the map: {reason}",
+                )
                 return []
             return self._due(out.stamp_ns, wanted)
 
@@ -111,8 +117,9 @@ class MapStage:
                 msgs.append((t.map, "nav_msgs/msg/OccupancyGrid", published.occupancy_grid_map(grid, stamp, frame_id)))
         if want_points:
             points, prob = wmap.occupied_points()
-            msgs.append((t.map_points, "sensor_msgs/msg/PointCloud2",
-                         published.map_points(points, prob, stamp, frame_id)))
+            msgs.append(
+                (t.map_points, "sensor_msgs/msg/PointCloud2", published.map_points(points, prob, stamp, frame_id))
+            )
         return msgs
 
     def time_jump(self) -> None:
@@ -123,8 +130,9 @@ class MapStage:
             self._last_publish_ns = None
             if self.cfg.map.time_jump_rule == "reset":
                 self.map.reset("time went backwards")
-                self.accounting.fault("map_reset_time_jump", "the map was cleared: image stamps went back "
-                                      "(map.time_jump_rule reset)")
+                self.accounting.fault(
+                    "map_reset_time_jump", "the map was cleared: image stamps went back (map.time_jump_rule reset)"
+                )
             else:
                 self.map.last_stamp_ns = None  # keep: fuse on from the new stamps, no second jump reported
 
@@ -160,7 +168,12 @@ class MapStage:
             if self.map is None:
                 return {}
             s = self.map.status()
-            return {"map_frames": s["frames"], "map_skipped": sum(s["skipped"].values()),
-                    "map_resets": sum(s["resets"].values()), "map_known_cells": s["known"],
-                    "map_occupied_cells": s["occupied"], "map_tilted_frames": s["tilted"],
-                    "map_memory_mb": f"{self.map.nbytes() / 2**20:.1f}"}
+            return {
+                "map_frames": s["frames"],
+                "map_skipped": sum(s["skipped"].values()),
+                "map_resets": sum(s["resets"].values()),
+                "map_known_cells": s["known"],
+                "map_occupied_cells": s["occupied"],
+                "map_tilted_frames": s["tilted"],
+                "map_memory_mb": f"{self.map.nbytes() / 2**20:.1f}",
+            }

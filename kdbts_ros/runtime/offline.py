@@ -1,4 +1,5 @@
 """The offline driver: recorded messages through a runner in time order, as the node would see them."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -16,8 +17,12 @@ class MessageSink(Protocol):
     def write(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None: ...
 
 
-def run_messages(runner: FrameRunner, messages: Iterable[tuple[int, str, str, bytes]], sink: MessageSink,
-                 on_output: Callable[[Outputs], None] | None = None) -> Outputs | None:
+def run_messages(
+    runner: FrameRunner,
+    messages: Iterable[tuple[int, str, str, bytes]],
+    sink: MessageSink,
+    on_output: Callable[[Outputs], None] | None = None,
+) -> Outputs | None:
     """Feed (stamp, topic, msgtype, bytes) in time order to the runner as the node does; write inputs and outputs.
 
     Each input goes to the callback the node subscribes for its topic, and the runner steps at

@@ -1,4 +1,5 @@
 """Run-time parameter changes: validated and staged in any thread, applied at once between frames."""
+
 from __future__ import annotations
 
 import copy

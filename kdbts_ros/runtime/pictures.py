@@ -4,6 +4,7 @@ The figure puts one image, its depth and its bird's-eye density profile (paper F
 side by side, each panel captioned; ``kdbts viz``, ``kdbts demo`` and ``kdbts replay --png``
 all draw it with :func:`figure`. BGR arrays throughout, ready for ``cv2.imwrite``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -45,25 +46,24 @@ def profile_picture(profile: np.ndarray) -> np.ndarray:
 
 def profile_caption(spec: ProfileSpec = ProfileSpec()) -> str:
     """The profile panel's caption: the volume it covers (ASCII: cv2's fonts have no +-)."""
-    return (f"density profile, x +-{max(abs(v) for v in spec.x_range):g} m, "
-            f"z {spec.z_range[0]:g}-{spec.z_range[1]:g} m")
+    return f"density profile, x +-{max(abs(v) for v in spec.x_range):g} m, z {spec.z_range[0]:g}-{spec.z_range[1]:g} m"
 
 
-def query_profile(model: DensityField, views: Views, head: str, chunk_points: int,
-                  spec: ProfileSpec = ProfileSpec()) -> np.ndarray:
+def query_profile(
+    model: DensityField, views: Views, head: str, chunk_points: int, spec: ProfileSpec = ProfileSpec()
+) -> np.ndarray:
     """The Fig. 4 density profile (z, x) of a head, on the grid of view 0's camera."""
     device = views.features.device
     pts = torch.as_tensor(spec.points_cam().reshape(1, -1, 3), dtype=torch.float32, device=device)
     sigma, invalid = model.query(pts, views, head, chunk_points)
     shape = (spec.res_y, spec.res_xz, spec.res_xz)
-    return density_profile(sigma[0].float().cpu().numpy().reshape(shape),
-                           invalid[0, :, 0].cpu().numpy().reshape(shape))
+    return density_profile(sigma[0].float().cpu().numpy().reshape(shape), invalid[0, :, 0].cpu().numpy().reshape(shape))
 
 
 class Figure(NamedTuple):
     """A figure and what it shows."""
 
-    depth: np.ndarray    # (H, W) metres at the network input size
+    depth: np.ndarray  # (H, W) metres at the network input size
     profile: np.ndarray  # (res_xz, res_xz) in [0, 1], far at the top
     picture: np.ndarray  # BGR: input over depth, the profile to their right
 
@@ -73,8 +73,9 @@ def figure_head(cfg: PipelineConfig) -> str:
     return "mv" if cfg.mode == "mv" else "sv"
 
 
-def figure(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str | None = None,
-           pitch_deg: float = 0.0) -> Figure:
+def figure(
+    pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str | None = None, pitch_deg: float = 0.0
+) -> Figure:
     """Encode one RGB image (pixel intrinsics K) and draw its figure.
 
     The depth is rendered at the network's full input size, whatever ``render.depth_scale``
@@ -89,14 +90,20 @@ def figure(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str | None 
         views = encode_views(model, image01, Kn[None])
         depth, _ = pipeline.render_depth_image(views, head, Kn, scale=1.0)
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
-    picture = compose_figure(rgb, depth_png(cv2.resize(depth, rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR),
-                                            cfg.model.z_near, cfg.model.z_far),
-                             profile_picture(profile), profile_caption(spec))
+    picture = compose_figure(
+        rgb,
+        depth_png(
+            cv2.resize(depth, rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR), cfg.model.z_near, cfg.model.z_far
+        ),
+        profile_picture(profile),
+        profile_caption(spec),
+    )
     return Figure(depth, profile, picture)
 
 
-def compose_figure(rgb: np.ndarray, depth_bgr: np.ndarray, profile_bgr: np.ndarray,
-                   profile_label: str = profile_caption()) -> np.ndarray:
+def compose_figure(
+    rgb: np.ndarray, depth_bgr: np.ndarray, profile_bgr: np.ndarray, profile_label: str = profile_caption()
+) -> np.ndarray:
     """Input (its own size) over the depth picture (same size), the profile as a square of their height right.
 
     Each panel gets its caption in its top-left corner, sized to the input's height.
@@ -105,8 +112,12 @@ def compose_figure(rgb: np.ndarray, depth_bgr: np.ndarray, profile_bgr: np.ndarr
     if depth_bgr.shape[:2] != (h, w):
         raise ValueError(f"depth picture {depth_bgr.shape[1]}x{depth_bgr.shape[0]} is not the input's {w}x{h}")
     scale = max(0.35, 0.8 * h / 375)  # KITTI's 375 rows: 0.8, about 18 px tall letters
-    left = np.vstack([_captioned(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "input", scale),
-                      _captioned(depth_bgr.copy(), DEPTH_CAPTION, scale)])
+    left = np.vstack(
+        [
+            _captioned(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "input", scale),
+            _captioned(depth_bgr.copy(), DEPTH_CAPTION, scale),
+        ]
+    )
     # nearest: the profile is a grid of cells, interpolation would invent values between them
     square = cv2.resize(profile_bgr, (2 * h, 2 * h), interpolation=cv2.INTER_NEAREST)
     return np.hstack([left, _captioned(square, profile_label, scale)])

@@ -9,6 +9,7 @@ resolved in :meth:`FrameRunner.step`, never in a callback. Every input it cannot
 use is counted by reason, and every fault it works around is counted too
 (:mod:`kdbts_ros.runtime.accounting`), so nothing is lost silently.
 """
+
 from __future__ import annotations
 
 import threading
@@ -35,13 +36,21 @@ from kdbts_ros.runtime.params import ParamStage
 class FrameRunner:
     """Holds the rig's waiting images, the TF buffer and the counters; the pipeline's window picks keyframes."""
 
-    def __init__(self, cfg: PipelineConfig, pipeline: Pipeline | None = None, tf: TfStore | None = None,
-                 tf_name: str | None = None):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        pipeline: Pipeline | None = None,
+        tf: TfStore | None = None,
+        tf_name: str | None = None,
+    ):
         """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed."""
         self.cfg = cfg
         self.pipeline = pipeline or Pipeline(cfg)
-        self.tf, self.tf_name = (tf, tf_name or type(tf).__name__) if tf is not None else \
-            (TfBuffer.from_seconds(cfg.tf_cache, cfg.tf_extrapolation), "builtin")
+        self.tf, self.tf_name = (
+            (tf, tf_name or type(tf).__name__)
+            if tf is not None
+            else (TfBuffer.from_seconds(cfg.tf_cache, cfg.tf_extrapolation), "builtin")
+        )
         # the node's callbacks (images, camera_info, TF) run in other threads than step: the queues, the TF
         # buffer and the counters change only under this lock (re-entrant: the counters take it again);
         # the window is cleared by the inference thread only
@@ -120,8 +129,10 @@ class FrameRunner:
         of more than TIME_JUMP_NS counts.
         """
         if self._tf_newest is not None and stamp < self._tf_newest - TIME_JUMP_NS:
-            self.accounting.fault("tf_time_jump_back", f"TF went back by {(self._tf_newest - stamp) * 1e-9:.3f} s; "
-                                  "dynamic TF history cleared")
+            self.accounting.fault(
+                "tf_time_jump_back",
+                f"TF went back by {(self._tf_newest - stamp) * 1e-9:.3f} s; dynamic TF history cleared",
+            )
             self.tf.clear()
             self._tf_newest = None
         self._tf_newest = stamp if self._tf_newest is None else max(self._tf_newest, stamp)
@@ -151,8 +162,7 @@ class FrameRunner:
             self.rig.discard_waiting(reason, message)
 
     # ------------------------------------------------------------ processing
-    def step(self, now_ns: int, outputs: Callable[[], Collection[str]] | None = None
-             ) -> list[tuple[str, str, bytes]]:
+    def step(self, now_ns: int, outputs: Callable[[], Collection[str]] | None = None) -> list[tuple[str, str, bytes]]:
         """Process the output camera's newest image once it can be; returns (topic, msgtype, bytes).
 
         Run-time parameter changes are applied first, then ``outputs`` names the output topics
@@ -207,25 +217,34 @@ class FrameRunner:
         want_grid, want_depth = published.stages_wanted(self.cfg.topics, wanted)
         want_grid = want_grid or self.mapping.enabled  # the map fuses every frame's grid
         try:
-            out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid,
-                                        companions=companions)
+            out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid, companions=companions)
         except torch.OutOfMemoryError:
             memory, chunk = changes = self.pipeline.smaller_query_memory()
             self.change_params(changes)
-            self.rig.drop(ref, "cuda_oom", f"CUDA out of memory; frame skipped, query memory now {memory[1]} MiB, "
-                          f"reference chunks {chunk[1]} points")
+            self.rig.drop(
+                ref,
+                "cuda_oom",
+                f"CUDA out of memory; frame skipped, query memory now {memory[1]} MiB, "
+                f"reference chunks {chunk[1]} points",
+            )
             torch.cuda.empty_cache()
             return []
         t0 = time.perf_counter()
-        messages = [(topic, msgtype, cdr.serialize(msg))
-                    for topic, msgtype, msg in published.output_messages(out, self.cfg.topics, wanted)]
+        messages = [
+            (topic, msgtype, cdr.serialize(msg))
+            for topic, msgtype, msg in published.output_messages(out, self.cfg.topics, wanted)
+        ]
         # the frame's stage times, composed once here (the node adds its publish time via published())
-        self.timings = {"decode": sum(d.decode_s for d in decoded), **out.stage_times,
-                        "messages": time.perf_counter() - t0}
+        self.timings = {
+            "decode": sum(d.decode_s for d in decoded),
+            **out.stage_times,
+            "messages": time.perf_counter() - t0,
+        }
         if self.mapping.enabled:  # fusion and the map messages due (absent when off: outputs unchanged)
             t0 = time.perf_counter()
-            messages += [(topic, msgtype, cdr.serialize(msg))
-                         for topic, msgtype, msg in self.mapping.frame(out, wanted)]
+            messages += [
+                (topic, msgtype, cdr.serialize(msg)) for topic, msgtype, msg in self.mapping.frame(out, wanted)
+            ]
             self.timings["map"] = time.perf_counter() - t0
         self.last = out
         self.processed += 1
@@ -260,14 +279,15 @@ class FrameRunner:
         h, w = rgb.shape[:2]
         fmt = (sensor_data.image_format(img.msg, cam.msgtype), w, h)
         if cam.format is not None and fmt != cam.format:
-            self.accounting.fault("image_format_changed", f"{cam.image_topic}: {cam.format[0]} {cam.format[1]}x"
-                                  f"{cam.format[2]} became {fmt[0]} {w}x{h}")
+            self.accounting.fault(
+                "image_format_changed",
+                f"{cam.image_topic}: {cam.format[0]} {cam.format[1]}x{cam.format[2]} became {fmt[0]} {w}x{h}",
+            )
         cam.format = fmt
         assert cam.intrinsics is not None  # K came from them (_resolve)
         _, wi, hi, _ = cam.intrinsics
         if (w, h) != (wi, hi):
-            self.rig.discard(cam, img, "size_mismatch",
-                             f"{cam.image_topic}: image {w}x{h} but camera_info {wi}x{hi}")
+            self.rig.discard(cam, img, "size_mismatch", f"{cam.image_topic}: image {w}x{h} but camera_info {wi}x{hi}")
         return Frame(rgb, K, img.stamp_ns, img.msg.header.frame_id.lstrip("/"), T)
 
     def published(self, publish_s: float, latency_s: float) -> None:
@@ -289,7 +309,9 @@ class FrameRunner:
         self.params.stage(changes)
 
     def change_params(self, changes: list[tuple[str, Any]]) -> None:
-        """Make run-time changes of the runner's own (between frames, at once) and keep them for :meth:`take_own_changes`."""
+        """Make run-time changes of the runner's own (between frames, at once) and keep them for
+        :meth:`take_own_changes`.
+        """
         self.params.change(changes)
 
     def take_own_changes(self) -> list[tuple[str, Any]]:

@@ -2,6 +2,7 @@
 
 Shapes: patches are (..., C, p, p) tensors; ray quantities are flattened to (R, ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 # 3x3 Gaussian window of the official SSIM (sigma 1.5, normalised)
 _G = torch.tensor([0.0947, 0.1183, 0.0947, 0.1183, 0.1478, 0.1183, 0.0947, 0.1183, 0.0947]).view(1, 1, 3, 3)
-SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
+SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2
 KD_DENSITY_CLIP = 2.0  # official pseudo-ground-truth densities are compared clipped to [0, 2]
 
 
@@ -21,10 +22,10 @@ def ssim_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     C = x.shape[1]
     w = _G.to(x).expand(C, 1, 3, 3)
     mu_x, mu_y = F.conv2d(x, w, padding=1, groups=C), F.conv2d(y, w, padding=1, groups=C)
-    sxx = F.conv2d(x * x, w, padding=1, groups=C) - mu_x ** 2
-    syy = F.conv2d(y * y, w, padding=1, groups=C) - mu_y ** 2
+    sxx = F.conv2d(x * x, w, padding=1, groups=C) - mu_x**2
+    syy = F.conv2d(y * y, w, padding=1, groups=C) - mu_y**2
     sxy = F.conv2d(x * y, w, padding=1, groups=C) - mu_x * mu_y
-    ssim = ((2 * mu_x * mu_y + SSIM_C1) * (2 * sxy + SSIM_C2)) / ((mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (sxx + syy + SSIM_C2))
+    ssim = ((2 * mu_x * mu_y + SSIM_C1) * (2 * sxy + SSIM_C2)) / ((mu_x**2 + mu_y**2 + SSIM_C1) * (sxx + syy + SSIM_C2))
     return ((1 - ssim) / 2).clamp(0, 1)
 
 
@@ -33,7 +34,9 @@ def patch_photometric_error(pred: torch.Tensor, gt: torch.Tensor, alpha: float =
     return alpha * ssim_error(pred, gt).mean(1) + (1 - alpha) * (pred - gt).abs().mean(1)
 
 
-def photometric_loss(pred: torch.Tensor, gt: torch.Tensor, view_invalid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def photometric_loss(
+    pred: torch.Tensor, gt: torch.Tensor, view_invalid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimum-over-render-views reconstruction loss on patches.
 
     pred (P, V, 3, p, p) rendered patches per render view, gt (P, 3, p, p),
@@ -58,8 +61,9 @@ def weight_guided_invalid(weights: torch.Tensor, invalid: torch.Tensor, threshol
     return (weights.detach()[..., None] * invalid.to(weights.dtype)).sum(1) > threshold
 
 
-def edge_aware_smoothness(depth: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
-                          max_depth: float = 80.0) -> torch.Tensor:
+def edge_aware_smoothness(
+    depth: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, max_depth: float = 80.0
+) -> torch.Tensor:
     """Edge-aware smoothness of mean-normalised inverse depth on patches.
 
     depth (P, p, p) rendered depth, image (P, 3, p, p) ground-truth colours, mask (P, p, p)
@@ -94,11 +98,12 @@ def ray_depth_moments(weights: torch.Tensor, t: torch.Tensor) -> tuple[torch.Ten
 
 def gaussian_kl(mu_t: torch.Tensor, sigma_t: torch.Tensor, mu_s: torch.Tensor, sigma_s: torch.Tensor) -> torch.Tensor:
     """KL(N(mu_t, sigma_t^2) || N(mu_s, sigma_s^2)), elementwise."""
-    return torch.log(sigma_s / sigma_t) + (sigma_t ** 2 + (mu_t - mu_s) ** 2) / (2 * sigma_s ** 2) - 0.5
+    return torch.log(sigma_s / sigma_t) + (sigma_t**2 + (mu_t - mu_s) ** 2) / (2 * sigma_s**2) - 0.5
 
 
-def cross_view_pseudo_depth(depths: torch.Tensor, rel_tol: float,
-                            min_sigma_rel: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cross_view_pseudo_depth(
+    depths: torch.Tensor, rel_tol: float, min_sigma_rel: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """KD-MVS style pseudo label from teacher depths of the same rays rendered with different view sets.
 
     depths (K, R). A ray is kept when every estimate agrees with their mean within
@@ -113,8 +118,14 @@ def cross_view_pseudo_depth(depths: torch.Tensor, rel_tol: float,
     return mu, sigma, keep
 
 
-def probabilistic_kd_loss(student_weights: torch.Tensor, t: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
-                          keep: torch.Tensor, log_depth: bool = True) -> torch.Tensor:
+def probabilistic_kd_loss(
+    student_weights: torch.Tensor,
+    t: torch.Tensor,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    keep: torch.Tensor,
+    log_depth: bool = True,
+) -> torch.Tensor:
     """KL from the teacher's pseudo depth distribution to the student's ray-termination distribution.
 
     Both are treated as Gaussians; with ``log_depth`` the comparison is in log depth

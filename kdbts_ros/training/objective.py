@@ -3,6 +3,7 @@
 :class:`Objective` is an ``nn.Module`` whose ``forward`` returns the losses, so that
 DistributedDataParallel can wrap it (DDP synchronises gradients only through ``forward``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from kdbts_ros.training.losses import (
 from kdbts_ros.training.samples import encoder_candidates, frame_split
 
 
-def patch_pixels(num_patches: int, patch: int, height: int, width: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_pixels(
+    num_patches: int, patch: int, height: int, width: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer pixel rows and columns (num_patches, patch, patch) of random patches inside the image."""
     v0 = torch.randint(0, height - patch + 1, (num_patches, 1, 1), generator=generator)
     u0 = torch.randint(0, width - patch + 1, (num_patches, 1, 1), generator=generator)
@@ -36,7 +38,9 @@ def patch_pixels(num_patches: int, patch: int, height: int, width: int,
 
 
 def pixel_rays(rows: torch.Tensor, cols: torch.Tensor, Kn: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Unit-z ray directions (..., 3) through pixel centres, in the convention of feature sampling (align_corners=False)."""
+    """Unit-z ray directions (..., 3) through pixel centres, in the convention of feature sampling
+    (align_corners=False).
+    """
     x = (2 * cols.to(Kn.dtype) + 1) / width - 1
     y = (2 * rows.to(Kn.dtype) + 1) / height - 1
     dx = (x - Kn[..., 0, 2]) / Kn[..., 0, 0]
@@ -48,12 +52,12 @@ def pixel_rays(rows: torch.Tensor, cols: torch.Tensor, Kn: torch.Tensor, height:
 class Rays:
     """Ray patches of one batch: where they start and where they are sampled."""
 
-    frame: torch.Tensor     # (B, P) loss frame of each patch
-    rows: torch.Tensor      # (B, P, p, p) pixel rows
-    cols: torch.Tensor      # (B, P, p, p) pixel columns
-    gt: torch.Tensor        # (B*P, 3, p, p) the patches' colours
-    t: torch.Tensor         # (B*R, S) sample depths (camera z of the loss frame), R = P*p*p
-    points: torch.Tensor    # (B, R*S, 3) samples in frame 0's camera
+    frame: torch.Tensor  # (B, P) loss frame of each patch
+    rows: torch.Tensor  # (B, P, p, p) pixel rows
+    cols: torch.Tensor  # (B, P, p, p) pixel columns
+    gt: torch.Tensor  # (B*P, 3, p, p) the patches' colours
+    t: torch.Tensor  # (B*R, S) sample depths (camera z of the loss frame), R = P*p*p
+    points: torch.Tensor  # (B, R*S, 3) samples in frame 0's camera
 
     @property
     def num_patches(self) -> int:
@@ -123,9 +127,9 @@ class Objective(nn.Module):
         rows, cols = patch_pixels(B * P, p, H, W, self.generator)
         rows, cols = rows.reshape(B, P, p, p).to(dev), cols.reshape(B, P, p, p).to(dev)
         bi = torch.arange(B, device=dev)[:, None]
-        dirs = pixel_rays(rows, cols, Kn[bi, frame][:, :, None, None], H, W)            # (B, P, p, p, 3)
+        dirs = pixel_rays(rows, cols, Kn[bi, frame][:, :, None, None], H, W)  # (B, P, p, p, 3)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-        gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]       # (B, P, p, p, 3)
+        gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]  # (B, P, p, p, 3)
         R = P * p * p
         t = sample_depths(B * R, S, self.cfg.model.z_near, self.cfg.model.z_far, self.generator).to(dev)
         pts_cam = dirs.reshape(B, R, 1, 3) * t.view(B, R, S, 1)
@@ -162,9 +166,9 @@ class Objective(nn.Module):
             # official: a sample's colour is unusable where it is outside the render frame or seen by no encoder view
             col_invalid = col_invalid | invalid.all(-1, keepdim=True)
             Vr = len(ids_render)
-            colour = (weights[..., None, None] * rgb.reshape(-1, S, Vr, 3)).sum(1)      # (B*R, Vr, 3)
+            colour = (weights[..., None, None] * rgb.reshape(-1, S, Vr, 3)).sum(1)  # (B*R, Vr, 3)
             bad = weight_guided_invalid(weights, col_invalid.reshape(-1, S, Vr), L.invalid_threshold)
-            pred = colour.view(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)                 # (B*P, Vr, 3, p, p)
+            pred = colour.view(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)  # (B*P, Vr, 3, p, p)
             bad = bad.view(BP, p, p, Vr).permute(0, 3, 1, 2)
             photo, usable = photometric_loss(pred, rays.gt, bad)
             smooth = edge_aware_smoothness(depth.view(BP, p, p), rays.gt, usable, cfg.model.z_far)
@@ -188,8 +192,16 @@ class Objective(nn.Module):
         out["loss"] = total
         return out
 
-    def _featuremetric(self, images: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor, rays: Rays,
-                       weights: torch.Tensor, ids_render: list[int], bad: torch.Tensor) -> torch.Tensor:
+    def _featuremetric(
+        self,
+        images: torch.Tensor,
+        Kn: torch.Tensor,
+        w2c: torch.Tensor,
+        rays: Rays,
+        weights: torch.Tensor,
+        ids_render: list[int],
+        bad: torch.Tensor,
+    ) -> torch.Tensor:
         """KD-MVS featuremetric consistency: the ray's rendered render-view features against the loss pixel's own.
 
         Features come from the network itself but detached, so only the densities
@@ -202,7 +214,7 @@ class Objective(nn.Module):
             fmaps = self.model.encode(images.flatten(0, 1)).unflatten(0, (B, Fr))
         C = fmaps.shape[2]
         vals, _ = self.model.sample_images(rays.points, fmaps[:, ids_render], Kn[:, ids_render], w2c[:, ids_render])
-        rendered = (weights[..., None, None] * vals.reshape(-1, S, Vr, C)).sum(1)      # (B*R, Vr, C)
+        rendered = (weights[..., None, None] * vals.reshape(-1, S, Vr, C)).sum(1)  # (B*R, Vr, C)
         bi = torch.arange(B, device=images.device)[:, None, None, None]
         target = fmaps[bi, rays.frame[:, :, None, None], :, rays.rows, rays.cols].reshape(-1, 1, C)
         err = (rendered - target).abs().mean(-1).view(-1, p, p, Vr).permute(0, 3, 1, 2)
@@ -210,8 +222,9 @@ class Objective(nn.Module):
         ok = torch.isfinite(best)
         return best[ok].mean() if ok.any() else weights.sum() * 0.0
 
-    def _probabilistic_kd(self, rays: Rays, views: Views, sv_logits: torch.Tensor,
-                          weights: torch.Tensor) -> torch.Tensor:
+    def _probabilistic_kd(
+        self, rays: Rays, views: Views, sv_logits: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         """KD-MVS probabilistic distillation along rays, validated across teacher view subsets."""
         S = weights.shape[1]
         depths = [(weights.detach() * rays.t).sum(-1)]

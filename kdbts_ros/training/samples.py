@@ -12,6 +12,7 @@ loss frame and its neighbours the render frames; samples where the camera moved 
 Poses are expressed in frame 0's camera (so frame 0's pose is the identity). Every sample says
 its layout, which fixes how the objective splits its frames into loss and render frames.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,7 +48,9 @@ class PosedFrames(Protocol):
 
 
 def loss_render_split(num_frames: int, flip: bool) -> tuple[list[int], list[int]]:
-    """Official 'kitti360-mono' split: per camera one time step is a loss frame, the other a render frame, alternating across cameras."""
+    """Official 'kitti360-mono' split: per camera one time step is a loss frame, the other a render frame, alternating
+    across cameras.
+    """
     loss = [2 * c + ((c % 2) ^ int(flip)) for c in range(num_frames // 2)]
     render = [2 * c + 1 - ((c % 2) ^ int(flip)) for c in range(num_frames // 2)]
     return loss, render
@@ -69,16 +72,28 @@ def frame_split(layout: int, num_frames: int, generator: torch.Generator) -> tup
 
 
 def encoder_candidates(num_frames: int) -> tuple[int, ...]:
-    """Frames the multi-view head may encode besides frame 0: the forward (stereo or temporal) frames, never side cameras."""
+    """Frames the multi-view head may encode besides frame 0: the forward (stereo or temporal) frames, never side
+    cameras.
+    """
     return tuple(range(1, min(num_frames, 4)))
 
 
 class TrainingFrames(Dataset):
     """Samples of one source (``rig`` or ``mono`` layout) with poses relative to frame 0 and normalised intrinsics."""
 
-    def __init__(self, source: PosedFrames, side_offset: int, flip_lr: float = 0.0, colour_jitter: float = 0.0,
-                 seed: int = 0, max_cameras: int = 4, stride: int = 1, layout: str = "rig",
-                 grey: float = 0.0, min_motion: float = 0.0):
+    def __init__(
+        self,
+        source: PosedFrames,
+        side_offset: int,
+        flip_lr: float = 0.0,
+        colour_jitter: float = 0.0,
+        seed: int = 0,
+        max_cameras: int = 4,
+        stride: int = 1,
+        layout: str = "rig",
+        grey: float = 0.0,
+        min_motion: float = 0.0,
+    ):
         self.source, self.side_offset = source, side_offset
         self.flip_lr, self.colour_jitter, self.grey = flip_lr, colour_jitter, grey
         self.layout = MONO if layout == "mono" else RIG
@@ -90,8 +105,12 @@ class TrainingFrames(Dataset):
         # kept decoded (4096 frames at 320x96 are 0.4 GB); augmentation works on copies
         self._image = functools.lru_cache(maxsize=FRAME_CACHE)(source.image)
         if self.layout == MONO:
-            self.items = [(seq, t) for seq in source.sequences for t in range(1, source.num_frames(seq) - 1, stride)
-                          if self._moved(seq, t, min_motion)]
+            self.items = [
+                (seq, t)
+                for seq in source.sequences
+                for t in range(1, source.num_frames(seq) - 1, stride)
+                if self._moved(seq, t, min_motion)
+            ]
         else:
             span = 1 + (side_offset if self.num_cameras > 2 else 0)
             self.items = [(seq, t) for seq in source.sequences for t in range(0, source.num_frames(seq) - span, stride)]
@@ -102,14 +121,17 @@ class TrainingFrames(Dataset):
     def _moved(self, seq: str, t: int, min_motion: float) -> bool:
         """Whether the camera moved at least ``min_motion`` metres from frame t to each neighbour."""
         centre = self.source.cam_to_world(seq, 0, t)[:3, 3]
-        return all(np.linalg.norm(self.source.cam_to_world(seq, 0, t + dt)[:3, 3] - centre) >= min_motion
-                   for dt in (-1, 1))
+        return all(
+            np.linalg.norm(self.source.cam_to_world(seq, 0, t + dt)[:3, 3] - centre) >= min_motion for dt in (-1, 1)
+        )
 
     def __len__(self) -> int:
         return len(self.items)
 
     def frame_ids(self, flip: bool) -> list[tuple[int, int]]:
-        """(camera, time offset) of each frame of a sample; a flip swaps left and right cameras of each complete pair."""
+        """(camera, time offset) of each frame of a sample; a flip swaps left and right cameras of each complete
+        pair.
+        """
         if self.layout == MONO:
             return [(0, 0), (0, -1), (0, 1)]
         out = []
@@ -141,9 +163,13 @@ class TrainingFrames(Dataset):
         Kn = np.repeat(self.Kn[None], len(ids), 0)
         if flip:
             Kn[:, 0, 2] = -Kn[:, 0, 2]  # mirrored principal point
-        return {"images": images, "Kn": torch.from_numpy(Kn),
-                "T_ref": torch.from_numpy(T_ref.astype(np.float32)), "flip": torch.tensor(flip),
-                "layout": torch.tensor(self.layout)}
+        return {
+            "images": images,
+            "Kn": torch.from_numpy(Kn),
+            "T_ref": torch.from_numpy(T_ref.astype(np.float32)),
+            "flip": torch.tensor(flip),
+            "layout": torch.tensor(self.layout),
+        }
 
     def _jitter(self, images: torch.Tensor) -> torch.Tensor:
         """Brightness, contrast and saturation changes, the same for every frame of the sample."""
@@ -209,6 +235,9 @@ class SourceBatches(Sampler[list[int]]):
         for _ in range(len(self)):
             k = int(torch.multinomial(weights, 1, generator=self.generator))
             n = len(self.data.sources[k])
-            picks = torch.randint(0, n, (self.batch_size,), generator=self.generator) if n < self.batch_size \
-                else torch.randperm(n, generator=self.generator)[:self.batch_size]
+            picks = (
+                torch.randint(0, n, (self.batch_size,), generator=self.generator)
+                if n < self.batch_size
+                else torch.randperm(n, generator=self.generator)[: self.batch_size]
+            )
             yield [self.data.offsets[k] + int(i) for i in picks]

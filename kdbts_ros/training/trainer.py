@@ -5,6 +5,7 @@ Writes into the output folder:
   ``state.pt``                resumable state (weights, optimiser, scheduler, RNGs, step)
   ``metrics.jsonl``           one record per ``log_every`` steps (also TensorBoard events in ``tb/``)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,15 +59,23 @@ def source_frames(src: SourceConfig, size: tuple[int, int] | None) -> PosedFrame
     if src.format == "synth":
         folder = SynthFolder(Path(src.root))
         if size and size != (folder.width, folder.height):
-            raise DatasetError(f"{src.root} holds {folder.width}x{folder.height} frames, not the configured "
-                             f"{size[0]}x{size[1]} (kdbts synth --width/--height)")
+            raise DatasetError(
+                f"{src.root} holds {folder.width}x{folder.height} frames, not the configured "
+                f"{size[0]}x{size[1]} (kdbts synth --width/--height)"
+            )
         return folder
     cameras = [c for c in src.cameras.split(",") if c] or None
     if src.format == "raw" and cameras is None:
         # the official KITTI raw loaders train on the colour pair; the grey pair is another rig
         cameras = [c for c in RAW_COLOUR_PAIR if (Path(src.root) / c).is_dir()] or None
-    rec = load_recording(src.format, Path(src.root), Path(src.calib) if src.calib else None,
-                         Path(src.poses) if src.poses else None, src.sequence or None, cameras)
+    rec = load_recording(
+        src.format,
+        Path(src.root),
+        Path(src.calib) if src.calib else None,
+        Path(src.poses) if src.poses else None,
+        src.sequence or None,
+        cameras,
+    )
     return RecordingFrames([rec], size=size)
 
 
@@ -75,9 +84,19 @@ def build_dataset(cfg: TrainConfig, seed: int) -> MixedFrames:
     d = cfg.data
     size = (d.width, d.height) if d.width and d.height else None
     sources = d.parsed_sources()
-    frames = [TrainingFrames(source_frames(src, size), d.side_offset, d.flip_lr, d.colour_jitter, seed + 7919 * k,
-                             layout=src.layout, grey=d.grey, min_motion=d.min_motion)
-              for k, src in enumerate(sources)]
+    frames = [
+        TrainingFrames(
+            source_frames(src, size),
+            d.side_offset,
+            d.flip_lr,
+            d.colour_jitter,
+            seed + 7919 * k,
+            layout=src.layout,
+            grey=d.grey,
+            min_motion=d.min_motion,
+        )
+        for k, src in enumerate(sources)
+    ]
     return MixedFrames(frames, [src.weight for src in sources])
 
 
@@ -89,8 +108,9 @@ def initial_model(cfg: TrainConfig) -> DensityField:
         if dataclasses.replace(model.arch, grey_input=arch.grey_input) == arch:
             model.arch = arch  # same weights, only the input changes: a colour network fine-tunes to grey input
         if model.arch != arch:
-            raise CheckpointError(f"{cfg.init_checkpoint}: init_checkpoint architecture {model.arch} differs from "
-                                  f"the config's {arch}")
+            raise CheckpointError(
+                f"{cfg.init_checkpoint}: init_checkpoint architecture {model.arch} differs from the config's {arch}"
+            )
         return model
     return random_model(cfg.model.architecture(), cfg.seed)
 
@@ -101,8 +121,9 @@ def _loop(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
         yield from loader
 
 
-def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: float = 0.0,
-          progress: bool = True) -> DensityField:
+def train(
+    cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: float = 0.0, progress: bool = True
+) -> DensityField:
     """Train as configured; returns the trained network (every rank's copy is identical under DDP)."""
     rank, world, local_rank = _distributed()
     device = _device(cfg.device, local_rank)
@@ -124,9 +145,13 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     dataset = build_dataset(cfg, cfg.seed + rank)
     # every rank draws its own batches (seeded by rank): DDP needs no shared sampler
     batches = SourceBatches(dataset, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1000 * rank))
-    info = {"method": cfg.method, "teacher": cfg.teacher if cfg.method == "kdbts" else "",
-            "data": "; ".join(cfg.data.sources),
-            "image_height": dataset.sources[0].source.height, "image_width": dataset.sources[0].source.width}
+    info = {
+        "method": cfg.method,
+        "teacher": cfg.teacher if cfg.method == "kdbts" else "",
+        "data": "; ".join(cfg.data.sources),
+        "image_height": dataset.sources[0].source.height,
+        "image_width": dataset.sources[0].source.width,
+    }
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, worker_init_fn=seed_worker)
 
     step = 0
@@ -143,10 +168,15 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
                 batches.generator.set_state(state["batches"])
             step = int(state["step"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # another run's state, or a damaged one
-            raise CheckpointError(f"{state_path}: does not resume this run ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); --restart ignores it") from exc
-    wrapped = DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None) \
-        if world > 1 else objective
+            raise CheckpointError(
+                f"{state_path}: does not resume this run ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); --restart ignores it"
+            ) from exc
+    wrapped = (
+        DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None)
+        if world > 1
+        else objective
+    )
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -174,8 +204,12 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
             step += 1
             bar.update(1)
             if log is not None and writer is not None and (step % cfg.log_every == 0 or step == cfg.iterations):
-                record = {"step": step, "time_s": round(time.monotonic() - start, 2),
-                          "lr": scheduler.get_last_lr()[0], **{k: float(v.detach()) for k, v in losses.items()}}
+                record = {
+                    "step": step,
+                    "time_s": round(time.monotonic() - start, 2),
+                    "lr": scheduler.get_last_lr()[0],
+                    **{k: float(v.detach()) for k, v in losses.items()},
+                }
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 for k, v in record.items():
@@ -197,13 +231,29 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: flo
     return model
 
 
-def _save(cfg: TrainConfig, model: DensityField, optimiser, scheduler, objective: Objective,
-          batches: SourceBatches, step: int, out_dir: Path, rank: int, info: dict) -> None:
+def _save(
+    cfg: TrainConfig,
+    model: DensityField,
+    optimiser,
+    scheduler,
+    objective: Objective,
+    batches: SourceBatches,
+    step: int,
+    out_dir: Path,
+    rank: int,
+    info: dict,
+) -> None:
     """Resumable state and the network checkpoint (rank 0 only; ranks hold identical weights)."""
     if rank != 0:
         return
-    state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": objective.generator.get_state(), "batches": batches.generator.get_state(), "step": step}
+    state = {
+        "model": model.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": objective.generator.get_state(),
+        "batches": batches.generator.get_state(),
+        "step": step,
+    }
     tmp = out_dir / "state.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(out_dir / "state.pt")  # atomic: a crash mid-write never corrupts the last state

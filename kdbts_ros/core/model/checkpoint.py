@@ -2,6 +2,7 @@
 
 safetensors holds raw tensors only, so loading can never run pickled code.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,12 @@ class CheckpointError(UserError, ValueError):
 
 def save_checkpoint(path: str | Path, model: DensityField, info: dict | None = None) -> None:
     """Write weights and architecture (plus free-form info such as training resolution)."""
-    meta = {"format": FORMAT, "architecture": json.dumps(dataclasses.asdict(model.arch)),
-            "heads": json.dumps(model.available_heads), "info": json.dumps(info or {})}
+    meta = {
+        "format": FORMAT,
+        "architecture": json.dumps(dataclasses.asdict(model.arch)),
+        "heads": json.dumps(model.available_heads),
+        "info": json.dumps(info or {}),
+    }
     skip = absent_head_prefixes(model.available_heads)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(skip)}
     # through Python's file calls: a missing folder or a full disk is an OSError naming the file, and
@@ -56,8 +61,9 @@ def load_checkpoint(path: str | Path) -> tuple[DensityField, dict]:
     cached = release_file(path)
     if cached is not None:
         if not cached.is_file():  # never downloaded here: the node must not fetch at start-up
-            raise CheckpointError(f"{path}: official weights not fetched yet (no {cached}); "
-                                  f"run 'kdbts weights get {path}' first")
+            raise CheckpointError(
+                f"{path}: official weights not fetched yet (no {cached}); run 'kdbts weights get {path}' first"
+            )
         path = cached
     _require_content(path)
     try:
@@ -67,8 +73,9 @@ def load_checkpoint(path: str | Path) -> tuple[DensityField, dict]:
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; "
-                              "convert official checkpoints with 'kdbts import'")
+        raise CheckpointError(
+            f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; convert official checkpoints with 'kdbts import'"
+        )
     try:
         arch = Architecture(**json.loads(meta["architecture"]))
         info = json.loads(meta.get("info", "{}"))
@@ -95,8 +102,12 @@ def architecture_problem(arch: Architecture) -> str | None:
     """Why a recorded architecture cannot be built, or None."""
     if arch.backbone not in BACKBONES:
         return f"backbone {arch.backbone!r} is not one of {', '.join(BACKBONES)}"
-    widths = {"feature_dim": arch.feature_dim, "sv_hidden": arch.sv_hidden, "mv_hidden": arch.mv_hidden,
-              "mv_feature_dim": arch.mv_feature_dim}
+    widths = {
+        "feature_dim": arch.feature_dim,
+        "sv_hidden": arch.sv_hidden,
+        "mv_hidden": arch.mv_hidden,
+        "mv_feature_dim": arch.mv_feature_dim,
+    }
     for name, value in widths.items():
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_WIDTH:
             return f"{name} {value!r} is not a width in [1, {_MAX_WIDTH}]"
@@ -122,14 +133,16 @@ def load_torch_file(path: str | Path) -> Any:
         found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", str(exc), re.S)
         reason = " ".join((found.group(1) if found else _first_sentence(exc)).split())
         if reason.startswith("Unsupported global"):
-            raise CheckpointError(f"{path}: refused, it carries pickled objects beyond tensors and containers "
-                                  f"(unsafe to load): {reason}") from exc
+            raise CheckpointError(
+                f"{path}: refused, it carries pickled objects beyond tensors and containers (unsafe to load): {reason}"
+            ) from exc
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from exc
     except OSError:  # a folder, no access: the OSError names the file
         raise
     except Exception as exc:  # see the docstring
-        raise CheckpointError(f"{path}: not a readable torch checkpoint "
-                              f"({type(exc).__name__}: {_first_sentence(exc)})") from exc
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {_first_sentence(exc)})"
+        ) from exc
 
 
 def _require_content(path: str | Path) -> None:

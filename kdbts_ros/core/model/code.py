@@ -1,4 +1,5 @@
 """Positional code of a projected point: (x_ndc, y_ndc, inverse-depth code) and its frequency encoding."""
+
 from __future__ import annotations
 
 import math
@@ -36,12 +37,15 @@ class PositionalEncoding(nn.Module):
         return torch.cat([x, self._embed(x.unsqueeze(1), self._freqs, self._phases).flatten(1)], -1)
 
     def channels(self, x: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
-        """Encode (B, d_in, N) to (B, rows, N) channel-first in ``dtype``, entries as :meth:`forward`, zero rows after d_out."""
+        """Encode (B, d_in, N) to (B, rows, N) channel-first in ``dtype``, entries as :meth:`forward`, zero rows after
+        d_out.
+        """
         B, d, N = x.shape
         out = torch.zeros(B, rows, N, dtype=dtype, device=x.device)
         out[:, :d] = x
-        out[:, d:self.d_out].view(B, -1, d, N).copy_(self._embed(x.unsqueeze(1), self._freqs[..., None],
-                                                               self._phases[..., None]))
+        out[:, d : self.d_out].view(B, -1, d, N).copy_(
+            self._embed(x.unsqueeze(1), self._freqs[..., None], self._phases[..., None])
+        )
         return out
 
     @staticmethod

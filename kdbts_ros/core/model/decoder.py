@@ -1,4 +1,5 @@
 """Monodepth2-style decoder that turns the encoder pyramid into a pixel-aligned feature map."""
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,13 @@ class Decoder(nn.Module):
     but not computed.
     """
 
-    def __init__(self, num_ch_enc: list[int], d_out: int = 64,
-                 num_ch_dec: tuple[int, ...] = (32, 32, 64, 128, 256), scales: tuple[int, ...] = (0, 1, 2, 3)):
+    def __init__(
+        self,
+        num_ch_enc: list[int],
+        d_out: int = 64,
+        num_ch_dec: tuple[int, ...] = (32, 32, 64, 128, 256),
+        scales: tuple[int, ...] = (0, 1, 2, 3),
+    ):
         super().__init__()
         dec = [max(d_out, c) for c in num_ch_dec]
         convs: list[nn.Module] = []

@@ -15,6 +15,7 @@ so view 0's sampled map and x, y code are computed once per ray, and only the
 depth code per sample. Results equal :meth:`DensityField.density` up to
 floating-point summation order.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ def code_weights(model: DensityField, head: str, coord: int) -> torch.Tensor:
     interleaved by coordinate, so coordinate d owns every third entry from d.
     """
     lin = first_mlp(model, head).lin_in
-    return lin.weight[:, model.arch.feature_dim + coord::3]
+    return lin.weight[:, model.arch.feature_dim + coord :: 3]
 
 
 def fold_features(model: DensityField, features: torch.Tensor, head: str) -> torch.Tensor:
@@ -67,8 +68,9 @@ def _sample(plane: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
 
     In the plane's dtype: CPU autocast runs grid_sample in fp32 whatever its inputs.
     """
-    return F.grid_sample(plane[None], xy[None, None].to(plane.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=False)[0, :, 0].to(plane.dtype)
+    return F.grid_sample(
+        plane[None], xy[None, None].to(plane.dtype), mode="bilinear", padding_mode="border", align_corners=False
+    )[0, :, 0].to(plane.dtype)
 
 
 def _head_out(mlp: MLP, pre: torch.Tensor, out: torch.Tensor) -> None:
@@ -80,8 +82,15 @@ def _head_out(mlp: MLP, pre: torch.Tensor, out: torch.Tensor) -> None:
     torch.addmm(mlp.lin_out.bias.to(pre.dtype)[:, None], mlp.lin_out.weight.to(pre.dtype), torch.relu_(pre), out=out)
 
 
-def view_outputs(model: DensityField, points: torch.Tensor, planes: Sequence[torch.Tensor], Kn: torch.Tensor,
-                 w2c: torch.Tensor, head: str, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def view_outputs(
+    model: DensityField,
+    points: torch.Tensor,
+    planes: Sequence[torch.Tensor],
+    Kn: torch.Tensor,
+    w2c: torch.Tensor,
+    head: str,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-view head outputs (V, d_out, N), into ``out`` if given, and invalid mask (V, N) of points (N, 3).
 
     planes are the V views' :func:`fold_features` maps (hidden, H, W) for
@@ -90,13 +99,13 @@ def view_outputs(model: DensityField, points: torch.Tensor, planes: Sequence[tor
     """
     mlp = first_mlp(model, head)
     V, dtype = len(planes), planes[0].dtype  # the planes carry the compute dtype (folded under autocast)
-    cam = to_camera(w2c, points[None])                                                  # (V, N, 3)
+    cam = to_camera(w2c, points[None])  # (V, N, 3)
     xy, z, invalid = project(cam, Kn)
-    w_code = mlp.lin_in.weight[:, model.arch.feature_dim:].to(dtype)
+    w_code = mlp.lin_in.weight[:, model.arch.feature_dim :].to(dtype)
     if points.is_cuda:  # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
         w_code = F.pad(w_code, (0, 1))
     coords = torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1).transpose(1, 2)
-    code = model.code_xyz.channels(coords, w_code.shape[1], dtype)                       # (V, 39 or 40, N)
+    code = model.code_xyz.channels(coords, w_code.shape[1], dtype)  # (V, 39 or 40, N)
     if out is None:
         out = torch.empty(V, mlp.lin_out.out_features, points.shape[0], dtype=dtype, device=points.device)
     for v in range(V):
@@ -112,14 +121,20 @@ def fuse(model: DensityField, out: torch.Tensor, invalid: torch.Tensor, head: st
         return out[0, 0]
     # heads.MultiViewHead in the channel-first layout
     conf = out[:, 0].masked_fill(invalid, torch.finfo(out.dtype).min)
-    fused = (torch.softmax(conf, 0)[:, None] * out[:, 1:]).sum(0)                         # (F, N)
+    fused = (torch.softmax(conf, 0)[:, None] * out[:, 1:]).sum(0)  # (F, N)
     mlp2 = cast(MultiViewHead, model.heads[MV_HEAD]).mlp2
     h = torch.relu(torch.addmm(mlp2.lin_in.bias[:, None], mlp2.lin_in.weight, fused))
     return torch.addmm(mlp2.lin_out.bias[:, None], mlp2.lin_out.weight, h)[0]
 
 
-def folded_density(model: DensityField, points: torch.Tensor, planes: Sequence[torch.Tensor], Kn: torch.Tensor,
-                   w2c: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+def folded_density(
+    model: DensityField,
+    points: torch.Tensor,
+    planes: Sequence[torch.Tensor],
+    Kn: torch.Tensor,
+    w2c: torch.Tensor,
+    head: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softplus density (N,) and invalid mask (N, V) of points (N, 3), as ``model.density``."""
     if head == "sv":
         planes, Kn, w2c = planes[:1], Kn[:1], w2c[:1]
@@ -127,8 +142,16 @@ def folded_density(model: DensityField, points: torch.Tensor, planes: Sequence[t
     return F.softplus(fuse(model, out, invalid, head)), invalid.transpose(0, 1)
 
 
-def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes: Sequence[torch.Tensor],
-                Kn: torch.Tensor, w2c: torch.Tensor, head: str, shared_depths: bool) -> torch.Tensor:
+def ray_density(
+    model: DensityField,
+    dirs: torch.Tensor,
+    t: torch.Tensor,
+    planes: Sequence[torch.Tensor],
+    Kn: torch.Tensor,
+    w2c: torch.Tensor,
+    head: str,
+    shared_depths: bool,
+) -> torch.Tensor:
     """Softplus density (R, S) at depths t (R, S) along unit-z rays dirs (R, 3) from view 0's centre (w2c[0] = I).
 
     View 0's sampled map and x, y code are shared by a ray's samples; with
@@ -136,13 +159,13 @@ def ray_density(model: DensityField, dirs: torch.Tensor, t: torch.Tensor, planes
     """
     mlp = first_mlp(model, head)
     R, S = t.shape
-    xy = project(dirs, Kn[0])[0]                                                          # unit-z rays: z = t
-    per_ray = _sample(planes[0], xy)                                                      # (hidden, R)
+    xy = project(dirs, Kn[0])[0]  # unit-z rays: z = t
+    per_ray = _sample(planes[0], xy)  # (hidden, R)
     for coord in (0, 1):
-        per_ray = per_ray + code_weights(model, head, coord) @ model.code_xyz(xy[:, coord:coord + 1]).T
+        per_ray = per_ray + code_weights(model, head, coord) @ model.code_xyz(xy[:, coord : coord + 1]).T
     zs = t[:1] if shared_depths else t
     zcode = model.code_xyz(z_code(zs.reshape(-1, 1), model.arch.z_near, model.arch.z_far))
-    per_sample = (code_weights(model, head, 2) @ zcode.T).view(-1, zs.shape[0], S)         # (hidden, 1 or R, S)
+    per_sample = (code_weights(model, head, 2) @ zcode.T).view(-1, zs.shape[0], S)  # (hidden, 1 or R, S)
     pre = (per_ray[:, :, None] + per_sample).reshape(-1, R * S)
     V = len(planes) if head == "mv" else 1
     out = pre.new_empty(V, mlp.lin_out.out_features, R * S)

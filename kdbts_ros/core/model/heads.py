@@ -1,4 +1,5 @@
 """Density heads: the single-view MLP (BTS / KDBTS student) and the released multi-view head."""
+
 from __future__ import annotations
 
 import torch

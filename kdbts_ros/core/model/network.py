@@ -4,6 +4,7 @@ Module names follow the official ``MVBTSNet`` (``encoder.encoder.encoder.*``,
 ``encoder.decoder.decoder.{i}.*``, ``code_xyz.*``, ``heads.singleviewhead.*``,
 ``heads.multiviewhead3.*``) so official weights map one to one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -46,8 +47,16 @@ class Architecture:
 
 def architecture_of(shape: Any, grey_input: bool = False) -> Architecture:
     """The architecture a config's network-shape fields describe (core.config.shape_field)."""
-    return Architecture(shape.backbone, shape.feature_dim, 64, shape.mv_hidden, shape.mv_feature_dim,
-                        shape.z_near, shape.z_far, grey_input)
+    return Architecture(
+        shape.backbone,
+        shape.feature_dim,
+        64,
+        shape.mv_hidden,
+        shape.mv_feature_dim,
+        shape.z_near,
+        shape.z_far,
+        grey_input,
+    )
 
 
 # BT.601 luma, as cv2's RGB2GRAY: what a grey camera records of a colour scene, near enough
@@ -63,8 +72,8 @@ class Views:
     """
 
     features: torch.Tensor  # (B, V, C, H, W)
-    Kn: torch.Tensor        # (B, V, 3, 3) normalised intrinsics
-    w2c: torch.Tensor       # (B, V, 4, 4)
+    Kn: torch.Tensor  # (B, V, 3, 3) normalised intrinsics
+    w2c: torch.Tensor  # (B, V, 4, 4)
 
     def subset(self, idx: list[int]) -> Views:
         """The views with the given indices, in that order."""
@@ -98,15 +107,19 @@ class DensityField(nn.Module):
         self.encoder = Monodepth2(arch.backbone, arch.feature_dim)
         self.code_xyz = PositionalEncoding()
         d_in = arch.feature_dim + self.code_xyz.d_out
-        self.heads = nn.ModuleDict({
-            SV_HEAD: MLP(d_in, arch.sv_hidden, 1),
-            MV_HEAD: MultiViewHead(d_in, arch.mv_hidden, arch.mv_feature_dim),
-        })
+        self.heads = nn.ModuleDict(
+            {
+                SV_HEAD: MLP(d_in, arch.sv_hidden, 1),
+                MV_HEAD: MultiViewHead(d_in, arch.mv_hidden, arch.mv_feature_dim),
+            }
+        )
         # heads whose weights are real; a BTS checkpoint has no multi-view head
         self.available_heads = ["sv", "mv"]
 
     def load_only_parameters(self) -> tuple[str, ...]:
-        """Name prefixes of parameters kept only so official weights load (torchvision's fc, the decoder's coarse outputs)."""
+        """Name prefixes of parameters kept only so official weights load (torchvision's fc, the decoder's coarse
+        outputs).
+        """
         return ("encoder.encoder.encoder.fc.",) + tuple(f"encoder.decoder.{p}" for p in self.encoder.decoder.load_only)
 
     def encode(self, image01: torch.Tensor) -> torch.Tensor:
@@ -119,19 +132,25 @@ class DensityField(nn.Module):
         """Per-view head inputs (B, N, V, C + 39) and invalid mask (B, N, V) of query points (B, N, 3)."""
         B, V, C, H, W = views.features.shape
         N = points.shape[1]
-        cam = to_camera(views.w2c, points[:, None])       # (B, V, N, 3)
+        cam = to_camera(views.w2c, points[:, None])  # (B, V, N, 3)
         xy, z, invalid = project(cam, views.Kn)
         code_in = torch.cat([xy, z_code(z, self.arch.z_near, self.arch.z_far)], -1)
         code = self.code_xyz(code_in.reshape(-1, 3)).view(B, V, N, -1)
         # out-of-image points still get a feature (border padding), as in the official model
-        feats = F.grid_sample(views.features.reshape(B * V, C, H, W), xy.reshape(B * V, 1, N, 2),
-                              mode="bilinear", padding_mode="border", align_corners=False)
+        feats = F.grid_sample(
+            views.features.reshape(B * V, C, H, W),
+            xy.reshape(B * V, 1, N, 2),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )
         feats = feats.view(B, V, C, N).permute(0, 1, 3, 2)
-        x = torch.cat([feats, code], -1).permute(0, 2, 1, 3)          # (B, N, V, C + 39)
+        x = torch.cat([feats, code], -1).permute(0, 2, 1, 3)  # (B, N, V, C + 39)
         return x, invalid.permute(0, 2, 1)
 
-    def sample_images(self, points: torch.Tensor, images: torch.Tensor, Kn: torch.Tensor,
-                      w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_images(
+        self, points: torch.Tensor, images: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Values of posed images at the projections of query points (B, N, 3).
 
         images (B, V, C, H, W), e.g. RGB in [0, 1] for image-based colour (the
@@ -143,13 +162,20 @@ class DensityField(nn.Module):
         N = points.shape[1]
         cam = to_camera(w2c, points[:, None])
         xy, _, invalid = project(cam, Kn)
-        values = F.grid_sample(images.reshape(B * V, C, H, W), xy.reshape(B * V, 1, N, 2), mode="bilinear",
-                               padding_mode="border", align_corners=False)
+        values = F.grid_sample(
+            images.reshape(B * V, C, H, W),
+            xy.reshape(B * V, 1, N, 2),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )
         return values.view(B, V, C, N).permute(0, 3, 1, 2), invalid.permute(0, 2, 1)
 
-    def head_logits(self, points: torch.Tensor, views: Views, heads: tuple[str, ...],
-                    hidden: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Raw (pre-softplus) outputs (B, N) of several heads ('sv', 'mv') sharing one feature lookup, and the invalid mask (B, N, V).
+    def head_logits(
+        self, points: torch.Tensor, views: Views, heads: tuple[str, ...], hidden: torch.Tensor | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Raw (pre-softplus) outputs (B, N) of several heads ('sv', 'mv') sharing one feature lookup, and the invalid
+          mask (B, N, V).
 
         ``hidden`` (B, N, V) bool hides views from the multi-view head point by point (training's
         view dropout); the returned mask is the views' own validity.
@@ -162,8 +188,11 @@ class DensityField(nn.Module):
         x, invalid = self.point_inputs(points, views)
         out = {}
         for head in heads:
-            y = self.heads[SV_HEAD](x[:, :, 0]) if head == "sv" else \
-                self.heads[MV_HEAD](x, invalid if hidden is None else invalid | hidden)
+            y = (
+                self.heads[SV_HEAD](x[:, :, 0])
+                if head == "sv"
+                else self.heads[MV_HEAD](x, invalid if hidden is None else invalid | hidden)
+            )
             out[head] = y[..., 0]
         return out, invalid
 
@@ -185,7 +214,7 @@ class DensityField(nn.Module):
         """:meth:`density` in chunks of ``chunk`` points to bound memory."""
         sig, inv = [], []
         for start in range(0, points.shape[1], chunk):
-            s, i = self.density(points[:, start:start + chunk], views, head)
+            s, i = self.density(points[:, start : start + chunk], views, head)
             sig.append(s)
             inv.append(i)
         return torch.cat(sig, 1), torch.cat(inv, 1)

@@ -6,6 +6,7 @@ whose keys start with ``renderer.net.`` (the network) and ``renderer.renderer.``
 carrying any pickled object other than tensors and plain containers is refused
 before anything in it runs.
 """
+
 from __future__ import annotations
 
 import re
@@ -63,7 +64,7 @@ def map_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list
         if key.startswith(RENDERER_PREFIX):
             ignored.append(key)  # training step counters of the renderer, no weights
             continue
-        k = key[len(NET_PREFIX):] if key.startswith(NET_PREFIX) else key
+        k = key[len(NET_PREFIX) :] if key.startswith(NET_PREFIX) else key
         for pattern, repl in RENAMES:
             k = pattern.sub(repl, k)
         out[k] = value
@@ -78,15 +79,24 @@ def infer_architecture(sd: dict[str, torch.Tensor], z_near: float = 3.0, z_far: 
     blocks = {i: len({k.split(".")[4] for k in sd if k.startswith(f"{ENCODER}layer{i}.")}) for i in (1, 2, 3, 4)}
     bottleneck = f"{ENCODER}layer1.0.conv3.weight" in sd
     layouts: dict[tuple[bool, tuple[int, ...]], str] = {
-        (False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34", (True, (3, 4, 6, 3)): "resnet50"}
+        (False, (2, 2, 2, 2)): "resnet18",
+        (False, (3, 4, 6, 3)): "resnet34",
+        (True, (3, 4, 6, 3)): "resnet50",
+    }
     backbone = layouts.get((bottleneck, tuple(blocks[i] for i in (1, 2, 3, 4))))
     if backbone is None:
         raise CheckpointError(f"unsupported encoder layout: blocks {blocks}, bottleneck {bottleneck}")
     if DECODER_OUT not in sd:
         raise CheckpointError(f"no decoder weights ({DECODER_OUT}) in the checkpoint")
-    arch = Architecture(backbone, _rows(sd, DECODER_OUT, 0), _rows(sd, f"heads.{SV_HEAD}.lin_in.weight", 64),
-                        _rows(sd, f"heads.{MV_HEAD}.mlp.lin_in.weight", 128),
-                        _rows(sd, f"heads.{MV_HEAD}.mlp2.lin_in.weight", 16), z_near, z_far)
+    arch = Architecture(
+        backbone,
+        _rows(sd, DECODER_OUT, 0),
+        _rows(sd, f"heads.{SV_HEAD}.lin_in.weight", 64),
+        _rows(sd, f"heads.{MV_HEAD}.mlp.lin_in.weight", 128),
+        _rows(sd, f"heads.{MV_HEAD}.mlp2.lin_in.weight", 16),
+        z_near,
+        z_far,
+    )
     problem = architecture_problem(arch)
     if problem:
         raise CheckpointError(f"the tensor shapes describe no buildable network: {problem}")
@@ -128,5 +138,6 @@ def save_imported(path: str | Path, model: DensityField, report: ImportReport, s
     """Write an imported network in the project format, its absent heads marked unavailable."""
     model.available_heads = report.heads
     # every released BTS / MVBTS / KDBTS network was trained at 192x640; the node resizes to it by default
-    save_checkpoint(path, model, {"source": source, "imported_from": "official",
-                                  "image_height": 192, "image_width": 640})
+    save_checkpoint(
+        path, model, {"source": source, "imported_from": "official", "image_height": 192, "image_width": 640}
+    )

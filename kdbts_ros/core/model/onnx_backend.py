@@ -6,6 +6,7 @@ and ``ray_density`` take the arguments of :func:`folded.folded_density` and
 :func:`folded.ray_density` (less the model) and return the same tensors. onnxruntime is
 imported when a runner is made, so the torch backend never needs it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,20 @@ def export_key(model: DensityField, input_size: tuple[int, int], heads: Sequence
     """Identity of an export: a hash of the weights (every tensor's bytes), architecture, input size, heads,
     opset, graph layout and torch version (its exporter writes the graphs)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"arch": dataclasses.asdict(model.arch), "size": list(input_size), "heads": list(heads),
-                         "opset": opset, "format": EXPORT_VERSION, "torch": torch.__version__},
-                        sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {
+                "arch": dataclasses.asdict(model.arch),
+                "size": list(input_size),
+                "heads": list(heads),
+                "opset": opset,
+                "format": EXPORT_VERSION,
+                "torch": torch.__version__,
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -47,8 +59,13 @@ def export_cache_root() -> Path:
     return cache_dir() / "onnx"
 
 
-def cached_export(model: DensityField, input_size: tuple[int, int], heads: Sequence[str],
-                  checkpoint: str = "", root: Path | None = None) -> tuple[Path, dict]:
+def cached_export(
+    model: DensityField,
+    input_size: tuple[int, int],
+    heads: Sequence[str],
+    checkpoint: str = "",
+    root: Path | None = None,
+) -> tuple[Path, dict]:
     """The export folder of this model, size and heads: reused from the cache, else exported into it.
 
     Returns (folder, info: key, cached, export_s). The export is written to a temporary folder
@@ -101,26 +118,41 @@ def session_options(threads: int = 0):
 class OnnxBackend:
     """Sessions of an export folder: the encoder and one query graph per exported head."""
 
-    def __init__(self, export_dir: str | Path, threads: int = 0, providers: Sequence[str] = PROVIDERS,
-                 encoder_file: str | None = None):
+    def __init__(
+        self,
+        export_dir: str | Path,
+        threads: int = 0,
+        providers: Sequence[str] = PROVIDERS,
+        encoder_file: str | None = None,
+    ):
         import onnxruntime as ort
 
         self.dir = Path(export_dir)
+        self._tmp: tempfile.TemporaryDirectory | None = None  # a temporary export, removed with the runner
         self.meta = load_metadata(self.dir)
         self.heads: list[str] = list(self.meta["heads"])
         self.input_size = (int(self.meta["input_size"]["height"]), int(self.meta["input_size"]["width"]))
         so = session_options(threads)
         providers = list(providers)
         # encoder_file: another encoder graph of the same export, e.g. its int8 quantisation
-        self.encoder = ort.InferenceSession(str(self.dir / (encoder_file or self.meta["files"][ENCODER])), so,
-                                            providers=providers)
-        self.queries = {h: ort.InferenceSession(str(self.dir / query_file(h)), so, providers=providers)
-                        for h in self.heads}
+        self.encoder = ort.InferenceSession(
+            str(self.dir / (encoder_file or self.meta["files"][ENCODER])), so, providers=providers
+        )
+        self.queries = {
+            h: ort.InferenceSession(str(self.dir / query_file(h)), so, providers=providers) for h in self.heads
+        }
         self._stacked: tuple[tuple[torch.Tensor, ...], np.ndarray] | None = None
 
     @classmethod
-    def from_model(cls, model: DensityField, input_size: tuple[int, int], heads: Sequence[str] | None = None,
-                   threads: int = 0, export_dir: str | Path | None = None, checkpoint: str = "") -> "OnnxBackend":
+    def from_model(
+        cls,
+        model: DensityField,
+        input_size: tuple[int, int],
+        heads: Sequence[str] | None = None,
+        threads: int = 0,
+        export_dir: str | Path | None = None,
+        checkpoint: str = "",
+    ) -> OnnxBackend:
         """Export ``model`` (into ``export_dir``, else a temporary folder kept for the runner's life) and open it."""
         tmp = None
         if export_dir is None:
@@ -128,7 +160,7 @@ class OnnxBackend:
             export_dir = tmp.name
         export_onnx(model, export_dir, input_size, heads, checkpoint=checkpoint)
         runner = cls(export_dir, threads)
-        runner._tmp = tmp  # removed with the runner
+        runner._tmp = tmp
         return runner
 
     def encode(self, image01: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -142,27 +174,43 @@ class OnnxBackend:
     def _planes(self, planes: Sequence[torch.Tensor]) -> np.ndarray:
         """The views' maps stacked (V, hidden, H, W); the last stack is kept while the same maps come again."""
         key = tuple(planes)
-        if self._stacked is None or len(self._stacked[0]) != len(key) or \
-                any(a is not b for a, b in zip(self._stacked[0], key)):
+        if (
+            self._stacked is None
+            or len(self._stacked[0]) != len(key)
+            or any(a is not b for a, b in zip(self._stacked[0], key))
+        ):
             # the key holds the tensors themselves, so their ids cannot be reused while cached
             self._stacked = (key, np.ascontiguousarray(torch.stack([p.float() for p in planes]).cpu().numpy()))
         return self._stacked[1]
 
-    def folded_density(self, points: torch.Tensor, planes: Sequence[torch.Tensor], Kn: torch.Tensor,
-                       w2c: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def folded_density(
+        self, points: torch.Tensor, planes: Sequence[torch.Tensor], Kn: torch.Tensor, w2c: torch.Tensor, head: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Softplus density (N,) and invalid mask (N, V) of points (N, 3), as :func:`folded.folded_density`."""
         if head not in self.queries:
             raise ValueError(f"head {head!r} was not exported (exported: {self.heads})")
         V = 1 if head == "sv" else len(planes)
         stacked = self._planes(planes[:V])
-        density, invalid = self.queries[head].run(None, {
-            "points": np.ascontiguousarray(points.detach().cpu().float().numpy()), "planes": stacked,
-            "Kn": np.ascontiguousarray(Kn[:V].detach().cpu().float().numpy()),
-            "w2c": np.ascontiguousarray(w2c[:V].detach().cpu().float().numpy())})
+        density, invalid = self.queries[head].run(
+            None,
+            {
+                "points": np.ascontiguousarray(points.detach().cpu().float().numpy()),
+                "planes": stacked,
+                "Kn": np.ascontiguousarray(Kn[:V].detach().cpu().float().numpy()),
+                "w2c": np.ascontiguousarray(w2c[:V].detach().cpu().float().numpy()),
+            },
+        )
         return torch.from_numpy(density), torch.from_numpy(invalid)
 
-    def ray_density(self, dirs: torch.Tensor, t: torch.Tensor, planes: Sequence[torch.Tensor], Kn: torch.Tensor,
-                    w2c: torch.Tensor, head: str) -> torch.Tensor:
+    def ray_density(
+        self,
+        dirs: torch.Tensor,
+        t: torch.Tensor,
+        planes: Sequence[torch.Tensor],
+        Kn: torch.Tensor,
+        w2c: torch.Tensor,
+        head: str,
+    ) -> torch.Tensor:
         """Softplus density (R, S) at depths t (R, S) along rays dirs (R, 3) from view 0's centre.
 
         Every sample is a point query (no per-ray sharing, unlike :func:`folded.ray_density`).

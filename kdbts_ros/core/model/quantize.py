@@ -6,6 +6,7 @@ activations, QDQ format); the folded first layers (a MatMul) and the outputs sta
 the query graphs read the int8 encoder's maps unchanged. Agreement with fp32 is measured,
 never assumed: :func:`occupancy_agreement`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -26,14 +27,23 @@ def image_input(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 
-def quantize_encoder(export_dir: str | Path, calibration_images: Iterable[np.ndarray], out_name: str = INT8_ENCODER,
-                     method: str = "minmax") -> Path:
+def quantize_encoder(
+    export_dir: str | Path,
+    calibration_images: Iterable[np.ndarray],
+    out_name: str = INT8_ENCODER,
+    method: str = "minmax",
+) -> Path:
     """Write the int8 encoder ``out_name`` beside the export's fp32 encoder; returns its path.
 
     ``method``: onnxruntime's calibration, minmax or percentile.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     export_dir = Path(export_dir)
@@ -55,9 +65,17 @@ def quantize_encoder(export_dir: str | Path, calibration_images: Iterable[np.nda
     out = export_dir / out_name
     try:
         quant_pre_process(str(export_dir / meta["files"][ENCODER]), str(pre))
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv"], calibrate_method=methods[method])
+        quantize_static(
+            str(pre),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv"],
+            calibrate_method=methods[method],
+        )
     finally:
         pre.unlink(missing_ok=True)
     return out

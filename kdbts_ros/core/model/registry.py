@@ -5,6 +5,7 @@ Names, file locations and archive layouts come from the official download script
 and the paths their configs load. Nothing here imports torch or ROS: the node and the
 tools resolve a name to a file without loading anything, and never download.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ from pathlib import Path
 
 # the authors' webshare; both download scripts fetch from below it
 OFFICIAL_BASE_URL = "https://cvg.cit.tum.de/webshare/g/behindthescenes"
-BASE_URL_ENV = "KDBTS_WEIGHTS_URL"   # a mirror, or a local server in tests
-CACHE_ENV = "KDBTS_CACHE_DIR"        # the cache folder itself, instead of the XDG location
+BASE_URL_ENV = "KDBTS_WEIGHTS_URL"  # a mirror, or a local server in tests
+CACHE_ENV = "KDBTS_CACHE_DIR"  # the cache folder itself, instead of the XDG location
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,9 @@ class Release:
     """One released network: where it is published and how to find the checkpoint in what is downloaded."""
 
     name: str
-    model: str              # BTS, MVBTS or KDBTS
-    dataset: str            # what it was trained on
-    path: str               # below the base URL
+    model: str  # BTS, MVBTS or KDBTS
+    dataset: str  # what it was trained on
+    path: str  # below the base URL
     # zip archives: an fnmatch pattern that exactly one member must match (the archives' layout is read from
     # the official configs, not from a listing, so a leading folder is tolerated); None: the file is the .pt
     member: str | None
@@ -38,14 +39,17 @@ class Release:
 
 
 # The authors publish neither sizes nor hashes; the zip's CRCs and the import's key check stand in for them.
-RELEASES: dict[str, Release] = {r.name: r for r in (
-    Release("kitti-360", "KDBTS", "KITTI-360", "kdbts/kitti_360.zip", "*kdbts/training_checkpoint_*.pt"),
-    Release("kitti-raw", "KDBTS", "KITTI raw", "kdbts/kitti_raw.zip", "*kdbts/training_checkpoint_*.pt"),
-    Release("mvbts-kitti-360", "MVBTS", "KITTI-360", "kdbts/kitti_360.zip", "*mvbts/training_checkpoint_*.pt"),
-    Release("mvbts-kitti-raw", "MVBTS", "KITTI raw", "kdbts/kitti_raw.zip", "*mvbts/training_checkpoint_*.pt"),
-    Release("bts-kitti-360", "BTS", "KITTI-360", "kitti-360/training-checkpoint.pt", None),
-    Release("bts-kitti-raw", "BTS", "KITTI raw", "kitti/training-checkpoint.pt", None),
-)}
+RELEASES: dict[str, Release] = {
+    r.name: r
+    for r in (
+        Release("kitti-360", "KDBTS", "KITTI-360", "kdbts/kitti_360.zip", "*kdbts/training_checkpoint_*.pt"),
+        Release("kitti-raw", "KDBTS", "KITTI raw", "kdbts/kitti_raw.zip", "*kdbts/training_checkpoint_*.pt"),
+        Release("mvbts-kitti-360", "MVBTS", "KITTI-360", "kdbts/kitti_360.zip", "*mvbts/training_checkpoint_*.pt"),
+        Release("mvbts-kitti-raw", "MVBTS", "KITTI raw", "kdbts/kitti_raw.zip", "*mvbts/training_checkpoint_*.pt"),
+        Release("bts-kitti-360", "BTS", "KITTI-360", "kitti-360/training-checkpoint.pt", None),
+        Release("bts-kitti-raw", "BTS", "KITTI raw", "kitti/training-checkpoint.pt", None),
+    )
+}
 
 
 def base_url() -> str:

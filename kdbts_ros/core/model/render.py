@@ -1,4 +1,5 @@
 """Volume rendering along camera rays: inverse-depth sampling, compositing, expected depth."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,9 +7,15 @@ from collections.abc import Callable
 import torch
 
 
-def sample_depths(n_rays: int, n_samples: int, near: float, far: float,
-                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_depths(
+    n_rays: int,
+    n_samples: int,
+    near: float,
+    far: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """(n_rays, n_samples) depths spaced linearly in inverse depth between near and far.
 
     With a generator each sample is jittered within its stratum, as the
@@ -45,13 +52,22 @@ RayDensity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def along_rays(point_density: Callable[[torch.Tensor], torch.Tensor]) -> RayDensity:
     """A ray density function (dirs (R, 3), t (R, S)) -> (R, S) from a point one (P, 3) -> (P,)."""
+
     def density(dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return point_density((dirs[:, None, :] * t[..., None]).reshape(-1, 3)).view_as(t)
+
     return density
 
 
-def render_depth(density_fn: RayDensity, dirs: torch.Tensor, n_samples: int, near: float, far: float,
-                 chunk_points: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def render_depth(
+    density_fn: RayDensity,
+    dirs: torch.Tensor,
+    n_samples: int,
+    near: float,
+    far: float,
+    chunk_points: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Expected ray-termination depth (R,) along rays from the origin with directions (R, 3).
 
     ``density_fn`` maps ray directions (R', 3) and sample depths (R', S) to
@@ -62,7 +78,7 @@ def render_depth(density_fn: RayDensity, dirs: torch.Tensor, n_samples: int, nea
     rays_per_chunk = max(1, chunk_points // n_samples)
     out = []
     for start in range(0, R, rays_per_chunk):
-        d = dirs[start:start + rays_per_chunk]
+        d = dirs[start : start + rays_per_chunk]
         t = sample_depths(d.shape[0], n_samples, near, far, generator, d.device, d.dtype)
         out.append(composite(density_fn(d, t), t)[1])
     return torch.cat(out)

@@ -16,6 +16,7 @@ equals the reference.
 Deterministic (the strata's mid-points); a seeded jitter has no fixed sample set to
 refine, so it stays with the reference path.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,10 +47,20 @@ def coarse_indices(n_samples: int, step: int) -> list[int]:
     return idx
 
 
-def render_depth_fine(density_fn: RayDensity, dirs: torch.Tensor, n_samples: int, near: float, far: float,
-                      chunk_points: int, step: int = 4, min_transmittance: float = 1e-4,
-                      min_optical_depth: float = 0.02, rounds: int = 4, coarse_fn: RayDensity | None = None,
-                      stats: FineStats | None = None) -> torch.Tensor:
+def render_depth_fine(
+    density_fn: RayDensity,
+    dirs: torch.Tensor,
+    n_samples: int,
+    near: float,
+    far: float,
+    chunk_points: int,
+    step: int = 4,
+    min_transmittance: float = 1e-4,
+    min_optical_depth: float = 0.02,
+    rounds: int = 4,
+    coarse_fn: RayDensity | None = None,
+    stats: FineStats | None = None,
+) -> torch.Tensor:
     """Expected ray-termination depth (R,) as :func:`render.render_depth` without jitter, in fewer evaluations.
 
     ``density_fn`` (dirs (R', 3), t (R', S')) -> (R', S') must take different depths per row;
@@ -61,34 +72,59 @@ def render_depth_fine(density_fn: RayDensity, dirs: torch.Tensor, n_samples: int
     rays_per_chunk = max(1, chunk_points // len(coarse))
     out = []
     for start in range(0, R, rays_per_chunk):
-        d = dirs[start:start + rays_per_chunk]
-        out.append(_render_chunk(density_fn, coarse_fn or density_fn, d, n_samples, near, far, coarse,
-                                 min_transmittance, min_optical_depth, rounds, chunk_points, stats))
+        d = dirs[start : start + rays_per_chunk]
+        out.append(
+            _render_chunk(
+                density_fn,
+                coarse_fn or density_fn,
+                d,
+                n_samples,
+                near,
+                far,
+                coarse,
+                min_transmittance,
+                min_optical_depth,
+                rounds,
+                chunk_points,
+                stats,
+            )
+        )
     return torch.cat(out)
 
 
-def _render_chunk(density_fn: RayDensity, coarse_fn: RayDensity, d: torch.Tensor, S: int, near: float, far: float,
-                  coarse: list[int], min_T: float, min_tau: float, rounds: int, chunk_points: int,
-                  stats: FineStats | None) -> torch.Tensor:
+def _render_chunk(
+    density_fn: RayDensity,
+    coarse_fn: RayDensity,
+    d: torch.Tensor,
+    S: int,
+    near: float,
+    far: float,
+    coarse: list[int],
+    min_T: float,
+    min_tau: float,
+    rounds: int,
+    chunk_points: int,
+    stats: FineStats | None,
+) -> torch.Tensor:
     R, dev, dtype = d.shape[0], d.device, d.dtype
     t = sample_depths(R, S, near, far, None, dev, dtype)
     cidx = torch.tensor(coarse, device=dev)
-    sig_c = coarse_fn(d, t[:, cidx])                                                   # (R, Sc)
+    sig_c = coarse_fn(d, t[:, cidx])  # (R, Sc)
     # each reference index's block (between coarse samples b and b + 1) and its weight on sample b + 1
     block = torch.bucketize(torch.arange(S, device=dev), cidx, right=True).clamp_max(len(coarse) - 1) - 1
     block = block.clamp_min(0)
     lo, hi = cidx[block], cidx[(block + 1).clamp_max(len(coarse) - 1)]
-    w = ((torch.arange(S, device=dev) - lo).to(dtype) / (hi - lo).clamp_min(1).to(dtype))
+    w = (torch.arange(S, device=dev) - lo).to(dtype) / (hi - lo).clamp_min(1).to(dtype)
     sigma = torch.lerp(sig_c[:, block], sig_c[:, (block + 1).clamp_max(len(coarse) - 1)], w)  # (R, S)
-    sigma[:, cidx] = sig_c                                                             # exact at the coarse samples
+    sigma[:, cidx] = sig_c  # exact at the coarse samples
     nb = len(coarse) - 1
     refined = torch.zeros(R, nb, dtype=torch.bool, device=dev)
     interior = [torch.arange(coarse[b] + 1, coarse[b + 1], device=dev) for b in range(nb)]
     evaluations = R * len(coarse)
     # optical depth of each block from its end-point densities (trapezoid over its span)
-    span = t[:, cidx[1:]] - t[:, cidx[:-1]]                                            # (R, nb)
+    span = t[:, cidx[1:]] - t[:, cidx[:-1]]  # (R, nb)
     for _ in range(rounds):
-        weights_T = _transmittance(sigma, t)                                           # (R, S) light reaching each sample
+        weights_T = _transmittance(sigma, t)  # (R, S) light reaching each sample
         tau = 0.5 * (sigma[:, cidx[:-1]] + sigma[:, cidx[1:]]).clamp_min(0) * span
         need = ~refined & (weights_T[:, cidx[:-1]] > min_T) & (tau > min_tau)
         need &= torch.tensor([len(i) > 0 for i in interior], device=dev)
@@ -99,7 +135,7 @@ def _render_chunk(density_fn: RayDensity, coarse_fn: RayDensity, d: torch.Tensor
             idx = interior[b]
             per = max(1, chunk_points // len(idx))
             for s in range(0, len(rays), per):
-                r = rays[s:s + per]
+                r = rays[s : s + per]
                 sigma[r[:, None], idx[None]] = density_fn(d[r], t[r][:, idx])
             evaluations += len(rays) * len(idx)
         refined |= need

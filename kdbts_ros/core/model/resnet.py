@@ -4,6 +4,7 @@ torchvision's ops fail to load with the CPU torch wheel used here, so the
 architecture is written out; it follows torchvision's layout exactly
 (``conv1``, ``bn1``, ``layer1..4``, ``fc``, ``downsample.0/1``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -90,8 +91,10 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             down = None
             if stride != 1 or cin != width * block.expansion:
-                down = nn.Sequential(nn.Conv2d(cin, width * block.expansion, 1, stride=stride, bias=False),
-                                     nn.BatchNorm2d(width * block.expansion))
+                down = nn.Sequential(
+                    nn.Conv2d(cin, width * block.expansion, 1, stride=stride, bias=False),
+                    nn.BatchNorm2d(width * block.expansion),
+                )
             blocks = [block(cin, width, stride, down)]
             cin = width * block.expansion
             blocks += [block(cin, width) for _ in range(count - 1)]
