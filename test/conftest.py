@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -116,3 +118,24 @@ def write_odometry(root: Path, n: int = 4) -> tuple[Path, np.ndarray]:
     (root / "poses").mkdir()
     np.savetxt(root / "poses" / "00.txt", poses[:, :3].reshape(n, 12))
     return seq, poses
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_checkout(dest: Path) -> None:
+    """The checkout's files as git sees them (tracked, and new ones not ignored): no build outputs."""
+    files = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)

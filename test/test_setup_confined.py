@@ -16,27 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
-
-
-def _copy_checkout(dest: Path) -> None:
-    """The checkout's files as git sees them (tracked, and new ones not ignored): no build outputs."""
-    files = (
-        subprocess.run(
-            ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            check=True,
-            capture_output=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
 
 
 def _confined(script: str) -> str:
@@ -59,7 +42,7 @@ def test_msgs_build_writes_only_into_the_checkout_and_the_venv(tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
         pytest.skip("no mount namespaces here (needs root): the confinement cannot be enforced")
     copy = tmp_path / "kdbts_ros"
-    _copy_checkout(copy)
+    copy_checkout(copy)
     (copy / "tmp").mkdir()
     env = dict(os.environ, COPY=str(copy), VENV=str(VENV), TMPDIR=str(copy / "tmp"))
     run = subprocess.run(

@@ -14,7 +14,6 @@ import configparser
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kdbts_ros"
@@ -40,24 +40,6 @@ SUB_PACKAGES = (
     "commands",
 )
 COMMANDS_GROUP = "kdbts_ros.commands"
-
-
-def _copy_checkout(dest: Path) -> None:
-    """The checkout's files as git sees them (tracked, and new ones not ignored): no build outputs."""
-    files = (
-        subprocess.run(
-            ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            check=True,
-            capture_output=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
 
 
 def _clean_env() -> dict[str, str]:
@@ -91,7 +73,7 @@ def _pip(python: Path, *args: str | Path, cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src") / "kdbts_ros"
-    _copy_checkout(src)
+    copy_checkout(src)
     return src
 
 
