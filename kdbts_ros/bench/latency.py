@@ -51,7 +51,7 @@ class Case:
     path: str  # "fast" or "reference" (model.fast), or OFFICIAL: the official code's forward pass (fp32)
     window: int  # 1: the SV head; 2 or more: the MV head over that many frames
     dtype: str = "float32"
-    backend: str = "torch"  # model.backend: torch or onnxruntime (encoder and grid query)
+    backend: str = "torch"  # model.backend: torch or onnxruntime (the encoder)
     depth: str = "reference"  # "reference": every sample of every ray; "fine": render.fine
 
     @property
@@ -248,7 +248,7 @@ def markdown(report: dict[str, Any]) -> str:
     if exported:
         lines += [
             "",
-            "onnxruntime rows: encoder (with the folded maps) and grid query in onnxruntime, depth "
+            "onnxruntime rows: encoder (with the folded maps) in onnxruntime, grid query and depth "
             "rendering in torch; the export before the first frame (not in the frame times):",
             "",
             "| case | export s | cached | folder |",
