@@ -99,6 +99,8 @@ def test_rviz_follows_renamed_outputs_and_a_bad_config_is_refused(tmp_path):
         "Depth": default.depth,
         "Camera": "/cam/image",
         "Camera with overlays": "/cam/image",
+        "World map": default.map,
+        "World map voxels": default.map_points,
     }
     own.write_text("kdbts_node:\n  ros__parameters:\n    window_size: 0\n")
     with pytest.raises(plan.LaunchError, match="window_size"):
