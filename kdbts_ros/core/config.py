@@ -125,6 +125,15 @@ class ModelConfig:
         choices=("torch", "onnxruntime"),
     )
 
+    def backend_problem(self) -> str | None:
+        """Why the configured backend cannot run these settings, or None (onnxruntime: fast path, float32)."""
+        if self.backend == "onnxruntime" and not (self.fast and self.dtype == "float32"):
+            return (
+                "model.backend onnxruntime runs the fast path in float32: it needs model.fast true "
+                "and model.dtype float32 (or use model.backend torch)"
+            )
+        return None
+
 
 @dataclass
 class GridConfig:
@@ -414,11 +423,9 @@ class PipelineConfig:
             raise ValueError("map: need clamp_min < prob_miss < 0.5 < prob_hit < clamp_max")
         if mp.min_z >= mp.max_z:
             raise ValueError("map.min_z must be below map.max_z")
-        if self.model.backend == "onnxruntime" and not (self.model.fast and self.model.dtype == "float32"):
-            raise ValueError(
-                "model.backend onnxruntime runs the fast path in float32: it needs model.fast true "
-                "and model.dtype float32 (or use model.backend torch)"
-            )
+        problem = self.model.backend_problem()
+        if problem:
+            raise ValueError(problem)
         if self.model.z_near >= self.model.z_far:
             raise ValueError("model.z_near must be below model.z_far")
         if any(0 < size < 32 for size in (self.model.image_height, self.model.image_width)):

@@ -71,11 +71,9 @@ class Pipeline:
                 f"model.backend onnxruntime runs on the CPU; model.device is {m.device!r} "
                 "(use cpu or auto, or model.backend torch)"
             )
-        if not m.fast or m.dtype != "float32":
-            raise ConfigError(
-                "model.backend onnxruntime runs the fast path in float32: it needs model.fast true "
-                "and model.dtype float32 (or use model.backend torch)"
-            )
+        problem = m.backend_problem()
+        if problem:  # a configuration changed without check() (check() refuses it too)
+            raise ConfigError(problem)
         if m.compile:
             raise ConfigError("model.compile compiles the torch encoder; with model.backend onnxruntime set it false")
         heads = self.heads.for_mode()
