@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backends",
         default="torch",
-        help="comma-separated model.backend values: torch, onnxruntime (encoder and grid query in "
+        help="comma-separated model.backend values: torch, onnxruntime (the encoder in "
         "onnxruntime on the CPU, fast path, float32; other combinations are left out) (default: torch)",
     )
     p.add_argument(
