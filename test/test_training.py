@@ -83,13 +83,13 @@ def test_photometric_loss_takes_the_best_usable_view():
     err_good, err_bad = (losses.patch_photometric_error(x, gt).mean().item() for x in (good, bad))
     assert 0 < err_good < err_bad
     pred = torch.stack([bad, good], 1)
-    loss, usable = losses.photometric_loss(pred, gt, torch.zeros(1, 2, 4, 4, dtype=torch.bool))
-    assert loss.item() == pytest.approx(err_good, abs=1e-6) and usable.all()
+    loss, best = losses.photometric_loss(pred, gt, torch.zeros(1, 2, 4, 4, dtype=torch.bool))
+    assert loss.item() == pytest.approx(err_good, abs=1e-6) and torch.isfinite(best).all()
     # the good view unusable everywhere: only the bad one remains; nothing usable: ignored
     only_bad, _ = losses.photometric_loss(pred, gt, torch.tensor([False, True]).view(1, 2, 1, 1).expand(1, 2, 4, 4))
     assert only_bad.item() == pytest.approx(err_bad, abs=1e-6)
-    none, usable = losses.photometric_loss(pred, gt, torch.ones(1, 2, 4, 4, dtype=torch.bool))
-    assert none.item() == 0.0 and not usable.any()
+    none, best = losses.photometric_loss(pred, gt, torch.ones(1, 2, 4, 4, dtype=torch.bool))
+    assert none.item() == 0.0 and not torch.isfinite(best).any()
 
 
 def test_weight_guided_invalid_uses_the_weight_mass_on_invalid_samples():

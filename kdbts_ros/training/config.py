@@ -162,6 +162,20 @@ class TrainLossConfig:
     prob_kd_tolerance: float = _f(
         0.1, "cross-view check: relative depth agreement between teacher view subsets", 0.0, 10.0
     )
+    stereo_hints: float = _f(
+        0.0,
+        "Depth Hints weight on stereo sources: log-L1 of the rendered depth to the SGBM depth of the "
+        "forward pair (left-right checked) where that hint reprojects better than the rendered depth",
+        0.0,
+        100.0,
+    )
+    motion_hints: float = _f(
+        0.0,
+        "Depth Hints weight on mono sources: as stereo_hints, the hint from a plane sweep of frame t "
+        "against t-1 and t+1 (posed; kept where both agree and the cost minimum is distinct)",
+        0.0,
+        100.0,
+    )
 
 
 @dataclass
@@ -202,6 +216,8 @@ class TrainConfig:
             raise ValueError("teacher: frozen needs init_checkpoint (a trained MVBTS checkpoint)")
         if self.model.z_near >= self.model.z_far:
             raise ValueError("model.z_near must be below model.z_far")
+        if self.method == "kdbts" and self.teacher == "frozen" and (self.loss.stereo_hints or self.loss.motion_hints):
+            raise ValueError("depth hints compare reprojection errors of the rendered depth: not with a frozen teacher")
         if self.method != "kdbts" and self.loss.prob_kd > 0:
             raise ValueError("loss.prob_kd distils into the single-view student: it needs method kdbts")
         self.data.parsed_sources()

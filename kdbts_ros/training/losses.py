@@ -42,15 +42,36 @@ def photometric_loss(
     pred (P, V, 3, p, p) rendered patches per render view, gt (P, 3, p, p),
     view_invalid (P, V, p, p) rays whose colour in that view is unusable (weight-guided
     policy). A pixel's error is the minimum over its usable views; pixels with no usable
-    view are ignored. Returns the mean loss and the per-pixel usable mask (P, p, p).
+    view are ignored. Returns the mean loss and the per-pixel error (P, p, p), inf where unusable.
+    """
+    best = best_view_error(pred, gt, view_invalid)
+    usable = torch.isfinite(best)
+    loss = best[usable].mean() if usable.any() else pred.sum() * 0.0
+    return loss, best
+
+
+def best_view_error(pred: torch.Tensor, gt: torch.Tensor, view_invalid: torch.Tensor) -> torch.Tensor:
+    """Per-pixel photometric error (P, p, p), the minimum over usable render views; inf where none is usable.
+
+    Shapes as :func:`photometric_loss`.
     """
     P, V = pred.shape[:2]
     err = patch_photometric_error(pred.flatten(0, 1), gt[:, None].expand_as(pred).flatten(0, 1))
-    err = err.view(P, V, *err.shape[-2:]).masked_fill(view_invalid, float("inf"))
-    best = err.amin(1)
-    usable = torch.isfinite(best)
-    loss = best[usable].mean() if usable.any() else pred.sum() * 0.0
-    return loss, usable
+    return err.view(P, V, *err.shape[-2:]).masked_fill(view_invalid, float("inf")).amin(1)
+
+
+def hint_mask(hint: torch.Tensor, hint_error: torch.Tensor, network_error: torch.Tensor) -> torch.Tensor:
+    """The Depth Hints rule: a pixel learns from its hint where there is one (> 0) and the hint's
+    reprojection error is lower than that of the network's own depth.
+    """
+    return (hint > 0) & torch.isfinite(hint_error) & (hint_error < network_error.detach())
+
+
+def depth_hint_loss(depth: torch.Tensor, hint: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log-L1 |log d - log d_hint| of rendered depths against their hints over masked pixels (mean; 0 if none)."""
+    m = mask.to(depth.dtype)
+    err = (torch.log(depth.clamp_min(1e-3)) - torch.log(hint.clamp_min(1e-3))).abs()
+    return (err * m).sum() / m.sum().clamp_min(1)
 
 
 def weight_guided_invalid(weights: torch.Tensor, invalid: torch.Tensor, threshold: float = 0.9) -> torch.Tensor:

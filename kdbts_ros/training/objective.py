@@ -16,14 +16,17 @@ from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.model.render import composite, sample_depths
 from kdbts_ros.training.config import TrainConfig
 from kdbts_ros.training.losses import (
+    best_view_error,
     cross_view_pseudo_depth,
+    depth_hint_loss,
     edge_aware_smoothness,
+    hint_mask,
     kd_density_loss,
     photometric_loss,
     probabilistic_kd_loss,
     weight_guided_invalid,
 )
-from kdbts_ros.training.samples import encoder_candidates, frame_split
+from kdbts_ros.training.samples import MONO, encoder_candidates, frame_split
 
 
 def patch_pixels(
@@ -48,6 +51,19 @@ def pixel_rays(rows: torch.Tensor, cols: torch.Tensor, Kn: torch.Tensor, height:
     return torch.stack([dx, dy, torch.ones_like(dx)], -1)
 
 
+def ray_points(
+    T_ref: torch.Tensor, frame: torch.Tensor, patch: int, dirs: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Points (B, R*S, 3) in frame 0's camera at distances t (B, R, S) along unit rays dirs (B, R, 3) of the loss
+    frames ``frame`` (B, P) posed by T_ref (B, F, 4, 4); each patch's patch x patch rays share its frame.
+    """
+    B, R, S = t.shape
+    T = T_ref[torch.arange(B, device=T_ref.device)[:, None], frame].repeat_interleave(patch * patch, 1)
+    pts_cam = dirs[:, :, None] * t[..., None]  # (B, R, S, 3)
+    pts = (T[:, :, None, :3, :3] @ pts_cam[..., None]).squeeze(-1) + T[:, :, None, :3, 3]
+    return pts.reshape(B, R * S, 3)
+
+
 @dataclass
 class Rays:
     """Ray patches of one batch: where they start and where they are sampled."""
@@ -56,7 +72,8 @@ class Rays:
     rows: torch.Tensor  # (B, P, p, p) pixel rows
     cols: torch.Tensor  # (B, P, p, p) pixel columns
     gt: torch.Tensor  # (B*P, 3, p, p) the patches' colours
-    t: torch.Tensor  # (B*R, S) sample depths (camera z of the loss frame), R = P*p*p
+    dirs: torch.Tensor  # (B, R, 3) unit directions in the loss frame's camera, R = P*p*p
+    t: torch.Tensor  # (B*R, S) sample distances along the rays
     points: torch.Tensor  # (B, R*S, 3) samples in frame 0's camera
 
     @property
@@ -132,10 +149,9 @@ class Objective(nn.Module):
         gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]  # (B, P, p, p, 3)
         R = P * p * p
         t = sample_depths(B * R, S, self.cfg.model.z_near, self.cfg.model.z_far, self.generator).to(dev)
-        pts_cam = dirs.reshape(B, R, 1, 3) * t.view(B, R, S, 1)
-        T = T_ref[bi, frame][:, :, None, None].expand(B, P, p, p, 4, 4).reshape(B, R, 1, 4, 4)
-        pts = (T[..., :3, :3] @ pts_cam[..., None]).squeeze(-1) + T[..., :3, 3]
-        return Rays(frame, rows, cols, gt.permute(0, 1, 4, 2, 3).flatten(0, 1), t, pts.reshape(B, R * S, 3))
+        dirs = dirs.reshape(B, R, 3)
+        pts = ray_points(T_ref, frame, p, dirs, t.view(B, R, S))
+        return Rays(frame, rows, cols, gt.permute(0, 1, 4, 2, 3).flatten(0, 1), dirs, t, pts)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, L, model = self.cfg, self.cfg.loss, self.model
@@ -170,7 +186,8 @@ class Objective(nn.Module):
             bad = weight_guided_invalid(weights, col_invalid.reshape(-1, S, Vr), L.invalid_threshold)
             pred = colour.view(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)  # (B*P, Vr, 3, p, p)
             bad = bad.view(BP, p, p, Vr).permute(0, 3, 1, 2)
-            photo, usable = photometric_loss(pred, rays.gt, bad)
+            photo, pixel_error = photometric_loss(pred, rays.gt, bad)
+            usable = torch.isfinite(pixel_error)
             smooth = edge_aware_smoothness(depth.view(BP, p, p), rays.gt, usable, cfg.model.z_far)
             out["photometric"], out["smoothness"] = photo.detach(), smooth.detach()
             out["usable_rays"] = usable.float().mean()
@@ -179,6 +196,15 @@ class Objective(nn.Module):
                 fm = self._featuremetric(images, Kn, w2c, rays, weights, ids_render, bad)
                 out["featuremetric"] = fm.detach()
                 total = total + L.featuremetric * fm
+            hint_weight = L.motion_hints if layout == MONO else L.stereo_hints
+            if hint_weight > 0 and "hints" in batch:
+                rendered = [depth]
+                if cfg.method == "kdbts":  # the student renders its own depth: it learns from the hints directly
+                    rendered.append(composite(F.softplus(logits["sv"]).view(-1, S), rays.t)[1])
+                hl, used = self._depth_hints(batch["hints"], T_ref, render, rays, pixel_error, rendered)
+                name = "motion_hints" if layout == MONO else "stereo_hints"
+                out[name], out[f"{name}_used"] = hl.detach(), used
+                total = total + hint_weight * hl
 
         if cfg.method == "kdbts":
             kd = kd_density_loss(logits["sv"], logits["mv"], ~invalid[..., 0])
@@ -191,6 +217,37 @@ class Objective(nn.Module):
         out["depth_mean"] = depth.detach().mean()
         out["loss"] = total
         return out
+
+    def _depth_hints(
+        self,
+        hints: torch.Tensor,
+        T_ref: torch.Tensor,
+        render: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        rays: Rays,
+        network_error: torch.Tensor,
+        rendered: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depth Hints: log-L1 of each rendered depth (B*R,) to the hint where the hint's photometric error (same
+        patches, views and error as the photometric loss) beats the network's ``network_error`` (B*P, p, p).
+
+        hints (B, F, H, W) z-depth per sample frame, 0 where none. Returns the loss (summed over
+        ``rendered``) and the share of rays it supervised.
+        """
+        B, p, BP = hints.shape[0], rays.patch, rays.num_patches
+        bi = torch.arange(B, device=hints.device)[:, None, None, None]
+        hint_z = hints[bi, rays.frame[:, :, None, None], rays.rows, rays.cols].reshape(B, -1)  # (B, R)
+        hint_t = hint_z / rays.dirs[..., 2]  # z-depth to distance along the unit ray
+        with torch.no_grad():
+            # the hint's colours, at the network's own depth where a pixel has no hint so every SSIM window is filled
+            t = torch.where(hint_z > 0, hint_t, rendered[0].detach().view(B, -1))
+            points = ray_points(T_ref, rays.frame, p, rays.dirs, t[..., None])
+            rgb, invalid = self.model.sample_images(points, *render)
+            Vr = rgb.shape[2]
+            pred = rgb.reshape(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)
+            hint_error = best_view_error(pred, rays.gt, invalid.reshape(BP, p, p, Vr).permute(0, 3, 1, 2))
+            mask = hint_mask(hint_z.view(BP, p, p), hint_error, network_error).flatten()
+        loss = sum(depth_hint_loss(d, hint_t.flatten(), mask) for d in rendered)
+        return torch.as_tensor(loss), mask.float().mean()
 
     def _featuremetric(
         self,

@@ -11,6 +11,11 @@ loss frame and its neighbours the render frames; samples where the camera moved 
 
 Poses are expressed in frame 0's camera (so frame 0's pose is the identity). Every sample says
 its layout, which fixes how the objective splits its frames into loss and render frames.
+
+With depth hints on, a sample also carries ``hints`` (frames, H, W): z-depth from a classical
+matcher, 0 where there is none (see :mod:`.hints`): SGBM on the forward stereo pair of a rig
+sample (every frame of cameras 0 and 1), a plane sweep against t - 1 and t + 1 for the loss frame of
+a mono sample. They are computed once per frame, from the frames as recorded, and cached.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core.model.network import to_grey
 from kdbts_ros.data.records import DatasetError
+from kdbts_ros.training.hints import plane_sweep_hint, stereo_hint
 
 RIG, MONO = 0, 1  # sample layouts (the "layout" entry of a sample)
 FRAME_CACHE = 4096  # decoded frames kept per source
+RECTIFIED_TOLERANCE = 1e-3  # a stereo pair is taken as rectified when rotation and off-axis offset are this small
 
 
 class PosedFrames(Protocol):
@@ -93,8 +100,11 @@ class TrainingFrames(Dataset):
         layout: str = "rig",
         grey: float = 0.0,
         min_motion: float = 0.0,
+        hints: bool = False,
+        depth_range: tuple[float, float] = (3.0, 80.0),
     ):
         self.source, self.side_offset = source, side_offset
+        self.hints, self.depth_range = hints, depth_range
         self.flip_lr, self.colour_jitter, self.grey = flip_lr, colour_jitter, grey
         self.layout = MONO if layout == "mono" else RIG
         self.num_cameras = 1 if self.layout == MONO else min(len(source.cameras), max_cameras)
@@ -104,6 +114,9 @@ class TrainingFrames(Dataset):
         # decoding and resizing a full KITTI frame costs more than a training step's share of it: frames are
         # kept decoded (4096 frames at 320x96 are 0.4 GB); augmentation works on copies
         self._image = functools.lru_cache(maxsize=FRAME_CACHE)(source.image)
+        # hints cost a matcher run each (SGBM a few ms, a plane sweep ~0.1 s): kept like decoded frames
+        self._stereo_hint = functools.lru_cache(maxsize=FRAME_CACHE)(self._compute_stereo_hint)
+        self._motion_hint = functools.lru_cache(maxsize=FRAME_CACHE)(self._compute_motion_hint)
         if self.layout == MONO:
             self.items = [
                 (seq, t)
@@ -117,6 +130,8 @@ class TrainingFrames(Dataset):
         if not self.items:
             raise DatasetError("no sequence is long enough (or moves enough) for a training sample")
         self.Kn = normalise_intrinsics(source.K, source.width, source.height).astype(np.float32)
+        if hints and self.layout == RIG:
+            self._baseline(*self.items[0])  # refuses a pair that is not rectified before training starts
 
     def _moved(self, seq: str, t: int, min_motion: float) -> bool:
         """Whether the camera moved at least ``min_motion`` metres from frame t to each neighbour."""
@@ -127,6 +142,54 @@ class TrainingFrames(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def _baseline(self, seq: str, frame: int) -> float:
+        """Metres from the left (camera 0) to the right camera (1) of the forward pair; raises DatasetError unless the
+        pair is rectified (same orientation, offset along x only).
+        """
+        T = np.linalg.inv(self.source.cam_to_world(seq, 0, frame)) @ self.source.cam_to_world(seq, 1, frame)
+        b = float(T[0, 3])
+        if (
+            b <= 0
+            or not np.allclose(T[:3, :3], np.eye(3), atol=RECTIFIED_TOLERANCE)
+            or (np.abs(T[1:3, 3]).max() > RECTIFIED_TOLERANCE * max(b, 1.0))
+        ):
+            raise DatasetError(f"{seq}: cameras 0 and 1 are not a rectified stereo pair (left first): no stereo hints")
+        return b
+
+    def _compute_stereo_hint(self, seq: str, cam: int, frame: int) -> np.ndarray:
+        """SGBM z-depth (float16) of camera ``cam`` (0 left, 1 right) of the forward pair at ``frame``."""
+        left, right = self._image(seq, 0, frame), self._image(seq, 1, frame)
+        args = (float(self.source.K[0, 0]), self._baseline(seq, frame), *self.depth_range)
+        if cam == 0:
+            return stereo_hint(left, right, *args).astype(np.float16)
+        # the right camera's depth: the mirrored pair is a rectified pair with the right image on the left
+        mirrored = stereo_hint(right[:, ::-1].copy(), left[:, ::-1].copy(), *args)
+        return np.ascontiguousarray(mirrored[:, ::-1]).astype(np.float16)
+
+    def _compute_motion_hint(self, seq: str, t: int) -> np.ndarray:
+        """Plane-sweep z-depth (float16) of camera 0 at frame t against frames t - 1 and t + 1."""
+        T_world_ref = self.source.cam_to_world(seq, 0, t)
+        neighbours = [
+            (self._image(seq, 0, t + dt), np.linalg.inv(self.source.cam_to_world(seq, 0, t + dt)) @ T_world_ref)
+            for dt in (-1, 1)
+        ]
+        # the network's rays put pixel (row, col) at (col + 0.5, row + 0.5) of K (see normalise_intrinsics): the
+        # sweep uses the same geometry for its integer pixel grid
+        K = self.source.K.astype(np.float64).copy()
+        K[:2, 2] -= 0.5
+        return plane_sweep_hint(self._image(seq, 0, t), neighbours, K, *self.depth_range).astype(np.float16)
+
+    def sample_hints(self, seq: str, t: int, ids: list[tuple[int, int]]) -> np.ndarray:
+        """Hint depths (frames, H, W) float32 of a sample's frames ``ids``; 0 where a frame or pixel has none."""
+        out = np.zeros((len(ids), self.source.height, self.source.width), np.float32)
+        if self.layout == MONO:
+            out[0] = self._motion_hint(seq, t)
+            return out
+        for k, (cam, dt) in enumerate(ids):
+            if cam < 2:  # the forward stereo pair; side cameras have no partner to match
+                out[k] = self._stereo_hint(seq, cam, t + dt)
+        return out
 
     def frame_ids(self, flip: bool) -> list[tuple[int, int]]:
         """(camera, time offset) of each frame of a sample; a flip swaps left and right cameras of each complete
@@ -154,6 +217,9 @@ class TrainingFrames(Dataset):
             imgs = imgs[:, :, ::-1]
             S = np.diag([-1.0, 1.0, 1.0, 1.0])
             T_ref = S @ T_ref @ S
+        hints = self.sample_hints(seq, t, ids) if self.hints else None
+        if flip and hints is not None:
+            hints = hints[:, :, ::-1]
         images = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2)
         if self.colour_jitter > 0:
             images = self._jitter(images)
@@ -163,13 +229,16 @@ class TrainingFrames(Dataset):
         Kn = np.repeat(self.Kn[None], len(ids), 0)
         if flip:
             Kn[:, 0, 2] = -Kn[:, 0, 2]  # mirrored principal point
-        return {
+        sample = {
             "images": images,
             "Kn": torch.from_numpy(Kn),
             "T_ref": torch.from_numpy(T_ref.astype(np.float32)),
             "flip": torch.tensor(flip),
             "layout": torch.tensor(self.layout),
         }
+        if hints is not None:
+            sample["hints"] = torch.from_numpy(np.ascontiguousarray(hints))
+        return sample
 
     def _jitter(self, images: torch.Tensor) -> torch.Tensor:
         """Brightness, contrast and saturation changes, the same for every frame of the sample."""

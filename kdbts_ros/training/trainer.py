@@ -94,6 +94,8 @@ def build_dataset(cfg: TrainConfig, seed: int) -> MixedFrames:
             layout=src.layout,
             grey=d.grey,
             min_motion=d.min_motion,
+            hints=(cfg.loss.motion_hints if src.layout == "mono" else cfg.loss.stereo_hints) > 0,
+            depth_range=(cfg.model.z_near, cfg.model.z_far),
         )
         for k, src in enumerate(sources)
     ]
