@@ -188,3 +188,17 @@ def test_the_objective_adds_a_finite_stereo_hint_loss_that_reaches_the_network(t
     assert 0 < float(out["stereo_hints_used"]) <= 1
     out["loss"].backward()
     assert all(p.grad is not None for p in model.heads.singleviewhead.parameters())
+
+
+def test_the_hints_recipe_continues_the_embedded_default_on_the_same_frames_with_both_hints():
+    config = Path(__file__).parents[1] / "config"
+    hints = load_config(config / "train_kdbts_hints.yaml", cls=TrainConfig)
+    real = load_config(config / "train_kdbts_real.yaml", cls=TrainConfig)
+    assert hints.init_checkpoint == "kdbts_ros/weights/kdbts_real.safetensors"
+    assert hints.data == real.data and hints.model == real.model and hints.method == real.method
+    assert hints.loss.stereo_hints > 0 and hints.loss.motion_hints > 0 and hints.threads == 1
+
+
+def test_hints_need_the_photometric_branch():
+    with pytest.raises(ValueError, match="frozen"):
+        load_config(None, {"teacher": "frozen", "init_checkpoint": "x", "loss.stereo_hints": 1.0}, TrainConfig).check()
