@@ -11,16 +11,20 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from rosbags.rosbag2 import Reader
+from scipy.spatial.transform import Rotation
 
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.code import z_code
 from kdbts_ros.core.model.network import SV_HEAD, Architecture, DensityField
+from kdbts_ros.messages import cdr
 
 SMALL_ARCH = Architecture(backbone="resnet18")
 # the shared real KITTI / KITTI-360 samples (tests that need them skip when absent)
 KITTI_SAMPLE = Path(os.environ.get("KDBTS_KITTI_SAMPLE", Path(__file__).resolve().parents[2] / "shared/data/kitti"))
 needs_kitti = pytest.mark.skipif(not KITTI_SAMPLE.is_dir(), reason=f"KITTI sample {KITTI_SAMPLE} not present")
+S = 1_000_000_000  # nanoseconds in a second: stamps are integer nanoseconds
 
 
 def small_config(**overrides) -> PipelineConfig:
@@ -55,6 +59,23 @@ def slab_model(z_wall: float, arch: Architecture = SMALL_ARCH, seed: int = 0) ->
         head.lin_out.weight[0, 0] = 1.0
         head.lin_out.bias.fill_(-30.0)
     return model
+
+
+def _M(rot: Rotation, t) -> np.ndarray:
+    """4x4 from a scipy rotation and a translation (independent of kdbts_ros.core.geometry)."""
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = rot.as_matrix(), t
+    return T
+
+
+def read_bag(path: Path) -> tuple[list[tuple[str, int, object]], dict[str, object]]:
+    """(topic, bag stamp, decoded message) of every message, and the offered QoS per topic."""
+    out = []
+    with Reader(path) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+        for conn, stamp, data in reader.messages():
+            out.append((conn.topic, stamp, cdr.deserialize(data, conn.msgtype)))
+    return out, qos
 
 
 def official_state_dict(model: DensityField, bts: bool = False) -> dict[str, torch.Tensor]:

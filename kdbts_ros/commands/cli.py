@@ -3,7 +3,7 @@
 Each sub-command is a module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``,
 registered in the entry-point group ``kdbts_ros.commands`` (setup.py). Discovery: the installed
 entry points of that group over the built-in :data:`COMMANDS` (kept equal to setup.py by
-test/test_cli_entry_points.py), so a source checkout whose installed metadata predates a command still has it.
+test/commands/test_cli_entry_points.py), so a source checkout whose installed metadata predates a command still has it.
 Only the module of the command being run is imported (``--help`` imports them all), so a light
 command does not pay for torch.
 """

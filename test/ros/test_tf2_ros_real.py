@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 pytest.importorskip("tf2_ros")
-from test_tf_buffer import _M, S
+from conftest import _M, S
 
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.ros.tf_store import Tf2Store, make_tf_store

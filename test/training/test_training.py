@@ -317,13 +317,13 @@ def test_kd_mvs_options_add_finite_terms_that_reach_the_student(tiny_data):
 
 @pytest.mark.parametrize("name", ["bts", "mvbts", "kdbts"])
 def test_shipped_training_configs_load_and_describe_the_benchmark(name):
-    cfg = load_config(Path(__file__).parents[1] / "config" / f"train_{name}_synth.yaml", cls=TrainConfig)
+    cfg = load_config(Path(__file__).parents[2] / "config" / f"train_{name}_synth.yaml", cls=TrainConfig)
     assert cfg.method == name and [s.root for s in cfg.data.parsed_sources()] == ["data/synth_train"]
     assert cfg.model.architecture().backbone == "resnet18_half"
 
 
 def test_the_real_recipe_trains_on_shared_kitti_odometry_and_procedural_streets_never_on_held_out_drives():
-    cfg = load_config(Path(__file__).parents[1] / "config" / "train_kdbts_real.yaml", cls=TrainConfig)
+    cfg = load_config(Path(__file__).parents[2] / "config" / "train_kdbts_real.yaml", cls=TrainConfig)
     sources = cfg.data.parsed_sources()
     assert cfg.method == "kdbts" and cfg.model.grey_input
     assert {s.format for s in sources} == {"odometry", "synth"} and {s.layout for s in sources} == {"mono", "rig"}

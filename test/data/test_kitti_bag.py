@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE, needs_kitti
+from conftest import KITTI_SAMPLE, needs_kitti, read_bag
 from rosbags.interfaces import QosDurability, QosReliability
-from rosbags.rosbag2 import Reader
 from test_kitti_loaders import devkit_T_cam2_velo, write_odometry
 
 from kdbts_ros.commands.cli import main
@@ -22,16 +19,6 @@ from kdbts_ros.data.records import read_velodyne
 from kdbts_ros.messages import cdr, sensor_data
 
 pytestmark = pytest.mark.integration
-
-
-def read_bag(path: Path) -> tuple[list[tuple[str, int, object]], dict[str, object]]:
-    """(topic, bag stamp, decoded message) of every message, and the offered QoS per topic."""
-    out = []
-    with Reader(path) as reader:
-        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
-        for conn, stamp, data in reader.messages():
-            out.append((conn.topic, stamp, cdr.deserialize(data, conn.msgtype)))
-    return out, qos
 
 
 def tf_buffer(msgs) -> TfBuffer:

@@ -21,7 +21,7 @@ from rclpy.context import Context  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 # the "launch": starts the node, says its pid, waits to be killed
 PARENT = """
 import subprocess, sys, time

@@ -19,7 +19,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-MSG_FILE = Path(__file__).resolve().parents[1] / "msg" / "DensityGrid.msg"
+MSG_FILE = Path(__file__).resolve().parents[2] / "msg" / "DensityGrid.msg"
 TYPENAME = "kdbts_ros/msg/DensityGrid"
 NAN = float("nan")
 DENSITY = [0.0, 1.5, NAN, 3.25, 1e-3, 250.0]  # float32-exact except 1e-3 (compared at f32)

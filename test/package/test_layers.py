@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "kdbts_ros"
+PACKAGE = Path(__file__).resolve().parents[2] / "kdbts_ros"
 LAYERS = ("core", "messages", "data", "runtime", "training", "evaluation", "ros", "bench", "commands")
 ROS_ONLY = ("rclpy", "tf2_ros", "kdbts_ros.msg")
 GENERATED = "msg"  # rosidl output of tools/build_msgs.sh, not ours

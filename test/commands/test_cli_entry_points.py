@@ -18,7 +18,7 @@ import pytest
 from kdbts_ros.commands import cli
 from kdbts_ros.core.errors import EXIT_USER
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setup_entry_points() -> dict[str, list[str]]:

@@ -17,7 +17,7 @@ import yaml
 
 from kdbts_ros.core.config import PipelineConfig, iter_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch/kdbts.launch.py"
 
 

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
+from conftest import _M, S
 from geometry_msgs.msg import TransformStamped
 from rclpy.duration import Duration
 from rclpy.time import Time
 from scipy.spatial.transform import Rotation
-from test_tf_buffer import _M, S
 
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.ros.tf_store import AUTHORITY, Tf2Store, make_tf_store

@@ -6,7 +6,7 @@ import pytest
 
 from kdbts_ros.core.config import PipelineConfig, iter_params, load_config, set_param, to_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_yaml_is_the_generated_parameter_file():

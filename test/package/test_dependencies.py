@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Python libraries by import: (rosdep key, or None where rosdep has none; pip requirement)
 PYTHON = {
     "torch": ("python3-torch", "torch"),

@@ -15,7 +15,7 @@ from kdbts_ros.data.kitti_bag import clock_message
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros import launch_plan as plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
 TEMPLATE = ROOT / "rviz/kdbts.rviz"
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE, needs_kitti, small_config
-from test_kitti_bag import read_bag
+from conftest import KITTI_SAMPLE, needs_kitti, read_bag, small_config
 
 from kdbts_ros.commands.cli import main
 from kdbts_ros.commands.replay import PngWriter, replay
@@ -24,7 +23,7 @@ from kdbts_ros.runtime.runner import FrameRunner
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/camera_info", "/kdbts/density_grid")
 
 

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import small_config
+from conftest import small_config, write_odometry
 from rosbags.rosbag2 import Reader
-from test_kitti_loaders import write_odometry
 
 from kdbts_ros.commands.replay import replay
 from kdbts_ros.data.bags import BagWriter

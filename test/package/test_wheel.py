@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_checkout
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "kdbts_ros"
 pytestmark = pytest.mark.build
 

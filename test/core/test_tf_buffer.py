@@ -2,23 +2,15 @@
 
 import numpy as np
 import pytest
+from conftest import _M, S
 from scipy.spatial.transform import Rotation, Slerp
 
 from kdbts_ros.core import geometry
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 
-S = 1_000_000_000
-
 
 def _T(x=0.0, y=0.0, z=0.0, yaw=0.0):
     return geometry.to_matrix(np.array([x, y, z]), np.array([0, 0, np.sin(yaw / 2), np.cos(yaw / 2)]))
-
-
-def _M(rot: Rotation, t) -> np.ndarray:
-    """4x4 from a scipy rotation and a translation (independent of kdbts_ros.core.geometry)."""
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = rot.as_matrix(), t
-    return T
 
 
 def test_chain_with_static_and_dynamic_edges():

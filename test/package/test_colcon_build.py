@@ -18,7 +18,7 @@ import pytest
 
 from kdbts_ros.core.errors import EXIT_USER
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 pytestmark = pytest.mark.build
 
