@@ -33,7 +33,6 @@ from kdbts_ros.data.synth_folder import write_sequence
 pytestmark = pytest.mark.integration
 
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = "model: {backbone: resnet18, image_height: 64, image_width: 192}\n"
 
 

@@ -141,3 +141,28 @@ def test_message_conversion_and_data_load_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
     assert int(out[0]) > 100 and out[1].strip() == "[]"  # the modules were imported, and neither torch nor rclpy
+
+
+def test_the_import_reader_sees_every_form_of_import(tmp_path):
+    """The checks above pass vacuously if the graph misses imports: every form is read, and real arrows are seen."""
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import kdbts_ros.core.grids\n"
+        "from kdbts_ros.runtime import runner\n"
+        "def f():\n    import rclpy\n"
+        "if f:\n    from kdbts_ros.messages.cdr import header as h\n"
+    )
+    assert imports(source) == {
+        "kdbts_ros.core.grids",
+        "kdbts_ros.runtime",
+        "kdbts_ros.runtime.runner",
+        "rclpy",
+        "kdbts_ros.messages.cdr",
+        "kdbts_ros.messages.cdr.header",
+    }
+    source.write_text("from . import sibling\n")
+    with pytest.raises(AssertionError, match="relative import"):
+        imports(source)
+    # the node drives the runner, the runner the core: arrows the graph must hold
+    arrows = {(layer(a), layer(b)) for a, b in internal_edges()}
+    assert {("ros", "runtime"), ("runtime", "core")} <= arrows

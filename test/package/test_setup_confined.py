@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from conftest import copy_checkout
 
-ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 
 
