@@ -529,8 +529,15 @@ def test_a_full_kitti_raw_drive_trains_on_its_colour_pair(tmp_path):
     for cam in ("image_00", "image_01", "image_02", "image_03"):
         (drive / cam / "data").mkdir(parents=True)
         for i in range(3):
-            cv2.imwrite(str(drive / cam / "data" / f"{i:010d}.png"), np.zeros((8, 8, 3), np.uint8))
+            # each file's grey level names it: 10 x camera number + frame
+            image = np.full((375, 1242, 3), 10 * int(cam[-1]) + i, np.uint8)
+            cv2.imwrite(str(drive / cam / "data" / f"{i:010d}.png"), image)
     poses = tmp_path / "poses.txt"
     np.savetxt(poses, np.tile(np.eye(4)[:3].ravel(), (3, 1)))
-    frames = source_frames(parse_source(f"raw {drive} calib={calib} poses={poses}"), None)
+    frames = source_frames(parse_source(f"raw {drive} calib={calib} poses={poses}"), (192, 64))
     assert frames.cameras == ["image_02", "image_03"]
+    # a sample reads the colour pair's files (never the grey cameras'), resized, with the rig's 0.54 m baseline
+    sample = TrainingFrames(frames, side_offset=1)[0]
+    assert tuple(sample["images"].shape) == (4, 3, 64, 192)
+    assert [round(float(v) * 255) for v in sample["images"][:, 0, 0, 0]] == [20, 21, 30, 31]
+    np.testing.assert_allclose(sample["T_ref"][2, :3, 3].numpy(), [0.54, 0.0, 0.0], atol=0.01)
