@@ -4,7 +4,7 @@ Four sections, one function each: the parameters (every described field of the c
 schema), and the node's subscriptions, publications and services, read from a ``KdbtsNode``
 configured in this process (its own entities, with their message types and QoS).
 ``python -m kdbts_ros.ros.reference`` rewrites them between their markers in ``docs/node.md``;
-``--check`` only says whether they are up to date (``test/test_docs.py`` asks the same).
+``--check`` only says whether they are up to date (``test/package/test_docs.py`` asks the same).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from kdbts_ros.ros.harness import can_publish
 from kdbts_ros.ros.reference import COMMAND, NODE_MD, parameter_table, render, sections
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(not can_publish(), reason="needs rclpy and the built DensityGrid message")
