@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# the configuration schema: the one import to repoint when the schema moves
+# the configuration schema and its flattening: the imports to repoint when the schema moves
 from kdbts_ros.core.config import PipelineConfig, iter_params
 
 NODE_MD = Path(__file__).resolve().parents[2] / "docs" / "node.md"
@@ -49,15 +49,20 @@ def parameter_table(cfg: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def node_settings() -> Any:
+    """The settings the node declares as its parameters, at their defaults (the seam to the schema)."""
+    return PipelineConfig()
+
+
 def parameters_section() -> str:
     """The node's parameters: the configuration schema with its defaults."""
-    return parameter_table(PipelineConfig())
+    return parameter_table(node_settings())
 
 
 def _topic_parameters() -> dict[str, tuple[str, str]]:
     """Default topic name -> (the ``topics.*`` parameter that sets it, its description); lists as ``name[N]``."""
     found = {}
-    for s in iter_params(PipelineConfig()):
+    for s in iter_params(node_settings()):
         if not s.name.startswith("topics."):
             continue
         for topic in s.default if isinstance(s.default, list) else [s.default]:
