@@ -31,6 +31,7 @@ from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.loading import pick_device
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros.harness import NodePublisher
@@ -202,7 +203,7 @@ def run_case(
             "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
             "gflops": stage_gflops(runner.pipeline, rgb, K),
             # onnxruntime: the export's key, folder, and seconds (0 when the cached export was reused)
-            "backend_info": dict(runner.pipeline.backend_info),
+            "backend_info": {k: report_path(v) if k == "dir" else v for k, v in runner.pipeline.backend_info.items()},
         }
     finally:
         driver.close()

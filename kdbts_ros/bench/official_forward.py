@@ -38,6 +38,7 @@ from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model import resnet
 from kdbts_ros.core.model.network import HEAD_NAMES, Architecture, DensityField
 from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.core.window import WindowEntry
 from kdbts_ros.data.sequences import Sequence
 
@@ -367,7 +368,7 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
         "peak_rss_mb": None,
         "peak_cuda_mb": None,
         "gflops": gflops,
-        "official": {"repo": str(code.repo), "torchvision": code.torchvision},
+        "official": {"repo": report_path(code.repo), "torchvision": code.torchvision},
         "agreement": {
             "against": "reference path, fp32",
             "points": int(xyz.shape[1]),

@@ -22,6 +22,7 @@ import numpy as np
 from kdbts_ros.bench.latency import set_network
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.data.rig import KITTI360_RIG, base_trajectory, kitti_like_intrinsics
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
 from kdbts_ros.messages import cdr, sensor_data
@@ -325,7 +326,7 @@ def run(
             "machine": machine(),
             "input": f"{frames} rig frames of {len(cfg.topics.images)} camera(s) {width}x{height} "
             f"({', '.join(cfg.topics.images)}), {DISTINCT_FRAMES} distinct frames looped",
-            "network": pipeline.model_info.get("weights", cfg.model.checkpoint),
+            "network": report_path(pipeline.model_info.get("weights", cfg.model.checkpoint)),
             "device": str(pipeline.device),
             "mode": cfg.mode,
             "calibration": calibration,

@@ -28,6 +28,7 @@ import numpy as np
 from kdbts_ros.core.config import MapConfig, PipelineConfig
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
 
@@ -203,7 +204,7 @@ def run(
         "frames": len(frames),
         "scans": len(scans),
         "metres": metres,
-        "weights": pipe.model_info.get("weights"),
+        "weights": report_path(pipe.model_info.get("weights", "")),
         "region_voxels": len(region),
         "resolution": s.resolution,
         "network_s_per_frame": float(np.median(t_net)),

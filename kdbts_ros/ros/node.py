@@ -1,11 +1,9 @@
 """``kdbts_node``: the rclpy lifecycle adapter around :class:`kdbts_ros.runtime.runner.FrameRunner`.
 
-Messages are received and published as serialized CDR so that the node and the
-offline tools share the conversion code. The model is loaded in ``configure`` (a
-bad checkpoint fails the transition, the node stays up); frames are processed
-only while ``active``. Inference runs on a thread of its own, outside the executor,
-so TF, camera_info and parameter callbacks keep flowing while a frame is processed;
-frames that wait for TF are retried on that thread, never blocking a callback.
+Messages are received and published as serialized CDR so that the node and the offline tools
+share the conversion code. Inference runs on a thread of its own, outside the executor, so TF,
+camera_info and parameter callbacks keep flowing while a frame is processed; frames that wait
+for TF are retried on that thread, never blocking a callback.
 
 Why not a timer in its own callback group on a MultiThreadedExecutor: under input faster
 than inference, rclpy's MultiThreadedExecutor re-submits every callback it is waiting to
@@ -100,76 +98,17 @@ class _RosLogHandler(logging.Handler):
 
 
 class KdbtsNode(LifecycleNode):
-    """Subscribes to each camera's image and camera_info and to TF; publishes grid, cloud, depth, diagnostics.
+    """The lifecycle node ``kdbts_node``: camera frames and TF in; occupancy, cloud, depth and density grid out.
 
-    A lifecycle node named ``kdbts_node``. With ``autostart`` (default) it configures and
-    activates itself; otherwise a lifecycle manager drives it. ``configure`` loads the network
-    and creates the subscriptions, publishers and timers (a bad checkpoint fails the transition
-    and the node stays unconfigured); frames are processed only while ``active``; ``deactivate``
-    stops processing (images are counted as dropped, TF and camera_info keep arriving);
-    ``cleanup`` releases the network and every entity.
+    - Parameters: every setting of the configuration schema, declared with its description and
+      range; the run-time ones apply between frames, the others are read at start-up.
+    - Subscriptions (created in ``configure``): each camera's image and camera_info, ``/tf``, ``/tf_static``.
+    - Publications: the occupancy grid, occupied-voxel cloud, depth image and its camera_info,
+      density grid, latency, the world map and its cloud, and ``/diagnostics``.
+    - Services: ``~/clear_map`` and ``~/save_map``.
 
-    Parameters
-        Every setting of :class:`kdbts_ros.core.config.PipelineConfig`, under its dotted name
-        (``mode``, ``window_size``, ``grid.resolution``, ``topics.images``, ``publish.points``,
-        ...), declared with its description, range and choices. ``kdbts params`` prints them
-        all as a parameter file (``config/default.yaml`` is its output), ``kdbts params --format
-        markdown`` as a table; ``ros2 param describe /kdbts_node <name>`` shows one. Those marked
-        run-time can be set while the node runs (``ros2 param set``) and apply between frames;
-        the others are read at start-up and refused later. An atomic set
-        (``~/set_parameters_atomically``) is checked whole and applied all or not at all. A value
-        out of range or of the wrong type at start-up stops the node with one log line (exit code 2).
-
-    Subscriptions (created in ``configure``; ``N`` indexes ``topics.images`` /
-    ``topics.camera_infos``, camera 0 is the one the outputs are made for)
-        - ``topics.images[N]`` (``/camera/image_raw``): ``sensor_msgs/msg/Image``, or
-          ``sensor_msgs/msg/CompressedImage`` (jpeg, png) when the topic ends in ``/compressed``.
-        - ``topics.camera_infos[N]`` (``/camera/camera_info``): ``sensor_msgs/msg/CameraInfo``.
-          Both: keep last 5, best effort (reliable with ``input_reliable``), volatile.
-        - ``/tf``: ``tf2_msgs/msg/TFMessage``; keep last 100, reliable, volatile.
-        - ``/tf_static``: ``tf2_msgs/msg/TFMessage``; keep last 100, reliable, transient local.
-        Camera poses are looked up from ``fixed_frame`` (``odom``) to each image's frame_id.
-
-    Publications (lifecycle publishers: publish only while active; keep last 5, reliable, or
-    best effort with ``publish.reliable`` false; volatile). Each is switched by its
-    ``publish.*`` toggle, and the grid or the depth image is computed only while one of its
-    outputs has a subscriber. Stamps are the image's.
-        - ``topics.occupancy`` (``/kdbts/occupancy``): ``nav_msgs/msg/OccupancyGrid``, the
-          bird's-eye occupancy in ``fixed_frame``.
-        - ``topics.points`` (``/kdbts/points``): ``sensor_msgs/msg/PointCloud2``, the occupied
-          voxels (x, y, z, density, rgb) in ``fixed_frame``.
-        - ``topics.density_grid`` (``/kdbts/density_grid``): ``kdbts_ros/msg/DensityGrid``, the
-          full 3D density grid in ``fixed_frame`` (only where the message is built: colcon, or
-          ``tools/build_msgs.sh``).
-        - ``topics.depth`` (``/kdbts/depth``): ``sensor_msgs/msg/Image`` 32FC1 metres, and
-          ``topics.depth_info`` (``/kdbts/depth/camera_info``): ``sensor_msgs/msg/CameraInfo``,
-          in the camera's optical frame (toggle ``publish.depth``).
-        - ``topics.latency`` (``/kdbts/latency``): ``std_msgs/msg/Float64``, seconds from the
-          image stamp to the publish.
-        - ``topics.map`` (``/kdbts/map``): ``nav_msgs/msg/OccupancyGrid``, the fused world map's
-          gravity-aligned 2-D projection in ``fixed_frame`` (``map.enabled``, at ``map.publish_rate``
-          of image-stamp time, built whether or not anyone subscribes); keep last 1, reliable,
-          transient local, so a planner or RViz that starts later gets the last one.
-        - ``topics.map_points`` (``/kdbts/map_points``): ``sensor_msgs/msg/PointCloud2``, the world
-          map's occupied voxel centres (``map.enabled``, at ``map.publish_rate``, while subscribed).
-        - ``/diagnostics``: ``diagnostic_msgs/msg/DiagnosticArray`` at 1 Hz from ``configure``
-          to ``cleanup`` (also while inactive): frames, drops and faults by reason, latency
-          against ``latency_budget``, head, window, cameras, world map; keep last 10, reliable, volatile.
-
-    Services (created in ``configure``)
-        - ``~/clear_map`` (``std_srvs/srv/Trigger``): forget the world map; fails while ``map.enabled`` is false.
-        - ``~/save_map`` (``std_srvs/srv/Trigger``): write the world map to ``map.save_path`` +
-          ``.pcd`` or ``.ply`` (``map.save_format``; occupied voxels, open3d) and ``.pgm`` + ``.yaml``
-          (nav2 map_server's pair); the response message names the files, or says why not.
-        And rclpy's parameter services (``~/set_parameters``,
-        ``~/set_parameters_atomically``, ``~/get_parameters``, ``~/list_parameters``,
-        ``~/describe_parameters``, ``~/get_parameter_types``) and the lifecycle services
-        (``~/change_state``, ``~/get_state``, ``~/get_available_states``,
-        ``~/get_available_transitions``, ``~/get_transition_graph``), with the lifecycle
-        transitions published on ``~/transition_event``.
-
-    Five seconds after ``configure`` each input that has no publisher, or one of another
-    message type, is named in the log once.
+    Names, types, QoS and every parameter: ``docs/node.md``, whose reference is generated from
+    this class (``python -m kdbts_ros.ros.reference``).
     """
 
     def __init__(self, **kwargs: Any):
@@ -438,7 +377,7 @@ class KdbtsNode(LifecycleNode):
             self.get_logger().warning(line)
 
     def _clear_map(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        """``~/clear_map``: forget the world map (all cells unknown)."""
+        """``~/clear_map``: forget the world map (all cells unknown); fails while map.enabled is false."""
         runner = self.runner
         response.success = runner is not None and runner.mapping.clear()
         response.message = "map cleared" if response.success else "the map is off (map.enabled false)"
