@@ -174,13 +174,13 @@ class WorldMap:
     def integrate(
         self,
         density: np.ndarray,
+        unseen: np.ndarray,
         spec: GridSpec,
         T_fixed_cam: np.ndarray | None,
         occupied_density: float,
         stamp_ns: int | None = None,
-        unseen: np.ndarray | None = None,
     ) -> str | None:
-        """Fuse one frame's density grid (spec.shape, camera frame; NaN or ``unseen`` where not seen).
+        """Fuse one frame's density grid (spec.shape, camera frame), its cells where ``unseen`` left out.
 
         Returns None when fused, else the reason it was skipped (also counted in ``skipped``).
 
@@ -193,10 +193,11 @@ class WorldMap:
         does not depend on the grid's cell size, and a coarse grid leaves no holes in a fine map.
         """
         t0 = time.perf_counter()
-        density = np.asarray(density, np.float32)
+        density, unseen = np.asarray(density, np.float32), np.asarray(unseen, bool)
         if density.shape != spec.shape:
             return self._skip(f"density shape {density.shape} is not the grid's {spec.shape}")
-        unseen = np.isnan(density) if unseen is None else np.asarray(unseen, bool)
+        if unseen.shape != spec.shape:
+            return self._skip(f"unseen mask shape {unseen.shape} is not the grid's {spec.shape}")
         reason = pose_problem(T_fixed_cam)
         if reason is None and not np.isfinite(density[~unseen]).all():
             reason = "non-finite density"

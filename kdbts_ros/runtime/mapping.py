@@ -78,7 +78,7 @@ class MapStage:
             else:
                 before = sum(wmap.resets.values())
                 reason = wmap.integrate(
-                    out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns
+                    out.density, out.unseen, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns
                 )
                 if sum(wmap.resets.values()) > before:
                     self._last_publish_ns = None
