@@ -27,7 +27,9 @@ from pathlib import Path
 
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Outputs
+from kdbts_ros.core.map_2d import occupancy_2d
 from kdbts_ros.core.world_map import WorldMap
+from kdbts_ros.data import map_files
 from kdbts_ros.messages import published
 from kdbts_ros.runtime.accounting import Accounting
 
@@ -74,7 +76,7 @@ class MapStage:
             if wmap is None:
                 return []
             if out.out_frame != self.cfg.fixed_frame or not out.density.size:
-                reason: str | None = f"no pose in {self.cfg.fixed_frame}"
+                reason: str | None = wmap.skip(f"no pose in {self.cfg.fixed_frame}")
             else:
                 before = sum(wmap.resets.values())
                 reason = wmap.integrate(
@@ -87,8 +89,6 @@ class MapStage:
                         f"the map was cleared: time jumped (map.time_jump_rule {self.cfg.map.time_jump_rule})",
                     )
             if reason is not None:
-                if reason.startswith("no pose in"):
-                    wmap.skipped[reason] += 1  # integrate counts its own reasons
                 self.accounting.fault(
                     f"map_skipped_{_slug(reason)}",
                     f"frame at {out.stamp_ns * 1e-9:.3f} s not fused into the map: {reason}",
@@ -112,7 +112,7 @@ class MapStage:
         assert wmap is not None  # _due checked it under the lock
         t, frame_id, msgs = self.cfg.topics, self.cfg.fixed_frame, []
         if want_map:
-            grid = wmap.occupancy_2d()
+            grid = occupancy_2d(wmap)
             if grid is not None:
                 msgs.append((t.map, "nav_msgs/msg/OccupancyGrid", published.occupancy_grid_map(grid, stamp, frame_id)))
         if want_points:
@@ -158,8 +158,10 @@ class MapStage:
                 raise ValueError("the map is empty: no frame fused yet")
             stem = Path(stem).expanduser()
             cloud = stem.with_suffix(f".{cloud_format}")  # as the pgm and yaml beside it
-            self.map.save_points(cloud)
-            pgm, meta = self.map.save_pgm_yaml(stem)
+            map_files.save_points(cloud, *self.map.occupied_points())
+            grid = occupancy_2d(self.map)
+            assert grid is not None  # the map holds a frame
+            pgm, meta = map_files.save_pgm_yaml(stem, grid)
             return [cloud, pgm, meta]
 
     def status(self) -> dict[str, object]:
