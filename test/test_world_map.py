@@ -133,17 +133,25 @@ def test_bad_poses_and_densities_are_skipped_counted_and_never_fused():
     assert m.skipped == {"non-finite pose": 2, "no pose": 1, "pose not rigid": 1, "non-finite density": 1}
 
 
-def test_a_time_jump_resets_or_keeps_the_map_by_the_rule():
-    m = WorldMap(CFG)  # rule: reset
-    m.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=50 * 10**8)
-    m.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=10**8)  # a bag loop
-    assert m.resets == {"time went backwards": 1} and log_odds_at(m, WALL) == pytest.approx(L_HIT)
-    m.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=100 * 10**8)  # 9.9 s later > max_time_gap
-    assert m.resets["time gap"] == 1 and log_odds_at(m, WALL) == pytest.approx(L_HIT)
-    keep = WorldMap(replace(CFG, time_jump_rule="keep"))
+def test_time_jumps_are_not_the_maps_to_detect_it_decays_by_forward_time_only_and_resets_when_told():
+    # the runner's time-jump rule decides (MapStage.time_jump); the map itself neither resets on a bag loop
+    # nor on a forward gap beyond max_time_gap
+    keep = WorldMap(replace(CFG, decay_per_s=1.0))
     keep.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=50 * 10**8)
-    keep.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=10**8)
+    keep.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=10**8)  # a bag loop: no decay
     assert not keep.resets and log_odds_at(keep, WALL) == pytest.approx(2 * L_HIT)
+    keep.integrate(NOTHING, NONE_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=6 * 10**8)  # on from the new stamps
+    assert log_odds_at(keep, WALL) == pytest.approx(2 * L_HIT - 0.5, abs=1e-4)
+    gap = WorldMap(replace(CFG, decay_per_s=0.05))
+    gap.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=10**8)
+    gap.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=101 * 10**8)  # 10 s > max_time_gap
+    assert not gap.resets and log_odds_at(gap, WALL) == pytest.approx(2 * L_HIT - 0.5, abs=1e-4)
+    m = WorldMap(CFG)
+    m.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=50 * 10**8)
+    m.reset("time jump")  # what the rule reset does
+    assert m.known_cells() == 0 and m.origin is None and m.last_stamp_ns is None
+    m.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=10**8)
+    assert m.resets == {"time jump": 1} and log_odds_at(m, WALL) == pytest.approx(L_HIT)
 
 
 def test_a_fixed_frame_whose_z_is_not_up_is_counted_as_tilted():

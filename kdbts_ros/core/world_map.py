@@ -25,10 +25,10 @@ Python bindings are not maintained for current Pythons. Beside this module: the 
 integrators of the evaluation (:mod:`kdbts_ros.evaluation.ray_fusion`).
 
 Robustness: a frame without a pose, with a non-finite or non-rigid pose, or with a non-finite
-density in a seen cell is skipped and counted in ``skipped`` by reason, never fused. A stamp
-earlier than the last (a bag loop) or later by more than ``max_time_gap`` is a time jump: with
-``time_jump_rule`` reset the map is cleared before the frame is fused (counted in ``resets``),
-with keep it is fused into the existing map (a backward jump then decays nothing).
+density in a seen cell is skipped and counted in ``skipped`` by reason, never fused. Time jumps
+are not this module's to detect: the runner's time-jump rule clears the map (:meth:`WorldMap.reset`)
+or lets it fuse on; here a stamp later than the last decays the map by the time between them and
+an earlier one decays nothing.
 """
 
 from __future__ import annotations
@@ -236,14 +236,12 @@ class WorldMap:
         return (np.stack([ix, iy, iz], -1) + self.origin + 0.5) * self.resolution
 
     def _advance(self, stamp_ns: int | None, T: np.ndarray, check_tilt: bool = True) -> None:
-        """Time-jump rule, decay over the elapsed time, window placement for a frame about to be fused."""
+        """Decay over the elapsed time (none when the stamp went back), window placement for a frame about to be
+        fused."""
         cfg = self.cfg
         if stamp_ns is not None and self.last_stamp_ns is not None:
             dt = (stamp_ns - self.last_stamp_ns) * 1e-9
-            jumped = dt < 0 or dt > cfg.max_time_gap
-            if jumped and cfg.time_jump_rule == "reset":
-                self.reset("time went backwards" if dt < 0 else "time gap")
-            elif dt > 0 and cfg.decay_per_s > 0:
+            if dt > 0 and cfg.decay_per_s > 0:
                 self._pending_decay += cfg.decay_per_s * dt
                 if self._pending_decay >= DECAY_STEP:
                     self._decay(self._pending_decay)
