@@ -30,6 +30,7 @@ class Outputs:
     T_out_cam: np.ndarray
     spec: GridSpec
     density: np.ndarray  # (size_z, size_y, size_x) float32, NaN where unseen
+    unseen: np.ndarray  # (size_z, size_y, size_x) bool: cells no view saw (their density means nothing)
     occupancy: np.ndarray | None  # (size_y, size_x) int8
     points: np.ndarray  # (M, 3) float32 in out_frame
     point_density: np.ndarray  # (M,) float32

@@ -270,6 +270,7 @@ class Pipeline:
         spec = self.grid_spec()
         centres = spec.centres_cam()
         density = np.full(spec.shape, np.nan, np.float32)
+        unseen = np.ones(spec.shape, bool)
         occupancy, points, pdens, prgb = (
             None,
             np.zeros((0, 3), np.float32),
@@ -307,6 +308,7 @@ class Pipeline:
             T_out_cam,
             spec,
             density,
+            unseen,
             occupancy,
             points,
             pdens.astype(np.float32),

@@ -4,7 +4,7 @@ A real recording's frames run through the :class:`Pipeline` one by one. Two maps
 the same :class:`WorldMap` update: (i) KDBTS, each frame's density grid (occluded cells included);
 (ii) depth only, each frame's expected depth image cast as rays (surface hit, free before it),
 what a depth network alone would give. The truth is a third map of the velodyne scans cast as
-rays from the scanner (a return is a hit, the space before it free).
+rays from the scanner (a return is a hit, the space before it free). Rays: :mod:`kdbts_ros.evaluation.ray_fusion`.
 
 Evaluated region (the mask): the voxels of the camera grid's volume that some processed frame
 saw (inside the image, within the grid), and, for precision, that the lidar observed (hit or
@@ -31,6 +31,7 @@ from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
+from kdbts_ros.evaluation.ray_fusion import integrate_depth, integrate_points
 
 
 @dataclass
@@ -158,7 +159,6 @@ def run(
         recentre_margin=0.5,
         decay_per_s=0.0,
         max_range=s.max_range,
-        max_time_gap=1e6,
     )
     kdbts, depth_map, region_map, lidar = (WorldMap(mcfg) for _ in range(4))
     pipe = Pipeline(cfg)
@@ -172,12 +172,12 @@ def run(
         t0 = time.perf_counter()
         out = pipe.process(Frame(f.image(s.cam, colour=True), f.K(s.cam), f.stamp_ns, "camera", T))
         t1 = time.perf_counter()
-        kdbts.integrate(out.density, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
+        kdbts.integrate(out.density, out.unseen, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
         t2 = time.perf_counter()
         assert out.depth is not None and out.depth_K is not None, "the pipeline renders depth for every frame"
-        depth_map.integrate_depth(out.depth, out.depth_K, T, f.stamp_ns)
+        integrate_depth(depth_map, out.depth, out.depth_K, T, f.stamp_ns)
         t3 = time.perf_counter()
-        region_map.integrate(np.where(np.isnan(out.density), np.nan, 0.0), out.spec, T, 1.0, f.stamp_ns)
+        region_map.integrate(np.zeros(out.spec.shape, np.float32), out.unseen, out.spec, T, 1.0, f.stamp_ns)
         positions.append(T[:3, 3])
         t_net.append(t1 - t0)
         t_map.append(t2 - t1)
@@ -192,8 +192,8 @@ def run(
         assert f.velodyne is not None  # scans are the frames with one
         T_world_velo = f.T_world_base @ rec.rig.T_base_velo
         pts = read_velodyne(f.velodyne)[:: s.lidar_stride, :3].astype(np.float64)
-        lidar.integrate_points(
-            pts @ T_world_velo[:3, :3].T + T_world_velo[:3, 3], T_world_velo[:3, 3], f.stamp_ns, T_fixed_cam=T0
+        integrate_points(
+            lidar, pts @ T_world_velo[:3, :3].T + T_world_velo[:3, 3], T_world_velo[:3, 3], f.stamp_ns, T_fixed_cam=T0
         )
     track = np.array(positions)
     metres = float(np.linalg.norm(np.diff(track, axis=0), axis=1).sum())

@@ -9,7 +9,7 @@ import numpy as np
 
 from kdbts_ros.core.config import TopicsConfig
 from kdbts_ros.core.grids import GridSpec
-from kdbts_ros.core.world_map import Grid2D
+from kdbts_ros.core.map_2d import Grid2D
 from kdbts_ros.messages.cdr import DENSITY_GRID, IMAGE, header, msg_type, pose
 from kdbts_ros.messages.sensor_data import camera_info
 
@@ -104,7 +104,7 @@ def density_grid(out: Outputs) -> Any:
 
 
 def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> Any:
-    """nav_msgs/OccupancyGrid of the fused 2-D map (:meth:`WorldMap.occupancy_2d`) in the fixed frame.
+    """nav_msgs/OccupancyGrid of the fused 2-D map (:func:`kdbts_ros.core.map_2d.occupancy_2d`) in the fixed frame.
 
     The origin is cell (0, 0)'s outer corner at the band's bottom, axes along the fixed frame's
     (no rotation): nav2's map layout, row-major from the lowest y.

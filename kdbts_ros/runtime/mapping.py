@@ -9,9 +9,9 @@ pose, non-finite densities) is counted as the fault ``map_skipped_<reason>``, no
 image itself was used and its outputs published (the per-camera counts still add up), only the
 map went without it. Resets are counted as the fault ``map_reset_<reason>``.
 
-Time-jump rule (``map.time_jump_rule``): reset clears the map when the image stamps go back (a
-bag looped or sim time restarted: the runner's own detection, which also clears the window) or
-jump forward by more than ``map.max_time_gap``; keep fuses into the map as it is.
+Time jumps are detected by the runner (image stamps or the clock going back, a forward gap beyond
+``map.max_time_gap``), which calls :meth:`MapStage.time_jump`; ``map.time_jump_rule`` reset clears
+the map there (the fault ``map_reset_time_jump``), keep fuses on into the map as it is.
 
 Publishing is paced by message stamps, not wall time, so a bag replayed at any speed publishes
 the same maps: a frame publishes when at least ``1 / publish_rate`` of stamp time passed since
@@ -27,7 +27,9 @@ from pathlib import Path
 
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Outputs
+from kdbts_ros.core.map_2d import occupancy_2d
 from kdbts_ros.core.world_map import WorldMap
+from kdbts_ros.data import map_files
 from kdbts_ros.messages import published
 from kdbts_ros.runtime.accounting import Accounting
 
@@ -74,21 +76,12 @@ class MapStage:
             if wmap is None:
                 return []
             if out.out_frame != self.cfg.fixed_frame or not out.density.size:
-                reason: str | None = f"no pose in {self.cfg.fixed_frame}"
+                reason: str | None = wmap.skip(f"no pose in {self.cfg.fixed_frame}")
             else:
-                before = sum(wmap.resets.values())
                 reason = wmap.integrate(
-                    out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns
+                    out.density, out.unseen, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns
                 )
-                if sum(wmap.resets.values()) > before:
-                    self._last_publish_ns = None
-                    self.accounting.fault(
-                        "map_reset_time_jump",
-                        f"the map was cleared: time jumped (map.time_jump_rule {self.cfg.map.time_jump_rule})",
-                    )
             if reason is not None:
-                if reason.startswith("no pose in"):
-                    wmap.skipped[reason] += 1  # integrate counts its own reasons
                 self.accounting.fault(
                     f"map_skipped_{_slug(reason)}",
                     f"frame at {out.stamp_ns * 1e-9:.3f} s not fused into the map: {reason}",
@@ -112,7 +105,7 @@ class MapStage:
         assert wmap is not None  # _due checked it under the lock
         t, frame_id, msgs = self.cfg.topics, self.cfg.fixed_frame, []
         if want_map:
-            grid = wmap.occupancy_2d()
+            grid = occupancy_2d(wmap)
             if grid is not None:
                 msgs.append((t.map, "nav_msgs/msg/OccupancyGrid", published.occupancy_grid_map(grid, stamp, frame_id)))
         if want_points:
@@ -122,19 +115,23 @@ class MapStage:
             )
         return msgs
 
-    def time_jump(self) -> None:
-        """The runner saw the image stamps go back (a bag looped): apply ``map.time_jump_rule``."""
+    def time_jump(self, reason: str) -> None:
+        """Time jumped (``reason``, e.g. "image stamps went back"): apply ``map.time_jump_rule``.
+
+        reset: the map is cleared before the next frame (the fault ``map_reset_time_jump``); keep:
+        the next frame fuses into the map as it is (decayed by the time since the last frame when
+        the stamps went forward, not at all when they went back). Either way the next fused frame
+        publishes at once.
+        """
         with self._lock:
             if self.map is None:
                 return
             self._last_publish_ns = None
             if self.cfg.map.time_jump_rule == "reset":
-                self.map.reset("time went backwards")
+                self.map.reset("time jump")
                 self.accounting.fault(
-                    "map_reset_time_jump", "the map was cleared: image stamps went back (map.time_jump_rule reset)"
+                    "map_reset_time_jump", f"the map was cleared: {reason} (map.time_jump_rule reset)"
                 )
-            else:
-                self.map.last_stamp_ns = None  # keep: fuse on from the new stamps, no second jump reported
 
     # ------------------------------------------------------------ services
     def clear(self) -> bool:
@@ -158,8 +155,10 @@ class MapStage:
                 raise ValueError("the map is empty: no frame fused yet")
             stem = Path(stem).expanduser()
             cloud = stem.with_suffix(f".{cloud_format}")  # as the pgm and yaml beside it
-            self.map.save_points(cloud)
-            pgm, meta = self.map.save_pgm_yaml(stem)
+            map_files.save_points(cloud, *self.map.occupied_points())
+            grid = occupancy_2d(self.map)
+            assert grid is not None  # the map holds a frame
+            pgm, meta = map_files.save_pgm_yaml(stem, grid)
             return [cloud, pgm, meta]
 
     def status(self) -> dict[str, object]:

@@ -174,7 +174,7 @@ class FrameRunner:
         if self._clear_window:
             self._clear_window = False
             self.pipeline.window.reset()
-            self.mapping.time_jump()
+            self.mapping.time_jump("image stamps went back")
         try:
             return self._step(now_ns, wanted)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on

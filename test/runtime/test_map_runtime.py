@@ -136,7 +136,7 @@ def test_a_bag_loop_resets_the_map_or_keeps_it_by_the_rule(slab, rule):
     runner.step(0)
     wmap = runner.mapping.map
     if rule == "reset":
-        assert wmap.resets["time went backwards"] == 1 and runner.faults["map_reset_time_jump"] == 1
+        assert wmap.resets == {"time jump": 1} and runner.faults["map_reset_time_jump"] == 1
         one_hit = np.log(0.7 / 0.3)
         assert np.abs(before).max() > one_hit + 0.1  # three frames fused
         assert wmap.frames == 4 and 0 < np.abs(wmap.log_odds).max() <= one_hit + 1e-5  # only the new one
@@ -144,6 +144,32 @@ def test_a_bag_loop_resets_the_map_or_keeps_it_by_the_rule(slab, rule):
         assert not wmap.resets and "map_reset_time_jump" not in runner.faults
         assert ((wmap.log_odds != 0) >= (before != 0)).all()  # nothing forgotten
         assert np.abs(wmap.log_odds).sum() > np.abs(before).sum()  # and the frame fused on top
+
+
+@pytest.mark.parametrize("rule", ["reset", "keep"])
+def test_a_time_jump_the_runner_reports_resets_the_map_or_keeps_it_by_the_rule(slab, rule, caplog):
+    """A forward gap beyond map.max_time_gap: detected by the runner's time-jump module, applied here."""
+    runner = _runner(slab, **{"map.time_jump_rule": rule, "map.decay_per_s": 0.05})
+    rig = Rig(runner)
+    for i in range(3):
+        rig.frame(i * S // 10, 0.0, cameras=1)
+    before = runner.mapping.map.log_odds.copy()
+    with caplog.at_level("WARNING", logger="kdbts_ros"):
+        runner.mapping.time_jump("the stamps jumped 10.0 s forward")
+    outputs = rig.frame(10 * S, 0.0, cameras=1)
+    wmap, one_hit = runner.mapping.map, np.log(0.7 / 0.3)
+    assert wmap.frames == 4 and _map_msgs(outputs)  # fused, and published at once
+    if rule == "reset":
+        assert wmap.resets == {"time jump": 1} and runner.faults["map_reset_time_jump"] == 1
+        assert "the map was cleared: the stamps jumped 10.0 s forward (map.time_jump_rule reset)" in caplog.text
+        assert np.abs(before).max() > one_hit + 0.1  # three frames fused
+        assert 0 < np.abs(wmap.log_odds).max() <= one_hit + 1e-5  # only the new one
+    else:
+        assert not wmap.resets and "map_reset_time_jump" not in runner.faults
+        assert ((wmap.log_odds != 0) >= (before != 0)).all()  # nothing forgotten
+        # decayed by the 10 s since the first frame at 0.05 / s (the first 0.2 s were pending, under one step),
+        # then the frame fused on top
+        assert np.abs(wmap.log_odds).max() == pytest.approx(np.abs(before).max() - 0.5 + one_hit, abs=1e-4)
 
 
 def test_clear_and_run_time_switching_of_the_map(slab, tmp_path):
