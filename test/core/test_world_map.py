@@ -6,43 +6,24 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from kdbts_ros.core.config import GridConfig, MapConfig, PipelineConfig, iter_params, set_param
-from kdbts_ros.core.grids import GridSpec
-from kdbts_ros.core.world_map import WorldMap, logit
-
-# a grid 4 m across, 3..13 m forward, 2 m high (1 m above to 1 m below the camera), 0.2 m cells
-GRID = GridSpec.from_config(
-    GridConfig(x_min=-2.0, x_max=2.0, z_min=3.0, z_max=13.0, y_min=-1.0, y_max=1.0, resolution=0.2, height_levels=10)
+from conftest import (
+    ALL_SEEN,
+    CFG,
+    GRID,
+    L_HIT,
+    L_MAX,
+    L_MIN,
+    L_MISS,
+    NONE_SEEN,
+    NOTHING,
+    camera_at,
+    log_odds_at,
+    wall_density,
 )
-CFG = MapConfig(resolution=0.2, extent_xy=40.0, extent_z=6.0, decay_per_s=0.0)
-L_HIT, L_MISS = logit(0.7), logit(0.4)
-L_MAX, L_MIN = logit(0.97), logit(0.12)
-FORWARD = np.array([3.1, 13.0])  # grid cell centres forward: 3.1, 3.3, ... 12.9
-ALL_SEEN, NONE_SEEN = np.zeros(GRID.shape, bool), np.ones(GRID.shape, bool)  # unseen masks
-NOTHING = np.zeros(GRID.shape, np.float32)  # the density of a frame that sees none of the grid (NONE_SEEN)
 
-
-def camera_at(x: float, y: float = 0.0, z: float = 1.6) -> np.ndarray:
-    """A camera looking along the fixed frame's +x, z up (optical x -> -y, y -> -z, z -> +x).
-
-    At these positions the grid's cell centres fall on voxel centres (odd multiples of 0.1 m).
-    """
-    return np.array([[0.0, 0.0, 1.0, x], [-1.0, 0.0, 0.0, y], [0.0, -1.0, 0.0, z], [0.0, 0.0, 0.0, 1.0]])
-
-
-def wall_density(forward_from: float = 10.0, forward_to: float = 10.4) -> np.ndarray:
-    """Density 5 in the cells whose forward distance lies in [from, to), 0 elsewhere: a wall across the view."""
-    forward = GRID.centres_cam()[..., 2]
-    return np.where((forward >= forward_from) & (forward < forward_to), 5.0, 0.0).astype(np.float32)
-
-
-def log_odds_at(m: WorldMap, point) -> float:
-    """The log-odds of the voxel holding a fixed-frame point."""
-    flat, inside = m._flat_index(np.asarray([point], np.float64))
-    assert inside[0]
-    return float(m.log_odds.reshape(-1)[flat[0]])
-
+from kdbts_ros.core.config import GridConfig, PipelineConfig, iter_params, set_param
+from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.world_map import WorldMap
 
 WALL, FREE, UNSEEN = (10.1, 0.1, 1.1), (5.1, 0.1, 1.1), (-5.1, 0.1, 1.1)  # behind the camera: never seen
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_world_map import CFG, L_HIT, L_MISS, camera_at, log_odds_at
+from conftest import CFG, L_HIT, L_MISS, camera_at, log_odds_at
 
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.evaluation.ray_fusion import integrate_depth, integrate_points

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_world_map import ALL_SEEN, CFG, GRID, camera_at, wall_density
+from conftest import ALL_SEEN, CFG, GRID, camera_at, wall_density
 
 from kdbts_ros.core.map_2d import occupancy_2d
 from kdbts_ros.core.world_map import WorldMap
