@@ -122,18 +122,6 @@ class RawCalibration:
         return DatasetRig(tuple(self.camera(c) for c in cameras), geometry.invert(self.T_velo_imu))
 
 
-def left_colour_camera(calib_cam_to_cam: str | Path) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
-    """Rectified intrinsics of camera 02, its image size (w, h) and T_cam0_cam2 (rectified frames).
-
-    P_rect_02 = K [I | t] with t = (b, 0, 0) the shift from rectified cam 0 to cam 2.
-    """
-    path = Path(calib_cam_to_cam)
-    c = read_calib(path)
-    K, T_cam2_cam0 = rectified_camera(calib_entry(c, "P_rect_02", 12, path).reshape(3, 4))
-    w, h = (int(v) for v in calib_entry(c, "S_rect_02", 2, path))
-    return K, (w, h), geometry.invert(T_cam2_cam0)
-
-
 def read_orbslam_poses(path: str | Path) -> np.ndarray:
     """(N, 4, 4) cam0-to-world poses from the ORB-SLAM files used by BTS (row-major 3x4 per line)."""
     return rows_to_poses(read_matrix_rows(Path(path), 12, "ORB-SLAM poses"))
