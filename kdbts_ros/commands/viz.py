@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     """Write one PNG with the input, its depth and its bird's-eye density profile."""
     import cv2
 
-    from kdbts_ros.data.image_files import read_image, write_image
+    from kdbts_ros.data.image_files import read_bgr_image, write_image
     from kdbts_ros.runtime.pictures import figure_head
 
-    rgb = cv2.cvtColor(read_image(args.image), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(read_bgr_image(args.image), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     if args.intrinsics:
         fx, fy, cx, cy = args.intrinsics
