@@ -49,7 +49,6 @@ PERSPECTIVE = ("image_00", "image_01")
 FISHEYE = ("image_02", "image_03")  # left, right
 CAMERA_FRAMES = {c: f"kitti360_cam_{c[-2:]}" for c in PERSPECTIVE + FISHEYE}
 IMAGE_FOLDERS = {**dict.fromkeys(PERSPECTIVE, "data_rect"), **dict.fromkeys(FISHEYE, "data_rgb")}
-VELO_FRAME = "kitti360_velodyne"
 
 
 class Kitti360Calibration:
