@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kdbts_ros.data.bags import BagWriter, CameraStream, camera_messages, static_tf
-from kdbts_ros.data.records import Camera, DatasetError, Recording, read_velodyne
+from kdbts_ros.data.records import DatasetCamera, DatasetError, Recording, read_velodyne
 from kdbts_ros.messages import cdr, sensor_data
 
 
@@ -37,7 +37,7 @@ class BagConventions:
     info_topic: str
     base_frame: str = "base_link"
 
-    def stream(self, cam: Camera) -> CameraStream:
+    def stream(self, cam: DatasetCamera) -> CameraStream:
         """The camera's frame and topics on base_link."""
         names = {"frame": cam.frame_id, "index": cam.name[-2:].replace("_", "0")}
         return CameraStream(

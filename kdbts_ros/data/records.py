@@ -1,6 +1,6 @@
 """One frame-record shape for every real dataset (KITTI raw, KITTI odometry, KITTI-360).
 
-A :class:`Recording` is one drive or sequence: a :class:`Rig` (cameras with rectified
+A :class:`Recording` is one drive or sequence: a :class:`DatasetRig` (cameras with rectified
 intrinsics and their optical frames on base_link, the velodyne on base_link) and a list of
 :class:`FrameRecord` (stamp, image paths, velodyne path, T_world_base). Every pose of a sensor
 is derived from these two, so the vehicle pose sits on base_link exactly once and
@@ -50,7 +50,7 @@ class Resampling:
 
 
 @dataclass(frozen=True, eq=False)
-class Camera:
+class DatasetCamera:
     """A rectified or virtual pinhole camera: dataset name (``image_02``), ROS frame, K, size, pose on base_link."""
 
     name: str
@@ -67,10 +67,10 @@ class Camera:
 
 
 @dataclass(frozen=True, eq=False)
-class Rig:
+class DatasetRig:
     """The sensors of a recording, all placed on base_link."""
 
-    cameras: tuple[Camera, ...]
+    cameras: tuple[DatasetCamera, ...]
     T_base_velo: np.ndarray | None = None
 
     def camera(self, name: str) -> int:
@@ -96,7 +96,7 @@ class FrameRecord:
     images: tuple[Path, ...]
     velodyne: Path | None
     T_world_base: np.ndarray | None  # None: the dataset has no pose for this frame
-    rig: Rig = field(repr=False)
+    rig: DatasetRig = field(repr=False)
 
     def K(self, cam: int) -> np.ndarray:
         """3x3 rectified pixel intrinsics of camera ``cam``."""
@@ -122,7 +122,7 @@ class Recording:
     """A drive or sequence: its name, rig, frames, where its poses and stamps come from."""
 
     name: str
-    rig: Rig
+    rig: DatasetRig
     frames: list[FrameRecord]
     poses_from: str = "none"  # the pose source and what its world is, for people
     stamps_from: str = "dataset"  # "dataset" timestamps or the documented 10 Hz fallback
@@ -198,7 +198,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def read_image(path: Path, colour: bool) -> np.ndarray:
+def read_rgb_or_mono(path: Path, colour: bool) -> np.ndarray:
     """RGB uint8 (H, W, 3) or mono uint8 (H, W) of an image file; DatasetError when it cannot be decoded."""
     img = cv2.imread(str(require_file(path, "image")), cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
     if img is None:
@@ -206,9 +206,9 @@ def read_image(path: Path, colour: bool) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if colour else img
 
 
-def read_camera_image(cam: Camera, path: Path, colour: bool | None = None) -> np.ndarray:
+def read_camera_image(cam: DatasetCamera, path: Path, colour: bool | None = None) -> np.ndarray:
     """The camera's view in ``path``: decoded (RGB; grey cameras mono unless ``colour``), size-checked, resampled."""
-    img = read_image(path, cam.colour if colour is None else colour)
+    img = read_rgb_or_mono(path, cam.colour if colour is None else colour)
     src = cam.resampling
     w, h = (src.source_width, src.source_height) if src else (cam.width, cam.height)
     if (img.shape[1], img.shape[0]) != (w, h):
@@ -250,7 +250,7 @@ def camera_frame_files(folders: dict[str, Path], what: str) -> tuple[list[dict[i
 
 
 def frame_records(
-    rig: Rig,
+    rig: DatasetRig,
     indices: list[int],
     stamps: list[int],
     files: list[dict[int, Path]],

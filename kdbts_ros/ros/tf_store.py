@@ -122,6 +122,7 @@ def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool
 
 
 def frame_runner(cfg: PipelineConfig, pipeline: Pipeline | None = None) -> FrameRunner:
-    """The runner with the TF store the configuration prefers (``tf_builtin``), as node and tools run it."""
+    """The runner with the TF store the configuration prefers (``tf_builtin``), as the node runs it (offline tools
+    build theirs in the runtime layer, with the built-in buffer)."""
     tf, name = make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=not cfg.tf_builtin)
     return FrameRunner(cfg, pipeline, tf, name)

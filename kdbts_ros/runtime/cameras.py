@@ -1,7 +1,7 @@
 """The cameras of a rig: their records, the images waiting in their queues and the pairing into rig frames.
 
 The first camera's newest image is the frame the outputs are made for; the other cameras'
-images closest in time join it as one rig frame. :class:`Rig` holds no lock of its own:
+images closest in time join it as one rig frame. :class:`RigInputs` holds no lock of its own:
 the runner calls it with its lock held (the node's callbacks run in other threads).
 """
 
@@ -33,7 +33,7 @@ class Image:
     decode_s: float = 0.0
 
 
-class Camera:
+class CameraInput:
     """One camera: its topics, intrinsics, last image format and images waiting to be used."""
 
     def __init__(self, index: int, image_topic: str, info_topic: str):
@@ -57,17 +57,17 @@ class Dropped(Exception):
 
 
 # a camera's image with its pixel intrinsics and pose in the fixed frame
-Partner = tuple[Camera, Image, np.ndarray, np.ndarray]
+Partner = tuple[CameraInput, Image, np.ndarray, np.ndarray]
 
 
-class Rig:
+class RigInputs:
     """The configured cameras (the first is the output camera), their queues and rig-frame pairing."""
 
     def __init__(self, cfg: PipelineConfig, accounting: Accounting):
         """``cfg`` is the live config (mode and sync tolerance are read when used)."""
         self.cfg, self.accounting = cfg, accounting
         self.cameras = [
-            Camera(i, img, info) for i, (img, info) in enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))
+            CameraInput(i, img, info) for i, (img, info) in enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))
         ]
         self.image_topics = {c.image_topic: c.index for c in self.cameras}
         self.info_topics = {c.info_topic: c.index for c in self.cameras}
@@ -78,11 +78,11 @@ class Rig:
         waiting = self.cameras[0].waiting
         return waiting[-1] if waiting else None
 
-    def drop(self, cam: Camera, reason: str, message: str) -> None:
+    def drop(self, cam: CameraInput, reason: str, message: str) -> None:
         """Count a received image of ``cam`` as lost."""
         self.accounting.drop(reason, message, cam.dropped)
 
-    def set_intrinsics(self, cam: Camera, info: tuple[np.ndarray, int, int, str]) -> None:
+    def set_intrinsics(self, cam: CameraInput, info: tuple[np.ndarray, int, int, str]) -> None:
         """Take a camera's intrinsics; logged the first time, a change counted as a fault."""
         old = cam.intrinsics
         if old is None:
@@ -105,7 +105,7 @@ class Rig:
             )
         cam.intrinsics = info
 
-    def went_back(self, cam: Camera, stamp: int) -> bool:
+    def went_back(self, cam: CameraInput, stamp: int) -> bool:
         """Whether ``cam``'s stamps went backwards (a bag looped): then waiting images are dropped.
 
         The caller clears the window (TF checks its own stamps).
@@ -122,7 +122,7 @@ class Rig:
             c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
         return True
 
-    def queue(self, cam: Camera, msg: Any, stamp: int, arrival_ns: int) -> None:
+    def queue(self, cam: CameraInput, msg: Any, stamp: int, arrival_ns: int) -> None:
         """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""
         cam.last_stamp_ns = stamp
         cam.received += 1
@@ -135,7 +135,7 @@ class Rig:
             self.drop(cam, "superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
         cam.waiting.append(Image(msg, stamp, arrival_ns))
 
-    def drop_image(self, cam: Camera, reason: str, message: str) -> None:
+    def drop_image(self, cam: CameraInput, reason: str, message: str) -> None:
         """Count an image not handed over (received and dropped, so its camera's counts add up)."""
         cam.received += 1
         self.drop(cam, reason, f"{cam.image_topic}: {message}")
@@ -147,7 +147,7 @@ class Rig:
                 self.drop(c, reason, f"{c.image_topic}: {message}")
             c.waiting.clear()
 
-    def discard(self, cam: Camera, img: Image, reason: str, message: str) -> NoReturn:
+    def discard(self, cam: CameraInput, img: Image, reason: str, message: str) -> NoReturn:
         """Drop a waiting image for a counted reason; raises Dropped."""
         if img in cam.waiting:
             cam.waiting.remove(img)
@@ -155,7 +155,7 @@ class Rig:
         raise Dropped
 
     def partners(
-        self, img: Image, timed_out: bool, resolve: Callable[[Camera, Image, bool], tuple[np.ndarray, np.ndarray]]
+        self, img: Image, timed_out: bool, resolve: Callable[[CameraInput, Image, bool], tuple[np.ndarray, np.ndarray]]
     ) -> list[Partner]:
         """Each other camera's image closest to ``img`` within the sync tolerance, with intrinsics and pose.
 

@@ -13,7 +13,7 @@ from kdbts_ros.core.frames import Outputs
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.messages import cdr, published
 from kdbts_ros.runtime.accounting import Accounting
-from kdbts_ros.runtime.cameras import Camera
+from kdbts_ros.runtime.cameras import CameraInput
 from kdbts_ros.runtime.mapping import MapStage
 
 
@@ -31,7 +31,7 @@ class RunnerState(Protocol):
     mapping: MapStage
 
     @property
-    def cameras(self) -> Sequence[Camera]:  # read-only: a runner's list[Camera] satisfies it
+    def cameras(self) -> Sequence[CameraInput]:  # read-only: a runner's list[CameraInput] satisfies it
         ...
 
 

@@ -27,7 +27,7 @@ from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.runtime.accounting import Accounting
-from kdbts_ros.runtime.cameras import TIME_JUMP_NS, Camera, Dropped, Image, Rig, Wait
+from kdbts_ros.runtime.cameras import TIME_JUMP_NS, CameraInput, Dropped, Image, RigInputs, Wait
 from kdbts_ros.runtime.diagnostics import diagnostic_array
 from kdbts_ros.runtime.mapping import MapStage
 from kdbts_ros.runtime.params import ParamStage
@@ -56,7 +56,7 @@ class FrameRunner:
         # the window is cleared by the inference thread only
         self._lock = threading.RLock()
         self.accounting = Accounting(self._lock)
-        self.rig = Rig(cfg, self.accounting)
+        self.rig = RigInputs(cfg, self.accounting)
         self.cameras = self.rig.cameras
         self.params = ParamStage(cfg, self.pipeline)
         self.mapping = MapStage(cfg, self.accounting)  # the world map, while map.enabled
@@ -250,7 +250,7 @@ class FrameRunner:
         self.processed += 1
         return messages
 
-    def _resolve(self, cam: Camera, img: Image, timed_out: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _resolve(self, cam: CameraInput, img: Image, timed_out: bool) -> tuple[np.ndarray, np.ndarray]:
         """Pixel intrinsics and pose in the fixed frame of a camera's image; raises Wait or Dropped."""
         if cam.intrinsics is None:
             # camera_info travels on its own topic and may arrive just after the image
@@ -266,7 +266,7 @@ class FrameRunner:
             self.rig.discard(cam, img, reason, f"no pose in {self.cfg.fixed_frame}: {exc}")
         return cam.intrinsics[0], T
 
-    def _frame(self, cam: Camera, img: Image, K: np.ndarray, T: np.ndarray) -> Frame:
+    def _frame(self, cam: CameraInput, img: Image, K: np.ndarray, T: np.ndarray) -> Frame:
         """Decode an image into a Frame; format changes are counted, a size unlike camera_info drops it."""
         if img.rgb is None:
             t0 = time.perf_counter()

@@ -8,9 +8,9 @@ from conftest import needs_kitti, small_config
 from rosbags.rosbag2 import Reader
 
 from kdbts_ros.commands.cli import main
-from kdbts_ros.commands.demo import run_demo
 from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
 from kdbts_ros.messages import cdr
+from kdbts_ros.runtime.demo import run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
 def test_demo_and_replay_with_the_map_on_write_the_map_topics_and_files(tmp_path):
     import open3d as o3d
 
-    from kdbts_ros.commands.replay import replay
+    from kdbts_ros.runtime.replay import replay
 
     cfg = small_config(**{"map.enabled": True, "map.publish_rate": 100.0})
     result = run_demo(cfg, tmp_path / "demo", synthetic_sample(3, width=320, height=96))

@@ -10,7 +10,6 @@ import pytest
 from conftest import KITTI_SAMPLE, needs_kitti, read_bag, small_config
 
 from kdbts_ros.commands.cli import main
-from kdbts_ros.commands.replay import PngWriter, replay
 from kdbts_ros.core.config import load_config
 from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.data import shared_sample
@@ -19,6 +18,8 @@ from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.replay import replay
+from kdbts_ros.runtime.replay_pngs import PngWriter
 from kdbts_ros.runtime.runner import FrameRunner
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,12 @@ import pytest
 from conftest import small_config, write_odometry
 from rosbags.rosbag2 import Reader
 
-from kdbts_ros.commands.replay import replay
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.datasets import conventions, load_recording
 from kdbts_ros.data.kitti_bag import recording_messages
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages.bag_reader import BagError, open_bag
+from kdbts_ros.runtime.replay import replay
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "kdbts_ros"
 LAYERS = ("core", "messages", "data", "runtime", "training", "evaluation", "ros", "bench", "commands")
 ROS_ONLY = ("rclpy", "tf2_ros", "kdbts_ros.msg")
 GENERATED = "msg"  # rosidl output of tools/build_msgs.sh, not ours
+# the commands that run rclpy (the live node under load, bench's publishing harness); the others are offline tools
+RCLPY_COMMANDS = ("kdbts_ros.commands.bench", "kdbts_ros.commands.soak")
 
 
 def modules() -> dict[str, Path]:
@@ -111,6 +113,32 @@ def test_only_the_ros_layer_imports_ros():
     assert not offenders, f"ROS imported outside kdbts_ros.ros: {offenders}"
 
 
+def reachable(edges: list[tuple[str, str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+    seen, todo = set(), [start]
+    while todo:
+        for n in graph.get(todo.pop(), ()):
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def test_offline_commands_do_not_import_the_ros_layer():
+    """Offline tools (demo, replay, ...) build the runner in the runtime layer; only rclpy commands reach ros/."""
+    edges = internal_edges()
+    offenders = {
+        m: sorted(n for n in reachable(edges, m) if layer(n) == "ros")
+        for m in modules()
+        if layer(m) == "commands" and m not in RCLPY_COMMANDS
+    }
+    offenders = {m: found for m, found in offenders.items() if found}
+    assert not offenders, f"offline commands importing kdbts_ros.ros: {offenders}"
+
+
 def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
     """The checks above can fail: a core module importing the runtime is reported."""
     fake = tmp_path / "kdbts_ros"
@@ -120,6 +148,11 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
     (fake / "__init__.py").write_text("")
     (fake / "core" / "grid.py").write_text("from kdbts_ros.runtime.runner import FrameRunner\n")
     (fake / "runtime" / "runner.py").write_text("import rclpy\nfrom kdbts_ros.core import grid\n")
+    for name in ("ros", "commands"):
+        (fake / name).mkdir()
+        (fake / name / "__init__.py").write_text("")
+    (fake / "ros" / "node.py").write_text("")
+    (fake / "commands" / "replay.py").write_text("from kdbts_ros.runtime import runner\nimport kdbts_ros.ros.node\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     with pytest.raises(AssertionError, match=re.escape("kdbts_ros.core.grid -> kdbts_ros.runtime.runner")):
         test_imports_point_down_the_layers()
@@ -127,6 +160,8 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
         test_no_import_cycles()
     with pytest.raises(AssertionError, match="rclpy"):
         test_only_the_ros_layer_imports_ros()
+    with pytest.raises(AssertionError, match=re.escape("kdbts_ros.commands.replay': ['kdbts_ros.ros.node']")):
+        test_offline_commands_do_not_import_the_ros_layer()
 
 
 def test_message_conversion_and_data_load_no_torch():

@@ -1,4 +1,4 @@
-"""``kdbts weights get``: download a released checkpoint, check it, and import it into the cache.
+"""Released checkpoints downloaded, checked and imported into the cache (``kdbts weights get``).
 
 Everything is written to hidden ``.part`` files in the cache folder and only the checked,
 imported project-format file is renamed into place, so a broken download (refused
