@@ -14,13 +14,14 @@ import torch
 from rosbags.rosbag2 import Reader
 from scipy.spatial.transform import Rotation
 
-from kdbts_ros.core.config import GridConfig, MapConfig, PipelineConfig
+from kdbts_ros.core.config import GridConfig, MapConfig
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.code import z_code
 from kdbts_ros.core.model.network import SV_HEAD, Architecture, DensityField
 from kdbts_ros.core.world_map import WorldMap, logit
 from kdbts_ros.messages import cdr
+from kdbts_ros.runtime.config import RunnerConfig
 
 SMALL_ARCH = Architecture(backbone="resnet18")
 # the shared real KITTI / KITTI-360 samples (tests that need them skip when absent)
@@ -29,9 +30,9 @@ needs_kitti = pytest.mark.skipif(not KITTI_SAMPLE.is_dir(), reason=f"KITTI sampl
 S = 1_000_000_000  # nanoseconds in a second: stamps are integer nanoseconds
 
 
-def small_config(**overrides) -> PipelineConfig:
+def small_config(**overrides) -> RunnerConfig:
     """A fast configuration: ResNet-18 at 64x192, coarse grid, small depth image."""
-    cfg = PipelineConfig()
+    cfg = RunnerConfig()
     cfg.model.checkpoint = "random"
     cfg.model.backbone, cfg.model.image_height, cfg.model.image_width = "resnet18", 64, 192
     cfg.grid.resolution = 0.5

@@ -26,7 +26,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.loading import pick_device
 from kdbts_ros.core.model import folded
@@ -36,6 +35,7 @@ from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros.harness import NodePublisher
 from kdbts_ros.ros.tf_store import frame_runner
+from kdbts_ros.runtime.config import RunnerConfig
 
 STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "map", "publish")  # map: with map.enabled
 NETWORK_STAGES = ("encode", "grid", "depth")
@@ -79,7 +79,7 @@ class Case:
         return None
 
 
-def set_network(cfg: PipelineConfig, network: str) -> None:
+def set_network(cfg: RunnerConfig, network: str) -> None:
     """Point cfg at a network: "resnet50" (official size, seeded random weights), "embedded", or a checkpoint."""
     m = cfg.model
     if network == "resnet50":
@@ -88,7 +88,7 @@ def set_network(cfg: PipelineConfig, network: str) -> None:
         m.checkpoint, m.image_height, m.image_width = ("" if network == "embedded" else network), 0, 0
 
 
-def case_config(base: PipelineConfig, case: Case, depth_scale: float | None) -> PipelineConfig:
+def case_config(base: RunnerConfig, case: Case, depth_scale: float | None) -> RunnerConfig:
     """The pipeline configuration of a case: network, device, path, head, window and depth size."""
     cfg = copy.deepcopy(base)
     set_network(cfg, case.network)
@@ -155,7 +155,7 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
 class _Direct:
     """The node's runner without ROS: everything but the publish stage."""
 
-    def __init__(self, cfg: PipelineConfig):
+    def __init__(self, cfg: RunnerConfig):
         self.runner = frame_runner(cfg)
 
     def step(self, now_ns: int) -> None:
@@ -166,7 +166,7 @@ class _Direct:
 
 
 def run_case(
-    cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], warmup: int, publish: bool
+    cfg: RunnerConfig, stream: list[tuple[int, str, str, bytes]], warmup: int, publish: bool
 ) -> dict[str, Any]:
     """Feed the stream through the node (or its runner) and summarise stage times and peaks."""
     device = pick_device(cfg.model.device)
@@ -279,7 +279,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def run(
-    base: PipelineConfig,
+    base: RunnerConfig,
     cases: list[Case],
     frames: int,
     warmup: int | None,

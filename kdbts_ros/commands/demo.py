@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from kdbts_ros.commands.common import add_config_args, config, print_counts
-from kdbts_ros.core.config import ConfigError
+from kdbts_ros.core.settings import ConfigError
 from kdbts_ros.data.records import DatasetError
 from kdbts_ros.data.sequences import kitti_sample, synthetic_sample
 from kdbts_ros.runtime.demo import run_demo

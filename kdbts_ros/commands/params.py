@@ -19,14 +19,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the node's (or, with --train, the training) settings."""
-    from kdbts_ros.core.config import PipelineConfig, to_yaml
+    from kdbts_ros.core.settings import to_yaml
+    from kdbts_ros.ros.config import NodeConfig
     from kdbts_ros.ros.reference import parameter_table
 
     if args.train:
         from kdbts_ros.training.config import TrainConfig
 
-        cfg: TrainConfig | PipelineConfig = TrainConfig()
+        cfg: TrainConfig | NodeConfig = TrainConfig()
     else:
-        cfg = PipelineConfig()
+        cfg = NodeConfig()
     print(to_yaml(cfg) if args.format == "yaml" else parameter_table(cfg), end="")
     return 0

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from kdbts_ros.commands.common import add_config_args, config, print_counts
-from kdbts_ros.core.config import ConfigError
+from kdbts_ros.core.settings import ConfigError
 from kdbts_ros.messages.bag_info import info_beside
 from kdbts_ros.runtime.replay import replay
 

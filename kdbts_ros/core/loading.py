@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from kdbts_ros.core.config import ConfigError, PipelineConfig
+from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import DensityField, architecture_of
+from kdbts_ros.core.settings import ConfigError
 
 
 def pick_device(name: str) -> torch.device:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from kdbts_ros.core.camera import normalise_intrinsics, project, ray_grid, ray_pixel_intrinsics
-from kdbts_ros.core.config import ConfigError, PipelineConfig
+from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.grid_budget import GridBudget
 from kdbts_ros.core.grids import GridSpec, bev_occupancy, occupied_voxels
@@ -22,6 +22,7 @@ from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model, pick_device
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.model.onnx_backend import OnnxBackend, cached_export
+from kdbts_ros.core.settings import ConfigError
 from kdbts_ros.core.window import FrameWindow, WindowEntry
 
 

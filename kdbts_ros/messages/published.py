@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdbts_ros.core.config import TopicsConfig
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.map_2d import Grid2D
 from kdbts_ros.messages.cdr import DENSITY_GRID, IMAGE, header, msg_type, pose
 from kdbts_ros.messages.sensor_data import camera_info
+from kdbts_ros.messages.topics import OUTPUTS, Stage, TopicsConfig
 
 if TYPE_CHECKING:  # no torch for message conversion
     from kdbts_ros.core.frames import Outputs
@@ -143,54 +143,50 @@ def diagnostics(stamp: int, name: str, hardware_id: str, level: str, message: st
     return msg_type("diagnostic_msgs/msg/DiagnosticArray")(header=header(stamp, ""), status=[status])
 
 
-# the outputs made from the grid and from the depth render, as TopicsConfig fields
-GRID_OUTPUTS = ("occupancy", "density_grid", "points")
-DEPTH_OUTPUTS = ("depth", "depth_info")
+def _points(out: Outputs) -> Any:
+    return point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame)
+
+
+def _depth(out: Outputs) -> Any:
+    assert out.depth is not None, "a depth message of a frame without a depth render"
+    return depth_image(out.depth, out.stamp_ns, out.camera_frame)
+
+
+def depth_info(out: Outputs) -> Any:
+    """sensor_msgs/CameraInfo of a frame's depth image."""
+    assert out.depth is not None and out.depth_K is not None, "a depth image comes with its intrinsics"
+    h, w = out.depth.shape
+    return camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)
+
+
+# the message of each output a frame makes (OUTPUTS of stage grid or depth)
+FRAME_MESSAGES: dict[str, Callable[[Outputs], Any]] = {
+    "occupancy": occupancy_grid,
+    "density_grid": density_grid,
+    "points": _points,
+    "depth": _depth,
+    "depth_info": depth_info,
+}
 
 
 def stages_wanted(topics: TopicsConfig, wanted: Collection[str] | None = None) -> tuple[bool, bool]:
     """Whether the grid and the depth image are needed for the ``wanted`` output topics (None: all of them)."""
     if wanted is None:
         return True, True
-    return (
-        any(getattr(topics, name) in wanted for name in GRID_OUTPUTS),
-        any(getattr(topics, name) in wanted for name in DEPTH_OUTPUTS),
-    )
+
+    def needed(stage: Stage) -> bool:
+        return any(o.topic(topics) in wanted for o in OUTPUTS if o.stage == stage)
+
+    return needed("grid"), needed("depth")
 
 
 def output_messages(
     out: Outputs, topics: TopicsConfig, wanted: Collection[str] | None = None
 ) -> list[tuple[str, str, Any]]:
     """(topic, msgtype, message) of the ``wanted`` outputs (None: every one) a processed frame produced."""
-
-    def want(topic: str) -> bool:
-        return wanted is None or topic in wanted
-
-    msgs: list[tuple[str, str, Any]] = []
-    if out.occupancy is not None:
-        if want(topics.occupancy):
-            msgs.append((topics.occupancy, "nav_msgs/msg/OccupancyGrid", occupancy_grid(out)))
-        if want(topics.density_grid):
-            msgs.append((topics.density_grid, DENSITY_GRID, density_grid(out)))
-        if want(topics.points):
-            msgs.append(
-                (
-                    topics.points,
-                    "sensor_msgs/msg/PointCloud2",
-                    point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame),
-                )
-            )
-    if out.depth is not None:
-        h, w = out.depth.shape
-        if want(topics.depth):
-            msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
-        if want(topics.depth_info):
-            assert out.depth_K is not None, "a depth image comes with its intrinsics"
-            msgs.append(
-                (
-                    topics.depth_info,
-                    "sensor_msgs/msg/CameraInfo",
-                    camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame),
-                )
-            )
-    return msgs
+    made = {"grid": out.occupancy is not None, "depth": out.depth is not None}
+    return [
+        (o.topic(topics), o.msgtype, FRAME_MESSAGES[o.key](out))
+        for o in OUTPUTS
+        if made.get(o.stage, False) and (wanted is None or o.topic(topics) in wanted)
+    ]

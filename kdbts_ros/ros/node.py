@@ -41,10 +41,12 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from kdbts_ros.core.config import ConfigError, PipelineConfig, iter_params, read_yaml_mapping, set_param, set_params
 from kdbts_ros.core.errors import EXIT_USER, classify
 from kdbts_ros.core.model.checkpoint import CheckpointError
+from kdbts_ros.core.settings import ConfigError, get_param, iter_params, read_yaml_mapping, set_param, set_params
 from kdbts_ros.messages import cdr
+from kdbts_ros.messages.topics import DIAGNOSTICS, OUTPUTS
+from kdbts_ros.ros.config import NodeConfig
 from kdbts_ros.ros.parent import exit_with_parent
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.runner import FrameRunner
@@ -64,6 +66,7 @@ _MSG_CLASSES = {
     cdr.COMPRESSED_IMAGE: CompressedImage,
     "sensor_msgs/msg/CameraInfo": CameraInfo,
     cdr.DENSITY_GRID: DensityGrid,
+    "std_msgs/msg/Float64": Float64,
 }
 
 
@@ -113,7 +116,7 @@ class KdbtsNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any):
         super().__init__("kdbts_node", **kwargs)
-        self.cfg = PipelineConfig()
+        self.cfg = NodeConfig()
         self._specs = {s.name: s for s in iter_params(self.cfg)}
         for spec in self._specs.values():
             try:
@@ -145,7 +148,7 @@ class KdbtsNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create the subscriptions, publishers and timers; a bad checkpoint fails here."""
         try:
-            self.runner = frame_runner(self.cfg)
+            self.runner = frame_runner(self.cfg, prefer_tf2=not self.cfg.tf_builtin)
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
             failure = classify(exc)  # a file's fault reads as the command line tools say it
             self.get_logger().error(
@@ -186,8 +189,6 @@ class KdbtsNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def _create_entities(self, runner: FrameRunner) -> None:
-        t = self.cfg.topics
-
         # raw=True: rclpy hands the callbacks the serialized message (bytes)
         def image_cb(i: int) -> Callable[[bytes], None]:
             return lambda d: self._on_image(i, d)
@@ -226,30 +227,21 @@ class KdbtsNode(LifecycleNode):
         )
         out_reliability = ReliabilityPolicy.RELIABLE if self.cfg.publish.reliable else ReliabilityPolicy.BEST_EFFORT
         out_qos = QoSProfile(depth=5, reliability=out_reliability)
-        for topic, msgtype in (
-            (t.occupancy, "nav_msgs/msg/OccupancyGrid"),
-            (t.points, "sensor_msgs/msg/PointCloud2"),
-            (t.depth, cdr.IMAGE),
-            (t.depth_info, "sensor_msgs/msg/CameraInfo"),
-            (t.density_grid, cdr.DENSITY_GRID),
-        ):
-            cls = _MSG_CLASSES[msgtype]
-            if cls is None:
-                self.get_logger().warning(f"{msgtype} is not built; {topic} will not be published")
-                continue
-            self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, out_qos)
-        self.pubs[t.latency] = self.create_lifecycle_publisher(Float64, t.latency, out_qos)
-        # the map is latched: a planner or RViz starting later gets the last one
-        map_qos = QoSProfile(
+        # latched: a planner or RViz starting later gets the last one
+        latched_qos = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
-        self.pubs[t.map] = self.create_lifecycle_publisher(OccupancyGrid, t.map, map_qos)
-        self.pubs[t.map_points] = self.create_lifecycle_publisher(PointCloud2, t.map_points, out_qos)
+        for output in OUTPUTS:
+            topic, cls = output.topic(self.cfg.topics), _MSG_CLASSES[output.msgtype]
+            if cls is None:
+                self.get_logger().warning(f"{output.msgtype} is not built; {topic} will not be published")
+                continue
+            self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, latched_qos if output.latched else out_qos)
         self._map_services = [
             self.create_service(Trigger, "~/clear_map", self._clear_map),
             self.create_service(Trigger, "~/save_map", self._save_map),
         ]
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._inputs_checked = False
         self._entities = subs + [
             self.create_timer(1.0, self._publish_diagnostics),
@@ -301,24 +293,16 @@ class KdbtsNode(LifecycleNode):
         self._worker = None
 
     def _wanted(self) -> set[str]:
-        """The output topics switched on that have a subscriber (asked after run-time changes are applied)."""
-        t, p = self.cfg.topics, self.cfg.publish
-        outputs = (
-            (t.occupancy, p.occupancy),
-            (t.points, p.points),
-            (t.density_grid, p.density_grid),
-            (t.depth, p.depth),
-            (t.depth_info, p.depth),
-        )
-        wanted = {
-            topic
-            for topic, on in outputs
-            if on and topic in self.pubs and self.pubs[topic].get_subscription_count() > 0
-        }
-        if self.cfg.map.enabled:  # the map whether or not anyone listens yet: it is latched for late subscribers
-            wanted.add(t.map)
-            if t.map_points in self.pubs and self.pubs[t.map_points].get_subscription_count() > 0:
-                wanted.add(t.map_points)
+        """The runner's outputs switched on that have a subscriber, or are latched (asked after run-time
+        changes are applied); the latency is the node's own, published in :meth:`_step`.
+        """
+        wanted = set()
+        for output in OUTPUTS:
+            topic = output.topic(self.cfg.topics)
+            if output.stage == "latency" or not get_param(self.cfg, output.switch) or topic not in self.pubs:
+                continue
+            if output.latched or self.pubs[topic].get_subscription_count() > 0:
+                wanted.add(topic)  # a latched one whether or not anyone listens yet, for late subscribers
         return wanted
 
     def step(self) -> None:

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# the configuration schema and its flattening: the imports to repoint when the schema moves
-from kdbts_ros.core.config import PipelineConfig, iter_params
+from kdbts_ros.core.settings import iter_params
+from kdbts_ros.messages.topics import DIAGNOSTICS
+from kdbts_ros.ros.config import NodeConfig
 
 NODE_MD = Path(__file__).resolve().parents[2] / "docs" / "node.md"
 COMMAND = "python -m kdbts_ros.ros.reference"
@@ -29,7 +30,7 @@ END = "<!-- end generated: {name} -->"
 FIXED_TOPICS = {
     "/tf": "transforms; each camera's pose is looked up in `fixed_frame` at its image stamp",
     "/tf_static": "static transforms",
-    "/diagnostics": "1 Hz from `configure` to `cleanup`, also while inactive ([what it carries](#outputs))",
+    DIAGNOSTICS: "1 Hz from `configure` to `cleanup`, also while inactive ([what it carries](#outputs))",
 }
 # a small random network: the entities do not depend on the weights, and it loads at once
 _QUICK_MODEL = {
@@ -51,7 +52,7 @@ def parameter_table(cfg: Any) -> str:
 
 def node_settings() -> Any:
     """The settings the node declares as its parameters, at their defaults (the seam to the schema)."""
-    return PipelineConfig()
+    return NodeConfig()
 
 
 def parameters_section() -> str:

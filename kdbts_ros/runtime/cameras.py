@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.messages import sensor_data
 from kdbts_ros.runtime.accounting import Accounting
+from kdbts_ros.runtime.config import RunnerConfig
 
 log = logging.getLogger("kdbts_ros")
 SECONDARY_QUEUE = 4  # images kept per other camera while they wait for a partner
@@ -63,7 +63,7 @@ Partner = tuple[CameraInput, Image, np.ndarray, np.ndarray]
 class RigInputs:
     """The configured cameras (the first is the output camera), their queues and rig-frame pairing."""
 
-    def __init__(self, cfg: PipelineConfig, accounting: Accounting):
+    def __init__(self, cfg: RunnerConfig, accounting: Accounting):
         """``cfg`` is the live config (mode and sync tolerance are read when used)."""
         self.cfg, self.accounting = cfg, accounting
         self.cameras = [

@@ -11,10 +11,10 @@ from typing import TypedDict
 
 import cv2
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.image_files import write_image
 from kdbts_ros.data.sequences import Sequence, input_messages
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.offline import run_messages
 from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
 from kdbts_ros.runtime.runner import FrameRunner
@@ -32,7 +32,7 @@ class DemoResult(TypedDict):
     timings: dict[str, float]
 
 
-def run_demo(cfg: PipelineConfig, out_dir: Path, seq: Sequence) -> DemoResult:
+def run_demo(cfg: RunnerConfig, out_dir: Path, seq: Sequence) -> DemoResult:
     """Feed the sequence through the runner; write the bag and the last frame's PNGs (and its figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     bag_path = out_dir / "kdbts_demo"

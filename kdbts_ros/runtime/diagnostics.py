@@ -8,19 +8,19 @@ from typing import Protocol
 
 import numpy as np
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Outputs
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.messages import cdr, published
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import CameraInput
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.mapping import MapStage
 
 
 class RunnerState(Protocol):
     """What the report reads (a :class:`kdbts_ros.runtime.runner.FrameRunner`)."""
 
-    cfg: PipelineConfig
+    cfg: RunnerConfig
     pipeline: Pipeline
     tf_name: str
     accounting: Accounting

@@ -25,13 +25,14 @@ import re
 import threading
 from pathlib import Path
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Outputs
 from kdbts_ros.core.map_2d import occupancy_2d
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data import map_files
 from kdbts_ros.messages import published
+from kdbts_ros.messages.topics import OUTPUT
 from kdbts_ros.runtime.accounting import Accounting
+from kdbts_ros.runtime.config import RunnerConfig
 
 PUBLISH_SLACK_NS = 1_000_000  # stamps 1 ms short of the period still publish (camera clocks jitter)
 
@@ -43,7 +44,7 @@ def _slug(reason: str) -> str:
 class MapStage:
     """The world map of a runner, its publication pacing and its saving; thread-safe (the node's services)."""
 
-    def __init__(self, cfg: PipelineConfig, accounting: Accounting):
+    def __init__(self, cfg: RunnerConfig, accounting: Accounting):
         self.cfg, self.accounting = cfg, accounting
         self.map: WorldMap | None = None
         self._lock = threading.Lock()  # the step thread fuses, service callbacks clear and save
@@ -107,11 +108,11 @@ class MapStage:
         if want_map:
             grid = occupancy_2d(wmap)
             if grid is not None:
-                msgs.append((t.map, "nav_msgs/msg/OccupancyGrid", published.occupancy_grid_map(grid, stamp, frame_id)))
+                msgs.append((t.map, OUTPUT["map"].msgtype, published.occupancy_grid_map(grid, stamp, frame_id)))
         if want_points:
             points, prob = wmap.occupied_points()
             msgs.append(
-                (t.map_points, "sensor_msgs/msg/PointCloud2", published.map_points(points, prob, stamp, frame_id))
+                (t.map_points, OUTPUT["map_points"].msgtype, published.map_points(points, prob, stamp, frame_id))
             )
         return msgs
 

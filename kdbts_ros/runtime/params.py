@@ -6,8 +6,9 @@ import copy
 import threading
 from typing import Any
 
-from kdbts_ros.core.config import PipelineConfig, iter_params, set_param, set_params
+from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.settings import iter_params, set_param, set_params
 
 
 class ParamStage:

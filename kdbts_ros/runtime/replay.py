@@ -22,11 +22,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kdbts_ros.core.config import ConfigError, PipelineConfig
+from kdbts_ros.core.settings import ConfigError
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.messages import cdr
 from kdbts_ros.messages.bag_info import camera_topics, tf_frames
 from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
+from kdbts_ros.messages.topics import output_topics
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.offline import run_messages
 from kdbts_ros.runtime.replay_pngs import PngWriter
 from kdbts_ros.runtime.runner import FrameRunner
@@ -49,22 +51,6 @@ class ReplayResult:
     map_files: list[Path] = field(default_factory=list)  # with save_map: the world map's files
 
 
-def output_topics(cfg: PipelineConfig) -> set[str]:
-    """Topics the node publishes."""
-    t = cfg.topics
-    return {
-        t.occupancy,
-        t.points,
-        t.depth,
-        t.depth_info,
-        t.density_grid,
-        t.latency,
-        t.map,
-        t.map_points,
-        "/diagnostics",
-    }
-
-
 def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterator[BagMessage]:
     """(stamp, topic, msgtype, bytes) of a bag in time order, without ``leave_out`` topics and unknown types."""
     known = cdr.typestore().types
@@ -75,7 +61,7 @@ def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterato
         yield stamp, topic, msgtype, data
 
 
-def fill_in_from_bag(cfg: PipelineConfig, bag: OpenBag, cameras: bool = True, fixed_frame: bool = True) -> list[str]:
+def fill_in_from_bag(cfg: RunnerConfig, bag: OpenBag, cameras: bool = True, fixed_frame: bool = True) -> list[str]:
     """Check ``cfg`` against the bag and set in it what it names but the bag lacks; one line per choice made.
 
     ``cameras``: when the configured first camera's image or camera_info topic is absent, take
@@ -114,7 +100,7 @@ def fill_in_from_bag(cfg: PipelineConfig, bag: OpenBag, cameras: bool = True, fi
 
 
 def replay(
-    cfg: PipelineConfig,
+    cfg: RunnerConfig,
     bag_in: Path,
     bag_out: Path,
     storage: str = "mcap",
@@ -140,7 +126,7 @@ def replay(
     with open_bag(bag_in) as source:
         if source.cut_short:
             log.warning("%s", source.cut_short)
-        messages = bag_messages(source, output_topics(cfg), skipped)
+        messages = bag_messages(source, output_topics(cfg.topics), skipped)
         first = next(messages, None)
         if first is None:  # run_messages needs at least one
             raise BagError(

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import TIME_JUMP_NS, CameraInput, Dropped, Image, RigInputs, Wait
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.diagnostics import diagnostic_array
 from kdbts_ros.runtime.mapping import MapStage
 from kdbts_ros.runtime.params import ParamStage
@@ -38,7 +38,7 @@ class FrameRunner:
 
     def __init__(
         self,
-        cfg: PipelineConfig,
+        cfg: RunnerConfig,
         pipeline: Pipeline | None = None,
         tf: TfStore | None = None,
         tf_name: str | None = None,

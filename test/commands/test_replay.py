@@ -10,13 +10,13 @@ import pytest
 from conftest import KITTI_SAMPLE, needs_kitti, read_bag, small_config
 
 from kdbts_ros.commands.cli import main
-from kdbts_ros.core.config import load_config
 from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.runtime.config import load_runner_config
 from kdbts_ros.runtime.offline import run_messages
 from kdbts_ros.runtime.replay import replay
 from kdbts_ros.runtime.replay_pngs import PngWriter
@@ -34,7 +34,7 @@ def test_presets_name_the_converted_topics_and_frames():
         ("kitti_gray", KITTI, ("camera_gray_left", "camera_gray_right")),
         ("kitti360", KITTI360, ("cam_00", "cam_01")),
     ):
-        cfg = load_config(ROOT / "config" / f"{preset}.yaml")
+        cfg = load_runner_config(ROOT / "config" / f"{preset}.yaml")
         assert cfg.fixed_frame == conv.fixed_frame == "world"
         for stream, image, info in zip(streams, cfg.topics.images, cfg.topics.camera_infos, strict=True):
             assert stream in image and image.startswith(conv.image_topic.split("{")[0])
@@ -125,7 +125,9 @@ def test_replay_refuses_a_bag_without_the_configured_topics_and_never_duplicates
 def test_kitti360_stereo_pair_replays_with_the_multi_view_head(tmp_path):
     rec = shared_sample.kitti360_sample(KITTI_SAMPLE)
     write_recording_bag(rec, tmp_path / "in", KITTI360, max_frames=4, velodyne=False, progress=False)
-    result = replay(load_config(ROOT / "config/kitti360.yaml"), tmp_path / "in", tmp_path / "out", progress=False)
+    result = replay(
+        load_runner_config(ROOT / "config/kitti360.yaml"), tmp_path / "in", tmp_path / "out", progress=False
+    )
     posed = sum(f.T_world_base is not None for f in rec.frames[:4])
     # the unposed rig frame waits for TF that never comes: its left image is counted as such, its
     # right one as superseded by the next rig frame; the others use both cameras

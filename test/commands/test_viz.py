@@ -56,11 +56,11 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
     )  # the folder is made
     picture = cv2.imread(str(tmp_path / "new" / "v.png"))
     assert picture.shape == (2 * 94, 320 + 2 * 94, 3)  # the input at its size over its depth, the square profile
-    from kdbts_ros.core.config import load_config
+    from kdbts_ros.runtime.config import load_runner_config
     from kdbts_ros.runtime.viz import preset_intrinsics, render_figure
 
     depth, profile, _ = render_figure(
-        load_config(cfg, {"model.checkpoint": str(ckpt)}),
+        load_runner_config(cfg, {"model.checkpoint": str(ckpt)}),
         np.full((94, 320, 3), 120, np.uint8),
         preset_intrinsics("kitti_raw", 320, 94),
     )

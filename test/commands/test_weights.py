@@ -15,13 +15,13 @@ import torch
 from conftest import SMALL_ARCH, official_checkpoint, official_state_dict
 
 from kdbts_ros.commands.cli import main
-from kdbts_ros.core.config import load_config
 from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.core.loading import build_model
 from kdbts_ros.core.model import registry as weights_registry
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, random_model, save_checkpoint
 from kdbts_ros.core.model.network import Architecture
 from kdbts_ros.core.model.registry import RELEASES, cache_dir, cached_path
+from kdbts_ros.runtime.config import load_runner_config
 
 KDBTS_MEMBER = "kdbts/training_checkpoint_250000.pt"  # where the official configs load them from
 MVBTS_MEMBER = "mvbts/training_checkpoint_200000.pt"
@@ -191,11 +191,11 @@ def test_a_release_name_works_wherever_a_checkpoint_is_configured(cache, capsys)
     cache.mkdir()
     small = random_model(Architecture(backbone="resnet18_half", feature_dim=16), seed=2)
     save_checkpoint(cached_path("kitti-raw"), small, {"image_height": 96, "image_width": 320})
-    cfg = load_config(overrides={"model.checkpoint": "kitti-raw"})  # node, demo, replay, viz, bench, soak
+    cfg = load_runner_config(overrides={"model.checkpoint": "kitti-raw"})  # node, demo, replay, viz, bench, soak
     model, info = build_model(cfg)
     assert model.arch == small.arch and info["weights"] == "kitti-raw" and info["image_width"] == 320
     with pytest.raises(CheckpointError, match="run 'kdbts weights get bts-kitti-raw'"):
-        build_model(load_config(overrides={"model.checkpoint": "bts-kitti-raw"}))
+        build_model(load_runner_config(overrides={"model.checkpoint": "bts-kitti-raw"}))
     assert not cached_path("bts-kitti-raw").exists()  # resolving never downloads
     assert main(["eval", str(cache), "--model", "KDBTS=mvbts-kitti-raw"]) == EXIT_USER
     err = capsys.readouterr().err

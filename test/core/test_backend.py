@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdbts_ros.core.config import ConfigError, PipelineConfig, set_param
+from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.settings import ConfigError, set_param
 from kdbts_ros.data.sequences import synthetic_sample
 
 TOL = 1e-4

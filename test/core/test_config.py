@@ -1,39 +1,9 @@
-"""The one configuration model: YAML file, validation and the node's parameter table."""
-
-from pathlib import Path
+"""The frame path's schema (core.config) through the parameter engine (core.settings): validation, files."""
 
 import pytest
 
-from kdbts_ros.core.config import PipelineConfig, iter_params, load_config, set_param, to_yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_default_yaml_is_the_generated_parameter_file():
-    assert (ROOT / "config/default.yaml").read_text() == to_yaml(PipelineConfig())
-    assert load_config(ROOT / "config/default.yaml") == PipelineConfig()
-
-
-def test_every_parameter_is_documented_with_a_range_or_choices_where_numeric():
-    cfg = PipelineConfig()
-    for spec in iter_params(PipelineConfig()):
-        assert spec.description.strip(), spec.name
-        set_param(cfg, spec.name, spec.default, check=False)  # the default is a value the parameter accepts
-        if spec.type in (int, float):
-            lo, hi = spec.range
-            assert lo < hi, spec.name
-            # both ends are accepted (alone: cross-field checks off), one step beyond either is refused
-            for accepted in (lo, hi):
-                set_param(cfg, spec.name, accepted, check=False)
-            for refused in (lo - spec.type(1), hi + spec.type(1)):
-                with pytest.raises(ValueError, match="outside"):
-                    set_param(cfg, spec.name, refused, check=False)
-        if spec.choices is not None:
-            assert spec.default in spec.choices, spec.name
-            for accepted in spec.choices:
-                set_param(cfg, spec.name, accepted, check=False)
-            with pytest.raises(ValueError, match="not one of"):
-                set_param(cfg, spec.name, "no such choice", check=False)
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.settings import iter_params, load_config, set_param
 
 
 def test_invalid_values_are_rejected_with_a_reason_and_leave_the_config_unchanged(tmp_path):
@@ -48,10 +18,10 @@ def test_invalid_values_are_rejected_with_a_reason_and_leave_the_config_unchange
         set_param(cfg, "grid.x_min", 20.0)
     assert cfg == PipelineConfig()
     with pytest.raises(ValueError, match="unknown parameter"):
-        load_config(overrides={"grid.cell": 1})
+        load_config(PipelineConfig, overrides={"grid.cell": 1})
     f = tmp_path / "p.yaml"
     f.write_text("kdbts_node:\n  ros__parameters:\n    mode: mv\n    grid:\n      resolution: 1\n")
-    cfg = load_config(f)
+    cfg = load_config(PipelineConfig, f)
     assert cfg.mode == "mv" and cfg.grid.resolution == 1.0 and isinstance(cfg.grid.resolution, float)
 
 
@@ -71,7 +41,7 @@ def test_a_grid_too_large_to_compute_is_refused_with_its_size():
 
 
 def test_an_atomic_set_is_applied_whole_or_not_at_all():
-    from kdbts_ros.core.config import set_params
+    from kdbts_ros.core.settings import set_params
 
     cfg = PipelineConfig()
     with pytest.raises(ValueError, match="below its max"):

@@ -21,9 +21,11 @@ from conftest import (
     wall_density,
 )
 
-from kdbts_ros.core.config import GridConfig, PipelineConfig, iter_params, set_param
+from kdbts_ros.core.config import GridConfig, PipelineConfig
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.settings import iter_params, set_param
 from kdbts_ros.core.world_map import WorldMap
+from kdbts_ros.runtime.config import RunnerConfig
 
 WALL, FREE, UNSEEN = (10.1, 0.1, 1.1), (5.1, 0.1, 1.1), (-5.1, 0.1, 1.1)  # behind the camera: never seen
 
@@ -163,7 +165,7 @@ def test_memory_stays_flat_over_two_thousand_frames():
 
 
 def test_the_map_section_is_in_the_parameter_table_and_checked():
-    names = {s.name for s in iter_params(PipelineConfig())}
+    names = {s.name for s in iter_params(RunnerConfig())}
     assert {
         "map.enabled",
         "map.resolution",

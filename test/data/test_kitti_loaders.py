@@ -306,12 +306,13 @@ def test_kitti360_missing_calibration_is_named(tmp_path):
 
 @needs_kitti
 def test_training_reads_a_kitti360_recording_resized_through_its_config(tmp_path):
-    from kdbts_ros.core.config import load_config
     from kdbts_ros.core.model.checkpoint import load_checkpoint
+    from kdbts_ros.core.settings import load_config
     from kdbts_ros.training.config import TrainConfig
     from kdbts_ros.training.trainer import build_dataset, train
 
     cfg = load_config(
+        TrainConfig,
         None,
         {
             "data.sources": [f"kitti360 {K360} sequence={K360_SEQ}"],

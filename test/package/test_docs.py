@@ -33,10 +33,11 @@ def test_render_replaces_only_between_the_markers_and_refuses_a_missing_section(
 
 
 def test_parameter_table_has_one_row_per_setting_with_its_range_and_runtime_flag():
-    from kdbts_ros.core.config import PipelineConfig, iter_params
+    from kdbts_ros.core.settings import iter_params
+    from kdbts_ros.ros.config import NodeConfig
 
-    rows = parameter_table(PipelineConfig()).splitlines()[2:]
-    specs = list(iter_params(PipelineConfig()))
+    rows = parameter_table(NodeConfig()).splitlines()[2:]
+    specs = list(iter_params(NodeConfig()))
     assert [r.split("`")[1] for r in rows] == [s.name for s in specs]
     window = next(r for r in rows if r.startswith("| `window_size` "))
     assert "[1, 64] | yes |" in window

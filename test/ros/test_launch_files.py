@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdbts_ros.core.config import PipelineConfig, iter_params
+from kdbts_ros.core.settings import iter_params
+from kdbts_ros.messages.topics import TopicsConfig
+from kdbts_ros.ros.config import NodeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch/kdbts.launch.py"
@@ -40,7 +42,7 @@ def test_launch_file_names_existing_files_executable_and_parameters():
     assert f"tools/{c['EXECUTABLE']}" in (ROOT / "CMakeLists.txt").read_text()
     assert (ROOT / "tools" / c["EXECUTABLE"]).is_file()
     assert f"{c['EXECUTABLE']} = kdbts_ros.ros.node:main" in (ROOT / "setup.py").read_text()
-    names = {s.name for s in iter_params(PipelineConfig())}
+    names = {s.name for s in iter_params(NodeConfig())}
     text = LAUNCH.read_text()
     for param in re.findall(r'"(model\.[a-z_]+)"', text):
         assert param in names
@@ -51,7 +53,7 @@ def test_launch_file_names_existing_files_executable_and_parameters():
 def test_rviz_config_shows_the_node_outputs():
     rviz = yaml.safe_load((ROOT / "rviz/kdbts.rviz").read_text())["Visualization Manager"]
     topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
-    t = PipelineConfig().topics
+    t = TopicsConfig()
     # each display on its own output, and nothing else subscribed
     assert topics == {
         "Occupancy (bird's-eye)": t.occupancy,
@@ -64,7 +66,7 @@ def test_rviz_config_shows_the_node_outputs():
     }
     world_map = next(d for d in rviz["Displays"] if d["Name"] == "World map")
     assert world_map["Topic"]["Durability Policy"] == "Transient Local"  # the node's map is latched
-    assert rviz["Global Options"]["Fixed Frame"] == PipelineConfig().fixed_frame
+    assert rviz["Global Options"]["Fixed Frame"] == NodeConfig().fixed_frame
 
 
 def _ament_prefix(root: Path, packages: dict[str, Path | None]) -> Path:

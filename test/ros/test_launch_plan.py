@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
-from kdbts_ros.core.config import PipelineConfig, load_config
+from kdbts_ros.core.settings import load_config
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.kitti_bag import clock_message
 from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.messages.topics import TopicsConfig
 from kdbts_ros.ros import launch_plan as plan
+from kdbts_ros.ros.config import NodeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -55,7 +57,7 @@ def test_config_is_a_file_or_a_preset_by_name(tmp_path):
 
 @pytest.mark.parametrize("preset", ["default", "kitti_raw", "kitti_gray", "kitti360"])
 def test_rviz_opens_on_the_presets_fixed_frame_and_camera(tmp_path, preset):
-    cfg = load_config(CONFIG / f"{preset}.yaml")
+    cfg = load_config(NodeConfig, CONFIG / f"{preset}.yaml")
     written = plan.write_rviz_config(TEMPLATE, CONFIG / f"{preset}.yaml", tmp_path)
     rviz = yaml.safe_load(written.read_text())["Visualization Manager"]
     assert rviz["Global Options"]["Fixed Frame"] == cfg.fixed_frame
@@ -91,7 +93,7 @@ def test_rviz_follows_renamed_outputs_and_a_bad_config_is_refused(tmp_path):
     )
     rviz = yaml.safe_load(plan.write_rviz_config(TEMPLATE, own, tmp_path).read_text())["Visualization Manager"]
     topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
-    default = PipelineConfig().topics
+    default = TopicsConfig()
     # the renamed output and camera in their displays, the others on their defaults
     assert topics == {
         "Occupancy (bird's-eye)": "/grid",

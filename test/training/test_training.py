@@ -15,9 +15,9 @@ import torch
 import torch.multiprocessing as mp
 from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
 
-from kdbts_ros.core.config import load_config
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import Views, to_grey
+from kdbts_ros.core.settings import load_config
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.training import losses
@@ -64,7 +64,7 @@ def tiny_config(root: Path, **overrides) -> TrainConfig:
         "threads": 1,
     }
     values.update(overrides)
-    return load_config(None, values, TrainConfig)
+    return load_config(TrainConfig, None, values)
 
 
 # ---- losses --------------------------------------------------------------------------------------
@@ -317,13 +317,13 @@ def test_kd_mvs_options_add_finite_terms_that_reach_the_student(tiny_data):
 
 @pytest.mark.parametrize("name", ["bts", "mvbts", "kdbts"])
 def test_shipped_training_configs_load_and_describe_the_benchmark(name):
-    cfg = load_config(Path(__file__).parents[2] / "config" / f"train_{name}_synth.yaml", cls=TrainConfig)
+    cfg = load_config(TrainConfig, Path(__file__).parents[2] / "config" / f"train_{name}_synth.yaml")
     assert cfg.method == name and [s.root for s in cfg.data.parsed_sources()] == ["data/synth_train"]
     assert cfg.model.architecture().backbone == "resnet18_half"
 
 
 def test_the_real_recipe_trains_on_shared_kitti_odometry_and_procedural_streets_never_on_held_out_drives():
-    cfg = load_config(Path(__file__).parents[2] / "config" / "train_kdbts_real.yaml", cls=TrainConfig)
+    cfg = load_config(TrainConfig, Path(__file__).parents[2] / "config" / "train_kdbts_real.yaml")
     sources = cfg.data.parsed_sources()
     assert cfg.method == "kdbts" and cfg.model.grey_input
     assert {s.format for s in sources} == {"odometry", "synth"} and {s.layout for s in sources} == {"mono", "rig"}
@@ -333,11 +333,11 @@ def test_the_real_recipe_trains_on_shared_kitti_odometry_and_procedural_streets_
 
 def test_training_config_refuses_inconsistent_settings():
     with pytest.raises(ValueError, match="init_checkpoint"):
-        load_config(None, {"method": "kdbts", "teacher": "frozen"}, TrainConfig)
+        load_config(TrainConfig, None, {"method": "kdbts", "teacher": "frozen"})
     with pytest.raises(ValueError, match="prob_kd"):
-        load_config(None, {"method": "mvbts", "loss.prob_kd": 0.1}, TrainConfig)
+        load_config(TrainConfig, None, {"method": "mvbts", "loss.prob_kd": 0.1})
     with pytest.raises(ValueError, match="method"):
-        load_config(None, {"method": "nerf"}, TrainConfig)
+        load_config(TrainConfig, None, {"method": "nerf"})
 
 
 # ---- real recordings: layouts, splits, mixing ----------------------------------------------------
@@ -496,7 +496,7 @@ def test_source_lines_are_validated_like_every_other_setting():
         with pytest.raises(ValueError, match=match):
             parse_source(bad)
     with pytest.raises(ValueError, match="layout"):
-        load_config(None, {"data.sources": ["synth x layout=stereo"]}, TrainConfig)
+        load_config(TrainConfig, None, {"data.sources": ["synth x layout=stereo"]})
 
 
 def test_a_mono_odometry_sequence_trains_beside_procedural_streets(tiny_data, tmp_path):
