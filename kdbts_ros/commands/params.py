@@ -19,9 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the node's (or, with --train, the training) settings."""
-    from kdbts_ros.core.settings import to_yaml
+    from kdbts_ros.core.settings import parameter_table, to_yaml
     from kdbts_ros.ros.config import NodeConfig
-    from kdbts_ros.ros.reference import parameter_table
 
     if args.train:
         from kdbts_ros.training.config import TrainConfig

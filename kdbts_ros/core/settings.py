@@ -183,6 +183,18 @@ def to_yaml(cfg: Any, node_name: str = "kdbts_node") -> str:
     return "\n".join(lines) + "\n"
 
 
+def parameter_table(cfg: Any) -> str:
+    """The Markdown table of every setting of ``cfg`` (a configuration dataclass): default, range, run-time, text.
+
+    ``kdbts params --format markdown`` prints it, ``docs/node.md`` holds the node's.
+    """
+    lines = ["| parameter | default | range / choices | runtime | description |", "|---|---|---|---|---|"]
+    for s in iter_params(cfg):
+        allowed = f"[{s.range[0]:g}, {s.range[1]:g}]" if s.range else ", ".join(s.choices or ())
+        lines.append(f"| `{s.name}` | `{s.default!r}` | {allowed} | {'yes' if s.runtime else 'no'} | {s.description} |")
+    return "\n".join(lines) + "\n"
+
+
 Config = TypeVar("Config")
 
 

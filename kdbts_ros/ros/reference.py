@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kdbts_ros.core.settings import iter_params
+from kdbts_ros.core.settings import iter_params, parameter_table
 from kdbts_ros.messages.topics import DIAGNOSTICS
 from kdbts_ros.ros.config import NodeConfig
 
@@ -39,15 +39,6 @@ _QUICK_MODEL = {
     "model.image_height": 32,
     "model.image_width": 64,
 }
-
-
-def parameter_table(cfg: Any) -> str:
-    """The Markdown table of every setting of ``cfg`` (a configuration dataclass): default, range, run-time, text."""
-    lines = ["| parameter | default | range / choices | runtime | description |", "|---|---|---|---|---|"]
-    for s in iter_params(cfg):
-        allowed = f"[{s.range[0]:g}, {s.range[1]:g}]" if s.range else ", ".join(s.choices or ())
-        lines.append(f"| `{s.name}` | `{s.default!r}` | {allowed} | {'yes' if s.runtime else 'no'} | {s.description} |")
-    return "\n".join(lines) + "\n"
 
 
 def node_settings() -> Any:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kdbts_ros.core.settings import parameter_table
 from kdbts_ros.ros.harness import can_publish
-from kdbts_ros.ros.reference import COMMAND, NODE_MD, parameter_table, render, sections
+from kdbts_ros.ros.reference import COMMAND, NODE_MD, render, sections
 
 ROOT = Path(__file__).resolve().parents[2]
 
