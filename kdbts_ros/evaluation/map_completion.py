@@ -1,6 +1,6 @@
 """Scene completion of the fused world map against accumulated velodyne scans (issue 18, part 3).
 
-A real recording's frames run through the :class:`Pipeline` one by one. Two maps are fused with
+A real recording's frames run through the :class:`FrameRunner` one by one. Two maps are fused with
 the same :class:`WorldMap` update: (i) KDBTS, each frame's density grid (occluded cells included);
 (ii) depth only, each frame's expected depth image cast as rays (surface hit, free before it),
 what a depth network alone would give. The truth is a third map of the velodyne scans cast as
@@ -27,9 +27,9 @@ import numpy as np
 
 from kdbts_ros.core.config import MapConfig, PipelineConfig
 from kdbts_ros.core.frames import Frame
-from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
+from kdbts_ros.runtime.runner import FrameRunner
 
 
 @dataclass
@@ -160,7 +160,7 @@ def run(
         max_time_gap=1e6,
     )
     kdbts, depth_map, region_map, lidar = (WorldMap(mcfg) for _ in range(4))
-    pipe = Pipeline(cfg)
+    runner = FrameRunner(cfg)
     T0 = frames[0].T_world_cam(s.cam)
     positions: list[np.ndarray] = []
     t_net: list[float] = []
@@ -169,14 +169,14 @@ def run(
     for k, f in enumerate(frames):
         T = f.T_world_cam(s.cam)
         t0 = time.perf_counter()
-        out = pipe.process(Frame(f.image(s.cam, colour=True), f.K(s.cam), f.stamp_ns, "camera", T))
+        out = runner.process(Frame(f.image(s.cam, colour=True), f.K(s.cam), f.stamp_ns, "camera", T))
         t1 = time.perf_counter()
-        kdbts.integrate(out.density, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
+        kdbts.integrate(out.density, out.spec, T, cfg.grid.occupied_density, f.stamp_ns, out.unseen)
         t2 = time.perf_counter()
         assert out.depth is not None and out.depth_K is not None, "the pipeline renders depth for every frame"
         depth_map.integrate_depth(out.depth, out.depth_K, T, f.stamp_ns)
         t3 = time.perf_counter()
-        region_map.integrate(np.where(np.isnan(out.density), np.nan, 0.0), out.spec, T, 1.0, f.stamp_ns)
+        region_map.integrate(np.zeros_like(out.density), out.spec, T, 1.0, f.stamp_ns, out.unseen)
         positions.append(T[:3, 3])
         t_net.append(t1 - t0)
         t_map.append(t2 - t1)
@@ -203,7 +203,7 @@ def run(
         "frames": len(frames),
         "scans": len(scans),
         "metres": metres,
-        "weights": pipe.model_info.get("weights"),
+        "weights": runner.stages.model_info.get("weights"),
         "region_voxels": len(region),
         "resolution": s.resolution,
         "network_s_per_frame": float(np.median(t_net)),

@@ -13,7 +13,7 @@ import numpy as np
 
 from kdbts_ros.core import geometry
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 from kdbts_ros.runtime.runner import FrameRunner
 
@@ -121,7 +121,7 @@ def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool
     return TfBuffer.from_seconds(cache_s, extrapolation_limit_s), "builtin"
 
 
-def frame_runner(cfg: PipelineConfig, pipeline: Pipeline | None = None) -> FrameRunner:
+def frame_runner(cfg: PipelineConfig, stages: Stages | None = None) -> FrameRunner:
     """The runner with the TF store the configuration prefers (``tf_builtin``), as node and tools run it."""
     tf, name = make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=not cfg.tf_builtin)
-    return FrameRunner(cfg, pipeline, tf, name)
+    return FrameRunner(cfg, stages, tf, name)

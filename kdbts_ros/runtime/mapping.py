@@ -78,7 +78,7 @@ class MapStage:
             else:
                 before = sum(wmap.resets.values())
                 reason = wmap.integrate(
-                    out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns
+                    out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns, out.unseen
                 )
                 if sum(wmap.resets.values()) > before:
                     self._last_publish_ns = None
@@ -122,16 +122,16 @@ class MapStage:
             )
         return msgs
 
-    def time_jump(self) -> None:
-        """The runner saw the image stamps go back (a bag looped): apply ``map.time_jump_rule``."""
+    def time_jump(self, reason: str) -> None:
+        """The runner saw time jump (``reason``): apply ``map.time_jump_rule``."""
         with self._lock:
             if self.map is None:
                 return
             self._last_publish_ns = None
             if self.cfg.map.time_jump_rule == "reset":
-                self.map.reset("time went backwards")
+                self.map.reset(reason)
                 self.accounting.fault(
-                    "map_reset_time_jump", "the map was cleared: image stamps went back (map.time_jump_rule reset)"
+                    "map_reset_time_jump", f"the map was cleared: {reason} (map.time_jump_rule reset)"
                 )
             else:
                 self.map.last_stamp_ns = None  # keep: fuse on from the new stamps, no second jump reported
