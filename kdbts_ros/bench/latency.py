@@ -26,16 +26,17 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
+from kdbts_ros.core.field import Query
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.loading import pick_device
 from kdbts_ros.core.model import folded
-from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros.harness import NodePublisher
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.config import RunnerConfig
+from kdbts_ros.runtime.runner import FrameRunner
 
 STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "map", "publish")  # map: with map.enabled
 NETWORK_STAGES = ("encode", "grid", "depth")
@@ -126,28 +127,27 @@ def peak_gflops(device: torch.device, dtype: str) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str, float]:
-    """GFLOPs of encode (with the folded maps), grid and depth for the newest window frame."""
+def stage_gflops(runner: FrameRunner, rgb: np.ndarray, K: np.ndarray) -> dict[str, float]:
+    """GFLOPs of encode (with the folded maps, counted with torch's encoder), grid and depth for the newest
+    window frame."""
     counts = {}
-    with pipeline.precision():
-        _, image01, _Kn = pipeline.prepare(rgb, K)
+    stages = runner.stages
+    with stages.precision():
+        image01 = stages.encoding.prepare(rgb, K).image01
         with FlopCounterMode(display=False) as fc:
-            features = pipeline.model.encode(image01)[0]
-            if pipeline.cfg.model.fast:
-                for head in pipeline.heads.for_mode():
-                    folded.fold_features(pipeline.model, features, head)
+            features = stages.model.encode(image01)[0]
+            if runner.cfg.model.fast:
+                for head in runner.heads.for_mode():
+                    folded.fold_features(stages.model, features, head)
         counts["encode"] = fc.get_total_flops()
-        head, entries, views, planes = pipeline.heads.views_for(pipeline.window.entries[-1])
-        centres = GridSpec.from_config(pipeline.cfg.grid).centres_cam()
-        backend, pipeline.backend = pipeline.backend, None  # onnxruntime does the same arithmetic, uncounted by torch
-        try:
-            with FlopCounterMode(display=False) as fc:
-                pipeline.query_grid(centres, views, head, planes)
-        finally:
-            pipeline.backend = backend
+        current, next_spec = runner.window.entries[-1], runner.grid_budget.spec(runner.cfg.grid)
+        query = Query.of(*runner.heads.choose(current, (), runner.window.posed(), next_spec), stages.device)
+        centres = GridSpec.from_config(runner.cfg.grid).centres_cam()  # the configured grid, whatever the budget
+        with FlopCounterMode(display=False) as fc:
+            stages.field.grid(centres, query)
         counts["grid"] = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
-            pipeline.render_depth_image(views, head, entries[0].Kn, planes)
+            stages.field.depth(query, current.Kn)
         counts["depth"] = fc.get_total_flops()
     return {k: v / 1e9 for k, v in counts.items()}
 
@@ -201,9 +201,9 @@ def run_case(
             "dropped": dict(runner.drops),
             "peak_rss_mb": memory_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "gflops": stage_gflops(runner.pipeline, rgb, K),
+            "gflops": stage_gflops(runner, rgb, K),
             # onnxruntime: the export's key, folder, and seconds (0 when the cached export was reused)
-            "backend_info": {k: report_path(v) if k == "dir" else v for k, v in runner.pipeline.backend_info.items()},
+            "backend_info": {k: report_path(v) if k == "dir" else v for k, v in runner.stages.backend_info.items()},
         }
     finally:
         driver.close()

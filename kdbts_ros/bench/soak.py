@@ -321,13 +321,13 @@ def run(
             progress(
                 f"sustained {calibration['sustained_hz']:.2f} frames/s in a closed loop; publishing at {rate:.2f} Hz"
             )
-        pipeline = h.node.runner.pipeline
+        stages = h.node.runner.stages
         report = {
             "machine": machine(),
             "input": f"{frames} rig frames of {len(cfg.topics.images)} camera(s) {width}x{height} "
             f"({', '.join(cfg.topics.images)}), {DISTINCT_FRAMES} distinct frames looped",
-            "network": report_path(pipeline.model_info.get("weights", cfg.model.checkpoint)),
-            "device": str(pipeline.device),
+            "network": report_path(stages.model_info.get("weights", cfg.model.checkpoint)),
+            "device": str(stages.device),
             "mode": cfg.mode,
             "calibration": calibration,
             "load_factor": load_factor if calibration else None,

@@ -1,12 +1,16 @@
-"""What goes into the pipeline and what comes out of it, in plain arrays."""
+"""What goes into the core's stages and what comes out of them: a frame, its encoding and its outputs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdbts_ros.core.grids import GridSpec
+
+if TYPE_CHECKING:  # frames are plain data: importing them loads no torch
+    import torch
 
 
 @dataclass
@@ -21,6 +25,18 @@ class Frame:
 
 
 @dataclass
+class EncodedFrame:
+    """One encoded image: its features, normalised intrinsics, pose in the fixed frame and folded head maps."""
+
+    stamp_ns: int
+    features: torch.Tensor  # (C, H, W)
+    Kn: torch.Tensor  # (3, 3)
+    T_fixed_cam: np.ndarray | None
+    planes: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> folded map (model/folded.py)
+    camera: str = ""  # the image's optical frame
+
+
+@dataclass
 class Outputs:
     """Everything published for one frame, in plain arrays."""
 
@@ -29,8 +45,8 @@ class Outputs:
     out_frame: str  # fixed frame when posed, else the camera frame
     T_out_cam: np.ndarray
     spec: GridSpec
-    density: np.ndarray  # (size_z, size_y, size_x) float32, NaN where unseen
-    unseen: np.ndarray  # (size_z, size_y, size_x) bool: cells no view saw (their density means nothing)
+    density: np.ndarray  # (size_z, size_y, size_x) float32, finite: 0 where unseen
+    unseen: np.ndarray  # spec.shape bool: cells the camera does not see (their density means nothing)
     occupancy: np.ndarray | None  # (size_y, size_x) int8
     points: np.ndarray  # (M, 3) float32 in out_frame
     point_density: np.ndarray  # (M,) float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -10,6 +11,13 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import DensityField, architecture_of
 from kdbts_ros.core.settings import ConfigError
+
+
+def synced_time(device: torch.device) -> float:
+    """Wall time after the device has finished its queued work (so stage timings are true on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def pick_device(name: str) -> torch.device:

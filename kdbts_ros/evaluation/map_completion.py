@@ -1,6 +1,6 @@
 """Scene completion of the fused world map against accumulated velodyne scans (issue 18, part 3).
 
-A real recording's frames run through the :class:`Pipeline` one by one. Two maps are fused with
+A real recording's frames run through the :class:`FrameRunner` one by one. Two maps are fused with
 the same :class:`WorldMap` update: (i) KDBTS, each frame's density grid (occluded cells included);
 (ii) depth only, each frame's expected depth image cast as rays (surface hit, free before it),
 what a depth network alone would give. The truth is a third map of the velodyne scans cast as
@@ -25,13 +25,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kdbts_ros.core.config import MapConfig, PipelineConfig
+from kdbts_ros.core.config import MapConfig
 from kdbts_ros.core.frames import Frame
-from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
 from kdbts_ros.evaluation.ray_fusion import integrate_depth, integrate_points
+from kdbts_ros.runtime.config import RunnerConfig
+from kdbts_ros.runtime.runner import FrameRunner
 
 
 @dataclass
@@ -144,7 +145,7 @@ def top_down(
 
 
 def run(
-    rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSettings | None = None, progress: bool = True
+    rec: Recording, cfg: RunnerConfig, out_dir: Path, settings: MapEvalSettings | None = None, progress: bool = True
 ) -> dict:
     """Fuse the recording both ways, score against its velodyne scans, write pictures and numbers to ``out_dir``."""
     s = MapEvalSettings() if settings is None else settings
@@ -161,7 +162,7 @@ def run(
         max_range=s.max_range,
     )
     kdbts, depth_map, region_map, lidar = (WorldMap(mcfg) for _ in range(4))
-    pipe = Pipeline(cfg)
+    runner = FrameRunner(cfg)
     T0 = frames[0].T_world_cam(s.cam)
     positions: list[np.ndarray] = []
     t_net: list[float] = []
@@ -170,7 +171,7 @@ def run(
     for k, f in enumerate(frames):
         T = f.T_world_cam(s.cam)
         t0 = time.perf_counter()
-        out = pipe.process(Frame(f.image(s.cam, colour=True), f.K(s.cam), f.stamp_ns, "camera", T))
+        out = runner.process(Frame(f.image(s.cam, colour=True), f.K(s.cam), f.stamp_ns, "camera", T))
         t1 = time.perf_counter()
         kdbts.integrate(out.density, out.unseen, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
         t2 = time.perf_counter()
@@ -204,7 +205,7 @@ def run(
         "frames": len(frames),
         "scans": len(scans),
         "metres": metres,
-        "weights": report_path(pipe.model_info.get("weights", "")),
+        "weights": report_path(runner.stages.model_info.get("weights", "")),
         "region_voxels": len(region),
         "resolution": s.resolution,
         "network_s_per_frame": float(np.median(t_net)),

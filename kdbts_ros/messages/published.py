@@ -97,7 +97,8 @@ def density_grid(out: Outputs) -> Any:
         size_x=spec.size_x,
         size_y=spec.size_y,
         size_z=spec.size_z,
-        density=out.density.astype(np.float32).reshape(-1),
+        # the message's convention: NaN marks a cell the camera does not see
+        density=np.where(out.unseen, np.float32(np.nan), out.density).astype(np.float32).reshape(-1),
         head=out.head,
         num_views=out.num_views,
     )

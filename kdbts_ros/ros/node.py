@@ -156,8 +156,8 @@ class KdbtsNode(LifecycleNode):
             )
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(
-            f"model: {self.runner.pipeline.model_info}, head mode {self.cfg.mode}, "
-            f"device {self.runner.pipeline.device}, TF buffer {self.runner.tf_name}, "
+            f"model: {self.runner.stages.model_info}, head mode {self.cfg.mode}, "
+            f"device {self.runner.stages.device}, TF buffer {self.runner.tf_name}, "
             f"cameras {self.cfg.topics.images}"
         )
         self._create_entities(self.runner)

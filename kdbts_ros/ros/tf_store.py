@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kdbts_ros.core import geometry
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.runner import FrameRunner
@@ -121,8 +121,8 @@ def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool
     return TfBuffer.from_seconds(cache_s, extrapolation_limit_s), "builtin"
 
 
-def frame_runner(cfg: RunnerConfig, pipeline: Pipeline | None = None, prefer_tf2: bool = True) -> FrameRunner:
+def frame_runner(cfg: RunnerConfig, stages: Stages | None = None, prefer_tf2: bool = True) -> FrameRunner:
     """The runner with tf2_ros's TF buffer where installed and preferred (the node: ``tf_builtin`` false), as the
     node and the benchmarks run it (offline tools build theirs in the runtime layer, with the built-in buffer)."""
     tf, name = make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=prefer_tf2)
-    return FrameRunner(cfg, pipeline, tf, name)
+    return FrameRunner(cfg, stages, tf, name)

@@ -21,7 +21,6 @@ from kdbts_ros.runtime.config import RunnerConfig
 
 log = logging.getLogger("kdbts_ros")
 SECONDARY_QUEUE = 4  # images kept per other camera while they wait for a partner
-TIME_JUMP_NS = 1_000_000_000  # a step back in time beyond this is a jump (a bag looped), not reordering
 
 
 @dataclass
@@ -44,7 +43,7 @@ class CameraInput:
         self.waiting: deque[Image] = deque()
         self.received = 0
         self.dropped: Counter[str] = Counter()  # this camera's received images lost, by reason
-        self.last_stamp_ns: int | None = None
+        self.last_stamp_ns: int | None = None  # None: no image yet, or forgotten at a time jump
         self.absent = False  # missed a rig frame: not waited for until it sends again
 
 
@@ -104,23 +103,6 @@ class RigInputs:
                 f"{old[0][0, 0]:.2f} {old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}",
             )
         cam.intrinsics = info
-
-    def went_back(self, cam: CameraInput, stamp: int) -> bool:
-        """Whether ``cam``'s stamps went backwards (a bag looped): then waiting images are dropped.
-
-        The caller clears the window (TF checks its own stamps).
-        """
-        if cam.last_stamp_ns is None or stamp >= cam.last_stamp_ns:
-            return False
-        self.accounting.fault(
-            "time_jump_back",
-            f"{cam.image_topic}: stamp went back by "
-            f"{(cam.last_stamp_ns - stamp) * 1e-9:.3f} s; window and waiting images cleared",
-        )
-        self.discard_waiting("time_jump_back", "image from before the time jump")
-        for c in self.cameras:
-            c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
-        return True
 
     def queue(self, cam: CameraInput, msg: Any, stamp: int, arrival_ns: int) -> None:
         """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""

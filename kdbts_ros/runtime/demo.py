@@ -58,7 +58,7 @@ def run_demo(cfg: RunnerConfig, out_dir: Path, seq: Sequence) -> DemoResult:
     write_image(files["depth_png"], depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
     write_image(files["input_png"], cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
     # the demo camera is level (DEMO_CAMERA): the profile needs no pitch
-    write_image(files["figure_png"], figure(runner.pipeline, seq.images[-1], seq.K).picture)
+    write_image(files["figure_png"], figure(runner.stages, seq.images[-1], seq.K).picture)
     if runner.mapping.enabled:  # map.enabled in --config: the fused map beside the bag
         cloud, pgm, meta = runner.mapping.save(out_dir / "map", cfg.map.save_format)
         files.update(map_cloud=cloud, map_pgm=pgm, map_yaml=meta)
@@ -68,6 +68,6 @@ def run_demo(cfg: RunnerConfig, out_dir: Path, seq: Sequence) -> DemoResult:
         "frames": runner.processed,
         "drops": dict(runner.drops),
         "head": last.head,
-        "weights": runner.pipeline.model_info.get("weights"),
+        "weights": runner.stages.model_info.get("weights"),
         "timings": runner.timings,
     }

@@ -9,19 +9,21 @@ from typing import Protocol
 import numpy as np
 
 from kdbts_ros.core.frames import Outputs
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.messages import cdr, published
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import CameraInput
 from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.mapping import MapStage
+from kdbts_ros.runtime.window import FrameWindow
 
 
 class RunnerState(Protocol):
     """What the report reads (a :class:`kdbts_ros.runtime.runner.FrameRunner`)."""
 
     cfg: RunnerConfig
-    pipeline: Pipeline
+    stages: Stages
+    window: FrameWindow
     tf_name: str
     accounting: Accounting
     processed: int
@@ -56,9 +58,9 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
         "dropped_total": sum(runner.accounting.drops.values()),
         "head": last.head if last else "",
         "num_views": last.num_views if last else 0,
-        "window_frames": len(runner.pipeline.window),
-        "weights": runner.pipeline.model_info.get("weights", ""),
-        "device": str(runner.pipeline.device),
+        "window_frames": len(runner.window),
+        "weights": runner.stages.model_info.get("weights", ""),
+        "device": str(runner.stages.device),
         "tf_buffer": runner.tf_name,
     }
     for c in runner.cameras:

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.field import Query, ReferenceField
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.inference import encode_views
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 
 DEPTH_CAPTION = "depth (magma: near bright)"
 
@@ -73,22 +74,22 @@ def figure_head(cfg: PipelineConfig) -> str:
     return "mv" if cfg.mode == "mv" else "sv"
 
 
-def figure(
-    pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str | None = None, pitch_deg: float = 0.0
-) -> Figure:
+def figure(stages: Stages, rgb: np.ndarray, K: np.ndarray, head: str | None = None, pitch_deg: float = 0.0) -> Figure:
     """Encode one RGB image (pixel intrinsics K) and draw its figure.
 
     The depth is rendered at the network's full input size, whatever ``render.depth_scale``
     the node publishes at; the profile is queried on the paper's grid, tilted by
     ``pitch_deg`` (KITTI-360: 5). Costs an encode, a depth render and a 4 M-point query.
     """
-    cfg, model = pipeline.cfg, pipeline.model
+    cfg, model = stages.cfg, stages.model
     head = head or figure_head(cfg)
     spec = ProfileSpec(pitch_deg=pitch_deg)
-    with pipeline.precision():
-        _, image01, Kn = pipeline.prepare(rgb, K)
+    with stages.precision():
+        _, image01, Kn = stages.encoding.prepare(rgb, K)
         views = encode_views(model, image01, Kn[None])
-        depth, _ = pipeline.render_depth_image(views, head, Kn, scale=1.0)
+        # the reference path, whatever model.fast: one image, its own encoding
+        reference = ReferenceField(cfg, model, stages.device, stages.input_size)
+        depth, _ = reference.depth(Query(head, [], views), Kn, scale=1.0)
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
     picture = compose_figure(
         rgb,

@@ -71,7 +71,7 @@ class PngWriter:
                 assert intrinsics is not None  # the frame was processed with them
                 K = intrinsics[0]  # the runner's, still those of this frame
                 return figure(
-                    self.runner.pipeline, sensor_data.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg
+                    self.runner.stages, sensor_data.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg
                 ).picture
         log.warning("no figure for frame %d: its image message is no longer at hand", stamp_ns)
         return None

@@ -1,7 +1,11 @@
 """Serialized messages in, serialized outputs out: the logic the node, demo and replay share.
 
 The runner takes CDR bytes of images (raw or compressed) and camera_info of any
-number of cameras and of TF messages. The first camera's newest image is the
+number of cameras and of TF messages, and owns everything that lives from one frame to the
+next: the window of keyframes (:mod:`~kdbts_ros.runtime.window`), the head choice
+(:mod:`~kdbts_ros.runtime.head_choice`), the grid budget (:mod:`~kdbts_ros.runtime.grid_budget`)
+and the time-jump rule (:mod:`~kdbts_ros.runtime.time_jumps`); the network's stages
+(:class:`kdbts_ros.core.stages.Stages`) keep nothing between frames. The first camera's newest image is the
 frame the outputs are made for; the other cameras' images closest in time join
 it as one rig frame (:mod:`kdbts_ros.runtime.cameras`). Each image waits (up to
 ``tf_timeout``) for its intrinsics and its pose at the image stamp; both are
@@ -15,37 +19,44 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from kdbts_ros.core.field import Query, smaller_query_memory
 from kdbts_ros.core.frames import Frame, Outputs
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.grids import bev_occupancy, occupied_voxels, point_colours
+from kdbts_ros.core.loading import synced_time
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 from kdbts_ros.messages import cdr, published, sensor_data
 from kdbts_ros.runtime.accounting import Accounting
-from kdbts_ros.runtime.cameras import TIME_JUMP_NS, CameraInput, Dropped, Image, RigInputs, Wait
+from kdbts_ros.runtime.cameras import CameraInput, Dropped, Image, RigInputs, Wait
 from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.diagnostics import diagnostic_array
+from kdbts_ros.runtime.grid_budget import GridBudget
+from kdbts_ros.runtime.head_choice import HeadChoice
 from kdbts_ros.runtime.mapping import MapStage
 from kdbts_ros.runtime.params import ParamStage
+from kdbts_ros.runtime.time_jumps import TimeJumps
+from kdbts_ros.runtime.window import FrameWindow
 
 
 class FrameRunner:
-    """Holds the rig's waiting images, the TF buffer and the counters; the pipeline's window picks keyframes."""
+    """The rig's waiting images, the TF buffer, the counters and every state kept across frames."""
 
     def __init__(
         self,
         cfg: RunnerConfig,
-        pipeline: Pipeline | None = None,
+        stages: Stages | None = None,
         tf: TfStore | None = None,
         tf_name: str | None = None,
     ):
         """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed."""
         self.cfg = cfg
-        self.pipeline = pipeline or Pipeline(cfg)
+        self.stages = stages or Stages(cfg)
         self.tf, self.tf_name = (
             (tf, tf_name or type(tf).__name__)
             if tf is not None
@@ -53,19 +64,21 @@ class FrameRunner:
         )
         # the node's callbacks (images, camera_info, TF) run in other threads than step: the queues, the TF
         # buffer and the counters change only under this lock (re-entrant: the counters take it again);
-        # the window is cleared by the inference thread only
+        # the window is changed by the inference thread only
         self._lock = threading.RLock()
         self.accounting = Accounting(self._lock)
         self.rig = RigInputs(cfg, self.accounting)
         self.cameras = self.rig.cameras
-        self.params = ParamStage(cfg, self.pipeline)
+        self.window = FrameWindow(cfg.window_size, cfg.keyframe)
+        self.heads = HeadChoice(cfg, self.stages.model, self.stages.device)
+        self.grid_budget = GridBudget()
+        self.params = ParamStage(cfg, self.stages, self.window)
         self.mapping = MapStage(cfg, self.accounting)  # the world map, while map.enabled
+        self.time_jumps = TimeJumps(cfg, self.accounting, self.rig, self.window, self.tf, self.mapping)
         self.processed = 0
         self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
         self.timings: dict[str, float] = {}  # seconds per stage of the last processed frame
-        self._tf_newest: int | None = None
-        self._clear_window = False
         self._in_hand: Image | None = None  # the image the step thread is preparing
 
     @property
@@ -119,23 +132,8 @@ class FrameRunner:
                     continue
                 assert T is not None  # tf_transforms gives None only with a problem
                 if not static:
-                    self._check_tf_time(stamp)
+                    self.time_jumps.on_tf(stamp)
                 self.tf.set_transform(parent, child, stamp, T, static)
-
-    def _check_tf_time(self, stamp: int) -> None:
-        """Clear the dynamic TF history when transforms go back in time (a bag looped, sim time restarted).
-
-        Transforms of different publishers arrive slightly out of order, so only a step back
-        of more than TIME_JUMP_NS counts.
-        """
-        if self._tf_newest is not None and stamp < self._tf_newest - TIME_JUMP_NS:
-            self.accounting.fault(
-                "tf_time_jump_back",
-                f"TF went back by {(self._tf_newest - stamp) * 1e-9:.3f} s; dynamic TF history cleared",
-            )
-            self.tf.clear()
-            self._tf_newest = None
-        self._tf_newest = stamp if self._tf_newest is None else max(self._tf_newest, stamp)
 
     def on_image(self, camera: int, data: bytes, arrival_ns: int) -> None:
         """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""
@@ -147,8 +145,7 @@ class FrameRunner:
             return
         stamp = cdr.stamp_ns(msg.header.stamp)
         with self._lock:
-            if self.rig.went_back(cam, stamp):
-                self._clear_window = True  # time went backwards (a bag looped): forget the window too
+            self.time_jumps.on_image(cam, stamp)
             self.rig.queue(cam, msg, stamp, arrival_ns)
 
     def drop_image(self, camera: int, reason: str, message: str) -> None:
@@ -171,10 +168,6 @@ class FrameRunner:
         """
         self.apply_params()
         wanted = None if outputs is None else set(outputs())
-        if self._clear_window:
-            self._clear_window = False
-            self.pipeline.window.reset()
-            self.mapping.time_jump("image stamps went back")
         try:
             return self._step(now_ns, wanted)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
@@ -194,8 +187,8 @@ class FrameRunner:
             img = self._in_hand = self.pending
             if img is None:
                 return []
-            if now_ns < img.arrival_ns - TIME_JUMP_NS:
-                img.arrival_ns = now_ns  # the clock went back (sim time of a looping bag): wait afresh
+            if self.time_jumps.clock_went_back(now_ns, img.arrival_ns):
+                img.arrival_ns = now_ns  # sim time of a looping bag: wait afresh
             timed_out = (now_ns - img.arrival_ns) * 1e-9 >= self.cfg.tf_timeout
             try:
                 K, T = self._resolve(ref, img, timed_out)
@@ -214,12 +207,13 @@ class FrameRunner:
                     decoded.append(partner)
                 except Dropped:
                     pass
+        self.time_jumps.frame(frame.stamp_ns)  # a jump since the last frame resets window and map first
         want_grid, want_depth = published.stages_wanted(self.cfg.topics, wanted)
         want_grid = want_grid or self.mapping.enabled  # the map fuses every frame's grid
         try:
-            out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid, companions=companions)
+            out = self.process(frame, want_depth=want_depth, want_grid=want_grid, companions=companions)
         except torch.OutOfMemoryError:
-            memory, chunk = changes = self.pipeline.smaller_query_memory()
+            memory, chunk = changes = smaller_query_memory(self.cfg, self.stages.device)
             self.change_params(changes)
             self.rig.drop(
                 ref,
@@ -249,6 +243,76 @@ class FrameRunner:
         self.last = out
         self.processed += 1
         return messages
+
+    def process(
+        self, frame: Frame, want_depth: bool = True, want_grid: bool = True, companions: Sequence[Frame] = ()
+    ) -> Outputs:
+        """Run one frame (and the other cameras' images of its rig frame) through the stages; build outputs.
+
+        Every image is encoded once. When the window takes the rig frame as a keyframe its
+        images stay for later frames; otherwise they are queried this once and forgotten.
+        """
+        with self.stages.precision():
+            return self._process(frame, want_depth, want_grid, companions)
+
+    def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame]) -> Outputs:
+        t0 = time.perf_counter()
+        cfg, device, encoding = self.cfg, self.stages.device, self.stages.encoding
+        assert frame.K is not None, "a frame is processed with its intrinsics"
+        prepared = encoding.prepare(frame.image, frame.K)
+        t1 = synced_time(device)
+        heads = self.heads.for_mode()
+        entry = encoding.encode(frame, heads, prepared)
+        group = [encoding.encode(c, heads) for c in companions]
+        self.window.offer([*group, entry])
+        spec = self.grid_budget.spec(cfg.grid)
+        query = Query.of(*self.heads.choose(entry, group, self.window.posed(), spec), device)
+        t2 = synced_time(device)
+
+        centres = spec.centres_cam()
+        field = self.stages.field
+        density, unseen = np.zeros(spec.shape, np.float32), np.ones(spec.shape, bool)
+        occupancy, points, pdens = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+        prgb = np.zeros((0, 3), np.uint8)
+        if want_grid:
+            density, unseen = (a.reshape(spec.shape) for a in field.grid(centres, query))
+            occupancy = bev_occupancy(density, unseen, spec.resolution_z)
+            points, pdens = occupied_voxels(centres, density, unseen, cfg.grid.occupied_density)
+            prgb = point_colours(points, encoding.intrinsics(frame.K, *frame.image.shape[1::-1])[0], prepared.resized)
+        t3 = synced_time(device)
+
+        depth = depth_K = None
+        if want_depth:
+            depth, depth_K = field.depth(query, prepared.Kn)
+        t4 = synced_time(device)
+
+        if frame.T_fixed_cam is not None:
+            out_frame, T_out_cam = cfg.fixed_frame, frame.T_fixed_cam
+        else:
+            out_frame, T_out_cam = frame.frame_id, np.eye(4)
+        points = (points @ T_out_cam[:3, :3].T + T_out_cam[:3, 3]).astype(np.float32)
+        if want_grid:
+            self.grid_budget.update(
+                cfg.grid.resolution, cfg.grid.coarsest_resolution, cfg.latency_budget, time.perf_counter() - t0, t3 - t2
+            )
+        return Outputs(
+            frame.stamp_ns,
+            frame.frame_id,
+            out_frame,
+            T_out_cam,
+            spec,
+            density,
+            unseen,
+            occupancy,
+            points,
+            pdens.astype(np.float32),
+            prgb,
+            depth,
+            depth_K,
+            query.head,
+            int(query.views.features.shape[1]),
+            {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},
+        )
 
     def _resolve(self, cam: CameraInput, img: Image, timed_out: bool) -> tuple[np.ndarray, np.ndarray]:
         """Pixel intrinsics and pose in the fixed frame of a camera's image; raises Wait or Dropped."""
@@ -319,7 +383,7 @@ class FrameRunner:
         return self.params.take_own_changes()
 
     def apply_params(self) -> None:
-        """Copy accepted parameter changes into the live config (whose parts the pipeline holds); between frames."""
+        """Copy accepted parameter changes into the live config (whose parts the stages hold); between frames."""
         self.params.apply()
         self.mapping.configure()  # map.enabled switched: build or release the map
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from kdbts_ros.core.camera import pixel_intrinsics
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.runtime.pictures import Figure, figure
 
 # normalised intrinsics of the official defaults (fx', fy', cx', cy'); 5 deg camera pitch on KITTI-360
@@ -24,4 +24,4 @@ def render_figure(
     cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv", pitch_deg: float = 0.0
 ) -> Figure:
     """Depth (H, W), profile (256, 256) and the BGR figure of one RGB image, with the configured network."""
-    return figure(Pipeline(cfg), rgb, K, head, pitch_deg)
+    return figure(Stages(cfg), rgb, K, head, pitch_deg)

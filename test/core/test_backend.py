@@ -1,4 +1,4 @@
-"""model.backend onnxruntime: the same frames through the pipeline give torch's outputs within fp32 rounding."""
+"""model.backend onnxruntime: the same frames through the runner give torch's outputs within fp32 rounding."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.encoding import OnnxEncoder
 from kdbts_ros.core.frames import Frame
-from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.core.settings import ConfigError, set_param
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.data.sequences import synthetic_sample
+from kdbts_ros.runtime.runner import FrameRunner
 
 TOL = 1e-4
 
@@ -31,9 +33,9 @@ def _config(backend: str, mode: str, window: int) -> PipelineConfig:
     return cfg
 
 
-def _run(pipeline: Pipeline, seq) -> list:
+def _run(runner: FrameRunner, seq) -> list:
     return [
-        pipeline.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T))
+        runner.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T))
         for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam))
     ]
 
@@ -41,14 +43,14 @@ def _run(pipeline: Pipeline, seq) -> list:
 @pytest.mark.parametrize("mode,window,frames", [("sv", 1, 2), ("mv", 3, 4)])
 def test_onnxruntime_outputs_are_torchs_within_fp32_rounding(cache, mode, window, frames):
     seq = synthetic_sample(frames)
-    ours = Pipeline(_config("onnxruntime", mode, window))
-    assert ours.backend is not None and ours.backend_info["heads"] == [mode]
-    ref = _run(Pipeline(_config("torch", mode, window)), seq)
+    ours = FrameRunner(_config("onnxruntime", mode, window))
+    assert isinstance(ours.stages.encoding.encoder, OnnxEncoder) and ours.stages.backend_info["heads"] == [mode]
+    ref = _run(FrameRunner(_config("torch", mode, window)), seq)
     out = _run(ours, seq)
     for a, b in zip(out, ref):
         assert (a.head, a.num_views) == (b.head, b.num_views)
-        seen = ~np.isnan(b.density)
-        assert np.array_equal(np.isnan(a.density), ~seen) and seen.any()
+        seen = ~b.unseen
+        assert np.array_equal(a.unseen, ~seen) and seen.any()
         assert float(np.abs(a.density[seen] - b.density[seen]).max()) <= TOL
         # occupancy (sigma > grid.occupied_density) identical: the same occupied voxels
         occupied = PipelineConfig().grid.occupied_density
@@ -62,17 +64,19 @@ def test_onnxruntime_outputs_are_torchs_within_fp32_rounding(cache, mode, window
 
 
 def test_the_export_is_cached_by_weights_size_and_heads(cache):
-    first = Pipeline(_config("onnxruntime", "sv", 1))
-    again = Pipeline(_config("onnxruntime", "sv", 1))
-    assert again.backend_info["cached"] and again.backend_info["key"] == first.backend_info["key"]
-    assert again.backend_info["dir"].startswith(str(cache))
+    first = Stages(_config("onnxruntime", "sv", 1)).backend_info
+    again = Stages(_config("onnxruntime", "sv", 1)).backend_info
+    assert again["cached"] and again["key"] == first["key"]
+    assert again["dir"].startswith(str(cache))
     cfg = _config("onnxruntime", "sv", 1)
     cfg.model.image_height, cfg.model.image_width = 64, 256
-    other = Pipeline(cfg)
-    assert other.backend_info["key"] != first.backend_info["key"] and other.backend.input_size == (64, 256)
+    other = Stages(cfg)
+    encoder = other.encoding.encoder
+    assert isinstance(encoder, OnnxEncoder)
+    assert other.backend_info["key"] != first["key"] and encoder.backend.input_size == (64, 256)
     # nothing half-written is left beside the exports
     names = {p.name for p in (cache / "onnx").iterdir()}
-    assert {first.backend_info["key"], other.backend_info["key"]} <= names
+    assert {first["key"], other.backend_info["key"]} <= names
     assert not [n for n in names if n.startswith(".")]
 
 
@@ -84,8 +88,8 @@ def test_onnxruntime_refuses_what_it_cannot_run():
         set_param(cfg, "model.dtype", "float16")
     cfg.model.compile = True
     with pytest.raises(ConfigError, match=r"model\.compile"):
-        Pipeline(cfg)
+        Stages(cfg)
     cfg = _config("onnxruntime", "sv", 1)
     cfg.model.device = "cuda"
     with pytest.raises(ConfigError, match="cuda"):
-        Pipeline(cfg)
+        Stages(cfg)

@@ -13,7 +13,7 @@ from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.network import Architecture, Views
 from kdbts_ros.core.model.render import sample_depths
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.runtime.runner import FrameRunner
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +23,13 @@ K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
 def _sequence(cfg, n: int = 4, seed: int = 0) -> list:
     """Outputs of n frames of a camera driving forward and drifting right (random images)."""
     rng = np.random.default_rng(seed)
-    pipeline = Pipeline(cfg)
+    runner = FrameRunner(cfg)
     outs = []
     for i in range(n):
         T = np.eye(4)
         T[:3, 3] = (0.1 * i, 0.0, 1.0 * i)
         img = rng.integers(0, 255, (64, 192, 3), dtype=np.uint8)
-        outs.append(pipeline.process(Frame(img, K, (i + 1) * 10**8, "cam", T)))
+        outs.append(runner.process(Frame(img, K, (i + 1) * 10**8, "cam", T)))
     return outs
 
 
@@ -45,8 +45,8 @@ def test_fast_path_matches_the_reference_path(mode, jitter):
     }
     for ref, fast in zip(outs[False], outs[True]):
         assert (ref.head, ref.num_views) == (fast.head, fast.num_views)
-        assert np.array_equal(np.isnan(ref.density), np.isnan(fast.density))
-        seen = np.isfinite(ref.density)
+        assert np.array_equal(ref.unseen, fast.unseen)
+        seen = ~ref.unseen
         np.testing.assert_allclose(fast.density[seen], ref.density[seen], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(fast.depth, ref.depth, rtol=1e-5)
         assert np.array_equal(ref.occupancy, fast.occupancy)
@@ -84,9 +84,9 @@ def test_ray_density_equals_point_density_including_border_rays():
 
 def test_each_frame_is_encoded_and_folded_once(monkeypatch):
     cfg = small_config(mode="auto", window_size=4)
-    pipeline = Pipeline(cfg)
+    runner = FrameRunner(cfg)
     calls = {"encode": 0, "fold": []}
-    encode = pipeline.model.encode
+    encode = runner.stages.model.encode
 
     def counting_encode(x):
         calls["encode"] += 1
@@ -98,13 +98,13 @@ def test_each_frame_is_encoded_and_folded_once(monkeypatch):
         calls["fold"].append(head)
         return fold(model, features, head)
 
-    monkeypatch.setattr(pipeline.model, "encode", counting_encode)
+    monkeypatch.setattr(runner.stages.model, "encode", counting_encode)
     monkeypatch.setattr(folded, "fold_features", counting_fold)
     rng = np.random.default_rng(1)
     for i in range(6):
         T = np.eye(4)
         T[2, 3] = float(i)
-        out = pipeline.process(Frame(rng.integers(0, 255, (64, 192, 3), dtype=np.uint8), K, (i + 1) * 10**8, "c", T))
+        out = runner.process(Frame(rng.integers(0, 255, (64, 192, 3), dtype=np.uint8), K, (i + 1) * 10**8, "c", T))
     assert out.num_views == 4
     assert calls["encode"] == 6
     # auto mode may use either head, so each frame gets both folded maps, once
@@ -113,7 +113,7 @@ def test_each_frame_is_encoded_and_folded_once(monkeypatch):
 
 def test_only_grid_cells_the_camera_sees_are_decoded(monkeypatch):
     cfg = small_config(mode="sv")
-    pipeline = Pipeline(cfg)
+    runner = FrameRunner(cfg)
     sizes = []
     density = folded.folded_density
 
@@ -122,9 +122,10 @@ def test_only_grid_cells_the_camera_sees_are_decoded(monkeypatch):
         return density(model, points, *args)
 
     monkeypatch.setattr(folded, "folded_density", recording)
-    out = pipeline.process(Frame(np.zeros((64, 192, 3), np.uint8), K, 1, "c", None), want_depth=False)
-    seen = int(np.isfinite(out.density).sum())
+    out = runner.process(Frame(np.zeros((64, 192, 3), np.uint8), K, 1, "c", None), want_depth=False)
+    seen = int((~out.unseen).sum())
     assert 0 < seen < out.density.size
+    assert np.isfinite(out.density).all() and not out.density[out.unseen].any()  # the mask says unseen, not NaN
     assert sum(sizes) == seen
 
 
@@ -145,15 +146,15 @@ def test_reduced_precision_fast_path_keeps_occupancy_of_the_trained_network(mode
                 "mode": mode,
             }
         )
-        pipeline = Pipeline(cfg)
+        runner = FrameRunner(cfg)
         for i, img in enumerate(images):
             T = np.eye(4)
             T[2, 3] = float(i)
-            out[dtype] = pipeline.process(Frame(img, Kt, i + 1, "c", T))
+            out[dtype] = runner.process(Frame(img, Kt, i + 1, "c", T))
     assert out["bfloat16"].num_views == (1 if mode == "sv" else 2)
     a, b = out["float32"].density, out["bfloat16"].density
-    seen = np.isfinite(a)
-    assert np.array_equal(seen, np.isfinite(b)) and seen.sum() > 10000
+    seen = ~out["float32"].unseen
+    assert np.array_equal(seen, ~out["bfloat16"].unseen) and seen.sum() > 10000
     assert np.mean((a[seen] > 0.5) == (b[seen] > 0.5)) >= 0.995
     assert np.median(np.abs(out["bfloat16"].depth - out["float32"].depth) / out["float32"].depth) < 0.02
 

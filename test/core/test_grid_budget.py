@@ -1,4 +1,4 @@
-"""Grid cell size tied to the latency budget: the cost model, the ladder, and the pipeline using it."""
+"""Grid cell size tied to the latency budget: the cost model, the ladder, and the runner using it."""
 
 import math
 
@@ -7,8 +7,8 @@ import pytest
 from conftest import small_config
 
 from kdbts_ros.core.frames import Frame
-from kdbts_ros.core.grid_budget import REFINE_BELOW, TARGET, GridBudget, ladder_size
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.runtime.grid_budget import REFINE_BELOW, TARGET, GridBudget, ladder_size
+from kdbts_ros.runtime.runner import FrameRunner
 
 
 def test_ladder_sizes_are_quarter_octaves_of_the_configured_size_within_bounds():
@@ -53,19 +53,19 @@ def test_other_stages_over_budget_take_the_coarsest_size_and_adaptation_off_keep
     assert b.current(0.3, 0.6) == 0.6 and b.current(1.0, 2.0) == 1.0
 
 
-def test_the_pipeline_publishes_a_coarser_grid_while_over_budget_and_the_configured_one_when_off():
+def test_the_runner_publishes_a_coarser_grid_while_over_budget_and_the_configured_one_when_off():
     cfg = small_config(latency_budget=1e-4)
     cfg.grid.coarsest_resolution = 1.0
-    pipeline = Pipeline(cfg)
+    runner = FrameRunner(cfg)
     K = np.array([[120.0, 0, 96], [0, 120.0, 32], [0, 0, 1]])
     img = np.random.default_rng(0).integers(0, 255, (64, 192, 3), dtype=np.uint8)
-    first = pipeline.process(Frame(img, K, 1, "c", None), want_depth=False)
-    second = pipeline.process(Frame(img, K, 2, "c", None), want_depth=False)
+    first = runner.process(Frame(img, K, 1, "c", None), want_depth=False)
+    second = runner.process(Frame(img, K, 2, "c", None), want_depth=False)
     assert first.spec.resolution == 0.5  # nothing measured yet
     assert second.spec.resolution == 1.0  # no frame fits 0.1 ms: the cap
     nx, nz = round(18 / 1.0), round(20 / 1.0)
     assert second.density.shape == (cfg.grid.height_levels, nz, nx)
     assert second.occupancy.shape == (nz, nx)
     cfg.grid.coarsest_resolution = 0.0  # a run-time change turns it off
-    third = pipeline.process(Frame(img, K, 3, "c", None), want_depth=False)
+    third = runner.process(Frame(img, K, 3, "c", None), want_depth=False)
     assert third.spec.resolution == 0.5 and third.density.shape[1:] == (40, 36)

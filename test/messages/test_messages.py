@@ -145,12 +145,12 @@ def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():
     from conftest import small_config
 
     from kdbts_ros.core.frames import Frame
-    from kdbts_ros.core.pipeline import Pipeline
     from kdbts_ros.data.sequences import T_base_cam
+    from kdbts_ros.runtime.runner import FrameRunner
 
     cfg = small_config()
     T = T_base_cam()
-    out = Pipeline(cfg).process(
+    out = FrameRunner(cfg).process(
         Frame(np.full((40, 120, 3), 90, np.uint8), np.array([[60.0, 0, 60], [0, 60, 20], [0, 0, 1]]), 99, "cam", T),
         want_depth=False,
     )

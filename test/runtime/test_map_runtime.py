@@ -11,7 +11,7 @@ import pytest
 from conftest import slab_model
 from test_runner import Rig, S, _base, _config
 
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.runner import FrameRunner
 
@@ -38,7 +38,7 @@ def _runner(model, **overrides) -> FrameRunner:
             **overrides,
         },
     )
-    return FrameRunner(cfg, Pipeline(cfg, model))
+    return FrameRunner(cfg, Stages(cfg, model))
 
 
 def _map_msgs(outputs: list, topic: str = MAP_TOPIC) -> list:
@@ -105,14 +105,14 @@ def test_a_frame_without_a_usable_pose_is_never_fused_and_counted(slab, monkeypa
     rig.image(0, S)
     assert runner.step(S) == [] and runner.step(2 * S) == [] and runner.drops["bad_tf"] == 1
     # a pose gone bad after the pipeline (as if it had): the map refuses it, the frame's outputs still go out
-    process = runner.pipeline.process
+    process = runner.process
 
     def nan_pose(frame, **kw):
         out = process(frame, **kw)
         out.T_out_cam = np.full((4, 4), np.nan)
         return out
 
-    monkeypatch.setattr(runner.pipeline, "process", nan_pose)
+    monkeypatch.setattr(runner, "process", nan_pose)
     rig.pose(3 * S, 0.0)
     rig.info(0, 3 * S)
     rig.image(0, 3 * S)

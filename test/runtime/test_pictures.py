@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import slab_model, small_config
 
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.runtime.pictures import compose_figure, depth_png, figure, occupancy_png, profile_picture
 
 
@@ -22,7 +22,7 @@ def test_figure_of_a_slab_shows_the_input_at_its_size_the_full_size_depth_and_th
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (150, 500, 3), np.uint8)
     K = np.array([[360.0, 0, 250], [0, 360, 75], [0, 0, 1]])
-    depth, profile, picture = figure(Pipeline(cfg, slab_model(10.0)), rgb, K)
+    depth, profile, picture = figure(Stages(cfg, slab_model(10.0)), rgb, K)
     assert depth.shape == (64, 192)  # rendered at the network's full input size
     assert np.all((depth >= 10.0) & (depth < 11.0))
     assert picture.shape == (300, 500 + 300, 3)  # input over depth, square profile of their height

@@ -12,7 +12,7 @@ import torch
 from conftest import SMALL_ARCH, small_config
 
 from kdbts_ros.core.model.checkpoint import random_model
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages, mode_problem
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError
 from kdbts_ros.data.rig import RigCamera
 from kdbts_ros.messages import cdr, sensor_data
@@ -89,7 +89,7 @@ def model():
 
 def _runner(model, cameras: int = 2, **overrides) -> FrameRunner:
     cfg = _config(cameras, **overrides)
-    return FrameRunner(cfg, Pipeline(cfg, model))
+    return FrameRunner(cfg, Stages(cfg, model))
 
 
 def _after_one_rig_frame(model) -> tuple[FrameRunner, Rig, int]:
@@ -116,7 +116,7 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
     # the right camera sees the grid from 0.5 m beside the left one: auto takes the MV head on frame one
     assert runner.last.head == "mv" and runner.last.num_views == 2 and runner.last.camera_frame == "left"
     rig.frame(S + S // 10, 1.0)
-    assert runner.last.num_views == 4 and len(runner.pipeline.window.entries) == 4
+    assert runner.last.num_views == 4 and len(runner.window.entries) == 4
     assert not runner.drops and runner.cameras[1].received == 2 and not runner.cameras[1].waiting
 
 
@@ -153,10 +153,10 @@ def test_keyframes_enter_the_window_when_the_rig_moves_or_after_max_age(model):
     for i in range(8):  # standing still at 10 Hz: a keyframe at 0 s, 0.4 s (max age), 0.8 s
         stamps.append(S + i * S // 10)
         rig.frame(stamps[-1], 0.0, cameras=1)
-    assert [e.stamp_ns for e in runner.pipeline.window.entries] == [stamps[0], stamps[4]]
+    assert [e.stamp_ns for e in runner.window.entries] == [stamps[0], stamps[4]]
     for i in range(8, 11):  # driving 1 m per frame: every frame is a keyframe
         rig.frame(S + i * S // 10, float(i), cameras=1)
-    assert len(runner.pipeline.window.entries) == 5 and runner.processed == 11
+    assert len(runner.window.entries) == 5 and runner.processed == 11
     # every frame, keyframe or not, was queried with the window
     assert runner.last.num_views == 5
 
@@ -175,6 +175,18 @@ def test_a_looping_bag_clears_window_tf_and_waiting_images(model):
     with pytest.raises(TfError) as exc:
         runner.tf.lookup("odom", "base_link", 10 * S)  # the old TF history is gone
     assert exc.value.reason == "future"  # the reason, not the text: tf2_ros words it differently
+
+
+def test_a_gap_beyond_max_time_gap_restarts_the_window(model):
+    runner = _runner(model, 1, **{"keyframe.distance": 0.0, "window_size": 4})
+    rig = Rig(runner)
+    for i in range(3):
+        rig.frame(S + i * S // 10, float(i), cameras=1)
+    assert len(runner.window.entries) == 3 and runner.last.num_views == 3
+    rig.frame(S + 2 * S // 10 + int((runner.cfg.map.max_time_gap + 0.5) * S), 3.0, cameras=1)
+    assert runner.processed == 4 and runner.last.num_views == 1  # the frames before the gap are forgotten
+    assert [e.stamp_ns for e in runner.window.entries] == [runner.last.stamp_ns]
+    assert not runner.faults and not runner.drops  # a gap loses nothing, and the TF after it is kept
 
 
 def test_an_image_arriving_while_one_waits_supersedes_it(model):
@@ -205,7 +217,7 @@ class _ArrivingDuringLookup(TfBuffer):
 def test_an_image_arriving_while_a_frame_is_prepared_is_kept_for_the_next_step(model):
     cfg = _config(1)
     tf = _ArrivingDuringLookup()
-    runner = FrameRunner(cfg, Pipeline(cfg, model), tf)
+    runner = FrameRunner(cfg, Stages(cfg, model), tf)
     rig = Rig(runner)
     rig.info(0, S)
     rig.pose(S, 0.0)
@@ -290,18 +302,18 @@ def test_tf_faults(model):
 def test_out_of_memory_skips_the_frame_and_halves_the_query_chunks(model, monkeypatch):
     runner = _runner(model, 1)
     rig = Rig(runner)
-    real = runner.pipeline.process
+    real = runner.process
     monkeypatch.setattr(
-        runner.pipeline, "process", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
+        runner, "process", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
     )
     assert rig.frame(S, 0.0, cameras=1) == [] and runner.drops["cuda_oom"] == 1
     assert runner.cfg.model.query_memory_mb == 32 and runner.cfg.model.chunk_points == 262144 // 2
     # made as parameter changes, which the node shows as its parameters' values
     assert runner.take_own_changes() == [("model.query_memory_mb", 32), ("model.chunk_points", 262144 // 2)]
     assert runner.take_own_changes() == []
-    monkeypatch.setattr(runner.pipeline, "process", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(runner, "process", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     assert rig.frame(2 * S, 0.0, cameras=1) == [] and runner.drops["processing_error"] == 1
-    monkeypatch.setattr(runner.pipeline, "process", real)
+    monkeypatch.setattr(runner, "process", real)
     assert rig.frame(3 * S, 0.0, cameras=1) and runner.processed == 1
 
 
@@ -338,21 +350,21 @@ def test_run_time_parameters_are_validated_at_once_and_applied_between_frames(mo
     assert runner.cfg.window_size == 4  # not yet: between frames
     for i in range(3):
         rig.frame(S + i * S // 10, float(i), cameras=1)
-    assert runner.cfg.window_size == 2 and len(runner.pipeline.window.entries) == 2
+    assert runner.cfg.window_size == 2 and len(runner.window.entries) == 2
     assert runner.last.spec.resolution == 1.0 and runner.cfg.grid.x_min == -9.0
 
 
 def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
     runner = _runner(model)
     rig = Rig(runner)
-    rig.frame(S, 0.0)
-    first = cdr.deserialize(runner.diagnostics(S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
+    rig.frame(2 * S, 0.0)
+    first = cdr.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in first.values}
     assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "p"
     assert values["head"] == "mv" and values["num_views"] == "2" and values["window_frames"] == "2"
     assert values["camera0_images"] == values["camera1_images"] == "1" and values["camera1_dropped"] == "0"
     assert float(values["grid_resolution_m"]) == runner.cfg.grid.resolution
-    rig.image(0, S // 2)  # time jumps back
+    rig.image(0, S // 2)  # time jumps back (by more than TimeJumps' threshold)
     status = cdr.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == 1 and "fault_time_jump_back +1" in status.message
@@ -364,11 +376,11 @@ def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
 def test_mode_mv_is_refused_for_weights_without_a_multi_view_head():
     model = random_model(SMALL_ARCH, 0)
     model.available_heads = ["sv"]
-    pipeline = Pipeline(small_config(), model)
-    assert pipeline.heads.mode_problem("mv") and pipeline.heads.mode_problem("auto") is None
+    stages = Stages(small_config(), model)
+    assert mode_problem(model, "mv") and mode_problem(model, "auto") is None
     with pytest.raises(ValueError, match="needs a multi-view head"):
-        Pipeline(small_config(mode="mv"), model)
-    runner = FrameRunner(small_config(), pipeline)
+        Stages(small_config(mode="mv"), model)
+    runner = FrameRunner(small_config(), stages)
     with pytest.raises(ValueError, match="needs a multi-view head"):
         runner.set_param("mode", "mv")
 
@@ -383,7 +395,7 @@ def test_in_sv_mode_the_other_cameras_are_counted_but_neither_waited_for_nor_enc
     rig.info(1, S)
     rig.image(1, S)
     assert runner.cameras[1].received == 1 and not runner.cameras[1].waiting
-    assert len(runner.pipeline.window.entries) == 1 and not runner.drops and not runner.faults
+    assert len(runner.window.entries) == 1 and not runner.drops and not runner.faults
 
 
 def test_images_dropped_by_the_caller_or_discarded_while_waiting_are_counted_per_camera(model):

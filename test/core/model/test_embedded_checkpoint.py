@@ -8,7 +8,7 @@ from conftest import KITTI_SAMPLE, needs_kitti
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.data import shared_sample
 from kdbts_ros.evaluation.priors import PRIORS
 from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
@@ -27,14 +27,14 @@ def test_embedded_checkpoint_is_small_and_holds_the_distilled_student_of_real_an
 
 
 def test_the_default_configuration_runs_the_embedded_checkpoint_at_its_training_size():
-    pipeline = Pipeline(PipelineConfig())
-    assert pipeline.model_info["weights"] == str(EMBEDDED_CHECKPOINT)
-    assert pipeline.input_size == (96, 320)
+    stages = Stages(PipelineConfig())
+    assert stages.model_info["weights"] == str(EMBEDDED_CHECKPOINT)
+    assert stages.input_size == (96, 320)
     cfg = PipelineConfig()
     cfg.model.checkpoint, cfg.model.backbone = "random", "resnet18"
-    assert Pipeline(cfg).input_size == (192, 640)  # random and official weights: the official size
+    assert Stages(cfg).input_size == (192, 640)  # random and official weights: the official size
     cfg.model.image_height, cfg.model.image_width = 64, 224
-    assert Pipeline(cfg).input_size == (64, 224)
+    assert Stages(cfg).input_size == (64, 224)
 
 
 @needs_kitti

@@ -167,7 +167,7 @@ def test_reduced_precision_keeps_occupancy():
     from conftest import small_config
 
     from kdbts_ros.core.frames import Frame
-    from kdbts_ros.core.pipeline import Pipeline
+    from kdbts_ros.runtime.runner import FrameRunner
 
     img = (np.random.default_rng(0).random((64, 192, 3)) * 255).astype(np.uint8)
     K = np.array([[100.0, 0, 96], [0, 100, 32], [0, 0, 1]])
@@ -175,9 +175,9 @@ def test_reduced_precision_keeps_occupancy():
     for dtype in ("float32", "bfloat16"):
         cfg = small_config()
         cfg.model.dtype = dtype
-        out[dtype] = Pipeline(cfg).process(Frame(img, K, 1, "c", np.eye(4)))
+        out[dtype] = FrameRunner(cfg).process(Frame(img, K, 1, "c", np.eye(4)))
     a, b = out["float32"].density, out["bfloat16"].density
-    seen = np.isfinite(a)
-    assert np.array_equal(seen, np.isfinite(b))
+    seen = ~out["float32"].unseen
+    assert np.array_equal(seen, ~out["bfloat16"].unseen)
     assert np.mean((a[seen] > 0.5) == (b[seen] > 0.5)) >= 0.99
     assert out["bfloat16"].depth.dtype == np.float32

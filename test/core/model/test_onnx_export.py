@@ -17,7 +17,7 @@ from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.export import ENCODER, export_onnx, load_metadata, query_file
 from kdbts_ros.core.model.network import Architecture
-from kdbts_ros.core.model.onnx_backend import OnnxBackend
+from kdbts_ros.core.model.onnx_backend import PROVIDERS, OnnxBackend, session_options
 from kdbts_ros.data.sequences import synthetic_sample
 
 TOL = 1e-4
@@ -53,6 +53,30 @@ def _inputs(seq, size):
     ]
     Kn = torch.as_tensor(normalise_intrinsics(seq.K, w0, h0), dtype=torch.float32)
     return images, Kn
+
+
+def _query_graph(
+    folder, head: str, points: torch.Tensor, planes: list[torch.Tensor], Kn: torch.Tensor, w2c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exported query graph of ``head`` under onnxruntime: softplus density (N,) and invalid mask (N, V).
+
+    Arguments as :func:`folded.folded_density` (less the model); the node queries with torch, the
+    graph is for deployment (``kdbts export``).
+    """
+    import onnxruntime as ort
+
+    V = 1 if head == "sv" else len(planes)
+    session = ort.InferenceSession(str(folder / query_file(head)), session_options(1), providers=list(PROVIDERS))
+    density, invalid = session.run(
+        None,
+        {
+            "points": points.float().numpy(),
+            "planes": torch.stack([p.float() for p in planes[:V]]).numpy(),
+            "Kn": Kn[:V].float().contiguous().numpy(),
+            "w2c": w2c[:V].float().contiguous().numpy(),
+        },
+    )
+    return torch.from_numpy(density), torch.from_numpy(invalid)
 
 
 def _grid_points() -> torch.Tensor:
@@ -115,7 +139,7 @@ def test_exported_graphs_keep_grid_density_and_occupancy(embedded, street, head,
         ref_planes = [folded.fold_features(model, model.encode(images[i])[0], head) for i in order]
         ref, ref_invalid = folded.folded_density(model, pts, ref_planes, KnV, w2c, head)
         ort_planes = [backend.encode(images[i])[1][head] for i in order]
-        got, invalid = backend.folded_density(pts, ort_planes, KnV, w2c, head)
+        got, invalid = _query_graph(out, head, pts, ort_planes, KnV, w2c)
     assert got.shape == ref.shape and torch.equal(invalid, ref_invalid)
     seen = ~ref_invalid[:, 0]
     assert _close(got[seen], ref[seen]) <= TOL
@@ -126,7 +150,6 @@ def test_exported_graphs_keep_grid_density_and_occupancy(embedded, street, head,
 
 def test_query_graph_takes_any_number_of_points_and_views(embedded):
     model, size, out, _ = embedded
-    backend = OnnxBackend(out, threads=1)
     g = torch.Generator().manual_seed(0)
     for V, N in ((1, 1), (3, 7), (5, 1000)):
         planes = [torch.randn(model.arch.mv_hidden, *size, generator=g) for _ in range(V)]
@@ -136,7 +159,7 @@ def test_query_graph_takes_any_number_of_points_and_views(embedded):
         pts = torch.rand(N, 3, generator=g) * torch.tensor([20.0, 4.0, 40.0]) + torch.tensor([-10.0, -2.0, -2.0])
         with torch.no_grad():
             ref, ref_invalid = folded.folded_density(model, pts, planes, Kn, w2c, "mv")
-        got, invalid = backend.folded_density(pts, planes, Kn, w2c, "mv")
+        got, invalid = _query_graph(out, "mv", pts, planes, Kn, w2c)
         assert torch.equal(invalid, ref_invalid)  # including points behind the camera
         assert _close(got, ref) <= TOL
 
@@ -159,10 +182,9 @@ def test_random_colour_network_exports_and_matches(tmp_path):
         )[0]
     got_features, planes = backend.encode(image)
     assert _close(got_features, features) <= TOL
-    got = backend.folded_density(pts, [planes["sv"]], Kn, torch.eye(4)[None], "sv")[0]
+    got = _query_graph(tmp_path, "sv", pts, [planes["sv"]], Kn, torch.eye(4)[None])[0]
     assert _close(got, ref) <= TOL
-    with pytest.raises(ValueError, match="not exported"):
-        backend.folded_density(pts, [planes["sv"]], Kn, torch.eye(4)[None], "mv")
+    assert not (tmp_path / query_file("mv")).exists()  # only the exported heads have a query graph
     with pytest.raises(ValueError, match="head 'bogus'"):
         export_onnx(model, tmp_path / "x", (64, 128), heads=["bogus"])
 

@@ -9,12 +9,13 @@ from conftest import KITTI_SAMPLE, needs_kitti
 
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.field import Query
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.render import render_depth, sample_depths
 from kdbts_ros.core.model.render_fine import FineStats, coarse_indices, render_depth_fine
-from kdbts_ros.core.pipeline import Pipeline
 from kdbts_ros.data.sequences import kitti_sample, synthetic_sample
+from kdbts_ros.runtime.runner import FrameRunner
 
 NEAR, FAR, S = 3.0, 80.0, 64
 
@@ -61,22 +62,25 @@ def _depth_agreement(seq, n_views: int) -> tuple[float, float]:
     """Share of pixels whose fine depth is within 1 % of the reference, and the share of evaluations."""
     cfg = PipelineConfig()
     cfg.mode, cfg.window_size, cfg.model.device = ("mv" if n_views > 1 else "sv"), n_views, "cpu"
-    pipeline = Pipeline(cfg)
-    H, W = pipeline.input_size
+    runner = FrameRunner(cfg)
+    stages = runner.stages
+    H, W = stages.input_size
     rel, stats = [], FineStats()
-    with pipeline.precision():
+    with stages.precision():
         for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam)):
-            entry = pipeline.encode(Frame(image, seq.K, i + 1, "cam", T))
-            pipeline.window.push(entry)
+            entry = stages.encoding.encode(Frame(image, seq.K, i + 1, "cam", T), runner.heads.for_mode())
+            runner.window.push(entry)
             if i + 1 < n_views:
                 continue
-            head, _, views, planes = pipeline.heads.views_for(entry)
+            spec = runner.grid_budget.spec(cfg.grid)
+            query = Query.of(*runner.heads.choose(entry, (), runner.window.posed(), spec), stages.device)
+            head, views, planes = query.head, query.views, stages.field.planes(query)
             assert len(planes) == n_views
             dirs = ray_grid(entry.Kn, H // 4, W // 4).reshape(-1, 3)
             Kn, w2c = views.Kn[0], views.w2c[0]
 
             def fn(d, t, shared=False):  # called within this iteration only: late binding cannot bite
-                return folded.ray_density(pipeline.model, d, t, planes, Kn, w2c, head, shared_depths=shared)  # noqa: B023
+                return folded.ray_density(stages.model, d, t, planes, Kn, w2c, head, shared_depths=shared)  # noqa: B023
 
             ref = render_depth(lambda d, t: fn(d, t, True), dirs, S, NEAR, FAR, 1 << 16)
             fine = render_depth_fine(
@@ -101,17 +105,17 @@ def test_embedded_network_depth_on_real_kitti_frames(n_views):
 
 
 @pytest.mark.parametrize("mode,window,frames", [("sv", 1, 2), ("mv", 3, 4)])
-def test_the_pipelines_fine_depth_is_its_reference_depth(mode, window, frames):
-    """render.fine through Pipeline.process: 99 % of pixels within 1 % of the full 64-sample render."""
+def test_the_runners_fine_depth_is_its_reference_depth(mode, window, frames):
+    """render.fine through FrameRunner.process: 99 % of pixels within 1 % of the full 64-sample render."""
     seq = synthetic_sample(frames)
     depths = {}
     for fine in (False, True):
         cfg = PipelineConfig()
         cfg.mode, cfg.window_size, cfg.model.device, cfg.render.fine = mode, window, "cpu", fine
         cfg.render.depth_scale, cfg.keyframe.distance = 0.5, 0.0
-        pipeline = Pipeline(cfg)
+        runner = FrameRunner(cfg)
         depths[fine] = [
-            pipeline.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T), want_grid=False).depth
+            runner.process(Frame(image, seq.K, (i + 1) * 10**8, "cam", T), want_grid=False).depth
             for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam))
         ]
     rel = np.concatenate([(np.abs(f - r) / r).ravel() for f, r in zip(depths[True], depths[False])])
@@ -126,6 +130,6 @@ def test_seeded_jitter_keeps_the_reference_render():
         cfg = PipelineConfig()
         cfg.model.device, cfg.render.fine, cfg.render.jitter, cfg.render.depth_scale = "cpu", fine, "seeded", 0.25
         out.append(
-            Pipeline(cfg).process(Frame(seq.images[0], seq.K, 1, "cam", seq.T_fixed_cam[0]), want_grid=False).depth
+            FrameRunner(cfg).process(Frame(seq.images[0], seq.K, 1, "cam", seq.T_fixed_cam[0]), want_grid=False).depth
         )
     assert np.array_equal(out[0], out[1])

@@ -37,6 +37,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # n
 from std_msgs.msg import Float64  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
+from kdbts_ros.core.field import query_memory_mb  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.rig import RigCamera  # noqa: E402
 from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
@@ -308,7 +309,7 @@ def test_two_cameras_form_rig_frames_for_the_multi_view_head(system):
     # the right camera, 0.5 m beside the left one, sees the grid: auto mode takes the MV head
     assert all(g.head == "mv" and g.num_views >= 2 for g in grids)
     # each rig frame is a keyframe: both cameras' images enter the window
-    assert [e.camera for e in s.runner.pipeline.window.entries][-2:] == ["right", "left"]
+    assert [e.camera for e in s.runner.window.entries][-2:] == ["right", "left"]
     for topic in (OCC, "/kdbts/points", DEPTH, DEPTH_INFO):
         assert s.wait_published(stamps[-1], topic).header.frame_id == ("left" if "depth" in topic else "odom")
     values = _values(s.wait_diagnostics(lambda m: int(_values(m)["frames_processed"]) >= 4))
@@ -409,7 +410,7 @@ def test_a_corrupt_compressed_image_leaves_the_left_camera_frame(system):
     assert s.runner.drops["bad_image"] == drops["bad_image"] + 1
     # the left image is processed with the window; the broken right image never enters it
     assert s.runner.last.stamp_ns == stamp and grid.num_views >= 2
-    assert [e.camera for e in s.runner.pipeline.window.entries if e.stamp_ns == stamp] == ["left"]
+    assert [e.camera for e in s.runner.window.entries if e.stamp_ns == stamp] == ["left"]
     s.fresh_frame()
 
 
@@ -417,9 +418,9 @@ def test_a_corrupt_compressed_image_leaves_the_left_camera_frame(system):
 
 
 def _blocking_process(s: System, monkeypatch) -> tuple[threading.Event, threading.Event]:
-    """Make the next pipeline.process wait for ``release``; ``started`` is set when it is entered."""
+    """Make the next runner.process wait for ``release``; ``started`` is set when it is entered."""
     started, release = threading.Event(), threading.Event()
-    real = s.runner.pipeline.process
+    real = s.runner.process
 
     def process(*args: Any, **kwargs: Any):
         if not started.is_set():
@@ -427,7 +428,7 @@ def _blocking_process(s: System, monkeypatch) -> tuple[threading.Event, threadin
             release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(s.runner.pipeline, "process", process)
+    monkeypatch.setattr(s.runner, "process", process)
     return started, release
 
 
@@ -508,7 +509,7 @@ def test_an_image_arriving_while_the_frame_is_taken_is_not_lost(system, monkeypa
 
 def test_cuda_out_of_memory_skips_the_frame_and_halves_the_query_memory(system, monkeypatch, caplog):
     s = system
-    real = s.runner.pipeline.process
+    real = s.runner.process
     calls = []
 
     def process(*args: Any, **kwargs: Any):
@@ -517,8 +518,8 @@ def test_cuda_out_of_memory_skips_the_frame_and_halves_the_query_memory(system, 
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(s.runner.pipeline, "process", process)
-    memory = s.runner.pipeline.query_memory_mb()
+    monkeypatch.setattr(s.runner, "process", process)
+    memory = query_memory_mb(s.runner.cfg, s.runner.stages.device)
     drops = s.runner.drops["cuda_oom"]
     with caplog.at_level(logging.WARNING, logger="kdbts_ros"):
         stamp = s.frame()
@@ -633,7 +634,7 @@ def test_runtime_parameters_are_validated_and_applied_between_frames(system, mon
     assert not out_of_range.successful and "grid.resolution out of range" in out_of_range.reason
     crossed = node.set_parameters([Parameter("grid.x_min", value=5.0)])[0]
     assert not crossed.successful and "below its max" in crossed.reason
-    monkeypatch.setattr(s.runner.pipeline.model, "available_heads", ["sv"])
+    monkeypatch.setattr(s.runner.stages.model, "available_heads", ["sv"])
     no_head = node.set_parameters([Parameter("mode", value="mv")])[0]
     assert not no_head.successful and "needs a multi-view head" in no_head.reason
     monkeypatch.undo()

@@ -4,42 +4,30 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from kdbts_ros.core import geometry
 from kdbts_ros.core.config import KeyframeConfig
-
-
-@dataclass
-class WindowEntry:
-    """One encoded frame: its features, normalised intrinsics, pose in the fixed frame and folded head maps."""
-
-    stamp_ns: int
-    features: torch.Tensor  # (C, H, W)
-    Kn: torch.Tensor  # (3, 3)
-    T_fixed_cam: np.ndarray | None
-    planes: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> folded map (model/folded.py)
-    camera: str = ""  # the image's optical frame
+from kdbts_ros.core.frames import EncodedFrame
 
 
 class FrameWindow:
-    """The last ``size`` keyframe images and the rule that chooses them; restarts when time runs backwards.
+    """The last ``size`` keyframe images and the rule that chooses them.
 
     The one owner of both: :meth:`offer` decides whether a rig frame is a keyframe and
-    keeps its images if so, :meth:`reset` forgets images and the rule's last keyframe.
+    keeps its images if so, :meth:`reset` (the runner's time-jump rule,
+    :mod:`kdbts_ros.runtime.time_jumps`) forgets images and the rule's last keyframe.
     """
 
     def __init__(self, size: int, keyframe: KeyframeConfig):
-        self.entries: deque[WindowEntry] = deque(maxlen=size)
+        self.entries: deque[EncodedFrame] = deque(maxlen=size)
         self.rule = KeyframeRule(keyframe)
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def offer(self, entries: Sequence[WindowEntry]) -> bool:
+    def offer(self, entries: Sequence[EncodedFrame]) -> bool:
         """Keep a rig frame's images (the output camera's last, so it is the newest) when it is a keyframe.
 
         The last entry's stamp and pose decide (:class:`KeyframeRule`); returns whether it was kept.
@@ -51,10 +39,8 @@ class FrameWindow:
             self.push(e)
         return True
 
-    def push(self, entry: WindowEntry) -> None:
+    def push(self, entry: EncodedFrame) -> None:
         """Add the newest frame whatever the rule says; older frames fall out when the window is full."""
-        if self.entries and entry.stamp_ns < self.entries[-1].stamp_ns - _SAME_RIG_FRAME_NS:
-            self.entries.clear()  # time went back (a looping bag) with no reset from the caller
         self.entries.append(entry)
 
     def resize(self, size: int) -> None:
@@ -66,13 +52,9 @@ class FrameWindow:
         self.entries.clear()
         self.rule.reset()
 
-    def posed(self) -> list[WindowEntry]:
+    def posed(self) -> list[EncodedFrame]:
         """Frames with a pose, newest first."""
         return [e for e in reversed(self.entries) if e.T_fixed_cam is not None]
-
-
-# the cameras of one rig frame may be pushed slightly out of stamp order
-_SAME_RIG_FRAME_NS = 1_000_000_000
 
 
 class KeyframeRule:

@@ -11,6 +11,10 @@ and a band between REFINE_BELOW and 1 of the budget holds the size still.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+
+from kdbts_ros.core.config import GridConfig
+from kdbts_ros.core.grids import GridSpec
 
 TARGET = 0.85  # aim a changed size at this share of the budget, leaving room for timing noise
 REFINE_BELOW = 0.6  # refine only when a frame took less than this share of the budget
@@ -35,6 +39,11 @@ class GridBudget:
         if coarsest <= base or self.resolution is None:
             return base
         return min(max(self.resolution, base), coarsest)
+
+    def spec(self, grid: GridConfig) -> GridSpec:
+        """The grid of the next frame: the configured one, with the cell size the latency budget allows."""
+        size = self.current(grid.resolution, grid.coarsest_resolution)
+        return GridSpec.from_config(grid if size == grid.resolution else replace(grid, resolution=size))
 
     def update(self, base: float, coarsest: float, budget_s: float, frame_s: float, grid_s: float) -> float:
         """Adapt to a frame that took ``frame_s`` in all, ``grid_s`` of it in the grid query; returns the new size."""
