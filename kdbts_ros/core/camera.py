@@ -66,13 +66,6 @@ def project(points_cam: torch.Tensor, Kn: torch.Tensor) -> tuple[torch.Tensor, t
     return xy, z, invalid
 
 
-def unproject(xy: torch.Tensor, z: torch.Tensor, Kn: torch.Tensor) -> torch.Tensor:
-    """Camera-frame points from normalised image coordinates (..., 2) and depth z (..., 1)."""
-    x = (xy[..., 0:1] - Kn[..., 0, 2:3]) / Kn[..., 0, 0:1] * z
-    y = (xy[..., 1:2] - Kn[..., 1, 2:3]) / Kn[..., 1, 1:2] * z
-    return torch.cat([x, y, z], -1)
-
-
 def ray_grid(Kn: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Camera-frame ray directions with unit z for every pixel, (H, W, 3).
 

@@ -11,7 +11,7 @@ from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.map_2d import Grid2D
 from kdbts_ros.messages.cdr import DENSITY_GRID, IMAGE, header, msg_type, pose
 from kdbts_ros.messages.sensor_data import camera_info
-from kdbts_ros.messages.topics import OUTPUTS, Stage, TopicsConfig
+from kdbts_ros.messages.topics import OUTPUTS, TopicsConfig
 
 if TYPE_CHECKING:  # no torch for message conversion
     from kdbts_ros.core.frames import Outputs
@@ -168,17 +168,6 @@ FRAME_MESSAGES: dict[str, Callable[[Outputs], Any]] = {
     "depth": _depth,
     "depth_info": depth_info,
 }
-
-
-def stages_wanted(topics: TopicsConfig, wanted: Collection[str] | None = None) -> tuple[bool, bool]:
-    """Whether the grid and the depth image are needed for the ``wanted`` output topics (None: all of them)."""
-    if wanted is None:
-        return True, True
-
-    def needed(stage: Stage) -> bool:
-        return any(o.topic(topics) in wanted for o in OUTPUTS if o.stage == stage)
-
-    return needed("grid"), needed("depth")
 
 
 def output_messages(

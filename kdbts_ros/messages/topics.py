@@ -7,6 +7,7 @@ stage, the node's publishers and the topics a replay leaves out of its input are
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -96,3 +97,14 @@ OUTPUT = {o.key: o for o in OUTPUTS}
 def output_topics(topics: TopicsConfig) -> set[str]:
     """Every topic the node publishes, diagnostics included."""
     return {o.topic(topics) for o in OUTPUTS} | {DIAGNOSTICS}
+
+
+def stages_wanted(topics: TopicsConfig, wanted: Collection[str] | None = None) -> tuple[bool, bool]:
+    """Whether the grid and the depth image are needed for the ``wanted`` output topics (None: all of them)."""
+    if wanted is None:
+        return True, True
+
+    def needed(stage: Stage) -> bool:
+        return any(o.topic(topics) in wanted for o in OUTPUTS if o.stage == stage)
+
+    return needed("grid"), needed("depth")

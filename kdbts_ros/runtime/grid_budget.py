@@ -45,6 +45,16 @@ class GridBudget:
         size = self.current(grid.resolution, grid.coarsest_resolution)
         return GridSpec.from_config(grid if size == grid.resolution else replace(grid, resolution=size))
 
+    def next_spec(self, grid: GridConfig, budget_s: float, last: tuple[float, float] | None) -> GridSpec:
+        """The grid of the next frame after adapting to the last grid-querying frame's ``(frame_s, grid_s)``.
+
+        The runner's one call per frame: the previous frame's timings are applied here, when the
+        next frame starts, rather than by a second call at the end of the frame.
+        """
+        if last is not None:
+            self.update(grid.resolution, grid.coarsest_resolution, budget_s, *last)
+        return self.spec(grid)
+
     def update(self, base: float, coarsest: float, budget_s: float, frame_s: float, grid_s: float) -> float:
         """Adapt to a frame that took ``frame_s`` in all, ``grid_s`` of it in the grid query; returns the new size."""
         r = self.current(base, coarsest)

@@ -31,7 +31,7 @@ from kdbts_ros.core.grids import bev_occupancy, occupied_voxels, point_colours
 from kdbts_ros.core.loading import synced_time
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
-from kdbts_ros.messages import cdr, published, sensor_data
+from kdbts_ros.messages import cdr, published, sensor_data, topics
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.cameras import CameraInput, Dropped, Image, RigInputs, Wait
 from kdbts_ros.runtime.config import RunnerConfig
@@ -72,6 +72,7 @@ class FrameRunner:
         self.window = FrameWindow(cfg.window_size, cfg.keyframe)
         self.heads = HeadChoice(cfg, self.stages.model, self.stages.device)
         self.grid_budget = GridBudget()
+        self._last_grid_timing: tuple[float, float] | None = None  # (frame_s, grid_s) of the last grid frame
         self.params = ParamStage(cfg, self.stages, self.window)
         self.mapping = MapStage(cfg, self.accounting)  # the world map, while map.enabled
         self.time_jumps = TimeJumps(cfg, self.accounting, self.rig, self.window, self.tf, self.mapping)
@@ -208,7 +209,7 @@ class FrameRunner:
                 except Dropped:
                     pass
         self.time_jumps.frame(frame.stamp_ns)  # a jump since the last frame resets window and map first
-        want_grid, want_depth = published.stages_wanted(self.cfg.topics, wanted)
+        want_grid, want_depth = topics.stages_wanted(self.cfg.topics, wanted)
         want_grid = want_grid or self.mapping.enabled  # the map fuses every frame's grid
         try:
             out = self.process(frame, want_depth=want_depth, want_grid=want_grid, companions=companions)
@@ -265,7 +266,7 @@ class FrameRunner:
         entry = encoding.encode(frame, heads, prepared)
         group = [encoding.encode(c, heads) for c in companions]
         self.window.offer([*group, entry])
-        spec = self.grid_budget.spec(cfg.grid)
+        spec = self.grid_budget.next_spec(cfg.grid, cfg.latency_budget, self._last_grid_timing)
         query = Query.of(*self.heads.choose(entry, group, self.window.posed(), spec), device)
         t2 = synced_time(device)
 
@@ -291,10 +292,8 @@ class FrameRunner:
         else:
             out_frame, T_out_cam = frame.frame_id, np.eye(4)
         points = (points @ T_out_cam[:3, :3].T + T_out_cam[:3, 3]).astype(np.float32)
-        if want_grid:
-            self.grid_budget.update(
-                cfg.grid.resolution, cfg.grid.coarsest_resolution, cfg.latency_budget, time.perf_counter() - t0, t3 - t2
-            )
+        # the grid budget adapts to this frame when the next one starts (GridBudget.next_spec)
+        self._last_grid_timing = (time.perf_counter() - t0, t3 - t2) if want_grid else None
         return Outputs(
             frame.stamp_ns,
             frame.frame_id,

@@ -14,13 +14,14 @@ def test_normalised_intrinsics_match_official_kitti_values():
     np.testing.assert_allclose(camera.pixel_intrinsics(Kn, 1242, 375), K_KITTI, atol=1e-9)
 
 
-def test_project_unproject_round_trip(rng):
+def test_project_matches_the_pinhole_model_by_hand(rng):
     Kn = torch.tensor(camera.normalise_intrinsics(K_KITTI, 1242, 375))
     pts = torch.tensor(rng.uniform([-5, -2, 3], [5, 2, 60], (500, 3)))
     xy, z, invalid = camera.project(pts, Kn)
-    torch.testing.assert_close(camera.unproject(xy, z, Kn), pts)
-    # the same points by hand: x' = fx' x / z + cx'
+    # the same points by hand: x' = fx' x / z + cx', y' = fy' y / z + cy', depth z unchanged
     torch.testing.assert_close(xy[:, 0], Kn[0, 0] * pts[:, 0] / pts[:, 2] + Kn[0, 2])
+    torch.testing.assert_close(xy[:, 1], Kn[1, 1] * pts[:, 1] / pts[:, 2] + Kn[1, 2])
+    torch.testing.assert_close(z[:, 0], pts[:, 2])
     expected_invalid = (xy.abs() > 1).any(-1)
     assert torch.equal(invalid, expected_invalid)
 

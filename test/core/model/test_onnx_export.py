@@ -209,7 +209,7 @@ def test_export_command_writes_the_graphs_and_metadata(tmp_path, capsys):
 
 
 def test_int8_encoder_feeds_the_same_query_graphs(tmp_path):
-    from kdbts_ros.core.model.quantize import INT8_ENCODER, image_input, occupancy_agreement, quantize_encoder
+    from kdbts_ros.core.model.quantize import INT8_ENCODER, image_input, quantize_encoder
 
     model = random_model(Architecture(backbone="resnet18_half", feature_dim=16), 5).eval()
     export_onnx(model, tmp_path, (64, 128), heads=["sv"])
@@ -221,4 +221,3 @@ def test_int8_encoder_feeds_the_same_query_graphs(tmp_path):
     (fa, pa), (fb, pb) = fp32.encode(image), int8.encode(image)
     assert fb.shape == fa.shape and pb["sv"].shape == pa["sv"].shape
     assert float((fb - fa).abs().mean() / fa.abs().mean()) < 0.2  # quantised, not equal
-    assert occupancy_agreement([np.ones(4), np.zeros(2)], [np.ones(4), np.ones(2)], 0.5) == 4 / 6

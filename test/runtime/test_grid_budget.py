@@ -53,6 +53,18 @@ def test_other_stages_over_budget_take_the_coarsest_size_and_adaptation_off_keep
     assert b.current(0.3, 0.6) == 0.6 and b.current(1.0, 2.0) == 1.0
 
 
+def test_next_spec_applies_the_last_frames_timings_before_giving_the_grid():
+    grid = small_config().grid
+    grid.coarsest_resolution = 2.0
+    b, ref = GridBudget(), GridBudget()
+    assert b.next_spec(grid, 0.5, None).resolution == grid.resolution  # no frame yet: the configured grid
+    r = ref.update(grid.resolution, 2.0, 0.5, 0.8, 0.6)
+    spec = b.next_spec(grid, 0.5, (0.8, 0.6))
+    assert r > grid.resolution and spec.resolution == pytest.approx(r)
+    assert spec.shape == ref.spec(grid).shape
+    assert b.next_spec(grid, 0.5, None).resolution == pytest.approx(r)  # a frame without a grid changes nothing
+
+
 def test_the_runner_publishes_a_coarser_grid_while_over_budget_and_the_configured_one_when_off():
     cfg = small_config(latency_budget=1e-4)
     cfg.grid.coarsest_resolution = 1.0
