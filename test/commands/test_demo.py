@@ -100,3 +100,10 @@ def test_demo_and_replay_with_the_map_on_write_the_map_topics_and_files(tmp_path
     assert again.processed == 3 and again.written["/kdbts/map"] == 3 and again.skipped["/kdbts/map"] == 3
     assert [f.name for f in again.map_files] == ["map.pcd", "map.pgm", "map.yaml"]
     assert all(f.exists() for f in again.map_files)
+    demo_points = np.asarray(o3d.io.read_point_cloud(str(result["files"]["map_cloud"])).points)
+    replay_points = np.asarray(o3d.io.read_point_cloud(str(again.map_files[0])).points)
+    np.testing.assert_array_equal(replay_points, demo_points)  # the same frames and settings: the same map
+    demo_pgm, replay_pgm = (
+        cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in (result["files"]["map_pgm"], again.map_files[1])
+    )
+    np.testing.assert_array_equal(replay_pgm, demo_pgm)
