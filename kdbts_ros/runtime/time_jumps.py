@@ -39,8 +39,7 @@ from kdbts_ros.runtime.window import FrameWindow
 
 THRESHOLD_NS = 1_000_000_000  # a step back beyond this is a jump, not reordering
 
-BACK = "time went backwards"  # the reasons handed to the map stage
-GAP = "time gap"
+BACK = "time went backwards"  # the reason handed to the map stage (a gap forward names its length)
 
 
 class TimeJumps:
@@ -108,8 +107,9 @@ class TimeJumps:
         with self._pending_lock:
             reason, self._pending = self._pending, None
         last = self._last_frame
-        if reason is None and last is not None and (stamp - last) * 1e-9 > self.cfg.map.max_time_gap:
-            reason = GAP
+        gap_s, max_gap_s = (0.0 if last is None else (stamp - last) * 1e-9), self.cfg.map.max_time_gap
+        if reason is None and gap_s > max_gap_s:
+            reason = f"the stamps jumped {gap_s:.1f} s forward (map.max_time_gap {max_gap_s:g} s)"
         if reason is not None:
             self.window.reset()
             self.mapping.time_jump(reason)

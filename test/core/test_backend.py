@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.encoding import OnnxEncoder
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.settings import ConfigError, set_param
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.data.sequences import synthetic_sample
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.runner import FrameRunner
 
 TOL = 1e-4
@@ -26,8 +26,8 @@ def cache(tmp_path_factory):
     mp.undo()
 
 
-def _config(backend: str, mode: str, window: int) -> PipelineConfig:
-    cfg = PipelineConfig()
+def _config(backend: str, mode: str, window: int) -> RunnerConfig:
+    cfg = RunnerConfig()
     cfg.model.device, cfg.model.backend, cfg.mode, cfg.window_size = "cpu", backend, mode, window
     cfg.keyframe.distance = 0.0  # every frame a keyframe: the window fills from the first frames
     return cfg
@@ -53,7 +53,7 @@ def test_onnxruntime_outputs_are_torchs_within_fp32_rounding(cache, mode, window
         assert np.array_equal(a.unseen, ~seen) and seen.any()
         assert float(np.abs(a.density[seen] - b.density[seen]).max()) <= TOL
         # occupancy (sigma > grid.occupied_density) identical: the same occupied voxels
-        occupied = PipelineConfig().grid.occupied_density
+        occupied = RunnerConfig().grid.occupied_density
         assert np.array_equal(a.density[seen] > occupied, b.density[seen] > occupied)
         assert np.array_equal(a.points, b.points)
         # the OccupancyGrid's whole percents may round the other way where a column sits on a .5

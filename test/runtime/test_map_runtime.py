@@ -155,13 +155,15 @@ def test_a_time_jump_the_runner_reports_resets_the_map_or_keeps_it_by_the_rule(s
         rig.frame(i * S // 10, 0.0, cameras=1)
     before = runner.mapping.map.log_odds.copy()
     with caplog.at_level("WARNING", logger="kdbts_ros"):
-        runner.mapping.time_jump("the stamps jumped 10.0 s forward")
-    outputs = rig.frame(10 * S, 0.0, cameras=1)
+        outputs = rig.frame(10 * S, 0.0, cameras=1)  # 9.8 s after the last frame: more than max_time_gap (5 s)
     wmap, one_hit = runner.mapping.map, np.log(0.7 / 0.3)
     assert wmap.frames == 4 and _map_msgs(outputs)  # fused, and published at once
     if rule == "reset":
         assert wmap.resets == {"time jump": 1} and runner.faults["map_reset_time_jump"] == 1
-        assert "the map was cleared: the stamps jumped 10.0 s forward (map.time_jump_rule reset)" in caplog.text
+        assert (
+            "the map was cleared: the stamps jumped 9.8 s forward (map.max_time_gap 5 s) (map.time_jump_rule reset)"
+            in caplog.text
+        )
         assert np.abs(before).max() > one_hit + 0.1  # three frames fused
         assert 0 < np.abs(wmap.log_odds).max() <= one_hit + 1e-5  # only the new one
     else:

@@ -8,13 +8,13 @@ import torch
 from conftest import KITTI_SAMPLE, needs_kitti
 
 from kdbts_ros.core.camera import ray_grid
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.field import Query
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.render import render_depth, sample_depths
 from kdbts_ros.core.model.render_fine import FineStats, coarse_indices, render_depth_fine
 from kdbts_ros.data.sequences import kitti_sample, synthetic_sample
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.runner import FrameRunner
 
 NEAR, FAR, S = 3.0, 80.0, 64
@@ -60,7 +60,7 @@ def test_refining_every_block_is_the_reference():
 
 def _depth_agreement(seq, n_views: int) -> tuple[float, float]:
     """Share of pixels whose fine depth is within 1 % of the reference, and the share of evaluations."""
-    cfg = PipelineConfig()
+    cfg = RunnerConfig()
     cfg.mode, cfg.window_size, cfg.model.device = ("mv" if n_views > 1 else "sv"), n_views, "cpu"
     runner = FrameRunner(cfg)
     stages = runner.stages
@@ -110,7 +110,7 @@ def test_the_runners_fine_depth_is_its_reference_depth(mode, window, frames):
     seq = synthetic_sample(frames)
     depths = {}
     for fine in (False, True):
-        cfg = PipelineConfig()
+        cfg = RunnerConfig()
         cfg.mode, cfg.window_size, cfg.model.device, cfg.render.fine = mode, window, "cpu", fine
         cfg.render.depth_scale, cfg.keyframe.distance = 0.5, 0.0
         runner = FrameRunner(cfg)
@@ -127,7 +127,7 @@ def test_seeded_jitter_keeps_the_reference_render():
     seq = synthetic_sample(1)
     out = []
     for fine in (False, True):
-        cfg = PipelineConfig()
+        cfg = RunnerConfig()
         cfg.model.device, cfg.render.fine, cfg.render.jitter, cfg.render.depth_scale = "cpu", fine, "seeded", 0.25
         out.append(
             FrameRunner(cfg).process(Frame(seq.images[0], seq.K, 1, "cam", seq.T_fixed_cam[0]), want_grid=False).depth
