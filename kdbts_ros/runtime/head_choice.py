@@ -13,7 +13,7 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import EncodedFrame
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model.network import DensityField
-from kdbts_ros.core.stages import heads_for_mode, mode_problem
+from kdbts_ros.core.stages import heads_for_mode
 
 
 class HeadChoice:
@@ -21,10 +21,6 @@ class HeadChoice:
 
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device):
         self.cfg, self.model, self.device = cfg, model, device
-
-    def mode_problem(self, mode: str) -> str | None:
-        """Why the loaded weights cannot serve a head mode, or None."""
-        return mode_problem(self.model, mode)
 
     def for_mode(self) -> list[str]:
         """Heads the current mode may query, so a new frame's folded maps are made when it is encoded."""

@@ -117,7 +117,7 @@ class MapStage:
         return msgs
 
     def time_jump(self, reason: str) -> None:
-        """Time jumped (``reason``, e.g. "image stamps went back"): apply ``map.time_jump_rule``.
+        """Time jumped (``reason`` from :mod:`kdbts_ros.runtime.time_jumps`): apply ``map.time_jump_rule``.
 
         reset: the map is cleared before the next frame (the fault ``map_reset_time_jump``); keep:
         the next frame fuses into the map as it is (decayed by the time since the last frame when
