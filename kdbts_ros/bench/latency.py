@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
 from kdbts_ros.core.field import Query
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.core.loading import pick_device
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.report_paths import report_path
@@ -127,13 +128,13 @@ def peak_gflops(device: torch.device, dtype: str) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def stage_gflops(runner: FrameRunner, rgb: np.ndarray, K: np.ndarray) -> dict[str, float]:
+def stage_gflops(runner: FrameRunner, rgb: np.ndarray, lens: Lens) -> dict[str, float]:
     """GFLOPs of encode (with the folded maps, counted with torch's encoder), grid and depth for the newest
     window frame."""
     counts = {}
     stages = runner.stages
     with stages.precision():
-        image01 = stages.encoding.prepare(rgb, K).image01
+        image01 = stages.encoding.prepare(rgb, lens).image01
         with FlopCounterMode(display=False) as fc:
             features = stages.model.encode(image01)[0]
             if runner.cfg.model.fast:
@@ -189,7 +190,7 @@ def run_case(
             raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
         last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.images[0])
         assert runner.cameras[0].intrinsics is not None and runner.last is not None  # a frame was measured
-        K = runner.cameras[0].intrinsics[0]
+        lens = runner.cameras[0].intrinsics.lens
         rgb = sensor_data.image_to_rgb(cdr.deserialize(last_image, "sensor_msgs/msg/Image"))
         result: dict[str, object] = {
             "stages": {s: percentiles_ms([x[s] for x in samples]) for s in STAGES if s in samples[0]},
@@ -201,7 +202,7 @@ def run_case(
             "dropped": dict(runner.drops),
             "peak_rss_mb": memory_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "gflops": stage_gflops(runner, rgb, K),
+            "gflops": stage_gflops(runner, rgb, lens),
             # onnxruntime: the export's key, folder, and seconds (0 when the cached export was reused)
             "backend_info": {k: report_path(v) if k == "dir" else v for k, v in runner.stages.backend_info.items()},
         }

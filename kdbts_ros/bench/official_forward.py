@@ -332,7 +332,7 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
     for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam)):
         frame = Frame(image, seq.K, i * FRAME_INTERVAL_NS, seq.camera_frame, T)
         with stages.precision():
-            prepared = stages.encoding.prepare(image, seq.K)
+            prepared = stages.encoding.prepare(image, frame.lens())
             images[frame.stamp_ns] = prepared.image01
             entry = stages.encoding.encode(frame, heads.for_mode(), prepared)
             window.push(entry)

@@ -27,10 +27,13 @@ from kdbts_ros.core.model.network import DensityField, Views
 
 
 class Query:
-    """What a frame is queried with: the head, the encoded frames it reads (the query frame first), their views."""
+    """What a frame is queried with: the head, the encoded frames it reads (the query frame first), their views
+    and the query frame's valid pixels (None: its camera sees them all).
+    """
 
-    def __init__(self, head: str, entries: Sequence[EncodedFrame], views: Views):
+    def __init__(self, head: str, entries: Sequence[EncodedFrame], views: Views, valid: torch.Tensor | None = None):
         self.head, self.entries, self.views = head, list(entries), views
+        self.valid = entries[0].valid if entries else valid
 
     @classmethod
     def of(cls, head: str, entries: Sequence[EncodedFrame], device: torch.device) -> Query:
@@ -46,6 +49,20 @@ class Query:
             torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device),
         )
         return cls(head, entries, views)
+
+
+def unseen_pixels(xy: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Whether normalised image points (..., 2) fall on pixels their camera does not see (padding), (...) bool.
+
+    ``valid`` (H, W) is the canonical image's mask; pixel i spans normalised [2i/W - 1, 2(i+1)/W - 1]
+    (features are sampled with align_corners=False). Points outside [-1, 1] are left to the caller.
+    """
+    if valid is None:
+        return torch.zeros(xy.shape[:-1], dtype=torch.bool, device=xy.device)
+    H, W = valid.shape
+    col = ((xy[..., 0] + 1) * (W / 2)).floor().long().clamp(0, W - 1)
+    row = ((xy[..., 1] + 1) * (H / 2)).floor().long().clamp(0, H - 1)
+    return ~valid[row, col]
 
 
 class GridDensity(NamedTuple):
@@ -86,8 +103,14 @@ class _Field:
         w = max(1, round(W * scale))
         dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
-        depth = self._ray_depth(query, dirs, gen).float().cpu().numpy().reshape(h, w)
-        return depth, ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
+        padded = unseen_pixels(project(dirs, Kn)[0], query.valid)
+        depth = np.full(h * w, np.nan, np.float32)  # rays into the padding: no depth invented
+        if bool(padded.any()):
+            seen = torch.nonzero(~padded)[:, 0]
+            depth[seen.cpu().numpy()] = self._ray_depth(query, dirs[seen], gen).float().cpu().numpy()
+        else:
+            depth[:] = self._ray_depth(query, dirs, gen).float().cpu().numpy()
+        return depth.reshape(h, w), ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
 
     def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
@@ -100,8 +123,9 @@ class ReferenceField(_Field):
         """Densities and unseen mask (flat) of grid cell centres (..., 3) in the query frame's camera."""
         pts = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=self.device)
         sigma, invalid = self.model.query(pts, query.views, query.head, self.cfg.model.chunk_points)
-        # a voxel is seen when the current camera sees it (the SV head reads view 0 only)
-        unseen = invalid[0, :, 0].cpu().numpy()
+        # a voxel is seen when the current camera sees it (the SV head reads view 0 only), not in its padding
+        padded = unseen_pixels(project(pts[0], query.views.Kn[0, 0])[0], query.valid)
+        unseen = (invalid[0, :, 0] | padded).cpu().numpy()
         return GridDensity(np.where(unseen, 0.0, sigma[0].float().cpu().numpy()).astype(np.float32), unseen)
 
     def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -114,7 +138,7 @@ class FoldedField(_Field):
 
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
         super().__init__(cfg, model, device, input_size)
-        self._visible_cache: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
+        self._visible_cache: tuple[tuple, np.ndarray, torch.Tensor, np.ndarray] | None = None
 
     def planes(self, query: Query) -> list[torch.Tensor]:
         """The query frames' folded maps for its head (a head new to a frame is folded once and kept)."""
@@ -125,25 +149,30 @@ class FoldedField(_Field):
         budget = query_memory_mb(self.cfg, self.device) * 2**20
         return max(1024, budget // folded.bytes_per_point(self.model, head, num_views))
 
-    def _visible(self, centres: np.ndarray, Kn: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    def _visible(
+        self, centres: np.ndarray, Kn: torch.Tensor, valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, np.ndarray]:
         """Indices of the grid cells (flat) the current camera sees, and the unseen mask.
 
-        Kept while the intrinsics and the grid stay the same.
+        Kept while the intrinsics, the camera's valid pixels (kept per lens by the encoding) and the grid stay.
         """
+        key = (Kn, valid)
         if (
             self._visible_cache is None
-            or not torch.equal(self._visible_cache[0], Kn)
+            or not torch.equal(self._visible_cache[0][0], Kn)
+            or self._visible_cache[0][1] is not valid
             or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))
         ):
             pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
-            unseen = project(pts, Kn)[2]
-            self._visible_cache = (Kn, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())
+            xy, _, outside = project(pts, Kn)
+            unseen = outside | unseen_pixels(xy, valid)
+            self._visible_cache = (key, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())
         return self._visible_cache[2], self._visible_cache[3]
 
     def grid(self, centres: np.ndarray, query: Query) -> GridDensity:
         """Densities and unseen mask (flat) of grid cell centres (..., 3); only the seen cells are decoded."""
         views, head, planes = query.views, query.head, self.planes(query)
-        visible, unseen = self._visible(centres, views.Kn[0, 0])
+        visible, unseen = self._visible(centres, views.Kn[0, 0], query.valid)
         pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)[visible]
         chunk = self.chunk(head, len(planes))
         sig = [

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.lens import Lens
 
 if TYPE_CHECKING:  # frames are plain data: importing them loads no torch
     import torch
@@ -22,6 +23,14 @@ class Frame:
     stamp_ns: int
     frame_id: str  # the optical frame, whatever its name
     T_fixed_cam: np.ndarray | None = None
+    camera: Lens | None = None  # the image's lens with its distortion; None: a pinhole of K
+
+    def lens(self) -> Lens:
+        """The image's lens: ``camera``, else the undistorted camera of K at the image's size."""
+        if self.camera is not None:
+            return self.camera
+        assert self.K is not None, "a frame is seen through its lens or its intrinsics"
+        return Lens.pinhole(self.K, self.image.shape[1], self.image.shape[0])
 
 
 @dataclass
@@ -34,6 +43,7 @@ class EncodedFrame:
     T_fixed_cam: np.ndarray | None
     planes: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> folded map (model/folded.py)
     camera: str = ""  # the image's optical frame
+    valid: torch.Tensor | None = None  # (H, W) bool: the pixels its camera sees; None: all of them
 
 
 @dataclass

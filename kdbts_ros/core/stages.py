@@ -18,6 +18,7 @@ import torch
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.encoding import Encoding, choose_encoder
 from kdbts_ros.core.field import FieldQuery, choose_field
+from kdbts_ros.core.lens import KITTI_360, CanonicalCamera, LensError
 from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model, pick_device
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.settings import ConfigError
@@ -50,6 +51,7 @@ class Stages:
         else:
             self.model_info = {"weights": "given"}
         self.model = model.to(self.device).eval()
+        self.canonical = self._canonical()
         problem = mode_problem(self.model, cfg.mode)
         if problem:
             raise ConfigError(f"{self.model_info.get('weights')}: {problem}")
@@ -63,7 +65,7 @@ class Stages:
             heads_for_mode(self.model, cfg.mode),
             checkpoint=str(self.model_info.get("weights", "")),
         )
-        self.encoding = Encoding(self.model, self.device, self.input_size, encoder, fold=cfg.model.fast)
+        self.encoding = Encoding(self.model, self.device, self.canonical, encoder, fold=cfg.model.fast)
         self.field: FieldQuery = choose_field(cfg, self.model, self.device, self.input_size)
 
     def choose_path(self) -> None:
@@ -80,6 +82,22 @@ class Stages:
             m.image_height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
             m.image_width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])),
         )
+
+    def _canonical(self) -> CanonicalCamera:
+        """The camera the network sees every frame through: the checkpoint's at the input size.
+
+        A checkpoint that states none (random weights, older files) was trained, as the official
+        BTS/KDBTS default, with KITTI-360's perspective camera; the model info says so.
+        """
+        H, W = self.input_size
+        record = self.model_info.get("camera")
+        if record is None:
+            self.model_info["camera"] = "KITTI-360 (assumed: the checkpoint states no camera)"
+            return CanonicalCamera.from_normalised(KITTI_360, W, H)
+        try:
+            return CanonicalCamera.from_record(record).at_size(W, H)
+        except LensError as exc:
+            raise ConfigError(f"{self.model_info.get('weights')}: {exc}") from exc
 
     @contextlib.contextmanager
     def precision(self) -> Iterator[None]:

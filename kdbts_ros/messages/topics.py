@@ -31,10 +31,22 @@ class TopicsConfig:
     camera_infos: list[str] = setting(
         ["/camera/camera_info"], "sensor_msgs/CameraInfo topic of each camera, in the order of topics.images"
     )
+    rectified: str = setting(
+        "auto",
+        "whether the images are already rectified: true (seen through camera_info's P, no distortion), "
+        "false (raw: K and D in their distortion model, plumb_bob, rational_polynomial or equidistant), "
+        "auto (true for a topic whose name contains 'rect', as image_proc's image_rect)",
+        choices=("auto", "true", "false"),
+    )
     occupancy: str = setting("/kdbts/occupancy", "output nav_msgs/OccupancyGrid")
     points: str = setting("/kdbts/points", "output sensor_msgs/PointCloud2")
-    depth: str = setting("/kdbts/depth", "output sensor_msgs/Image 32FC1 metres")
-    depth_info: str = setting("/kdbts/depth/camera_info", "output CameraInfo matching the depth image")
+    depth: str = setting(
+        "/kdbts/depth/image", "output sensor_msgs/Image 32FC1 metres along the optical axis, NaN where not seen"
+    )
+    depth_info: str = setting(
+        "/kdbts/depth/camera_info",
+        "output CameraInfo of the camera the depth image is in (beside it, as image_transport expects)",
+    )
     density_grid: str = setting("/kdbts/density_grid", "output kdbts_ros/DensityGrid")
     latency: str = setting("/kdbts/latency", "output std_msgs/Float64: seconds from the image stamp to the publish")
     map: str = setting(
@@ -55,6 +67,11 @@ class TopicsConfig:
             )
         if len(set(self.images + self.camera_infos)) != 2 * len(self.images):
             raise ValueError("topics.images and topics.camera_infos must all differ")
+
+    def is_rectified(self, image_topic: str) -> bool:
+        """Whether a camera's images are rectified (``topics.rectified``; auto: by the topic's name)."""
+        name = image_topic.removesuffix("/compressed").rsplit("/", 1)[-1]
+        return self.rectified == "true" or (self.rectified == "auto" and "rect" in name)
 
 
 # what computes an output: grid / depth the pipeline for each frame (the bird's-eye grid, the

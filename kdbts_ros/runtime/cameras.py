@@ -15,7 +15,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.messages import sensor_data
+from kdbts_ros.messages.sensor_data import CameraModel
 from kdbts_ros.runtime.accounting import Accounting
 from kdbts_ros.runtime.config import RunnerConfig
 
@@ -35,10 +37,11 @@ class Image:
 class CameraInput:
     """One camera: its topics, intrinsics, last image format and images waiting to be used."""
 
-    def __init__(self, index: int, image_topic: str, info_topic: str):
+    def __init__(self, index: int, image_topic: str, info_topic: str, rectified: bool):
         self.index, self.image_topic, self.info_topic = index, image_topic, info_topic
+        self.rectified = rectified  # read through camera_info's P (else K and D)
         self.msgtype = sensor_data.image_msgtype(image_topic)
-        self.intrinsics: tuple[np.ndarray, int, int, str] | None = None
+        self.intrinsics: CameraModel | None = None
         self.format: tuple[str, int, int] | None = None
         self.waiting: deque[Image] = deque()
         self.received = 0
@@ -55,8 +58,8 @@ class Dropped(Exception):
     """An image cannot be used; the reason has been counted."""
 
 
-# a camera's image with its pixel intrinsics and pose in the fixed frame
-Partner = tuple[CameraInput, Image, np.ndarray, np.ndarray]
+# a camera's image with its lens and pose in the fixed frame
+Partner = tuple[CameraInput, Image, Lens, np.ndarray]
 
 
 class RigInputs:
@@ -66,7 +69,8 @@ class RigInputs:
         """``cfg`` is the live config (mode and sync tolerance are read when used)."""
         self.cfg, self.accounting = cfg, accounting
         self.cameras = [
-            CameraInput(i, img, info) for i, (img, info) in enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))
+            CameraInput(i, img, info, cfg.topics.is_rectified(img))
+            for i, (img, info) in enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))
         ]
         self.image_topics = {c.image_topic: c.index for c in self.cameras}
         self.info_topics = {c.info_topic: c.index for c in self.cameras}
@@ -81,26 +85,29 @@ class RigInputs:
         """Count a received image of ``cam`` as lost."""
         self.accounting.drop(reason, message, cam.dropped)
 
-    def set_intrinsics(self, cam: CameraInput, info: tuple[np.ndarray, int, int, str]) -> None:
-        """Take a camera's intrinsics; logged the first time, a change counted as a fault."""
-        old = cam.intrinsics
+    def set_intrinsics(self, cam: CameraInput, info: CameraModel) -> None:
+        """Take a camera's lens; logged the first time, a change counted as a fault."""
+        old, lens = cam.intrinsics, info.lens
         if old is None:
+            K = lens.K
             log.info(
-                "intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)",
+                "intrinsics from %s (%s, %s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)%s",
                 cam.info_topic,
-                info[3],
-                info[0][0, 0],
-                info[0][1, 1],
-                info[0][0, 2],
-                info[0][1, 2],
-                info[1],
-                info[2],
+                info.source,
+                "rectified" if cam.rectified else "raw",
+                K[0, 0],
+                K[1, 1],
+                K[0, 2],
+                K[1, 2],
+                lens.width,
+                lens.height,
+                f", {lens.model} D {np.round(lens.D, 4).tolist()}" if lens.distorted else "",
             )
-        elif old[1:3] != info[1:3] or not np.allclose(old[0], info[0]):
+        elif old.lens != lens:
             self.accounting.fault(
                 "camera_info_changed",
-                f"{cam.info_topic}: intrinsics changed from fx "
-                f"{old[0][0, 0]:.2f} {old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}",
+                f"{cam.info_topic}: intrinsics changed from fx {old.lens.K[0, 0]:.2f} {old.lens.width}x"
+                f"{old.lens.height} to fx {lens.K[0, 0]:.2f} {lens.width}x{lens.height}",
             )
         cam.intrinsics = info
 
@@ -137,14 +144,14 @@ class RigInputs:
         raise Dropped
 
     def partners(
-        self, img: Image, timed_out: bool, resolve: Callable[[CameraInput, Image, bool], tuple[np.ndarray, np.ndarray]]
+        self, img: Image, timed_out: bool, resolve: Callable[[CameraInput, Image, bool], tuple[Lens, np.ndarray]]
     ) -> list[Partner]:
         """Each other camera's image closest to ``img`` within the sync tolerance, with intrinsics and pose.
 
         Waits (up to ``tf_timeout``) while a camera's partner image may still come: it has
         sent images, none newer than this rig frame yet, and did not miss the last one. A
         camera without a partner is left out of this rig frame (counted). ``resolve`` gives
-        an image's intrinsics and pose, or raises Wait or Dropped.
+        an image's lens and pose, or raises Wait or Dropped.
         """
         tol = int(self.cfg.sync_tolerance * 1e9)
         found = []
@@ -167,10 +174,10 @@ class RigInputs:
                 )
                 continue
             try:
-                K, T = resolve(cam, partner, timed_out)
+                lens, T = resolve(cam, partner, timed_out)
             except Dropped:
                 continue
-            found.append((cam, partner, K, T))
+            found.append((cam, partner, lens, T))
         return found
 
     def consume(self, img: Image, found: list[Partner]) -> None:

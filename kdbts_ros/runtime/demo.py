@@ -11,6 +11,7 @@ from typing import TypedDict
 
 import cv2
 
+from kdbts_ros.core.frames import Frame
 from kdbts_ros.data.bags import BagWriter
 from kdbts_ros.data.image_files import write_image
 from kdbts_ros.data.sequences import Sequence, input_messages
@@ -58,7 +59,9 @@ def run_demo(cfg: RunnerConfig, out_dir: Path, seq: Sequence) -> DemoResult:
     write_image(files["depth_png"], depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
     write_image(files["input_png"], cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
     # the demo camera is level (DEMO_CAMERA): the profile needs no pitch
-    write_image(files["figure_png"], figure(runner.stages, seq.images[-1], seq.K).picture)
+    write_image(
+        files["figure_png"], figure(runner.stages, seq.images[-1], Frame(seq.images[-1], seq.K, 0, "").lens()).picture
+    )
     if runner.mapping.enabled:  # map.enabled in --config: the fused map beside the bag
         cloud, pgm, meta = runner.mapping.save(out_dir / "map", cfg.map.save_format)
         files.update(map_cloud=cloud, map_pgm=pgm, map_yaml=meta)

@@ -66,7 +66,7 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
     for c in runner.cameras:
         values[f"camera{c.index}_topic"] = c.image_topic
         values[f"camera{c.index}_images"] = c.received
-        values[f"camera{c.index}_intrinsics"] = c.intrinsics[3] if c.intrinsics else "missing"
+        values[f"camera{c.index}_intrinsics"] = c.intrinsics.source if c.intrinsics else "missing"
         values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
     values.update(runner.mapping.status())
     values.update(sorted(counts.items()))

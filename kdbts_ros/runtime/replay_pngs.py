@@ -69,9 +69,11 @@ class PngWriter:
             if cdr.stamp_ns(msg.header.stamp) == stamp_ns:
                 intrinsics = self.runner.cameras[0].intrinsics
                 assert intrinsics is not None  # the frame was processed with them
-                K = intrinsics[0]  # the runner's, still those of this frame
-                return figure(
-                    self.runner.stages, sensor_data.decode_image(msg, msgtype), K, pitch_deg=self.pitch_deg
+                return figure(  # the runner's lens, still that of this frame
+                    self.runner.stages,
+                    sensor_data.decode_image(msg, msgtype),
+                    intrinsics.lens,
+                    pitch_deg=self.pitch_deg,
                 ).picture
         log.warning("no figure for frame %d: its image message is no longer at hand", stamp_ns)
         return None

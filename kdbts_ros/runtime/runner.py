@@ -28,6 +28,7 @@ import torch
 from kdbts_ros.core.field import Query, smaller_query_memory
 from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.grids import bev_occupancy, occupied_voxels, point_colours
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.core.loading import synced_time
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
@@ -109,10 +110,11 @@ class FrameRunner:
             self.on_image(self.rig.image_topics[topic], data, arrival_ns)
 
     def on_camera_info(self, camera: int, data: bytes) -> None:
-        """Take a camera's intrinsics from a CameraInfo (P for rectified images, else K)."""
+        """Take a camera's lens from a CameraInfo (P for rectified images, else K and D)."""
         cam = self.cameras[camera]
         try:
-            info = sensor_data.camera_info_intrinsics(cdr.deserialize(data, "sensor_msgs/msg/CameraInfo"))
+            msg = cdr.deserialize(data, "sensor_msgs/msg/CameraInfo")
+            info = sensor_data.camera_info_lens(msg, cam.rectified)
         except cdr.ConversionError as exc:
             self.accounting.drop("bad_camera_info", f"{cam.info_topic}: {exc}")
             return
@@ -192,8 +194,8 @@ class FrameRunner:
                 img.arrival_ns = now_ns  # sim time of a looping bag: wait afresh
             timed_out = (now_ns - img.arrival_ns) * 1e-9 >= self.cfg.tf_timeout
             try:
-                K, T = self._resolve(ref, img, timed_out)
-                frame = self._frame(ref, img, K, T)
+                lens, T = self._resolve(ref, img, timed_out)
+                frame = self._frame(ref, img, lens, T)
                 partners = self.rig.partners(img, timed_out, self._resolve) if self.cfg.mode != "sv" else []
             except (Wait, Dropped):
                 return []
@@ -202,9 +204,9 @@ class FrameRunner:
             ref.waiting.remove(img)
             self.rig.consume(img, partners)
             companions, decoded = [], [img]
-            for cam, partner, K_c, T_c in partners:
+            for cam, partner, lens_c, T_c in partners:
                 try:
-                    companions.append(self._frame(cam, partner, K_c, T_c))
+                    companions.append(self._frame(cam, partner, lens_c, T_c))
                     decoded.append(partner)
                 except Dropped:
                     pass
@@ -260,7 +262,7 @@ class FrameRunner:
         t0 = time.perf_counter()
         cfg, device, encoding = self.cfg, self.stages.device, self.stages.encoding
         assert frame.K is not None, "a frame is processed with its intrinsics"
-        prepared = encoding.prepare(frame.image, frame.K)
+        prepared = encoding.prepare(frame.image, frame.lens())
         t1 = synced_time(device)
         heads = self.heads.for_mode()
         entry = encoding.encode(frame, heads, prepared)
@@ -279,7 +281,7 @@ class FrameRunner:
             density, unseen = (a.reshape(spec.shape) for a in field.grid(centres, query))
             occupancy = bev_occupancy(density, unseen, spec.resolution_z)
             points, pdens = occupied_voxels(centres, density, unseen, cfg.grid.occupied_density)
-            prgb = point_colours(points, encoding.intrinsics(frame.K, *frame.image.shape[1::-1])[0], prepared.resized)
+            prgb = point_colours(points, encoding.canonical.Kn, prepared.resized)
         t3 = synced_time(device)
 
         depth = depth_K = None
@@ -313,8 +315,8 @@ class FrameRunner:
             {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},
         )
 
-    def _resolve(self, cam: CameraInput, img: Image, timed_out: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel intrinsics and pose in the fixed frame of a camera's image; raises Wait or Dropped."""
+    def _resolve(self, cam: CameraInput, img: Image, timed_out: bool) -> tuple[Lens, np.ndarray]:
+        """Lens and pose in the fixed frame of a camera's image; raises Wait or Dropped."""
         if cam.intrinsics is None:
             # camera_info travels on its own topic and may arrive just after the image
             if not timed_out:
@@ -327,9 +329,9 @@ class FrameRunner:
                 raise Wait from exc  # the transform may still arrive: retry on the next step
             reason = {"future": "tf_late", "past": "tf_too_old"}.get(exc.reason, f"tf_{exc.reason}")
             self.rig.discard(cam, img, reason, f"no pose in {self.cfg.fixed_frame}: {exc}")
-        return cam.intrinsics[0], T
+        return cam.intrinsics.lens, T
 
-    def _frame(self, cam: CameraInput, img: Image, K: np.ndarray, T: np.ndarray) -> Frame:
+    def _frame(self, cam: CameraInput, img: Image, lens: Lens, T: np.ndarray) -> Frame:
         """Decode an image into a Frame; format changes are counted, a size unlike camera_info drops it."""
         if img.rgb is None:
             t0 = time.perf_counter()
@@ -347,11 +349,14 @@ class FrameRunner:
                 f"{cam.image_topic}: {cam.format[0]} {cam.format[1]}x{cam.format[2]} became {fmt[0]} {w}x{h}",
             )
         cam.format = fmt
-        assert cam.intrinsics is not None  # K came from them (_resolve)
-        _, wi, hi, _ = cam.intrinsics
-        if (w, h) != (wi, hi):
-            self.rig.discard(cam, img, "size_mismatch", f"{cam.image_topic}: image {w}x{h} but camera_info {wi}x{hi}")
-        return Frame(rgb, K, img.stamp_ns, img.msg.header.frame_id.lstrip("/"), T)
+        if (w, h) != (lens.width, lens.height):
+            self.rig.discard(
+                cam,
+                img,
+                "size_mismatch",
+                f"{cam.image_topic}: image {w}x{h} but camera_info {lens.width}x{lens.height}",
+            )
+        return Frame(rgb, lens.K, img.stamp_ns, img.msg.header.frame_id.lstrip("/"), T, lens)
 
     def published(self, publish_s: float, latency_s: float) -> None:
         """The node published the last frame: its publish time and publish-minus-stamp latency."""

@@ -7,11 +7,12 @@ import numpy as np
 
 from kdbts_ros.core.camera import pixel_intrinsics
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.lens import KITTI_360, KITTI_RAW, Lens
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.runtime.pictures import Figure, figure
 
 # normalised intrinsics of the official defaults (fx', fy', cx', cy'); 5 deg camera pitch on KITTI-360
-PRESETS = {"kitti360": ((0.7849, 2.9391, -0.0312, 0.2701), 5.0), "kitti_raw": ((1.1619, 3.8482, -0.0184, -0.0781), 0.0)}
+PRESETS = {"kitti360": (KITTI_360, 5.0), "kitti_raw": (KITTI_RAW, 0.0)}
 
 
 def preset_intrinsics(name: str, width: int, height: int) -> np.ndarray:
@@ -24,4 +25,4 @@ def render_figure(
     cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv", pitch_deg: float = 0.0
 ) -> Figure:
     """Depth (H, W), profile (256, 256) and the BGR figure of one RGB image, with the configured network."""
-    return figure(Stages(cfg), rgb, K, head, pitch_deg)
+    return figure(Stages(cfg), rgb, Lens.pinhole(K, rgb.shape[1], rgb.shape[0]), head, pitch_deg)

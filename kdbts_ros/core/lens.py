@@ -1,0 +1,274 @@
+"""Lenses and the canonical camera: how a camera's pixels see rays, and one camera's image seen through another.
+
+A network sees every frame through the camera it was trained with, its *canonical camera*
+(:class:`CanonicalCamera`: an input size and normalised intrinsics, stated by each checkpoint).
+An incoming image is resampled into it through its own lens (:class:`Lens`: ``camera_info``'s K and
+D in the ``plumb_bob``, ``rational_polynomial`` or ``equidistant`` model) by one ``cv2.remap``
+whose maps (:class:`Resampler`) are computed once per camera. Nothing is squashed: where the
+canonical view reaches beyond the image, its pixels are padded (the nearest edge, repeated) and
+marked invalid, so that no occupancy and no depth is invented there.
+
+Pixel coordinates follow OpenCV (pixel centres on integers). Rays have unit z.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from kdbts_ros.core.camera import normalise_intrinsics
+
+# distortion models of sensor_msgs/CameraInfo (camera_calibration_parsers' names) and their most coefficients
+MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
+_MAX_TAN = 20.0  # rays beyond 87 deg off the axis never enter a pinhole view
+
+
+class LensError(ValueError):
+    """A camera description that cannot be used (unknown model, wrong coefficient count, bad K)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Lens:
+    """A camera's pixel geometry: size, pixel intrinsics K and distortion D of a model in :data:`MODELS`."""
+
+    width: int
+    height: int
+    K: np.ndarray
+    D: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    model: str = "plumb_bob"
+
+    def __post_init__(self) -> None:
+        K = np.asarray(self.K, np.float64).reshape(3, 3)
+        D = np.asarray(self.D, np.float64).reshape(-1)
+        if self.model not in MODELS:
+            raise LensError(f"distortion model {self.model!r} is not supported ({', '.join(MODELS)})")
+        if len(D) > MODELS[self.model]:
+            raise LensError(f"{self.model} takes {MODELS[self.model]} coefficients, D has {len(D)}")
+        if not (np.all(np.isfinite(K)) and np.all(np.isfinite(D)) and K[0, 0] > 0 and K[1, 1] > 0):
+            raise LensError("K has no positive focal length or D is not finite")
+        if self.width <= 0 or self.height <= 0:
+            raise LensError(f"image size {self.width}x{self.height} is empty")
+        object.__setattr__(self, "K", K)
+        object.__setattr__(self, "D", D if np.any(D) else np.zeros(0))
+
+    @classmethod
+    def pinhole(cls, K: np.ndarray, width: int, height: int) -> Lens:
+        """An undistorted camera."""
+        return cls(width, height, K)
+
+    @property
+    def distorted(self) -> bool:
+        return len(self.D) > 0
+
+    @property
+    def key(self) -> tuple:
+        """What makes two lenses equal (for caching the maps made for them)."""
+        return (self.width, self.height, self.model, self.K.tobytes(), self.D.tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Lens) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def normalised(self) -> np.ndarray:
+        """K in the official normalised convention (:func:`kdbts_ros.core.camera.normalise_intrinsics`)."""
+        return normalise_intrinsics(self.K, self.width, self.height)
+
+    # ------------------------------------------------------------ rays <-> pixels
+    def project(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (N, 2) of camera-frame rays (N, 3), and whether each lands in the image, seen one-to-one.
+
+        A ray is seen when it is in front of the camera, inside the image (to the pixels' outer
+        edges) and within the radius up to which the distortion still rises: beyond it a strong
+        barrel distortion folds far rays back onto pixels that nearer rays own.
+        """
+        rays = np.asarray(rays, np.float64).reshape(-1, 3)
+        front = rays[:, 2] > 1e-9
+        z = np.where(front, rays[:, 2], 1.0)
+        x, y = rays[:, 0] / z, rays[:, 1] / z
+        r = np.hypot(x, y)
+        if self.model == "equidistant":
+            theta = np.arctan(r)
+            d = np.pad(self.D, (0, 4 - len(self.D)))
+            t2 = theta * theta
+            theta_d = theta * (1 + t2 * (d[0] + t2 * (d[1] + t2 * (d[2] + t2 * d[3]))))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.where(r > 1e-12, theta_d / r, 1.0)
+            xd, yd = x * scale, y * scale
+            folded = theta >= self._fold_limit()
+        else:
+            xd, yd = self._distort(x, y)
+            folded = r >= self._fold_limit()
+        u = self.K[0, 0] * xd + self.K[0, 1] * yd + self.K[0, 2]
+        v = self.K[1, 1] * yd + self.K[1, 2]
+        inside = (u >= -0.5) & (u <= self.width - 0.5) & (v >= -0.5) & (v <= self.height - 0.5)
+        return np.stack([u, v], 1), front & ~folded & inside & np.isfinite(u) & np.isfinite(v)
+
+    def _distort(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """OpenCV's radial-tangential model (plumb_bob: k1 k2 p1 p2 k3; rational: + k4 k5 k6)."""
+        d = np.pad(self.D, (0, 8 - len(self.D)))
+        k1, k2, p1, p2, k3, k4, k5, k6 = d
+        r2 = x * x + y * y
+        radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        return xd, yd
+
+    def _fold_limit(self) -> float:
+        """The radius (equidistant: the angle) beyond which the distorted radius stops rising."""
+        if not self.distorted:
+            return np.inf
+        if self.model == "equidistant":
+            t = np.linspace(0.0, np.pi / 2, 4001)
+            d = np.pad(self.D, (0, 4 - len(self.D)))
+            t2 = t * t
+            rd = t * (1 + t2 * (d[0] + t2 * (d[1] + t2 * (d[2] + t2 * d[3]))))
+        else:
+            t = np.linspace(0.0, _MAX_TAN, 20001)
+            rd = self._distort(t, np.zeros_like(t))[0]
+        falling = np.nonzero(np.diff(rd) <= 0)[0]
+        return float(t[falling[0]]) if len(falling) else np.inf
+
+    def unproject(self, pixels: np.ndarray) -> np.ndarray:
+        """Unit-z rays (N, 3) of pixels (N, 2): the inverse of :meth:`project` inside the image."""
+        pts = np.asarray(pixels, np.float64).reshape(-1, 1, 2)
+        if not self.distorted:
+            xy = cv2.undistortPoints(pts, self.K, None)
+        elif self.model == "equidistant":
+            criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+            xy = cv2.fisheye.undistortPoints(pts, self.K, self.D, criteria=criteria)
+        else:
+            criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+            xy = cv2.undistortPoints(pts, self.K, self.D, None, None, None, criteria)
+        xy = xy.reshape(-1, 2)
+        return np.concatenate([xy, np.ones((len(xy), 1))], 1)
+
+    def pixel_rays(self) -> np.ndarray:
+        """Unit-z rays (H, W, 3) of every pixel centre."""
+        v, u = np.mgrid[0 : self.height, 0 : self.width]
+        return self.unproject(np.stack([u.ravel(), v.ravel()], 1)).reshape(self.height, self.width, 3)
+
+
+class Projector(Protocol):
+    """What a source camera must offer to be resampled: its size and its projection of rays."""
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    def project(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class CanonicalCamera:
+    """The camera a network was trained with: input size and normalised intrinsics (the official convention)."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    @property
+    def Kn(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def lens(self) -> Lens:
+        """The canonical view as a pinhole lens.
+
+        Features are sampled with ``align_corners=False``, so the network's pixel i sits at
+        normalised ``(2 i + 1) / W - 1``: its pixel intrinsics put the principal point half a
+        pixel before :func:`~kdbts_ros.core.camera.pixel_intrinsics`'.
+        """
+        K = np.array(
+            [
+                [self.fx * self.width / 2, 0.0, (self.cx + 1) * self.width / 2 - 0.5],
+                [0.0, self.fy * self.height / 2, (self.cy + 1) * self.height / 2 - 0.5],
+                [0.0, 0.0, 1.0],
+            ]
+        )
+        return Lens.pinhole(K, self.width, self.height)
+
+    def at_size(self, width: int, height: int) -> CanonicalCamera:
+        """The same view at another input size (normalised intrinsics do not depend on it)."""
+        return CanonicalCamera(width, height, self.fx, self.fy, self.cx, self.cy)
+
+    def record(self) -> dict[str, float]:
+        """The checkpoint record (``info["camera"]``)."""
+        return {"width": self.width, "height": self.height, "fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy}
+
+    @classmethod
+    def from_record(cls, record: dict) -> CanonicalCamera:
+        """Read a checkpoint record; LensError names what is wrong with it."""
+        try:
+            cam = cls(
+                int(record["width"]),
+                int(record["height"]),
+                *(float(record[k]) for k in ("fx", "fy", "cx", "cy")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LensError(f"camera record {record!r} is not width, height, fx, fy, cx, cy ({exc})") from exc
+        if cam.width <= 0 or cam.height <= 0 or not (cam.fx > 0 and cam.fy > 0 and np.isfinite([cam.cx, cam.cy]).all()):
+            raise LensError(f"camera record {record!r}: empty size or no positive focal length")
+        return cam
+
+    @classmethod
+    def of(cls, lens: Lens, width: int, height: int) -> CanonicalCamera:
+        """The view of an undistorted lens at a network input size (a training camera)."""
+        Kn = lens.normalised()
+        return cls(width, height, *(float(Kn[i, j]) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2))))
+
+    @classmethod
+    def from_normalised(cls, values: Sequence[float], width: int, height: int) -> CanonicalCamera:
+        """From (fx', fy', cx', cy')."""
+        fx, fy, cx, cy = (float(v) for v in values)
+        return cls(width, height, fx, fy, cx, cy)
+
+
+# The official training cameras (kdbts_reference.md: default normalised projection matrices).
+KITTI_360 = (0.7849, 2.9391, -0.0312, 0.2701)
+KITTI_RAW = (1.1619, 3.8482, -0.0184, -0.0781)
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """One camera's image seen through another: cv2.remap maps (target size) and the target pixels with a source."""
+
+    map_x: np.ndarray  # (h, w) float32 source column of each target pixel
+    map_y: np.ndarray
+    valid: np.ndarray  # (h, w) bool: the target pixel's ray is seen by the source
+
+    def __call__(self, image: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """The image in the target camera; invalid pixels repeat the nearest edge (no hard border for the encoder)."""
+        return cv2.remap(image, self.map_x, self.map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+    @property
+    def coverage(self) -> float:
+        """The fraction of target pixels the source sees."""
+        return float(self.valid.mean())
+
+
+def resampler(source: Projector, target: Lens) -> Resampler:
+    """The maps that show ``source``'s images in ``target``'s pixels (same optical centre and axes)."""
+    rays = target.pixel_rays().reshape(-1, 3)
+    uv, seen = source.project(rays)
+    # rays the source does not see sample its edge where their direction leaves the image
+    centre = np.array([(source.width - 1) / 2, (source.height - 1) / 2])
+    direction = np.where(np.isfinite(uv), uv - centre, rays[:, :2])
+    half = np.array([source.width / 2, source.height / 2])
+    with np.errstate(divide="ignore"):
+        reach = np.min(np.where(np.abs(direction) > 0, half / np.abs(direction), np.inf), axis=1)
+    edge = centre + direction * np.where(np.isfinite(reach), reach, 0.0)[:, None]
+    uv = np.where(seen[:, None], uv, edge)
+    shape = (target.height, target.width)
+    return Resampler(
+        uv[:, 0].reshape(shape).astype(np.float32), uv[:, 1].reshape(shape).astype(np.float32), seen.reshape(shape)
+    )
