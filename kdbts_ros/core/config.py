@@ -152,6 +152,14 @@ class RenderConfig:
 
     samples: int = setting(64, "samples per ray, spaced linearly in inverse depth", 2, 512)
     depth_scale: float = setting(0.25, "depth image size relative to the network input", 0.05, 1.0, runtime=True)
+    depth_camera: str = setting(
+        "canonical",
+        "camera of the depth image: canonical (the network's own view at render.depth_scale of its input "
+        "size) or input (resampled, nearest neighbour, to the input camera's size and lens; its camera_info "
+        "is then the input's, distortion included)",
+        choices=("canonical", "input"),
+        runtime=True,
+    )
     jitter: str = setting(
         "none",
         "sample placement: none (deterministic mid-points) or seeded "

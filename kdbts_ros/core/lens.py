@@ -13,6 +13,7 @@ Pixel coordinates follow OpenCV (pixel centres on integers). Rays have unit z.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -238,17 +239,29 @@ KITTI_360 = (0.7849, 2.9391, -0.0312, 0.2701)
 KITTI_RAW = (1.1619, 3.8482, -0.0184, -0.0781)
 
 
+MAX_SUPERSAMPLING = 4  # beyond 4x4 samples per target pixel the depth of real frames no longer changes
+
+
 @dataclass(frozen=True)
 class Resampler:
-    """One camera's image seen through another: cv2.remap maps (target size) and the target pixels with a source."""
+    """One camera's image seen through another: cv2.remap maps and the target pixels with a source.
 
-    map_x: np.ndarray  # (h, w) float32 source column of each target pixel
+    The maps sample a grid ``factor`` times finer than the target, averaged down (cv2's area
+    interpolation): a target pixel is the mean of the source over its footprint, whichever lens the
+    source has, rather than one bilinear sample that aliases when the source is denser.
+    """
+
+    map_x: np.ndarray  # (h * factor, w * factor) float32 source column of each sample
     map_y: np.ndarray
     valid: np.ndarray  # (h, w) bool: the target pixel's ray is seen by the source
+    factor: int = 1
 
     def __call__(self, image: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """The image in the target camera; invalid pixels repeat the nearest edge (no hard border for the encoder)."""
-        return cv2.remap(image, self.map_x, self.map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+        fine = cv2.remap(image, self.map_x, self.map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+        if self.factor == 1:
+            return fine
+        return cv2.resize(fine, self.valid.shape[::-1], interpolation=cv2.INTER_AREA)
 
     @property
     def coverage(self) -> float:
@@ -256,19 +269,66 @@ class Resampler:
         return float(self.valid.mean())
 
 
-def resampler(source: Projector, target: Lens) -> Resampler:
-    """The maps that show ``source``'s images in ``target``'s pixels (same optical centre and axes)."""
+def _maps(source: Projector, target: Lens) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixels (N, 2) of the target's pixel rays, and whether the source sees each."""
     rays = target.pixel_rays().reshape(-1, 3)
     uv, seen = source.project(rays)
-    # rays the source does not see sample its edge where their direction leaves the image
+    # unseen rays sample the nearest edge (cv2's replicated border clamps far coordinates); those that a
+    # fold or the back of the camera would put inside the image take the edge where their direction leaves it
     centre = np.array([(source.width - 1) / 2, (source.height - 1) / 2])
-    direction = np.where(np.isfinite(uv), uv - centre, rays[:, :2])
-    half = np.array([source.width / 2, source.height / 2])
+    size = np.array([source.width, source.height])
+    finite = np.isfinite(uv).all(1)
+    misplaced = ~seen & (~finite | ((uv > -1).all(1) & (uv < size).all(1)))
+    direction = np.where(finite[:, None], uv - centre, rays[:, :2])
     with np.errstate(divide="ignore"):
-        reach = np.min(np.where(np.abs(direction) > 0, half / np.abs(direction), np.inf), axis=1)
+        reach = np.min(np.where(np.abs(direction) > 0, (size / 2) / np.abs(direction), np.inf), axis=1)
     edge = centre + direction * np.where(np.isfinite(reach), reach, 0.0)[:, None]
-    uv = np.where(seen[:, None], uv, edge)
+    uv = np.clip(np.where(misplaced[:, None], edge, np.where(finite[:, None], uv, 0.0)), -1e4, 1e4)
+    return uv, seen
+
+
+def finer(lens: Lens, factor: int) -> Lens:
+    """An undistorted lens with ``factor`` x ``factor`` pixels for each of ``lens``' (same rays, same footprint)."""
+    K = lens.K.copy()
+    K[:2, :2] *= factor
+    K[:2, 2] = (K[:2, 2] + 0.5) * factor - 0.5
+    return Lens.pinhole(K, lens.width * factor, lens.height * factor)
+
+
+def resampler(source: Projector, target: Lens, max_factor: int = MAX_SUPERSAMPLING) -> Resampler:
+    """The maps that show ``source``'s images in ``target``'s pixels (same optical centre and axes).
+
+    The samples per target pixel follow how many source pixels its footprint covers (up to ``max_factor``
+    a side); a denser target than the source gets one bilinear sample per pixel.
+    """
+    uv, seen = _maps(source, target)
     shape = (target.height, target.width)
+    step = np.median(np.abs(np.diff(uv.reshape(*shape, 2)[..., 0], axis=1))) if target.width > 1 else 1.0
+    factor = int(np.clip(round(float(step)), 1, max_factor)) if not target.distorted else 1
+    if factor > 1:
+        uv = _maps(source, finer(target, factor))[0]
+    fine = (target.height * factor, target.width * factor)
     return Resampler(
-        uv[:, 0].reshape(shape).astype(np.float32), uv[:, 1].reshape(shape).astype(np.float32), seen.reshape(shape)
+        uv[:, 0].reshape(fine).astype(np.float32),
+        uv[:, 1].reshape(fine).astype(np.float32),
+        seen.reshape(shape),
+        factor,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def lens_resampler(source: Lens, target: Lens) -> Resampler:
+    """:func:`resampler` (one sample per pixel) between two lenses, kept for the few pairs a running node sees."""
+    return resampler(source, target, max_factor=1)
+
+
+def depth_in(depth: np.ndarray, lens: Lens, target: Lens) -> np.ndarray:
+    """A z-depth image of ``lens`` seen in ``target`` (same optical centre and axes): nearest neighbour, so no
+    depth is blended across an edge; NaN where ``lens`` does not see.
+    """
+    maps = lens_resampler(lens, target)
+    out = cv2.remap(
+        depth.astype(np.float32), maps.map_x, maps.map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
+    )
+    out[~maps.valid] = np.nan
+    return out

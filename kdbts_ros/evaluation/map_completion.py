@@ -175,8 +175,9 @@ def run(
         t1 = time.perf_counter()
         kdbts.integrate(out.density, out.unseen, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
         t2 = time.perf_counter()
-        assert out.depth is not None and out.depth_K is not None, "the pipeline renders depth for every frame"
-        integrate_depth(depth_map, out.depth, out.depth_K, T, f.stamp_ns)
+        assert out.depth is not None and out.depth_lens is not None, "the pipeline renders depth for every frame"
+        assert not out.depth_lens.distorted, "depth is integrated in the canonical (pinhole) camera"
+        integrate_depth(depth_map, out.depth, out.depth_lens.K, T, f.stamp_ns)
         t3 = time.perf_counter()
         region_map.integrate(np.zeros(out.spec.shape, np.float32), out.unseen, out.spec, T, 1.0, f.stamp_ns)
         positions.append(T[:3, 3])

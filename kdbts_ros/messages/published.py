@@ -155,9 +155,10 @@ def _depth(out: Outputs) -> Any:
 
 def depth_info(out: Outputs) -> Any:
     """sensor_msgs/CameraInfo of a frame's depth image."""
-    assert out.depth is not None and out.depth_K is not None, "a depth image comes with its intrinsics"
+    assert out.depth is not None and out.depth_lens is not None, "a depth image comes with its camera"
     h, w = out.depth.shape
-    return camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame)
+    lens = out.depth_lens
+    return camera_info(lens.K, w, h, out.stamp_ns, out.camera_frame, lens.D, lens.model)
 
 
 # the message of each output a frame makes (OUTPUTS of stage grid or depth)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from kdbts_ros.core import geometry
-from kdbts_ros.core.lens import Lens, LensError
+from kdbts_ros.core.lens import MODELS, Lens, LensError
 from kdbts_ros.messages.cdr import COMPRESSED_IMAGE, IMAGE, ConversionError, header, msg_type, pose, stamp_ns
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
@@ -198,17 +198,28 @@ def tf_message(transforms: list[tuple[str, str, int, np.ndarray]]) -> Any:
     return msg_type("tf2_msgs/msg/TFMessage")(transforms=items)
 
 
-def camera_info(K: np.ndarray, width: int, height: int, stamp: int, frame_id: str) -> Any:
-    """sensor_msgs/CameraInfo of a rectified pinhole camera (P = [K | 0], no distortion)."""
+def camera_info(
+    K: np.ndarray,
+    width: int,
+    height: int,
+    stamp: int,
+    frame_id: str,
+    D: np.ndarray | None = None,
+    model: str = "plumb_bob",
+) -> Any:
+    """sensor_msgs/CameraInfo of a camera with P = [K | 0]: a rectified pinhole, or a lens with distortion D."""
     P = np.zeros((3, 4))
     P[:, :3] = K
+    d = np.zeros(MODELS[model])
+    if D is not None:
+        d[: len(D)] = D
     roi = msg_type("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return msg_type("sensor_msgs/msg/CameraInfo")(
         header=header(stamp, frame_id),
         height=int(height),
         width=int(width),
-        distortion_model="plumb_bob",
-        d=np.zeros(5),
+        distortion_model=model,
+        d=d,
         k=np.asarray(K, np.float64).reshape(-1),
         r=np.eye(3).reshape(-1),
         p=P.reshape(-1),

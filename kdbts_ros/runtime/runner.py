@@ -28,7 +28,7 @@ import torch
 from kdbts_ros.core.field import Query, smaller_query_memory
 from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.grids import bev_occupancy, occupied_voxels, point_colours
-from kdbts_ros.core.lens import Lens
+from kdbts_ros.core.lens import Lens, depth_in
 from kdbts_ros.core.loading import synced_time
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
@@ -284,9 +284,12 @@ class FrameRunner:
             prgb = point_colours(points, encoding.canonical.Kn, prepared.resized)
         t3 = synced_time(device)
 
-        depth = depth_K = None
+        depth = depth_lens = None
         if want_depth:
             depth, depth_K = field.depth(query, prepared.Kn)
+            depth_lens = Lens.pinhole(depth_K, depth.shape[1], depth.shape[0])
+            if cfg.render.depth_camera == "input":
+                depth, depth_lens = depth_in(depth, depth_lens, frame.lens()), frame.lens()
         t4 = synced_time(device)
 
         if frame.T_fixed_cam is not None:
@@ -309,7 +312,7 @@ class FrameRunner:
             pdens.astype(np.float32),
             prgb,
             depth,
-            depth_K,
+            depth_lens,
             query.head,
             int(query.views.features.shape[1]),
             {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},
