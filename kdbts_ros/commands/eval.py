@@ -116,7 +116,7 @@ def _synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> i
 def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
     """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording;
     on KITTI-360 also occupancy against aggregated scans (the BTS lidar protocol)."""
-    from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE
+    from kdbts_ros.core.loading import checkpoint_camera
     from kdbts_ros.data.datasets import load_recording
     from kdbts_ros.evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
     from kdbts_ros.evaluation.metrics import DEPTH_KEYS
@@ -134,16 +134,17 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
     keys = TABLE_KEYS if occ is not None and occ.truth else DEPTH_KEYS
     results = {}
     for label, model in models.items():
-        # the network sees each frame at its training size, as the node does by default
-        size = (
-            int(infos[label].get("image_height", OFFICIAL_INPUT_SIZE[0])),
-            int(infos[label].get("image_width", OFFICIAL_INPUT_SIZE[1])),
-        )
+        # the network sees each frame through its checkpoint's camera at its training size, as the node does
+        camera = checkpoint_camera(infos[label])
         heads = [h for h in model.available_heads if h == "sv" or len(rec.posed()) > 1]
         for head in heads:
             name = f"{label} ({head.upper()})"
-            results[name] = evaluator.run(model, head, size, device)
-            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+            r = results[name] = evaluator.run(model, head, camera, device)
+            print(
+                f"{name}: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k in keys)
+                + f"; {r['unseen_gt_pixels']} of {r['gt_pixels']} ground-truth pixels outside the network's view"
+            )
     for prior in PRIORS if args.priors else ():
         results[prior.name] = evaluator.run_prior(prior)
     meta = {

@@ -21,8 +21,6 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from kdbts_ros.core.camera import normalise_intrinsics
-
 # distortion models of sensor_msgs/CameraInfo (camera_calibration_parsers' names) and their most coefficients
 MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
 _MAX_TAN = 20.0  # rays beyond 87 deg off the axis never enter a pinhole view
@@ -78,6 +76,9 @@ class Lens:
 
     def normalised(self) -> np.ndarray:
         """K in the official normalised convention (:func:`kdbts_ros.core.camera.normalise_intrinsics`)."""
+        # imported here: core.camera loads torch, which messages/ and data/ (that read lenses) must not
+        from kdbts_ros.core.camera import normalise_intrinsics
+
         return normalise_intrinsics(self.K, self.width, self.height)
 
     # ------------------------------------------------------------ rays <-> pixels

@@ -18,8 +18,8 @@ import torch
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.encoding import Encoding, choose_encoder
 from kdbts_ros.core.field import FieldQuery, choose_field
-from kdbts_ros.core.lens import KITTI_360, CanonicalCamera, LensError
-from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model, pick_device
+from kdbts_ros.core.lens import CanonicalCamera, LensError
+from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model, checkpoint_camera, pick_device
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.settings import ConfigError
 
@@ -84,20 +84,17 @@ class Stages:
         )
 
     def _canonical(self) -> CanonicalCamera:
-        """The camera the network sees every frame through: the checkpoint's at the input size.
-
-        A checkpoint that states none (random weights, older files) was trained, as the official
-        BTS/KDBTS default, with KITTI-360's perspective camera; the model info says so.
+        """The camera the network sees every frame through: the checkpoint's at the input size
+        (:func:`~kdbts_ros.core.loading.checkpoint_camera`; one that states none is KITTI-360's, the model info
+        says so).
         """
-        H, W = self.input_size
-        record = self.model_info.get("camera")
-        if record is None:
-            self.model_info["camera"] = "KITTI-360 (assumed: the checkpoint states no camera)"
-            return CanonicalCamera.from_normalised(KITTI_360, W, H)
         try:
-            return CanonicalCamera.from_record(record).at_size(W, H)
+            camera = checkpoint_camera(self.model_info, self.input_size)
         except LensError as exc:
             raise ConfigError(f"{self.model_info.get('weights')}: {exc}") from exc
+        if self.model_info.get("camera") is None:
+            self.model_info["camera"] = "KITTI-360 (assumed: the checkpoint states no camera)"
+        return camera
 
     @contextlib.contextmanager
     def precision(self) -> Iterator[None]:

@@ -18,7 +18,7 @@ on it at ``calib_cam_to_pose @ inv(R_rect)`` (as kitti360Scripts). The world is 
 The fisheyes are served as the official loaders use them: virtual pinhole cameras with camera 00's
 rectified K and size, rotated by ``fisheye_rotation`` (yaw, pitch; default (0, -15): 15 deg down, the
 right camera's yaw mirrored) and placed at ``calib_cam_to_pose @ R``; each frame is resampled on
-read (:mod:`.fisheye`), black where the virtual view sees past the fisheye image.
+read (:mod:`.fisheye`); where the virtual view sees past the fisheye image its pixels are invalid.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from kdbts_ros.core import geometry
-from kdbts_ros.data.fisheye import OFFICIAL_ROTATION, MeiCamera, pinhole_resampling, read_mei_yaml, virtual_rotation
+from kdbts_ros.data.fisheye import OFFICIAL_ROTATION, MeiCamera, Rotated, read_mei_yaml, virtual_rotation
 from kdbts_ros.data.kitti_raw import calib_entry, read_calib, rigid, stereo_tx
 from kdbts_ros.data.records import (
     DatasetCamera,
@@ -111,7 +111,7 @@ class Kitti360Calibration:
             ref.width,
             ref.height,
             self.T_pose_cam(name) @ rigid(R, np.zeros(3)),
-            resampling=pinhole_resampling(self.fisheye[name], ref.K, (ref.width, ref.height), R),
+            recorded=Rotated(self.fisheye[name], R),
         )
 
     def rig(self, cameras: list[str]) -> DatasetRig:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from kdbts_ros.core.config import shape_field
 from kdbts_ros.core.model.network import Architecture, architecture_of
+from kdbts_ros.core.model.official import OFFICIAL_CAMERAS
 from kdbts_ros.core.settings import set_param, setting
 
 
@@ -88,8 +90,24 @@ class TrainDataConfig:
         "a source (format synth|raw|odometry|kitti360; calib, poses, sequence, cameras, "
         "layout rig|mono, weight); every batch comes from one source, drawn by weight",
     )
-    width: int = setting(0, "image width all frames are resized to (0: as recorded; official: 640)", 0, 4096)
-    height: int = setting(0, "image height all frames are resized to (0: as recorded; official: 192)", 0, 4096)
+    width: int = setting(
+        0,
+        "training camera width every source's frames are resampled to (0: the first source's; official: 640)",
+        0,
+        4096,
+    )
+    height: int = setting(
+        0,
+        "training camera height every source's frames are resampled to (0: the first source's; official: 192)",
+        0,
+        4096,
+    )
+    camera: str = setting(
+        "",
+        "the training camera's normalised intrinsics 'fx fy cx cy' (official convention), or kitti-360 / kitti-raw "
+        "(the official configs' values); empty: the first source's first camera. Every source is resampled into it; "
+        "the checkpoint states it",
+    )
     side_offset: int = setting(
         10, "frames between the forward and the side cameras' time steps (KITTI-360 fisheye_offset)", 0, 100
     )
@@ -119,6 +137,23 @@ class TrainDataConfig:
     def parsed_sources(self) -> list[SourceConfig]:
         """``sources`` parsed and validated."""
         return [parse_source(line) for line in self.sources]
+
+    def normalised_camera(self) -> tuple[float, float, float, float] | None:
+        """``camera`` as (fx', fy', cx', cy'), None when empty; raises ValueError."""
+        words = self.camera.replace(",", " ").split()
+        if not words:
+            return None
+        if len(words) == 1 and words[0] in OFFICIAL_CAMERAS:
+            return OFFICIAL_CAMERAS[words[0]]
+        try:
+            fx, fy, cx, cy = (float(w) for w in words)
+        except ValueError:
+            raise ValueError(
+                f"data.camera: {self.camera!r} is not 'fx fy cx cy' or one of {', '.join(OFFICIAL_CAMERAS)}"
+            ) from None
+        if not (fx > 0 and fy > 0 and math.isfinite(cx) and math.isfinite(cy)):
+            raise ValueError(f"data.camera: {self.camera!r} has no positive focal length")
+        return fx, fy, cx, cy
 
 
 @dataclass
@@ -208,3 +243,4 @@ class TrainConfig:
         if self.method != "kdbts" and self.loss.prob_kd > 0:
             raise ValueError("loss.prob_kd distils into the single-view student: it needs method kdbts")
         self.data.parsed_sources()
+        self.data.normalised_camera()

@@ -56,6 +56,7 @@ class Rays:
     rows: torch.Tensor  # (B, P, p, p) pixel rows
     cols: torch.Tensor  # (B, P, p, p) pixel columns
     gt: torch.Tensor  # (B*P, 3, p, p) the patches' colours
+    seen: torch.Tensor  # (B*P, p, p) the patches' pixels that are no padding of the training camera
     t: torch.Tensor  # (B*R, S) sample depths (camera z of the loss frame), R = P*p*p
     points: torch.Tensor  # (B, R*S, 3) samples in frame 0's camera
 
@@ -113,7 +114,9 @@ class Objective(nn.Module):
         hidden[..., 0] = False
         return hidden.to(device)
 
-    def sample_rays(self, images: torch.Tensor, Kn: torch.Tensor, T_ref: torch.Tensor, ids_loss: list[int]) -> Rays:
+    def sample_rays(
+        self, images: torch.Tensor, valid: torch.Tensor, Kn: torch.Tensor, T_ref: torch.Tensor, ids_loss: list[int]
+    ) -> Rays:
         """Patches at random places of random loss frames, and their samples in frame 0's camera.
 
         Rays have unit length and ``t`` is the distance along them, as the official training
@@ -130,16 +133,19 @@ class Objective(nn.Module):
         dirs = pixel_rays(rows, cols, Kn[bi, frame][:, :, None, None], H, W)  # (B, P, p, p, 3)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
         gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]  # (B, P, p, p, 3)
+        seen = valid[bi[:, :, None, None], frame[:, :, None, None], rows, cols]  # (B, P, p, p)
         R = P * p * p
         t = sample_depths(B * R, S, self.cfg.model.z_near, self.cfg.model.z_far, self.generator).to(dev)
         pts_cam = dirs.reshape(B, R, 1, 3) * t.view(B, R, S, 1)
         T = T_ref[bi, frame][:, :, None, None].expand(B, P, p, p, 4, 4).reshape(B, R, 1, 4, 4)
         pts = (T[..., :3, :3] @ pts_cam[..., None]).squeeze(-1) + T[..., :3, 3]
-        return Rays(frame, rows, cols, gt.permute(0, 1, 4, 2, 3).flatten(0, 1), t, pts.reshape(B, R * S, 3))
+        return Rays(
+            frame, rows, cols, gt.permute(0, 1, 4, 2, 3).flatten(0, 1), seen.flatten(0, 1), t, pts.reshape(B, R * S, 3)
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, L, model = self.cfg, self.cfg.loss, self.model
-        images, Kn, T_ref = batch["images"], batch["Kn"], batch["T_ref"]
+        images, valid, Kn, T_ref = batch["images"], batch["valid"], batch["Kn"], batch["T_ref"]
         B, Fr = images.shape[:2]
         enc = self.encoder_ids(Fr)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_teacher):
@@ -150,12 +156,16 @@ class Objective(nn.Module):
         if not bool((batch["layout"] == layout).all()):
             raise ValueError("a batch must come from one sample layout (see samples.SourceBatches)")
         ids_loss, ids_render = frame_split(layout, Fr, self.generator)
-        rays = self.sample_rays(images, Kn, T_ref, ids_loss)
+        rays = self.sample_rays(images, valid, Kn, T_ref, ids_loss)
         S, p, BP = L.samples, rays.patch, rays.num_patches
 
         heads = ("sv", "mv") if cfg.method == "kdbts" else (self.render_head,)
         hidden = self.hidden_views(rays.points.shape[:2], len(enc), images.device) if "mv" in heads else None
         logits, invalid = model.head_logits(rays.points, views, heads, hidden)
+        padded = not bool(valid.all())
+        if padded:
+            # a sample seen in an encoder view's padding has no feature of what that camera saw
+            invalid = invalid | self._in_padding(rays.points, valid[:, enc], Kn[:, enc], w2c[:, enc])
         weights, depth = composite(F.softplus(logits[self.render_head]).view(-1, S), rays.t)
         out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=images.device)
@@ -163,13 +173,17 @@ class Objective(nn.Module):
         if not self.frozen_teacher:
             render = (images[:, ids_render], Kn[:, ids_render], w2c[:, ids_render])
             rgb, col_invalid = model.sample_images(rays.points, *render)
-            # official: a sample's colour is unusable where it is outside the render frame or seen by no encoder view
+            # official: a sample's colour is unusable where it is outside the render frame or seen by no encoder view;
+            # and where it falls into the render frame's padding (colours no camera saw)
             col_invalid = col_invalid | invalid.all(-1, keepdim=True)
+            if padded:
+                col_invalid = col_invalid | self._in_padding(rays.points, valid[:, ids_render], *render[1:])
             Vr = len(ids_render)
             colour = (weights[..., None, None] * rgb.reshape(-1, S, Vr, 3)).sum(1)  # (B*R, Vr, 3)
             bad = weight_guided_invalid(weights, col_invalid.reshape(-1, S, Vr), L.invalid_threshold)
             pred = colour.view(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)  # (B*P, Vr, 3, p, p)
-            bad = bad.view(BP, p, p, Vr).permute(0, 3, 1, 2)
+            # no loss on a patch pixel that is padding: its colour was invented
+            bad = bad.view(BP, p, p, Vr).permute(0, 3, 1, 2) | ~rays.seen[:, None]
             photo, usable = photometric_loss(pred, rays.gt, bad)
             smooth = edge_aware_smoothness(depth.view(BP, p, p), rays.gt, usable, cfg.model.z_far)
             out["photometric"], out["smoothness"] = photo.detach(), smooth.detach()
@@ -191,6 +205,14 @@ class Objective(nn.Module):
         out["depth_mean"] = depth.detach().mean()
         out["loss"] = total
         return out
+
+    def _in_padding(
+        self, points: torch.Tensor, valid: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, N, V) whether each point projects into (or next to) the padding of each view; valid (B, V, H, W)."""
+        seen, _ = self.model.sample_images(points, valid[:, :, None].to(points.dtype), Kn, w2c)
+        # bilinear: a point within a pixel of the padding blends an invented colour in
+        return seen[..., 0] < 1.0 - 1e-3
 
     def _featuremetric(
         self,

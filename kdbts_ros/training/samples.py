@@ -10,7 +10,10 @@ loss frame and its neighbours the render frames; samples where the camera moved 
 ``min_motion`` to either neighbour are skipped (a standing vehicle gives no parallax).
 
 Poses are expressed in frame 0's camera (so frame 0's pose is the identity). Every sample says
-its layout, which fixes how the objective splits its frames into loss and render frames.
+its layout, which fixes how the objective splits its frames into loss and render frames. Frames
+come in the source's one training camera (``camera``: its normalised intrinsics are every frame's);
+``valid`` (F, H, W) marks the pixels each frame's camera saw, the rest being padding the objective
+takes no loss on.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from kdbts_ros.core.camera import normalise_intrinsics
+from kdbts_ros.core.lens import CanonicalCamera
 from kdbts_ros.core.model.network import to_grey
 from kdbts_ros.data.records import DatasetError
 
@@ -34,16 +37,15 @@ FRAME_CACHE = 4096  # decoded frames kept per source
 class PosedFrames(Protocol):
     """What a dataset folder must answer (synthetic folders and KITTI recordings)."""
 
-    width: int
-    height: int
     cameras: list[str]
     sequences: list[str]
 
     @property
-    def K(self) -> np.ndarray: ...  # (3, 3) intrinsics shared by the cameras: an attribute or a property
+    def camera(self) -> CanonicalCamera: ...  # the one view every camera's images are served in
 
     def num_frames(self, seq: str) -> int: ...
     def image(self, seq: str, cam: int, frame: int) -> np.ndarray: ...
+    def valid(self, seq: str, cam: int) -> np.ndarray | None: ...  # (H, W) pixels the camera sees; None: all
     def cam_to_world(self, seq: str, cam: int, frame: int) -> np.ndarray: ...
 
 
@@ -116,7 +118,12 @@ class TrainingFrames(Dataset):
             self.items = [(seq, t) for seq in source.sequences for t in range(0, source.num_frames(seq) - span, stride)]
         if not self.items:
             raise DatasetError("no sequence is long enough (or moves enough) for a training sample")
-        self.Kn = normalise_intrinsics(source.K, source.width, source.height).astype(np.float32)
+        self.Kn = source.camera.Kn.astype(np.float32)
+
+    def _valid(self, seq: str, cam: int) -> np.ndarray:
+        """(H, W) bool: the pixels of camera ``cam`` that show what it saw (not padding)."""
+        valid = self.source.valid(seq, cam)
+        return np.ones((self.source.camera.height, self.source.camera.width), bool) if valid is None else valid
 
     def _moved(self, seq: str, t: int, min_motion: float) -> bool:
         """Whether the camera moved at least ``min_motion`` metres from frame t to each neighbour."""
@@ -147,11 +154,12 @@ class TrainingFrames(Dataset):
         flip = bool(self.rng.random() < self.flip_lr)
         ids = self.frame_ids(flip)
         imgs = np.stack([self._image(seq, cam, t + dt) for cam, dt in ids]).astype(np.float32) / 255.0
+        valid = np.stack([self._valid(seq, cam) for cam, _ in ids])
         poses = np.stack([self.source.cam_to_world(seq, cam, t + dt) for cam, dt in ids])
         T_ref = np.linalg.inv(poses[0]) @ poses
         if flip:
             # mirror the images and the geometry so a right camera looks like a left one
-            imgs = imgs[:, :, ::-1]
+            imgs, valid = imgs[:, :, ::-1], valid[:, :, ::-1]
             S = np.diag([-1.0, 1.0, 1.0, 1.0])
             T_ref = S @ T_ref @ S
         images = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2)
@@ -165,6 +173,7 @@ class TrainingFrames(Dataset):
             Kn[:, 0, 2] = -Kn[:, 0, 2]  # mirrored principal point
         return {
             "images": images,
+            "valid": torch.from_numpy(np.ascontiguousarray(valid)),
             "Kn": torch.from_numpy(Kn),
             "T_ref": torch.from_numpy(T_ref.astype(np.float32)),
             "flip": torch.tensor(flip),

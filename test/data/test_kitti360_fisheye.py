@@ -13,18 +13,11 @@ from conftest import KITTI_SAMPLE, needs_kitti
 from test_kitti_bag import read_bag, tf_buffer
 
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.lens import CanonicalCamera, Lens, Resampler, resampler
 from kdbts_ros.data import shared_sample
-from kdbts_ros.data.fisheye import (
-    OUTSIDE,
-    MeiCamera,
-    pinhole_maps,
-    pinhole_rays,
-    pinhole_resampling,
-    read_mei_yaml,
-    virtual_rotation,
-)
+from kdbts_ros.data.fisheye import MeiCamera, Rotated, read_mei_yaml, virtual_rotation
 from kdbts_ros.data.kitti360 import Kitti360Calibration, load_kitti360_sequence
-from kdbts_ros.data.records import DatasetError, RecordingFrames, Resampling
+from kdbts_ros.data.records import DatasetError, RecordingFrames
 from kdbts_ros.messages import sensor_data
 from kdbts_ros.training.samples import TrainingFrames
 
@@ -34,6 +27,7 @@ FISH = MeiCamera(
 )
 K_VIRTUAL = np.array([[35.0, 0, 59.5], [0, 35.0, 44.5], [0, 0, 1]])  # wide: its corners see past the fisheye
 SIZE = (120, 90)
+VIRTUAL = Lens.pinhole(K_VIRTUAL, *SIZE)
 PLANE_Z, SQUARE = 2.0, 0.6  # a checkerboard plane 2 m ahead of the fisheye, 0.6 m squares
 SEQ = "2013_05_28_drive_0000_sync"
 
@@ -79,14 +73,26 @@ def render_fisheye(mei: MeiCamera, pattern) -> np.ndarray:
     return pattern(lift(mei, np.c_[u.ravel(), v.ravel()])).reshape(mei.height, mei.width)
 
 
+def pinhole_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H * W, 3) rays K^-1 [u, v, 1] of every pixel centre, row by row."""
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    return np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1) @ np.linalg.inv(K).T
+
+
 def render_virtual(R: np.ndarray, pattern) -> np.ndarray:
     """The virtual pinhole's own image of the plane (its rays turned into the fisheye frame by R)."""
     return pattern(pinhole_rays(K_VIRTUAL, *SIZE) @ R.T).reshape(SIZE[1], SIZE[0])
 
 
+def fisheye_view(mei: MeiCamera, R: np.ndarray, virtual: Lens = VIRTUAL) -> Resampler:
+    """The resampling of the fisheye into the virtual pinhole turned by R, as the loader makes it."""
+    return resampler(Rotated(mei, R), virtual)
+
+
 def test_lift_inverts_the_mei_projection():
     uv = np.array([[3.0, 5.0], [80.0, 80.0], [150.5, 20.25], [159.0, 159.0]])
-    np.testing.assert_allclose(FISH.project(lift(FISH, uv)), uv, atol=1e-6)
+    np.testing.assert_allclose(FISH.pixels(lift(FISH, uv)), uv, atol=1e-6)
+    assert FISH.project(lift(FISH, uv))[1].all()
 
 
 def test_official_rotation_pitches_the_virtual_camera_down_and_mirrors_yaw():
@@ -102,16 +108,22 @@ def test_official_rotation_pitches_the_virtual_camera_down_and_mirrors_yaw():
 
 def test_maps_name_the_mei_projection_of_each_virtual_ray():
     R = virtual_rotation(10.0, -15.0)
-    map_x, map_y = pinhole_maps(FISH, K_VIRTUAL, SIZE, R)
-    assert map_x.shape == map_y.shape == (SIZE[1], SIZE[0]) and map_x.dtype == np.float32
+    maps = fisheye_view(FISH, R)
+    assert maps.map_x.shape == maps.map_y.shape == maps.valid.shape == (SIZE[1], SIZE[0])
+    assert maps.map_x.dtype == np.float32
     rng = np.random.default_rng(1)
     u, v = rng.integers(0, SIZE[0], 400), rng.integers(0, SIZE[1], 400)
     rays = (R @ np.linalg.inv(K_VIRTUAL) @ np.stack([u, v, np.ones(400)])).T
-    expected = FISH.project(rays)
-    inside = np.all((expected >= 0) & (expected <= [FISH.width - 1, FISH.height - 1]), axis=1)
+    expected = FISH.pixels(rays)
+    # seen: the ray lands on the fisheye image, up to its pixels' outer edges
+    inside = np.all((expected >= -0.5) & (expected <= [FISH.width - 0.5, FISH.height - 0.5]), axis=1)
     assert 50 < inside.sum() < 400  # the sample has pixels on both sides of the fisheye's edge
-    np.testing.assert_allclose(np.c_[map_x[v, u], map_y[v, u]][inside], expected[inside], atol=1e-3)
-    assert np.all(map_x[v, u][~inside] == OUTSIDE) and np.all(map_y[v, u][~inside] == OUTSIDE)
+    assert np.array_equal(maps.valid[v, u], inside)
+    np.testing.assert_allclose(np.c_[maps.map_x[v, u], maps.map_y[v, u]][inside], expected[inside], atol=1e-3)
+    # an unseen pixel samples the fisheye image's edge (its nearest pixels are repeated there)
+    edge = np.c_[maps.map_x[v, u], maps.map_y[v, u]][~inside]
+    on_edge = np.isclose(edge, -0.5, atol=1e-3) | np.isclose(edge, [FISH.width - 0.5, FISH.height - 0.5], atol=1e-3)
+    assert on_edge.any(axis=1).all()
 
 
 def test_rays_the_model_cannot_map_are_outside():
@@ -123,24 +135,26 @@ def test_rays_the_model_cannot_map_are_outside():
     # d/dr of r (1 - 5 r^4) is 1 - 25 r^4; r = sin / (cos + xi) is 0.475 at 1.2 rad, 0.307 at 45 deg
     assert folding.valid(rays).tolist() == [True, False, False, True]
     K = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1]])
-    map_x, _ = pinhole_maps(folding, K, (4, 1))  # rays (0|1|2|3, 0, 1): 0, 45, 63, 72 deg off axis
-    assert map_x[0, 0] == pytest.approx(200) and 200 < map_x[0, 1] < 400
+    maps = fisheye_view(folding, np.eye(3), Lens.pinhole(K, 4, 1))  # rays (0|1|2|3, 0, 1): 0, 45, 63, 72 deg
+    assert maps.map_x[0, 0] == pytest.approx(200) and 200 < maps.map_x[0, 1] < 400
     # 72 deg would land inside the image (r_d = 0.35), but on a pixel that nearer rays already map to
-    assert folding.project(np.array([[3.0, 0, 1]]))[0, 0] < 400 and map_x[0, 3] == OUTSIDE
+    assert folding.pixels(np.array([[3.0, 0, 1]]))[0, 0] < 400
+    assert maps.valid.tolist() == [[True, True, True, False]]
 
 
 def test_resampled_checkerboard_matches_the_virtual_cameras_own_view():
     R = virtual_rotation(10.0, -15.0)
     fisheye = render_fisheye(FISH, checkerboard)
-    resampling = pinhole_resampling(FISH, K_VIRTUAL, SIZE, R)
-    out = resampling.apply(fisheye)
+    maps = fisheye_view(FISH, R)
+    out = maps(fisheye)
     direct = render_virtual(R, checkerboard)
-    valid = resampling.map_x != OUTSIDE
+    valid = maps.valid
     assert 0.05 < 1 - valid.mean() < 0.5  # the rotated view reaches past the fisheye's corner
-    # rays beyond the fisheye image are black; inside, the plane is never black
-    assert np.all(out[~valid] == 0) and np.all(out[valid] > 0)
+    # unseen pixels repeat the fisheye image's edge (blends of its squares), never a black border
+    assert np.all((out[~valid] >= 60) & (out[~valid] <= 200))
     # where the 4 fisheye pixels around the source agree, the remap gives exactly the square the ray hits
-    x0, y0 = np.floor(resampling.map_x[valid]).astype(int), np.floor(resampling.map_y[valid]).astype(int)
+    x0, y0 = np.floor(maps.map_x[valid]).astype(int), np.floor(maps.map_y[valid]).astype(int)
+    x0, y0 = np.clip(x0, 0, FISH.width - 1), np.clip(y0, 0, FISH.height - 1)
     x1, y1 = np.minimum(x0 + 1, FISH.width - 1), np.minimum(y0 + 1, FISH.height - 1)
     corners = np.stack([fisheye[y0, x0], fisheye[y0, x1], fisheye[y1, x0], fisheye[y1, x1]])
     agree = np.all(corners == corners[0], axis=0)
@@ -152,15 +166,14 @@ def test_resampled_checkerboard_matches_the_virtual_cameras_own_view():
 
 def test_resampled_smooth_pattern_has_sub_pixel_accuracy():
     R = virtual_rotation(0.0, -15.0)
-    resampling = pinhole_resampling(FISH, K_VIRTUAL, SIZE, R)
-    valid = resampling.map_x != OUTSIDE
+    maps = fisheye_view(FISH, R)
     fisheye, direct = render_fisheye(FISH, smooth), render_virtual(R, smooth)
-    error = np.abs(resampling.apply(fisheye) - direct)[valid]
+    error = np.abs(maps(fisheye) - direct)[maps.valid]
     # bilinear interpolation errs by a fraction of a grey level (a few near the rim, where the plane stretches)
     assert error.mean() < 0.5 and np.percentile(error, 99) < 3.0
     # maps half a fisheye pixel off would fail that
-    shifted = Resampling(resampling.map_x + 0.5, resampling.map_y, FISH.width, FISH.height)
-    assert np.abs(shifted.apply(fisheye) - direct)[valid].mean() > 1.5
+    shifted = Resampler(maps.map_x + 0.5, maps.map_y, maps.valid)
+    assert np.abs(shifted(fisheye) - direct)[maps.valid].mean() > 1.5
 
 
 @needs_kitti
@@ -172,7 +185,7 @@ def test_official_views_of_the_real_calibration_look_sideways_and_down_inside_th
         axis = cam.T_base_cam[:3, 2]  # the optical axis in the pose frame: x forward, y right, z down
         assert axis[1] * side > 0.95 and axis[2] == pytest.approx(np.sin(np.radians(15)), abs=0.03)
         # the narrow official crop (BTS issue #29) lies wholly inside the 1400x1400 fisheye image
-        assert cam.resampling.map_x.shape == (376, 1408) and not np.any(cam.resampling.map_x == OUTSIDE)
+        assert cam.resampling is not None and cam.resampling.valid.shape == (376, 1408) and cam.resampling.valid.all()
 
 
 # ---------------------------------------------------------------- a generated KITTI-360 folder
@@ -190,6 +203,7 @@ def mei_yaml(mei: MeiCamera) -> str:
 
 
 K00 = np.array([[40.0, 0, 31.5], [0, 40.0, 11.5], [0, 0, 1]])
+K00_LENS = Lens.pinhole(K00, 64, 24)
 # unrectified camera -> pose rows of the real calib_cam_to_pose.txt (02 looks left, 03 right)
 CAM_TO_POSE = {
     "image_00": "0.0371783278 -0.0986182135 0.9944306009 1.5752681039 0.9992675562 -0.0053553387 -0.0378902567 "
@@ -254,9 +268,9 @@ def test_loader_serves_the_fisheyes_as_rotated_virtual_pinholes(tmp_path):
     np.testing.assert_allclose(right.T_base_cam, T_pose("image_03") @ pitch, atol=1e-12)  # yaw 0: mirrored 0
     # a frame reads as the pinhole view: the raw fisheye file resampled with the maps of K00 and the pitch
     raw = cv2.cvtColor(cv2.imread(str(rec.frames[1].images[2])), cv2.COLOR_BGR2RGB)
-    expected = pinhole_resampling(
-        read_mei_yaml(tmp_path / "calibration/image_02.yaml"), K00, (64, 24), R_x(-15.0)
-    ).apply(raw)
+    expected = resampler(
+        Rotated(read_mei_yaml(tmp_path / "calibration/image_02.yaml"), R_x(-15.0)), Lens.pinhole(K00, 64, 24)
+    )(raw)
     img = rec.frames[1].image(2)
     assert img.shape == (24, 64, 3) and img.any()
     np.testing.assert_array_equal(img, expected)
@@ -270,12 +284,33 @@ def test_loader_serves_the_fisheyes_as_rotated_virtual_pinholes(tmp_path):
 
 def test_fisheye_cameras_join_training_samples(tmp_path):
     write_kitti360(tmp_path)
-    frames = RecordingFrames([load_kitti360_sequence(tmp_path, SEQ)], size=(32, 12))
+    frames = RecordingFrames([load_kitti360_sequence(tmp_path, SEQ)], camera=CanonicalCamera.of(K00_LENS, 32, 12))
     assert frames.cameras == ["image_00", "image_01", "image_02", "image_03"]
     sample = TrainingFrames(frames, side_offset=1)[0]
     assert tuple(sample["images"].shape) == (8, 3, 12, 32)
     # frames 4-7 are the fisheye views (at t + 1, t + 2): resampled plane, not the uniform perspective frames
     assert sample["images"][4:].std() > 0.1 and sample["images"][:4].std(dim=(1, 2, 3)).max() < 1e-6
+    # the fisheye frames come from the raw fisheye image in one resampling, the loader's virtual camera turned
+    fish = frames.record(SEQ, 1).recorded_image(2, colour=True)
+    direct = resampler(Rotated(FISH, R_x(-15.0)), frames.camera.lens())(fish)
+    np.testing.assert_allclose(sample["images"][4].permute(1, 2, 0).numpy() * 255, direct, atol=1e-3)
+
+
+def test_training_frames_mark_the_training_cameras_padding(tmp_path):
+    write_kitti360(tmp_path)
+    camera = CanonicalCamera.from_normalised((0.8, 2.0, 0.1, 0.0), 40, 16)  # wider than camera 00 sees
+    frames = RecordingFrames([load_kitti360_sequence(tmp_path, SEQ, ["image_00", "image_01"])], camera=camera)
+    sample = TrainingFrames(frames, side_offset=1)[0]
+    assert tuple(sample["images"].shape) == (4, 3, 16, 40) and sample["valid"].shape == (4, 16, 40)
+    np.testing.assert_allclose(sample["Kn"][0].numpy(), camera.Kn, atol=1e-7)
+    # a training pixel is seen where its ray (network convention: pixel i at (2 i + 1) / W - 1) lands on K00's image
+    v, u = np.mgrid[0:16, 0:40]
+    x, y = ((2 * u + 1) / 40 - 1 - 0.1) / 0.8, ((2 * v + 1) / 16 - 1) / 2.0
+    pu, pv = 40 * x + 31.5, 40 * y + 11.5
+    inside = (pu >= -0.5) & (pu <= 63.5) & (pv >= -0.5) & (pv <= 23.5)
+    assert 0.2 < inside.mean() < 0.9
+    for k in range(4):
+        np.testing.assert_array_equal(sample["valid"][k].numpy(), inside)
 
 
 def test_a_fisheye_image_of_another_size_is_named(tmp_path):

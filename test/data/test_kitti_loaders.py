@@ -265,7 +265,7 @@ def test_kitti360_calibration_stereo_velodyne_and_fisheye():
     np.testing.assert_allclose(T, R_rect @ np.linalg.inv(c2v), atol=1e-9)
     fish = calib.fisheye["image_02"]
     assert (fish.width, fish.height, fish.xi) == (1400, 1400, pytest.approx(2.2134047507854890))
-    np.testing.assert_allclose(fish.project(np.array([[0.0, 0.0, 5.0]])), [[fish.u0, fish.v0]])
+    np.testing.assert_allclose(fish.pixels(np.array([[0.0, 0.0, 5.0]])), [[fish.u0, fish.v0]])
     assert read_mei_yaml(K360 / "calibration/image_03.yaml").name == "image_03"
 
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import KITTI_SAMPLE, needs_kitti, slab_model
 
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.lens import KITTI_RAW, CanonicalCamera
 from kdbts_ros.data import shared_sample
 from kdbts_ros.evaluation.metrics import depth_metrics
 from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings, crop_mask, velodyne_depth
@@ -58,8 +59,8 @@ def test_a_wall_network_scores_as_a_constant_depth_prediction():
     rec = shared_sample.raw_sample(KITTI_SAMPLE)
     ev = RealDepthEvaluator(rec, RealDepthSettings(stride=5, samples=128))
     wall = 10.0
-    result = ev.run(slab_model(wall), "sv", (64, 192), progress=False)
-    assert result["frames"] == 2
+    result = ev.run(slab_model(wall), "sv", CanonicalCamera.from_normalised(KITTI_RAW, 192, 64), progress=False)
+    assert result["frames"] == 2 and result["unseen_gt_pixels"] < 0.001 * result["gt_pixels"]
 
     def constant(z: float) -> dict[str, float]:
         """Independent: the frame-averaged metrics of predicting depth z at every ground-truth pixel."""
@@ -71,6 +72,23 @@ def test_a_wall_network_scores_as_a_constant_depth_prediction():
     assert near["abs_rel"] <= result["abs_rel"] <= far["abs_rel"]
     assert far["rmse"] <= result["rmse"] <= near["rmse"]
     assert far["a1"] <= result["a1"] <= near["a1"]
+
+
+@needs_kitti
+def test_ground_truth_the_networks_camera_does_not_see_is_not_scored_and_counted():
+    rec = shared_sample.raw_sample(KITTI_SAMPLE)
+    ev = RealDepthEvaluator(rec, RealDepthSettings(stride=5, samples=16))
+    narrow = (2.0, 6.0, 0.1, -0.1)  # half the field of view of camera 02, off centre
+    result = ev.run(slab_model(10.0), "sv", CanonicalCamera.from_normalised(narrow, 192, 64), progress=False)
+    # independent: a pixel is seen when its ray lands inside the narrow view's normalised [-1, 1] square
+    K = rec.rig.cameras[0].K
+    seen = []
+    for rows, cols, _ in ev.truth:
+        x, y = (cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1]
+        seen.append((np.abs(narrow[0] * x + narrow[2]) <= 1) & (np.abs(narrow[1] * y + narrow[3]) <= 1))
+    unseen = sum(int((~s).sum()) for s in seen)
+    assert result["gt_pixels"] == sum(len(s) for s in seen)
+    assert 0.3 * result["gt_pixels"] < unseen and abs(result["unseen_gt_pixels"] - unseen) <= 0.001 * unseen
 
 
 @needs_kitti

@@ -15,13 +15,16 @@ import torch
 import torch.multiprocessing as mp
 from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
 
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.lens import CanonicalCamera, Lens
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import Views, to_grey
 from kdbts_ros.core.settings import load_config
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import SynthFolder, write_sequence
 from kdbts_ros.training import losses
-from kdbts_ros.training.config import TrainConfig, parse_source
+from kdbts_ros.training.config import TrainConfig, TrainDataConfig, parse_source
 from kdbts_ros.training.objective import Objective, pixel_rays
 from kdbts_ros.training.samples import (
     MONO,
@@ -200,7 +203,61 @@ def test_a_short_training_run_lowers_the_photometric_loss(tiny_data, tmp_path):
     # the run left a loadable checkpoint with the trained head and a log
     loaded, info = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     assert loaded.available_heads == ["sv"] and info["method"] == "bts" and info["step"] == 40
+    # trained in the first source's camera, as recorded
+    folder = SynthFolder(tiny_data)
+    assert info["camera"] == CanonicalCamera.of(Lens.pinhole(folder.K, 160, 64), 160, 64).record()
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 40
+
+
+def test_a_checkpoint_states_its_training_camera_and_the_runtime_sees_through_it(tiny_data, tmp_path):
+    # a training camera wider than the synthetic rig's: every frame is resampled into it, its rim is padding
+    cfg = tiny_config(
+        tiny_data, method="bts", iterations=1, **{"data.width": 96, "data.height": 48, "data.camera": "0.9 1.6 0.1 0"}
+    )
+    camera = CanonicalCamera.from_normalised((0.9, 1.6, 0.1, 0.0), 96, 48)
+    sample = build_dataset(cfg, 0)[0]
+    assert tuple(sample["images"].shape[-2:]) == (48, 96)
+    np.testing.assert_allclose(sample["Kn"][0].numpy(), camera.Kn, atol=1e-7)
+    # a pixel is seen where its ray (network convention) lands on the rig camera's image
+    K = SynthFolder(tiny_data).K
+    v, u = np.mgrid[0:48, 0:96]
+    x, y = ((2 * u + 1) / 96 - 1 - 0.1) / 0.9, ((2 * v + 1) / 48 - 1) / 1.6
+    pu, pv = K[0, 0] * x + K[0, 2], K[1, 1] * y + K[1, 2]
+    inside = (pu >= -0.5) & (pu <= 159.5) & (pv >= -0.5) & (pv <= 63.5)
+    assert 0.3 < inside.mean() < 0.95
+    assert (sample["valid"].numpy() == inside).mean() > 0.995  # pixels exactly on the edge may round either way
+    train(cfg, tmp_path / "run", progress=False)
+    _, info = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert info["camera"] == camera.record() and (info["image_width"], info["image_height"]) == (96, 48)
+    stages = Stages(
+        load_config(PipelineConfig, None, {"model.checkpoint": str(tmp_path / "run/checkpoint.safetensors")})
+    )
+    assert stages.canonical == camera
+
+
+def test_no_loss_is_taken_on_padding(tiny_data):
+    cfg = tiny_config(tiny_data, method="bts")
+    batch = {k: v[None] for k, v in build_dataset(cfg, 0)[0].items()}
+    model = random_model(cfg.model.architecture(), cfg.seed)
+    with torch.no_grad():
+        seen = Objective(model, cfg, seed=5)(batch)
+        batch["valid"] = torch.zeros_like(batch["valid"])
+        padded = Objective(model, cfg, seed=5)(batch)
+    assert float(seen["usable_rays"]) > 0.25
+    assert float(padded["usable_rays"]) == 0.0 and float(padded["photometric"]) == 0.0
+
+
+def test_points_seen_in_a_views_padding_are_flagged():
+    cfg = tiny_config(Path("unused"), method="bts")
+    objective = Objective(random_model(cfg.model.architecture(), 0), cfg, seed=0)
+    valid = torch.ones(1, 1, 4, 8, dtype=torch.bool)
+    valid[..., 6:] = False  # the two right columns are padding
+    Kn = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1]])[None, None]
+    # normalised x of column i: (2 i + 1) / 8 - 1; points at x = -0.5 (between columns 1 and 2), 0.125 (column 4),
+    # 0.5 (between 5 and 6: it blends the padding in), 0.875 (column 7)
+    points = torch.tensor([[[-0.5, 0.0, 1.0], [0.125, 0.0, 1.0], [0.5, 0.0, 1.0], [0.875, 0.0, 1.0]]])
+    flagged = objective._in_padding(points, valid, Kn, torch.eye(4)[None, None])
+    assert flagged[0, :, 0].tolist() == [False, False, True, True]
 
 
 def test_resume_continues_from_the_saved_step(tiny_data, tmp_path):
@@ -348,8 +405,13 @@ class FakeFrames:
 
     def __init__(self, z: list[float], cams: int = 1, size: tuple[int, int] = (8, 4)):
         self.width, self.height = size
-        self.K = np.array([[4.0, 0, 4], [0, 4.0, 2], [0, 0, 1]])
+        self.camera = CanonicalCamera.from_normalised((1.0, 2.0, 0.0, 0.0), *size)
         self.cameras, self.sequences, self.z = [f"c{i}" for i in range(cams)], ["s"], z
+
+    def valid(self, seq: str, cam: int) -> np.ndarray:
+        valid = np.ones((self.height, self.width), bool)
+        valid[:, -1] = False  # the last column is padding
+        return valid
 
     def num_frames(self, seq: str) -> int:
         return len(self.z)
@@ -382,6 +444,7 @@ def test_a_flip_swaps_only_complete_camera_pairs():
     frames.flip_lr = 1.0
     s = frames[0]
     assert float(s["images"][0, 1, 0, 0]) == pytest.approx(7 / 255)  # mirrored: the last column comes first
+    assert not s["valid"][:, :, 0].any() and s["valid"][:, :, 1:].all()  # and so does its padding
 
 
 def test_frame_split_follows_the_official_loaders():
@@ -451,7 +514,9 @@ def test_training_rays_have_unit_length_so_t_is_the_distance_along_the_ray(tiny_
     cfg = tiny_config(tiny_data)
     s = build_dataset(cfg, 0)[0]
     obj = Objective(random_model(cfg.model.architecture(), 0), cfg, seed=0)
-    rays = obj.sample_rays(s["images"][None], s["Kn"][None], s["T_ref"][None], [0])  # frame 0: the identity pose
+    rays = obj.sample_rays(
+        s["images"][None], s["valid"][None], s["Kn"][None], s["T_ref"][None], [0]
+    )  # frame 0: identity
     pts = rays.points.view(-1, cfg.loss.samples, 3)
     assert torch.allclose(pts.norm(dim=-1), rays.t, rtol=1e-5)
     assert float((pts[..., 2] / rays.t).min()) < 0.95  # off-axis rays: z is shorter than the distance
@@ -534,7 +599,8 @@ def test_a_full_kitti_raw_drive_trains_on_its_colour_pair(tmp_path):
             cv2.imwrite(str(drive / cam / "data" / f"{i:010d}.png"), image)
     poses = tmp_path / "poses.txt"
     np.savetxt(poses, np.tile(np.eye(4)[:3].ravel(), (3, 1)))
-    frames = source_frames(parse_source(f"raw {drive} calib={calib} poses={poses}"), (192, 64))
+    data = TrainDataConfig(width=192, height=64)
+    frames = source_frames(parse_source(f"raw {drive} calib={calib} poses={poses}"), data, None)
     assert frames.cameras == ["image_02", "image_03"]
     # a sample reads the colour pair's files (never the grey cameras'), resized, with the rig's 0.54 m baseline
     sample = TrainingFrames(frames, side_offset=1)[0]

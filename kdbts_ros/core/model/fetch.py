@@ -105,8 +105,9 @@ def extract_member(archive: Path, pattern: str, dest: Path, label: str) -> str:
     return found[0]
 
 
-def import_release(pt: Path, out: Path, source: str, label: str) -> str:
-    """Import an official .pt into the project format at ``out`` if it loads completely; returns a summary."""
+def import_release(pt: Path, out: Path, source: str, label: str, camera: str) -> str:
+    """Import an official .pt (trained in the official ``camera``) into the project format at ``out`` if it loads
+    completely; returns a summary."""
     from kdbts_ros.core.model.checkpoint import CheckpointError
     from kdbts_ros.core.model.official import import_official, save_imported
 
@@ -120,7 +121,7 @@ def import_release(pt: Path, out: Path, source: str, label: str) -> str:
             f"unexpected keys {report.unexpected[:3]}, missing keys {report.missing[:3]}"
         )
     try:
-        save_imported(out, model, report, source)
+        save_imported(out, model, report, source, camera)
     except OSError as exc:
         raise FetchError(f"{label}: cannot write {out} ({exc})") from exc
     return f"{report.architecture.backbone}, {report.mapped} tensors, heads {', '.join(report.heads)}"
@@ -170,7 +171,7 @@ def _install(release: Release, url: str, download_file: Path, folder: Path, note
         source = url
         if release.member is not None:  # archive
             source = f"{url}:{extract_member(download_file, release.member, pt, f'{release.name} ({url})')}"
-        summary = import_release(pt, out, source, f"{release.name} ({source})")
+        summary = import_release(pt, out, source, f"{release.name} ({source})", release.camera)
         try:
             os.replace(out, final)  # atomic: the cached name holds the old file or the new one, never a mix
         except OSError as exc:

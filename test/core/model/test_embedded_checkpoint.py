@@ -6,7 +6,7 @@ import pytest
 from conftest import KITTI_SAMPLE, needs_kitti
 
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
+from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT, checkpoint_camera
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.data import shared_sample
@@ -42,9 +42,9 @@ def test_the_embedded_student_beats_random_weights_and_the_image_free_priors_on_
     # drive 0052 was never trained on (the training data are KITTI odometry 00/01/07 and procedural streets)
     ev = RealDepthEvaluator(shared_sample.raw_sample(KITTI_SAMPLE), RealDepthSettings(stride=3))
     trained, info = load_checkpoint(EMBEDDED_CHECKPOINT)
-    size = (info["image_height"], info["image_width"])
-    ours = ev.run(trained, "sv", size, progress=False)
-    chance = ev.run(random_model(trained.arch, 1), "sv", size, progress=False)
+    camera = checkpoint_camera(info)  # the network sees each frame through the camera it was trained with
+    ours = ev.run(trained, "sv", camera, progress=False)
+    chance = ev.run(random_model(trained.arch, 1), "sv", camera, progress=False)
     priors = [ev.run_prior(prior) for prior in PRIORS]
     assert ours["frames"] == 4
     assert ours["rmse"] < min(r["rmse"] for r in [chance, *priors])

@@ -7,9 +7,11 @@ import torch
 from conftest import SMALL_ARCH, official_checkpoint
 
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.lens import KITTI_360, KITTI_RAW, CanonicalCamera
 from kdbts_ros.core.model.checkpoint import CheckpointError, load_checkpoint, random_model
 from kdbts_ros.core.model.network import Architecture, Views
-from kdbts_ros.core.model.official import import_official
+from kdbts_ros.core.model.official import import_official, official_camera
+from kdbts_ros.core.model.registry import RELEASES
 
 
 def _outputs(model):
@@ -45,6 +47,15 @@ def test_kdbts_import_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert "heads present: sv" in out and "heads.multiviewhead3." in out
     model, info = load_checkpoint(tmp_path / "bts.safetensors")
     assert model.available_heads == ["sv"] and info["imported_from"] == "official"
+    # the path names no data set: KITTI-360's camera, said so
+    assert "taken as trained in KITTI-360's camera" in out
+    assert info["camera"] == CanonicalCamera.from_normalised(KITTI_360, 640, 192).record()
+    (tmp_path / "kitti").mkdir()
+    official_checkpoint(tmp_path / "kitti" / "bts.pt", src, bts=True)
+    assert main(["import", str(tmp_path / "kitti" / "bts.pt"), str(tmp_path / "raw.safetensors")]) == 0
+    assert load_checkpoint(tmp_path / "raw.safetensors")[1]["camera"]["fy"] == KITTI_RAW[1]
+    assert main(["import", str(tmp_path / "bts.pt"), str(tmp_path / "b.safetensors"), "--camera", "kitti-raw"]) == 0
+    assert load_checkpoint(tmp_path / "b.safetensors")[1]["camera"]["fy"] == KITTI_RAW[1]
     torch.testing.assert_close(_outputs(model.eval())["sv"], _outputs(src)["sv"], rtol=0, atol=0)
     with pytest.raises(ValueError, match="no 'mv' head"):
         model.density(
@@ -52,6 +63,13 @@ def test_kdbts_import_command_writes_a_loadable_checkpoint(tmp_path, capsys):
             Views(torch.zeros(1, 1, 64, 4, 4), torch.eye(3)[None, None], torch.eye(4)[None, None]),
             "mv",
         )
+
+
+def test_releases_and_checkpoint_names_say_their_official_camera():
+    assert {n: r.camera for n, r in RELEASES.items()} == {n: official_camera(n) for n in RELEASES}
+    assert official_camera("weights/kitti_360/kdbts/training_checkpoint_1.pt") == "kitti-360"
+    assert official_camera("https://x/kdbts/kitti_raw.zip:kdbts/training_checkpoint_1.pt") == "kitti-raw"
+    assert official_camera("/tmp/run/model.pt") is None
 
 
 def test_unexpected_keys_are_reported_and_nothing_is_written(tmp_path, capsys):
