@@ -8,7 +8,10 @@ whose maps (:class:`Resampler`) are computed once per camera. Nothing is squashe
 canonical view reaches beyond the image, its pixels are padded (the nearest edge, repeated) and
 marked invalid, so that no occupancy and no depth is invented there.
 
-Pixel coordinates follow OpenCV (pixel centres on integers). Rays have unit z.
+Pixel coordinates follow OpenCV (pixel centres on integers). Rays have unit z. The official BTS/KDBTS
+code describes cameras by *normalised* intrinsics that map camera points to image coordinates in
+[-1, 1]: ``fx' = 2 fx / W0``, ``cx' = 2 cx / W0 - 1`` (same for y) with the image size W0 x H0
+(:func:`normalise_intrinsics`). This module loads no torch: messages/ and data/ read lenses.
 """
 
 from __future__ import annotations
@@ -24,6 +27,26 @@ import numpy as np
 # distortion models of sensor_msgs/CameraInfo (camera_calibration_parsers' names) and their most coefficients
 MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
 _MAX_TAN = 20.0  # rays beyond 87 deg off the axis never enter a pinhole view
+
+
+def normalise_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel intrinsics (OpenCV convention) of a width x height image to normalised K'."""
+    Kn = np.eye(3, dtype=np.float64)
+    Kn[0, 0] = 2.0 * K[0, 0] / width
+    Kn[1, 1] = 2.0 * K[1, 1] / height
+    Kn[0, 2] = 2.0 * K[0, 2] / width - 1.0
+    Kn[1, 2] = 2.0 * K[1, 2] / height - 1.0
+    return Kn
+
+
+def pixel_intrinsics(Kn: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`normalise_intrinsics` for an image of the given size."""
+    K = np.eye(3, dtype=np.float64)
+    K[0, 0] = Kn[0, 0] * width / 2.0
+    K[1, 1] = Kn[1, 1] * height / 2.0
+    K[0, 2] = (Kn[0, 2] + 1.0) * width / 2.0
+    K[1, 2] = (Kn[1, 2] + 1.0) * height / 2.0
+    return K
 
 
 class LensError(ValueError):
@@ -75,10 +98,7 @@ class Lens:
         return hash(self.key)
 
     def normalised(self) -> np.ndarray:
-        """K in the official normalised convention (:func:`kdbts_ros.core.camera.normalise_intrinsics`)."""
-        # imported here: core.camera loads torch, which messages/ and data/ (that read lenses) must not
-        from kdbts_ros.core.camera import normalise_intrinsics
-
+        """K in the official normalised convention (:func:`normalise_intrinsics`)."""
         return normalise_intrinsics(self.K, self.width, self.height)
 
     # ------------------------------------------------------------ rays <-> pixels
@@ -188,7 +208,7 @@ class CanonicalCamera:
 
         Features are sampled with ``align_corners=False``, so the network's pixel i sits at
         normalised ``(2 i + 1) / W - 1``: its pixel intrinsics put the principal point half a
-        pixel before :func:`~kdbts_ros.core.camera.pixel_intrinsics`'.
+        pixel before :func:`pixel_intrinsics`'.
         """
         K = np.array(
             [

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdbts_ros.core.camera import pixel_intrinsics
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.lens import KITTI_360, KITTI_RAW, Lens
+from kdbts_ros.core.lens import KITTI_360, KITTI_RAW, Lens, pixel_intrinsics
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.runtime.pictures import Figure, figure
 

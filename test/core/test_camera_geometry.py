@@ -3,19 +3,19 @@
 import numpy as np
 import torch
 
-from kdbts_ros.core import camera, geometry
+from kdbts_ros.core import camera, geometry, lens
 
 K_KITTI = np.array([[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]])
 
 
 def test_normalised_intrinsics_match_official_kitti_values():
-    Kn = camera.normalise_intrinsics(K_KITTI, 1242, 375)
+    Kn = lens.normalise_intrinsics(K_KITTI, 1242, 375)
     np.testing.assert_allclose([Kn[0, 0], Kn[1, 1], Kn[0, 2], Kn[1, 2]], [1.1619, 3.8482, -0.0184, -0.0781], atol=1e-4)
-    np.testing.assert_allclose(camera.pixel_intrinsics(Kn, 1242, 375), K_KITTI, atol=1e-9)
+    np.testing.assert_allclose(lens.pixel_intrinsics(Kn, 1242, 375), K_KITTI, atol=1e-9)
 
 
 def test_project_matches_the_pinhole_model_by_hand(rng):
-    Kn = torch.tensor(camera.normalise_intrinsics(K_KITTI, 1242, 375))
+    Kn = torch.tensor(lens.normalise_intrinsics(K_KITTI, 1242, 375))
     pts = torch.tensor(rng.uniform([-5, -2, 3], [5, 2, 60], (500, 3)))
     xy, z, invalid = camera.project(pts, Kn)
     # the same points by hand: x' = fx' x / z + cx', y' = fy' y / z + cy', depth z unchanged
@@ -27,7 +27,7 @@ def test_project_matches_the_pinhole_model_by_hand(rng):
 
 
 def test_validity_behind_and_outside():
-    Kn = torch.tensor(camera.normalise_intrinsics(K_KITTI, 1242, 375))
+    Kn = torch.tensor(lens.normalise_intrinsics(K_KITTI, 1242, 375))
     pts = torch.tensor(
         [[0.0, 0.0, 10.0], [0.0, 0.0, -10.0], [0.0, 0.0, 0.0], [100.0, 0.0, 10.0], [0.0, -30.0, 10.0]],
         dtype=torch.float64,
@@ -37,7 +37,7 @@ def test_validity_behind_and_outside():
 
 
 def test_ray_grid_lands_on_pixel_centres_of_its_intrinsics():
-    Kn = camera.normalise_intrinsics(K_KITTI, 1242, 375)
+    Kn = lens.normalise_intrinsics(K_KITTI, 1242, 375)
     h, w = 6, 20
     dirs = camera.ray_grid(torch.tensor(Kn), h, w).numpy()
     Kp = camera.ray_pixel_intrinsics(Kn, w, h)

@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kdbts_ros.core.camera import normalise_intrinsics
-from kdbts_ros.core.lens import CanonicalCamera, Lens, LensError, depth_in, resampler
+from kdbts_ros.core.lens import CanonicalCamera, Lens, LensError, depth_in, normalise_intrinsics, resampler
 
 K = np.array([[700.0, 0.0, 620.0], [0.0, 690.0, 180.0], [0.0, 0.0, 1.0]])
 LENSES = {

@@ -45,7 +45,7 @@ NORMALISATION = {
 }
 INTRINSICS = (
     "normalised: fx' = 2 fx / W0, fy' = 2 fy / H0, cx' = 2 cx / W0 - 1, cy' = 2 cy / H0 - 1 "
-    "for pixel intrinsics of a W0 x H0 image (kdbts_ros.core.camera.normalise_intrinsics); "
+    "for pixel intrinsics of a W0 x H0 image (kdbts_ros.core.lens.normalise_intrinsics); "
     "image x right, y down, z forward; projected coordinates in [-1, 1] are inside the image"
 )
 

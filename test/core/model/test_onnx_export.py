@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from kdbts_ros.core import geometry
-from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core.config import GridConfig
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.lens import normalise_intrinsics
 from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
