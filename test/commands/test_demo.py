@@ -34,15 +34,15 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
             msg = cdr.deserialize(data, conn.msgtype)
             seen[conn.topic] = seen.get(conn.topic, 0) + 1
             last[conn.topic] = msg
-            if conn.topic == "/kdbts/depth":
+            if conn.topic == "/kdbts/depth/image":
                 depth = np.frombuffer(msg.data, "<f4")
                 assert np.all(np.isfinite(depth)) and depth.min() >= cfg.model.z_near
-    assert seen["/kdbts/occupancy"] == seen["/kdbts/points"] == seen["/kdbts/depth"] == 3
+    assert seen["/kdbts/occupancy"] == seen["/kdbts/points"] == seen["/kdbts/depth/image"] == 3
     assert seen["/kdbts/density_grid"] == 3 and seen["/tf_static"] == 1
     assert "TRANSIENT_LOCAL" in str(qos["/tf_static"][0].durability)
     # the PNGs show the last frame's outputs, as they went into the bag: depth as magma on normalised inverse
     # depth, occupancy 4 pixels a cell, far at the top, unknown cells grey
-    d = last["/kdbts/depth"]
+    d = last["/kdbts/depth/image"]
     depth = np.frombuffer(d.data, "<f4").reshape(d.height, d.width)
     near, far = cfg.model.z_near, cfg.model.z_far
     inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)

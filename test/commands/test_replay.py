@@ -25,7 +25,7 @@ from kdbts_ros.runtime.runner import FrameRunner
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth", "/kdbts/depth/camera_info", "/kdbts/density_grid")
+OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth/image", "/kdbts/depth/camera_info", "/kdbts/density_grid")
 
 
 def test_presets_name_the_converted_topics_and_frames():
@@ -70,7 +70,7 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
         assert count(outputs, topic) == 3, topic
     assert count(outputs, "/diagnostics") >= 1
     image_stamps = [m.header.stamp for t, _, m in inputs if t.endswith("image_raw")]
-    depth = [m for t, _, m in outputs if t == "/kdbts/depth"]
+    depth = [m for t, _, m in outputs if t == "/kdbts/depth/image"]
     assert [d.header.stamp for d in depth] == image_stamps
     assert depth[0].header.frame_id == "camera_color_left"
     values = np.frombuffer(depth[0].data, "<f4")
@@ -114,11 +114,11 @@ def test_replay_refuses_a_bag_without_the_configured_topics_and_never_duplicates
         }
     )
     first = replay(cfg, tmp_path / "in", tmp_path / "out1", progress=False)
-    assert first.processed == 2 and first.drops == {} and first.written["/kdbts/depth"] == 2
+    assert first.processed == 2 and first.drops == {} and first.written["/kdbts/depth/image"] == 2
     # replaying the replay's output: its old outputs are left out, new ones written once
     second = replay(cfg, tmp_path / "out1", tmp_path / "out2", "sqlite3", progress=False)
-    assert second.processed == 2 and second.written["/kdbts/depth"] == 2
-    assert second.skipped["/kdbts/depth"] == 2
+    assert second.processed == 2 and second.written["/kdbts/depth/image"] == 2
+    assert second.skipped["/kdbts/depth/image"] == 2
 
 
 @needs_kitti
@@ -190,7 +190,7 @@ def test_replay_takes_the_bags_cameras_and_tf_root_when_the_config_names_others(
     assert printed[0].startswith("cameras: /rig/cam2/image, /rig/cam10/image (")
     assert printed[1].startswith("fixed frame: map (") and "frames processed: 3" in printed
     outputs, _ = read_bag(tmp_path / "out")
-    depth = [m for t, _, m in outputs if t == "/kdbts/depth"]
+    depth = [m for t, _, m in outputs if t == "/kdbts/depth/image"]
     assert len(depth) == 3 and depth[0].header.frame_id == "cam2_optical"  # the first camera makes the outputs
     assert {m.header.frame_id for t, _, m in outputs if t == "/kdbts/occupancy"} == {"map"}
 
@@ -213,7 +213,7 @@ def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "cameras:" not in printed and "fixed frame:" not in printed and "frames processed: 2" in printed
-    depth = [m for t, _, m in read_bag(tmp_path / "out")[0] if t == "/kdbts/depth"]
+    depth = [m for t, _, m in read_bag(tmp_path / "out")[0] if t == "/kdbts/depth/image"]
     assert {d.header.frame_id for d in depth} == {"cam10_optical"}
     # named topics the bag lacks are refused, not replaced
     assert main(["replay", str(tmp_path / "in"), str(tmp_path / "x"), "--images", "/debug/image"]) == EXIT_USER

@@ -86,7 +86,7 @@ def test_a_bag_cut_anywhere_replays_up_to_its_last_complete_message(tmp_path, mo
         assert result.processed == images and result.cut_short == note
         with Reader(tmp_path / f"out_{cut}") as out:  # the replay's own output is complete
             topics = [c.topic for c, _, _ in out.messages()]
-        assert topics.count(IMAGE) == images and topics.count("/kdbts/depth") == images
+        assert topics.count(IMAGE) == images and topics.count("/kdbts/depth/image") == images
     assert read_before == len(written)  # only the end of the file cut: every message read
 
 
@@ -167,7 +167,7 @@ def test_an_interrupted_replay_leaves_its_output_readable(tmp_path, sig):
         topics = [c.topic for c, _, _ in reader.messages()]
     assert 0 < topics.count(IMAGE) < 40
     # every frame whose outputs were written has its input image before them
-    assert topics.count("/kdbts/depth") <= topics.count(IMAGE)
+    assert topics.count("/kdbts/depth/image") <= topics.count(IMAGE)
 
 
 def test_kdbts_replay_of_a_cut_bag_warns_in_one_line(tmp_path, capsys):

@@ -426,7 +426,8 @@ def test_camera_info_intrinsics_are_usable_or_rejected(info):
         np.all(np.isfinite(chosen)) and chosen[0, 0] > 0 and chosen[1, 1] > 0 and info.width > 0 and info.height > 0
     )
     try:
-        K, w, h, src = sensor_data.camera_info_intrinsics(info)
+        lens, src = sensor_data.camera_info_lens(info, rectified=True)
+        K, w, h = lens.K, lens.width, lens.height
     except cdr.ConversionError:
         event("rejected")
         assert not usable, "usable intrinsics were rejected"

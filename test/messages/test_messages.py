@@ -121,24 +121,34 @@ def test_depth_image_and_camera_info_decode_with_rclpy(rng):
     np.testing.assert_array_equal(np.array(info.k).reshape(3, 3), K)
 
 
-def test_camera_info_intrinsics_prefer_p_over_k():
+def _lens(info: CameraInfo, rectified: bool) -> sensor_data.CameraModel:
+    return sensor_data.camera_info_lens(
+        cdr.deserialize(rclpy_serialization.serialize_message(info), "sensor_msgs/msg/CameraInfo"), rectified
+    )
+
+
+def test_camera_info_gives_rectified_images_p_and_raw_images_k_with_their_distortion():
     info = CameraInfo(width=1242, height=375)
-    info.k = [959.79, 0.0, 696.02, 0.0, 956.93, 224.18, 0.0, 0.0, 1.0]  # unrectified K_02 (KITTI bags)
+    info.k = [959.79, 0.0, 696.02, 0.0, 956.93, 224.18, 0.0, 0.0, 1.0]  # unrectified K_02 (KITTI)
+    info.d = [-0.37, 0.20, 0.0022, 0.0014, -0.072]
+    info.distortion_model = "plumb_bob"
     info.p = [721.54, 0.0, 609.56, 44.86, 0.0, 721.54, 172.85, 0.22, 0.0, 0.0, 1.0, 0.0]
-    K, w, h, src = sensor_data.camera_info_intrinsics(
-        cdr.deserialize(rclpy_serialization.serialize_message(info), "sensor_msgs/msg/CameraInfo")
-    )
-    assert src == "p" and (w, h) == (1242, 375) and K[0, 0] == 721.54 and K[0, 2] == 609.56
+    lens, src = _lens(info, rectified=True)
+    assert src == "p" and (lens.width, lens.height) == (1242, 375) and lens.K[0, 0] == 721.54
+    assert lens.K[0, 2] == 609.56 and not lens.distorted
+    lens, src = _lens(info, rectified=False)
+    assert src == "k" and lens.K[0, 0] == 959.79 and lens.model == "plumb_bob"
+    assert np.allclose(lens.D, info.d)
     info.p = [0.0] * 12
-    _, _, _, src = sensor_data.camera_info_intrinsics(
-        cdr.deserialize(rclpy_serialization.serialize_message(info), "sensor_msgs/msg/CameraInfo")
-    )
-    assert src == "k"
+    assert _lens(info, rectified=True).source == "k"
+    # a camera_info with only P (kitti2bag's odometry bags) describes undistorted images either way
+    only_p = CameraInfo(width=1241, height=376)
+    only_p.p = [718.86, 0.0, 607.19, 0.0, 0.0, 718.86, 185.22, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert _lens(only_p, rectified=False) == _lens(only_p, rectified=True)
+    assert _lens(only_p, rectified=False).lens.K[1, 2] == 185.22
     info.k = [0.0] * 9
     with pytest.raises(cdr.ConversionError, match="no usable intrinsics"):
-        sensor_data.camera_info_intrinsics(
-            cdr.deserialize(rclpy_serialization.serialize_message(info), "sensor_msgs/msg/CameraInfo")
-        )
+        _lens(info, rectified=True)
 
 
 def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():

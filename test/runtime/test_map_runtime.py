@@ -116,8 +116,8 @@ def test_a_frame_without_a_usable_pose_is_never_fused_and_counted(slab, monkeypa
     rig.pose(3 * S, 0.0)
     rig.info(0, 3 * S)
     rig.image(0, 3 * S)
-    outputs = runner.step(3 * S, lambda: {MAP_TOPIC, POINTS_TOPIC, "/kdbts/depth"})
-    assert [t for t, _, _ in outputs] == ["/kdbts/depth"] and runner.processed == 2
+    outputs = runner.step(3 * S, lambda: {MAP_TOPIC, POINTS_TOPIC, "/kdbts/depth/image"})
+    assert [t for t, _, _ in outputs] == ["/kdbts/depth/image"] and runner.processed == 2
     assert np.array_equal(runner.mapping.map.log_odds, known) and runner.mapping.map.frames == 1
     assert runner.faults["map_skipped_non_finite_pose"] == 1
     assert runner.mapping.status()["map_skipped"] == 1

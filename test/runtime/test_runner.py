@@ -107,8 +107,8 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
     # each output once, every one stamped with the rig frame's stamp
     assert sorted(t for t, _, _ in out) == [
         "/kdbts/density_grid",
-        "/kdbts/depth",
         "/kdbts/depth/camera_info",
+        "/kdbts/depth/image",
         "/kdbts/occupancy",
         "/kdbts/points",
     ]
@@ -241,12 +241,17 @@ def test_camera_info_faults(model):
     rig.info(0, S, K_=np.zeros((3, 3)))
     assert runner.drops["bad_camera_info"] == 1 and runner.cameras[0].intrinsics is None
     rig.frame(2 * S, 0.0, cameras=1)
-    fx_before = runner.last.depth_K[0, 0]
+    before, depth_lens = runner.cameras[0].intrinsics.lens, runner.last.depth_lens
     rig.info(0, 3 * S, K_=K * [[1.1], [1.1], [1]])
     assert runner.faults["camera_info_changed"] == 1
     rig.pose(3 * S, 1.0)
     rig.image(0, 3 * S)
-    assert runner.step(3 * S) and runner.last.depth_K[0, 0] == pytest.approx(1.1 * fx_before)
+    assert runner.step(3 * S) and runner.cameras[0].intrinsics.lens.K[0, 0] == pytest.approx(1.1 * before.K[0, 0])
+    # the new lens is seen through new maps: a longer focal length covers less of the canonical view, whose
+    # depth image stays the same camera
+    maps = runner.stages.encoding.resampling
+    assert maps(runner.cameras[0].intrinsics.lens)[0].coverage < maps(before)[0].coverage
+    assert runner.last.depth_lens == depth_lens
 
 
 def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
@@ -360,7 +365,7 @@ def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
     rig.frame(2 * S, 0.0)
     first = cdr.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in first.values}
-    assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "p"
+    assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "k"  # raw topics: K and D
     assert values["head"] == "mv" and values["num_views"] == "2" and values["window_frames"] == "2"
     assert values["camera0_images"] == values["camera1_images"] == "1" and values["camera1_dropped"] == "0"
     assert float(values["grid_resolution_m"]) == runner.cfg.grid.resolution

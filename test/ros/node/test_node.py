@@ -70,7 +70,7 @@ def system(tmp_path_factory):
     for topic, cls in (
         ("/kdbts/occupancy", OccupancyGrid),
         ("/kdbts/points", PointCloud2),
-        ("/kdbts/depth", Image),
+        ("/kdbts/depth/image", Image),
         ("/kdbts/depth/camera_info", CameraInfo),
         ("/kdbts/density_grid", DensityGrid),
         ("/diagnostics", DiagnosticArray),
@@ -132,7 +132,7 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     stamps = []
     for i in range(3):
         stamps.append(_send_frame(pubs, i))
-        assert _wait(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth", [])), 60), (
+        assert _wait(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth/image", [])), 60), (
             f"no depth for frame {i}; drops {dict(node.runner.drops)}"
         )
     last = stamps[-1]
@@ -175,7 +175,7 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
                 assert values[iy, ix] == 100
     assert known > 100
 
-    depth_msg, depth_info = pick("/kdbts/depth"), pick("/kdbts/depth/camera_info")
+    depth_msg, depth_info = pick("/kdbts/depth/image"), pick("/kdbts/depth/camera_info")
     assert depth_msg.header.frame_id == "cam_optical" and depth_msg.encoding == "32FC1"
     assert (depth_msg.height, depth_msg.width) == (32, 96) == (depth_info.height, depth_info.width)
     depth = np.frombuffer(bytes(depth_msg.data), "<f4").reshape(32, 96)
@@ -213,7 +213,7 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
     _send_frame(pubs, 11, image=np.zeros((H + 2, W, 3), np.uint8))  # size differs from camera_info
     assert _wait(lambda: node.runner.drops["size_mismatch"] > before.get("size_mismatch", 0), 10)
     stamp = _send_frame(pubs, 12)
-    assert _wait(lambda: any(_stamp(m) == stamp for m in got.get("/kdbts/depth", [])), 60)
+    assert _wait(lambda: any(_stamp(m) == stamp for m in got.get("/kdbts/depth/image", [])), 60)
     values = lambda m: {kv.key: kv.value for kv in m.status[0].values}  # noqa: E731
     # diagnostics come at 1 Hz: wait for a report that includes the last frame
     assert _wait(lambda: any(int(values(m)["frames_processed"]) >= 4 for m in got.get("/diagnostics", [])), 15)

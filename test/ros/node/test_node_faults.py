@@ -55,7 +55,7 @@ STAMP0 = time.time_ns() // 10**9 * 10**9  # near the wall clock, so that latenci
 PERIOD = 10**8  # 10 Hz stamps
 STEP_M = 0.5  # the base moves this far per frame: above keyframe.distance, so every frame is a keyframe
 TF_TIMEOUT = 0.3
-DG, OCC, DEPTH, DEPTH_INFO = "/kdbts/density_grid", "/kdbts/occupancy", "/kdbts/depth", "/kdbts/depth/camera_info"
+DG, OCC, DEPTH, DEPTH_INFO = "/kdbts/density_grid", "/kdbts/occupancy", "/kdbts/depth/image", "/kdbts/depth/camera_info"
 OUTPUT_TYPES = {
     OCC: OccupancyGrid,
     "/kdbts/points": PointCloud2,
