@@ -161,7 +161,7 @@ def camera_info_lens(msg: Any, rectified: bool) -> CameraModel:
         if has_k:
             return CameraModel(Lens.pinhole(K, int(msg.width), int(msg.height)), "k")
     except LensError as exc:
-        raise ConversionError(f"camera_info: {exc}; feed rectified images (topics.rectified)") from exc
+        raise ConversionError(f"camera_info: {exc}; feed rectified images (topics.image_geometry)") from exc
     raise ConversionError("camera_info has no usable intrinsics (P and K are zero or invalid)")
 
 

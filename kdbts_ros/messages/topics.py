@@ -31,12 +31,12 @@ class TopicsConfig:
     camera_infos: list[str] = setting(
         ["/camera/camera_info"], "sensor_msgs/CameraInfo topic of each camera, in the order of topics.images"
     )
-    rectified: str = setting(
+    image_geometry: str = setting(
         "auto",
-        "whether the images are already rectified: true (seen through camera_info's P, no distortion), "
-        "false (raw: K and D in their distortion model, plumb_bob, rational_polynomial or equidistant), "
-        "auto (true for a topic whose name contains 'rect', as image_proc's image_rect)",
-        choices=("auto", "true", "false"),
+        "what the images are: rectified (seen through camera_info's P, no distortion), raw (through K and D "
+        "in their distortion model: plumb_bob, rational_polynomial or equidistant), or auto (rectified for a "
+        "topic whose name contains 'rect', as image_proc's image_rect, else raw)",
+        choices=("auto", "rectified", "raw"),
     )
     occupancy: str = setting("/kdbts/occupancy", "output nav_msgs/OccupancyGrid")
     points: str = setting("/kdbts/points", "output sensor_msgs/PointCloud2")
@@ -69,9 +69,9 @@ class TopicsConfig:
             raise ValueError("topics.images and topics.camera_infos must all differ")
 
     def is_rectified(self, image_topic: str) -> bool:
-        """Whether a camera's images are rectified (``topics.rectified``; auto: by the topic's name)."""
+        """Whether a camera's images are rectified (``topics.image_geometry``; auto: by the topic's name)."""
         name = image_topic.removesuffix("/compressed").rsplit("/", 1)[-1]
-        return self.rectified == "true" or (self.rectified == "auto" and "rect" in name)
+        return self.image_geometry == "rectified" or (self.image_geometry == "auto" and "rect" in name)
 
 
 # what computes an output: grid / depth the pipeline for each frame (the bird's-eye grid, the

@@ -126,7 +126,12 @@ def test_bag_topics_counts_and_camera_info(root: Path) -> None:
         first_tf = next(raw for conn, _, raw in reader.messages() if conn.topic == "/tf")
     info = cdr.deserialize(infos[0][1], "sensor_msgs/msg/CameraInfo")
     lens = sensor_data.camera_info_lens(info, rectified=False).lens
-    assert np.allclose(lens.K, RIG.K()) and (lens.width, lens.height) == (64, 24) and not lens.distorted and info.header.frame_id == "side_left_optical"
+    assert (
+        np.allclose(lens.K, RIG.K())
+        and (lens.width, lens.height) == (64, 24)
+        and not lens.distorted
+        and info.header.frame_id == "side_left_optical"
+    )
     tfs = sensor_data.tf_transforms(cdr.deserialize(static, "tf2_msgs/msg/TFMessage"))
     assert [(p, c) for p, c, *_ in tfs] == [("base_link", f"{c.name}_optical") for c in RIG.cameras]
     assert np.allclose(tfs[2][3], RIG.cameras[2].T_base_cam())

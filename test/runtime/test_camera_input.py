@@ -71,7 +71,7 @@ def test_raw_and_rectified_images_of_one_camera_give_the_same_depth(kitti_frame)
     assert np.mean(rel <= 0.01) >= 0.95 and np.mean(rel <= 0.05) >= 0.999 and rel.mean() < 0.005
 
     # the raw image taken for rectified (its distortion ignored) is visibly another answer
-    ignored = _runner("/cam/image_raw", **{"topics.rectified": "true"})
+    ignored = _runner("/cam/image_raw", **{"topics.image_geometry": "rectified"})
     _feed(ignored, raw_rgb, info)
     c = ignored.last.depth
     both = np.isfinite(c) & np.isfinite(b)

@@ -365,7 +365,9 @@ def test_diagnostics_report_cameras_drops_faults_and_warn_on_new_ones(model):
     rig.frame(2 * S, 0.0)
     first = cdr.deserialize(runner.diagnostics(2 * S), "diagnostic_msgs/msg/DiagnosticArray").status[0]
     values = {kv.key: kv.value for kv in first.values}
-    assert first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "k"  # raw topics: K and D
+    assert (
+        first.level == 0 and values["camera1_topic"] == IMAGES[1] and values["camera1_intrinsics"] == "k"
+    )  # raw topics: K and D
     assert values["head"] == "mv" and values["num_views"] == "2" and values["window_frames"] == "2"
     assert values["camera0_images"] == values["camera1_images"] == "1" and values["camera1_dropped"] == "0"
     assert float(values["grid_resolution_m"]) == runner.cfg.grid.resolution
