@@ -21,7 +21,8 @@ INT8_ENCODER = "encoder_int8.onnx"
 
 
 def image_input(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """The encoder graph's input (1, 3, H, W) float32 in [0, 1] of an RGB uint8 image, resized as the pipeline does."""
+    """The encoder graph's input (1, 3, H, W) float32 in [0, 1] of an RGB uint8 image already in the network's
+    camera (``kdbts export`` resamples its calibration frames into it); resized if its size differs."""
     H, W = input_size
     resized = cv2.resize(image, (W, H), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
