@@ -61,12 +61,16 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
         "window_frames": len(runner.window),
         "weights": runner.stages.model_info.get("weights", ""),
         "device": str(runner.stages.device),
+        "network_camera": network_camera(runner),
         "tf_buffer": runner.tf_name,
     }
     for c in runner.cameras:
         values[f"camera{c.index}_topic"] = c.image_topic
         values[f"camera{c.index}_images"] = c.received
         values[f"camera{c.index}_intrinsics"] = c.intrinsics.source if c.intrinsics else "missing"
+        if c.intrinsics:  # how much of the network's view this camera fills (the rest is padding, unseen)
+            coverage = runner.stages.encoding.resampling(c.intrinsics.lens)[0].coverage
+            values[f"camera{c.index}_view_coverage"] = f"{coverage:.3f}"
         values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
     values.update(runner.mapping.status())
     values.update(sorted(counts.items()))
@@ -76,3 +80,9 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
     return cdr.serialize(
         published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message, values)
     )
+
+
+def network_camera(runner: RunnerState) -> str:
+    """The canonical camera every frame is seen through: size and normalised intrinsics."""
+    c = runner.stages.canonical
+    return f"{c.width}x{c.height} fx' {c.fx:.4f} fy' {c.fy:.4f} cx' {c.cx:.4f} cy' {c.cy:.4f}"
