@@ -31,6 +31,12 @@ class TopicsConfig:
     camera_infos: list[str] = setting(
         ["/camera/camera_info"], "sensor_msgs/CameraInfo topic of each camera, in the order of topics.images"
     )
+    camera_frame: str = setting(
+        "",
+        "TF frame of the first camera's images, used in place of their header.frame_id when that "
+        "frame is not in the TF tree (kitti2bag odometry bags: images in camera_gray_left, TF "
+        "camera_left); empty: the images' own frame",
+    )
     occupancy: str = setting("/kdbts/occupancy", "output nav_msgs/OccupancyGrid")
     points: str = setting("/kdbts/points", "output sensor_msgs/PointCloud2")
     depth: str = setting("/kdbts/depth", "output sensor_msgs/Image 32FC1 metres")
