@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kdbts_ros.commands.common import add_dataset_args, print_counts
 from kdbts_ros.data.bags import STORAGES, storage_for
-from kdbts_ros.messages.kitti2bag import LAYOUTS, layout_cameras
+from kdbts_ros.messages.kitti2bag import LAYOUTS
 
 HELP = (
     "convert a KITTI raw drive, odometry sequence or KITTI-360 sequence into a bag (images, camera_info, "
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         kind = "raw" if args.kind == "raw_synced" else "odometry"
         cameras = args.cameras
         if args.kind != "raw_synced" and not cameras:  # the layout's pair, where the sequence has it
-            numbers = (0, 1) if args.colour_from_grey else layout_cameras(args.kind)
+            numbers = (0, 1) if args.colour_from_grey or args.kind == "odom_gray" else (2, 3)
             cameras = [f"image_{k}" for k in numbers if (args.source / f"image_{k}").is_dir()] or None
         rec = load_recording(kind, args.source, args.calib, args.poses, None, cameras)
     else:

@@ -76,6 +76,18 @@ def _frames(rec: Recording, max_frames: int | None) -> list[FrameRecord]:
     return frames
 
 
+def _pykitti_T_imu_cam(calib: RawCalibration, camera: str) -> np.ndarray:
+    """imu_link -> rectified camera as kitti2bag has it from pykitti: inv([I | t] R_rect_00 T_cam0_velo T_velo_imu).
+
+    pykitti takes the camera's offset from rectified camera 0 as t = (P[0, 3] / fx, 0, 0) only
+    (the project's rig solves K t = P[:, 3], a few millimetres apart for the colour cameras).
+    """
+    P = calib_entry(calib.cam, f"P_rect_{camera[-2:]}", 12, calib.cam_path).reshape(3, 4)
+    shift = np.eye(4)
+    shift[0, 3] = P[0, 3] / P[0, 0]
+    return calib.T_base_rect0 @ geometry.invert(shift)
+
+
 def raw_synced_messages(rec: Recording, calib: RawCalibration, max_frames: int | None = None) -> Iterator[BagMessage]:
     """A KITTI raw drive (loaded with base_link = the IMU) as kitti2bag's raw_synced bag, in time order."""
     lever = np.eye(4)
@@ -83,9 +95,9 @@ def raw_synced_messages(rec: Recording, calib: RawCalibration, max_frames: int |
     static = [(k2b.BASE_FRAME, k2b.IMU_FRAME, lever)]
     if rec.rig.T_base_velo is not None:
         static.append((k2b.IMU_FRAME, k2b.VELO_FRAME, rec.rig.T_base_velo))
-    # every camera of the calibration is in kitti2bag's TF tree, whichever the drive has images of
-    static += [(k2b.IMU_FRAME, CAMERA_FRAMES[c], calib.camera(c).T_base_cam) for c in CAMERA_FRAMES]
     cam_file = calib.cam_path
+    # every camera of the calibration is in kitti2bag's TF tree, whichever the drive has images of
+    static += [(k2b.IMU_FRAME, CAMERA_FRAMES[c], _pykitti_T_imu_cam(calib, c)) for c in CAMERA_FRAMES]
     for f in _frames(rec, max_frames):
         stamp = f.stamp_ns
         yield _tf("/tf_static", stamp, static)  # kitti2bag repeats it at every frame
@@ -120,15 +132,16 @@ def odometry_messages(
     """A KITTI odometry sequence as kitti2bag's odom_gray or odom_color bag, in time order.
 
     The recording holds the layout's cameras (image_0 + image_1, or image_2 + image_3), or with
-    ``colour_from_grey`` the grey ones, written as colour (3 channels) for odom_color.
+    ``colour_from_grey`` (odom_color only) the grey ones, written as colour (3 channels).
     """
     calib = read_calib(calib_path)
     pair = k2b.layout_cameras(layout)
     colour = layout == "odom_color"
-    wanted = [f"image_{k - 2 if colour_from_grey else k}" for k in pair]
+    grey_source = colour and colour_from_grey
+    wanted = [f"image_{k - 2 if grey_source else k}" for k in pair]
     names = [c.name for c in rec.rig.cameras]
     if not names or any(n not in wanted for n in names):
-        hint = "; --colour-from-grey writes its grey frames as colour" if colour and not colour_from_grey else ""
+        hint = "; --colour-from-grey writes its grey frames as colour" if colour and not grey_source else ""
         raise DatasetError(
             f"{layout} writes cameras {' and '.join(wanted)}; {rec.name} has {', '.join(names) or 'none'}{hint}"
         )
@@ -169,7 +182,7 @@ def write_kitti2bag(
         frame_topic = k2b.image_topic(rec.rig.cameras[0].frame_id, layout)
     elif layout in ("odom_gray", "odom_color"):
         messages = odometry_messages(rec, layout, calib, max_frames, colour_from_grey)
-        first_camera = int(rec.rig.cameras[0].name[-1]) + (2 if colour_from_grey else 0)
+        first_camera = int(rec.rig.cameras[0].name[-1]) + (2 if colour_from_grey and layout == "odom_color" else 0)
         frame_topic = k2b.image_topic(k2b.CAMERAS[first_camera], layout)
     else:
         raise DatasetError(f"unknown kitti2bag layout {layout!r}; expected one of {', '.join(k2b.LAYOUTS)}")
