@@ -1,5 +1,5 @@
-"""``kdbts replay``: a ROS 2 bag through the node's runner (:mod:`kdbts_ros.runtime.replay`); inputs plus outputs
-to a new bag."""
+"""``kdbts replay``: a ROS 2 or ROS 1 bag through the node's runner (:mod:`kdbts_ros.runtime.replay`); inputs
+plus outputs to a new bag."""
 
 from __future__ import annotations
 
@@ -12,12 +12,19 @@ from kdbts_ros.core.settings import ConfigError
 from kdbts_ros.messages.bag_info import info_beside
 from kdbts_ros.runtime.replay import replay
 
-HELP = "run a ROS 2 bag through the node's pipeline; write inputs plus outputs to a new bag (and optional PNGs)"
+HELP = (
+    "run a bag (ROS 2, or ROS 1 .bag; kitti2bag's layouts recognised) through the node's pipeline; write inputs "
+    "plus outputs to a new ROS 2 bag (and optional PNGs)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
-    p.add_argument("bag_in", type=Path, help="input ROS 2 bag (mcap or sqlite3), e.g. from kdbts kitti2bag")
+    p.add_argument(
+        "bag_in",
+        type=Path,
+        help="input bag: ROS 2 (a folder, .mcap or .db3) or ROS 1 (.bag), e.g. from kitti2bag or kdbts kitti2bag",
+    )
     p.add_argument("bag_out", type=Path, help="output bag folder to create")
     p.add_argument(
         "--png",
@@ -61,7 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--fixed-frame",
         metavar="FRAME",
         help="frame poses are looked up in (default: the config's; "
-        "when the bag's TF lacks it, the root of its TF tree)",
+        "when the bag's TF lacks it, world for a kitti2bag bag, else the root of its TF tree)",
+    )
+    p.add_argument(
+        "--camera-frame",
+        metavar="FRAME",
+        help="TF frame of the first camera's images, for images whose frame_id is not in the TF tree "
+        "(sets topics.camera_frame; default: the config's; kitti2bag odometry bags: camera_left)",
     )
 
 
@@ -69,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     """Run a ROS 2 bag through the node's runner; write its messages plus the node's outputs to a new bag."""
     if args.camera_infos and not args.images:
         raise ConfigError("--camera-infos names the camera_info of each camera of --images; give --images too")
-    chosen = {"fixed_frame": args.fixed_frame} if args.fixed_frame else {}
+    chosen: dict[str, object] = {"fixed_frame": args.fixed_frame} if args.fixed_frame else {}
+    if args.camera_frame:
+        chosen["topics.camera_frame"] = args.camera_frame
     if args.images:
         chosen["topics.images"] = args.images
         chosen["topics.camera_infos"] = args.camera_infos or [info_beside(t) for t in args.images]
@@ -82,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         png_pitch_deg=args.pitch,
         pick_cameras=not args.images,
         pick_fixed_frame=not args.fixed_frame,
+        pick_camera_frame=not args.camera_frame,
         report=print,
         save_map=args.save_map,
     )

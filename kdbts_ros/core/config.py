@@ -192,8 +192,10 @@ class KeyframeConfig:
 class MapConfig:
     """The fused world map: densities of every processed frame in a gravity-aligned rolling voxel window.
 
-    The fixed frame's z axis must point up (REP 103 odom/map): the window's layers and the 2-D
-    projection are horizontal in it. Occupancy is kept as clamped log-odds, as octomap does.
+    The map is built in a gravity-aligned frame (z up), the fixed frame turned by the rotation that
+    takes its ``up_axis`` to +z: the window's layers and the 2-D projection are horizontal in it.
+    A REP 103 fixed frame (odom/map: z up) is that frame itself; an optical-frame world (kitti2bag
+    odometry's, y down) is turned. Occupancy is kept as clamped log-odds, as octomap does.
 
     Time jumps, one rule (``time_jump_rule``): when image stamps go back (a bag looped, sim time
     restarted) or forward by more than ``max_time_gap``, reset clears the map before the next frame
@@ -203,6 +205,13 @@ class MapConfig:
 
     enabled: bool = setting(
         False, "fuse each processed frame's densities into the world map and publish it", runtime=True
+    )
+    up_axis: str = setting(
+        "auto",
+        "the fixed frame's axis that points up, against gravity; auto: the one nearest the first posed "
+        "camera's up (-y of its optical frame). The map is built with it as z; the published map and "
+        "points stay in the fixed frame (the grid's origin pose carries the rotation)",
+        choices=("auto", "+x", "-x", "+y", "-y", "+z", "-z"),
     )
     resolution: float = setting(0.2, "voxel edge of the world map, metres", 0.05, 5.0)
     extent_xy: float = setting(

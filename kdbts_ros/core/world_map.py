@@ -12,11 +12,12 @@ from the centre, the contents shift by whole voxels so the camera is central aga
 leave the window are forgotten and the vacated ones become unknown. Memory is that one array
 (float32) and a same-shaped uint8 scratch, whatever the length of the drive.
 
-Frames: the fixed frame's z axis must point up (REP 103 ``odom``/``map``), because the layers and
-the 2-D projection are horizontal in it. That is checked loosely per frame: a vehicle camera's
-optical y axis (down in the image) must point within 60 degrees of the fixed frame's -z; frames
-where it does not are still fused but counted in ``tilted`` (a fixed frame whose z is not up,
-such as an optical-frame world, shows up there at once).
+Frames: the map's frame has z up, because the layers and the 2-D projection are horizontal in it.
+Poses are given in that frame: the runner's map stage rotates the fixed frame's poses into it
+(:func:`gravity_rotation`, ``map.up_axis``: a REP 103 ``odom``/``map`` is that frame already, an
+optical-frame world such as kitti2bag odometry's is turned so its -y is up). That is checked loosely
+per frame: a vehicle camera's optical y axis (down in the image) must point within 60 degrees of
+the map's -z; frames where it does not are still fused but counted in ``tilted``.
 
 Written by hand, in numpy: the log-odds integration and the rolling window, because open3d's
 VoxelGrid holds colours only (no per-voxel probability, clamped update or shift) and octomap's
@@ -73,6 +74,36 @@ def transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     for i in range(3):
         out[:, i] = points[:, 0] * R[i, 0] + points[:, 1] * R[i, 1] + points[:, 2] * R[i, 2] + t[i]
     return out
+
+
+UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
+
+
+def up_axis_of(T_fixed_cam: np.ndarray) -> str:
+    """The fixed frame's axis nearest to a camera's up, -y of its optical frame (``map.up_axis`` auto)."""
+    up = -np.asarray(T_fixed_cam, np.float64)[:3, 1]
+    i = int(np.argmax(np.abs(up)))
+    return ("+" if up[i] > 0 else "-") + "xyz"[i]
+
+
+def gravity_rotation(up_axis: str) -> np.ndarray:
+    """4x4 T_map_fixed: the smallest rotation taking the fixed frame's ``up_axis`` (one of UP_AXES) to +z.
+
+    +z: the identity; -z: half a turn about x; a horizontal axis u: a quarter turn about u x z,
+    so the other horizontal axis stays where it is.
+    """
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up axis {up_axis!r} is not one of {', '.join(UP_AXES)}")
+    u = np.zeros(3)
+    u["xyz".index(up_axis[1])] = 1.0 if up_axis[0] == "+" else -1.0
+    T = np.eye(4)
+    if u[2] < 0:
+        T[:3, :3] = np.diag([1.0, -1.0, -1.0])
+    elif u[2] == 0:
+        a = np.cross(u, [0.0, 0.0, 1.0])  # a unit axis: u is perpendicular to z
+        K = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+        T[:3, :3] = np.eye(3) + K + K @ K  # Rodrigues at 90 degrees
+    return T
 
 
 def pose_problem(T: np.ndarray | None) -> str | None:

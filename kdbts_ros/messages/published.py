@@ -104,14 +104,17 @@ def density_grid(out: Outputs) -> Any:
     )
 
 
-def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> Any:
+def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str, T_fixed_map: np.ndarray | None = None) -> Any:
     """nav_msgs/OccupancyGrid of the fused 2-D map (:func:`kdbts_ros.core.map_2d.occupancy_2d`) in the fixed frame.
 
-    The origin is cell (0, 0)'s outer corner at the band's bottom, axes along the fixed frame's
-    (no rotation): nav2's map layout, row-major from the lowest y.
+    The origin is cell (0, 0)'s outer corner at the band's bottom, axes along the map's frame:
+    nav2's map layout, row-major from the lowest y. ``T_fixed_map``: the map's gravity-aligned frame
+    in the fixed frame (None: the same frame), carried by the origin's pose.
     """
     T = np.eye(4)
     T[:3, 3] = grid.origin
+    if T_fixed_map is not None:
+        T = T_fixed_map @ T
     h, w = grid.data.shape
     info = msg_type("nav_msgs/msg/MapMetaData")(
         map_load_time=header(stamp, "").stamp, resolution=float(grid.resolution), width=w, height=h, origin=pose(T)

@@ -38,6 +38,12 @@ class TopicsConfig:
         "topic whose name contains 'rect', as image_proc's image_rect, else raw)",
         choices=("auto", "rectified", "raw"),
     )
+    camera_frame: str = setting(
+        "",
+        "TF frame of the first camera's images, used in place of their header.frame_id when that "
+        "frame is not in the TF tree (kitti2bag odometry bags: images in camera_gray_left, TF "
+        "camera_left); empty: the images' own frame",
+    )
     occupancy: str = setting("/kdbts/occupancy", "output nav_msgs/OccupancyGrid")
     points: str = setting("/kdbts/points", "output sensor_msgs/PointCloud2")
     depth: str = setting(

@@ -13,7 +13,7 @@ import numpy as np
 
 from kdbts_ros.core import geometry
 from kdbts_ros.core.stages import Stages
-from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore, frame_list
 from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.runner import FrameRunner
 
@@ -102,7 +102,17 @@ class Tf2Store:
         except self._tf2.ExtrapolationException as exc:
             raise TfError(_extrapolation_reason(str(exc)), str(exc)) from exc
         except self._tf2.TransformException as exc:
-            raise TfError(next(r for cls, r in self._reasons if isinstance(exc, cls)), str(exc)) from exc
+            reason = next(r for cls, r in self._reasons if isinstance(exc, cls))
+            frames = self._frames() if reason == "unknown_frame" else []
+            raise TfError(reason, f"{exc} ({frame_list(frames)})" if frames else str(exc)) from exc
+
+    def _frames(self) -> list[str]:
+        """tf2's frame names (BufferCore._getFrameStrings), sorted; [] where this tf2 has no such call."""
+        names = getattr(self._buffer, "_getFrameStrings", None)
+        try:
+            return sorted(names()) if names is not None else []
+        except Exception:  # a tf2 whose call differs: the message goes without the list
+            return []
 
     @staticmethod
     def _matrix(ts: TransformStamped) -> np.ndarray:

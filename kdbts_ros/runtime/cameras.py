@@ -81,6 +81,12 @@ class RigInputs:
         waiting = self.cameras[0].waiting
         return waiting[-1] if waiting else None
 
+    def tf_frame(self, cam: CameraInput, img: Image) -> str:
+        """The TF frame of a camera's image: ``topics.camera_frame`` for the first camera when set, else its
+        header's frame_id."""
+        override = self.cfg.topics.camera_frame
+        return override if override and cam.index == 0 else img.msg.header.frame_id.lstrip("/")
+
     def drop(self, cam: CameraInput, reason: str, message: str) -> None:
         """Count a received image of ``cam`` as lost."""
         self.accounting.drop(reason, message, cam.dropped)

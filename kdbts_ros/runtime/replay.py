@@ -8,6 +8,12 @@ A bag cut short (a recording that ended with the power) replays up to its last c
 message; :attr:`ReplayResult.cut_short` says how much was read. What the configuration names
 but the bag lacks is picked from the bag (:func:`fill_in_from_bag`): its cameras when the
 configured first camera is absent, the root of its TF tree when the configured fixed frame is.
+A bag of the ``kitti2bag`` tool (:mod:`kdbts_ros.messages.kitti2bag`) is recognised and replays
+with its layout's settings: its left camera, fixed frame ``world``, the odometry layouts' camera
+frame (``topics.camera_frame``: their images' frame is not in their TF tree), and its images taken for
+the rectified ones they are (``topics.image_geometry``: the raw layout's camera_info carries the
+unrectified K and D beside P).
+ROS 1 ``.bag`` files are read as they are (:mod:`kdbts_ros.messages.bag_reader`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from tqdm import tqdm
 
 from kdbts_ros.core.settings import ConfigError
 from kdbts_ros.data.bags import BagWriter
-from kdbts_ros.messages import cdr
+from kdbts_ros.messages import cdr, kitti2bag
 from kdbts_ros.messages.bag_info import camera_topics, tf_frames
 from kdbts_ros.messages.bag_reader import BagError, BagMessage, OpenBag, open_bag
 from kdbts_ros.messages.topics import output_topics
@@ -61,17 +67,35 @@ def bag_messages(bag: OpenBag, leave_out: set[str], skipped: Counter) -> Iterato
         yield stamp, topic, msgtype, data
 
 
-def fill_in_from_bag(cfg: RunnerConfig, bag: OpenBag, cameras: bool = True, fixed_frame: bool = True) -> list[str]:
+def fill_in_from_bag(
+    cfg: RunnerConfig, bag: OpenBag, cameras: bool = True, fixed_frame: bool = True, camera_frame: bool = True
+) -> list[str]:
     """Check ``cfg`` against the bag and set in it what it names but the bag lacks; one line per choice made.
 
-    ``cameras``: when the configured first camera's image or camera_info topic is absent, take
-    every camera of the bag (image topics with a camera_info beside them). ``fixed_frame``: when
-    the bag's TF never names the configured fixed frame, take the root of its TF tree.
+    A kitti2bag bag (:func:`kdbts_ros.messages.kitti2bag.detect`) gives its left camera (when
+    ``cameras`` and the configured first camera is absent), its fixed frame (when ``fixed_frame`` and
+    the configured one is not in its TF) and its camera frame (when ``camera_frame``, the
+    configuration sets none and that camera is the first). Otherwise ``cameras``: when the configured
+    first camera's image or camera_info topic is absent, take every camera of the bag (image topics
+    with a camera_info beside them); ``fixed_frame``: when the bag's TF never names the configured
+    fixed frame, take the root of its TF tree.
     Raises ValueError when the first camera is absent and cannot (or may not) be taken from the bag.
     """
     topics = bag.topics
     choices = []
+    frames, roots = tf_frames(bag.path)  # its own reader: a salvaged bag counts what the replay reads
+    layout = kitti2bag.detect(topics, frames)
     absent = [t for t in (cfg.topics.images[0], cfg.topics.camera_infos[0]) if t not in topics]
+    if layout is not None:
+        if cameras and absent:
+            cfg.topics.images, cfg.topics.camera_infos, absent = [layout.image], [layout.info], []
+        if camera_frame and not cfg.topics.camera_frame and cfg.topics.images[0] == layout.image:
+            cfg.topics.camera_frame = layout.camera_frame
+        if fixed_frame and cfg.fixed_frame not in frames:
+            cfg.fixed_frame = layout.fixed_frame
+        if cfg.topics.images[0] == layout.image:  # KITTI's images are rectified, whatever kitti2bag names them
+            cfg.topics.image_geometry = "rectified"
+        choices.append(layout.describe(cfg.topics.images[0], cfg.topics.camera_frame, cfg.fixed_frame))
     found = camera_topics(topics) if absent and cameras else []
     if absent and not found:
         raise ConfigError(
@@ -88,14 +112,12 @@ def fill_in_from_bag(cfg: RunnerConfig, bag: OpenBag, cameras: bool = True, fixe
     missing = [t for t in (*cfg.topics.images[1:], *cfg.topics.camera_infos[1:]) if t not in topics]
     if missing:  # the output camera's frames go on without them (counted as rig_frame_incomplete)
         log.warning("%s has no topic %s; rig frames are made without those cameras", bag.path, ", ".join(missing))
-    if fixed_frame:
-        frames, roots = tf_frames(bag.path)  # its own reader: a salvaged bag counts what the replay reads
-        if roots and cfg.fixed_frame not in frames:
-            choices.append(
-                f"fixed frame: {roots[0]} (the root of the bag's TF; it has no {cfg.fixed_frame}; "
-                "choose with --fixed-frame)"
-            )
-            cfg.fixed_frame = roots[0]
+    if fixed_frame and roots and cfg.fixed_frame not in frames:
+        choices.append(
+            f"fixed frame: {roots[0]} (the root of the bag's TF; it has no {cfg.fixed_frame}; "
+            "choose with --fixed-frame)"
+        )
+        cfg.fixed_frame = roots[0]
     return choices
 
 
@@ -109,13 +131,14 @@ def replay(
     png_pitch_deg: float = 0.0,
     pick_cameras: bool = True,
     pick_fixed_frame: bool = True,
+    pick_camera_frame: bool = True,
     report: Callable[[str], None] | None = None,
     save_map: Path | None = None,
 ) -> ReplayResult:
     """Run the bag at ``bag_in`` through the runner and write inputs plus outputs to ``bag_out`` (new).
 
     With ``png_dir``, each processed frame's pictures go there; ``png_pitch_deg`` tilts the
-    figures' density profile (KITTI-360: 5). ``pick_cameras`` / ``pick_fixed_frame``: fill in
+    figures' density profile (KITTI-360: 5). ``pick_cameras`` / ``pick_fixed_frame`` / ``pick_camera_frame``: fill in
     from the bag what the config lacks (:func:`fill_in_from_bag`, on a copy of ``cfg``); each
     choice is passed to ``report`` before the run. ``save_map``: fuse the world map (``map.enabled``)
     and save it at the end as ``save_map`` + ``.pcd``/``.ply`` and ``.pgm`` + ``.yaml``.
@@ -139,7 +162,7 @@ def replay(
         if save_map is not None:
             cfg.map.enabled = True
         # before the network is built
-        choices = fill_in_from_bag(cfg, source, pick_cameras, pick_fixed_frame)
+        choices = fill_in_from_bag(cfg, source, pick_cameras, pick_fixed_frame, pick_camera_frame)
         if report:
             for line in choices:
                 report(line)

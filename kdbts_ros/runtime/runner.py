@@ -325,13 +325,16 @@ class FrameRunner:
             if not timed_out:
                 raise Wait
             self.rig.discard(cam, img, "no_camera_info", "no camera_info received")
+        source = self.rig.tf_frame(cam, img)
         try:
-            T = self.tf.lookup(self.cfg.fixed_frame, img.msg.header.frame_id.lstrip("/"), img.stamp_ns)
+            T = self.tf.lookup(self.cfg.fixed_frame, source, img.stamp_ns)
         except TfError as exc:
             if exc.reason in ("future", "unknown_frame", "disconnected") and not timed_out:
                 raise Wait from exc  # the transform may still arrive: retry on the next step
             reason = {"future": "tf_late", "past": "tf_too_old"}.get(exc.reason, f"tf_{exc.reason}")
-            self.rig.discard(cam, img, reason, f"no pose in {self.cfg.fixed_frame}: {exc}")
+            hint = "; if the images' frame has another name there, set topics.camera_frame" if cam.index == 0 else ""
+            lost = f" (image frame {source!r}{hint})" if exc.reason == "unknown_frame" else ""
+            self.rig.discard(cam, img, reason, f"no pose in {self.cfg.fixed_frame}: {exc}{lost}")
         return cam.intrinsics.lens, T
 
     def _frame(self, cam: CameraInput, img: Image, lens: Lens, T: np.ndarray) -> Frame:
@@ -359,7 +362,7 @@ class FrameRunner:
                 "size_mismatch",
                 f"{cam.image_topic}: image {w}x{h} but camera_info {lens.width}x{lens.height}",
             )
-        return Frame(rgb, lens.K, img.stamp_ns, img.msg.header.frame_id.lstrip("/"), T, lens)
+        return Frame(rgb, lens.K, img.stamp_ns, self.rig.tf_frame(cam, img), T, lens)
 
     def published(self, publish_s: float, latency_s: float) -> None:
         """The node published the last frame: its publish time and publish-minus-stamp latency."""

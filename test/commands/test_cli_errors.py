@@ -26,7 +26,7 @@ from rosbags.rosbag2 import storage_mcap, storage_sqlite3
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.errors import EXIT_NO_SPACE, EXIT_USER
 from kdbts_ros.core.model.checkpoint import FORMAT, random_model, save_checkpoint
-from kdbts_ros.data.bags import BagWriter
+from kdbts_ros.data.bags import BagWriter, Ros1BagWriter
 from kdbts_ros.data.rig import RigConfig
 from kdbts_ros.data.synth_folder import write_sequence
 
@@ -83,7 +83,8 @@ VARIANTS = {
     "pt": COMMON + ("empty", "another format", "truncated", "hostile pickle", "text", "no tensors", "no encoder"),
     "png": COMMON + ("empty", "another format", "truncated"),
     # a bag argument that is no bag
-    "bag": COMMON + ("empty", "another format", "truncated", "no storage file", "unknown suffix"),
+    "bag": COMMON
+    + ("empty", "another format", "truncated", "no storage file", "unknown suffix", "ROS 1 garbage", "ROS 1 cut"),
 }
 
 
@@ -105,6 +106,8 @@ def _variants(kind: str, good: dict[str, Path]) -> dict[str, Callable[[Path], No
             "truncated": lambda p: _cut_copy(good["bag"], p, 20),
             "no storage file": lambda p: (p.mkdir(), (p / "metadata.yaml").write_text("x: [\n")),
             "unknown suffix": lambda p: p.write_text("a bag?\n"),
+            "ROS 1 garbage": lambda p: p.write_bytes(b"#ROSBAG V2.0\n" + rnd),
+            "ROS 1 cut": _cut_ros1,
         }
     if kind != "yaml":
         out["empty"] = lambda p: p.write_bytes(b"")
@@ -198,7 +201,14 @@ def _commands(kind: str, good: dict[str, Path], out: Path) -> dict[str, Callable
 
 
 # a bag variant's file name: the suffix a user would give it
-_BAG_SUFFIX = {"random bytes": ".mcap", "empty": ".db3", "another format": ".mcap", "unknown suffix": ".txt"}
+_BAG_SUFFIX = {
+    "random bytes": ".mcap",
+    "empty": ".db3",
+    "another format": ".mcap",
+    "unknown suffix": ".txt",
+    "ROS 1 garbage": ".bag",
+    "ROS 1 cut": ".bag",
+}
 
 
 def _assert_one_line(err: str, command: str, *named: Path | str) -> str:
@@ -228,6 +238,14 @@ def test_a_broken_input_file_is_one_line_naming_it_for_every_command(
     assert not marker.exists(), "a hostile file ran its payload"
     if kind == "bag":
         assert not (out / "r").exists()  # nothing is written for a bag that cannot be read
+
+
+def _cut_ros1(to: Path) -> None:
+    """A ROS 1 bag of one TF message, cut before its index (a recording killed)."""
+    full = to.with_name("full_" + to.name)
+    with Ros1BagWriter(full) as bag:
+        bag.write("/tf", "tf2_msgs/msg/TFMessage", 1, b"\x00\x01\x00\x00\x00\x00\x00\x00")
+    to.write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
 
 
 def _cut_copy(bag: Path, to: Path, size: int) -> Path:

@@ -6,7 +6,7 @@ from conftest import _M, S
 from scipy.spatial.transform import Rotation, Slerp
 
 from kdbts_ros.core import geometry
-from kdbts_ros.core.tf_buffer import TfBuffer, TfError
+from kdbts_ros.core.tf_buffer import FRAMES_NAMED, TfBuffer, TfError
 
 
 def _T(x=0.0, y=0.0, z=0.0, yaw=0.0):
@@ -116,3 +116,20 @@ def test_history_is_bounded_and_restarts_when_time_jumps_back():
     buf.clear()
     with pytest.raises(TfError):
         buf.lookup("odom", "base", 0)
+
+
+def test_an_unknown_frame_is_named_with_the_frames_the_buffer_has():
+    buf = TfBuffer()
+    with pytest.raises(TfError, match=r"'world' does not exist in TF \(it has no frame yet\)"):
+        buf.lookup("world", "camera", 0)
+    buf.set_transform("world", "camera_left", 5, np.eye(4), static=False)
+    buf.set_transform("camera_left", "lens", 0, np.eye(4), static=True)
+    with pytest.raises(
+        TfError, match=r"'camera_gray_left' does not exist in TF \(its frames: camera_left, lens, world\)"
+    ):
+        buf.lookup("world", "camera_gray_left", 5)
+    for i in range(FRAMES_NAMED + 3):
+        buf.set_transform("world", f"f{i:02d}", 0, np.eye(4), static=True)
+    with pytest.raises(TfError, match=r"\(its frames: camera_left, f00, .*, f10 and 6 more\)") as err:
+        buf.lookup("world", "x", 0)
+    assert err.value.reason == "unknown_frame"

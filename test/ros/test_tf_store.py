@@ -80,6 +80,9 @@ def _fake_tf2_ros() -> types.ModuleType:
             # tf2 empties each frame's time cache (frames stay known); static caches ignore it
             self.dynamic = {child: [] for child in self.dynamic}
 
+        def _getFrameStrings(self) -> list[str]:  # tf2_py BufferCore's name
+            return list(set(self.parents) | set(self.parents.values()))
+
         def _edge(self, child: str) -> list[TransformStamped]:
             return [self.static[child]] if child in self.static else self.dynamic.get(child, [])
 
@@ -232,6 +235,19 @@ def test_tf2_specific_errors(fake_tf2):
     with pytest.raises(TfError) as exc:
         store.lookup("odom", "base", 10 * S)
     assert exc.value.reason == "future"
+
+
+def test_an_unknown_frame_is_named_with_tf2s_frames_where_tf2_can_list_them(monkeypatch, fake_tf2):
+    store = Tf2Store(10.0, 0.0)
+    store.set_transform("odom", "camera_left", 10 * S, T_ODOM_BASE, static=False)
+    with pytest.raises(TfError) as exc:
+        store.lookup("odom", "camera_gray_left", 10 * S)
+    assert exc.value.reason == "unknown_frame"
+    assert str(exc.value).endswith("does not exist.  (its frames: camera_left, odom)")
+    monkeypatch.delattr(fake_tf2.Buffer, "_getFrameStrings")  # a tf2 without the call: the message as tf2 says it
+    with pytest.raises(TfError) as exc:
+        store.lookup("odom", "camera_gray_left", 10 * S)
+    assert exc.value.reason == "unknown_frame" and str(exc.value).endswith("does not exist. ")
 
 
 def test_other_tf2_errors_are_invalid(monkeypatch, fake_tf2):
