@@ -196,3 +196,18 @@ def log_odds_at(m: WorldMap, point) -> float:
     flat, inside = m._flat_index(np.asarray([point], np.float64))
     assert inside[0]
     return float(m.log_odds.reshape(-1)[flat[0]])
+
+
+def calib_numbers(path: Path, key: str) -> np.ndarray:
+    """The numbers after ``key:`` in a KITTI calibration file, read independently of the loaders."""
+    for line in path.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return np.array(line.split(":")[1].split(), float)
+    raise KeyError(key)
+
+
+def homogeneous(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The 4x4 rigid transform of a rotation (9 numbers or 3x3) and a translation."""
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = np.reshape(R, (3, 3)), t
+    return T

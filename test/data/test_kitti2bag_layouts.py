@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE
+from conftest import KITTI_SAMPLE, calib_numbers, homogeneous
 from rosbags.rosbag1 import Reader as Ros1Reader
 
 from kdbts_ros.data import shared_sample
@@ -38,20 +38,6 @@ MD5 = {
     "sensor_msgs/msg/PointCloud2": "1158d486dd51d683ce2f1be655c3c181",
 }
 N = 2
-
-
-def numbers(path: Path, key: str) -> np.ndarray:
-    """The numbers after ``key:`` in a KITTI calibration file, read independently of the loaders."""
-    for line in path.read_text().splitlines():
-        if line.startswith(key + ":"):
-            return np.array(line.split(":")[1].split(), float)
-    raise KeyError(key)
-
-
-def homogeneous(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = np.reshape(R, (3, 3)), t
-    return T
 
 
 def ros1_messages(path: Path) -> tuple[dict[str, tuple[str, str]], list[tuple[str, int, object]]]:
@@ -91,10 +77,10 @@ def test_raw_synced_is_kitti2bags_bag_of_the_drive(tmp_path):
     (_, _, info), (_, _, image) = [(t, s, m) for t, s, m in msgs if t.startswith(cam)][:2][::-1]
     # image then camera_info, each frame; camera_info: the calibration's unrectified K, D, R_rect beside P_rect
     assert info.header.frame_id == image.header.frame_id == "camera_color_left" and info.header.seq == 0
-    np.testing.assert_array_equal(info.K, numbers(cc, "K_02"))
-    np.testing.assert_array_equal(info.D, numbers(cc, "D_02"))
-    np.testing.assert_array_equal(info.R, numbers(cc, "R_rect_02"))
-    np.testing.assert_array_equal(info.P, numbers(cc, "P_rect_02"))
+    np.testing.assert_array_equal(info.K, calib_numbers(cc, "K_02"))
+    np.testing.assert_array_equal(info.D, calib_numbers(cc, "D_02"))
+    np.testing.assert_array_equal(info.R, calib_numbers(cc, "R_rect_02"))
+    np.testing.assert_array_equal(info.P, calib_numbers(cc, "P_rect_02"))
     assert info.distortion_model == "plumb_bob" and (info.width, info.height) == (image.width, image.height)
     bgr = cv2.imread(str(rec.frames[0].images[0]), cv2.IMREAD_COLOR)
     assert image.encoding == "bgr8" and image.step == 3 * image.width
@@ -108,14 +94,14 @@ def test_raw_synced_is_kitti2bags_bag_of_the_drive(tmp_path):
     assert set(edges) == {("base_link", "imu_link"), ("imu_link", "velo_link")} | {("imu_link", c) for c in cameras}
     np.testing.assert_allclose(edges["base_link", "imu_link"][:3, 3], [-2.71 / 2 - 0.05, 0.32, 0.93])
     imu, velo = RAW_CALIB / "calib_imu_to_velo.txt", RAW_CALIB / "calib_velo_to_cam.txt"
-    T_velo_imu = homogeneous(numbers(imu, "R"), numbers(imu, "T"))
+    T_velo_imu = homogeneous(calib_numbers(imu, "R"), calib_numbers(imu, "T"))
     np.testing.assert_allclose(edges["imu_link", "velo_link"], np.linalg.inv(T_velo_imu), atol=1e-6)
     # pykitti: T_camN_imu = [I | t_N] R_rect_00 T_cam0_velo T_velo_imu, t_N = P_rect_0N[:, 3] / fx
     for n, frame in enumerate(cameras):
-        P = numbers(cc, f"P_rect_0{n}").reshape(3, 4)
+        P = calib_numbers(cc, f"P_rect_0{n}").reshape(3, 4)
         shift = homogeneous(np.eye(3), [P[0, 3] / P[0, 0], 0, 0])
-        T_cam_imu = shift @ homogeneous(numbers(cc, "R_rect_00"), np.zeros(3))
-        T_cam_imu = T_cam_imu @ homogeneous(numbers(velo, "R"), numbers(velo, "T")) @ T_velo_imu
+        T_cam_imu = shift @ homogeneous(calib_numbers(cc, "R_rect_00"), np.zeros(3))
+        T_cam_imu = T_cam_imu @ homogeneous(calib_numbers(velo, "R"), calib_numbers(velo, "T")) @ T_velo_imu
         np.testing.assert_allclose(edges["imu_link", frame], np.linalg.inv(T_cam_imu), atol=1e-4)
     (tf,) = [m for t, _, m in msgs if t == "/tf"][1].transforms
     assert (tf.header.frame_id, tf.child_frame_id) == ("world", "base_link")
@@ -149,7 +135,7 @@ def test_odometry_layouts_are_kitti2bags_bags_of_the_sequence(tmp_path, layout):
         info = next(m for t, _, m in msgs if t == f"/kitti/{name}/camera_info")
         image = next(m for t, _, m in msgs if t == f"/kitti/{name}/image_rect")
         # only P (calib.txt's P0..P3), width and height: K and R zero, D empty, no model
-        np.testing.assert_array_equal(info.P, numbers(SEQ / "calib.txt", f"P{number}"))
+        np.testing.assert_array_equal(info.P, calib_numbers(SEQ / "calib.txt", f"P{number}"))
         assert not np.any(info.K) and not np.any(info.R) and len(info.D) == 0 and info.distortion_model == ""
         assert info.header.frame_id == image.header.frame_id == name
         grey = cv2.imread(str(SEQ / folder / "000000.png"), cv2.IMREAD_GRAYSCALE)

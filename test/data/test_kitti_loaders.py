@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE, needs_kitti, write_odometry
+from conftest import KITTI_SAMPLE, calib_numbers, homogeneous, needs_kitti, write_odometry
 
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti360 import Kitti360Calibration, load_kitti360_sequence, read_indexed_poses, read_mei_yaml
@@ -26,28 +25,14 @@ K360 = KITTI_SAMPLE / shared_sample.KITTI360_ROOT
 K360_SEQ = shared_sample.KITTI360_SEQUENCE
 
 
-def numbers(path: Path, key: str) -> np.ndarray:
-    """The numbers after ``key:`` in a calibration file, read independently of the loader."""
-    for line in path.read_text().splitlines():
-        if line.startswith(key + ":"):
-            return np.array(line.split(":")[1].split(), float)
-    raise KeyError(key)
-
-
-def homogeneous(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R.reshape(3, 3), t
-    return T
-
-
 def devkit_T_cam2_velo() -> np.ndarray:
     """The devkit's velodyne -> rectified camera 2 map, up to K: [I | t2] R_rect_00 Tr_velo_to_cam."""
-    P = numbers(RAW_CALIB / "calib_cam_to_cam.txt", "P_rect_02").reshape(3, 4)
+    P = calib_numbers(RAW_CALIB / "calib_cam_to_cam.txt", "P_rect_02").reshape(3, 4)
     shift = np.eye(4)
     shift[:3, 3] = np.linalg.solve(P[:, :3], P[:, 3])
-    R_rect = homogeneous(numbers(RAW_CALIB / "calib_cam_to_cam.txt", "R_rect_00"), np.zeros(3))
+    R_rect = homogeneous(calib_numbers(RAW_CALIB / "calib_cam_to_cam.txt", "R_rect_00"), np.zeros(3))
     velo = RAW_CALIB / "calib_velo_to_cam.txt"
-    return shift @ R_rect @ homogeneous(numbers(velo, "R"), numbers(velo, "T"))
+    return shift @ R_rect @ homogeneous(calib_numbers(velo, "R"), calib_numbers(velo, "T"))
 
 
 def scan_in_image(frame, cam: int, points_cam: np.ndarray, width: int, height: int):
@@ -68,7 +53,7 @@ def test_raw_calibration_reads_the_rectified_projection_of_camera_02():
     assert (cam.width, cam.height, cam.frame_id, cam.colour) == (1242, 375, "camera_color_left", True)
     right = RawCalibration(RAW_CALIB).camera("image_03")
     # Tx of the right colour camera relative to the left one: -fx * baseline (about 0.53 m)
-    p2, p3 = (numbers(RAW_CALIB / "calib_cam_to_cam.txt", k).reshape(3, 4) for k in ("P_rect_02", "P_rect_03"))
+    p2, p3 = (calib_numbers(RAW_CALIB / "calib_cam_to_cam.txt", k).reshape(3, 4) for k in ("P_rect_02", "P_rect_03"))
     tx = lambda P: (P[0, 3] - P[0, 2] * P[2, 3]) / P[0, 0]  # noqa: E731 - x of K^-1 P[:, 3]
     assert right.projection_tx == pytest.approx(721.5377 * (tx(p3) - tx(p2)), rel=1e-9)
     assert -0.55 < right.projection_tx / 721.5377 < -0.5
@@ -80,7 +65,7 @@ def test_raw_sample_camera_poses_follow_the_orbslam_file():
     assert len(rec.frames) == 78 and rec.stamps_from == "10 Hz fallback" and rec.poses_from.startswith("ORB-SLAM")
     assert [f.stamp_ns for f in rec.frames[:2]] == [START_NS, START_NS + PERIOD_NS]
     orb = np.loadtxt(KITTI_SAMPLE / shared_sample.RAW_POSES).reshape(-1, 3, 4)
-    P = numbers(RAW_CALIB / "calib_cam_to_cam.txt", "P_rect_02").reshape(3, 4)
+    P = calib_numbers(RAW_CALIB / "calib_cam_to_cam.txt", "P_rect_02").reshape(3, 4)
     T_cam2_cam0 = np.eye(4)
     T_cam2_cam0[:3, 3] = np.linalg.solve(P[:, :3], P[:, 3])
     T0 = rec.frames[0].T_world_cam(0)
@@ -163,7 +148,7 @@ def test_generated_raw_drive_with_oxts_and_timestamps(tmp_path):
     assert rec.frames[2].T_world_base[1, 3] == pytest.approx(2 * 6378137.0 * np.radians(1e-5), rel=1e-5)
     # the camera pose chain of pykitti: T_w_imu inv(T_cam2_imu), T_cam2_imu = [I|t2] R_rect Tr_velo Tr_imu
     imu = RAW_CALIB / "calib_imu_to_velo.txt"
-    T_cam2_imu = devkit_T_cam2_velo() @ homogeneous(numbers(imu, "R"), numbers(imu, "T"))
+    T_cam2_imu = devkit_T_cam2_velo() @ homogeneous(calib_numbers(imu, "R"), calib_numbers(imu, "T"))
     np.testing.assert_allclose(
         rec.frames[2].T_world_cam(0), oxts_poses(packets)[2] @ np.linalg.inv(T_cam2_imu), atol=1e-6
     )
@@ -259,7 +244,7 @@ def test_kitti360_calibration_stereo_velodyne_and_fisheye():
     np.testing.assert_allclose(T_01[:3, 3], [328.318735 / 552.554261, 0, 0], atol=2e-3)
     assert cam1.projection_tx == pytest.approx(-328.318735)
     # velodyne -> rectified camera 0 as kitti360Scripts: R_rect_00 inv(cam_to_velo)
-    R_rect = homogeneous(numbers(K360 / "calibration/perspective.txt", "R_rect_00"), np.zeros(3))
+    R_rect = homogeneous(calib_numbers(K360 / "calibration/perspective.txt", "R_rect_00"), np.zeros(3))
     c2v = np.r_[np.loadtxt(K360 / "calibration/calib_cam_to_velo.txt").reshape(3, 4), [[0, 0, 0, 1]]]
     T = calib.rig(["image_00"]).T_cam_velo(0)
     np.testing.assert_allclose(T, R_rect @ np.linalg.inv(c2v), atol=1e-9)
