@@ -37,7 +37,7 @@ def test_kitti2bag_writes_a_ros1_odometry_bag_that_replay_reads_with_its_layouts
     assert out[0].startswith("kitti2bag odom_gray bag: camera /kitti/camera_gray_left/image_rect; images' frame")
     assert "frames processed: 2" in out and "dropped: none" in out
     with open_bag(tmp_path / "out") as replayed:
-        assert "/kdbts/depth" in replayed.topics
+        assert "/kdbts/depth/image" in replayed.topics
 
 
 @needs_odometry

@@ -59,7 +59,9 @@ def test_onnxruntime_outputs_are_torchs_within_fp32_rounding(cache, mode, window
         # the OccupancyGrid's whole percents may round the other way where a column sits on a .5
         assert np.array_equal(a.occupancy < 0, b.occupancy < 0)
         assert int(np.abs(a.occupancy.astype(int) - b.occupancy).max()) <= 1
-        assert float((np.abs(a.depth - b.depth) / b.depth).max()) <= TOL
+        rendered = np.isfinite(b.depth)  # not in the padding of the network's view
+        assert np.array_equal(np.isfinite(a.depth), rendered) and rendered.mean() > 0.7
+        assert float((np.abs(a.depth - b.depth) / b.depth)[rendered].max()) <= TOL
     assert out[-1].num_views == window
 
 

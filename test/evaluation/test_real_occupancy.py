@@ -14,6 +14,7 @@ from conftest import KITTI_SAMPLE, needs_kitti, slab_model
 
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.model.checkpoint import save_checkpoint
+from kdbts_ros.core.lens import KITTI_360, CanonicalCamera
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti360 import load_kitti360_sequence
 from kdbts_ros.evaluation.protocol import OccupancyProtocol
@@ -330,7 +331,10 @@ def test_eval_command_on_the_kitti360_sample(tmp_path, capsys):
     assert sv["frames"] == 3 and mv["frames"] == 2  # the MV head skips frame 100: no pose
     for r in (sv, mv):
         assert r["occupancy_frames"] == 2
-        assert 0.0 < r["o_acc"] < 1.0 and 0.0 < r["ie_acc"] <= 1.0
+        # the embedded network sees through KITTI odometry's camera, 29 deg high against KITTI-360's 37: the
+        # ground within about 6 m is outside its view, where the protocol counts every point occupied, so
+        # the hidden empty points there are all missed
+        assert 0.0 < r["o_acc"] < 1.0 and 0.0 <= r["ie_acc"] < 0.5
         assert np.isnan(r["ie_rec"])  # one scan: every hidden point is occupied, no hidden empty point to recall
     assert "| KDBTS (MV) |" in (tmp_path / "results.md").read_text()
 
@@ -342,7 +346,7 @@ def test_a_constant_depth_prior_scores_as_a_network_with_a_wall_at_that_depth(dr
         load_kitti360_sequence(drive, SEQ), RealDepthSettings(stride=2), occupancy=LidarOccupancySettings()
     )
     prior = ev.run_prior(ConstantDepth(7.5))
-    wall = ev.run(slab_model(7.5), "sv", (64, 192), progress=False)
+    wall = ev.run(slab_model(7.5), "sv", CanonicalCamera.from_normalised(KITTI_360, 192, 64), progress=False)
     assert prior["occupancy_frames"] == wall["occupancy_frames"] == 2
     for key in ("o_acc", "ie_acc", "ie_rec"):
         assert prior[key] == pytest.approx(wall[key], abs=0.01), key

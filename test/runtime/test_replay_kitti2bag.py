@@ -66,7 +66,7 @@ def test_each_kitti2bag_layout_replays_without_a_config(tmp_path, layout):
     diag = _last_diagnostics(tmp_path / "out")
     assert diag["map_up_axis"] == up and diag["map_tilted_frames"] == "0" and int(diag["map_frames"]) == N
     msgs, _ = read_bag(tmp_path / "out")
-    depth = [m for topic, _, m in msgs if topic == "/kdbts/depth"]
+    depth = [m for topic, _, m in msgs if topic == "/kdbts/depth/image"]
     assert len(depth) == N and depth[0].header.frame_id == (camera_frame or "camera_color_left")
 
 

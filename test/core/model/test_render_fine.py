@@ -119,7 +119,9 @@ def test_the_runners_fine_depth_is_its_reference_depth(mode, window, frames):
             for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam))
         ]
     rel = np.concatenate([(np.abs(f - r) / r).ravel() for f, r in zip(depths[True], depths[False])])
-    assert float((rel < 0.01).mean()) >= 0.99
+    # the procedural camera is wider than the embedded network's: its padding has no depth in either render
+    seen = np.isfinite(rel)
+    assert seen.mean() > 0.7 and float((rel[seen] < 0.01).mean()) >= 0.99
     assert not np.array_equal(depths[True][-1], depths[False][-1])  # the fine render did run
 
 
@@ -132,4 +134,4 @@ def test_seeded_jitter_keeps_the_reference_render():
         out.append(
             FrameRunner(cfg).process(Frame(seq.images[0], seq.K, 1, "cam", seq.T_fixed_cam[0]), want_grid=False).depth
         )
-    assert np.array_equal(out[0], out[1])
+    assert np.array_equal(out[0], out[1], equal_nan=True) and np.isfinite(out[0]).mean() > 0.7

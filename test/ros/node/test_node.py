@@ -180,7 +180,10 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     assert (depth_msg.height, depth_msg.width) == (32, 96) == (depth_info.height, depth_info.width)
     depth = np.frombuffer(bytes(depth_msg.data), "<f4").reshape(32, 96)
     spacing = WALL**2 * (1 / 3 - 1 / 80) / 64
-    assert np.all(depth >= WALL) and np.all(depth <= WALL + spacing + 0.05)
+    # the camera (90 x 41 deg) is narrower than the network's view (103 x 47): its sides and top are padding
+    seen = np.isfinite(depth)
+    assert 0.5 < seen.mean() < 1.0 and seen[16:, 40:56].all() and not seen[:, 0].any()
+    assert np.all(depth[seen] >= WALL) and np.all(depth[seen] <= WALL + spacing + 0.05)
 
     cloud = pick("/kdbts/points")
     assert cloud.header.frame_id == "odom" and cloud.point_step == 20
@@ -191,7 +194,8 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     u = np.clip(np.rint(uv[:, 0] / uv[:, 2]).astype(int), 0, 95)
     v = np.clip(np.rint(uv[:, 1] / uv[:, 2]).astype(int), 0, 31)
     # every occupied voxel lies at or behind the rendered surface of its pixel
-    assert np.all(pts_cam[:, 2] >= depth[v, u] - 0.5)
+    rendered = np.isfinite(depth[v, u])  # a voxel at the view's edge may round onto a padded pixel
+    assert rendered.mean() > 0.9 and np.all(pts_cam[rendered, 2] >= depth[v, u][rendered] - 0.5)
 
     dg = pick("/kdbts/density_grid")
     assert (dg.size_x, dg.size_y, dg.size_z) == (36, 40, 5) and len(dg.density) == 36 * 40 * 5

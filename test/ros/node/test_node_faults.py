@@ -315,7 +315,7 @@ def test_two_cameras_form_rig_frames_for_the_multi_view_head(system):
     values = _values(s.wait_diagnostics(lambda m: int(_values(m)["frames_processed"]) >= 4))
     assert values["camera0_topic"] == IMAGES[0] and values["camera1_topic"] == IMAGES[1]
     assert int(values["camera0_images"]) >= 4 and int(values["camera1_images"]) >= 4
-    assert values["camera0_intrinsics"] == "p" == values["camera1_intrinsics"]
+    assert values["camera0_intrinsics"] == "k" == values["camera1_intrinsics"]  # raw topics: K (and D)
     assert values["head"] == "mv" and int(values["num_views"]) >= 2
 
 
@@ -364,12 +364,20 @@ def test_camera_info_zero_and_changing(system):
     s.info(1, s.stamp, size=(0, 0))
     s.wait_drop("bad_camera_info", drops["bad_camera_info"] + 1)
     before = s.wait_published(s.frame(), DEPTH_INFO)  # the last good intrinsics are kept
-    # a camera that changes its calibration: counted, and the new intrinsics are used
+    lens = s.runner.cameras[0].intrinsics.lens
+    assert lens.K[0, 0] == K[0, 0]
+    # a camera that changes its calibration: counted, and the new intrinsics are used (the depth image stays
+    # in the network's camera)
     scaled = K * [[1.1], [1.1], [1]]
     after = s.wait_published(s.frame(infos=(scaled, (W, H))), DEPTH_INFO)
     s.wait_fault("camera_info_changed", faults["camera_info_changed"] + 1)  # both cameras
-    assert after.k[0] == pytest.approx(1.1 * before.k[0])
+    assert s.runner.cameras[0].intrinsics.lens.K[0, 0] == pytest.approx(1.1 * K[0, 0])
+    assert after.k[0] == before.k[0]
     s.fresh_frame()
+
+
+def _size(intrinsics) -> tuple[int, int] | None:
+    return None if intrinsics is None else (intrinsics.lens.width, intrinsics.lens.height)
 
 
 def test_image_encoding_size_and_format_changes(system):
@@ -384,7 +392,7 @@ def test_image_encoding_size_and_format_changes(system):
     faults = s.runner.faults.copy()
     big = (2 * W, 2 * H)
     s.info(0, s.stamp, K * [[2], [2], [1]], big)
-    assert _wait(lambda: s.runner.cameras[0].intrinsics[1:3] == big, 5)
+    assert _wait(lambda: _size(s.runner.cameras[0].intrinsics) == big, 5)
     stamp = s.next_stamp()
     s.pose(stamp)
     s.info(1, stamp)
@@ -395,7 +403,7 @@ def test_image_encoding_size_and_format_changes(system):
     assert s.runner.faults["camera_info_changed"] > faults["camera_info_changed"]
     # an image unlike its camera_info cannot be used
     s.info(0, s.stamp)
-    assert _wait(lambda: s.runner.cameras[0].intrinsics[1:3] == (W, H), 5)
+    assert _wait(lambda: _size(s.runner.cameras[0].intrinsics) == (W, H), 5)
     stamp = s.frame(left={"size": big})
     s.wait_drop("size_mismatch", drops["size_mismatch"])
     assert s.published(stamp) is None
