@@ -21,6 +21,7 @@ from kdbts_ros.core.lens import Lens
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.stages import Stages
 
+INPUT_CAPTION = "network's view (grey: not seen)"
 DEPTH_CAPTION = "depth (magma: near bright)"
 
 
@@ -100,8 +101,11 @@ def figure(stages: Stages, rgb: np.ndarray, lens: Lens, head: str | None = None,
         depth, _ = reference.depth(Query(head, [], views, valid), Kn, scale=1.0)
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
     size = (rgb.shape[1], round(rgb.shape[1] * seen.shape[0] / seen.shape[1]))
+    view = seen.copy()
+    if valid is not None:  # the padding the camera does not see, grey as in the depth panel (grey: RGB = BGR)
+        view[~valid.cpu().numpy()] = UNKNOWN_BGR
     picture = compose_figure(
-        cv2.resize(seen, size, interpolation=cv2.INTER_LINEAR),
+        cv2.resize(view, size, interpolation=cv2.INTER_NEAREST),
         depth_png(cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST), cfg.model.z_near, cfg.model.z_far),
         profile_picture(profile),
         profile_caption(spec),
@@ -112,7 +116,8 @@ def figure(stages: Stages, rgb: np.ndarray, lens: Lens, head: str | None = None,
 def compose_figure(
     rgb: np.ndarray, depth_bgr: np.ndarray, profile_bgr: np.ndarray, profile_label: str = profile_caption()
 ) -> np.ndarray:
-    """Input (its own size) over the depth picture (same size), the profile as a square of their height right.
+    """Input (the network's view, scaled to the image's width) over the depth picture (same size), the profile
+    as a square of their height right.
 
     Each panel gets its caption in its top-left corner, sized to the input's height.
     """
@@ -122,7 +127,7 @@ def compose_figure(
     scale = max(0.35, 0.8 * h / 375)  # KITTI's 375 rows: 0.8, about 18 px tall letters
     left = np.vstack(
         [
-            _captioned(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "input", scale),
+            _captioned(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), INPUT_CAPTION, scale),
             _captioned(depth_bgr.copy(), DEPTH_CAPTION, scale),
         ]
     )

@@ -8,6 +8,9 @@ from conftest import needs_kitti, small_config
 from rosbags.rosbag2 import Reader
 
 from kdbts_ros.commands.cli import main
+from kdbts_ros.core.lens import Lens, resampler
+from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT, checkpoint_camera
+from kdbts_ros.core.model.checkpoint import load_checkpoint
 from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
 from kdbts_ros.messages import cdr
 from kdbts_ros.runtime.demo import run_demo
@@ -20,8 +23,10 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     seq = synthetic_sample(3, width=320, height=96)
     result = run_demo(cfg, tmp_path, seq)
     assert result["frames"] == 3 and result["drops"] == {}
-    # the last frame at its recorded size over its depth, the profile as a square of their height
-    assert cv2.imread(str(result["files"]["figure_png"])).shape == (2 * 96, 320 + 2 * 96, 3)
+    # the network's view of the last frame (192 x 64) at the frame's width over its depth, the profile as a
+    # square of their height
+    h = round(320 * 64 / 192)
+    assert cv2.imread(str(result["files"]["figure_png"])).shape == (2 * h, 320 + 2 * h, 3)
     np.testing.assert_array_equal(
         cv2.imread(str(result["files"]["input_png"])), cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR)
     )
@@ -79,8 +84,15 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
     out = capsys.readouterr().out
     assert KITTI_DRIVE in out and "frames processed: 2" in out and "occupancy_bev.png" in out
     figure = cv2.imread(str(tmp_path / "out" / "figure.png"))
-    assert figure.shape == (2 * 375, 1242 + 2 * 375, 3) and str(tmp_path / "out" / "figure.png") in out
-    np.testing.assert_array_equal(figure[100:375, :1242], cv2.cvtColor(seq.images[1], cv2.COLOR_RGB2BGR)[100:])
+    h = round(1242 * 64 / 192)  # the network's view (192 x 64) at the frame's width
+    assert figure.shape == (2 * h, 1242 + 2 * h, 3) and str(tmp_path / "out" / "figure.png") in out
+    # the input panel is the frame seen through the embedded checkpoint's camera, its padding grey
+    camera = checkpoint_camera(load_checkpoint(EMBEDDED_CHECKPOINT)[1], (64, 192))
+    maps = resampler(Lens.pinhole(seq.K, 1242, 375), camera.lens())
+    view = cv2.cvtColor(maps(seq.images[1]), cv2.COLOR_RGB2BGR)
+    view[~maps.valid] = 96
+    expected = cv2.resize(view, (1242, h), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(figure[100:h, :1242], expected[100:])
 
 
 def test_demo_and_replay_with_the_map_on_write_the_map_topics_and_files(tmp_path):

@@ -55,7 +55,8 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
         == 0
     )  # the folder is made
     picture = cv2.imread(str(tmp_path / "new" / "v.png"))
-    assert picture.shape == (2 * 94, 320 + 2 * 94, 3)  # the input at its size over its depth, the square profile
+    h = round(320 * 64 / 192)  # the network's view (192 x 64) at the image's width over its depth, the square profile
+    assert picture.shape == (2 * h, 320 + 2 * h, 3)
     from kdbts_ros.runtime.config import load_runner_config
     from kdbts_ros.runtime.viz import preset_intrinsics, render_figure
 
@@ -68,4 +69,7 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
     centre = profile[:, 128]
     # near 3 m the lowest levels leave the frustum and count as density 1, as in the official figures
     assert np.all(centre[(z > 4) & (z < 9.8)] == 1.0) and np.all(centre[z > 10.3] < 0.2)
-    assert depth.shape == (64, 192) and np.all((depth >= 10.0) & (depth < 11.0))  # network size, not depth_scale
+    assert depth.shape == (64, 192)  # network size, not depth_scale
+    # KITTI raw's camera is narrower than this checkpoint's (KITTI-360, assumed): padding has no depth
+    seen = np.isfinite(depth)
+    assert 0.3 < seen.mean() < 1.0 and np.all((depth[seen] >= 10.0) & (depth[seen] < 11.0))

@@ -13,8 +13,8 @@ import pytest
 from conftest import KITTI_SAMPLE, needs_kitti, slab_model
 
 from kdbts_ros.commands.cli import main
-from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.core.lens import KITTI_360, CanonicalCamera
+from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.kitti360 import load_kitti360_sequence
 from kdbts_ros.evaluation.protocol import OccupancyProtocol

@@ -8,7 +8,12 @@ from kdbts_ros.ros.config import NodeConfig, PublishConfig
 
 
 def test_one_table_of_outputs_names_each_output_setting_and_its_switch():
-    outputs = {f.name for f in fields(TopicsConfig)} - {"images", "camera_infos", "image_geometry", "camera_frame"}  # inputs
+    outputs = {f.name for f in fields(TopicsConfig)} - {
+        "images",
+        "camera_infos",
+        "image_geometry",
+        "camera_frame",
+    }  # inputs
     assert {o.key for o in OUTPUTS} == outputs and len(OUTPUTS) == len(outputs)
     node = NodeConfig()
     switches = {s.name: s for s in iter_params(node) if s.name in {o.switch for o in OUTPUTS}}
