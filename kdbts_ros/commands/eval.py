@@ -197,6 +197,7 @@ def _camera_shapes(args: argparse.Namespace, paths: dict) -> int:
     """Each network through the runtime (single view, depth at its input size) on every made camera."""
     import json
 
+    from kdbts_ros.core.report_paths import report_path
     from kdbts_ros.data.datasets import load_recording
     from kdbts_ros.data.image_files import write_image
     from kdbts_ros.evaluation.camera_shapes import CameraShapeBenchmark, ShapeSettings, markdown, picture_png, summary
@@ -206,7 +207,7 @@ def _camera_shapes(args: argparse.Namespace, paths: dict) -> int:
     rec = load_recording(args.dataset, args.data, args.calib, args.poses, args.sequence, args.cameras)
     bench = CameraShapeBenchmark(rec, ShapeSettings(stride=args.stride, garg_crop=not args.no_crop))
     args.out.mkdir(parents=True, exist_ok=True)
-    results, cameras, pictures = {}, {}, []
+    results, networks, pictures = {}, {}, []
     for n, (label, path) in enumerate(paths.items()):
         cfg = RunnerConfig()
         cfg.model.checkpoint, cfg.model.device = str(path), args.device
@@ -214,15 +215,21 @@ def _camera_shapes(args: argparse.Namespace, paths: dict) -> int:
         runner = FrameRunner(cfg)
         scores = bench.run(runner, label=label)
         results[label] = summary(scores)
-        cameras[label] = {"canonical": runner.stages.canonical.record(), "model": runner.stages.model_info}
+        info = runner.stages.model_info
+        stated = info.get("camera")  # the record, or a sentence when the checkpoint states none
+        networks[label] = {
+            "weights": report_path(path),
+            "canonical": runner.stages.canonical.record(),
+            "canonical_source": info.get("camera_source", stated if isinstance(stated, str) else ""),
+        }
         for name, s in scores.items() if n == 0 else ():
             assert s.picture is not None  # every camera draws its first frame
             png = args.out / f"{name.replace(' ', '_').replace(':', 'x')}.png"
             write_image(png, picture_png(s.picture, cfg.model.z_near, cfg.model.z_far, title=name))
-            pictures.append(str(png))
+            pictures.append(report_path(png))
         print(markdown({label: results[label]}), end="")
     meta = {
-        "data": str(args.data),
+        "data": report_path(args.data),
         "dataset": args.dataset,
         "recording": rec.name,
         "frames": len(bench.frames),
@@ -241,11 +248,11 @@ def _camera_shapes(args: argparse.Namespace, paths: dict) -> int:
         },
         "ground_truth": "projected velodyne in the canonical depth camera, nearest return per pixel",
         "crop": "none" if args.no_crop else "garg, of the canonical depth image",
-        "networks": cameras,
+        "networks": networks,
         "pictures": pictures,
     }
     md, js = args.out / "results.md", args.out / "results.json"
     md.write_text(markdown(results))
-    js.write_text(json.dumps({"results": results, **meta}, indent=2, default=str))
+    js.write_text(json.dumps({"results": results, **meta}, indent=2))
     print(f"wrote {md}, {js} and {len(pictures)} pictures")
     return 0

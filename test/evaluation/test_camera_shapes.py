@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -109,6 +110,11 @@ def test_agreement_on_analytic_depths():
     assert agreement(np.full((2, 2), np.nan), np.ones((2, 2)))[2] == 0
 
 
+def test_camera_shapes_needs_real_frames(tmp_path, capsys):
+    assert main(["eval", str(tmp_path), "--camera-shapes", "--model", "x.safetensors"]) == 2
+    assert "--camera-shapes needs real frames with velodyne" in capsys.readouterr().err
+
+
 @needs_kitti
 @pytest.mark.integration
 def test_eval_camera_shapes_on_one_real_frame(tmp_path, capsys):
@@ -162,6 +168,7 @@ def test_eval_camera_shapes_on_one_real_frame(tmp_path, capsys):
     gt[~(crop_mask(64, 192) & np.isfinite(wall.depth))] = np.inf
     want = depth_metrics(gt, np.full(gt.shape, wall_depth))["abs_rel"]
     assert results["full frame"]["abs_rel"] == pytest.approx(want, rel=1e-6)
+    assert len(report["pictures"]) == 6  # the full frame and each made camera
     for png in report["pictures"]:
-        picture = cv2.imread(png)
+        picture = cv2.imread(str(out / Path(png).name))
         assert picture is not None and picture.shape[1] == 400
