@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kdbts_ros.core.frames import Frame
-from kdbts_ros.core.lens import Lens, resampler
+from kdbts_ros.core.lens import Lens, Resampler, resampler
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
 from kdbts_ros.evaluation.metrics import depth_metrics
 from kdbts_ros.evaluation.real_depth import GARG_CROP, crop_mask, velodyne_depth
@@ -44,24 +44,28 @@ FISHEYE_FOCAL = 0.45  # the fisheye's focal length relative to the full frame's
 FISHEYE_FOV_DEG = (146.0, 74.0)  # its horizontal and vertical field of view
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MadeCamera:
-    """A camera made from the full frame: its lens, and where it was cut from the full frame (a crop) or None (a
-    re-projection through the lens)."""
+    """A camera made from the full frame: a crop of it (``origin``) or a re-projection through its lens (``maps``)."""
 
     name: str
     lens: Lens
     origin: tuple[int, int] | None = None  # crop: (column, row) of its pixel (0, 0) in the full frame
+    maps: Resampler | None = None  # re-projection: the full frame seen through ``lens``
 
-    def image(self, full: np.ndarray, full_lens: Lens) -> np.ndarray:
+    def image(self, full: np.ndarray) -> np.ndarray:
         """This camera's view of a full-frame image; pixels the full frame does not see are black."""
-        if self.origin is not None:
-            x0, y0 = self.origin
+        if self.maps is None:
+            x0, y0 = self.origin or (0, 0)
             return full[y0 : y0 + self.lens.height, x0 : x0 + self.lens.width].copy()
-        maps = resampler(full_lens, self.lens)
-        image = maps(full)
-        image[~maps.valid] = 0
+        image = self.maps(full)
+        image[~self.maps.valid] = 0
         return image
+
+
+def reprojection(name: str, full: Lens, lens: Lens) -> MadeCamera:
+    """The full frame seen through another lens of the same optical centre and axes."""
+    return MadeCamera(name, lens, maps=resampler(full, lens))
 
 
 def crop(name: str, full: Lens, width: int, height: int) -> MadeCamera:
@@ -90,7 +94,7 @@ def plumb_bob(full: Lens, D: tuple[float, ...] = PLUMB_BOB_D) -> MadeCamera:
     K = full.K.copy()
     K[0, 0] *= scale
     K[1, 1] *= scale
-    return MadeCamera("plumb_bob", Lens(full.width, full.height, K, np.asarray(D), "plumb_bob"))
+    return reprojection("plumb_bob", full, Lens(full.width, full.height, K, np.asarray(D), "plumb_bob"))
 
 
 def fisheye(full: Lens, D: tuple[float, ...] = FISHEYE_D) -> MadeCamera:
@@ -99,7 +103,7 @@ def fisheye(full: Lens, D: tuple[float, ...] = FISHEYE_D) -> MadeCamera:
     f = FISHEYE_FOCAL * full.K[0, 0]
     width, height = (round(f * math.radians(fov)) for fov in FISHEYE_FOV_DEG)
     K = np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
-    return MadeCamera("equidistant", Lens(width, height, K, np.asarray(D), "equidistant"))
+    return reprojection("equidistant", full, Lens(width, height, K, np.asarray(D), "equidistant"))
 
 
 def made_cameras(full: Lens) -> list[MadeCamera]:
@@ -185,14 +189,13 @@ class CameraShapeBenchmark:
         for k in tqdm(range(len(self.frames)), disable=not progress, desc=label or "camera shapes", leave=False):
             f = self.rec.frames[self.frames[k]]
             full_image = f.image(self.cam, colour=True)
-            depth = self._depth(runner, full_image, self.full, f.stamp_ns)
-            full, depth_K = depth
+            full, depth_K = self._depth(runner, full_image, self.full, f.stamp_ns)
             gt = self.truth(k, depth_K, full.shape)
             scores["full frame"].records.append(_scored(full, gt))
             if k == 0:
                 scores["full frame"].picture = _picture(runner, full_image, self.full, full)
             for cam in self.cameras:
-                image = cam.image(full_image, self.full)
+                image = cam.image(full_image)
                 d, _ = self._depth(runner, image, cam.lens, f.stamp_ns)
                 mean, share, n = agreement(d, full)
                 shared = np.isfinite(d) & np.isfinite(full)

@@ -47,7 +47,7 @@ def test_a_crop_is_the_full_frame_shifted_around_the_principal_point():
     assert (x0, y0) == (round(609.5593 - 250), 0)
     np.testing.assert_allclose(cam.lens.K, FULL.K - np.array([[0, 0, x0], [0, 0, y0], [0, 0, 0]]))
     image = smooth_image()
-    np.testing.assert_array_equal(cam.image(image, FULL), image[:, x0 : x0 + 500])
+    np.testing.assert_array_equal(cam.image(image), image[:, x0 : x0 + 500])
     # a ray lands on the same scene pixel in both cameras
     rays = np.array([[0.1, -0.05, 1.0], [-0.3, 0.2, 1.0]])
     np.testing.assert_allclose(cam.lens.project(rays)[0] + [x0, y0], FULL.project(rays)[0])
@@ -72,7 +72,7 @@ def test_the_benchmark_cameras_have_the_stated_shapes():
 def test_a_lens_image_resampled_back_to_the_pinhole_matches_the_original(make):
     cam = make(FULL)
     image = smooth_image()
-    distorted = cam.image(image, FULL)
+    distorted = cam.image(image)
     made = resampler(FULL, cam.lens)
     assert (distorted[~made.valid] == 0).all() and not made.valid.all()  # black where the full frame does not see
     back_maps = resampler(cam.lens, FULL)
