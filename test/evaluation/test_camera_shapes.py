@@ -19,11 +19,14 @@ from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.records import read_velodyne
 from kdbts_ros.evaluation.camera_shapes import (
+    ShapeScores,
     agreement,
     crop,
     fisheye,
     made_cameras,
+    markdown,
     plumb_bob,
+    summary,
 )
 from kdbts_ros.evaluation.metrics import depth_metrics
 from kdbts_ros.evaluation.real_depth import crop_mask, velodyne_depth
@@ -108,6 +111,35 @@ def test_agreement_on_analytic_depths():
     mean, within, _ = agreement(np.where(np.arange(20) < 10, 1.02, 1.5) * whole, whole)
     assert mean == pytest.approx(0.26, rel=1e-5) and within == pytest.approx(0.5)
     assert agreement(np.full((2, 2), np.nan), np.ones((2, 2)))[2] == 0
+
+
+def test_summary_marks_the_targets_either_way():
+    def record(agreement: float, abs_rel: float) -> dict[str, float]:
+        return {
+            "agreement": agreement,
+            "within_3pct": 0.9,
+            "shared": 0.5,
+            "abs_rel": abs_rel,
+            "a1": 0.5,
+            "full_abs_rel": 0.4,
+            "full_a1": 0.5,
+        }
+
+    scores = {
+        "full frame": ShapeScores([{"abs_rel": 0.4, "a1": 0.5}]),
+        "close": ShapeScores([record(0.02, 0.41), record(0.03, 0.43)]),  # means 0.025, 0.42: +5 %
+        "better": ShapeScores([record(0.01, 0.36)]),  # -10 %: not within 5 % either
+        "apart": ShapeScores([record(0.05, 0.4)]),
+    }
+    out = summary(scores)
+    assert out["full frame"] == {"abs_rel": 0.4, "a1": 0.5, "frames": 1}
+    assert out["close"]["agreement"] == pytest.approx(0.025) and out["close"]["frames"] == 2
+    assert out["close"]["relative_abs_rel"] == pytest.approx(0.05)
+    assert out["close"]["meets_agreement"] and out["close"]["meets_abs_rel"]
+    assert out["better"]["meets_agreement"] and not out["better"]["meets_abs_rel"]
+    assert not out["apart"]["meets_agreement"] and out["apart"]["meets_abs_rel"]
+    table = markdown({"net": out})
+    assert "| net | better | 50% | 0.010 | 90% | 0.360 | 0.400 | -10.0% ✗ |" in table
 
 
 def test_camera_shapes_needs_real_frames(tmp_path, capsys):
