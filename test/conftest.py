@@ -211,3 +211,17 @@ def homogeneous(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = np.reshape(R, (3, 3)), t
     return T
+
+
+def view_panel(rgb: np.ndarray, lens, camera, width: int) -> np.ndarray:
+    """The figure's input panel computed independently: ``rgb`` seen through ``camera`` (a CanonicalCamera),
+    its padding grey, scaled (nearest) to ``width``; BGR."""
+    import cv2
+
+    from kdbts_ros.core.lens import resampler
+    from kdbts_ros.runtime.pictures import UNKNOWN_BGR
+
+    maps = resampler(lens, camera.lens())
+    view = cv2.cvtColor(maps(rgb), cv2.COLOR_RGB2BGR)
+    view[~maps.valid] = UNKNOWN_BGR
+    return cv2.resize(view, (width, round(width * camera.height / camera.width)), interpolation=cv2.INTER_NEAREST)

@@ -294,8 +294,8 @@ def _maps(source: Projector, target: Lens) -> tuple[np.ndarray, np.ndarray]:
     """Source pixels (N, 2) of the target's pixel rays, and whether the source sees each."""
     rays = target.pixel_rays().reshape(-1, 3)
     uv, seen = source.project(rays)
-    # unseen rays sample the nearest edge (cv2's replicated border clamps far coordinates); those that a
-    # fold or the back of the camera would put inside the image take the edge where their direction leaves it
+    # unseen rays sample the image's nearest edge point; those that a fold or the back of the camera would
+    # put inside the image take the edge where their direction leaves it
     centre = np.array([(source.width - 1) / 2, (source.height - 1) / 2])
     size = np.array([source.width, source.height])
     finite = np.isfinite(uv).all(1)
@@ -304,7 +304,8 @@ def _maps(source: Projector, target: Lens) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore"):
         reach = np.min(np.where(np.abs(direction) > 0, (size / 2) / np.abs(direction), np.inf), axis=1)
     edge = centre + direction * np.where(np.isfinite(reach), reach, 0.0)[:, None]
-    uv = np.clip(np.where(misplaced[:, None], edge, np.where(finite[:, None], uv, 0.0)), -1e4, 1e4)
+    nearest = np.clip(np.where(finite[:, None], uv, centre), -0.5, size - 0.5)
+    uv = np.where(seen[:, None], uv, np.where(misplaced[:, None], edge, nearest))
     return uv, seen
 
 

@@ -4,11 +4,11 @@ import cv2
 import numpy as np
 import pytest
 from conftest import KITTI_SAMPLE as KITTI
-from conftest import needs_kitti, small_config
+from conftest import needs_kitti, small_config, view_panel
 from rosbags.rosbag2 import Reader
 
 from kdbts_ros.commands.cli import main
-from kdbts_ros.core.lens import Lens, resampler
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT, checkpoint_camera
 from kdbts_ros.core.model.checkpoint import load_checkpoint
 from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
@@ -88,10 +88,7 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
     assert figure.shape == (2 * h, 1242 + 2 * h, 3) and str(tmp_path / "out" / "figure.png") in out
     # the input panel is the frame seen through the embedded checkpoint's camera, its padding grey
     camera = checkpoint_camera(load_checkpoint(EMBEDDED_CHECKPOINT)[1], (64, 192))
-    maps = resampler(Lens.pinhole(seq.K, 1242, 375), camera.lens())
-    view = cv2.cvtColor(maps(seq.images[1]), cv2.COLOR_RGB2BGR)
-    view[~maps.valid] = 96
-    expected = cv2.resize(view, (1242, h), interpolation=cv2.INTER_NEAREST)
+    expected = view_panel(seq.images[1], Lens.pinhole(seq.K, 1242, 375), camera, 1242)
     np.testing.assert_array_equal(figure[100:h, :1242], expected[100:])
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE, needs_kitti, read_bag, small_config
+from conftest import KITTI_SAMPLE, needs_kitti, read_bag, small_config, view_panel
 
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.errors import EXIT_USER
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
@@ -74,7 +75,9 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     assert [d.header.stamp for d in depth] == image_stamps
     assert depth[0].header.frame_id == "camera_color_left"
     values = np.frombuffer(depth[0].data, "<f4")
-    assert np.all(np.isfinite(values)) and values.min() >= 3.0 - 1e-3
+    # KITTI raw's camera is narrower than the random network's KITTI-360 view: its padding has no depth
+    seen = np.isfinite(values)
+    assert 0.5 < seen.mean() < 1.0 and values[seen].min() >= 3.0 - 1e-3
     occupancy = next(m for t, _, m in outputs if t == "/kdbts/occupancy")
     assert occupancy.header.frame_id == "world"
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
@@ -159,8 +162,10 @@ def test_each_figure_shows_its_frame_even_when_a_corrupt_image_follows_it(tmp_pa
     assert runner.processed == 2 and runner.drops == {"bad_image": 2}
     figures = sorted(tmp_path.glob("figure_*.png"))
     assert len(figures) == 2 and len(pngs.files) == 6
+    lens, h = Lens.pinhole(seq.K, 320, 96), round(320 * 64 / 192)
     for f, rgb in zip(figures, seq.images, strict=True):
-        np.testing.assert_array_equal(cv2.imread(str(f))[40:96, :320], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[40:])
+        expected = view_panel(rgb, lens, runner.stages.canonical, 320)
+        np.testing.assert_array_equal(cv2.imread(str(f))[40:h, :320], expected[40:])
 
 
 def _rig_bag(path: Path, frames: int = 3) -> None:

@@ -85,8 +85,9 @@ def render_virtual(R: np.ndarray, pattern) -> np.ndarray:
 
 
 def fisheye_view(mei: MeiCamera, R: np.ndarray, virtual: Lens = VIRTUAL) -> Resampler:
-    """The resampling of the fisheye into the virtual pinhole turned by R, as the loader makes it."""
-    return resampler(Rotated(mei, R), virtual)
+    """The resampling of the fisheye into the virtual pinhole turned by R, one sample at each pixel's centre (the
+    loader averages more where the fisheye is denser than the view: its maps are those of a finer pinhole)."""
+    return resampler(Rotated(mei, R), virtual, max_factor=1)
 
 
 def test_lift_inverts_the_mei_projection():

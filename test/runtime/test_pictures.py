@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import slab_model, small_config
+from conftest import slab_model, small_config, view_panel
 
 from kdbts_ros.core.lens import Lens, resampler
 from kdbts_ros.core.stages import Stages
@@ -39,10 +39,8 @@ def test_figure_of_a_slab_shows_the_networks_view_the_full_size_depth_and_the_pr
     assert np.all((depth[maps.valid] >= 10.0) & (depth[maps.valid] < 11.0))
     h = round(500 * 64 / 192)  # the network's view at the image's width
     assert picture.shape == (2 * h, 500 + 2 * h, 3)  # view over depth, square profile of their height
-    view = cv2.cvtColor(maps(rgb), cv2.COLOR_RGB2BGR)
-    view[~maps.valid] = UNKNOWN_BGR
     below_caption = slice(60, h)  # the captions sit in each panel's top-left corner
-    expected = cv2.resize(view, (500, h), interpolation=cv2.INTER_NEAREST)
+    expected = view_panel(rgb, lens, stages.canonical, 500)
     np.testing.assert_array_equal(picture[below_caption, :500], expected[below_caption])
     wall = depth_png(np.full((1, 1), np.nanmean(depth)), cfg.model.z_near, cfg.model.z_far)[0, 0].astype(int)
     panel = picture[h + 60 : 2 * h, :500].astype(int)
