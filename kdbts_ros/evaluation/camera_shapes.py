@@ -219,8 +219,8 @@ class CameraShapeBenchmark:
     def _depth(runner: FrameRunner, image: np.ndarray, lens: Lens, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """The runtime's depth of one image (canonical depth camera; NaN where unseen) and its pixel intrinsics."""
         out = runner.process(Frame(image, lens.K, stamp_ns, "camera", None, camera=lens), want_grid=False)
-        assert out.depth is not None and out.depth_K is not None  # asked for with want_depth
-        return out.depth, out.depth_K
+        assert out.depth is not None and out.depth_lens is not None  # asked for with want_depth
+        return out.depth, out.depth_lens.K
 
 
 def _scored(depth: np.ndarray, gt: np.ndarray) -> dict[str, float]:
