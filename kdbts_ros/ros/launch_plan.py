@@ -72,8 +72,8 @@ def require_bag_player(bag: str) -> None:
     """Raise LaunchError unless ``ros2 bag play`` and the storage plugin of this bag are installed."""
     if Path(bag).suffix == ".bag":
         raise LaunchError(
-            f"bag:={bag} is a ROS 1 bag, which ros2 bag play cannot read: convert it "
-            f"(rosbags-convert --src {bag} --dst DIR) or replay it offline (kdbts replay {bag} OUT); nothing was started"
+            f"bag:={bag} is a ROS 1 bag, which ros2 bag play cannot read: convert it (rosbags-convert "
+            f"--src {bag} --dst DIR) or replay it offline (kdbts replay {bag} OUT); nothing was started"
         )
     if shutil.which("ros2") is None or package_prefix("ros2bag") is None:
         raise LaunchError("bag:= needs `ros2 bag` (apt install ros-jazzy-rosbag2); nothing was started")

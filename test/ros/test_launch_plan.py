@@ -150,5 +150,5 @@ def test_missing_rviz2_or_ros2_bag_is_said_before_anything_starts(tmp_path, monk
     with pytest.raises(plan.LaunchError, match="needs rosbag2_storage_sqlite3"):
         plan.require_bag_player(_bag(tmp_path / "db", clock=False, storage="sqlite3"))
     # a ROS 1 bag (kitti2bag's): ros2 bag play cannot read it, whatever is installed
-    with pytest.raises(plan.LaunchError, match="ROS 1 bag.*rosbags-convert.*kdbts replay"):
+    with pytest.raises(plan.LaunchError, match=r"ROS 1 bag.*rosbags-convert.*kdbts replay"):
         plan.require_bag_player(str(tmp_path / "kitti_2011_09_26_drive_0052_synced.bag"))
