@@ -12,6 +12,8 @@ from conftest import KITTI_SAMPLE, needs_kitti, read_bag, small_config, view_pan
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.errors import EXIT_USER
 from kdbts_ros.core.lens import Lens
+from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT, checkpoint_camera
+from kdbts_ros.core.model.checkpoint import load_checkpoint
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
@@ -96,11 +98,14 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     }
     figures = sorted((tmp_path / "png").glob("figure_*.png"))
     assert [int(f.stem.split("_")[1]) for f in figures] == sorted(images)
+    # the embedded checkpoint's camera at its training size, the frame seen through it at the frame's width
+    camera = checkpoint_camera(load_checkpoint(EMBEDDED_CHECKPOINT)[1])
+    lens, h = Lens.pinhole(rec.frames[0].K(0), 1242, 375), round(1242 * camera.height / camera.width)
     for f in figures:
         picture = cv2.imread(str(f))
-        assert picture.shape == (2 * 375, 1242 + 2 * 375, 3)
-        rgb = images[int(f.stem.split("_")[1])]
-        np.testing.assert_array_equal(picture[100:375, :1242], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[100:])
+        assert picture.shape == (2 * h, 1242 + 2 * h, 3)
+        expected = view_panel(images[int(f.stem.split("_")[1])], lens, camera, 1242)
+        np.testing.assert_array_equal(picture[100:h, :1242], expected[100:])
 
 
 @needs_kitti

@@ -194,7 +194,8 @@ def test_eval_camera_shapes_on_one_real_frame(tmp_path, capsys):
     canonical = report["networks"]["wall"]["canonical"]
     Kn = np.array([[canonical["fx"], 0, canonical["cx"]], [0, canonical["fy"], canonical["cy"]], [0, 0, 1]])
     depth_K = ray_pixel_intrinsics(Kn, 192, 64)
-    np.testing.assert_allclose(wall.depth_K, depth_K)
+    assert wall.depth_lens is not None and not wall.depth_lens.distorted
+    np.testing.assert_allclose(wall.depth_lens.K, depth_K)
     frame = next(f for f in shared_sample.raw_sample(root).frames if f.velodyne is not None)
     gt = velodyne_depth(read_velodyne(frame.velodyne), frame.T_cam_velo(0), depth_K, 192, 64)
     gt[~(crop_mask(64, 192) & np.isfinite(wall.depth))] = np.inf
