@@ -30,6 +30,22 @@ needs_kitti = pytest.mark.skipif(not KITTI_SAMPLE.is_dir(), reason=f"KITTI sampl
 S = 1_000_000_000  # nanoseconds in a second: stamps are integer nanoseconds
 
 
+def raw_drive_eval_args() -> list[str]:
+    """``kdbts eval`` arguments naming the shared KITTI raw drive 0052: images, dataset, calibration, poses."""
+    from kdbts_ros.data import shared_sample
+
+    s = KITTI_SAMPLE
+    return [
+        str(s / shared_sample.RAW_IMAGES),
+        "--dataset",
+        "raw",
+        "--calib",
+        str(s / shared_sample.RAW_CALIB),
+        "--poses",
+        str(s / shared_sample.RAW_POSES),
+    ]
+
+
 def small_config(**overrides) -> RunnerConfig:
     """A fast configuration: ResNet-18 at 64x192, coarse grid, small depth image."""
     cfg = RunnerConfig()

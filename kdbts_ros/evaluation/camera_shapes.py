@@ -4,7 +4,8 @@ Each frame of a recording (its rectified pinhole camera, the *full frame*) is tu
 cameras: crops of other aspects and fields of view (the principal point stays where it is in
 the scene, so a crop's K is the full K shifted) and re-projections through a distorting lens
 (``plumb_bob``, ``equidistant``), made with the same :func:`~kdbts_ros.core.lens.resampler`
-the runtime uses; their pixels the full frame does not see are black. The runtime
+the runtime uses; their pixels the full frame does not see repeat its nearest edge, as the
+runtime pads (black there would show the network a band no camera of the street shows). The runtime
 (:class:`~kdbts_ros.runtime.runner.FrameRunner`) sees every camera through the network's
 canonical camera, so all depths of a frame are pixel-aligned and compare directly:
 
@@ -54,13 +55,11 @@ class MadeCamera:
     maps: Resampler | None = None  # re-projection: the full frame seen through ``lens``
 
     def image(self, full: np.ndarray) -> np.ndarray:
-        """This camera's view of a full-frame image; pixels the full frame does not see are black."""
+        """This camera's view of a full-frame image; pixels the full frame does not see repeat its nearest edge."""
         if self.maps is None:
             x0, y0 = self.origin or (0, 0)
             return full[y0 : y0 + self.lens.height, x0 : x0 + self.lens.width].copy()
-        image = self.maps(full)
-        image[~self.maps.valid] = 0
-        return image
+        return self.maps(full)
 
 
 def reprojection(name: str, full: Lens, lens: Lens) -> MadeCamera:
@@ -84,7 +83,7 @@ def plumb_bob(full: Lens, D: tuple[float, ...] = PLUMB_BOB_D) -> MadeCamera:
     """The full frame's size and principal point behind a radial-tangential lens.
 
     Its focal length is chosen so that the principal row's nearer edge sees the full frame's
-    edge; a barrel lens then reaches beyond the full frame in the corners (black there).
+    edge; a barrel lens then reaches beyond the full frame in the corners (its edge repeated there).
     """
     left, right = full.K[0, 2] + 0.5, full.width - 0.5 - full.K[0, 2]  # pixels from the principal point
     x_edge = (-left if left < right else right) / full.K[0, 0]
@@ -99,7 +98,7 @@ def plumb_bob(full: Lens, D: tuple[float, ...] = PLUMB_BOB_D) -> MadeCamera:
 
 def fisheye(full: Lens, D: tuple[float, ...] = FISHEYE_D) -> MadeCamera:
     """An equidistant lens of :data:`FISHEYE_FOCAL` times the full frame's focal length, seeing
-    :data:`FISHEYE_FOV_DEG` (wider than the full frame: its outer pixels are black)."""
+    :data:`FISHEYE_FOV_DEG` (wider than the full frame: its outer pixels repeat the full frame's edge)."""
     f = FISHEYE_FOCAL * full.K[0, 0]
     width, height = (round(f * math.radians(fov)) for fov in FISHEYE_FOV_DEG)
     K = np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])

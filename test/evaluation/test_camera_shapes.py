@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE, needs_kitti, slab_model
+from conftest import KITTI_SAMPLE, needs_kitti, raw_drive_eval_args, slab_model
 
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.camera import ray_pixel_intrinsics
@@ -77,10 +77,18 @@ def test_a_lens_image_resampled_back_to_the_pinhole_matches_the_original(make):
     image = smooth_image()
     distorted = cam.image(image)
     made = resampler(FULL, cam.lens)
-    assert (distorted[~made.valid] == 0).all() and not made.valid.all()  # black where the full frame does not see
+    assert not made.valid.all()
+    # where the full frame does not see, the made image repeats the full frame's nearest edge pixel (the ray's
+    # pixel clipped into the frame: the lenses here fold no ray), as the runtime pads; nothing black invented
+    v, u = np.nonzero(~made.valid)
+    px = FULL.project(cam.lens.unproject(np.stack([u, v], 1).astype(np.float64)))[0]
+    cu = np.clip(np.rint(px[:, 0]), 0, FULL.width - 1).astype(int)
+    cv = np.clip(np.rint(px[:, 1]), 0, FULL.height - 1).astype(int)
+    outside = np.abs(distorted[v, u].astype(np.int16) - image[cv, cu].astype(np.int16))
+    assert np.percentile(outside, 95) <= 6
     back_maps = resampler(cam.lens, FULL)
     back = back_maps(distorted)
-    # pixels whose bilinear neighbourhood in the lens image is all content, not the black outside
+    # pixels whose bilinear neighbourhood in the lens image is all content, not the repeated edge outside
     content = cv2.erode(made.valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     x = np.clip(np.rint(back_maps.map_x).astype(int), 0, cam.lens.width - 1)
     y = np.clip(np.rint(back_maps.map_y).astype(int), 0, cam.lens.height - 1)
@@ -155,16 +163,9 @@ def test_eval_camera_shapes_on_one_real_frame(tmp_path, capsys):
     model.available_heads = ["sv"]
     save_checkpoint(tmp_path / "wall.safetensors", model, {"image_height": 64, "image_width": 192})
     out = tmp_path / "shapes"
-    root = KITTI_SAMPLE
     args = [
         "eval",
-        str(root / shared_sample.RAW_IMAGES),
-        "--dataset",
-        "raw",
-        "--calib",
-        str(root / shared_sample.RAW_CALIB),
-        "--poses",
-        str(root / shared_sample.RAW_POSES),
+        *raw_drive_eval_args(),
         "--camera-shapes",
         "--stride",
         "10",
@@ -196,7 +197,7 @@ def test_eval_camera_shapes_on_one_real_frame(tmp_path, capsys):
     depth_K = ray_pixel_intrinsics(Kn, 192, 64)
     assert wall.depth_lens is not None and not wall.depth_lens.distorted
     np.testing.assert_allclose(wall.depth_lens.K, depth_K)
-    frame = next(f for f in shared_sample.raw_sample(root).frames if f.velodyne is not None)
+    frame = next(f for f in shared_sample.raw_sample(KITTI_SAMPLE).frames if f.velodyne is not None)
     gt = velodyne_depth(read_velodyne(frame.velodyne), frame.T_cam_velo(0), depth_K, 192, 64)
     gt[~(crop_mask(64, 192) & np.isfinite(wall.depth))] = np.inf
     want = depth_metrics(gt, np.full(gt.shape, wall_depth))["abs_rel"]

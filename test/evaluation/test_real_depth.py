@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE, needs_kitti, slab_model
+from conftest import KITTI_SAMPLE, needs_kitti, raw_drive_eval_args, slab_model
 
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.lens import KITTI_RAW, CanonicalCamera
@@ -95,18 +95,11 @@ def test_ground_truth_the_networks_camera_does_not_see_is_not_scored_and_counted
 def test_eval_command_on_the_real_sample(tmp_path, capsys):
     from kdbts_ros.core.loading import EMBEDDED_CHECKPOINT
 
-    s = KITTI_SAMPLE
     assert (
         main(
             [
                 "eval",
-                str(s / shared_sample.RAW_IMAGES),
-                "--dataset",
-                "raw",
-                "--calib",
-                str(s / shared_sample.RAW_CALIB),
-                "--poses",
-                str(s / shared_sample.RAW_POSES),
+                *raw_drive_eval_args(),
                 "--model",
                 f"KDBTS={EMBEDDED_CHECKPOINT}",
                 "--stride",
