@@ -16,7 +16,11 @@ HELP = "one PNG: input, depth and bird's-eye density profile (paper Figs. 4-5)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
-    p.add_argument("image", type=Path, help="input image (any size; shown at its size, resized for the network)")
+    p.add_argument(
+        "image",
+        type=Path,
+        help="input image (any size and aspect: seen through the network's camera, shown at its width)",
+    )
     p.add_argument("--out", type=Path, default=Path("kdbts_viz.png"), help="output PNG (default: kdbts_viz.png)")
     p.add_argument(
         "--preset",
