@@ -1,5 +1,5 @@
 # make test | make demo   create .venv on first use (pip wheels only, ROS 2 Jazzy included)
-# make lint               ruff check, ruff format --check and mypy (configured in pyproject.toml)
+# make lint               ruff check, ruff format --check, mypy and vulture (configured in pyproject.toml)
 # make msgs               (re)build msg/ interfaces into the venv (tools/build_msgs.sh)
 # make benchmark          procedural benchmark: data, BTS/MVBTS/KDBTS training (CPU, about 1 h 20 min), evaluation
 # make real               the embedded default: KDBTS on the shared real KITTI frames plus procedural streets (docs/real)
@@ -37,6 +37,7 @@ lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/vulture
 
 demo: msgs
 	$(VENV)/bin/kdbts demo

@@ -1,9 +1,10 @@
 """pip install of kdbts_ros without ROS: the Python package, its message definitions and the CLI.
 
 The metadata, dependencies and package data are in pyproject.toml; this file keeps what it cannot
-say: the build_py step that copies msg/*.msg into the package, and the entry points (declared
-dynamic there). On a ROS 2 machine colcon builds with CMakeLists.txt instead (package.xml:
-ament_cmake), which also generates the msg/ interfaces.
+say: the build_py step that copies msg/*.msg into the package, and the console scripts (declared
+dynamic there; the kdbts sub-commands are listed in kdbts_ros.commands.cli.COMMANDS). On a ROS 2
+machine colcon builds with CMakeLists.txt instead (package.xml: ament_cmake), which also generates
+the msg/ interfaces.
 """
 
 import shutil
@@ -27,23 +28,6 @@ class BuildPyWithMsgs(build_py):
 setup(
     entry_points={
         "console_scripts": ["kdbts = kdbts_ros.commands.cli:main", "kdbts_node = kdbts_ros.ros.node:main"],
-        # the kdbts sub-commands, in --help order (kdbts_ros.commands.cli.COMMANDS)
-        "kdbts_ros.commands": [
-            "demo = kdbts_ros.commands.demo",
-            "import = kdbts_ros.commands.import_checkpoint",
-            "weights = kdbts_ros.commands.weights",
-            "viz = kdbts_ros.commands.viz",
-            "params = kdbts_ros.commands.params",
-            "synth = kdbts_ros.commands.synth",
-            "train = kdbts_ros.commands.train",
-            "kitti2bag = kdbts_ros.commands.kitti2bag",
-            "replay = kdbts_ros.commands.replay",
-            "eval = kdbts_ros.commands.eval",
-            "map-eval = kdbts_ros.commands.map_eval",
-            "export = kdbts_ros.commands.export",
-            "bench = kdbts_ros.commands.bench",
-            "soak = kdbts_ros.commands.soak",
-        ],
     },
     cmdclass={"build_py": BuildPyWithMsgs},
 )

@@ -11,21 +11,44 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from rosbags.rosbag2 import Reader
+from scipy.spatial.transform import Rotation
 
-from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.config import GridConfig, MapConfig
+from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.code import z_code
 from kdbts_ros.core.model.network import SV_HEAD, Architecture, DensityField
+from kdbts_ros.core.world_map import WorldMap, logit
+from kdbts_ros.messages import cdr
+from kdbts_ros.runtime.config import RunnerConfig
 
 SMALL_ARCH = Architecture(backbone="resnet18")
 # the shared real KITTI / KITTI-360 samples (tests that need them skip when absent)
 KITTI_SAMPLE = Path(os.environ.get("KDBTS_KITTI_SAMPLE", Path(__file__).resolve().parents[2] / "shared/data/kitti"))
 needs_kitti = pytest.mark.skipif(not KITTI_SAMPLE.is_dir(), reason=f"KITTI sample {KITTI_SAMPLE} not present")
+S = 1_000_000_000  # nanoseconds in a second: stamps are integer nanoseconds
 
 
-def small_config(**overrides) -> PipelineConfig:
+def raw_drive_eval_args() -> list[str]:
+    """``kdbts eval`` arguments naming the shared KITTI raw drive 0052: images, dataset, calibration, poses."""
+    from kdbts_ros.data import shared_sample
+
+    s = KITTI_SAMPLE
+    return [
+        str(s / shared_sample.RAW_IMAGES),
+        "--dataset",
+        "raw",
+        "--calib",
+        str(s / shared_sample.RAW_CALIB),
+        "--poses",
+        str(s / shared_sample.RAW_POSES),
+    ]
+
+
+def small_config(**overrides) -> RunnerConfig:
     """A fast configuration: ResNet-18 at 64x192, coarse grid, small depth image."""
-    cfg = PipelineConfig()
+    cfg = RunnerConfig()
     cfg.model.checkpoint = "random"
     cfg.model.backbone, cfg.model.image_height, cfg.model.image_width = "resnet18", 64, 192
     cfg.grid.resolution = 0.5
@@ -55,6 +78,23 @@ def slab_model(z_wall: float, arch: Architecture = SMALL_ARCH, seed: int = 0) ->
         head.lin_out.weight[0, 0] = 1.0
         head.lin_out.bias.fill_(-30.0)
     return model
+
+
+def _M(rot: Rotation, t) -> np.ndarray:
+    """4x4 from a scipy rotation and a translation (independent of kdbts_ros.core.geometry)."""
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = rot.as_matrix(), t
+    return T
+
+
+def read_bag(path: Path) -> tuple[list[tuple[str, int, object]], dict[str, object]]:
+    """(topic, bag stamp, decoded message) of every message, and the offered QoS per topic."""
+    out = []
+    with Reader(path) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+        for conn, stamp, data in reader.messages():
+            out.append((conn.topic, stamp, cdr.deserialize(data, conn.msgtype)))
+    return out, qos
 
 
 def official_state_dict(model: DensityField, bts: bool = False) -> dict[str, torch.Tensor]:
@@ -139,3 +179,65 @@ def copy_checkout(dest: Path) -> None:
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
+
+
+# The world map's test scene (test/core/test_world_map.py and the map tests beside other modules)
+# a grid 4 m across, 3..13 m forward, 2 m high (1 m above to 1 m below the camera), 0.2 m cells
+GRID = GridSpec.from_config(
+    GridConfig(x_min=-2.0, x_max=2.0, z_min=3.0, z_max=13.0, y_min=-1.0, y_max=1.0, resolution=0.2, height_levels=10)
+)
+CFG = MapConfig(resolution=0.2, extent_xy=40.0, extent_z=6.0, decay_per_s=0.0)
+L_HIT, L_MISS = logit(0.7), logit(0.4)
+L_MAX, L_MIN = logit(0.97), logit(0.12)
+ALL_SEEN, NONE_SEEN = np.zeros(GRID.shape, bool), np.ones(GRID.shape, bool)  # unseen masks
+NOTHING = np.zeros(GRID.shape, np.float32)  # the density of a frame that sees none of the grid (NONE_SEEN)
+
+
+def camera_at(x: float, y: float = 0.0, z: float = 1.6) -> np.ndarray:
+    """A camera looking along the fixed frame's +x, z up (optical x -> -y, y -> -z, z -> +x).
+
+    At these positions the grid's cell centres fall on voxel centres (odd multiples of 0.1 m).
+    """
+    return np.array([[0.0, 0.0, 1.0, x], [-1.0, 0.0, 0.0, y], [0.0, -1.0, 0.0, z], [0.0, 0.0, 0.0, 1.0]])
+
+
+def wall_density(forward_from: float = 10.0, forward_to: float = 10.4) -> np.ndarray:
+    """Density 5 in the cells whose forward distance lies in [from, to), 0 elsewhere: a wall across the view."""
+    forward = GRID.centres_cam()[..., 2]
+    return np.where((forward >= forward_from) & (forward < forward_to), 5.0, 0.0).astype(np.float32)
+
+
+def log_odds_at(m: WorldMap, point) -> float:
+    """The log-odds of the voxel holding a fixed-frame point."""
+    flat, inside = m._flat_index(np.asarray([point], np.float64))
+    assert inside[0]
+    return float(m.log_odds.reshape(-1)[flat[0]])
+
+
+def calib_numbers(path: Path, key: str) -> np.ndarray:
+    """The numbers after ``key:`` in a KITTI calibration file, read independently of the loaders."""
+    for line in path.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return np.array(line.split(":")[1].split(), float)
+    raise KeyError(key)
+
+
+def homogeneous(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The 4x4 rigid transform of a rotation (9 numbers or 3x3) and a translation."""
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = np.reshape(R, (3, 3)), t
+    return T
+
+
+def view_panel(rgb: np.ndarray, lens, camera, width: int) -> np.ndarray:
+    """The figure's input panel computed independently: ``rgb`` seen through ``camera`` (a CanonicalCamera),
+    its padding grey, scaled (nearest) to ``width``; BGR."""
+    import cv2
+
+    from kdbts_ros.core.lens import resampler
+    from kdbts_ros.runtime.pictures import UNKNOWN_BGR
+
+    maps = resampler(lens, camera.lens())
+    view = cv2.cvtColor(maps(rgb), cv2.COLOR_RGB2BGR)
+    view[~maps.valid] = UNKNOWN_BGR
+    return cv2.resize(view, (width, round(width * camera.height / camera.width)), interpolation=cv2.INTER_NEAREST)

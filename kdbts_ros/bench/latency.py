@@ -26,15 +26,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
-from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.field import Query
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.core.loading import pick_device
 from kdbts_ros.core.model import folded
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros.harness import NodePublisher
 from kdbts_ros.ros.tf_store import frame_runner
+from kdbts_ros.runtime.config import RunnerConfig
+from kdbts_ros.runtime.runner import FrameRunner
 
 STAGES = ("decode", "resize", "encode", "grid", "depth", "messages", "map", "publish")  # map: with map.enabled
 NETWORK_STAGES = ("encode", "grid", "depth")
@@ -78,7 +81,7 @@ class Case:
         return None
 
 
-def set_network(cfg: PipelineConfig, network: str) -> None:
+def set_network(cfg: RunnerConfig, network: str) -> None:
     """Point cfg at a network: "resnet50" (official size, seeded random weights), "embedded", or a checkpoint."""
     m = cfg.model
     if network == "resnet50":
@@ -87,7 +90,7 @@ def set_network(cfg: PipelineConfig, network: str) -> None:
         m.checkpoint, m.image_height, m.image_width = ("" if network == "embedded" else network), 0, 0
 
 
-def case_config(base: PipelineConfig, case: Case, depth_scale: float | None) -> PipelineConfig:
+def case_config(base: RunnerConfig, case: Case, depth_scale: float | None) -> RunnerConfig:
     """The pipeline configuration of a case: network, device, path, head, window and depth size."""
     cfg = copy.deepcopy(base)
     set_network(cfg, case.network)
@@ -125,28 +128,27 @@ def peak_gflops(device: torch.device, dtype: str) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str, float]:
-    """GFLOPs of encode (with the folded maps), grid and depth for the newest window frame."""
+def stage_gflops(runner: FrameRunner, rgb: np.ndarray, lens: Lens) -> dict[str, float]:
+    """GFLOPs of encode (with the folded maps, counted with torch's encoder), grid and depth for the newest
+    window frame."""
     counts = {}
-    with pipeline.precision():
-        _, image01, _Kn = pipeline.prepare(rgb, K)
+    stages = runner.stages
+    with stages.precision():
+        image01 = stages.encoding.prepare(rgb, lens).image01
         with FlopCounterMode(display=False) as fc:
-            features = pipeline.model.encode(image01)[0]
-            if pipeline.cfg.model.fast:
-                for head in pipeline.heads.for_mode():
-                    folded.fold_features(pipeline.model, features, head)
+            features = stages.model.encode(image01)[0]
+            if runner.cfg.model.fast:
+                for head in runner.heads.for_mode():
+                    folded.fold_features(stages.model, features, head)
         counts["encode"] = fc.get_total_flops()
-        head, entries, views, planes = pipeline.heads.views_for(pipeline.window.entries[-1])
-        centres = GridSpec.from_config(pipeline.cfg.grid).centres_cam()
-        backend, pipeline.backend = pipeline.backend, None  # onnxruntime does the same arithmetic, uncounted by torch
-        try:
-            with FlopCounterMode(display=False) as fc:
-                pipeline.query_grid(centres, views, head, planes)
-        finally:
-            pipeline.backend = backend
+        current, next_spec = runner.window.entries[-1], runner.grid_budget.spec(runner.cfg.grid)
+        query = Query.of(*runner.heads.choose(current, (), runner.window.posed(), next_spec), stages.device)
+        centres = GridSpec.from_config(runner.cfg.grid).centres_cam()  # the configured grid, whatever the budget
+        with FlopCounterMode(display=False) as fc:
+            stages.field.grid(centres, query)
         counts["grid"] = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
-            pipeline.render_depth_image(views, head, entries[0].Kn, planes)
+            stages.field.depth(query, current.Kn)
         counts["depth"] = fc.get_total_flops()
     return {k: v / 1e9 for k, v in counts.items()}
 
@@ -154,7 +156,7 @@ def stage_gflops(pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray) -> dict[str
 class _Direct:
     """The node's runner without ROS: everything but the publish stage."""
 
-    def __init__(self, cfg: PipelineConfig):
+    def __init__(self, cfg: RunnerConfig):
         self.runner = frame_runner(cfg)
 
     def step(self, now_ns: int) -> None:
@@ -165,7 +167,7 @@ class _Direct:
 
 
 def run_case(
-    cfg: PipelineConfig, stream: list[tuple[int, str, str, bytes]], warmup: int, publish: bool
+    cfg: RunnerConfig, stream: list[tuple[int, str, str, bytes]], warmup: int, publish: bool
 ) -> dict[str, Any]:
     """Feed the stream through the node (or its runner) and summarise stage times and peaks."""
     device = pick_device(cfg.model.device)
@@ -188,7 +190,7 @@ def run_case(
             raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
         last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.images[0])
         assert runner.cameras[0].intrinsics is not None and runner.last is not None  # a frame was measured
-        K = runner.cameras[0].intrinsics[0]
+        lens = runner.cameras[0].intrinsics.lens
         rgb = sensor_data.image_to_rgb(cdr.deserialize(last_image, "sensor_msgs/msg/Image"))
         result: dict[str, object] = {
             "stages": {s: percentiles_ms([x[s] for x in samples]) for s in STAGES if s in samples[0]},
@@ -200,9 +202,9 @@ def run_case(
             "dropped": dict(runner.drops),
             "peak_rss_mb": memory_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "gflops": stage_gflops(runner.pipeline, rgb, K),
+            "gflops": stage_gflops(runner, rgb, lens),
             # onnxruntime: the export's key, folder, and seconds (0 when the cached export was reused)
-            "backend_info": dict(runner.pipeline.backend_info),
+            "backend_info": {k: report_path(v) if k == "dir" else v for k, v in runner.stages.backend_info.items()},
         }
     finally:
         driver.close()
@@ -278,7 +280,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def run(
-    base: PipelineConfig,
+    base: RunnerConfig,
     cases: list[Case],
     frames: int,
     warmup: int | None,

@@ -33,13 +33,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from kdbts_ros.bench.measure import percentiles_ms
 from kdbts_ros.core import geometry
 from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.field import Query
+from kdbts_ros.core.frames import EncodedFrame, Frame
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.loading import synced_time
 from kdbts_ros.core.model import resnet
 from kdbts_ros.core.model.network import HEAD_NAMES, Architecture, DensityField
-from kdbts_ros.core.pipeline import Pipeline
-from kdbts_ros.core.window import WindowEntry
+from kdbts_ros.core.report_paths import report_path
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.data.sequences import Sequence
+from kdbts_ros.runtime.head_choice import HeadChoice
+from kdbts_ros.runtime.window import FrameWindow
 
 NETWORK_FILE = Path("models/bts/model/models_bts.py")
 # the heads' names in MVBTSNet are ours (HEAD_NAMES); its encoder is chosen by depth
@@ -285,7 +289,7 @@ def build_official(code: OfficialCode, model: DensityField, head: str) -> nn.Mod
     return net.eval()
 
 
-def _official_inputs(entries: list[WindowEntry], images: dict[int, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def _official_inputs(entries: list[EncodedFrame], images: dict[int, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """Images in [-1, 1] (1, V, 3, H, W), normalised K (1, V, 3, 3) and camera-to-world poses (1, V, 4, 4) of entries.
 
     The world frame is the current (first) camera's, as in the official evaluators.
@@ -314,9 +318,12 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
     as the process also holds our network for the comparison.
     """
     code = load_official(repo)
-    pipeline = Pipeline(cfg)
-    device = pipeline.device
-    centres = GridSpec.from_config(cfg.grid).centres_cam()
+    stages = Stages(cfg)
+    device = stages.device
+    window = FrameWindow(cfg.window_size, cfg.keyframe)
+    heads = HeadChoice(cfg, stages.model, device)
+    spec = GridSpec.from_config(cfg.grid)
+    centres = spec.centres_cam()
     xyz = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=device)
     nets: dict[str, Any] = {}  # the official MVBTSNet per head (its encode is not nn.Module's)
     images: dict[int, torch.Tensor] = {}
@@ -324,23 +331,26 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
     max_diff = max_density = 0.0
     for i, (image, T) in enumerate(zip(seq.images, seq.T_fixed_cam)):
         frame = Frame(image, seq.K, i * FRAME_INTERVAL_NS, seq.camera_frame, T)
-        with pipeline.precision():
-            images[frame.stamp_ns] = pipeline.prepare(image, seq.K)[1]
-            entry = pipeline.encode(frame)
-            pipeline.window.push(entry)
-            head, entries, views, _ = pipeline.heads.views_for(entry)
-            ours = pipeline.query_grid(centres, views, head, None)[0]
-        images = {e.stamp_ns: images[e.stamp_ns] for e in pipeline.window.entries}
+        with stages.precision():
+            prepared = stages.encoding.prepare(image, frame.lens())
+            images[frame.stamp_ns] = prepared.image01
+            entry = stages.encoding.encode(frame, heads.for_mode(), prepared)
+            window.push(entry)
+            head, entries = heads.choose(entry, (), window.posed(), spec)
+            # the reference path: the model's own point query, at every cell (seen or not, as the official one)
+            views = Query.of(head, entries, device).views
+            ours = stages.model.query(xyz, views, head, cfg.model.chunk_points)[0][0].float().cpu().numpy()
+        images = {e.stamp_ns: images[e.stamp_ns] for e in window.entries}
         if head not in nets:
-            nets[head] = build_official(code, pipeline.model, head).to(device)
+            nets[head] = build_official(code, stages.model, head).to(device)
         net, inputs = nets[head], _official_inputs(entries, images)
         ids = list(range(len(entries)))
         with torch.no_grad():  # as the official evaluators run it
-            t0 = pipeline._sync()
+            t0 = synced_time(device)
             net.encode(*inputs, ids_encoder=ids)
-            t1 = pipeline._sync()
+            t1 = synced_time(device)
             sigma = net(xyz, only_density=True)[2]
-            t2 = pipeline._sync()
+            t2 = synced_time(device)
         if i >= warmup:
             encode_s.append(t1 - t0)
             query_s.append(t2 - t1)
@@ -367,7 +377,7 @@ def run_official(repo: str | Path, cfg: PipelineConfig, seq: Sequence, warmup: i
         "peak_rss_mb": None,
         "peak_cuda_mb": None,
         "gflops": gflops,
-        "official": {"repo": str(code.repo), "torchvision": code.torchvision},
+        "official": {"repo": report_path(code.repo), "torchvision": code.torchvision},
         "agreement": {
             "against": "reference path, fp32",
             "points": int(xyz.shape[1]),

@@ -21,11 +21,12 @@ import numpy as np
 
 from kdbts_ros.bench.latency import set_network
 from kdbts_ros.bench.measure import machine, memory_mb, percentiles_ms
-from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.data.rig import KITTI360_RIG, base_trajectory, kitti_like_intrinsics
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.ros.harness import SoakHarness
+from kdbts_ros.runtime.config import RunnerConfig
 
 DISTINCT_FRAMES = 8  # rendered once and looped: the node's work does not depend on the picture
 CALIBRATION_FRAMES = 30  # closed-loop frames that measure the sustained rate ...
@@ -35,7 +36,7 @@ SECOND_CAMERA = ("/right/image_raw/compressed", "/right/camera_info")
 PERCENTILES = (50, 90, 99, 100)
 
 
-def soak_config(base: PipelineConfig, network: str, cameras: int) -> PipelineConfig:
+def soak_config(base: RunnerConfig, network: str, cameras: int) -> RunnerConfig:
     """The node's configuration: the network (empty: the config's), and a second camera on a compressed topic."""
     cfg = copy.deepcopy(base)
     if network:
@@ -80,7 +81,7 @@ class _Deliveries:
 class _RigFrames:
     """A few rig frames of the procedural street, rendered once; serialized afresh with each new stamp."""
 
-    def __init__(self, cfg: PipelineConfig, width: int, height: int):
+    def __init__(self, cfg: RunnerConfig, width: int, height: int):
         scene = StreetScene(SceneConfig(seed=0))
         K = kitti_like_intrinsics(width, height)
         self.fixed_frame = cfg.fixed_frame
@@ -300,7 +301,7 @@ def summary(
 
 
 def run(
-    cfg: PipelineConfig,
+    cfg: RunnerConfig,
     frames: int,
     rate: float,
     load_factor: float,
@@ -320,13 +321,13 @@ def run(
             progress(
                 f"sustained {calibration['sustained_hz']:.2f} frames/s in a closed loop; publishing at {rate:.2f} Hz"
             )
-        pipeline = h.node.runner.pipeline
+        stages = h.node.runner.stages
         report = {
             "machine": machine(),
             "input": f"{frames} rig frames of {len(cfg.topics.images)} camera(s) {width}x{height} "
             f"({', '.join(cfg.topics.images)}), {DISTINCT_FRAMES} distinct frames looped",
-            "network": pipeline.model_info.get("weights", cfg.model.checkpoint),
-            "device": str(pipeline.device),
+            "network": report_path(stages.model_info.get("weights", cfg.model.checkpoint)),
+            "device": str(stages.device),
             "mode": cfg.mode,
             "calibration": calibration,
             "load_factor": load_factor if calibration else None,

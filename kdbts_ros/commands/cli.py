@@ -1,11 +1,9 @@
 """``kdbts``: the top-level parser, the sub-commands and their failures.
 
-Each sub-command is a module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``,
-registered in the entry-point group ``kdbts_ros.commands`` (setup.py). Discovery: the installed
-entry points of that group over the built-in :data:`COMMANDS` (kept equal to setup.py by
-test/test_cli_entry_points.py), so a source checkout whose installed metadata predates a command still has it.
-Only the module of the command being run is imported (``--help`` imports them all), so a light
-command does not pay for torch.
+Each sub-command is a thin module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``,
+listed in :data:`COMMANDS`, the one registry of sub-commands (a plain table: a source checkout has every
+command whatever its installed metadata says). Only the module of the command being run is imported
+(``--help`` imports them all), so a light command does not pay for torch.
 """
 
 from __future__ import annotations
@@ -15,13 +13,12 @@ import logging
 import os
 import sys
 import traceback
-from importlib.metadata import EntryPoint, entry_points
+from importlib import import_module
 
 from kdbts_ros.core.errors import DEBUG_ENV, classify
 from kdbts_ros.core.interrupts import signals_as_exceptions
 
-GROUP = "kdbts_ros.commands"
-# the built-in sub-commands and their modules, in --help order (installed extras follow, by name)
+# the sub-commands and their modules, in --help order
 COMMANDS = {
     "demo": "kdbts_ros.commands.demo",
     "import": "kdbts_ros.commands.import_checkpoint",
@@ -43,16 +40,6 @@ DEBUG_HELP = f"on a failure, print the Python traceback too (or set {DEBUG_ENV}=
 TOP_LEVEL_FLAGS = ("-v", "--verbose", "--debug")  # the top-level options; none takes a value
 
 
-def commands() -> dict[str, EntryPoint]:
-    """Sub-command name -> entry point of its module: the built-in ones in order, then other installed ones by name;
-    an installed entry point of a built-in name replaces the built-in one."""
-    found = {name: EntryPoint(name, module, GROUP) for name, module in COMMANDS.items()}
-    installed = entry_points(group=GROUP)
-    for name in sorted(installed.names):
-        found[name] = installed[name]
-    return found
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``kdbts`` parser with one sub-command per module; with ``only``, just that one's module is loaded
     (the others are names, enough to parse a command line that runs ``only``)."""
@@ -60,11 +47,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every dropped input")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, entry in commands().items():
+    for name, module_name in COMMANDS.items():
         if only is not None and name != only:
             sub.add_parser(name)
             continue
-        module = entry.load()
+        module = import_module(module_name)
         command = sub.add_parser(name, help=module.HELP)
         module.add_arguments(command)
         command.set_defaults(func=module.run)

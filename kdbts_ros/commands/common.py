@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from kdbts_ros.core.config import ConfigError, load_config
+from kdbts_ros.core.settings import ConfigError
+from kdbts_ros.runtime.config import load_runner_config
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -28,7 +29,7 @@ def config(args: argparse.Namespace, overrides: dict | None = None):
         overrides["model.checkpoint"] = args.checkpoint
     if args.mode:
         overrides["mode"] = args.mode
-    return load_config(args.config, overrides)
+    return load_runner_config(args.config, overrides)
 
 
 def add_dataset_args(p: argparse.ArgumentParser) -> None:

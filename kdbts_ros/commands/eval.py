@@ -2,7 +2,9 @@
 
 Synthetic data (``kdbts synth``): occupancy and depth against the scenes' exact geometry, plus
 the profiles figure. KITTI raw / odometry: depth against the projected velodyne. KITTI-360:
-that depth, and occupancy against aggregated scans (the BTS lidar protocol).
+that depth, and occupancy against aggregated scans (the BTS lidar protocol). ``--camera-shapes``:
+the real frames seen through cameras made from them (crops, a plumb_bob and a fisheye lens),
+each camera's depth against the full frame's and against the velodyne (docs/cameras.md).
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=8, help="evaluate every N-th frame of each sequence (default: 8)")
     p.add_argument("--profile-frame", type=int, default=0, help="index of the evaluated frame shown in profiles.png")
     p.add_argument("--device", default="auto", help="torch device (default: auto)")
+    p.add_argument(
+        "--camera-shapes",
+        action="store_true",
+        help="real data: the camera-shape benchmark instead: each frame through 4:3, 16:9 and 60-degree crops, "
+        "a plumb_bob and an equidistant lens made from it, run as the node runs it (single view, depth at "
+        "the network's size); depth agreement with the full frame and Abs Rel against the velodyne, with a "
+        "picture per camera of the first model (docs/cameras.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,12 +88,22 @@ def run(args: argparse.Namespace) -> int:
     from kdbts_ros.core.loading import pick_device
     from kdbts_ros.core.model.checkpoint import load_checkpoint
 
-    models, infos, paths = {}, {}, {}
+    paths = {}
     for item in args.model:
         label, sep, path = item.partition("=")
         if not sep:
             label, path = Path(item).stem, item
         paths[label] = path
+    if args.camera_shapes:
+        if args.dataset == "synth":
+            print(
+                "kdbts eval: --camera-shapes needs real frames with velodyne (--dataset raw|odometry|kitti360)",
+                file=sys.stderr,
+            )
+            return 2
+        return _camera_shapes(args, paths)
+    models, infos = {}, {}
+    for label, path in paths.items():
         models[label], infos[label] = load_checkpoint(path)
     device = pick_device(args.device)
     if args.dataset == "synth":
@@ -116,7 +136,7 @@ def _synthetic(args: argparse.Namespace, models: dict, paths: dict, device) -> i
 def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, device) -> int:
     """Depth against projected velodyne scans of a KITTI raw / odometry / KITTI-360 recording;
     on KITTI-360 also occupancy against aggregated scans (the BTS lidar protocol)."""
-    from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE
+    from kdbts_ros.core.loading import checkpoint_camera
     from kdbts_ros.data.datasets import load_recording
     from kdbts_ros.evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
     from kdbts_ros.evaluation.metrics import DEPTH_KEYS
@@ -134,16 +154,17 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
     keys = TABLE_KEYS if occ is not None and occ.truth else DEPTH_KEYS
     results = {}
     for label, model in models.items():
-        # the network sees each frame at its training size, as the node does by default
-        size = (
-            int(infos[label].get("image_height", OFFICIAL_INPUT_SIZE[0])),
-            int(infos[label].get("image_width", OFFICIAL_INPUT_SIZE[1])),
-        )
+        # the network sees each frame through its checkpoint's camera at its training size, as the node does
+        camera = checkpoint_camera(infos[label])
         heads = [h for h in model.available_heads if h == "sv" or len(rec.posed()) > 1]
         for head in heads:
             name = f"{label} ({head.upper()})"
-            results[name] = evaluator.run(model, head, size, device)
-            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if k != "frames"))
+            r = results[name] = evaluator.run(model, head, camera, device)
+            print(
+                f"{name}: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k in keys)
+                + f"; {r['unseen_gt_pixels']} of {r['gt_pixels']} ground-truth pixels outside the network's view"
+            )
     for prior in PRIORS if args.priors else ():
         results[prior.name] = evaluator.run_prior(prior)
     meta = {
@@ -170,4 +191,69 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
     md, js = write_report(args.out, results, meta, keys)
     print(markdown_table(results, keys), end="")
     print(f"wrote {md}, {js}")
+    return 0
+
+
+def _camera_shapes(args: argparse.Namespace, paths: dict) -> int:
+    """Each network through the runtime (single view, depth at its input size) on every made camera."""
+    import json
+
+    from kdbts_ros.core.report_paths import report_path
+    from kdbts_ros.data.datasets import load_recording
+    from kdbts_ros.data.image_files import write_image
+    from kdbts_ros.evaluation.camera_shapes import CameraShapeBenchmark, ShapeSettings, markdown, picture_png, summary
+    from kdbts_ros.runtime.config import RunnerConfig
+    from kdbts_ros.runtime.runner import FrameRunner
+
+    rec = load_recording(args.dataset, args.data, args.calib, args.poses, args.sequence, args.cameras)
+    bench = CameraShapeBenchmark(rec, ShapeSettings(stride=args.stride, garg_crop=not args.no_crop))
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, networks, pictures = {}, {}, []
+    for n, (label, path) in enumerate(paths.items()):
+        cfg = RunnerConfig()
+        cfg.model.checkpoint, cfg.model.device = str(path), args.device
+        cfg.mode, cfg.render.depth_scale = "sv", 1.0
+        runner = FrameRunner(cfg)
+        scores = bench.run(runner, label=label)
+        results[label] = summary(scores)
+        info = runner.stages.model_info
+        stated = info.get("camera")  # the record, or a sentence when the checkpoint states none
+        networks[label] = {
+            "weights": report_path(path),
+            "canonical": runner.stages.canonical.record(),
+            "canonical_source": info.get("camera_source", stated if isinstance(stated, str) else ""),
+        }
+        for name, s in scores.items() if n == 0 else ():
+            assert s.picture is not None  # every camera draws its first frame
+            png = args.out / f"{name.replace(' ', '_').replace(':', 'x')}.png"
+            write_image(png, picture_png(s.picture, cfg.model.z_near, cfg.model.z_far, title=name))
+            pictures.append(report_path(png))
+        print(markdown({label: results[label]}), end="")
+    meta = {
+        "data": report_path(args.data),
+        "dataset": args.dataset,
+        "recording": rec.name,
+        "frames": len(bench.frames),
+        "stride": args.stride,
+        "full_frame": {"width": bench.full.width, "height": bench.full.height, "K": bench.full.K.tolist()},
+        "cameras": {
+            c.name: {
+                "model": c.lens.model,
+                "width": c.lens.width,
+                "height": c.lens.height,
+                "K": c.lens.K.tolist(),
+                "D": c.lens.D.tolist(),
+                "crop_origin": c.origin,
+            }
+            for c in bench.cameras
+        },
+        "ground_truth": "projected velodyne in the canonical depth camera, nearest return per pixel",
+        "crop": "none" if args.no_crop else "garg, of the canonical depth image",
+        "networks": networks,
+        "pictures": pictures,
+    }
+    md, js = args.out / "results.md", args.out / "results.json"
+    md.write_text(markdown(results))
+    js.write_text(json.dumps({"results": results, **meta}, indent=2))
+    print(f"wrote {md}, {js} and {len(pictures)} pictures")
     return 0

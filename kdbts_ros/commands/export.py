@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kdbts_ros.core.config import PipelineConfig
-    from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model
+    from kdbts_ros.core.loading import OFFICIAL_INPUT_SIZE, build_model, checkpoint_camera
     from kdbts_ros.core.model.export import export_onnx
 
     cfg = PipelineConfig()
@@ -46,22 +46,29 @@ def run(args: argparse.Namespace) -> int:
     model, info = build_model(cfg)
     H = args.height or int(info.get("image_height", OFFICIAL_INPUT_SIZE[0]))
     W = args.width or int(info.get("image_width", OFFICIAL_INPUT_SIZE[1]))
+    camera = checkpoint_camera(info, (H, W))
     heads = [h.strip() for h in args.heads.split(",") if h.strip()] or None
     meta = export_onnx(
         model, args.out, (H, W), heads, opset=args.opset, checkpoint=Path(str(info.get("weights", ""))).name
     )
+    # the graphs take images seen through the checkpoint's camera: a deployment resamples into it
+    meta["camera"] = camera.record()
     if args.int8 is not None:
+        from kdbts_ros.core.lens import Lens, resampler
         from kdbts_ros.core.model.quantize import quantize_encoder
         from kdbts_ros.data.sequences import kitti_sample
 
-        frames = kitti_sample(args.int8, args.calibration).images
+        seq = kitti_sample(args.int8, args.calibration)
+        h, w = seq.images[0].shape[:2]
+        view = resampler(Lens.pinhole(seq.K, w, h), camera.lens())
+        frames = [view(im) for im in seq.images]
         path = quantize_encoder(args.out, frames)
         meta["files"]["encoder_int8"] = path.name
         meta["int8"] = {
             "calibration": f"first {len(frames)} frames of {args.int8}",
             "format": "QDQ, Conv only, per-channel int8 weights, uint8 activations, MinMax",
         }
-        (args.out / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (args.out / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
     for name in meta["files"].values():
         print(args.out / name)
     print(args.out / "export.json")

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from kdbts_ros.core.config import load_config
 from kdbts_ros.data.shared_sample import kitti360_sample, raw_sample
 from kdbts_ros.evaluation.map_completion import MapEvalSettings
 from kdbts_ros.evaluation.map_completion import run as evaluate
+from kdbts_ros.runtime.config import load_runner_config
 
 HELP = (
     "fuse a real drive into the world map two ways (KDBTS densities, expected depth only) and score both "
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print and write ``<out>/<recording>_results.json``; 0 on success."""
     overrides = {"model.device": "cpu"} if args.config is None else {}
     settings = MapEvalSettings(resolution=args.resolution, max_frames=args.max_frames)
-    cfg = load_config(args.config, {**settings.grid, **overrides})
+    cfg = load_runner_config(args.config, {**settings.grid, **overrides})
     rec = SAMPLES[args.sample](args.shared)
     results = evaluate(rec, cfg, args.out, settings)
     text = json.dumps(results, indent=2)

@@ -19,19 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the node's (or, with --train, the training) settings."""
-    from kdbts_ros.core.config import PipelineConfig, iter_params, to_yaml
+    from kdbts_ros.core.settings import parameter_table, to_yaml
+    from kdbts_ros.ros.config import NodeConfig
 
     if args.train:
         from kdbts_ros.training.config import TrainConfig
 
-        cfg: TrainConfig | PipelineConfig = TrainConfig()
+        cfg: TrainConfig | NodeConfig = TrainConfig()
     else:
-        cfg = PipelineConfig()
-    if args.format == "yaml":
-        print(to_yaml(cfg), end="")
-        return 0
-    print("| parameter | default | range / choices | runtime | description |\n|---|---|---|---|---|")
-    for s in iter_params(cfg):
-        allowed = f"[{s.range[0]:g}, {s.range[1]:g}]" if s.range else ", ".join(s.choices or ())
-        print(f"| `{s.name}` | `{s.default!r}` | {allowed} | {'yes' if s.runtime else 'no'} | {s.description} |")
+        cfg = NodeConfig()
+    print(to_yaml(cfg) if args.format == "yaml" else parameter_table(cfg), end="")
     return 0

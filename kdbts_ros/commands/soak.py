@@ -68,12 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Publish to the node in-process and report; JSON and Markdown into --out."""
     from kdbts_ros.bench import soak
-    from kdbts_ros.core.config import load_config
+    from kdbts_ros.runtime.config import load_runner_config
 
     if args.frames < 20 or args.load_factor <= 0 or min(args.image_size) < 8:
         print("kdbts soak: need --frames >= 20, --load-factor > 0 and an image size of at least 8x8", file=sys.stderr)
         return 2
-    cfg = soak.soak_config(load_config(args.config), args.network, args.cameras)
+    cfg = soak.soak_config(load_runner_config(args.config), args.network, args.cameras)
     cfg.map.enabled = cfg.map.enabled or args.map
     report = soak.run(
         cfg,

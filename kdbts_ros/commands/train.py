@@ -30,11 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; resumes from OUT/state.pt when present. Only rank 0 of a DDP run prints."""
-    from kdbts_ros.core.config import load_config
+    from kdbts_ros.core.settings import load_config
     from kdbts_ros.training.config import TrainConfig
     from kdbts_ros.training.trainer import train
 
-    cfg = load_config(args.config, overrides(args.set), TrainConfig)
+    cfg = load_config(TrainConfig, args.config, overrides(args.set))
     model = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes)
     if int(os.environ.get("RANK", "0")) == 0:
         print(

@@ -1,4 +1,5 @@
-"""``kdbts viz``: the figure (input, depth, bird's-eye density profile; paper Figs. 4-5) of one image file."""
+"""``kdbts viz``: the figure (input, depth, bird's-eye density profile; paper Figs. 4-5) of one image file
+(:mod:`kdbts_ros.runtime.viz`)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from kdbts_ros.commands.common import add_config_args, config
-from kdbts_ros.core.camera import pixel_intrinsics
-from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.pipeline import Pipeline
-from kdbts_ros.runtime.pictures import Figure, figure
+from kdbts_ros.runtime.viz import PRESETS, preset_intrinsics, render_figure
 
-# normalised intrinsics of the official defaults (fx', fy', cx', cy'); 5 deg camera pitch on KITTI-360
-PRESETS = {"kitti360": ((0.7849, 2.9391, -0.0312, 0.2701), 5.0), "kitti_raw": ((1.1619, 3.8482, -0.0184, -0.0781), 0.0)}
-
-
-def preset_intrinsics(name: str, width: int, height: int) -> np.ndarray:
-    """Pixel intrinsics of a preset for an image of the given size."""
-    fx, fy, cx, cy = PRESETS[name][0]
-    return pixel_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), width, height)
-
-
-def render_figure(
-    cfg: PipelineConfig, rgb: np.ndarray, K: np.ndarray, head: str = "sv", pitch_deg: float = 0.0
-) -> Figure:
-    """Depth (H, W), profile (256, 256) and the BGR figure of one RGB image, with the configured network."""
-    return figure(Pipeline(cfg), rgb, K, head, pitch_deg)
-
-
-# the ``kdbts viz`` sub-command
 HELP = "one PNG: input, depth and bird's-eye density profile (paper Figs. 4-5)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
-    p.add_argument("image", type=Path, help="input image (any size; shown at its size, resized for the network)")
+    p.add_argument(
+        "image",
+        type=Path,
+        help="input image (any size and aspect: seen through the network's camera, shown at its width)",
+    )
     p.add_argument("--out", type=Path, default=Path("kdbts_viz.png"), help="output PNG (default: kdbts_viz.png)")
     p.add_argument(
         "--preset",
@@ -58,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     """Write one PNG with the input, its depth and its bird's-eye density profile."""
     import cv2
 
-    from kdbts_ros.data.image_files import read_image, write_image
+    from kdbts_ros.data.image_files import read_bgr_image, write_image
     from kdbts_ros.runtime.pictures import figure_head
 
-    rgb = cv2.cvtColor(read_image(args.image), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(read_bgr_image(args.image), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     if args.intrinsics:
         fx, fy, cx, cy = args.intrinsics

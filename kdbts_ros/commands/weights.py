@@ -1,4 +1,5 @@
-"""``kdbts weights``: the released official checkpoints listed, or fetched into the cache (:mod:`.weights_fetch`)."""
+"""``kdbts weights``: the released official checkpoints listed, or fetched into the cache
+(:mod:`kdbts_ros.core.model.fetch`)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"cache: {cache_dir()} (${CACHE_ENV}); source: {base_url()} (${BASE_URL_ENV} or get --url)")
         return 0
-    from kdbts_ros.commands.weights_fetch import fetch
+    from kdbts_ros.core.model.fetch import fetch
 
     for _name, path in fetch(args.names, args.url, args.force):
         print(path)

@@ -1,3 +1,3 @@
-"""Layer 0, the ROS-free core: configuration model, errors, geometry, camera, grids, window, TF buffer, network,
-rendering, checkpoints and the pipeline.
+"""Layer 0, the ROS-free core: configuration model, errors, geometry, camera, grids, TF buffer, network,
+rendering, checkpoints and the stateless stages (encode, query the field, render depth).
 """

@@ -1,10 +1,5 @@
-"""Camera conventions shared by the network, rendering and message building.
-
-The official BTS/KDBTS code works with *normalised* intrinsics that map camera
-points to image coordinates in [-1, 1] (x right, y down, z forward):
-``fx' = 2 fx / W0``, ``cx' = 2 cx / W0 - 1`` (same for y) with the calibration
-image size W0 x H0. Because the image is then resized to the network size
-without cropping, the same K' holds at any resolution.
+"""Camera arithmetic of the network and the rendering, on tensors: projection with normalised intrinsics
+(:func:`kdbts_ros.core.lens.normalise_intrinsics`; x right, y down, z forward) and the depth image's rays.
 """
 
 from __future__ import annotations
@@ -14,26 +9,6 @@ import torch
 
 # Depth below which a point counts as behind the camera (official EPS).
 Z_EPS = 1e-3
-
-
-def normalise_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pixel intrinsics (OpenCV convention) of a width x height image to normalised K'."""
-    Kn = np.eye(3, dtype=np.float64)
-    Kn[0, 0] = 2.0 * K[0, 0] / width
-    Kn[1, 1] = 2.0 * K[1, 1] / height
-    Kn[0, 2] = 2.0 * K[0, 2] / width - 1.0
-    Kn[1, 2] = 2.0 * K[1, 2] / height - 1.0
-    return Kn
-
-
-def pixel_intrinsics(Kn: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Inverse of :func:`normalise_intrinsics` for an image of the given size."""
-    K = np.eye(3, dtype=np.float64)
-    K[0, 0] = Kn[0, 0] * width / 2.0
-    K[1, 1] = Kn[1, 1] * height / 2.0
-    K[0, 2] = (Kn[0, 2] + 1.0) * width / 2.0
-    K[1, 2] = (Kn[1, 2] + 1.0) * height / 2.0
-    return K
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -64,13 +39,6 @@ def project(points_cam: torch.Tensor, Kn: torch.Tensor) -> tuple[torch.Tensor, t
     xy = uvz[..., :2] / z.clamp_min(Z_EPS)
     invalid = (z[..., 0] <= Z_EPS) | (xy.abs() > 1).any(-1)
     return xy, z, invalid
-
-
-def unproject(xy: torch.Tensor, z: torch.Tensor, Kn: torch.Tensor) -> torch.Tensor:
-    """Camera-frame points from normalised image coordinates (..., 2) and depth z (..., 1)."""
-    x = (xy[..., 0:1] - Kn[..., 0, 2:3]) / Kn[..., 0, 0:1] * z
-    y = (xy[..., 1:2] - Kn[..., 1, 2:3]) / Kn[..., 1, 1:2] * z
-    return torch.cat([x, y, z], -1)
 
 
 def ray_grid(Kn: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -1,12 +1,17 @@
-"""What goes into the pipeline and what comes out of it, in plain arrays."""
+"""What goes into the core's stages and what comes out of them: a frame, its encoding and its outputs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdbts_ros.core.grids import GridSpec
+from kdbts_ros.core.lens import Lens
+
+if TYPE_CHECKING:  # frames are plain data: importing them loads no torch
+    import torch
 
 
 @dataclass
@@ -18,6 +23,27 @@ class Frame:
     stamp_ns: int
     frame_id: str  # the optical frame, whatever its name
     T_fixed_cam: np.ndarray | None = None
+    camera: Lens | None = None  # the image's lens with its distortion; None: a pinhole of K
+
+    def lens(self) -> Lens:
+        """The image's lens: ``camera``, else the undistorted camera of K at the image's size."""
+        if self.camera is not None:
+            return self.camera
+        assert self.K is not None, "a frame is seen through its lens or its intrinsics"
+        return Lens.pinhole(self.K, self.image.shape[1], self.image.shape[0])
+
+
+@dataclass
+class EncodedFrame:
+    """One encoded image: its features, normalised intrinsics, pose in the fixed frame and folded head maps."""
+
+    stamp_ns: int
+    features: torch.Tensor  # (C, H, W)
+    Kn: torch.Tensor  # (3, 3)
+    T_fixed_cam: np.ndarray | None
+    planes: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> folded map (model/folded.py)
+    camera: str = ""  # the image's optical frame
+    valid: torch.Tensor | None = None  # (H, W) bool: the pixels its camera sees; None: all of them
 
 
 @dataclass
@@ -29,13 +55,14 @@ class Outputs:
     out_frame: str  # fixed frame when posed, else the camera frame
     T_out_cam: np.ndarray
     spec: GridSpec
-    density: np.ndarray  # (size_z, size_y, size_x) float32, NaN where unseen
+    density: np.ndarray  # (size_z, size_y, size_x) float32, finite: 0 where unseen
+    unseen: np.ndarray  # spec.shape bool: cells the camera does not see (their density means nothing)
     occupancy: np.ndarray | None  # (size_y, size_x) int8
     points: np.ndarray  # (M, 3) float32 in out_frame
     point_density: np.ndarray  # (M,) float32
     point_rgb: np.ndarray  # (M, 3) uint8
-    depth: np.ndarray | None  # (h, w) float32 metres (camera z)
-    depth_K: np.ndarray | None  # pixel intrinsics of the depth image
+    depth: np.ndarray | None  # (h, w) float32 metres (camera z), NaN where the camera does not see
+    depth_lens: Lens | None  # the camera the depth image is in (render.depth_camera)
     head: str
     num_views: int
     stage_times: dict[str, float] = field(default_factory=dict)  # seconds of resize, encode, grid and depth

@@ -95,6 +95,19 @@ def occupied_voxels(
     return centres[keep], density[keep]
 
 
+def point_colours(points_cam: np.ndarray, Kn: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """RGB (M, 3) of an image at each camera-frame point's projection (nearest pixel); Kn normalised intrinsics."""
+    if len(points_cam) == 0:
+        return np.zeros((0, 3), np.uint8)
+    H, W = image.shape[:2]
+    uvz = points_cam @ Kn.T
+    xy = uvz[:, :2] / uvz[:, 2:3]
+    # normalised coordinates use the align_corners=False convention of feature sampling
+    u = np.clip(np.floor((xy[:, 0] + 1) * W / 2), 0, W - 1).astype(int)
+    v = np.clip(np.floor((xy[:, 1] + 1) * H / 2), 0, H - 1).astype(int)
+    return image[v, u]
+
+
 @dataclass(frozen=True)
 class ProfileSpec:
     """The paper's density-profile volume (Fig. 4 caption: x [-9, 9], y [0, 1], z [3, 23] m)."""

@@ -1,9 +1,10 @@
 """Images to views to expected depth: the one encode -> views -> render sequence of node, figures and evaluations.
 
-The node's pipeline keeps each frame's features in its window and assembles views with
-:func:`views_of`; one-off users (figures, evaluations) encode with :func:`encode_views`.
+The node keeps each frame's features in its window and assembles views with :func:`views_of`
+(:class:`kdbts_ros.core.field.Query`); one-off users (figures, evaluations) encode with :func:`encode_views`.
 Everyone renders with :func:`ray_depth`, whose options carry the conventions that differ
-(fast-path folded maps, seeded jitter, unit-length rays of the official evaluator).
+(seeded jitter, unit-length rays of the official evaluator); the fast path renders from the
+views' folded maps with :func:`folded_ray_depth`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.model.render import RayDensity, along_rays, render_depth
+from kdbts_ros.core.model.render import along_rays, render_depth
 from kdbts_ros.core.model.render_fine import render_depth_fine
 
 
@@ -40,41 +41,54 @@ def ray_depth(
     z_far: float,
     chunk: int,
     gen: torch.Generator | None = None,
-    planes: list[torch.Tensor] | None = None,
     unit_rays: bool = False,
-    fine: bool = False,
 ) -> torch.Tensor:
-    """Expected depth (M,) along view 0's rays ``dirs`` (M, 3).
+    """Expected depth (M,) along view 0's rays ``dirs`` (M, 3), on the reference path.
 
-    ``planes``: the views' folded maps (fast path), else the reference path. ``gen``: seeded
-    stratified jitter, else the same sample depths for every ray. ``unit_rays``: the official
-    evaluator's convention: rays scaled to unit length, samples ``z_near``..``z_far`` metres
-    along the ray, the expected distance converted to camera z; otherwise ``dirs`` have z = 1
-    and the samples are camera z. ``fine``: with ``planes`` and without ``gen``, the coarse-to-fine
-    render (:func:`render_fine.render_depth_fine`: about half the evaluations, the same depth within
-    1 % on 99 % of pixels); otherwise ignored.
+    ``gen``: seeded stratified jitter, else the same sample depths for every ray. ``unit_rays``:
+    the official evaluator's convention: rays scaled to unit length, samples ``z_near``..``z_far``
+    metres along the ray, the expected distance converted to camera z; otherwise ``dirs`` have
+    z = 1 and the samples are camera z.
     """
     if unit_rays:
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    if planes is None:
-        fn: RayDensity = along_rays(model.point_density(views, head))
-    else:
-        Kn_v, w2c = views.Kn[0], views.w2c[0]
-        shared_depths = gen is None
-
-        def fn(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return folded.ray_density(model, d, t, planes, Kn_v, w2c, head, shared_depths=shared_depths)
-
-        if fine and gen is None:
-
-            def per_row(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                # render_depth_fine may pass different depths per row; when they are all row 0's (today's
-                # refinement: one block's reference depths for all its rays) the z code is shared, as in
-                # the coarse pass: same densities within 4e-6, measured about half the arithmetic
-                shared = bool((t == t[:1]).all())
-                return folded.ray_density(model, d, t, planes, Kn_v, w2c, head, shared_depths=shared)
-
-            depth = render_depth_fine(per_row, dirs, samples, z_near, z_far, chunk, coarse_fn=fn)
-            return depth * dirs[:, 2] if unit_rays else depth
-    depth = render_depth(fn, dirs, samples, z_near, z_far, chunk, gen)
+    depth = render_depth(along_rays(model.point_density(views, head)), dirs, samples, z_near, z_far, chunk, gen)
     return depth * dirs[:, 2] if unit_rays else depth
+
+
+def folded_ray_depth(
+    model: DensityField,
+    views: Views,
+    planes: list[torch.Tensor],
+    head: str,
+    dirs: torch.Tensor,
+    samples: int,
+    z_near: float,
+    z_far: float,
+    chunk: int,
+    gen: torch.Generator | None = None,
+    fine: bool = False,
+) -> torch.Tensor:
+    """Expected depth (M,) along view 0's unit-z rays ``dirs`` (M, 3) on the fast path (the views' folded maps).
+
+    ``gen`` as in :func:`ray_depth`. ``fine``: without ``gen``, the coarse-to-fine render
+    (:func:`render_fine.render_depth_fine`: about half the evaluations, the same depth within
+    1 % on 99 % of pixels); otherwise ignored.
+    """
+    Kn_v, w2c = views.Kn[0], views.w2c[0]
+    shared_depths = gen is None
+
+    def fn(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return folded.ray_density(model, d, t, planes, Kn_v, w2c, head, shared_depths=shared_depths)
+
+    if fine and gen is None:
+
+        def per_row(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # render_depth_fine may pass different depths per row; when they are all row 0's (today's
+            # refinement: one block's reference depths for all its rays) the z code is shared, as in
+            # the coarse pass: same densities within 4e-6, measured about half the arithmetic
+            shared = bool((t == t[:1]).all())
+            return folded.ray_density(model, d, t, planes, Kn_v, w2c, head, shared_depths=shared)
+
+        return render_depth_fine(per_row, dirs, samples, z_near, z_far, chunk, coarse_fn=fn)
+    return render_depth(fn, dirs, samples, z_near, z_far, chunk, gen)

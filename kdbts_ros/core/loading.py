@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 
-from kdbts_ros.core.config import ConfigError, PipelineConfig
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.lens import KITTI_360, CanonicalCamera
 from kdbts_ros.core.model.checkpoint import load_checkpoint, random_model
 from kdbts_ros.core.model.network import DensityField, architecture_of
+from kdbts_ros.core.settings import ConfigError
+
+
+def synced_time(device: torch.device) -> float:
+    """Wall time after the device has finished its queued work (so stage timings are true on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def pick_device(name: str) -> torch.device:
@@ -27,6 +37,23 @@ def pick_device(name: str) -> torch.device:
 # The KDBTS network trained on the procedural benchmark (README, "Benchmark"); ships with the package.
 EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "kdbts_real.safetensors"
 OFFICIAL_INPUT_SIZE = (192, 640)
+
+
+def checkpoint_camera(info: dict, input_size: tuple[int, int] | None = None) -> CanonicalCamera:
+    """The camera a checkpoint's network sees every frame through, at ``input_size`` (height, width; default:
+    the checkpoint's training size). LensError when its camera record is malformed.
+
+    A checkpoint that states none (random weights, older files) was trained, as the official BTS/KDBTS
+    default, with KITTI-360's perspective camera.
+    """
+    H, W = input_size or (
+        int(info.get("image_height", OFFICIAL_INPUT_SIZE[0])),
+        int(info.get("image_width", OFFICIAL_INPUT_SIZE[1])),
+    )
+    record = info.get("camera")
+    if record is None:
+        return CanonicalCamera.from_normalised(KITTI_360, W, H)
+    return CanonicalCamera.from_record(record).at_size(W, H)
 
 
 def build_model(cfg: PipelineConfig) -> tuple[DensityField, dict]:

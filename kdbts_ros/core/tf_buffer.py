@@ -45,6 +45,17 @@ class TfStore(Protocol):
         """Forget the dynamic transforms, keeping the static ones (for a jump back in time)."""
 
 
+FRAMES_NAMED = 12  # a frame list in a message names this many, then counts the rest
+
+
+def frame_list(frames: list[str]) -> str:
+    """'its frames: a, b, c' (the first FRAMES_NAMED, then how many more), or 'it has no frame yet'."""
+    if not frames:
+        return "it has no frame yet"
+    more = f" and {len(frames) - FRAMES_NAMED} more" if len(frames) > FRAMES_NAMED else ""
+    return f"its frames: {', '.join(frames[:FRAMES_NAMED])}{more}"
+
+
 @dataclass
 class _Edge:
     parent: str
@@ -135,7 +146,8 @@ class TfBuffer:
     def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         for f in (target, source):
             if not self._known(f):
-                raise TfError("unknown_frame", f"frame {f!r} does not exist in TF")
+                frames = sorted({*self._edges, *(e.parent for e in self._edges.values())})
+                raise TfError("unknown_frame", f"frame {f!r} does not exist in TF ({frame_list(frames)})")
         up_s, up_t = self._chain(source), self._chain(target)
         common = next((f for f in up_s if f in up_t), None)
         if common is None:

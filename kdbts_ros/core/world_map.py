@@ -12,31 +12,31 @@ from the centre, the contents shift by whole voxels so the camera is central aga
 leave the window are forgotten and the vacated ones become unknown. Memory is that one array
 (float32) and a same-shaped uint8 scratch, whatever the length of the drive.
 
-Frames: the fixed frame's z axis must point up (REP 103 ``odom``/``map``), because the layers and
-the 2-D projection are horizontal in it. That is checked loosely per frame: a vehicle camera's
-optical y axis (down in the image) must point within 60 degrees of the fixed frame's -z; frames
-where it does not are still fused but counted in ``tilted`` (a fixed frame whose z is not up,
-such as an optical-frame world, shows up there at once).
+Frames: the map's frame has z up, because the layers and the 2-D projection are horizontal in it.
+Poses are given in that frame: the runner's map stage rotates the fixed frame's poses into it
+(:func:`gravity_rotation`, ``map.up_axis``: a REP 103 ``odom``/``map`` is that frame already, an
+optical-frame world such as kitti2bag odometry's is turned so its -y is up). That is checked loosely
+per frame: a vehicle camera's optical y axis (down in the image) must point within 60 degrees of
+the map's -z; frames where it does not are still fused but counted in ``tilted``.
 
 Written by hand, in numpy: the log-odds integration and the rolling window, because open3d's
 VoxelGrid holds colours only (no per-voxel probability, clamped update or shift) and octomap's
-Python bindings are not maintained for current Pythons; open3d writes the PCD/PLY files and
-cv2 the map_server PGM.
+Python bindings are not maintained for current Pythons. Beside this module: the 2-D projection
+(:mod:`kdbts_ros.core.map_2d`), the map files (:mod:`kdbts_ros.data.map_files`) and the ray
+integrators of the evaluation (:mod:`kdbts_ros.evaluation.ray_fusion`).
 
 Robustness: a frame without a pose, with a non-finite or non-rigid pose, or with a non-finite
-density in a seen cell is skipped and counted in ``skipped`` by reason, never fused. A stamp
-earlier than the last (a bag loop) or later by more than ``max_time_gap`` is a time jump: with
-``time_jump_rule`` reset the map is cleared before the frame is fused (counted in ``resets``),
-with keep it is fused into the existing map (a backward jump then decays nothing).
+density in a seen cell is skipped and counted in ``skipped`` by reason, never fused. Time jumps
+are not this module's to detect: the runner's time-jump rule clears the map (:meth:`WorldMap.reset`)
+or lets it fuse on; here a stamp later than the last decays the map by the time between them and
+an earlier one decays nothing.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable
 from typing import TypedDict
 
 import numpy as np
@@ -45,7 +45,6 @@ from kdbts_ros.core.config import MapConfig
 from kdbts_ros.core.grids import R_CAM_GRID, GridSpec
 
 DECAY_STEP = 0.05  # log-odds: decay is applied in steps of at least this (default rate: once a second)
-RAY_CHUNK_SAMPLES = 1 << 20  # samples along rays held at once by integrate_rays
 
 
 def logit(p: float) -> float:
@@ -53,21 +52,8 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-@dataclass(frozen=True)
-class Grid2D:
-    """A 2-D occupancy map: values (ny, nx) int8 (-1 unknown, 0..100 percent), row 0 at the lowest y.
-
-    ``origin`` is the fixed-frame position of cell (0, 0)'s outer corner, axes along the fixed
-    frame's x and y (nav_msgs/OccupancyGrid's layout: ``data[iy * width + ix]``).
-    """
-
-    data: np.ndarray
-    resolution: float
-    origin: tuple[float, float, float]
-
-
 class MapStatus(TypedDict):
-    """:meth:`WorldMap.status`: frames fused, skipped and resets by reason, tilted frames, cells, last fusion time."""
+    """:meth:`WorldMap.status`: frames fused, skipped and resets by reason, tilted frames, known and occupied cells."""
 
     frames: int
     skipped: dict[str, int]
@@ -75,7 +61,6 @@ class MapStatus(TypedDict):
     tilted: int
     known: int
     occupied: int
-    seconds: float
 
 
 def transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -89,6 +74,36 @@ def transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     for i in range(3):
         out[:, i] = points[:, 0] * R[i, 0] + points[:, 1] * R[i, 1] + points[:, 2] * R[i, 2] + t[i]
     return out
+
+
+UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
+
+
+def up_axis_of(T_fixed_cam: np.ndarray) -> str:
+    """The fixed frame's axis nearest to a camera's up, -y of its optical frame (``map.up_axis`` auto)."""
+    up = -np.asarray(T_fixed_cam, np.float64)[:3, 1]
+    i = int(np.argmax(np.abs(up)))
+    return ("+" if up[i] > 0 else "-") + "xyz"[i]
+
+
+def gravity_rotation(up_axis: str) -> np.ndarray:
+    """4x4 T_map_fixed: the smallest rotation taking the fixed frame's ``up_axis`` (one of UP_AXES) to +z.
+
+    +z: the identity; -z: half a turn about x; a horizontal axis u: a quarter turn about u x z,
+    so the other horizontal axis stays where it is.
+    """
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up axis {up_axis!r} is not one of {', '.join(UP_AXES)}")
+    u = np.zeros(3)
+    u["xyz".index(up_axis[1])] = 1.0 if up_axis[0] == "+" else -1.0
+    T = np.eye(4)
+    if u[2] < 0:
+        T[:3, :3] = np.diag([1.0, -1.0, -1.0])
+    elif u[2] == 0:
+        a = np.cross(u, [0.0, 0.0, 1.0])  # a unit axis: u is perpendicular to z
+        K = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+        T[:3, :3] = np.eye(3) + K + K @ K  # Rodrigues at 90 degrees
+    return T
 
 
 def pose_problem(T: np.ndarray | None) -> str | None:
@@ -122,12 +137,12 @@ class WorldMap:
         self.skipped: Counter[str] = Counter()
         self.resets: Counter[str] = Counter()
         self.tilted = 0
-        self.last_seconds = 0.0  # wall time of the last fusion
 
     # ------------------------------------------------------------------ state
 
-    def reset(self, reason: str = "requested") -> None:
-        """Forget everything (all cells unknown); the next frame places the window anew."""
+    def reset(self, reason: str) -> None:
+        """Forget everything (all cells unknown), counted in ``resets`` by reason; the next frame places the window
+        anew."""
         self.log_odds[...] = 0.0
         self.origin, self.camera, self.last_stamp_ns, self._pending_decay = None, None, None, 0.0
         self.resets[reason] += 1
@@ -141,7 +156,6 @@ class WorldMap:
             "tilted": self.tilted,
             "known": self.known_cells(),
             "occupied": int((self.log_odds > 0).sum()),
-            "seconds": self.last_seconds,
         }
 
     def known_cells(self) -> int:
@@ -152,35 +166,18 @@ class WorldMap:
         """Bytes held by the window (log-odds and scratch); constant for a configuration."""
         return self.log_odds.nbytes + self._mark.nbytes
 
-    def probability(self) -> np.ndarray:
-        """(nz, ny, nx) occupancy probability; 0.5 where unknown."""
-        return 1.0 / (1.0 + np.exp(-self.log_odds))
-
-    def voxel_centres(self, flat: np.ndarray) -> np.ndarray:
-        """Fixed-frame centres (N, 3) of window cells given by flat index."""
-        assert self.origin is not None  # cells exist once a frame placed the window
-        iz, iy, ix = np.unravel_index(flat, self.shape)
-        return (np.stack([ix, iy, iz], -1) + self.origin + 0.5) * self.resolution
-
-    def window_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Fixed-frame (min, max) corners (x, y, z) of the window; None before the first frame."""
-        if self.origin is None:
-            return None
-        lo = self.origin * self.resolution
-        return lo, lo + np.array(self.shape[::-1]) * self.resolution
-
     # ------------------------------------------------------------------ fusion
 
     def integrate(
         self,
         density: np.ndarray,
+        unseen: np.ndarray,
         spec: GridSpec,
         T_fixed_cam: np.ndarray | None,
         occupied_density: float,
         stamp_ns: int | None = None,
-        unseen: np.ndarray | None = None,
     ) -> str | None:
-        """Fuse one frame's density grid (spec.shape, camera frame; NaN or ``unseen`` where not seen).
+        """Fuse one frame's density grid (spec.shape, camera frame), its cells where ``unseen`` left out.
 
         Returns None when fused, else the reason it was skipped (also counted in ``skipped``).
 
@@ -192,16 +189,16 @@ class WorldMap:
         as octomap lets occupied endpoints win over free space within one scan. So the update rate
         does not depend on the grid's cell size, and a coarse grid leaves no holes in a fine map.
         """
-        t0 = time.perf_counter()
-        density = np.asarray(density, np.float32)
+        density, unseen = np.asarray(density, np.float32), np.asarray(unseen, bool)
         if density.shape != spec.shape:
-            return self._skip(f"density shape {density.shape} is not the grid's {spec.shape}")
-        unseen = np.isnan(density) if unseen is None else np.asarray(unseen, bool)
+            return self.skip(f"density shape {density.shape} is not the grid's {spec.shape}")
+        if unseen.shape != spec.shape:
+            return self.skip(f"unseen mask shape {unseen.shape} is not the grid's {spec.shape}")
         reason = pose_problem(T_fixed_cam)
         if reason is None and not np.isfinite(density[~unseen]).all():
             reason = "non-finite density"
         if reason:
-            return self._skip(reason)
+            return self.skip(reason)
         T = np.asarray(T_fixed_cam, np.float64)
         self._advance(stamp_ns, T)
         seen = ~unseen.reshape(-1)
@@ -214,69 +211,42 @@ class WorldMap:
         flat, inside = self._flat_index(transform(self._to_window(T), centres), local=True)
         self._update(flat[inside], occupied[inside])
         self.frames += 1
-        self.last_seconds = time.perf_counter() - t0
         return None
 
-    def integrate_depth(
+    def fuse_samples(
         self,
-        depth: np.ndarray,
-        K: np.ndarray,
         T_fixed_cam: np.ndarray | None,
+        samples: Iterable[tuple[np.ndarray, np.ndarray]],
         stamp_ns: int | None = None,
-        stride: int = 1,
+        check_tilt: bool = True,
     ) -> str | None:
-        """Fuse a depth image (camera z, metres; pixel (u, v) looks along K^-1 (u, v, 1)) as rays.
+        """Fuse fixed-frame sample points as one frame seen from the pose ``T_fixed_cam``.
 
-        The voxel of each surface point is a hit and the voxels the ray crosses before it are
-        misses; a ray longer than ``max_range`` frees space up to that range and marks no hit
-        (octomap's maxrange). Non-finite or non-positive depths are ignored.
+        ``samples`` yields chunks of points (N, 3) and whether each is occupied (N,); it is read
+        only once the pose was accepted and the window placed, so a generator may make the chunks
+        one at a time (the float samples of long rays are never all held at once). Each voxel gets
+        one update over all chunks, a hit when any of its samples is occupied, as in
+        :meth:`integrate`. Returns None when fused, else the reason it was skipped.
+        ``check_tilt``: count a pose whose camera y is not down (off for sensors that are not
+        cameras).
         """
-        t0 = time.perf_counter()
         reason = pose_problem(T_fixed_cam)
         if reason:
-            return self._skip(reason)
-        depth = np.asarray(depth, np.float64)[::stride, ::stride]
-        h, w = depth.shape
-        v, u = np.mgrid[0:h, 0:w]
-        rays = (
-            np.stack([u * stride, v * stride, np.ones_like(u)], -1).reshape(-1, 3).astype(np.float64)
-            @ np.linalg.inv(K).T
-        )
-        z = depth.reshape(-1)
-        keep = np.isfinite(z) & (z > 0)
-        T = np.asarray(T_fixed_cam, np.float64)
-        ends = transform(T, rays[keep] * z[keep, None])
-        self._advance(stamp_ns, T)
-        self._integrate_rays(T[:3, 3], ends)
+            return self.skip(reason)
+        self._advance(stamp_ns, np.asarray(T_fixed_cam, np.float64), check_tilt)
+        flats, hits = [np.zeros(0, np.int64)], [np.zeros(0, bool)]
+        for points, occupied in samples:
+            flat, inside = self._flat_index(points)
+            flats.append(flat[inside])
+            hits.append(np.asarray(occupied, bool)[inside])
+        self._update(np.concatenate(flats), np.concatenate(hits))
         self.frames += 1
-        self.last_seconds = time.perf_counter() - t0
         return None
 
-    def integrate_points(
-        self,
-        points: np.ndarray,
-        sensor_origin: np.ndarray,
-        stamp_ns: int | None = None,
-        T_fixed_cam: np.ndarray | None = None,
-    ) -> str | None:
-        """Fuse returns (N, 3) in the fixed frame seen from ``sensor_origin`` (a lidar scan) as rays.
-
-        ``T_fixed_cam`` places the window (default: a pose at the sensor).
-        """
-        t0 = time.perf_counter()
-        points = np.asarray(points, np.float64)
-        origin = np.asarray(sensor_origin, np.float64)
-        if T_fixed_cam is None:
-            T_fixed_cam = np.eye(4)
-            T_fixed_cam[:3, 3] = origin
-        reason = pose_problem(T_fixed_cam) or (None if np.isfinite(origin).all() else "non-finite pose")
-        if reason:
-            return self._skip(reason)
-        self._advance(stamp_ns, np.asarray(T_fixed_cam, np.float64), check_tilt=False)
-        self._integrate_rays(origin, points[np.isfinite(points).all(1)])
-        self.frames += 1
-        self.last_seconds = time.perf_counter() - t0
-        return None
+    def skip(self, reason: str) -> str:
+        """Count a frame not fused under ``reason``; returns the reason."""
+        self.skipped[reason] += 1
+        return reason
 
     # ------------------------------------------------------------------ outputs
 
@@ -286,105 +256,23 @@ class WorldMap:
             return np.zeros((0, 3)), np.zeros(0, np.float32)
         flat = np.flatnonzero(self.log_odds > 0)
         L = self.log_odds.reshape(-1)[flat]
-        return self.voxel_centres(flat), (1.0 / (1.0 + np.exp(-L))).astype(np.float32)
-
-    def occupancy_2d(self, min_z: float | None = None, max_z: float | None = None) -> Grid2D | None:
-        """The window's columns over a height band relative to the camera (default ``map.min_z`` .. ``max_z``).
-
-        A column's value is the highest occupancy probability (percent) of its known voxels in
-        the band, -1 where none of them is known. None before the first frame.
-        """
-        if self.origin is None:
-            return None
-        assert self.camera is not None  # placed together with the origin
-        cfg, r = self.cfg, self.resolution
-        min_z = cfg.min_z if min_z is None else min_z
-        max_z = cfg.max_z if max_z is None else max_z
-        lo = math.floor((self.camera[2] + min_z) / r) - self.origin[2]
-        hi = math.floor((self.camera[2] + max_z) / r) - self.origin[2]
-        lo, hi = max(lo, 0), min(hi, self.shape[0] - 1)
-        data = np.full(self.shape[1:], -1, np.int8)
-        if lo <= hi:
-            band = self.log_odds[lo : hi + 1]
-            known = (band != 0).any(0)
-            top = np.where(band != 0, band, -np.inf).max(0)[known]
-            data[known] = np.rint(100.0 / (1.0 + np.exp(-top))).astype(np.int8)
-        origin = (float(self.origin[0] * r), float(self.origin[1] * r), float(self.camera[2] + min_z))
-        return Grid2D(data, r, origin)
-
-    def save_points(self, path: str | Path) -> int:
-        """Write the occupied voxel centres to a .pcd or .ply file with open3d (grey: darker = likelier); the count."""
-        import open3d as o3d  # heavy: loaded only when a map is saved
-
-        path = Path(path)
-        if path.suffix.lower() not in (".pcd", ".ply"):
-            raise ValueError(f"{path}: the map is saved as .pcd or .ply")
-        points, prob = self.occupied_points()
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
-        grey = np.repeat((1.0 - prob[:, None]).astype(np.float64), 3, 1)
-        cloud.colors = o3d.utility.Vector3dVector(grey)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
-            raise OSError(f"{path}: open3d could not write the map")
-        return len(points)
-
-    save_pcd = save_points
-    save_ply = save_points
-
-    def save_pgm_yaml(
-        self, stem: str | Path, occupied_thresh: float = 0.65, free_thresh: float = 0.25, grid: Grid2D | None = None
-    ) -> tuple[Path, Path]:
-        """Write the 2-D map as nav2 map_server's pair ``stem.pgm`` + ``stem.yaml`` (trinary, as map_saver does).
-
-        Pixels: 254 free (value <= free_thresh), 0 occupied (value >= occupied_thresh), 205
-        unknown or in between; the image's top row is the map's highest y.
-        """
-        import cv2
-        import yaml
-
-        grid = grid if grid is not None else self.occupancy_2d()
-        if grid is None:
-            raise ValueError("the map is empty: nothing fused yet")
-        stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        v = grid.data.astype(np.int16)
-        pixels = np.full(v.shape, 205, np.uint8)
-        pixels[(v >= 0) & (v <= round(free_thresh * 100))] = 254
-        pixels[v >= round(occupied_thresh * 100)] = 0
-        pgm, meta = stem.with_suffix(".pgm"), stem.with_suffix(".yaml")
-        if not cv2.imwrite(str(pgm), pixels[::-1]):
-            raise OSError(f"{pgm}: could not write the image")
-        meta.write_text(
-            yaml.safe_dump(
-                {
-                    "image": pgm.name,
-                    "mode": "trinary",
-                    "resolution": float(grid.resolution),
-                    "origin": [float(grid.origin[0]), float(grid.origin[1]), 0.0],
-                    "negate": 0,
-                    "occupied_thresh": float(occupied_thresh),
-                    "free_thresh": float(free_thresh),
-                },
-                sort_keys=False,
-            )
-        )
-        return pgm, meta
+        return self._voxel_centres(flat), (1.0 / (1.0 + np.exp(-L))).astype(np.float32)
 
     # ------------------------------------------------------------------ internals
 
-    def _skip(self, reason: str) -> str:
-        self.skipped[reason] += 1
-        return reason
+    def _voxel_centres(self, flat: np.ndarray) -> np.ndarray:
+        """Fixed-frame centres (N, 3) of window cells given by flat index."""
+        assert self.origin is not None  # cells exist once a frame placed the window
+        iz, iy, ix = np.unravel_index(flat, self.shape)
+        return (np.stack([ix, iy, iz], -1) + self.origin + 0.5) * self.resolution
 
     def _advance(self, stamp_ns: int | None, T: np.ndarray, check_tilt: bool = True) -> None:
-        """Time-jump rule, decay over the elapsed time, window placement for a frame about to be fused."""
+        """Decay over the elapsed time (none when the stamp went back), window placement for a frame about to be
+        fused."""
         cfg = self.cfg
         if stamp_ns is not None and self.last_stamp_ns is not None:
             dt = (stamp_ns - self.last_stamp_ns) * 1e-9
-            jumped = dt < 0 or dt > cfg.max_time_gap
-            if jumped and cfg.time_jump_rule == "reset":
-                self.reset("time went backwards" if dt < 0 else "time gap")
-            elif dt > 0 and cfg.decay_per_s > 0:
+            if dt > 0 and cfg.decay_per_s > 0:
                 self._pending_decay += cfg.decay_per_s * dt
                 if self._pending_decay >= DECAY_STEP:
                     self._decay(self._pending_decay)
@@ -485,37 +373,3 @@ class WorldMap:
         delta = np.where(mark[flat] == 2, np.float32(logit(cfg.prob_hit)), np.float32(logit(cfg.prob_miss)))
         L[flat] = np.clip(L[flat] + delta, logit(cfg.clamp_min), logit(cfg.clamp_max))
         mark[flat] = 0
-
-    def _integrate_rays(self, origin: np.ndarray, ends: np.ndarray) -> None:
-        """Misses along each ray from ``origin`` every half voxel up to its end, a hit at the end.
-
-        Rays longer than ``max_range`` are cut there and end without a hit. The rays are walked in
-        chunks of at most RAY_CHUNK_SAMPLES samples; hits win over misses within the whole call.
-        """
-        if len(ends) == 0:
-            return
-        step = 0.5 * self.resolution
-        vec = ends - origin
-        length = np.linalg.norm(vec, axis=1)
-        ok = length > 1e-6
-        vec, length, ends = vec[ok], length[ok], ends[ok]
-        direction = vec / length[:, None]
-        hit = length <= self.cfg.max_range
-        length = np.minimum(length, self.cfg.max_range)
-        free_flat = []
-        order = np.argsort(length)  # similar lengths per chunk: little padding
-        max_steps = math.ceil(length.max() / step)
-        per_chunk = max(1, RAY_CHUNK_SAMPLES // max(max_steps, 1))
-        for s in range(0, len(order), per_chunk):
-            idx = order[s : s + per_chunk]
-            steps = math.ceil(length[idx].max() / step)
-            t = (np.arange(steps) + 0.5) * step
-            valid = t[None, :] < length[idx, None]
-            pts = origin + direction[idx, None, :] * t[None, :, None]
-            flat, inside = self._flat_index(pts[valid])
-            free_flat.append(flat[inside])
-        hit_flat, inside = self._flat_index(ends[hit])
-        flat = np.concatenate([*free_flat, hit_flat[inside]])
-        occupied = np.zeros(len(flat), bool)
-        occupied[len(flat) - int(inside.sum()) :] = True
-        self._update(flat, occupied)

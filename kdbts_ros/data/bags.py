@@ -1,9 +1,15 @@
-"""Writing ROS 2 bags (mcap or sqlite3) with rosbags, with offered QoS that replays correctly."""
+"""Writing bags with rosbags: ROS 2 (mcap or sqlite3, with offered QoS that replays correctly) or ROS 1 (.bag).
+
+Every writer takes the CDR bytes of ROS 2 messages; the ROS 1 writer converts them to ROS 1
+(:meth:`Typestore.cdr_to_ros1`: std_msgs/Header gains ``seq`` 0) under ROS 1 Noetic's message
+definitions and md5 sums, as ``rosbag record`` would have written them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import sqlite3
 import time
@@ -14,13 +20,33 @@ from typing import Any
 
 import numpy as np
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag1 import Writer as Ros1Writer
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
 
 from kdbts_ros.core.interrupts import deferred
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
 from kdbts_ros.messages import cdr, sensor_data
 
 _ZERO = QosTime(0, 0)
+ROS1 = "rosbag1"  # the storage name of a ROS 1 bag
+STORAGES = ("mcap", "sqlite3", ROS1)
+
+
+@functools.cache
+def ros1_typestore() -> Typestore:
+    """ROS 1 Noetic's message definitions, with tf2_msgs/TFMessage (which rosbags' Noetic store lacks)."""
+    store = get_typestore(Stores.ROS1_NOETIC)
+    store.register(get_types_from_msg("geometry_msgs/TransformStamped[] transforms", "tf2_msgs/msg/TFMessage"))
+    return store
+
+
+def storage_for(out: str | Path, storage: str | None) -> str:
+    """The storage asked for, else rosbag1 for a ``.bag`` file and mcap otherwise."""
+    if storage:
+        return storage
+    return ROS1 if Path(out).suffix == ".bag" else "mcap"
 
 
 def _qos(durability: QosDurability) -> Qos:
@@ -114,6 +140,47 @@ class BagWriter:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path)) from exc
 
 
+class Ros1BagWriter:
+    """A ROS 1 bag (``rosbag record``'s format) written from CDR bytes; ``/tf_static`` is latched.
+
+    Closed with its index whatever ends the writing, as :class:`BagWriter`; uncompressed, as
+    kitti2bag writes. A process killed outright leaves an unindexed bag (``rosbag reindex`` mends it).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.writer = Ros1Writer(self.path)
+        self.connections: dict[str, Connection] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> Ros1BagWriter:
+        self.writer.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        with deferred():  # a second Ctrl-C must not cut the index in half
+            self.writer.close()
+
+    def write(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
+        """Write one message given as the CDR bytes of its ROS 2 type."""
+        with deferred():
+            if topic not in self.connections:
+                self.connections[topic] = self.writer.add_connection(
+                    topic,
+                    msgtype,
+                    # a type Noetic lacks (the package's own) is defined as ROS 2 has it
+                    typestore=ros1_typestore() if msgtype in ros1_typestore().types else cdr.typestore(),
+                    latching=1 if topic == "/tf_static" else None,
+                )
+            self.writer.write(self.connections[topic], stamp_ns, bytes(cdr.typestore().cdr_to_ros1(data, msgtype)))
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+
+
+def bag_writer(path: str | Path, storage: str = "mcap") -> BagWriter | Ros1BagWriter:
+    """A writer of the storage asked for: mcap or sqlite3 (ROS 2), or rosbag1 (a ROS 1 .bag file)."""
+    return Ros1BagWriter(path) if storage == ROS1 else BagWriter(path, storage)
+
+
 @dataclass(frozen=True)
 class CameraStream:
     """One camera as a driver publishes it: optical frame on base_link, intrinsics, topics."""
@@ -127,10 +194,13 @@ class CameraStream:
     projection_tx: float = 0.0
 
 
-def image_message(pixels: np.ndarray, stamp: int, frame_id: str) -> Any:
-    """sensor_msgs/Image: rgb8 of an (H, W, 3) array, mono8 of an (H, W) one."""
+def image_message(pixels: np.ndarray, stamp: int, frame_id: str, bgr: bool = False) -> Any:
+    """sensor_msgs/Image: rgb8 (``bgr``: bgr8, as cv_bridge writes OpenCV images) of an (H, W, 3) RGB array, mono8
+    of an (H, W) one."""
     if pixels.ndim == 3:
-        return sensor_data.rgb_image(pixels, stamp, frame_id)
+        msg = sensor_data.rgb_image(pixels[..., ::-1] if bgr else pixels, stamp, frame_id)
+        msg.encoding = "bgr8" if bgr else "rgb8"
+        return msg
     h, w = pixels.shape
     return cdr.typestore().types["sensor_msgs/msg/Image"](
         header=cdr.header(stamp, frame_id),

@@ -1,13 +1,14 @@
-"""Fisheye cameras in the unified (MEI) model and their resampling into virtual pinhole views.
+"""Fisheye cameras in the unified (MEI) model, seen through virtual pinhole views.
 
 KITTI-360's side cameras (``image_02`` / ``image_03``) are MEI fisheyes. The official BTS/KDBTS
 loaders (``FisheyeToPinholeSampler``) resample each fisheye frame into a virtual pinhole camera with
 the perspective cameras' K, rotated relative to the fisheye by ``fisheye_rotation`` (yaw, pitch in
-degrees; (0, -15) looks 15 deg down). So do we: a virtual pixel's ray ``R_fish_virtual K^-1 [u, v, 1]``
-is projected with the MEI model, and cv2.remap samples the fisheye image there bilinearly.
+degrees; (0, -15) looks 15 deg down). So do we, with the resampling every camera goes through
+(:func:`kdbts_ros.core.lens.resampler`): :class:`MeiCamera` is a source camera (a ``Projector``) and
+:class:`Rotated` turns the virtual camera's rays into the fisheye frame, ``R_fish_virtual K^-1 [u, v, 1]``.
 Pixels are centred on integer coordinates in both images (OpenCV's convention). Virtual pixels whose
-ray misses the fisheye image (beyond its outermost pixel centres, or beyond the angle the model maps
-one-to-one) are black (0).
+ray misses the fisheye image (beyond its pixels' outer edges, or beyond the angle the model maps
+one-to-one) are invalid and repeat the fisheye image's nearest edge.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from kdbts_ros.data.records import DatasetError, Resampling, require_file
+from kdbts_ros.core.lens import Projector
+from kdbts_ros.data.records import DatasetError, require_file
 
 OFFICIAL_ROTATION = (0.0, -15.0)  # the training configs' fisheye_rotation (yaw, pitch), degrees
-OUTSIDE = -16.0  # map value of a pixel without source: far enough outside that bilinear sampling sees only border
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class MeiCamera:
         with np.errstate(divide="ignore", invalid="ignore"):  # rays through the centre itself; valid() rejects them
             return p[:, 0] / (p[:, 2] + self.xi), p[:, 1] / (p[:, 2] + self.xi)
 
-    def project(self, points: np.ndarray) -> np.ndarray:
+    def pixels(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) pixels of (N, 3) camera points: unit sphere, shift by xi, radial-tangential distortion."""
         x, y = self._plane(points)
         r2 = x * x + y * y
@@ -55,6 +56,15 @@ class MeiCamera:
         xd = x * radial + 2 * self.p1 * x * y + self.p2 * (r2 + 2 * x * x)
         yd = y * radial + self.p1 * (r2 + 2 * y * y) + 2 * self.p2 * x * y
         return np.stack([self.gamma1 * xd + self.u0, self.gamma2 * yd + self.v0], axis=1)
+
+    def project(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (N, 2) of rays (N, 3) and whether each is seen: mapped one-to-one, inside the image
+        (to its pixels' outer edges, as :meth:`kdbts_ros.core.lens.Lens.project`)."""
+        rays = np.asarray(rays, np.float64).reshape(-1, 3)
+        uv = self.pixels(rays)
+        u, v = uv[:, 0], uv[:, 1]
+        inside = (u >= -0.5) & (u <= self.width - 0.5) & (v >= -0.5) & (v <= self.height - 0.5)
+        return uv, self.valid(rays) & inside
 
     def valid(self, points: np.ndarray) -> np.ndarray:
         """(N,) whether the model maps each ray one-to-one (in front of the mirror's horizon, distortion rising)."""
@@ -101,34 +111,24 @@ def virtual_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     return R_y @ R_x
 
 
-def pinhole_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(H * W, 3) rays K^-1 [u, v, 1] of every pixel centre, row by row."""
-    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    pixels = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
-    return pixels @ np.linalg.inv(K).T
+@dataclass(frozen=True, eq=False)  # an array: identity equality
+class Rotated:
+    """A source camera seen from a camera with the same optical centre, turned by ``R_source_view``.
 
-
-def pinhole_maps(
-    mei: MeiCamera, K: np.ndarray, size: tuple[int, int], R_fish_virtual: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """cv2.remap maps (float32 (H, W) fisheye column, row) of a virtual pinhole camera K of ``size`` (W, H).
-
-    ``R_fish_virtual`` turns virtual camera rays into the fisheye frame (default: the same axes).
-    A pixel whose ray misses the fisheye image maps to OUTSIDE, so remap gives it the border value 0.
+    Its ``project`` takes rays of the turned (virtual) camera: ``R_source_view`` maps them into the
+    source's frame first.
     """
-    width, height = size
-    rays = pinhole_rays(K, width, height)
-    if R_fish_virtual is not None:
-        rays = rays @ np.asarray(R_fish_virtual).T
-    uv = mei.project(rays)
-    # sources beyond the outermost pixel centres would be blended with the black border
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] <= mei.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= mei.height - 1)
-    uv[~(mei.valid(rays) & inside)] = OUTSIDE
-    return (uv[:, 0].reshape(height, width).astype(np.float32), uv[:, 1].reshape(height, width).astype(np.float32))
 
+    source: Projector
+    R_source_view: np.ndarray
 
-def pinhole_resampling(
-    mei: MeiCamera, K: np.ndarray, size: tuple[int, int], R_fish_virtual: np.ndarray | None = None
-) -> Resampling:
-    """The Resampling of fisheye ``mei``'s images into the virtual pinhole camera (see :func:`pinhole_maps`)."""
-    return Resampling(*pinhole_maps(mei, K, size, R_fish_virtual), mei.width, mei.height)
+    @property
+    def width(self) -> int:
+        return self.source.width
+
+    @property
+    def height(self) -> int:
+        return self.source.height
+
+    def project(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.project(np.asarray(rays, np.float64).reshape(-1, 3) @ np.asarray(self.R_source_view).T)

@@ -15,7 +15,7 @@ import numpy as np
 from kdbts_ros.core.errors import UserError
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_bgr_image(path: str | Path) -> np.ndarray:
     """BGR uint8 (H, W, 3) of an image file (any format cv2 decodes)."""
     data = np.frombuffer(Path(path).read_bytes(), np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None

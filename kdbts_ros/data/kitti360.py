@@ -18,7 +18,7 @@ on it at ``calib_cam_to_pose @ inv(R_rect)`` (as kitti360Scripts). The world is 
 The fisheyes are served as the official loaders use them: virtual pinhole cameras with camera 00's
 rectified K and size, rotated by ``fisheye_rotation`` (yaw, pitch; default (0, -15): 15 deg down, the
 right camera's yaw mirrored) and placed at ``calib_cam_to_pose @ R``; each frame is resampled on
-read (:mod:`.fisheye`), black where the virtual view sees past the fisheye image.
+read (:mod:`.fisheye`); where the virtual view sees past the fisheye image its pixels are invalid.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from kdbts_ros.core import geometry
-from kdbts_ros.data.fisheye import OFFICIAL_ROTATION, MeiCamera, pinhole_resampling, read_mei_yaml, virtual_rotation
+from kdbts_ros.data.fisheye import OFFICIAL_ROTATION, MeiCamera, Rotated, read_mei_yaml, virtual_rotation
 from kdbts_ros.data.kitti_raw import calib_entry, read_calib, rigid, stereo_tx
 from kdbts_ros.data.records import (
-    Camera,
+    DatasetCamera,
     DatasetError,
+    DatasetRig,
     Recording,
-    Rig,
     camera_frame_files,
     frame_records,
     frame_stamps,
@@ -49,7 +49,6 @@ PERSPECTIVE = ("image_00", "image_01")
 FISHEYE = ("image_02", "image_03")  # left, right
 CAMERA_FRAMES = {c: f"kitti360_cam_{c[-2:]}" for c in PERSPECTIVE + FISHEYE}
 IMAGE_FOLDERS = {**dict.fromkeys(PERSPECTIVE, "data_rect"), **dict.fromkeys(FISHEYE, "data_rgb")}
-VELO_FRAME = "kitti360_velodyne"
 
 
 class Kitti360Calibration:
@@ -72,7 +71,7 @@ class Kitti360Calibration:
         """Unrectified camera ``image_0k`` -> pose frame."""
         return rows_to_poses(calib_entry(self.cam_to_pose, name, 12, self.pose_path)[None])[0]
 
-    def camera(self, name: str) -> Camera:
+    def camera(self, name: str) -> DatasetCamera:
         """Rectified perspective camera ``image_00`` / ``01`` or virtual pinhole ``image_02`` / ``03`` on base_link."""
         if name in FISHEYE:
             return self.fisheye_camera(name)
@@ -93,11 +92,11 @@ class Kitti360Calibration:
                     1
                 ],
             )
-        return Camera(
+        return DatasetCamera(
             name, CAMERA_FRAMES[name], K, w, h, self.T_pose_cam(name) @ geometry.invert(R_rect), projection_tx=tx
         )
 
-    def fisheye_camera(self, name: str) -> Camera:
+    def fisheye_camera(self, name: str) -> DatasetCamera:
         """Fisheye ``image_02`` / ``image_03`` as the official virtual pinhole: camera 00's K and size, rotated."""
         if name not in self.fisheye:
             raise DatasetError(f"fisheye calibration not found: {self.calib_dir / (name + '.yaml')}")
@@ -105,19 +104,19 @@ class Kitti360Calibration:
         # the right camera looks the other way, so the official loader mirrors its yaw
         R = virtual_rotation(-yaw if name == "image_03" else yaw, pitch)
         ref = self.camera("image_00")
-        return Camera(
+        return DatasetCamera(
             name,
             CAMERA_FRAMES[name],
             ref.K.copy(),
             ref.width,
             ref.height,
             self.T_pose_cam(name) @ rigid(R, np.zeros(3)),
-            resampling=pinhole_resampling(self.fisheye[name], ref.K, (ref.width, ref.height), R),
+            recorded=Rotated(self.fisheye[name], R),
         )
 
-    def rig(self, cameras: list[str]) -> Rig:
+    def rig(self, cameras: list[str]) -> DatasetRig:
         """The chosen cameras and the velodyne on base_link."""
-        return Rig(
+        return DatasetRig(
             tuple(self.camera(c) for c in cameras), self.T_pose_cam("image_00") @ geometry.invert(self.T_velo_cam0)
         )
 

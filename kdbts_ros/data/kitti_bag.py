@@ -1,4 +1,4 @@
-"""A :class:`Recording` as the messages of a ROS 2 bag: images, camera_info, TF, velodyne, /clock.
+"""A :class:`Recording` as the messages of a bag (ROS 2, or ROS 1): images, camera_info, TF, velodyne, /clock.
 
 Conventions (kitti2bag's names for KITTI raw and odometry; our own for KITTI-360):
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from kdbts_ros.data.bags import BagWriter, CameraStream, camera_messages, static_tf
-from kdbts_ros.data.records import Camera, DatasetError, Recording, read_velodyne
+from kdbts_ros.data.bags import CameraStream, bag_writer, camera_messages, static_tf
+from kdbts_ros.data.records import DatasetCamera, DatasetError, Recording, read_velodyne
 from kdbts_ros.messages import cdr, sensor_data
 
 
@@ -37,7 +37,7 @@ class BagConventions:
     info_topic: str
     base_frame: str = "base_link"
 
-    def stream(self, cam: Camera) -> CameraStream:
+    def stream(self, cam: DatasetCamera) -> CameraStream:
         """The camera's frame and topics on base_link."""
         names = {"frame": cam.frame_id, "index": cam.name[-2:].replace("_", "0")}
         return CameraStream(
@@ -64,13 +64,14 @@ KITTI360 = BagConventions(
 VELO_FIELDS = ("x", "y", "z", "intensity")
 
 
-def velodyne_cloud(points: np.ndarray, stamp: int, frame_id: str) -> Any:
-    """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, intensity (the KITTI scan as stored)."""
+def velodyne_cloud(points: np.ndarray, stamp: int, frame_id: str, names: tuple[str, ...] = VELO_FIELDS) -> Any:
+    """Unorganised sensor_msgs/PointCloud2 with float32 x, y, z, intensity (the KITTI scan as stored); ``names``
+    of the four fields (kitti2bag calls the intensity ``i``)."""
     types = cdr.typestore().types
     data = np.ascontiguousarray(points, "<f4")
     fields = [
         types["sensor_msgs/msg/PointField"](name=n, offset=4 * i, datatype=7, count=1)  # 7: FLOAT32
-        for i, n in enumerate(VELO_FIELDS)
+        for i, n in enumerate(names)
     ]
     return types["sensor_msgs/msg/PointCloud2"](
         header=cdr.header(stamp, frame_id),
@@ -136,7 +137,24 @@ def write_recording_bag(
     clock: bool = True,
     progress: bool | None = None,
 ) -> dict[str, int]:
-    """Write the recording as a bag at ``out`` (must not exist); returns messages per topic."""
+    """Write the recording as a bag at ``out`` (must not exist; storage mcap, sqlite3 or rosbag1); returns messages
+    per topic."""
+    messages = recording_messages(rec, conv, max_frames, velodyne, clock)
+    return write_messages(
+        rec, out, storage, messages, conv.stream(rec.rig.cameras[0]).image_topic, max_frames, progress
+    )
+
+
+def write_messages(
+    rec: Recording,
+    out: str | Path,
+    storage: str,
+    messages: Iterator[tuple[int, str, str, bytes]],
+    frame_topic: str,
+    max_frames: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, int]:
+    """Write a recording's messages as a new bag, a progress bar counting ``frame_topic`` (one message per frame)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -144,9 +162,8 @@ def write_recording_bag(
         raise FileExistsError(f"{out} exists; rosbags writes new bags only")
     n = min(len(rec.frames), max_frames or len(rec.frames))
     bar = tqdm(total=n, desc=rec.name, unit="frame", disable=None if progress is None else not progress)
-    with BagWriter(out, storage) as bag:
-        frame_topic = conv.stream(rec.rig.cameras[0]).image_topic  # one message per frame
-        for stamp, topic, msgtype, data in recording_messages(rec, conv, max_frames, velodyne, clock):
+    with bag_writer(out, storage) as bag:
+        for stamp, topic, msgtype, data in messages:
             bag.write(topic, msgtype, stamp, data)
             if topic == frame_topic:
                 bar.update()

@@ -15,10 +15,10 @@ import numpy as np
 from kdbts_ros.core import geometry
 from kdbts_ros.data.kitti_raw import CAMERA_FRAMES, STEREO_PARTNER, calib_entry, read_calib, stereo_tx
 from kdbts_ros.data.records import (
-    Camera,
+    DatasetCamera,
     DatasetError,
+    DatasetRig,
     Recording,
-    Rig,
     base_poses_from_camera,
     camera_frame_files,
     frame_records,
@@ -35,7 +35,7 @@ T_BASE_RECT0 = np.eye(4)  # base_link (REP 103) at rectified camera 0
 T_BASE_RECT0[:3, :3] = R_BASE_OPTICAL
 
 
-def odometry_rig(calib_path: Path, cameras: list[str], sizes: dict[str, tuple[int, int]]) -> Rig:
+def odometry_rig(calib_path: Path, cameras: list[str], sizes: dict[str, tuple[int, int]]) -> DatasetRig:
     """Cameras ``image_k`` and the velodyne on base_link (REP 103 at rectified camera 0)."""
     calib = read_calib(calib_path)
     proj = {
@@ -48,7 +48,7 @@ def odometry_rig(calib_path: Path, cameras: list[str], sizes: dict[str, tuple[in
         partner = next((o for o, r in ODOMETRY_CAMERAS.items() if r == STEREO_PARTNER.get(raw)), None)
         tx = stereo_tx(K, T_cam_rect0, proj[partner][1]) if partner else 0.0
         out.append(
-            Camera(
+            DatasetCamera(
                 c,
                 CAMERA_FRAMES[raw],
                 K,
@@ -63,7 +63,7 @@ def odometry_rig(calib_path: Path, cameras: list[str], sizes: dict[str, tuple[in
         Tr = np.eye(4)
         Tr[:3, :] = calib_entry(calib, "Tr", 12, calib_path).reshape(3, 4)
         T_base_velo = T_BASE_RECT0 @ Tr
-    return Rig(tuple(out), T_base_velo)
+    return DatasetRig(tuple(out), T_base_velo)
 
 
 def load_odometry_sequence(

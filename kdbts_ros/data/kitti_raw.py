@@ -14,10 +14,10 @@ import numpy as np
 
 from kdbts_ros.core import geometry
 from kdbts_ros.data.records import (
-    Camera,
+    DatasetCamera,
     DatasetError,
+    DatasetRig,
     Recording,
-    Rig,
     base_poses_from_camera,
     camera_frame_files,
     frame_files,
@@ -99,14 +99,14 @@ class RawCalibration:
         """K and T_cam_rect0 of camera ``image_0k``."""
         return rectified_camera(calib_entry(self.cam, f"P_rect_{name[-2:]}", 12, self.cam_path).reshape(3, 4))
 
-    def camera(self, name: str) -> Camera:
+    def camera(self, name: str) -> DatasetCamera:
         """The rectified camera ``image_0k`` placed on base_link (the IMU)."""
         if name not in CAMERA_FRAMES:
             raise DatasetError(f"unknown KITTI raw camera {name!r}; expected one of {list(CAMERA_FRAMES)}")
         K, T_cam_rect0 = self.projection(name)
         w, h = (int(v) for v in calib_entry(self.cam, f"S_rect_{name[-2:]}", 2, self.cam_path))
         tx = stereo_tx(K, T_cam_rect0, self.projection(STEREO_PARTNER[name])[1]) if name in STEREO_PARTNER else 0.0
-        return Camera(
+        return DatasetCamera(
             name,
             CAMERA_FRAMES[name],
             K,
@@ -117,21 +117,9 @@ class RawCalibration:
             projection_tx=tx,
         )
 
-    def rig(self, cameras: list[str]) -> Rig:
+    def rig(self, cameras: list[str]) -> DatasetRig:
         """The chosen cameras and the velodyne on base_link."""
-        return Rig(tuple(self.camera(c) for c in cameras), geometry.invert(self.T_velo_imu))
-
-
-def left_colour_camera(calib_cam_to_cam: str | Path) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
-    """Rectified intrinsics of camera 02, its image size (w, h) and T_cam0_cam2 (rectified frames).
-
-    P_rect_02 = K [I | t] with t = (b, 0, 0) the shift from rectified cam 0 to cam 2.
-    """
-    path = Path(calib_cam_to_cam)
-    c = read_calib(path)
-    K, T_cam2_cam0 = rectified_camera(calib_entry(c, "P_rect_02", 12, path).reshape(3, 4))
-    w, h = (int(v) for v in calib_entry(c, "S_rect_02", 2, path))
-    return K, (w, h), geometry.invert(T_cam2_cam0)
+        return DatasetRig(tuple(self.camera(c) for c in cameras), geometry.invert(self.T_velo_imu))
 
 
 def read_orbslam_poses(path: str | Path) -> np.ndarray:

@@ -1,6 +1,6 @@
 """One frame-record shape for every real dataset (KITTI raw, KITTI odometry, KITTI-360).
 
-A :class:`Recording` is one drive or sequence: a :class:`Rig` (cameras with rectified
+A :class:`Recording` is one drive or sequence: a :class:`DatasetRig` (cameras with rectified
 intrinsics and their optical frames on base_link, the velodyne on base_link) and a list of
 :class:`FrameRecord` (stamp, image paths, velodyne path, T_world_base). Every pose of a sensor
 is derived from these two, so the vehicle pose sits on base_link exactly once and
@@ -15,6 +15,7 @@ optical frames (x right, y down, z forward); ``T_a_b`` maps points of frame b in
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from kdbts_ros.core import geometry
 from kdbts_ros.core.errors import UserError
+from kdbts_ros.core.lens import CanonicalCamera, Lens, Projector, Resampler, resampler
 from kdbts_ros.data.rig import PERIOD_NS, START_NS
 
 
@@ -31,26 +33,8 @@ class DatasetError(UserError, ValueError):
     """Missing or malformed dataset input; the message names the file."""
 
 
-@dataclass(frozen=True, eq=False)  # arrays: identity equality
-class Resampling:
-    """cv2.remap maps from a recorded image (e.g. a fisheye frame) to a camera's pinhole view.
-
-    ``map_x`` / ``map_y`` (H, W) float32 hold the source column and row of each camera pixel;
-    pixels whose source lies outside the recorded image point far outside it and come out 0 (black).
-    """
-
-    map_x: np.ndarray
-    map_y: np.ndarray
-    source_width: int
-    source_height: int
-
-    def apply(self, img: np.ndarray) -> np.ndarray:
-        """The camera's view of a recorded image, sampled bilinearly; black where the source has no pixel."""
-        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
 @dataclass(frozen=True, eq=False)
-class Camera:
+class DatasetCamera:
     """A rectified or virtual pinhole camera: dataset name (``image_02``), ROS frame, K, size, pose on base_link."""
 
     name: str
@@ -62,15 +46,29 @@ class Camera:
     colour: bool = True
     # P[0, 3] of a stereo pair's second camera in its own frame: -fx * baseline (ROS CameraInfo); 0 otherwise
     projection_tx: float = 0.0
-    # a recorded image of another model (KITTI-360's fisheyes) is resampled into this pinhole view on read
-    resampling: Resampling | None = None
+    # the camera the images were recorded with when it is not this pinhole view (KITTI-360's fisheyes seen
+    # through a turned virtual pinhole): every view of the images is resampled from it
+    recorded: Projector | None = None
+
+    def lens(self) -> Lens:
+        """This rectified or virtual pinhole camera."""
+        return Lens.pinhole(self.K, self.width, self.height)
+
+    def source(self) -> Projector:
+        """The camera the image files were recorded with."""
+        return self.lens() if self.recorded is None else self.recorded
+
+    @functools.cached_property
+    def resampling(self) -> Resampler | None:
+        """Maps from the recorded image into this pinhole view; None when the file already is it."""
+        return None if self.recorded is None else resampler(self.recorded, self.lens())
 
 
 @dataclass(frozen=True, eq=False)
-class Rig:
+class DatasetRig:
     """The sensors of a recording, all placed on base_link."""
 
-    cameras: tuple[Camera, ...]
+    cameras: tuple[DatasetCamera, ...]
     T_base_velo: np.ndarray | None = None
 
     def camera(self, name: str) -> int:
@@ -96,7 +94,7 @@ class FrameRecord:
     images: tuple[Path, ...]
     velodyne: Path | None
     T_world_base: np.ndarray | None  # None: the dataset has no pose for this frame
-    rig: Rig = field(repr=False)
+    rig: DatasetRig = field(repr=False)
 
     def K(self, cam: int) -> np.ndarray:
         """3x3 rectified pixel intrinsics of camera ``cam``."""
@@ -105,6 +103,10 @@ class FrameRecord:
     def image(self, cam: int, colour: bool | None = None) -> np.ndarray:
         """Camera ``cam``'s pinhole view of this frame (see :func:`read_camera_image`)."""
         return read_camera_image(self.rig.cameras[cam], self.images[cam], colour)
+
+    def recorded_image(self, cam: int, colour: bool | None = None) -> np.ndarray:
+        """Camera ``cam``'s image file as recorded (see :func:`read_recorded_image`)."""
+        return read_recorded_image(self.rig.cameras[cam], self.images[cam], colour)
 
     def T_world_cam(self, cam: int) -> np.ndarray:
         """4x4 pose of camera ``cam``'s optical frame in the world; DatasetError when the frame has no pose."""
@@ -122,7 +124,7 @@ class Recording:
     """A drive or sequence: its name, rig, frames, where its poses and stamps come from."""
 
     name: str
-    rig: Rig
+    rig: DatasetRig
     frames: list[FrameRecord]
     poses_from: str = "none"  # the pose source and what its world is, for people
     stamps_from: str = "dataset"  # "dataset" timestamps or the documented 10 Hz fallback
@@ -198,7 +200,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def read_image(path: Path, colour: bool) -> np.ndarray:
+def read_rgb_or_mono(path: Path, colour: bool) -> np.ndarray:
     """RGB uint8 (H, W, 3) or mono uint8 (H, W) of an image file; DatasetError when it cannot be decoded."""
     img = cv2.imread(str(require_file(path, "image")), cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
     if img is None:
@@ -206,14 +208,19 @@ def read_image(path: Path, colour: bool) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if colour else img
 
 
-def read_camera_image(cam: Camera, path: Path, colour: bool | None = None) -> np.ndarray:
-    """The camera's view in ``path``: decoded (RGB; grey cameras mono unless ``colour``), size-checked, resampled."""
-    img = read_image(path, cam.colour if colour is None else colour)
-    src = cam.resampling
-    w, h = (src.source_width, src.source_height) if src else (cam.width, cam.height)
-    if (img.shape[1], img.shape[0]) != (w, h):
-        raise DatasetError(f"{path} is {img.shape[1]}x{img.shape[0]} but the calibration says {w}x{h}")
-    return src.apply(img) if src else img
+def read_recorded_image(cam: DatasetCamera, path: Path, colour: bool | None = None) -> np.ndarray:
+    """The image file of a camera: decoded (RGB; grey cameras mono unless ``colour``), its size checked."""
+    img = read_rgb_or_mono(path, cam.colour if colour is None else colour)
+    src = cam.source()
+    if (img.shape[1], img.shape[0]) != (src.width, src.height):
+        raise DatasetError(f"{path} is {img.shape[1]}x{img.shape[0]} but the calibration says {src.width}x{src.height}")
+    return img
+
+
+def read_camera_image(cam: DatasetCamera, path: Path, colour: bool | None = None) -> np.ndarray:
+    """The camera's pinhole view in ``path``: the recorded image, resampled when it was recorded by another camera."""
+    img = read_recorded_image(cam, path, colour)
+    return img if cam.resampling is None else cam.resampling(img)
 
 
 def read_velodyne(path: Path) -> np.ndarray:
@@ -250,7 +257,7 @@ def camera_frame_files(folders: dict[str, Path], what: str) -> tuple[list[dict[i
 
 
 def frame_records(
-    rig: Rig,
+    rig: DatasetRig,
     indices: list[int],
     stamps: list[int],
     files: list[dict[int, Path]],
@@ -288,14 +295,16 @@ def base_poses_from_camera(T_ref_cam: np.ndarray, T_base_cam: np.ndarray) -> np.
 
 
 class RecordingFrames:
-    """A ``PosedFrames`` (training and evaluation) over recordings: posed frames only, one shared K.
+    """A ``PosedFrames`` (training) over recordings: posed frames only, every camera seen through one camera.
 
-    With ``size`` (width, height) every image is resized to it and K scaled with it (the
-    normalised intrinsics the network sees are unchanged, as the official loaders resize).
+    Every camera's images are resampled into ``camera`` (default: the first camera's view at its
+    recorded size) with the runtime's resampling (:func:`kdbts_ros.core.lens.resampler`), from the
+    images as recorded (KITTI-360's fisheyes in one step). Pixels a camera does not see are
+    padded and marked in :meth:`valid`.
     """
 
     def __init__(
-        self, recordings: list[Recording], cameras: list[str] | None = None, size: tuple[int, int] | None = None
+        self, recordings: list[Recording], cameras: list[str] | None = None, camera: CanonicalCamera | None = None
     ):
         if not recordings:
             raise DatasetError("no recordings")
@@ -304,19 +313,24 @@ class RecordingFrames:
         self.camera_indices = idx
         self.cameras = [rig.cameras[i].name for i in idx]
         first = rig.cameras[idx[0]]
-        self.width, self.height, self.K = first.width, first.height, first.K.copy()
-        for rec in recordings:
-            for i in idx:
-                c = rec.rig.cameras[i]
-                # the training sample normalises one K for every frame
-                if (c.width, c.height) != (self.width, self.height) or not np.allclose(c.K, self.K, atol=1e-6):
-                    raise DatasetError(f"{rec.name}: camera {c.name} has other intrinsics or size than {first.name}")
-        self.recorded_size = (self.width, self.height)
-        if size is not None:
-            self.K = np.diag([size[0] / self.width, size[1] / self.height, 1.0]) @ self.K
-            self.width, self.height = size
+        self.camera = camera or CanonicalCamera.of(first.lens(), first.width, first.height)
+        self.width, self.height = self.camera.width, self.camera.height
         self._frames = {rec.name: rec.posed() for rec in recordings}
+        self._rigs = {rec.name: rec.rig for rec in recordings}
         self.sequences = list(self._frames)
+        self._maps: dict[tuple[str, int], Resampler] = {}
+
+    def resampling(self, seq: str, cam: int) -> Resampler:
+        """The maps from camera ``cam``'s recorded images of ``seq`` into :attr:`camera` (made once per camera)."""
+        key = (seq, cam)
+        if key not in self._maps:
+            source = self._rigs[seq].cameras[self.camera_indices[cam]].source()
+            self._maps[key] = resampler(source, self.camera.lens())
+        return self._maps[key]
+
+    def valid(self, seq: str, cam: int) -> np.ndarray:
+        """(H, W) bool: the pixels of :attr:`camera` that camera ``cam`` sees (the rest is padding)."""
+        return self.resampling(seq, cam).valid
 
     def num_frames(self, seq: str) -> int:
         """Posed frames of ``seq``."""
@@ -327,11 +341,9 @@ class RecordingFrames:
         return self._frames[seq][frame]
 
     def image(self, seq: str, cam: int, frame: int) -> np.ndarray:
-        """RGB uint8 of camera ``cam`` (grey cameras repeated to 3 channels)."""
-        img = self.record(seq, frame).image(self.camera_indices[cam], colour=True)
-        if self.recorded_size != (self.width, self.height):
-            img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
-        return img
+        """RGB uint8 of camera ``cam`` seen through :attr:`camera` (grey cameras repeated to 3 channels)."""
+        img = self.record(seq, frame).recorded_image(self.camera_indices[cam], colour=True)
+        return self.resampling(seq, cam)(img)
 
     def cam_to_world(self, seq: str, cam: int, frame: int) -> np.ndarray:
         """4x4 camera-to-world pose."""

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from kdbts_ros.core.lens import CanonicalCamera, Lens, resampler
 from kdbts_ros.data.records import DatasetError, read_matrix_rows, rows_to_poses
 from kdbts_ros.data.rig import PERIOD_NS, START_NS, RigConfig, base_trajectory
 from kdbts_ros.data.synthetic import SceneConfig, StreetScene
@@ -187,6 +188,15 @@ class SynthFolder:
             raise ValueError(f"cameras of {self.root / 'rig.json'} have different intrinsics; use .Ks")
         return self.Ks[0].copy()
 
+    @property
+    def camera(self) -> CanonicalCamera:
+        """The view the frames are served in: the rig's shared K at the recorded size (no resampling)."""
+        return CanonicalCamera.of(Lens.pinhole(self.K, self.width, self.height), self.width, self.height)
+
+    def valid(self, seq: str, cam: int) -> None:
+        """Every pixel is seen (the frames are served as rendered)."""
+        return None
+
     def _seq_dir(self, seq: str) -> Path:
         d = self.root / seq
         if not d.is_dir():
@@ -253,3 +263,29 @@ class SynthFolder:
             return StreetScene(SceneConfig(**kwargs))
         except (TypeError, ValueError) as exc:  # values of the wrong type or range
             raise DatasetError(f"{path} is malformed: {exc}") from exc
+
+
+class ResampledSynthFolder:
+    """A synthetic folder's posed frames seen through one camera (a training ``PosedFrames``), as the runtime sees
+    images: each camera's frames resampled from its own K (:func:`kdbts_ros.core.lens.resampler`).
+    """
+
+    def __init__(self, folder: SynthFolder, camera: CanonicalCamera):
+        self.folder, self.camera = folder, camera
+        self.cameras, self.sequences = folder.cameras, folder.sequences
+        target = camera.lens()
+        self._maps = [resampler(Lens.pinhole(K, folder.width, folder.height), target) for K in folder.Ks]
+
+    def num_frames(self, seq: str) -> int:
+        return self.folder.num_frames(seq)
+
+    def image(self, seq: str, cam: int, frame: int) -> np.ndarray:
+        """RGB uint8 of camera ``cam`` in :attr:`camera`."""
+        return self._maps[cam](self.folder.image(seq, cam, frame))
+
+    def valid(self, seq: str, cam: int) -> np.ndarray:
+        """(H, W) bool: the pixels of :attr:`camera` that camera ``cam`` sees."""
+        return self._maps[cam].valid
+
+    def cam_to_world(self, seq: str, cam: int, frame: int) -> np.ndarray:
+        return self.folder.cam_to_world(seq, cam, frame)

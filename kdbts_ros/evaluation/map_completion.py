@@ -1,10 +1,10 @@
 """Scene completion of the fused world map against accumulated velodyne scans (issue 18, part 3).
 
-A real recording's frames run through the :class:`Pipeline` one by one. Two maps are fused with
+A real recording's frames run through the :class:`FrameRunner` one by one. Two maps are fused with
 the same :class:`WorldMap` update: (i) KDBTS, each frame's density grid (occluded cells included);
 (ii) depth only, each frame's expected depth image cast as rays (surface hit, free before it),
 what a depth network alone would give. The truth is a third map of the velodyne scans cast as
-rays from the scanner (a return is a hit, the space before it free).
+rays from the scanner (a return is a hit, the space before it free). Rays: :mod:`kdbts_ros.evaluation.ray_fusion`.
 
 Evaluated region (the mask): the voxels of the camera grid's volume that some processed frame
 saw (inside the image, within the grid), and, for precision, that the lidar observed (hit or
@@ -25,11 +25,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kdbts_ros.core.config import MapConfig, PipelineConfig
+from kdbts_ros.core.config import MapConfig
 from kdbts_ros.core.frames import Frame
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.report_paths import report_path
 from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
+from kdbts_ros.evaluation.ray_fusion import integrate_depth, integrate_points
+from kdbts_ros.runtime.config import RunnerConfig
+from kdbts_ros.runtime.runner import FrameRunner
 
 
 @dataclass
@@ -142,7 +145,7 @@ def top_down(
 
 
 def run(
-    rec: Recording, cfg: PipelineConfig, out_dir: Path, settings: MapEvalSettings | None = None, progress: bool = True
+    rec: Recording, cfg: RunnerConfig, out_dir: Path, settings: MapEvalSettings | None = None, progress: bool = True
 ) -> dict:
     """Fuse the recording both ways, score against its velodyne scans, write pictures and numbers to ``out_dir``."""
     s = MapEvalSettings() if settings is None else settings
@@ -157,10 +160,9 @@ def run(
         recentre_margin=0.5,
         decay_per_s=0.0,
         max_range=s.max_range,
-        max_time_gap=1e6,
     )
     kdbts, depth_map, region_map, lidar = (WorldMap(mcfg) for _ in range(4))
-    pipe = Pipeline(cfg)
+    runner = FrameRunner(cfg)
     T0 = frames[0].T_world_cam(s.cam)
     positions: list[np.ndarray] = []
     t_net: list[float] = []
@@ -169,14 +171,15 @@ def run(
     for k, f in enumerate(frames):
         T = f.T_world_cam(s.cam)
         t0 = time.perf_counter()
-        out = pipe.process(Frame(f.image(s.cam, colour=True), f.K(s.cam), f.stamp_ns, "camera", T))
+        out = runner.process(Frame(f.image(s.cam, colour=True), f.K(s.cam), f.stamp_ns, "camera", T))
         t1 = time.perf_counter()
-        kdbts.integrate(out.density, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
+        kdbts.integrate(out.density, out.unseen, out.spec, T, cfg.grid.occupied_density, f.stamp_ns)
         t2 = time.perf_counter()
-        assert out.depth is not None and out.depth_K is not None, "the pipeline renders depth for every frame"
-        depth_map.integrate_depth(out.depth, out.depth_K, T, f.stamp_ns)
+        assert out.depth is not None and out.depth_lens is not None, "the pipeline renders depth for every frame"
+        assert not out.depth_lens.distorted, "depth is integrated in the canonical (pinhole) camera"
+        integrate_depth(depth_map, out.depth, out.depth_lens.K, T, f.stamp_ns)
         t3 = time.perf_counter()
-        region_map.integrate(np.where(np.isnan(out.density), np.nan, 0.0), out.spec, T, 1.0, f.stamp_ns)
+        region_map.integrate(np.zeros(out.spec.shape, np.float32), out.unseen, out.spec, T, 1.0, f.stamp_ns)
         positions.append(T[:3, 3])
         t_net.append(t1 - t0)
         t_map.append(t2 - t1)
@@ -191,8 +194,8 @@ def run(
         assert f.velodyne is not None  # scans are the frames with one
         T_world_velo = f.T_world_base @ rec.rig.T_base_velo
         pts = read_velodyne(f.velodyne)[:: s.lidar_stride, :3].astype(np.float64)
-        lidar.integrate_points(
-            pts @ T_world_velo[:3, :3].T + T_world_velo[:3, 3], T_world_velo[:3, 3], f.stamp_ns, T_fixed_cam=T0
+        integrate_points(
+            lidar, pts @ T_world_velo[:3, :3].T + T_world_velo[:3, 3], T_world_velo[:3, 3], f.stamp_ns, T_fixed_cam=T0
         )
     track = np.array(positions)
     metres = float(np.linalg.norm(np.diff(track, axis=0), axis=1).sum())
@@ -203,7 +206,7 @@ def run(
         "frames": len(frames),
         "scans": len(scans),
         "metres": metres,
-        "weights": pipe.model_info.get("weights"),
+        "weights": report_path(runner.stages.model_info.get("weights", "")),
         "region_voxels": len(region),
         "resolution": s.resolution,
         "network_s_per_frame": float(np.median(t_net)),

@@ -3,9 +3,11 @@
 Ground truth per frame: the scan mapped into the rectified camera (``T_cam_velo``), each point
 rounded to its nearest pixel, the nearest return kept where several fall on one pixel;
 scored where 1e-3 < depth < 80 m inside the Garg crop (rows 40.8-99.2 %, columns 3.6-96.4 %
-of the image, as Monodepth2's ``eval_depth``). The network sees the frame resized to its input
-size (normalised intrinsics are unchanged by a resize) and renders depth along the rays of
-the ground-truth pixels only; metrics are averaged over frames as the KITTI protocol does.
+of the image, as Monodepth2's ``eval_depth``). The network sees the frame through its checkpoint's
+canonical camera, resampled as the runtime resamples it (:func:`kdbts_ros.core.lens.resampler`),
+and renders depth along the rays of the ground-truth pixels of the original image only; pixels whose
+ray the canonical view does not see (outside it, or in its padding) are not scored, and counted.
+Metrics are averaged over frames as the KITTI protocol does.
 """
 
 from __future__ import annotations
@@ -14,20 +16,18 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from kdbts_ros.core import geometry
-from kdbts_ros.core.camera import normalise_intrinsics
 from kdbts_ros.core.inference import encode_views, ray_depth
+from kdbts_ros.core.lens import CanonicalCamera, Resampler, resampler
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.records import DatasetError, FrameRecord, Recording, read_velodyne
 from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
 from kdbts_ros.evaluation.priors import DepthPrior
 from kdbts_ros.evaluation.real_occupancy import LidarOccupancy, LidarOccupancySettings
-from kdbts_ros.training.objective import pixel_rays
 
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom (rows), left, right (columns)
 
@@ -104,7 +104,26 @@ class RealDepthEvaluator:
             valid = mask & np.isfinite(depth) & (depth > settings.min_depth) & (depth < settings.max_depth)
             rows, cols = np.nonzero(valid)
             self.truth.append((rows, cols, depth[rows, cols]))
+        # unit-z rays of every evaluated pixel of the original image
+        self.rays = c.lens().pixel_rays()
         self.occupancy = None if occupancy is None else LidarOccupancy(rec, self.frames, occupancy, cam)
+        self._maps: dict[tuple[int, CanonicalCamera], Resampler] = {}
+
+    def resampling(self, cam: int, camera: CanonicalCamera) -> Resampler:
+        """The maps from camera ``cam``'s recorded images into ``camera`` (made once per camera)."""
+        key = (cam, camera)
+        if key not in self._maps:
+            self._maps[key] = resampler(self.rec.rig.cameras[cam].source(), camera.lens())
+        return self._maps[key]
+
+    def seen(self, camera: CanonicalCamera, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Which pixels of the evaluated camera ``camera`` sees: their ray lands inside its view, not in its
+        padding."""
+        uv, inside = camera.lens().project(self.rays[rows, cols])
+        valid = self.resampling(self.cam, camera).valid
+        u = np.clip(np.rint(uv[:, 0]), 0, camera.width - 1).astype(np.int64)
+        v = np.clip(np.rint(uv[:, 1]), 0, camera.height - 1).astype(np.int64)
+        return inside & valid[v, u]
 
     def view_frames(self, index: int, head: str) -> list[tuple[FrameRecord, int]]:
         """(frame, camera) the head reads: the frame for 'sv'; every camera at t and t+1 for 'mv' (needs poses)."""
@@ -126,52 +145,52 @@ class RealDepthEvaluator:
         return head == "sv" or (len(pair) == 2 and all(f.T_world_base is not None for f in pair))
 
     def views(
-        self, model: DensityField, index: int, head: str, input_size: tuple[int, int], device: torch.device
+        self, model: DensityField, index: int, head: str, camera: CanonicalCamera, device: torch.device
     ) -> tuple[Views, torch.Tensor]:
-        """Encoded views of the head relative to the evaluated camera, and its normalised K."""
-        H, W = input_size
+        """Encoded views of the head (each frame seen through ``camera``) relative to the evaluated camera, and the
+        normalised K."""
         entries = self.view_frames(index, head)
-        images, Kn, w2c = [], [], []
+        images, w2c = [], []
         T_ref = entries[0][0].T_world_cam(entries[0][1]) if head == "mv" else np.eye(4)
         for f, c in entries:
-            rgb = f.image(c, colour=True)
-            images.append(cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR))
-            cam = self.rec.rig.cameras[c]
-            Kn.append(normalise_intrinsics(cam.K, cam.width, cam.height))
+            images.append(self.resampling(c, camera)(f.recorded_image(c, colour=True)))
             w2c.append(geometry.invert(f.T_world_cam(c)) @ T_ref if head == "mv" else np.eye(4))
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
-        Kn_t = torch.as_tensor(np.stack(Kn), dtype=torch.float32, device=device)
-        views = encode_views(model, x, Kn_t, torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device))
-        return views, Kn_t[0]
+        Kn = torch.as_tensor(camera.Kn, dtype=torch.float32, device=device)
+        views = encode_views(
+            model,
+            x,
+            Kn.expand(len(entries), 3, 3),
+            torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device),
+        )
+        return views, Kn
 
     @torch.inference_mode()
     def run(
         self,
         model: DensityField,
         head: str,
-        input_size: tuple[int, int],
+        camera: CanonicalCamera,
         device: torch.device | str = "cpu",
         progress: bool = True,
     ) -> dict[str, float]:
-        """Mean of the per-frame depth (and, where there is ground truth, occupancy) metrics of one network head.
+        """Mean of the per-frame depth (and, where there is ground truth, occupancy) metrics of one network head
+        that sees every frame through ``camera`` (its checkpoint's canonical camera).
 
         Depth is rendered as the official evaluator renders it: unit-length rays sampled from
         z_near to z_far metres along the ray, the expected distance converted to camera z.
         """
         s, device = self.settings, torch.device(device)
         model = model.to(device).eval()
-        c = self.rec.rig.cameras[self.cam]
         gen = torch.Generator(device=device)
 
         @functools.lru_cache(maxsize=1)  # one encoding per frame serves its depth and its occupancy
         def views(k: int) -> tuple[Views, torch.Tensor]:
-            return self.views(model, k, head, input_size, device)
+            return self.views(model, k, head, camera, device)
 
         def depth(k: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-            v, Kn = views(k)
-            dirs = pixel_rays(
-                torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device), Kn, c.height, c.width
-            )
+            v, _ = views(k)
+            dirs = torch.as_tensor(self.rays[rows, cols], dtype=torch.float32, device=device)
             gen.manual_seed(s.seed)
             z = ray_depth(
                 model,
@@ -191,7 +210,14 @@ class RealDepthEvaluator:
             assert self.occupancy is not None  # _score asks only with occupancy ground truth
             return self.occupancy.score(model, views(k)[0], head, self.frames[k], s.chunk_points)
 
-        return self._score(depth, occupancy, lambda k: self.readable(k, head), head.upper(), progress)
+        return self._score(
+            depth,
+            occupancy,
+            lambda k: self.readable(k, head),
+            head.upper(),
+            progress,
+            lambda r, c: self.seen(camera, r, c),
+        )
 
     def run_prior(self, prior: DepthPrior) -> dict[str, float]:
         """The same metrics of an image-free depth prior (:mod:`.priors`)."""
@@ -215,10 +241,13 @@ class RealDepthEvaluator:
         readable: Callable[[int], bool],
         label: str,
         progress: bool,
+        seen: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> dict[str, float]:
-        """Per-frame metrics of a predictor, averaged over the frames it can read."""
+        """Per-frame metrics of a predictor, averaged over the frames it can read, on the ground-truth pixels it
+        ``seen`` (default: all); how many it does not see is counted."""
         s = self.settings
         records, occupied = [], []
+        pixels = unseen = 0
         for k in tqdm(range(len(self.frames)), disable=not progress, desc=label, leave=False):
             rows, cols, gt = self.truth[k]
             has_occupancy = self.occupancy is not None and self.frames[k] in self.occupancy.truth
@@ -227,6 +256,10 @@ class RealDepthEvaluator:
                 continue
             if has_occupancy:
                 occupied.append(occupancy(k))
+            if seen is not None:
+                keep = seen(rows, cols)
+                pixels, unseen = pixels + len(gt), unseen + int((~keep).sum())
+                rows, cols, gt = rows[keep], cols[keep], gt[keep]
             if len(gt) == 0:
                 continue
             pred = depth(k, rows, cols)
@@ -238,6 +271,9 @@ class RealDepthEvaluator:
                 f"{self.rec.name}: no frame that {label} can read has velodyne ground truth in the evaluated region"
             )
         out = {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
+        if seen is not None:
+            # ground-truth pixels whose ray the network's canonical view does not see are not scored
+            out |= {"gt_pixels": pixels, "unseen_gt_pixels": unseen}
         if occupied:
             out |= frame_means(occupied, OCCUPANCY_KEYS)
             out["occupancy_frames"] = len(occupied)

@@ -1,6 +1,11 @@
-"""Reading a ROS 2 bag (a rosbag2 folder, or one .mcap / .db3 file), complete or cut short.
+"""Reading a bag: ROS 2 (a rosbag2 folder, or one .mcap / .db3 file), complete or cut short, or ROS 1 (.bag).
 
-A complete bag is read with rosbags (indexed, in time order). When rosbags refuses it (an
+A ROS 1 bag (``#ROSBAG V2.0``, as ``rosbag record`` and the ``kitti2bag`` tool write it) is read
+with rosbags' rosbag1 reader and each message converted to the CDR bytes of its ROS 2 type
+(:meth:`Typestore.ros1_to_cdr`: std_msgs/Header loses its ``seq``; CameraInfo's ``D K R P`` are
+its ``d k r p``; type names are ROS 2's, ``sensor_msgs/msg/Image``). A message of a type the
+typestore does not know keeps its ROS 1 bytes (the replay leaves such types out, counted).
+A complete ROS 2 bag is read with rosbags (indexed, in time order). When rosbags refuses it (an
 mcap without summary or end magic, no ``metadata.yaml``, a summary cut in half), the
 storage files are read with :mod:`kdbts_ros.messages.bag_salvage` up to their last complete
 message, and :attr:`OpenBag.cut_short` says how much was read. What cannot be read at all
@@ -17,12 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from rosbags.rosbag1 import Reader as Ros1Reader
 from rosbags.rosbag2 import Reader
 
+from kdbts_ros.messages import cdr
 from kdbts_ros.messages.bag_salvage import BagError, BagMessage, McapSalvage, Sqlite3Salvage
 
 __all__ = ["BagError", "BagMessage", "OpenBag", "open_bag"]
 STORAGE_SUFFIXES = (".mcap", ".db3")
+ROS1_SUFFIX = ".bag"
+ROS1_MAGIC = b"#ROSBAG V2.0\n"
 
 
 class OpenBag:
@@ -66,6 +75,57 @@ class _Complete(OpenBag):
         self.reader.close()
 
 
+class _Ros1(OpenBag):
+    """A ROS 1 bag, its messages as the CDR bytes of their ROS 2 types."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as f:
+            if f.read(len(ROS1_MAGIC)) != ROS1_MAGIC:
+                raise BagError(f"{path}: not a ROS 1 bag (it does not start with {ROS1_MAGIC.strip().decode()})")
+        self.reader = Ros1Reader(path)
+        try:
+            self.reader.open()
+        except Exception as exc:  # rosbags' ReaderError, or struct / OS errors on a garbled file
+            raise BagError(f"{path}: not a readable ROS 1 bag ({_ros1_why(exc)})") from exc
+        self.topics = {c.topic: c.msgtype for c in self.reader.connections}
+        self.message_count = self.reader.message_count
+
+    def messages(self) -> Iterator[BagMessage]:
+        known = cdr.typestore().types
+        read = 0
+        try:
+            for conn, stamp, raw in self.reader.messages():
+                data = bytes(cdr.typestore().ros1_to_cdr(raw, conn.msgtype)) if conn.msgtype in known else bytes(raw)
+                yield stamp, conn.topic, conn.msgtype, data
+                read += 1
+        except Exception as exc:  # a corrupt chunk, or a message that does not convert: the file's
+            raise BagError(
+                f"{self.path}: unreadable after {read} of {self.message_count} messages ({_ros1_why(exc)})"
+            ) from exc
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _ros1_why(exc: Exception) -> str:
+    """rosbags' reason, with the advice a ROS 1 user knows for a bag whose recording was cut."""
+    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    if "not indexed" in text:
+        return f"{text}: the recording was cut short; `rosbag reindex` it first"
+    return text
+
+
+def _is_ros1(path: Path) -> bool:
+    """A .bag file, or any file that starts with the ROS 1 bag magic."""
+    if not path.is_file():
+        return False
+    if path.suffix == ROS1_SUFFIX:
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(ROS1_MAGIC)) == ROS1_MAGIC
+
+
 class _Salvaged(OpenBag):
     def __init__(self, path: Path, why: str):
         self.path, self.why = path, why
@@ -105,10 +165,18 @@ class _Salvaged(OpenBag):
 
 @contextmanager
 def open_bag(path: str | Path) -> Iterator[OpenBag]:
-    """The bag at ``path``; salvaged when rosbags cannot read it whole. Raises BagError or OSError."""
+    """The bag at ``path`` (ROS 2, or ROS 1 by its magic or .bag suffix); a ROS 2 bag is salvaged when rosbags
+    cannot read it whole. Raises BagError or OSError."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    if _is_ros1(path):
+        ros1 = _Ros1(path)
+        try:
+            yield ros1
+        finally:
+            ros1.close()
+        return
     try:
         reader = Reader(path)
         reader.open()
@@ -133,7 +201,9 @@ def _storage_files(path: Path) -> list[Path]:
     """The .mcap / .db3 files of a bag: those metadata.yaml lists when it can, else those in the folder."""
     if path.is_file():
         if path.suffix not in STORAGE_SUFFIXES:
-            raise BagError(f"{path}: not a ROS 2 bag (expected a bag folder, an .mcap or a .db3 file)")
+            raise BagError(
+                f"{path}: not a bag (expected a ROS 2 bag folder, an .mcap or .db3 file, or a ROS 1 .bag file)"
+            )
         return [path]
     listed = _listed_files(path)
     if listed and all(f.is_file() for f in listed):

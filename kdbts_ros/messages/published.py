@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdbts_ros.core.config import TopicsConfig
 from kdbts_ros.core.grids import GridSpec
-from kdbts_ros.core.world_map import Grid2D
+from kdbts_ros.core.map_2d import Grid2D
 from kdbts_ros.messages.cdr import DENSITY_GRID, IMAGE, header, msg_type, pose
 from kdbts_ros.messages.sensor_data import camera_info
+from kdbts_ros.messages.topics import OUTPUTS, TopicsConfig
 
 if TYPE_CHECKING:  # no torch for message conversion
     from kdbts_ros.core.frames import Outputs
@@ -97,20 +97,24 @@ def density_grid(out: Outputs) -> Any:
         size_x=spec.size_x,
         size_y=spec.size_y,
         size_z=spec.size_z,
-        density=out.density.astype(np.float32).reshape(-1),
+        # the message's convention: NaN marks a cell the camera does not see
+        density=np.where(out.unseen, np.float32(np.nan), out.density).astype(np.float32).reshape(-1),
         head=out.head,
         num_views=out.num_views,
     )
 
 
-def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str) -> Any:
-    """nav_msgs/OccupancyGrid of the fused 2-D map (:meth:`WorldMap.occupancy_2d`) in the fixed frame.
+def occupancy_grid_map(grid: Grid2D, stamp: int, frame_id: str, T_fixed_map: np.ndarray | None = None) -> Any:
+    """nav_msgs/OccupancyGrid of the fused 2-D map (:func:`kdbts_ros.core.map_2d.occupancy_2d`) in the fixed frame.
 
-    The origin is cell (0, 0)'s outer corner at the band's bottom, axes along the fixed frame's
-    (no rotation): nav2's map layout, row-major from the lowest y.
+    The origin is cell (0, 0)'s outer corner at the band's bottom, axes along the map's frame:
+    nav2's map layout, row-major from the lowest y. ``T_fixed_map``: the map's gravity-aligned frame
+    in the fixed frame (None: the same frame), carried by the origin's pose.
     """
     T = np.eye(4)
     T[:3, 3] = grid.origin
+    if T_fixed_map is not None:
+        T = T_fixed_map @ T
     h, w = grid.data.shape
     info = msg_type("nav_msgs/msg/MapMetaData")(
         map_load_time=header(stamp, "").stamp, resolution=float(grid.resolution), width=w, height=h, origin=pose(T)
@@ -143,54 +147,40 @@ def diagnostics(stamp: int, name: str, hardware_id: str, level: str, message: st
     return msg_type("diagnostic_msgs/msg/DiagnosticArray")(header=header(stamp, ""), status=[status])
 
 
-# the outputs made from the grid and from the depth render, as TopicsConfig fields
-GRID_OUTPUTS = ("occupancy", "density_grid", "points")
-DEPTH_OUTPUTS = ("depth", "depth_info")
+def _points(out: Outputs) -> Any:
+    return point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame)
 
 
-def stages_wanted(topics: TopicsConfig, wanted: Collection[str] | None = None) -> tuple[bool, bool]:
-    """Whether the grid and the depth image are needed for the ``wanted`` output topics (None: all of them)."""
-    if wanted is None:
-        return True, True
-    return (
-        any(getattr(topics, name) in wanted for name in GRID_OUTPUTS),
-        any(getattr(topics, name) in wanted for name in DEPTH_OUTPUTS),
-    )
+def _depth(out: Outputs) -> Any:
+    assert out.depth is not None, "a depth message of a frame without a depth render"
+    return depth_image(out.depth, out.stamp_ns, out.camera_frame)
+
+
+def depth_info(out: Outputs) -> Any:
+    """sensor_msgs/CameraInfo of a frame's depth image."""
+    assert out.depth is not None and out.depth_lens is not None, "a depth image comes with its camera"
+    h, w = out.depth.shape
+    lens = out.depth_lens
+    return camera_info(lens.K, w, h, out.stamp_ns, out.camera_frame, lens.D, lens.model)
+
+
+# the message of each output a frame makes (OUTPUTS of stage grid or depth)
+FRAME_MESSAGES: dict[str, Callable[[Outputs], Any]] = {
+    "occupancy": occupancy_grid,
+    "density_grid": density_grid,
+    "points": _points,
+    "depth": _depth,
+    "depth_info": depth_info,
+}
 
 
 def output_messages(
     out: Outputs, topics: TopicsConfig, wanted: Collection[str] | None = None
 ) -> list[tuple[str, str, Any]]:
     """(topic, msgtype, message) of the ``wanted`` outputs (None: every one) a processed frame produced."""
-
-    def want(topic: str) -> bool:
-        return wanted is None or topic in wanted
-
-    msgs: list[tuple[str, str, Any]] = []
-    if out.occupancy is not None:
-        if want(topics.occupancy):
-            msgs.append((topics.occupancy, "nav_msgs/msg/OccupancyGrid", occupancy_grid(out)))
-        if want(topics.density_grid):
-            msgs.append((topics.density_grid, DENSITY_GRID, density_grid(out)))
-        if want(topics.points):
-            msgs.append(
-                (
-                    topics.points,
-                    "sensor_msgs/msg/PointCloud2",
-                    point_cloud(out.points, out.point_density, out.point_rgb, out.stamp_ns, out.out_frame),
-                )
-            )
-    if out.depth is not None:
-        h, w = out.depth.shape
-        if want(topics.depth):
-            msgs.append((topics.depth, IMAGE, depth_image(out.depth, out.stamp_ns, out.camera_frame)))
-        if want(topics.depth_info):
-            assert out.depth_K is not None, "a depth image comes with its intrinsics"
-            msgs.append(
-                (
-                    topics.depth_info,
-                    "sensor_msgs/msg/CameraInfo",
-                    camera_info(out.depth_K, w, h, out.stamp_ns, out.camera_frame),
-                )
-            )
-    return msgs
+    made = {"grid": out.occupancy is not None, "depth": out.depth is not None}
+    return [
+        (o.topic(topics), o.msgtype, FRAME_MESSAGES[o.key](out))
+        for o in OUTPUTS
+        if made.get(o.stage, False) and (wanted is None or o.topic(topics) in wanted)
+    ]

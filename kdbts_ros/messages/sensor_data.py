@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from kdbts_ros.core import geometry
+from kdbts_ros.core.lens import MODELS, Lens, LensError
 from kdbts_ros.messages.cdr import COMPRESSED_IMAGE, IMAGE, ConversionError, header, msg_type, pose, stamp_ns
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
@@ -129,21 +130,39 @@ def decode_image(msg: Any, msgtype: str) -> np.ndarray:
     return compressed_to_rgb(msg) if _is_compressed(msgtype) else image_to_rgb(msg)
 
 
-def camera_info_intrinsics(msg: Any) -> tuple[np.ndarray, int, int, str]:
-    """Pixel intrinsics, width, height and source ('p' or 'k') of a sensor_msgs/CameraInfo.
+class CameraModel(NamedTuple):
+    """The lens a camera's images are seen through, and which part of camera_info gave it ('p' or 'k')."""
 
-    Rectified images are described by the projection matrix P, so P's left 3x3
-    is used when it is set; K only when P is all zero (KITTI bags put the
-    unrectified K in ``k``, a 33 % focal error if used).
+    lens: Lens
+    source: str
+
+
+def camera_info_lens(msg: Any, rectified: bool) -> CameraModel:
+    """The lens of the images a sensor_msgs/CameraInfo describes; ConversionError says why none can be had.
+
+    Rectified images are seen through P's left 3x3 without distortion (K only when P is all zero);
+    raw images through K and D in their ``distortion_model``. A camera_info that carries only P
+    (as kitti2bag's odometry bags do) describes undistorted images either way. R, the stereo
+    rectification's rotation, is not applied: the canonical view is in the image's own frame_id,
+    as image_proc's image_rect is.
     """
-    P = np.asarray(msg.p, np.float64).reshape(3, 4)
-    K = np.asarray(msg.k, np.float64).reshape(3, 3)
-    src, M = ("p", P[:, :3]) if P[0, 0] > 0 and P[1, 1] > 0 else ("k", K)
-    if not (np.all(np.isfinite(M)) and M[0, 0] > 0 and M[1, 1] > 0):
-        raise ConversionError("camera_info has no usable intrinsics (P and K are zero or invalid)")
     if msg.width == 0 or msg.height == 0:
         raise ConversionError("camera_info has zero width or height")
-    return M.copy(), int(msg.width), int(msg.height), src
+    P = np.asarray(msg.p, np.float64).reshape(3, 4)[:, :3]
+    K = np.asarray(msg.k, np.float64).reshape(3, 3)
+    D = np.asarray(msg.d, np.float64).reshape(-1)
+    has_p, has_k = (bool(M[0, 0] > 0 and M[1, 1] > 0) for M in (P, K))
+    try:
+        if has_k and not rectified and np.any(D):
+            model = msg.distortion_model or "plumb_bob"
+            return CameraModel(Lens(int(msg.width), int(msg.height), K, D, model), "k")
+        if has_p and (rectified or not has_k):
+            return CameraModel(Lens.pinhole(P, int(msg.width), int(msg.height)), "p")
+        if has_k:
+            return CameraModel(Lens.pinhole(K, int(msg.width), int(msg.height)), "k")
+    except LensError as exc:
+        raise ConversionError(f"camera_info: {exc}; feed rectified images (topics.image_geometry)") from exc
+    raise ConversionError("camera_info has no usable intrinsics (P and K are zero or invalid)")
 
 
 def tf_transforms(msg: Any) -> list[tuple[str, str, int, np.ndarray | None, str | None]]:
@@ -179,17 +198,28 @@ def tf_message(transforms: list[tuple[str, str, int, np.ndarray]]) -> Any:
     return msg_type("tf2_msgs/msg/TFMessage")(transforms=items)
 
 
-def camera_info(K: np.ndarray, width: int, height: int, stamp: int, frame_id: str) -> Any:
-    """sensor_msgs/CameraInfo of a rectified pinhole camera (P = [K | 0], no distortion)."""
+def camera_info(
+    K: np.ndarray,
+    width: int,
+    height: int,
+    stamp: int,
+    frame_id: str,
+    D: np.ndarray | None = None,
+    model: str = "plumb_bob",
+) -> Any:
+    """sensor_msgs/CameraInfo of a camera with P = [K | 0]: a rectified pinhole, or a lens with distortion D."""
     P = np.zeros((3, 4))
     P[:, :3] = K
+    d = np.zeros(MODELS[model])
+    if D is not None:
+        d[: len(D)] = D
     roi = msg_type("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return msg_type("sensor_msgs/msg/CameraInfo")(
         header=header(stamp, frame_id),
         height=int(height),
         width=int(width),
-        distortion_model="plumb_bob",
-        d=np.zeros(5),
+        distortion_model=model,
+        d=d,
         k=np.asarray(K, np.float64).reshape(-1),
         r=np.eye(3).reshape(-1),
         p=P.reshape(-1),

@@ -6,9 +6,10 @@ import threading
 import time
 from typing import Protocol
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.loading import build_model
 from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.messages.topics import OUTPUTS
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.runner import FrameRunner
 
 
@@ -23,11 +24,11 @@ def can_publish() -> bool:
     return True
 
 
-def start_node(cfg: PipelineConfig, context):
+def start_node(cfg: RunnerConfig, context):
     """The rclpy KdbtsNode in this process with cfg as its parameters, configured and active."""
     from rclpy.parameter import Parameter
 
-    from kdbts_ros.core.config import iter_params
+    from kdbts_ros.core.settings import iter_params
     from kdbts_ros.ros.node import KdbtsNode
 
     try:
@@ -56,7 +57,7 @@ def wait_for_subscribers(publishers, seconds: float = 10.0) -> None:
 class NodePublisher:
     """The rclpy node itself, with a subscriber on every output so it computes and publishes all of them."""
 
-    def __init__(self, cfg: PipelineConfig):
+    def __init__(self, cfg: RunnerConfig):
         import rclpy
 
         self.rclpy = rclpy
@@ -100,7 +101,7 @@ class RigFrames(Protocol):
 class SoakHarness:
     """The node in its own executor, a source node that publishes the inputs, and a sink on every output."""
 
-    def __init__(self, cfg: PipelineConfig, frames: RigFrames, domain_id: int):
+    def __init__(self, cfg: RunnerConfig, frames: RigFrames, domain_id: int):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -116,9 +117,8 @@ class SoakHarness:
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.sink = rclpy.create_node("kdbts_soak_sink", context=self.context)
         # the per-frame outputs: latency has no header, and the world map is published at its own rate
-        self.outputs = [
-            t for t in self.node.pubs if t not in (cfg.topics.latency, cfg.topics.map, cfg.topics.map_points)
-        ]
+        frame_outputs = {o.topic(cfg.topics) for o in OUTPUTS if o.stage in ("grid", "depth")}
+        self.outputs = [t for t in self.node.pubs if t in frame_outputs]
         for topic, pub in self.node.pubs.items():
             callback = self._on_output if topic in self.outputs else (lambda _data: None)
             self.sink.create_subscription(pub.msg_type, topic, callback, reliable, raw=True)

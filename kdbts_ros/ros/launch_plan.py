@@ -9,13 +9,15 @@ be installed. Anything that cannot work raises :class:`LaunchError` with the rea
 from __future__ import annotations
 
 import shutil
-from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
-from kdbts_ros.core.config import PipelineConfig, TopicsConfig, load_config
+from kdbts_ros.core.settings import load_config
 from kdbts_ros.messages.bag_info import bag_storage, bag_topics, has_clock
+from kdbts_ros.messages.topics import OUTPUTS, TopicsConfig
+from kdbts_ros.ros.config import NodeConfig
+from kdbts_ros.runtime.config import RunnerConfig
 
 # rosbag2 storage identifier -> the plugin package ``ros2 bag play`` loads for it
 STORAGE_PLUGINS = {"mcap": "rosbag2_storage_mcap", "sqlite3": "rosbag2_storage_sqlite3"}
@@ -68,6 +70,11 @@ def require_rviz() -> None:
 
 def require_bag_player(bag: str) -> None:
     """Raise LaunchError unless ``ros2 bag play`` and the storage plugin of this bag are installed."""
+    if Path(bag).suffix == ".bag":
+        raise LaunchError(
+            f"bag:={bag} is a ROS 1 bag, which ros2 bag play cannot read: convert it (rosbags-convert "
+            f"--src {bag} --dst DIR) or replay it offline (kdbts replay {bag} OUT); nothing was started"
+        )
     if shutil.which("ros2") is None or package_prefix("ros2bag") is None:
         raise LaunchError("bag:= needs `ros2 bag` (apt install ros-jazzy-rosbag2); nothing was started")
     plugin = STORAGE_PLUGINS.get(bag_storage(bag))
@@ -78,21 +85,15 @@ def require_bag_player(bag: str) -> None:
         )
 
 
-def rviz_config(template: dict, cfg: PipelineConfig) -> dict:
+def rviz_config(template: dict, cfg: RunnerConfig) -> dict:
     """The RViz configuration ``template`` (written for the default parameters) for ``cfg``'s frame and topics.
 
     The fixed frame becomes ``cfg.fixed_frame``; each display of a default topic shows the
     topic ``cfg`` names instead (the first camera's image, the node's outputs).
     """
-    default, ours = PipelineConfig().topics, cfg.topics
+    default, ours = TopicsConfig(), cfg.topics
     renamed = {default.images[0]: ours.images[0]}
-    renamed.update(
-        {
-            getattr(default, f.name): getattr(ours, f.name)
-            for f in fields(TopicsConfig)
-            if isinstance(getattr(default, f.name), str)
-        }
-    )
+    renamed.update({o.topic(default): o.topic(ours) for o in OUTPUTS})
     out = yaml.safe_load(yaml.safe_dump(template))  # a deep copy of plain data
     manager = out["Visualization Manager"]
     manager["Global Options"]["Fixed Frame"] = cfg.fixed_frame
@@ -106,7 +107,7 @@ def rviz_config(template: dict, cfg: PipelineConfig) -> dict:
 def write_rviz_config(template_file: Path, params_file: Path, out_dir: Path) -> Path:
     """Write ``rviz_config`` of the template for the parameter file into ``out_dir``; returns the file."""
     try:
-        cfg = load_config(params_file)
+        cfg = load_config(NodeConfig, params_file)
     except ValueError as exc:
         raise LaunchError(f"config:={params_file}: {exc}") from exc
     text = yaml.safe_dump(rviz_config(yaml.safe_load(template_file.read_text()), cfg), sort_keys=False)

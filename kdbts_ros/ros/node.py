@@ -1,11 +1,9 @@
 """``kdbts_node``: the rclpy lifecycle adapter around :class:`kdbts_ros.runtime.runner.FrameRunner`.
 
-Messages are received and published as serialized CDR so that the node and the
-offline tools share the conversion code. The model is loaded in ``configure`` (a
-bad checkpoint fails the transition, the node stays up); frames are processed
-only while ``active``. Inference runs on a thread of its own, outside the executor,
-so TF, camera_info and parameter callbacks keep flowing while a frame is processed;
-frames that wait for TF are retried on that thread, never blocking a callback.
+Messages are received and published as serialized CDR so that the node and the offline tools
+share the conversion code. Inference runs on a thread of its own, outside the executor, so TF,
+camera_info and parameter callbacks keep flowing while a frame is processed; frames that wait
+for TF are retried on that thread, never blocking a callback.
 
 Why not a timer in its own callback group on a MultiThreadedExecutor: under input faster
 than inference, rclpy's MultiThreadedExecutor re-submits every callback it is waiting to
@@ -43,10 +41,12 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from kdbts_ros.core.config import ConfigError, PipelineConfig, iter_params, read_yaml_mapping, set_param, set_params
 from kdbts_ros.core.errors import EXIT_USER, classify
 from kdbts_ros.core.model.checkpoint import CheckpointError
+from kdbts_ros.core.settings import ConfigError, get_param, iter_params, read_yaml_mapping, set_param, set_params
 from kdbts_ros.messages import cdr
+from kdbts_ros.messages.topics import DIAGNOSTICS, OUTPUTS
+from kdbts_ros.ros.config import NodeConfig
 from kdbts_ros.ros.parent import exit_with_parent
 from kdbts_ros.ros.tf_store import frame_runner
 from kdbts_ros.runtime.runner import FrameRunner
@@ -66,6 +66,7 @@ _MSG_CLASSES = {
     cdr.COMPRESSED_IMAGE: CompressedImage,
     "sensor_msgs/msg/CameraInfo": CameraInfo,
     cdr.DENSITY_GRID: DensityGrid,
+    "std_msgs/msg/Float64": Float64,
 }
 
 
@@ -100,81 +101,22 @@ class _RosLogHandler(logging.Handler):
 
 
 class KdbtsNode(LifecycleNode):
-    """Subscribes to each camera's image and camera_info and to TF; publishes grid, cloud, depth, diagnostics.
+    """The lifecycle node ``kdbts_node``: camera frames and TF in; occupancy, cloud, depth and density grid out.
 
-    A lifecycle node named ``kdbts_node``. With ``autostart`` (default) it configures and
-    activates itself; otherwise a lifecycle manager drives it. ``configure`` loads the network
-    and creates the subscriptions, publishers and timers (a bad checkpoint fails the transition
-    and the node stays unconfigured); frames are processed only while ``active``; ``deactivate``
-    stops processing (images are counted as dropped, TF and camera_info keep arriving);
-    ``cleanup`` releases the network and every entity.
+    - Parameters: every setting of the configuration schema, declared with its description and
+      range; the run-time ones apply between frames, the others are read at start-up.
+    - Subscriptions (created in ``configure``): each camera's image and camera_info, ``/tf``, ``/tf_static``.
+    - Publications: the occupancy grid, occupied-voxel cloud, depth image and its camera_info,
+      density grid, latency, the world map and its cloud, and ``/diagnostics``.
+    - Services: ``~/clear_map`` and ``~/save_map``.
 
-    Parameters
-        Every setting of :class:`kdbts_ros.core.config.PipelineConfig`, under its dotted name
-        (``mode``, ``window_size``, ``grid.resolution``, ``topics.images``, ``publish.points``,
-        ...), declared with its description, range and choices. ``kdbts params`` prints them
-        all as a parameter file (``config/default.yaml`` is its output), ``kdbts params --format
-        markdown`` as a table; ``ros2 param describe /kdbts_node <name>`` shows one. Those marked
-        run-time can be set while the node runs (``ros2 param set``) and apply between frames;
-        the others are read at start-up and refused later. An atomic set
-        (``~/set_parameters_atomically``) is checked whole and applied all or not at all. A value
-        out of range or of the wrong type at start-up stops the node with one log line (exit code 2).
-
-    Subscriptions (created in ``configure``; ``N`` indexes ``topics.images`` /
-    ``topics.camera_infos``, camera 0 is the one the outputs are made for)
-        - ``topics.images[N]`` (``/camera/image_raw``): ``sensor_msgs/msg/Image``, or
-          ``sensor_msgs/msg/CompressedImage`` (jpeg, png) when the topic ends in ``/compressed``.
-        - ``topics.camera_infos[N]`` (``/camera/camera_info``): ``sensor_msgs/msg/CameraInfo``.
-          Both: keep last 5, best effort (reliable with ``input_reliable``), volatile.
-        - ``/tf``: ``tf2_msgs/msg/TFMessage``; keep last 100, reliable, volatile.
-        - ``/tf_static``: ``tf2_msgs/msg/TFMessage``; keep last 100, reliable, transient local.
-        Camera poses are looked up from ``fixed_frame`` (``odom``) to each image's frame_id.
-
-    Publications (lifecycle publishers: publish only while active; keep last 5, reliable, or
-    best effort with ``publish.reliable`` false; volatile). Each is switched by its
-    ``publish.*`` toggle, and the grid or the depth image is computed only while one of its
-    outputs has a subscriber. Stamps are the image's.
-        - ``topics.occupancy`` (``/kdbts/occupancy``): ``nav_msgs/msg/OccupancyGrid``, the
-          bird's-eye occupancy in ``fixed_frame``.
-        - ``topics.points`` (``/kdbts/points``): ``sensor_msgs/msg/PointCloud2``, the occupied
-          voxels (x, y, z, density, rgb) in ``fixed_frame``.
-        - ``topics.density_grid`` (``/kdbts/density_grid``): ``kdbts_ros/msg/DensityGrid``, the
-          full 3D density grid in ``fixed_frame`` (only where the message is built: colcon, or
-          ``tools/build_msgs.sh``).
-        - ``topics.depth`` (``/kdbts/depth``): ``sensor_msgs/msg/Image`` 32FC1 metres, and
-          ``topics.depth_info`` (``/kdbts/depth/camera_info``): ``sensor_msgs/msg/CameraInfo``,
-          in the camera's optical frame (toggle ``publish.depth``).
-        - ``topics.latency`` (``/kdbts/latency``): ``std_msgs/msg/Float64``, seconds from the
-          image stamp to the publish.
-        - ``topics.map`` (``/kdbts/map``): ``nav_msgs/msg/OccupancyGrid``, the fused world map's
-          gravity-aligned 2-D projection in ``fixed_frame`` (``map.enabled``, at ``map.publish_rate``
-          of image-stamp time, built whether or not anyone subscribes); keep last 1, reliable,
-          transient local, so a planner or RViz that starts later gets the last one.
-        - ``topics.map_points`` (``/kdbts/map_points``): ``sensor_msgs/msg/PointCloud2``, the world
-          map's occupied voxel centres (``map.enabled``, at ``map.publish_rate``, while subscribed).
-        - ``/diagnostics``: ``diagnostic_msgs/msg/DiagnosticArray`` at 1 Hz from ``configure``
-          to ``cleanup`` (also while inactive): frames, drops and faults by reason, latency
-          against ``latency_budget``, head, window, cameras, world map; keep last 10, reliable, volatile.
-
-    Services (created in ``configure``)
-        - ``~/clear_map`` (``std_srvs/srv/Trigger``): forget the world map; fails while ``map.enabled`` is false.
-        - ``~/save_map`` (``std_srvs/srv/Trigger``): write the world map to ``map.save_path`` +
-          ``.pcd`` or ``.ply`` (``map.save_format``; occupied voxels, open3d) and ``.pgm`` + ``.yaml``
-          (nav2 map_server's pair); the response message names the files, or says why not.
-        And rclpy's parameter services (``~/set_parameters``,
-        ``~/set_parameters_atomically``, ``~/get_parameters``, ``~/list_parameters``,
-        ``~/describe_parameters``, ``~/get_parameter_types``) and the lifecycle services
-        (``~/change_state``, ``~/get_state``, ``~/get_available_states``,
-        ``~/get_available_transitions``, ``~/get_transition_graph``), with the lifecycle
-        transitions published on ``~/transition_event``.
-
-    Five seconds after ``configure`` each input that has no publisher, or one of another
-    message type, is named in the log once.
+    Names, types, QoS and every parameter: ``docs/node.md``, whose reference is generated from
+    this class (``python -m kdbts_ros.ros.reference``).
     """
 
     def __init__(self, **kwargs: Any):
         super().__init__("kdbts_node", **kwargs)
-        self.cfg = PipelineConfig()
+        self.cfg = NodeConfig()
         self._specs = {s.name: s for s in iter_params(self.cfg)}
         for spec in self._specs.values():
             try:
@@ -206,7 +148,7 @@ class KdbtsNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create the subscriptions, publishers and timers; a bad checkpoint fails here."""
         try:
-            self.runner = frame_runner(self.cfg)
+            self.runner = frame_runner(self.cfg, prefer_tf2=not self.cfg.tf_builtin)
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
             failure = classify(exc)  # a file's fault reads as the command line tools say it
             self.get_logger().error(
@@ -214,8 +156,8 @@ class KdbtsNode(LifecycleNode):
             )
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(
-            f"model: {self.runner.pipeline.model_info}, head mode {self.cfg.mode}, "
-            f"device {self.runner.pipeline.device}, TF buffer {self.runner.tf_name}, "
+            f"model: {self.runner.stages.model_info}, head mode {self.cfg.mode}, "
+            f"device {self.runner.stages.device}, TF buffer {self.runner.tf_name}, "
             f"cameras {self.cfg.topics.images}"
         )
         self._create_entities(self.runner)
@@ -247,8 +189,6 @@ class KdbtsNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def _create_entities(self, runner: FrameRunner) -> None:
-        t = self.cfg.topics
-
         # raw=True: rclpy hands the callbacks the serialized message (bytes)
         def image_cb(i: int) -> Callable[[bytes], None]:
             return lambda d: self._on_image(i, d)
@@ -287,30 +227,21 @@ class KdbtsNode(LifecycleNode):
         )
         out_reliability = ReliabilityPolicy.RELIABLE if self.cfg.publish.reliable else ReliabilityPolicy.BEST_EFFORT
         out_qos = QoSProfile(depth=5, reliability=out_reliability)
-        for topic, msgtype in (
-            (t.occupancy, "nav_msgs/msg/OccupancyGrid"),
-            (t.points, "sensor_msgs/msg/PointCloud2"),
-            (t.depth, cdr.IMAGE),
-            (t.depth_info, "sensor_msgs/msg/CameraInfo"),
-            (t.density_grid, cdr.DENSITY_GRID),
-        ):
-            cls = _MSG_CLASSES[msgtype]
-            if cls is None:
-                self.get_logger().warning(f"{msgtype} is not built; {topic} will not be published")
-                continue
-            self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, out_qos)
-        self.pubs[t.latency] = self.create_lifecycle_publisher(Float64, t.latency, out_qos)
-        # the map is latched: a planner or RViz starting later gets the last one
-        map_qos = QoSProfile(
+        # latched: a planner or RViz starting later gets the last one
+        latched_qos = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
-        self.pubs[t.map] = self.create_lifecycle_publisher(OccupancyGrid, t.map, map_qos)
-        self.pubs[t.map_points] = self.create_lifecycle_publisher(PointCloud2, t.map_points, out_qos)
+        for output in OUTPUTS:
+            topic, cls = output.topic(self.cfg.topics), _MSG_CLASSES[output.msgtype]
+            if cls is None:
+                self.get_logger().warning(f"{output.msgtype} is not built; {topic} will not be published")
+                continue
+            self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, latched_qos if output.latched else out_qos)
         self._map_services = [
             self.create_service(Trigger, "~/clear_map", self._clear_map),
             self.create_service(Trigger, "~/save_map", self._save_map),
         ]
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._inputs_checked = False
         self._entities = subs + [
             self.create_timer(1.0, self._publish_diagnostics),
@@ -362,24 +293,16 @@ class KdbtsNode(LifecycleNode):
         self._worker = None
 
     def _wanted(self) -> set[str]:
-        """The output topics switched on that have a subscriber (asked after run-time changes are applied)."""
-        t, p = self.cfg.topics, self.cfg.publish
-        outputs = (
-            (t.occupancy, p.occupancy),
-            (t.points, p.points),
-            (t.density_grid, p.density_grid),
-            (t.depth, p.depth),
-            (t.depth_info, p.depth),
-        )
-        wanted = {
-            topic
-            for topic, on in outputs
-            if on and topic in self.pubs and self.pubs[topic].get_subscription_count() > 0
-        }
-        if self.cfg.map.enabled:  # the map whether or not anyone listens yet: it is latched for late subscribers
-            wanted.add(t.map)
-            if t.map_points in self.pubs and self.pubs[t.map_points].get_subscription_count() > 0:
-                wanted.add(t.map_points)
+        """The runner's outputs switched on that have a subscriber, or are latched (asked after run-time
+        changes are applied); the latency is the node's own, published in :meth:`_step`.
+        """
+        wanted = set()
+        for output in OUTPUTS:
+            topic = output.topic(self.cfg.topics)
+            if output.stage == "latency" or not get_param(self.cfg, output.switch) or topic not in self.pubs:
+                continue
+            if output.latched or self.pubs[topic].get_subscription_count() > 0:
+                wanted.add(topic)  # a latched one whether or not anyone listens yet, for late subscribers
         return wanted
 
     def step(self) -> None:
@@ -438,7 +361,7 @@ class KdbtsNode(LifecycleNode):
             self.get_logger().warning(line)
 
     def _clear_map(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        """``~/clear_map``: forget the world map (all cells unknown)."""
+        """``~/clear_map``: forget the world map (all cells unknown); fails while map.enabled is false."""
         runner = self.runner
         response.success = runner is not None and runner.mapping.clear()
         response.message = "map cleared" if response.success else "the map is off (map.enabled false)"

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kdbts_ros.core import geometry
-from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.pipeline import Pipeline
-from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
+from kdbts_ros.core.stages import Stages
+from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore, frame_list
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.runner import FrameRunner
 
 if TYPE_CHECKING:
@@ -102,7 +102,17 @@ class Tf2Store:
         except self._tf2.ExtrapolationException as exc:
             raise TfError(_extrapolation_reason(str(exc)), str(exc)) from exc
         except self._tf2.TransformException as exc:
-            raise TfError(next(r for cls, r in self._reasons if isinstance(exc, cls)), str(exc)) from exc
+            reason = next(r for cls, r in self._reasons if isinstance(exc, cls))
+            frames = self._frames() if reason == "unknown_frame" else []
+            raise TfError(reason, f"{exc} ({frame_list(frames)})" if frames else str(exc)) from exc
+
+    def _frames(self) -> list[str]:
+        """tf2's frame names (BufferCore._getFrameStrings), sorted; [] where this tf2 has no such call."""
+        names = getattr(self._buffer, "_getFrameStrings", None)
+        try:
+            return sorted(names()) if names is not None else []
+        except Exception:  # a tf2 whose call differs: the message goes without the list
+            return []
 
     @staticmethod
     def _matrix(ts: TransformStamped) -> np.ndarray:
@@ -121,7 +131,8 @@ def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool
     return TfBuffer.from_seconds(cache_s, extrapolation_limit_s), "builtin"
 
 
-def frame_runner(cfg: PipelineConfig, pipeline: Pipeline | None = None) -> FrameRunner:
-    """The runner with the TF store the configuration prefers (``tf_builtin``), as node and tools run it."""
-    tf, name = make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=not cfg.tf_builtin)
-    return FrameRunner(cfg, pipeline, tf, name)
+def frame_runner(cfg: RunnerConfig, stages: Stages | None = None, prefer_tf2: bool = True) -> FrameRunner:
+    """The runner with tf2_ros's TF buffer where installed and preferred (the node: ``tf_builtin`` false), as the
+    node and the benchmarks run it (offline tools build theirs in the runtime layer, with the built-in buffer)."""
+    tf, name = make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=prefer_tf2)
+    return FrameRunner(cfg, stages, tf, name)

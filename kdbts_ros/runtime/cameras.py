@@ -1,7 +1,7 @@
 """The cameras of a rig: their records, the images waiting in their queues and the pairing into rig frames.
 
 The first camera's newest image is the frame the outputs are made for; the other cameras'
-images closest in time join it as one rig frame. :class:`Rig` holds no lock of its own:
+images closest in time join it as one rig frame. :class:`RigInputs` holds no lock of its own:
 the runner calls it with its lock held (the node's callbacks run in other threads).
 """
 
@@ -15,13 +15,14 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.messages import sensor_data
+from kdbts_ros.messages.sensor_data import CameraModel
 from kdbts_ros.runtime.accounting import Accounting
+from kdbts_ros.runtime.config import RunnerConfig
 
 log = logging.getLogger("kdbts_ros")
 SECONDARY_QUEUE = 4  # images kept per other camera while they wait for a partner
-TIME_JUMP_NS = 1_000_000_000  # a step back in time beyond this is a jump (a bag looped), not reordering
 
 
 @dataclass
@@ -33,18 +34,19 @@ class Image:
     decode_s: float = 0.0
 
 
-class Camera:
+class CameraInput:
     """One camera: its topics, intrinsics, last image format and images waiting to be used."""
 
-    def __init__(self, index: int, image_topic: str, info_topic: str):
+    def __init__(self, index: int, image_topic: str, info_topic: str, rectified: bool):
         self.index, self.image_topic, self.info_topic = index, image_topic, info_topic
+        self.rectified = rectified  # read through camera_info's P (else K and D)
         self.msgtype = sensor_data.image_msgtype(image_topic)
-        self.intrinsics: tuple[np.ndarray, int, int, str] | None = None
+        self.intrinsics: CameraModel | None = None
         self.format: tuple[str, int, int] | None = None
         self.waiting: deque[Image] = deque()
         self.received = 0
         self.dropped: Counter[str] = Counter()  # this camera's received images lost, by reason
-        self.last_stamp_ns: int | None = None
+        self.last_stamp_ns: int | None = None  # None: no image yet, or forgotten at a time jump
         self.absent = False  # missed a rig frame: not waited for until it sends again
 
 
@@ -56,18 +58,19 @@ class Dropped(Exception):
     """An image cannot be used; the reason has been counted."""
 
 
-# a camera's image with its pixel intrinsics and pose in the fixed frame
-Partner = tuple[Camera, Image, np.ndarray, np.ndarray]
+# a camera's image with its lens and pose in the fixed frame
+Partner = tuple[CameraInput, Image, Lens, np.ndarray]
 
 
-class Rig:
+class RigInputs:
     """The configured cameras (the first is the output camera), their queues and rig-frame pairing."""
 
-    def __init__(self, cfg: PipelineConfig, accounting: Accounting):
+    def __init__(self, cfg: RunnerConfig, accounting: Accounting):
         """``cfg`` is the live config (mode and sync tolerance are read when used)."""
         self.cfg, self.accounting = cfg, accounting
         self.cameras = [
-            Camera(i, img, info) for i, (img, info) in enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))
+            CameraInput(i, img, info, cfg.topics.is_rectified(img))
+            for i, (img, info) in enumerate(zip(cfg.topics.images, cfg.topics.camera_infos))
         ]
         self.image_topics = {c.image_topic: c.index for c in self.cameras}
         self.info_topics = {c.info_topic: c.index for c in self.cameras}
@@ -78,51 +81,43 @@ class Rig:
         waiting = self.cameras[0].waiting
         return waiting[-1] if waiting else None
 
-    def drop(self, cam: Camera, reason: str, message: str) -> None:
+    def tf_frame(self, cam: CameraInput, img: Image) -> str:
+        """The TF frame of a camera's image: ``topics.camera_frame`` for the first camera when set, else its
+        header's frame_id."""
+        override = self.cfg.topics.camera_frame
+        return override if override and cam.index == 0 else img.msg.header.frame_id.lstrip("/")
+
+    def drop(self, cam: CameraInput, reason: str, message: str) -> None:
         """Count a received image of ``cam`` as lost."""
         self.accounting.drop(reason, message, cam.dropped)
 
-    def set_intrinsics(self, cam: Camera, info: tuple[np.ndarray, int, int, str]) -> None:
-        """Take a camera's intrinsics; logged the first time, a change counted as a fault."""
-        old = cam.intrinsics
+    def set_intrinsics(self, cam: CameraInput, info: CameraModel) -> None:
+        """Take a camera's lens; logged the first time, a change counted as a fault."""
+        old, lens = cam.intrinsics, info.lens
         if old is None:
+            K = lens.K
             log.info(
-                "intrinsics from %s (%s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)",
+                "intrinsics from %s (%s, %s): fx %.2f fy %.2f cx %.2f cy %.2f (%dx%d)%s",
                 cam.info_topic,
-                info[3],
-                info[0][0, 0],
-                info[0][1, 1],
-                info[0][0, 2],
-                info[0][1, 2],
-                info[1],
-                info[2],
+                info.source,
+                "rectified" if cam.rectified else "raw",
+                K[0, 0],
+                K[1, 1],
+                K[0, 2],
+                K[1, 2],
+                lens.width,
+                lens.height,
+                f", {lens.model} D {np.round(lens.D, 4).tolist()}" if lens.distorted else "",
             )
-        elif old[1:3] != info[1:3] or not np.allclose(old[0], info[0]):
+        elif old.lens != lens:
             self.accounting.fault(
                 "camera_info_changed",
-                f"{cam.info_topic}: intrinsics changed from fx "
-                f"{old[0][0, 0]:.2f} {old[1]}x{old[2]} to fx {info[0][0, 0]:.2f} {info[1]}x{info[2]}",
+                f"{cam.info_topic}: intrinsics changed from fx {old.lens.K[0, 0]:.2f} {old.lens.width}x"
+                f"{old.lens.height} to fx {lens.K[0, 0]:.2f} {lens.width}x{lens.height}",
             )
         cam.intrinsics = info
 
-    def went_back(self, cam: Camera, stamp: int) -> bool:
-        """Whether ``cam``'s stamps went backwards (a bag looped): then waiting images are dropped.
-
-        The caller clears the window (TF checks its own stamps).
-        """
-        if cam.last_stamp_ns is None or stamp >= cam.last_stamp_ns:
-            return False
-        self.accounting.fault(
-            "time_jump_back",
-            f"{cam.image_topic}: stamp went back by "
-            f"{(cam.last_stamp_ns - stamp) * 1e-9:.3f} s; window and waiting images cleared",
-        )
-        self.discard_waiting("time_jump_back", "image from before the time jump")
-        for c in self.cameras:
-            c.last_stamp_ns = None  # so that the other cameras do not report the same jump again
-        return True
-
-    def queue(self, cam: Camera, msg: Any, stamp: int, arrival_ns: int) -> None:
+    def queue(self, cam: CameraInput, msg: Any, stamp: int, arrival_ns: int) -> None:
         """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""
         cam.last_stamp_ns = stamp
         cam.received += 1
@@ -135,7 +130,7 @@ class Rig:
             self.drop(cam, "superseded", f"{cam.image_topic}: a newer image arrived before this one was processed")
         cam.waiting.append(Image(msg, stamp, arrival_ns))
 
-    def drop_image(self, cam: Camera, reason: str, message: str) -> None:
+    def drop_image(self, cam: CameraInput, reason: str, message: str) -> None:
         """Count an image not handed over (received and dropped, so its camera's counts add up)."""
         cam.received += 1
         self.drop(cam, reason, f"{cam.image_topic}: {message}")
@@ -147,7 +142,7 @@ class Rig:
                 self.drop(c, reason, f"{c.image_topic}: {message}")
             c.waiting.clear()
 
-    def discard(self, cam: Camera, img: Image, reason: str, message: str) -> NoReturn:
+    def discard(self, cam: CameraInput, img: Image, reason: str, message: str) -> NoReturn:
         """Drop a waiting image for a counted reason; raises Dropped."""
         if img in cam.waiting:
             cam.waiting.remove(img)
@@ -155,14 +150,14 @@ class Rig:
         raise Dropped
 
     def partners(
-        self, img: Image, timed_out: bool, resolve: Callable[[Camera, Image, bool], tuple[np.ndarray, np.ndarray]]
+        self, img: Image, timed_out: bool, resolve: Callable[[CameraInput, Image, bool], tuple[Lens, np.ndarray]]
     ) -> list[Partner]:
         """Each other camera's image closest to ``img`` within the sync tolerance, with intrinsics and pose.
 
         Waits (up to ``tf_timeout``) while a camera's partner image may still come: it has
         sent images, none newer than this rig frame yet, and did not miss the last one. A
         camera without a partner is left out of this rig frame (counted). ``resolve`` gives
-        an image's intrinsics and pose, or raises Wait or Dropped.
+        an image's lens and pose, or raises Wait or Dropped.
         """
         tol = int(self.cfg.sync_tolerance * 1e9)
         found = []
@@ -185,10 +180,10 @@ class Rig:
                 )
                 continue
             try:
-                K, T = resolve(cam, partner, timed_out)
+                lens, T = resolve(cam, partner, timed_out)
             except Dropped:
                 continue
-            found.append((cam, partner, K, T))
+            found.append((cam, partner, lens, T))
         return found
 
     def consume(self, img: Image, found: list[Partner]) -> None:

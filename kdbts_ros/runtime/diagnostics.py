@@ -8,20 +8,22 @@ from typing import Protocol
 
 import numpy as np
 
-from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import Outputs
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.messages import cdr, published
 from kdbts_ros.runtime.accounting import Accounting
-from kdbts_ros.runtime.cameras import Camera
+from kdbts_ros.runtime.cameras import CameraInput
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.mapping import MapStage
+from kdbts_ros.runtime.window import FrameWindow
 
 
 class RunnerState(Protocol):
     """What the report reads (a :class:`kdbts_ros.runtime.runner.FrameRunner`)."""
 
-    cfg: PipelineConfig
-    pipeline: Pipeline
+    cfg: RunnerConfig
+    stages: Stages
+    window: FrameWindow
     tf_name: str
     accounting: Accounting
     processed: int
@@ -31,7 +33,7 @@ class RunnerState(Protocol):
     mapping: MapStage
 
     @property
-    def cameras(self) -> Sequence[Camera]:  # read-only: a runner's list[Camera] satisfies it
+    def cameras(self) -> Sequence[CameraInput]:  # read-only: a runner's list[CameraInput] satisfies it
         ...
 
 
@@ -56,15 +58,19 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
         "dropped_total": sum(runner.accounting.drops.values()),
         "head": last.head if last else "",
         "num_views": last.num_views if last else 0,
-        "window_frames": len(runner.pipeline.window),
-        "weights": runner.pipeline.model_info.get("weights", ""),
-        "device": str(runner.pipeline.device),
+        "window_frames": len(runner.window),
+        "weights": runner.stages.model_info.get("weights", ""),
+        "device": str(runner.stages.device),
+        "network_camera": network_camera(runner),
         "tf_buffer": runner.tf_name,
     }
     for c in runner.cameras:
         values[f"camera{c.index}_topic"] = c.image_topic
         values[f"camera{c.index}_images"] = c.received
-        values[f"camera{c.index}_intrinsics"] = c.intrinsics[3] if c.intrinsics else "missing"
+        values[f"camera{c.index}_intrinsics"] = c.intrinsics.source if c.intrinsics else "missing"
+        if c.intrinsics:  # how much of the network's view this camera fills (the rest is padding, unseen)
+            coverage = runner.stages.encoding.resampling(c.intrinsics.lens)[0].coverage
+            values[f"camera{c.index}_view_coverage"] = f"{coverage:.3f}"
         values[f"camera{c.index}_dropped"] = sum(c.dropped.values())
     values.update(runner.mapping.status())
     values.update(sorted(counts.items()))
@@ -74,3 +80,9 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
     return cdr.serialize(
         published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message, values)
     )
+
+
+def network_camera(runner: RunnerState) -> str:
+    """The canonical camera every frame is seen through: size and normalised intrinsics."""
+    c = runner.stages.canonical
+    return f"{c.width}x{c.height} fx' {c.fx:.4f} fy' {c.fy:.4f} cx' {c.cx:.4f} cy' {c.cy:.4f}"

@@ -9,9 +9,17 @@ pose, non-finite densities) is counted as the fault ``map_skipped_<reason>``, no
 image itself was used and its outputs published (the per-camera counts still add up), only the
 map went without it. Resets are counted as the fault ``map_reset_<reason>``.
 
-Time-jump rule (``map.time_jump_rule``): reset clears the map when the image stamps go back (a
-bag looped or sim time restarted: the runner's own detection, which also clears the window) or
-jump forward by more than ``map.max_time_gap``; keep fuses into the map as it is.
+Time jumps are detected by the runner (image stamps or the clock going back, a forward gap beyond
+``map.max_time_gap``), which calls :meth:`MapStage.time_jump`; ``map.time_jump_rule`` reset clears
+the map there (the fault ``map_reset_time_jump``), keep fuses on into the map as it is.
+
+Gravity, one rule (``map.up_axis``): the map is built in a gravity-aligned frame, the fixed frame
+turned by :func:`kdbts_ros.core.world_map.gravity_rotation` so that its up axis becomes z. ``auto``
+takes as up the fixed frame's axis nearest to the first fused camera's up (-y of its optical frame),
+chosen once per map; an explicit axis (``+z``, ``-y``, ...) overrides it. What is published stays in
+the fixed frame: the occupied-voxel cloud is turned back into it, and the 2-D OccupancyGrid's origin
+pose carries the rotation (nav2 and RViz place a rotated origin). The saved pgm + yaml, whose origin
+has no room for a tilt, are in the gravity-aligned frame; the saved cloud is in the fixed frame.
 
 Publishing is paced by message stamps, not wall time, so a bag replayed at any speed publishes
 the same maps: a frame publishes when at least ``1 / publish_rate`` of stamp time passed since
@@ -21,16 +29,23 @@ Maps are built only for the topics wanted.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from pathlib import Path
 
-from kdbts_ros.core.config import PipelineConfig
-from kdbts_ros.core.frames import Outputs
-from kdbts_ros.core.world_map import WorldMap
-from kdbts_ros.messages import published
-from kdbts_ros.runtime.accounting import Accounting
+import numpy as np
 
+from kdbts_ros.core.frames import Outputs
+from kdbts_ros.core.map_2d import occupancy_2d
+from kdbts_ros.core.world_map import WorldMap, gravity_rotation, pose_problem, transform, up_axis_of
+from kdbts_ros.data import map_files
+from kdbts_ros.messages import published
+from kdbts_ros.messages.topics import OUTPUT
+from kdbts_ros.runtime.accounting import Accounting
+from kdbts_ros.runtime.config import RunnerConfig
+
+log = logging.getLogger("kdbts_ros")
 PUBLISH_SLACK_NS = 1_000_000  # stamps 1 ms short of the period still publish (camera clocks jitter)
 
 
@@ -41,11 +56,13 @@ def _slug(reason: str) -> str:
 class MapStage:
     """The world map of a runner, its publication pacing and its saving; thread-safe (the node's services)."""
 
-    def __init__(self, cfg: PipelineConfig, accounting: Accounting):
+    def __init__(self, cfg: RunnerConfig, accounting: Accounting):
         self.cfg, self.accounting = cfg, accounting
         self.map: WorldMap | None = None
         self._lock = threading.Lock()  # the step thread fuses, service callbacks clear and save
         self._last_publish_ns: int | None = None
+        self.up_axis: str | None = None  # the fixed frame's axis taken as up; None until the first fused frame
+        self.T_map_fixed = np.eye(4)  # the gravity-aligned map frame's rotation from the fixed frame
         self.configure()
 
     @property
@@ -58,6 +75,7 @@ class MapStage:
             if self.cfg.map.enabled and self.map is None:
                 self.map = WorldMap(self.cfg.map)
                 self._last_publish_ns = None
+                self.up_axis, self.T_map_fixed = None, np.eye(4)
             elif not self.cfg.map.enabled:
                 self.map = None
 
@@ -74,27 +92,40 @@ class MapStage:
             if wmap is None:
                 return []
             if out.out_frame != self.cfg.fixed_frame or not out.density.size:
-                reason: str | None = f"no pose in {self.cfg.fixed_frame}"
+                reason: str | None = wmap.skip(f"no pose in {self.cfg.fixed_frame}")
             else:
-                before = sum(wmap.resets.values())
+                T = out.T_out_cam
+                if pose_problem(T) is None:  # else integrate counts it
+                    T = self._gravity(T) @ T
                 reason = wmap.integrate(
-                    out.density, out.spec, out.T_out_cam, self.cfg.grid.occupied_density, out.stamp_ns
+                    out.density, out.unseen, out.spec, T, self.cfg.grid.occupied_density, out.stamp_ns
                 )
-                if sum(wmap.resets.values()) > before:
-                    self._last_publish_ns = None
-                    self.accounting.fault(
-                        "map_reset_time_jump",
-                        f"the map was cleared: time jumped (map.time_jump_rule {self.cfg.map.time_jump_rule})",
-                    )
             if reason is not None:
-                if reason.startswith("no pose in"):
-                    wmap.skipped[reason] += 1  # integrate counts its own reasons
                 self.accounting.fault(
                     f"map_skipped_{_slug(reason)}",
                     f"frame at {out.stamp_ns * 1e-9:.3f} s not fused into the map: {reason}",
                 )
                 return []
             return self._due(out.stamp_ns, wanted)
+
+    def _gravity(self, T_fixed_cam: np.ndarray) -> np.ndarray:
+        """T_map_fixed, chosen at the first fused frame by ``map.up_axis`` (auto: from this camera's up)."""
+        if self.up_axis is None:
+            axis = self.cfg.map.up_axis
+            self.up_axis = up_axis_of(T_fixed_cam) if axis == "auto" else axis
+            self.T_map_fixed = gravity_rotation(self.up_axis)
+            log.info(
+                "world map: up is %s's %s axis (%s)",
+                self.cfg.fixed_frame,
+                self.up_axis,
+                "map.up_axis auto: nearest the first camera's up" if axis == "auto" else "map.up_axis",
+            )
+        return self.T_map_fixed
+
+    def _fixed_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The map's occupied voxel centres in the fixed frame, and their probabilities."""
+        points, prob = self.map.occupied_points() if self.map is not None else (np.zeros((0, 3)), np.zeros(0))
+        return transform(self.T_map_fixed.T, points), prob
 
     def _due(self, stamp: int, wanted: set[str] | None) -> list[tuple[str, str, object]]:
         rate = self.cfg.map.publish_rate
@@ -112,29 +143,34 @@ class MapStage:
         assert wmap is not None  # _due checked it under the lock
         t, frame_id, msgs = self.cfg.topics, self.cfg.fixed_frame, []
         if want_map:
-            grid = wmap.occupancy_2d()
+            grid = occupancy_2d(wmap)
             if grid is not None:
-                msgs.append((t.map, "nav_msgs/msg/OccupancyGrid", published.occupancy_grid_map(grid, stamp, frame_id)))
+                msg = published.occupancy_grid_map(grid, stamp, frame_id, self.T_map_fixed.T)
+                msgs.append((t.map, OUTPUT["map"].msgtype, msg))
         if want_points:
-            points, prob = wmap.occupied_points()
+            points, prob = self._fixed_points()
             msgs.append(
-                (t.map_points, "sensor_msgs/msg/PointCloud2", published.map_points(points, prob, stamp, frame_id))
+                (t.map_points, OUTPUT["map_points"].msgtype, published.map_points(points, prob, stamp, frame_id))
             )
         return msgs
 
-    def time_jump(self) -> None:
-        """The runner saw the image stamps go back (a bag looped): apply ``map.time_jump_rule``."""
+    def time_jump(self, reason: str) -> None:
+        """Time jumped (``reason`` from :mod:`kdbts_ros.runtime.time_jumps`): apply ``map.time_jump_rule``.
+
+        reset: the map is cleared before the next frame (the fault ``map_reset_time_jump``); keep:
+        the next frame fuses into the map as it is (decayed by the time since the last frame when
+        the stamps went forward, not at all when they went back). Either way the next fused frame
+        publishes at once.
+        """
         with self._lock:
             if self.map is None:
                 return
             self._last_publish_ns = None
             if self.cfg.map.time_jump_rule == "reset":
-                self.map.reset("time went backwards")
+                self.map.reset("time jump")
                 self.accounting.fault(
-                    "map_reset_time_jump", "the map was cleared: image stamps went back (map.time_jump_rule reset)"
+                    "map_reset_time_jump", f"the map was cleared: {reason} (map.time_jump_rule reset)"
                 )
-            else:
-                self.map.last_stamp_ns = None  # keep: fuse on from the new stamps, no second jump reported
 
     # ------------------------------------------------------------ services
     def clear(self) -> bool:
@@ -147,7 +183,8 @@ class MapStage:
             return True
 
     def save(self, stem: str | Path, cloud_format: str = "pcd") -> list[Path]:
-        """Write ``stem.<cloud_format>`` (occupied voxels, open3d) and ``stem.pgm`` + ``stem.yaml`` (map_server).
+        """Write ``stem.<cloud_format>`` (occupied voxels in the fixed frame, open3d) and ``stem.pgm`` + ``stem.yaml``
+        (map_server; in the gravity-aligned map frame, the fixed frame itself when its z is up).
 
         Raises ValueError when the map is off or empty, OSError when a file cannot be written.
         """
@@ -158,8 +195,10 @@ class MapStage:
                 raise ValueError("the map is empty: no frame fused yet")
             stem = Path(stem).expanduser()
             cloud = stem.with_suffix(f".{cloud_format}")  # as the pgm and yaml beside it
-            self.map.save_points(cloud)
-            pgm, meta = self.map.save_pgm_yaml(stem)
+            map_files.save_points(cloud, *self._fixed_points())
+            grid = occupancy_2d(self.map)
+            assert grid is not None  # the map holds a frame
+            pgm, meta = map_files.save_pgm_yaml(stem, grid)
             return [cloud, pgm, meta]
 
     def status(self) -> dict[str, object]:
@@ -175,5 +214,6 @@ class MapStage:
                 "map_known_cells": s["known"],
                 "map_occupied_cells": s["occupied"],
                 "map_tilted_frames": s["tilted"],
+                "map_up_axis": self.up_axis or "not chosen yet",
                 "map_memory_mb": f"{self.map.nbytes() / 2**20:.1f}",
             }

@@ -14,11 +14,14 @@ import numpy as np
 import torch
 
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.field import Query, ReferenceField
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.inference import encode_views
+from kdbts_ros.core.lens import Lens
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.stages import Stages
 
+INPUT_CAPTION = "network's view (grey: not seen)"
 DEPTH_CAPTION = "depth (magma: near bright)"
 
 
@@ -32,10 +35,16 @@ def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:
     return cv2.resize(img, None, fx=cell_px, fy=cell_px, interpolation=cv2.INTER_NEAREST)
 
 
+UNKNOWN_BGR = (96, 96, 96)  # pixels the camera does not see (padding of the canonical view)
+
+
 def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
-    """BGR picture of a depth map: magma on normalised inverse depth, as the paper's figures."""
-    inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
-    return cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
+    """BGR picture of a depth map: magma on normalised inverse depth, as the paper's figures; grey where NaN."""
+    unknown = ~np.isfinite(depth)
+    inv = (1.0 / np.clip(np.where(unknown, far, depth), near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
+    picture = cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
+    picture[unknown] = UNKNOWN_BGR
+    return picture
 
 
 def profile_picture(profile: np.ndarray) -> np.ndarray:
@@ -73,28 +82,31 @@ def figure_head(cfg: PipelineConfig) -> str:
     return "mv" if cfg.mode == "mv" else "sv"
 
 
-def figure(
-    pipeline: Pipeline, rgb: np.ndarray, K: np.ndarray, head: str | None = None, pitch_deg: float = 0.0
-) -> Figure:
-    """Encode one RGB image (pixel intrinsics K) and draw its figure.
+def figure(stages: Stages, rgb: np.ndarray, lens: Lens, head: str | None = None, pitch_deg: float = 0.0) -> Figure:
+    """Encode one RGB image seen through ``lens`` and draw its figure: the network's view, its depth, the profile.
 
-    The depth is rendered at the network's full input size, whatever ``render.depth_scale``
+    The input and depth panels show the canonical camera's view (what the network sees), scaled
+    to the image's width. The depth is rendered at the network's full input size, whatever ``render.depth_scale``
     the node publishes at; the profile is queried on the paper's grid, tilted by
     ``pitch_deg`` (KITTI-360: 5). Costs an encode, a depth render and a 4 M-point query.
     """
-    cfg, model = pipeline.cfg, pipeline.model
+    cfg, model = stages.cfg, stages.model
     head = head or figure_head(cfg)
     spec = ProfileSpec(pitch_deg=pitch_deg)
-    with pipeline.precision():
-        _, image01, Kn = pipeline.prepare(rgb, K)
+    with stages.precision():
+        seen, image01, Kn, valid = stages.encoding.prepare(rgb, lens)
         views = encode_views(model, image01, Kn[None])
-        depth, _ = pipeline.render_depth_image(views, head, Kn, scale=1.0)
+        # the reference path, whatever model.fast: one image, its own encoding
+        reference = ReferenceField(cfg, model, stages.device, stages.input_size)
+        depth, _ = reference.depth(Query(head, [], views, valid), Kn, scale=1.0)
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
+    size = (rgb.shape[1], round(rgb.shape[1] * seen.shape[0] / seen.shape[1]))
+    view = seen.copy()
+    if valid is not None:  # the padding the camera does not see, grey as in the depth panel (grey: RGB = BGR)
+        view[~valid.cpu().numpy()] = UNKNOWN_BGR
     picture = compose_figure(
-        rgb,
-        depth_png(
-            cv2.resize(depth, rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR), cfg.model.z_near, cfg.model.z_far
-        ),
+        cv2.resize(view, size, interpolation=cv2.INTER_NEAREST),
+        depth_png(cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST), cfg.model.z_near, cfg.model.z_far),
         profile_picture(profile),
         profile_caption(spec),
     )
@@ -104,7 +116,8 @@ def figure(
 def compose_figure(
     rgb: np.ndarray, depth_bgr: np.ndarray, profile_bgr: np.ndarray, profile_label: str = profile_caption()
 ) -> np.ndarray:
-    """Input (its own size) over the depth picture (same size), the profile as a square of their height right.
+    """Input (the network's view, scaled to the image's width) over the depth picture (same size), the profile
+    as a square of their height right.
 
     Each panel gets its caption in its top-left corner, sized to the input's height.
     """
@@ -114,7 +127,7 @@ def compose_figure(
     scale = max(0.35, 0.8 * h / 375)  # KITTI's 375 rows: 0.8, about 18 px tall letters
     left = np.vstack(
         [
-            _captioned(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "input", scale),
+            _captioned(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), INPUT_CAPTION, scale),
             _captioned(depth_bgr.copy(), DEPTH_CAPTION, scale),
         ]
     )

@@ -1,7 +1,11 @@
 """Serialized messages in, serialized outputs out: the logic the node, demo and replay share.
 
 The runner takes CDR bytes of images (raw or compressed) and camera_info of any
-number of cameras and of TF messages. The first camera's newest image is the
+number of cameras and of TF messages, and owns everything that lives from one frame to the
+next: the window of keyframes (:mod:`~kdbts_ros.runtime.window`), the head choice
+(:mod:`~kdbts_ros.runtime.head_choice`), the grid budget (:mod:`~kdbts_ros.runtime.grid_budget`)
+and the time-jump rule (:mod:`~kdbts_ros.runtime.time_jumps`); the network's stages
+(:class:`kdbts_ros.core.stages.Stages`) keep nothing between frames. The first camera's newest image is the
 frame the outputs are made for; the other cameras' images closest in time join
 it as one rig frame (:mod:`kdbts_ros.runtime.cameras`). Each image waits (up to
 ``tf_timeout``) for its intrinsics and its pose at the image stamp; both are
@@ -15,37 +19,45 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.field import Query, smaller_query_memory
 from kdbts_ros.core.frames import Frame, Outputs
-from kdbts_ros.core.pipeline import Pipeline
+from kdbts_ros.core.grids import bev_occupancy, occupied_voxels, point_colours
+from kdbts_ros.core.lens import Lens, depth_in
+from kdbts_ros.core.loading import synced_time
+from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
-from kdbts_ros.messages import cdr, published, sensor_data
+from kdbts_ros.messages import cdr, published, sensor_data, topics
 from kdbts_ros.runtime.accounting import Accounting
-from kdbts_ros.runtime.cameras import TIME_JUMP_NS, Camera, Dropped, Image, Rig, Wait
+from kdbts_ros.runtime.cameras import CameraInput, Dropped, Image, RigInputs, Wait
+from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.diagnostics import diagnostic_array
+from kdbts_ros.runtime.grid_budget import GridBudget
+from kdbts_ros.runtime.head_choice import HeadChoice
 from kdbts_ros.runtime.mapping import MapStage
 from kdbts_ros.runtime.params import ParamStage
+from kdbts_ros.runtime.time_jumps import TimeJumps
+from kdbts_ros.runtime.window import FrameWindow
 
 
 class FrameRunner:
-    """Holds the rig's waiting images, the TF buffer and the counters; the pipeline's window picks keyframes."""
+    """The rig's waiting images, the TF buffer, the counters and every state kept across frames."""
 
     def __init__(
         self,
-        cfg: PipelineConfig,
-        pipeline: Pipeline | None = None,
+        cfg: RunnerConfig,
+        stages: Stages | None = None,
         tf: TfStore | None = None,
         tf_name: str | None = None,
     ):
         """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed."""
         self.cfg = cfg
-        self.pipeline = pipeline or Pipeline(cfg)
+        self.stages = stages or Stages(cfg)
         self.tf, self.tf_name = (
             (tf, tf_name or type(tf).__name__)
             if tf is not None
@@ -53,19 +65,22 @@ class FrameRunner:
         )
         # the node's callbacks (images, camera_info, TF) run in other threads than step: the queues, the TF
         # buffer and the counters change only under this lock (re-entrant: the counters take it again);
-        # the window is cleared by the inference thread only
+        # the window is changed by the inference thread only
         self._lock = threading.RLock()
         self.accounting = Accounting(self._lock)
-        self.rig = Rig(cfg, self.accounting)
+        self.rig = RigInputs(cfg, self.accounting)
         self.cameras = self.rig.cameras
-        self.params = ParamStage(cfg, self.pipeline)
+        self.window = FrameWindow(cfg.window_size, cfg.keyframe)
+        self.heads = HeadChoice(cfg, self.stages.model, self.stages.device)
+        self.grid_budget = GridBudget()
+        self._last_grid_timing: tuple[float, float] | None = None  # (frame_s, grid_s) of the last grid frame
+        self.params = ParamStage(cfg, self.stages, self.window)
         self.mapping = MapStage(cfg, self.accounting)  # the world map, while map.enabled
+        self.time_jumps = TimeJumps(cfg, self.accounting, self.rig, self.window, self.tf, self.mapping)
         self.processed = 0
         self.latencies: deque[float] = deque(maxlen=100)
         self.last: Outputs | None = None
         self.timings: dict[str, float] = {}  # seconds per stage of the last processed frame
-        self._tf_newest: int | None = None
-        self._clear_window = False
         self._in_hand: Image | None = None  # the image the step thread is preparing
 
     @property
@@ -95,10 +110,11 @@ class FrameRunner:
             self.on_image(self.rig.image_topics[topic], data, arrival_ns)
 
     def on_camera_info(self, camera: int, data: bytes) -> None:
-        """Take a camera's intrinsics from a CameraInfo (P for rectified images, else K)."""
+        """Take a camera's lens from a CameraInfo (P for rectified images, else K and D)."""
         cam = self.cameras[camera]
         try:
-            info = sensor_data.camera_info_intrinsics(cdr.deserialize(data, "sensor_msgs/msg/CameraInfo"))
+            msg = cdr.deserialize(data, "sensor_msgs/msg/CameraInfo")
+            info = sensor_data.camera_info_lens(msg, cam.rectified)
         except cdr.ConversionError as exc:
             self.accounting.drop("bad_camera_info", f"{cam.info_topic}: {exc}")
             return
@@ -119,23 +135,8 @@ class FrameRunner:
                     continue
                 assert T is not None  # tf_transforms gives None only with a problem
                 if not static:
-                    self._check_tf_time(stamp)
+                    self.time_jumps.on_tf(stamp)
                 self.tf.set_transform(parent, child, stamp, T, static)
-
-    def _check_tf_time(self, stamp: int) -> None:
-        """Clear the dynamic TF history when transforms go back in time (a bag looped, sim time restarted).
-
-        Transforms of different publishers arrive slightly out of order, so only a step back
-        of more than TIME_JUMP_NS counts.
-        """
-        if self._tf_newest is not None and stamp < self._tf_newest - TIME_JUMP_NS:
-            self.accounting.fault(
-                "tf_time_jump_back",
-                f"TF went back by {(self._tf_newest - stamp) * 1e-9:.3f} s; dynamic TF history cleared",
-            )
-            self.tf.clear()
-            self._tf_newest = None
-        self._tf_newest = stamp if self._tf_newest is None else max(self._tf_newest, stamp)
 
     def on_image(self, camera: int, data: bytes, arrival_ns: int) -> None:
         """Queue an image of a camera; the output camera keeps only its newest, older ones are dropped."""
@@ -147,8 +148,7 @@ class FrameRunner:
             return
         stamp = cdr.stamp_ns(msg.header.stamp)
         with self._lock:
-            if self.rig.went_back(cam, stamp):
-                self._clear_window = True  # time went backwards (a bag looped): forget the window too
+            self.time_jumps.on_image(cam, stamp)
             self.rig.queue(cam, msg, stamp, arrival_ns)
 
     def drop_image(self, camera: int, reason: str, message: str) -> None:
@@ -171,10 +171,6 @@ class FrameRunner:
         """
         self.apply_params()
         wanted = None if outputs is None else set(outputs())
-        if self._clear_window:
-            self._clear_window = False
-            self.pipeline.window.reset()
-            self.mapping.time_jump()
         try:
             return self._step(now_ns, wanted)
         except Exception as exc:  # whatever happens to one frame, the node's timer and a replay go on
@@ -194,12 +190,12 @@ class FrameRunner:
             img = self._in_hand = self.pending
             if img is None:
                 return []
-            if now_ns < img.arrival_ns - TIME_JUMP_NS:
-                img.arrival_ns = now_ns  # the clock went back (sim time of a looping bag): wait afresh
+            if self.time_jumps.clock_went_back(now_ns, img.arrival_ns):
+                img.arrival_ns = now_ns  # sim time of a looping bag: wait afresh
             timed_out = (now_ns - img.arrival_ns) * 1e-9 >= self.cfg.tf_timeout
             try:
-                K, T = self._resolve(ref, img, timed_out)
-                frame = self._frame(ref, img, K, T)
+                lens, T = self._resolve(ref, img, timed_out)
+                frame = self._frame(ref, img, lens, T)
                 partners = self.rig.partners(img, timed_out, self._resolve) if self.cfg.mode != "sv" else []
             except (Wait, Dropped):
                 return []
@@ -208,18 +204,19 @@ class FrameRunner:
             ref.waiting.remove(img)
             self.rig.consume(img, partners)
             companions, decoded = [], [img]
-            for cam, partner, K_c, T_c in partners:
+            for cam, partner, lens_c, T_c in partners:
                 try:
-                    companions.append(self._frame(cam, partner, K_c, T_c))
+                    companions.append(self._frame(cam, partner, lens_c, T_c))
                     decoded.append(partner)
                 except Dropped:
                     pass
-        want_grid, want_depth = published.stages_wanted(self.cfg.topics, wanted)
+        self.time_jumps.frame(frame.stamp_ns)  # a jump since the last frame resets window and map first
+        want_grid, want_depth = topics.stages_wanted(self.cfg.topics, wanted)
         want_grid = want_grid or self.mapping.enabled  # the map fuses every frame's grid
         try:
-            out = self.pipeline.process(frame, want_depth=want_depth, want_grid=want_grid, companions=companions)
+            out = self.process(frame, want_depth=want_depth, want_grid=want_grid, companions=companions)
         except torch.OutOfMemoryError:
-            memory, chunk = changes = self.pipeline.smaller_query_memory()
+            memory, chunk = changes = smaller_query_memory(self.cfg, self.stages.device)
             self.change_params(changes)
             self.rig.drop(
                 ref,
@@ -250,23 +247,97 @@ class FrameRunner:
         self.processed += 1
         return messages
 
-    def _resolve(self, cam: Camera, img: Image, timed_out: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel intrinsics and pose in the fixed frame of a camera's image; raises Wait or Dropped."""
+    def process(
+        self, frame: Frame, want_depth: bool = True, want_grid: bool = True, companions: Sequence[Frame] = ()
+    ) -> Outputs:
+        """Run one frame (and the other cameras' images of its rig frame) through the stages; build outputs.
+
+        Every image is encoded once. When the window takes the rig frame as a keyframe its
+        images stay for later frames; otherwise they are queried this once and forgotten.
+        """
+        with self.stages.precision():
+            return self._process(frame, want_depth, want_grid, companions)
+
+    def _process(self, frame: Frame, want_depth: bool, want_grid: bool, companions: Sequence[Frame]) -> Outputs:
+        t0 = time.perf_counter()
+        cfg, device, encoding = self.cfg, self.stages.device, self.stages.encoding
+        assert frame.K is not None, "a frame is processed with its intrinsics"
+        prepared = encoding.prepare(frame.image, frame.lens())
+        t1 = synced_time(device)
+        heads = self.heads.for_mode()
+        entry = encoding.encode(frame, heads, prepared)
+        group = [encoding.encode(c, heads) for c in companions]
+        self.window.offer([*group, entry])
+        spec = self.grid_budget.next_spec(cfg.grid, cfg.latency_budget, self._last_grid_timing)
+        query = Query.of(*self.heads.choose(entry, group, self.window.posed(), spec), device)
+        t2 = synced_time(device)
+
+        centres = spec.centres_cam()
+        field = self.stages.field
+        density, unseen = np.zeros(spec.shape, np.float32), np.ones(spec.shape, bool)
+        occupancy, points, pdens = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+        prgb = np.zeros((0, 3), np.uint8)
+        if want_grid:
+            density, unseen = (a.reshape(spec.shape) for a in field.grid(centres, query))
+            occupancy = bev_occupancy(density, unseen, spec.resolution_z)
+            points, pdens = occupied_voxels(centres, density, unseen, cfg.grid.occupied_density)
+            prgb = point_colours(points, encoding.canonical.Kn, prepared.resized)
+        t3 = synced_time(device)
+
+        depth = depth_lens = None
+        if want_depth:
+            depth, depth_K = field.depth(query, prepared.Kn)
+            depth_lens = Lens.pinhole(depth_K, depth.shape[1], depth.shape[0])
+            if cfg.render.depth_camera == "input":
+                depth, depth_lens = depth_in(depth, depth_lens, frame.lens()), frame.lens()
+        t4 = synced_time(device)
+
+        if frame.T_fixed_cam is not None:
+            out_frame, T_out_cam = cfg.fixed_frame, frame.T_fixed_cam
+        else:
+            out_frame, T_out_cam = frame.frame_id, np.eye(4)
+        points = (points @ T_out_cam[:3, :3].T + T_out_cam[:3, 3]).astype(np.float32)
+        # the grid budget adapts to this frame when the next one starts (GridBudget.next_spec)
+        self._last_grid_timing = (time.perf_counter() - t0, t3 - t2) if want_grid else None
+        return Outputs(
+            frame.stamp_ns,
+            frame.frame_id,
+            out_frame,
+            T_out_cam,
+            spec,
+            density,
+            unseen,
+            occupancy,
+            points,
+            pdens.astype(np.float32),
+            prgb,
+            depth,
+            depth_lens,
+            query.head,
+            int(query.views.features.shape[1]),
+            {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},
+        )
+
+    def _resolve(self, cam: CameraInput, img: Image, timed_out: bool) -> tuple[Lens, np.ndarray]:
+        """Lens and pose in the fixed frame of a camera's image; raises Wait or Dropped."""
         if cam.intrinsics is None:
             # camera_info travels on its own topic and may arrive just after the image
             if not timed_out:
                 raise Wait
             self.rig.discard(cam, img, "no_camera_info", "no camera_info received")
+        source = self.rig.tf_frame(cam, img)
         try:
-            T = self.tf.lookup(self.cfg.fixed_frame, img.msg.header.frame_id.lstrip("/"), img.stamp_ns)
+            T = self.tf.lookup(self.cfg.fixed_frame, source, img.stamp_ns)
         except TfError as exc:
             if exc.reason in ("future", "unknown_frame", "disconnected") and not timed_out:
                 raise Wait from exc  # the transform may still arrive: retry on the next step
             reason = {"future": "tf_late", "past": "tf_too_old"}.get(exc.reason, f"tf_{exc.reason}")
-            self.rig.discard(cam, img, reason, f"no pose in {self.cfg.fixed_frame}: {exc}")
-        return cam.intrinsics[0], T
+            hint = "; if the images' frame has another name there, set topics.camera_frame" if cam.index == 0 else ""
+            lost = f" (image frame {source!r}{hint})" if exc.reason == "unknown_frame" else ""
+            self.rig.discard(cam, img, reason, f"no pose in {self.cfg.fixed_frame}: {exc}{lost}")
+        return cam.intrinsics.lens, T
 
-    def _frame(self, cam: Camera, img: Image, K: np.ndarray, T: np.ndarray) -> Frame:
+    def _frame(self, cam: CameraInput, img: Image, lens: Lens, T: np.ndarray) -> Frame:
         """Decode an image into a Frame; format changes are counted, a size unlike camera_info drops it."""
         if img.rgb is None:
             t0 = time.perf_counter()
@@ -284,11 +355,14 @@ class FrameRunner:
                 f"{cam.image_topic}: {cam.format[0]} {cam.format[1]}x{cam.format[2]} became {fmt[0]} {w}x{h}",
             )
         cam.format = fmt
-        assert cam.intrinsics is not None  # K came from them (_resolve)
-        _, wi, hi, _ = cam.intrinsics
-        if (w, h) != (wi, hi):
-            self.rig.discard(cam, img, "size_mismatch", f"{cam.image_topic}: image {w}x{h} but camera_info {wi}x{hi}")
-        return Frame(rgb, K, img.stamp_ns, img.msg.header.frame_id.lstrip("/"), T)
+        if (w, h) != (lens.width, lens.height):
+            self.rig.discard(
+                cam,
+                img,
+                "size_mismatch",
+                f"{cam.image_topic}: image {w}x{h} but camera_info {lens.width}x{lens.height}",
+            )
+        return Frame(rgb, lens.K, img.stamp_ns, self.rig.tf_frame(cam, img), T, lens)
 
     def published(self, publish_s: float, latency_s: float) -> None:
         """The node published the last frame: its publish time and publish-minus-stamp latency."""
@@ -319,7 +393,7 @@ class FrameRunner:
         return self.params.take_own_changes()
 
     def apply_params(self) -> None:
-        """Copy accepted parameter changes into the live config (whose parts the pipeline holds); between frames."""
+        """Copy accepted parameter changes into the live config (whose parts the stages hold); between frames."""
         self.params.apply()
         self.mapping.configure()  # map.enabled switched: build or release the map
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from kdbts_ros.core.config import _f, set_param, shape_field
+from kdbts_ros.core.config import shape_field
 from kdbts_ros.core.model.network import Architecture, architecture_of
+from kdbts_ros.core.model.official import OFFICIAL_CAMERAS
+from kdbts_ros.core.settings import set_param, setting
 
 
 @dataclass
@@ -18,7 +21,7 @@ class TrainModelConfig:
     mv_feature_dim: int = shape_field("mv_feature_dim", 16)
     z_near: float = shape_field("z_near", 3.0)
     z_far: float = shape_field("z_far", 80.0)
-    grey_input: bool = _f(
+    grey_input: bool = setting(
         False,
         "the encoder sees every image as grey (luma), so grey and colour cameras "
         "look alike to it; stored with the checkpoint, applied wherever it runs",
@@ -33,28 +36,28 @@ class TrainModelConfig:
 class SourceConfig:
     """One source of training frames: a line of ``data.sources``, ``FORMAT ROOT [key=value ...]``."""
 
-    format: str = _f(
+    format: str = setting(
         "synth",
         "dataset layout: synth (kdbts synth folder), raw (KITTI raw drive), odometry "
         "(KITTI odometry sequence), kitti360 (KITTI-360 root)",
         choices=("synth", "raw", "odometry", "kitti360"),
     )
-    root: str = _f("data/synth_train", "dataset folder (KITTI: as kdbts kitti2bag's SOURCE)")
-    calib: str = _f("", "KITTI: calibration path when not in the standard layout (as kitti2bag --calib)")
-    poses: str = _f("", "KITTI: pose file when not in the standard layout (as kitti2bag --poses)")
-    sequence: str = _f("", "kitti360: sequence name")
-    cameras: str = _f(
+    root: str = setting("data/synth_train", "dataset folder (KITTI: as kdbts kitti2bag's SOURCE)")
+    calib: str = setting("", "KITTI: calibration path when not in the standard layout (as kitti2bag --calib)")
+    poses: str = setting("", "KITTI: pose file when not in the standard layout (as kitti2bag --poses)")
+    sequence: str = setting("", "kitti360: sequence name")
+    cameras: str = setting(
         "",
         "KITTI: comma-separated camera folders, stereo pairs left first (empty: KITTI raw the "
         "colour pair image_02,image_03 as the official loaders; others all present)",
     )
-    layout: str = _f(
+    layout: str = setting(
         "rig",
         "rig: two time steps of a stereo pair (and side cameras); mono: the first camera's "
         "frames t, t-1, t+1 (loss frame t, render frames its neighbours)",
         choices=("rig", "mono"),
     )
-    weight: float = _f(1.0, "share of batches drawn from this source, relative to the others", 0.0, 1000.0)
+    weight: float = setting(1.0, "share of batches drawn from this source, relative to the others", 0.0, 1000.0)
 
 
 def parse_source(line: str) -> SourceConfig:
@@ -69,9 +72,9 @@ def parse_source(line: str) -> SourceConfig:
         if not sep:
             raise ValueError(f"data.sources: {word!r} in {line!r} is not key=value")
         values[key] = float(value) if key == "weight" else value
-    for key, setting in values.items():
+    for key, given in values.items():
         try:
-            set_param(src, key, setting)
+            set_param(src, key, given)
         except ValueError as exc:
             raise ValueError(f"data.sources: {line!r}: {exc}") from exc
     return src
@@ -81,33 +84,49 @@ def parse_source(line: str) -> SourceConfig:
 class TrainDataConfig:
     """Where the frames come from and how a training sample is assembled."""
 
-    sources: list[str] = _f(
+    sources: list[str] = setting(
         ["synth data/synth_train"],
         "sources of training frames, each 'FORMAT ROOT [key=value ...]' with the keys of "
         "a source (format synth|raw|odometry|kitti360; calib, poses, sequence, cameras, "
         "layout rig|mono, weight); every batch comes from one source, drawn by weight",
     )
-    width: int = _f(0, "image width all frames are resized to (0: as recorded; official: 640)", 0, 4096)
-    height: int = _f(0, "image height all frames are resized to (0: as recorded; official: 192)", 0, 4096)
-    side_offset: int = _f(
+    width: int = setting(
+        0,
+        "training camera width every source's frames are resampled to (0: the first source's; official: 640)",
+        0,
+        4096,
+    )
+    height: int = setting(
+        0,
+        "training camera height every source's frames are resampled to (0: the first source's; official: 192)",
+        0,
+        4096,
+    )
+    camera: str = setting(
+        "",
+        "the training camera's normalised intrinsics 'fx fy cx cy' (official convention), or kitti-360 / kitti-raw "
+        "(the official configs' values); empty: the first source's first camera. Every source is resampled into it; "
+        "the checkpoint states it",
+    )
+    side_offset: int = setting(
         10, "frames between the forward and the side cameras' time steps (KITTI-360 fisheye_offset)", 0, 100
     )
-    flip_lr: float = _f(
+    flip_lr: float = setting(
         0.5,
         "probability of swapping left and right cameras (the sample's 'right image'); mono samples are mirrored",
         0.0,
         1.0,
     )
-    colour_jitter: float = _f(
+    colour_jitter: float = setting(
         0.2,
         "brightness/contrast/saturation jitter amplitude, the same for all frames of a sample (official: 0.2)",
         0.0,
         1.0,
     )
-    grey: float = _f(
+    grey: float = setting(
         0.0, "probability of turning a sample's colour frames grey (one network for grey and colour cameras)", 0.0, 1.0
     )
-    min_motion: float = _f(
+    min_motion: float = setting(
         0.3,
         "mono layout: least camera travel in metres from frame t to each neighbour "
         "(a standing vehicle gives no parallax)",
@@ -119,57 +138,76 @@ class TrainDataConfig:
         """``sources`` parsed and validated."""
         return [parse_source(line) for line in self.sources]
 
+    def normalised_camera(self) -> tuple[float, float, float, float] | None:
+        """``camera`` as (fx', fy', cx', cy'), None when empty; raises ValueError."""
+        words = self.camera.replace(",", " ").split()
+        if not words:
+            return None
+        if len(words) == 1 and words[0] in OFFICIAL_CAMERAS:
+            return OFFICIAL_CAMERAS[words[0]]
+        try:
+            fx, fy, cx, cy = (float(w) for w in words)
+        except ValueError:
+            raise ValueError(
+                f"data.camera: {self.camera!r} is not 'fx fy cx cy' or one of {', '.join(OFFICIAL_CAMERAS)}"
+            ) from None
+        if not (fx > 0 and fy > 0 and math.isfinite(cx) and math.isfinite(cy)):
+            raise ValueError(f"data.camera: {self.camera!r} has no positive focal length")
+        return fx, fy, cx, cy
+
 
 @dataclass
 class TrainLossConfig:
     """Loss terms and their weights (official defaults where they exist)."""
 
-    patches: int = _f(16, "8x8 ray patches per sample (official: 32, i.e. 2048 rays)", 1, 1024)
-    patch_size: int = _f(8, "patch side in pixels", 2, 32)
-    samples: int = _f(32, "samples per ray (official: 64)", 4, 256)
-    smoothness: float = _f(1e-3, "edge-aware smoothness weight", 0.0, 10.0)
-    invalid_threshold: float = _f(
+    patches: int = setting(16, "8x8 ray patches per sample (official: 32, i.e. 2048 rays)", 1, 1024)
+    patch_size: int = setting(8, "patch side in pixels", 2, 32)
+    samples: int = setting(32, "samples per ray (official: 64)", 4, 256)
+    smoothness: float = setting(1e-3, "edge-aware smoothness weight", 0.0, 10.0)
+    invalid_threshold: float = setting(
         0.9,
         "weight-guided policy: a ray is unusable in a render view when more "
         "than this share of its weight lies on samples invalid there",
         0.0,
         1.0,
     )
-    encoder_views: int = _f(
+    encoder_views: int = setting(
         3,
         "encoder frames of the multi-view head: frame 0 plus random forward frames (official num_multiviews: 3)",
         1,
         8,
     )
-    view_dropout: float = _f(0.0, "probability of dropping each extra encoder frame", 0.0, 1.0)
-    point_view_dropout: float = _f(
+    view_dropout: float = setting(0.0, "probability of dropping each extra encoder frame", 0.0, 1.0)
+    point_view_dropout: float = setting(
         0.5,
         "multi-view head: probability of hiding each extra view from each "
         "query point (official dropout_views_rate 0.5; view 0 is always seen)",
         0.0,
         1.0,
     )
-    kd: float = _f(1e-2, "weight of the KDBTS density distillation (L1 on densities clipped to [0, 2])", 0.0, 100.0)
-    featuremetric: float = _f(
+    kd: float = setting(
+        1e-2, "weight of the KDBTS density distillation (L1 on densities clipped to [0, 2])", 0.0, 100.0
+    )
+    featuremetric: float = setting(
         0.0, "KD-MVS option: weight of featuremetric consistency (rendered vs target feature, detached)", 0.0, 100.0
     )
-    prob_kd: float = _f(
+    prob_kd: float = setting(
         0.0,
         "KD-MVS option: weight of probabilistic, cross-view-validated ray distillation (Gaussian KL on log depth)",
         0.0,
         100.0,
     )
-    prob_kd_tolerance: float = _f(
+    prob_kd_tolerance: float = setting(
         0.1, "cross-view check: relative depth agreement between teacher view subsets", 0.0, 10.0
     )
-    stereo_hints: float = _f(
+    stereo_hints: float = setting(
         0.0,
         "Depth Hints weight on stereo sources: log-L1 of the rendered depth to the SGBM depth of the "
         "forward pair (left-right checked) where that hint reprojects better than the rendered depth",
         0.0,
         100.0,
     )
-    motion_hints: float = _f(
+    motion_hints: float = setting(
         0.0,
         "Depth Hints weight on mono sources: as stereo_hints, the hint from a plane sweep of frame t "
         "against t-1 and t+1 (posed; kept where both agree and the cost minimum is distinct)",
@@ -182,30 +220,30 @@ class TrainLossConfig:
 class TrainConfig:
     """One training run: method, data, network, optimisation and logging."""
 
-    method: str = _f(
+    method: str = setting(
         "kdbts",
         "bts: single-view head; mvbts: multi-view head; kdbts: multi-view teacher "
         "plus single-view student distilled from it",
         choices=("bts", "mvbts", "kdbts"),
     )
-    teacher: str = _f(
+    teacher: str = setting(
         "joint",
         "kdbts only: joint (teacher trained in the same run) or frozen (encoder and "
         "multi-view head from init_checkpoint, frozen; only the student trains)",
         choices=("joint", "frozen"),
     )
-    init_checkpoint: str = _f("", "start from these weights (required for teacher: frozen)")
-    iterations: int = _f(2000, "optimiser steps", 1, 10**8)
-    batch_size: int = _f(2, "samples per step and process", 1, 1024)
-    lr: float = _f(1e-4, "Adam learning rate (official 1e-4)", 0.0, 1.0)
-    lr_step: int = _f(120000, "StepLR period in steps (official 120000)", 1, 10**8)
-    lr_gamma: float = _f(0.1, "StepLR factor", 0.0, 1.0)
-    seed: int = _f(0, "seed of weights, sampling and augmentation (offset by the process rank)", 0, 2**31 - 1)
-    workers: int = _f(0, "data-loader worker processes", 0, 64)
-    threads: int = _f(0, "torch CPU threads per process (0: torch default)", 0, 256)
-    device: str = _f("auto", "auto, cpu, cuda (each process uses cuda:LOCAL_RANK under torchrun)")
-    log_every: int = _f(25, "steps between log records", 1, 10**6)
-    checkpoint_every: int = _f(250, "steps between resumable checkpoints", 1, 10**8)
+    init_checkpoint: str = setting("", "start from these weights (required for teacher: frozen)")
+    iterations: int = setting(2000, "optimiser steps", 1, 10**8)
+    batch_size: int = setting(2, "samples per step and process", 1, 1024)
+    lr: float = setting(1e-4, "Adam learning rate (official 1e-4)", 0.0, 1.0)
+    lr_step: int = setting(120000, "StepLR period in steps (official 120000)", 1, 10**8)
+    lr_gamma: float = setting(0.1, "StepLR factor", 0.0, 1.0)
+    seed: int = setting(0, "seed of weights, sampling and augmentation (offset by the process rank)", 0, 2**31 - 1)
+    workers: int = setting(0, "data-loader worker processes", 0, 64)
+    threads: int = setting(0, "torch CPU threads per process (0: torch default)", 0, 256)
+    device: str = setting("auto", "auto, cpu, cuda (each process uses cuda:LOCAL_RANK under torchrun)")
+    log_every: int = setting(25, "steps between log records", 1, 10**6)
+    checkpoint_every: int = setting(250, "steps between resumable checkpoints", 1, 10**8)
     model: TrainModelConfig = field(default_factory=TrainModelConfig)
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     loss: TrainLossConfig = field(default_factory=TrainLossConfig)
@@ -221,3 +259,4 @@ class TrainConfig:
         if self.method != "kdbts" and self.loss.prob_kd > 0:
             raise ValueError("loss.prob_kd distils into the single-view student: it needs method kdbts")
         self.data.parsed_sources()
+        self.data.normalised_camera()

@@ -73,6 +73,7 @@ class Rays:
     cols: torch.Tensor  # (B, P, p, p) pixel columns
     gt: torch.Tensor  # (B*P, 3, p, p) the patches' colours
     dirs: torch.Tensor  # (B, R, 3) unit directions in the loss frame's camera, R = P*p*p
+    seen: torch.Tensor  # (B*P, p, p) the patches' pixels that are no padding of the training camera
     t: torch.Tensor  # (B*R, S) sample distances along the rays
     points: torch.Tensor  # (B, R*S, 3) samples in frame 0's camera
 
@@ -130,7 +131,9 @@ class Objective(nn.Module):
         hidden[..., 0] = False
         return hidden.to(device)
 
-    def sample_rays(self, images: torch.Tensor, Kn: torch.Tensor, T_ref: torch.Tensor, ids_loss: list[int]) -> Rays:
+    def sample_rays(
+        self, images: torch.Tensor, valid: torch.Tensor, Kn: torch.Tensor, T_ref: torch.Tensor, ids_loss: list[int]
+    ) -> Rays:
         """Patches at random places of random loss frames, and their samples in frame 0's camera.
 
         Rays have unit length and ``t`` is the distance along them, as the official training
@@ -147,15 +150,16 @@ class Objective(nn.Module):
         dirs = pixel_rays(rows, cols, Kn[bi, frame][:, :, None, None], H, W)  # (B, P, p, p, 3)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
         gt = images[bi[:, :, None, None], frame[:, :, None, None], :, rows, cols]  # (B, P, p, p, 3)
+        seen = valid[bi[:, :, None, None], frame[:, :, None, None], rows, cols]  # (B, P, p, p)
         R = P * p * p
         t = sample_depths(B * R, S, self.cfg.model.z_near, self.cfg.model.z_far, self.generator).to(dev)
         dirs = dirs.reshape(B, R, 3)
         pts = ray_points(T_ref, frame, p, dirs, t.view(B, R, S))
-        return Rays(frame, rows, cols, gt.permute(0, 1, 4, 2, 3).flatten(0, 1), dirs, t, pts)
+        return Rays(frame, rows, cols, gt.permute(0, 1, 4, 2, 3).flatten(0, 1), dirs, seen.flatten(0, 1), t, pts)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, L, model = self.cfg, self.cfg.loss, self.model
-        images, Kn, T_ref = batch["images"], batch["Kn"], batch["T_ref"]
+        images, valid, Kn, T_ref = batch["images"], batch["valid"], batch["Kn"], batch["T_ref"]
         B, Fr = images.shape[:2]
         enc = self.encoder_ids(Fr)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_teacher):
@@ -166,12 +170,16 @@ class Objective(nn.Module):
         if not bool((batch["layout"] == layout).all()):
             raise ValueError("a batch must come from one sample layout (see samples.SourceBatches)")
         ids_loss, ids_render = frame_split(layout, Fr, self.generator)
-        rays = self.sample_rays(images, Kn, T_ref, ids_loss)
+        rays = self.sample_rays(images, valid, Kn, T_ref, ids_loss)
         S, p, BP = L.samples, rays.patch, rays.num_patches
 
         heads = ("sv", "mv") if cfg.method == "kdbts" else (self.render_head,)
         hidden = self.hidden_views(rays.points.shape[:2], len(enc), images.device) if "mv" in heads else None
         logits, invalid = model.head_logits(rays.points, views, heads, hidden)
+        padded = not bool(valid.all())
+        if padded:
+            # a sample seen in an encoder view's padding has no feature of what that camera saw
+            invalid = invalid | self._in_padding(rays.points, valid[:, enc], Kn[:, enc], w2c[:, enc])
         weights, depth = composite(F.softplus(logits[self.render_head]).view(-1, S), rays.t)
         out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=images.device)
@@ -179,13 +187,17 @@ class Objective(nn.Module):
         if not self.frozen_teacher:
             render = (images[:, ids_render], Kn[:, ids_render], w2c[:, ids_render])
             rgb, col_invalid = model.sample_images(rays.points, *render)
-            # official: a sample's colour is unusable where it is outside the render frame or seen by no encoder view
+            # official: a sample's colour is unusable where it is outside the render frame or seen by no encoder view;
+            # and where it falls into the render frame's padding (colours no camera saw)
             col_invalid = col_invalid | invalid.all(-1, keepdim=True)
+            if padded:
+                col_invalid = col_invalid | self._in_padding(rays.points, valid[:, ids_render], *render[1:])
             Vr = len(ids_render)
             colour = (weights[..., None, None] * rgb.reshape(-1, S, Vr, 3)).sum(1)  # (B*R, Vr, 3)
             bad = weight_guided_invalid(weights, col_invalid.reshape(-1, S, Vr), L.invalid_threshold)
             pred = colour.view(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)  # (B*P, Vr, 3, p, p)
-            bad = bad.view(BP, p, p, Vr).permute(0, 3, 1, 2)
+            # no loss on a patch pixel that is padding: its colour was invented
+            bad = bad.view(BP, p, p, Vr).permute(0, 3, 1, 2) | ~rays.seen[:, None]
             photo, pixel_error = photometric_loss(pred, rays.gt, bad)
             usable = torch.isfinite(pixel_error)
             smooth = edge_aware_smoothness(depth.view(BP, p, p), rays.gt, usable, cfg.model.z_far)
@@ -201,7 +213,8 @@ class Objective(nn.Module):
                 rendered = [depth]
                 if cfg.method == "kdbts":  # the student renders its own depth: it learns from the hints directly
                     rendered.append(composite(F.softplus(logits["sv"]).view(-1, S), rays.t)[1])
-                hl, used = self._depth_hints(batch["hints"], T_ref, render, rays, pixel_error, rendered)
+                padding = valid[:, ids_render] if padded else None
+                hl, used = self._depth_hints(batch["hints"], T_ref, render, padding, rays, pixel_error, rendered)
                 name = "motion_hints" if layout == MONO else "stereo_hints"
                 out[name], out[f"{name}_used"] = hl.detach(), used
                 total = total + hint_weight * hl
@@ -223,6 +236,7 @@ class Objective(nn.Module):
         hints: torch.Tensor,
         T_ref: torch.Tensor,
         render: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        render_valid: torch.Tensor | None,
         rays: Rays,
         network_error: torch.Tensor,
         rendered: list[torch.Tensor],
@@ -230,8 +244,9 @@ class Objective(nn.Module):
         """Depth Hints: log-L1 of each rendered depth (B*R,) to the hint where the hint's photometric error (same
         patches, views and error as the photometric loss) beats the network's ``network_error`` (B*P, p, p).
 
-        hints (B, F, H, W) z-depth per sample frame, 0 where none. Returns the loss (summed over
-        ``rendered``) and the share of rays it supervised.
+        hints (B, F, H, W) z-depth per sample frame, 0 where none; ``render_valid`` (B, Vr, H, W) the render
+        frames' seen pixels when any has padding. Returns the loss (summed over ``rendered``) and the share of
+        rays it supervised.
         """
         B, p, BP = hints.shape[0], rays.patch, rays.num_patches
         bi = torch.arange(B, device=hints.device)[:, None, None, None]
@@ -242,12 +257,22 @@ class Objective(nn.Module):
             t = torch.where(hint_z > 0, hint_t, rendered[0].detach().view(B, -1))
             points = ray_points(T_ref, rays.frame, p, rays.dirs, t[..., None])
             rgb, invalid = self.model.sample_images(points, *render)
+            if render_valid is not None:  # as for the network's colours: none from a render frame's padding
+                invalid = invalid | self._in_padding(points, render_valid, *render[1:])
             Vr = rgb.shape[2]
             pred = rgb.reshape(BP, p, p, Vr, 3).permute(0, 3, 4, 1, 2)
             hint_error = best_view_error(pred, rays.gt, invalid.reshape(BP, p, p, Vr).permute(0, 3, 1, 2))
             mask = hint_mask(hint_z.view(BP, p, p), hint_error, network_error).flatten()
         loss = sum(depth_hint_loss(d, hint_t.flatten(), mask) for d in rendered)
         return torch.as_tensor(loss), mask.float().mean()
+
+    def _in_padding(
+        self, points: torch.Tensor, valid: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, N, V) whether each point projects into (or next to) the padding of each view; valid (B, V, H, W)."""
+        seen, _ = self.model.sample_images(points, valid[:, :, None].to(points.dtype), Kn, w2c)
+        # bilinear: a point within a pixel of the padding blends an invented colour in
+        return seen[..., 0] < 1.0 - 1e-3
 
     def _featuremetric(
         self,

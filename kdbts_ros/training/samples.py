@@ -10,12 +10,17 @@ loss frame and its neighbours the render frames; samples where the camera moved 
 ``min_motion`` to either neighbour are skipped (a standing vehicle gives no parallax).
 
 Poses are expressed in frame 0's camera (so frame 0's pose is the identity). Every sample says
-its layout, which fixes how the objective splits its frames into loss and render frames.
+its layout, which fixes how the objective splits its frames into loss and render frames. Frames
+come in the source's one training camera (``camera``: its normalised intrinsics are every frame's);
+``valid`` (F, H, W) marks the pixels each frame's camera saw, the rest being padding the objective
+takes no loss on.
 
 With depth hints on, a sample also carries ``hints`` (frames, H, W): z-depth from a classical
 matcher, 0 where there is none (see :mod:`.hints`): SGBM on the forward stereo pair of a rig
 sample (every frame of cameras 0 and 1), a plane sweep against t - 1 and t + 1 for the loss frame of
-a mono sample. They are computed once per frame, from the frames as recorded, and cached.
+a mono sample. They are computed once per frame, from the frames in the training camera (a
+rectified pair stays rectified there: both cameras keep their axes and share its intrinsics), and
+cached; padding has none.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from kdbts_ros.core.camera import normalise_intrinsics
+from kdbts_ros.core.lens import CanonicalCamera
 from kdbts_ros.core.model.network import to_grey
 from kdbts_ros.data.records import DatasetError
 from kdbts_ros.training.hints import plane_sweep_hint, stereo_hint
@@ -41,16 +46,15 @@ RECTIFIED_TOLERANCE = 1e-3  # a stereo pair is taken as rectified when rotation 
 class PosedFrames(Protocol):
     """What a dataset folder must answer (synthetic folders and KITTI recordings)."""
 
-    width: int
-    height: int
     cameras: list[str]
     sequences: list[str]
 
     @property
-    def K(self) -> np.ndarray: ...  # (3, 3) intrinsics shared by the cameras: an attribute or a property
+    def camera(self) -> CanonicalCamera: ...  # the one view every camera's images are served in
 
     def num_frames(self, seq: str) -> int: ...
     def image(self, seq: str, cam: int, frame: int) -> np.ndarray: ...
+    def valid(self, seq: str, cam: int) -> np.ndarray | None: ...  # (H, W) pixels the camera sees; None: all
     def cam_to_world(self, seq: str, cam: int, frame: int) -> np.ndarray: ...
 
 
@@ -129,9 +133,14 @@ class TrainingFrames(Dataset):
             self.items = [(seq, t) for seq in source.sequences for t in range(0, source.num_frames(seq) - span, stride)]
         if not self.items:
             raise DatasetError("no sequence is long enough (or moves enough) for a training sample")
-        self.Kn = normalise_intrinsics(source.K, source.width, source.height).astype(np.float32)
+        self.Kn = source.camera.Kn.astype(np.float32)
         if hints and self.layout == RIG:
             self._baseline(*self.items[0])  # refuses a pair that is not rectified before training starts
+
+    def _valid(self, seq: str, cam: int) -> np.ndarray:
+        """(H, W) bool: the pixels of camera ``cam`` that show what it saw (not padding)."""
+        valid = self.source.valid(seq, cam)
+        return np.ones((self.source.camera.height, self.source.camera.width), bool) if valid is None else valid
 
     def _moved(self, seq: str, t: int, min_motion: float) -> bool:
         """Whether the camera moved at least ``min_motion`` metres from frame t to each neighbour."""
@@ -160,7 +169,7 @@ class TrainingFrames(Dataset):
     def _compute_stereo_hint(self, seq: str, cam: int, frame: int) -> np.ndarray:
         """SGBM z-depth (float16) of camera ``cam`` (0 left, 1 right) of the forward pair at ``frame``."""
         left, right = self._image(seq, 0, frame), self._image(seq, 1, frame)
-        args = (float(self.source.K[0, 0]), self._baseline(seq, frame), *self.depth_range)
+        args = (float(self.source.camera.lens().K[0, 0]), self._baseline(seq, frame), *self.depth_range)
         if cam == 0:
             return stereo_hint(left, right, *args).astype(np.float16)
         # the right camera's depth: the mirrored pair is a rectified pair with the right image on the left
@@ -174,21 +183,22 @@ class TrainingFrames(Dataset):
             (self._image(seq, 0, t + dt), np.linalg.inv(self.source.cam_to_world(seq, 0, t + dt)) @ T_world_ref)
             for dt in (-1, 1)
         ]
-        # the network's rays put pixel (row, col) at (col + 0.5, row + 0.5) of K (see normalise_intrinsics): the
-        # sweep uses the same geometry for its integer pixel grid
-        K = self.source.K.astype(np.float64).copy()
-        K[:2, 2] -= 0.5
+        # the training camera's pixel K puts pixel (row, col) where the network's rays do (CanonicalCamera.lens)
+        K = self.source.camera.lens().K
         return plane_sweep_hint(self._image(seq, 0, t), neighbours, K, *self.depth_range).astype(np.float16)
 
     def sample_hints(self, seq: str, t: int, ids: list[tuple[int, int]]) -> np.ndarray:
         """Hint depths (frames, H, W) float32 of a sample's frames ``ids``; 0 where a frame or pixel has none."""
-        out = np.zeros((len(ids), self.source.height, self.source.width), np.float32)
+        out = np.zeros((len(ids), self.source.camera.height, self.source.camera.width), np.float32)
         if self.layout == MONO:
             out[0] = self._motion_hint(seq, t)
-            return out
-        for k, (cam, dt) in enumerate(ids):
-            if cam < 2:  # the forward stereo pair; side cameras have no partner to match
-                out[k] = self._stereo_hint(seq, cam, t + dt)
+        else:
+            for k, (cam, dt) in enumerate(ids):
+                if cam < 2:  # the forward stereo pair; side cameras have no partner to match
+                    out[k] = self._stereo_hint(seq, cam, t + dt)
+        # a match in the padding matches invented pixels (the edge repeated)
+        for k, (cam, _) in enumerate(ids):
+            out[k][~self._valid(seq, cam)] = 0.0
         return out
 
     def frame_ids(self, flip: bool) -> list[tuple[int, int]]:
@@ -210,11 +220,12 @@ class TrainingFrames(Dataset):
         flip = bool(self.rng.random() < self.flip_lr)
         ids = self.frame_ids(flip)
         imgs = np.stack([self._image(seq, cam, t + dt) for cam, dt in ids]).astype(np.float32) / 255.0
+        valid = np.stack([self._valid(seq, cam) for cam, _ in ids])
         poses = np.stack([self.source.cam_to_world(seq, cam, t + dt) for cam, dt in ids])
         T_ref = np.linalg.inv(poses[0]) @ poses
         if flip:
             # mirror the images and the geometry so a right camera looks like a left one
-            imgs = imgs[:, :, ::-1]
+            imgs, valid = imgs[:, :, ::-1], valid[:, :, ::-1]
             S = np.diag([-1.0, 1.0, 1.0, 1.0])
             T_ref = S @ T_ref @ S
         hints = self.sample_hints(seq, t, ids) if self.hints else None
@@ -231,6 +242,7 @@ class TrainingFrames(Dataset):
             Kn[:, 0, 2] = -Kn[:, 0, 2]  # mirrored principal point
         sample = {
             "images": images,
+            "valid": torch.from_numpy(np.ascontiguousarray(valid)),
             "Kn": torch.from_numpy(Kn),
             "T_ref": torch.from_numpy(T_ref.astype(np.float32)),
             "flip": torch.tensor(flip),

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from kdbts_ros.core.lens import CanonicalCamera, Lens
 from kdbts_ros.core.loading import pick_device
 from kdbts_ros.core.model.checkpoint import (
     CheckpointError,
@@ -32,9 +33,9 @@ from kdbts_ros.core.model.checkpoint import (
 )
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.data.datasets import load_recording
-from kdbts_ros.data.records import DatasetError, RecordingFrames
-from kdbts_ros.data.synth_folder import SynthFolder
-from kdbts_ros.training.config import SourceConfig, TrainConfig
+from kdbts_ros.data.records import RecordingFrames
+from kdbts_ros.data.synth_folder import ResampledSynthFolder, SynthFolder
+from kdbts_ros.training.config import SourceConfig, TrainConfig, TrainDataConfig
 from kdbts_ros.training.objective import Objective
 from kdbts_ros.training.samples import MixedFrames, PosedFrames, SourceBatches, TrainingFrames, seed_worker
 
@@ -54,16 +55,23 @@ def _device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def source_frames(src: SourceConfig, size: tuple[int, int] | None) -> PosedFrames:
-    """The posed frames one ``data.sources`` line names, resized to ``size`` where given."""
+def training_camera(data: TrainDataConfig, first: Lens) -> CanonicalCamera:
+    """The camera every source is seen through: ``data.camera`` (else the first source's first camera) at
+    ``data.width`` x ``data.height`` (else that camera's size)."""
+    width, height = (data.width, data.height) if data.width and data.height else (first.width, first.height)
+    normalised = data.normalised_camera()
+    if normalised is None:
+        return CanonicalCamera.of(first, width, height)
+    return CanonicalCamera.from_normalised(normalised, width, height)
+
+
+def source_frames(src: SourceConfig, data: TrainDataConfig, camera: CanonicalCamera | None) -> PosedFrames:
+    """The posed frames one ``data.sources`` line names, seen through ``camera`` (None: the training camera this
+    source, as the first, defines)."""
     if src.format == "synth":
         folder = SynthFolder(Path(src.root))
-        if size and size != (folder.width, folder.height):
-            raise DatasetError(
-                f"{src.root} holds {folder.width}x{folder.height} frames, not the configured "
-                f"{size[0]}x{size[1]} (kdbts synth --width/--height)"
-            )
-        return folder
+        lens = Lens.pinhole(folder.Ks[0], folder.width, folder.height)
+        return ResampledSynthFolder(folder, camera or training_camera(data, lens))
     cameras = [c for c in src.cameras.split(",") if c] or None
     if src.format == "raw" and cameras is None:
         # the official KITTI raw loaders train on the colour pair; the grey pair is another rig
@@ -76,29 +84,33 @@ def source_frames(src: SourceConfig, size: tuple[int, int] | None) -> PosedFrame
         src.sequence or None,
         cameras,
     )
-    return RecordingFrames([rec], size=size)
+    first = rec.rig.cameras[rec.rig.camera(cameras[0]) if cameras else 0]
+    return RecordingFrames([rec], cameras, camera or training_camera(data, first.lens()))
 
 
 def build_dataset(cfg: TrainConfig, seed: int) -> MixedFrames:
-    """The training samples of every configured source, each drawn with its weight."""
+    """The training samples of every configured source, each drawn with its weight, all in one training camera."""
     d = cfg.data
-    size = (d.width, d.height) if d.width and d.height else None
     sources = d.parsed_sources()
-    frames = [
-        TrainingFrames(
-            source_frames(src, size),
-            d.side_offset,
-            d.flip_lr,
-            d.colour_jitter,
-            seed + 7919 * k,
-            layout=src.layout,
-            grey=d.grey,
-            min_motion=d.min_motion,
-            hints=(cfg.loss.motion_hints if src.layout == "mono" else cfg.loss.stereo_hints) > 0,
-            depth_range=(cfg.model.z_near, cfg.model.z_far),
+    camera: CanonicalCamera | None = None
+    frames = []
+    for k, src in enumerate(sources):
+        posed = source_frames(src, d, camera)
+        camera = posed.camera
+        frames.append(
+            TrainingFrames(
+                posed,
+                d.side_offset,
+                d.flip_lr,
+                d.colour_jitter,
+                seed + 7919 * k,
+                layout=src.layout,
+                grey=d.grey,
+                min_motion=d.min_motion,
+                hints=(cfg.loss.motion_hints if src.layout == "mono" else cfg.loss.stereo_hints) > 0,
+                depth_range=(cfg.model.z_near, cfg.model.z_far),
+            )
         )
-        for k, src in enumerate(sources)
-    ]
     return MixedFrames(frames, [src.weight for src in sources])
 
 
@@ -145,14 +157,16 @@ def train(
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_step, cfg.lr_gamma)
     dataset = build_dataset(cfg, cfg.seed + rank)
+    camera = dataset.sources[0].source.camera
     # every rank draws its own batches (seeded by rank): DDP needs no shared sampler
     batches = SourceBatches(dataset, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1000 * rank))
     info = {
         "method": cfg.method,
         "teacher": cfg.teacher if cfg.method == "kdbts" else "",
         "data": "; ".join(cfg.data.sources),
-        "image_height": dataset.sources[0].source.height,
-        "image_width": dataset.sources[0].source.width,
+        "image_height": camera.height,
+        "image_width": camera.width,
+        "camera": camera.record(),  # what the runtime resamples every frame into
     }
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, worker_init_fn=seed_worker)
 

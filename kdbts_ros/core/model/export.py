@@ -37,7 +37,8 @@ ENCODER = "encoder"
 METADATA = "export.json"
 # the grey-input luma and (x - 0.45) / 0.225 happen inside the encoder graph
 NORMALISATION = {
-    "input": "RGB float32 in [0, 1], (1, 3, H, W), resized to input_size without cropping",
+    "input": "RGB float32 in [0, 1], (1, 3, H, W): the frame resampled through its camera_info into the "
+    "checkpoint's camera (export.json 'camera' when written by kdbts export; kdbts_ros.core.lens)",
     "inside_graph": True,
     "mean": 0.45,
     "std": 0.225,
@@ -45,7 +46,7 @@ NORMALISATION = {
 }
 INTRINSICS = (
     "normalised: fx' = 2 fx / W0, fy' = 2 fy / H0, cx' = 2 cx / W0 - 1, cy' = 2 cy / H0 - 1 "
-    "for pixel intrinsics of a W0 x H0 image (kdbts_ros.core.camera.normalise_intrinsics); "
+    "for pixel intrinsics of a W0 x H0 image (kdbts_ros.core.lens.normalise_intrinsics); "
     "image x right, y down, z forward; projected coordinates in [-1, 1] are inside the image"
 )
 

@@ -56,6 +56,13 @@ def fold_features(model: DensityField, features: torch.Tensor, head: str) -> tor
     return torch.addmm(lin.bias[:, None], lin.weight[:, :C], features.reshape(C, -1)).view(-1, H, W)
 
 
+def kept_fold(model: DensityField, features: torch.Tensor, planes: dict[str, torch.Tensor], head: str) -> torch.Tensor:
+    """A frame's folded map for ``head`` from its ``planes`` {head: map}, folded and kept there the first time."""
+    if head not in planes:
+        planes[head] = fold_features(model, features, head)
+    return planes[head]
+
+
 def bytes_per_point(model: DensityField, head: str, num_views: int) -> int:
     """Working memory of one query point (fp32 upper bound), to size chunks to a budget."""
     mlp = first_mlp(model, head)

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import torch
 
+from kdbts_ros.core.lens import KITTI_360, KITTI_RAW, CanonicalCamera
 from kdbts_ros.core.model.checkpoint import CheckpointError, architecture_problem, load_torch_file, save_checkpoint
 from kdbts_ros.core.model.network import HEAD_NAMES, MV_HEAD, SV_HEAD, Architecture, DensityField, absent_head_prefixes
 
+# the official configs' training cameras (normalised fx, fy, cx, cy), by data set
+OFFICIAL_CAMERAS = {"kitti-360": KITTI_360, "kitti-raw": KITTI_RAW}
 NET_PREFIX = "renderer.net."
 RENDERER_PREFIX = "renderer.renderer."
 # BTS names its single-view MLP ``mlp_coarse``; KDBTS calls the same shapes ``heads.singleviewhead``
@@ -134,10 +137,30 @@ def import_official(path: str | Path) -> tuple[DensityField, ImportReport]:
     return model, report
 
 
-def save_imported(path: str | Path, model: DensityField, report: ImportReport, source: str) -> None:
-    """Write an imported network in the project format, its absent heads marked unavailable."""
+def official_camera(source: str) -> str | None:
+    """The official training camera a checkpoint's name or URL says (``kitti-360``, ``kitti-raw``), or None.
+
+    The releases live below ``kitti_360`` / ``kitti-360`` and ``kitti_raw`` / ``kitti`` (registry paths);
+    the official configs name their data sets alike.
+    """
+    name = source.lower().replace("_", "-")
+    if "kitti-360" in name or "kitti360" in name:
+        return "kitti-360"
+    return "kitti-raw" if "kitti" in name else None
+
+
+def save_imported(path: str | Path, model: DensityField, report: ImportReport, source: str, camera: str) -> None:
+    """Write an imported network in the project format, its absent heads marked unavailable, with the camera its
+    official config trained it with (``camera``: a key of :data:`OFFICIAL_CAMERAS`)."""
     model.available_heads = report.heads
-    # every released BTS / MVBTS / KDBTS network was trained at 192x640; the node resizes to it by default
-    save_checkpoint(
-        path, model, {"source": source, "imported_from": "official", "image_height": 192, "image_width": 640}
-    )
+    # every released BTS / MVBTS / KDBTS network was trained at 192x640 in its data set's default camera
+    H, W = 192, 640
+    info = {
+        "source": source,
+        "imported_from": "official",
+        "image_height": H,
+        "image_width": W,
+        "camera": CanonicalCamera.from_normalised(OFFICIAL_CAMERAS[camera], W, H).record(),
+        "camera_name": camera,
+    }
+    save_checkpoint(path, model, info)

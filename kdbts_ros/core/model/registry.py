@@ -33,6 +33,11 @@ class Release:
     size: int | None = None
     sha256: str | None = None
 
+    @property
+    def camera(self) -> str:
+        """The official training camera of its data set (a key of ``official.OFFICIAL_CAMERAS``)."""
+        return "kitti-360" if self.dataset == "KITTI-360" else "kitti-raw"
+
     def url(self, base: str | None = None) -> str:
         """Where to download it from: ``base``, else $KDBTS_WEIGHTS_URL, else the authors' webshare."""
         return f"{(base or base_url()).rstrip('/')}/{self.path}"

@@ -34,10 +34,6 @@ class FineStats:
     evaluations: int = 0
     reference: int = 0
 
-    @property
-    def fraction(self) -> float:
-        return self.evaluations / max(1, self.reference)
-
 
 def coarse_indices(n_samples: int, step: int) -> list[int]:
     """Indices of the coarse samples among the reference's: every step-th from 0, and the last."""

@@ -1,0 +1,211 @@
+"""The query stages: the density field at grid cells (densities and an explicit unseen mask) and depth along rays.
+
+The arithmetic is a strategy chosen once at start-up, and again when ``model.fast`` changes
+(:func:`choose_field`): the reference path (:class:`ReferenceField`, the model's own query in
+``model.chunk_points`` chunks) or the fast path (:class:`FoldedField`: the views' folded maps of
+:mod:`kdbts_ros.core.model.folded`, only the cells the camera sees, chunks sized to the working
+memory ``model.query_memory_mb``). With ``model.backend onnxruntime`` the field is queried with
+torch's fast path too: onnxruntime's query graph measured 3x slower on the CPU (kdbts bench,
+docs/performance/export.md); the graph is for deployment (TensorRT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from kdbts_ros.core import geometry
+from kdbts_ros.core.camera import project, ray_grid, ray_pixel_intrinsics
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.frames import EncodedFrame
+from kdbts_ros.core.inference import folded_ray_depth, ray_depth, views_of
+from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.network import DensityField, Views
+
+
+class Query:
+    """What a frame is queried with: the head, the encoded frames it reads (the query frame first), their views
+    and the query frame's valid pixels (None: its camera sees them all).
+    """
+
+    def __init__(self, head: str, entries: Sequence[EncodedFrame], views: Views, valid: torch.Tensor | None = None):
+        self.head, self.entries, self.views = head, list(entries), views
+        self.valid = entries[0].valid if entries else valid
+
+    @classmethod
+    def of(cls, head: str, entries: Sequence[EncodedFrame], device: torch.device) -> Query:
+        """The views of ``entries`` relative to the first (its own view is exactly the identity)."""
+        current = entries[0]
+        w2c = [np.eye(4)]  # the ray path relies on view 0 being the identity
+        for e in entries[1:]:
+            assert e.T_fixed_cam is not None and current.T_fixed_cam is not None  # other views are posed
+            w2c.append(geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam)
+        views = views_of(
+            torch.stack([e.features for e in entries]),
+            torch.stack([e.Kn for e in entries]),
+            torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device),
+        )
+        return cls(head, entries, views)
+
+
+def unseen_pixels(xy: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Whether normalised image points (..., 2) fall on pixels their camera does not see (padding), (...) bool.
+
+    ``valid`` (H, W) is the canonical image's mask; pixel i spans normalised [2i/W - 1, 2(i+1)/W - 1]
+    (features are sampled with align_corners=False). Points outside [-1, 1] are left to the caller.
+    """
+    if valid is None:
+        return torch.zeros(xy.shape[:-1], dtype=torch.bool, device=xy.device)
+    H, W = valid.shape
+    col = ((xy[..., 0] + 1) * (W / 2)).floor().long().clamp(0, W - 1)
+    row = ((xy[..., 1] + 1) * (H / 2)).floor().long().clamp(0, H - 1)
+    return ~valid[row, col]
+
+
+class GridDensity(NamedTuple):
+    """Densities (N,) float32 of grid cell centres, finite everywhere (0 where unseen), and the unseen mask (N,)."""
+
+    density: np.ndarray
+    unseen: np.ndarray
+
+
+def query_memory_mb(cfg: PipelineConfig, device: torch.device) -> int:
+    """Working memory of one fast-path query chunk: configured, else 64 MiB on CPU (cache), 4 GiB on CUDA."""
+    return cfg.model.query_memory_mb or (4096 if device.type == "cuda" else 64)
+
+
+def smaller_query_memory(cfg: PipelineConfig, device: torch.device) -> list[tuple[str, int]]:
+    """Parameter changes that halve the query chunks, proposed after the device ran out of memory.
+
+    Only proposed: whoever runs the stages applies them as parameter changes, so that the
+    configuration and the node's parameters keep showing the values in use.
+    """
+    return [
+        ("model.query_memory_mb", max(16, query_memory_mb(cfg, device) // 2)),
+        ("model.chunk_points", max(1024, cfg.model.chunk_points // 2)),
+    ]
+
+
+class _Field:
+    """What both strategies share: the model, the live configuration and the depth image's pixel rays."""
+
+    def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
+        self.cfg, self.model, self.device, self.input_size = cfg, model, device, input_size
+
+    def depth(self, query: Query, Kn: torch.Tensor, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Expected depth (h, w) at ``scale`` (default ``render.depth_scale``) of the network size, and its K."""
+        cfg, (H, W) = self.cfg, self.input_size
+        scale = cfg.render.depth_scale if scale is None else scale
+        h = max(1, round(H * scale))
+        w = max(1, round(W * scale))
+        dirs = ray_grid(Kn, h, w).reshape(-1, 3)
+        gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
+        padded = unseen_pixels(project(dirs, Kn)[0], query.valid)
+        depth = np.full(h * w, np.nan, np.float32)  # rays into the padding: no depth invented
+        if bool(padded.any()):
+            seen = torch.nonzero(~padded)[:, 0]
+            depth[seen.cpu().numpy()] = self._ray_depth(query, dirs[seen], gen).float().cpu().numpy()
+        else:
+            depth[:] = self._ray_depth(query, dirs, gen).float().cpu().numpy()
+        return depth.reshape(h, w), ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
+
+    def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ReferenceField(_Field):
+    """The reference path: the model's point queries, every cell and every ray sample on its own."""
+
+    def grid(self, centres: np.ndarray, query: Query) -> GridDensity:
+        """Densities and unseen mask (flat) of grid cell centres (..., 3) in the query frame's camera."""
+        pts = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=self.device)
+        sigma, invalid = self.model.query(pts, query.views, query.head, self.cfg.model.chunk_points)
+        # a voxel is seen when the current camera sees it (the SV head reads view 0 only), not in its padding
+        padded = unseen_pixels(project(pts[0], query.views.Kn[0, 0])[0], query.valid)
+        unseen = (invalid[0, :, 0] | padded).cpu().numpy()
+        return GridDensity(np.where(unseen, 0.0, sigma[0].float().cpu().numpy()).astype(np.float32), unseen)
+
+    def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        m, r = self.cfg.model, self.cfg.render
+        return ray_depth(self.model, query.views, query.head, dirs, r.samples, m.z_near, m.z_far, m.chunk_points, gen)
+
+
+class FoldedField(_Field):
+    """The fast path: each frame's folded maps (kept in its encoding), only the cells the camera sees decoded."""
+
+    def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
+        super().__init__(cfg, model, device, input_size)
+        self._visible_cache: tuple[tuple, np.ndarray, torch.Tensor, np.ndarray] | None = None
+
+    def planes(self, query: Query) -> list[torch.Tensor]:
+        """The query frames' folded maps for its head (a head new to a frame is folded once and kept)."""
+        return [folded.kept_fold(self.model, e.features, e.planes, query.head) for e in query.entries]
+
+    def chunk(self, head: str, num_views: int) -> int:
+        """Points per query chunk that fit the working-memory budget."""
+        budget = query_memory_mb(self.cfg, self.device) * 2**20
+        return max(1024, budget // folded.bytes_per_point(self.model, head, num_views))
+
+    def _visible(
+        self, centres: np.ndarray, Kn: torch.Tensor, valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Indices of the grid cells (flat) the current camera sees, and the unseen mask.
+
+        Kept while the intrinsics, the camera's valid pixels (kept per lens by the encoding) and the grid stay.
+        """
+        key = (Kn, valid)
+        if (
+            self._visible_cache is None
+            or not torch.equal(self._visible_cache[0][0], Kn)
+            or self._visible_cache[0][1] is not valid
+            or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))
+        ):
+            pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
+            xy, _, outside = project(pts, Kn)
+            unseen = outside | unseen_pixels(xy, valid)
+            self._visible_cache = (key, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())
+        return self._visible_cache[2], self._visible_cache[3]
+
+    def grid(self, centres: np.ndarray, query: Query) -> GridDensity:
+        """Densities and unseen mask (flat) of grid cell centres (..., 3); only the seen cells are decoded."""
+        views, head, planes = query.views, query.head, self.planes(query)
+        visible, unseen = self._visible(centres, views.Kn[0, 0], query.valid)
+        pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)[visible]
+        chunk = self.chunk(head, len(planes))
+        sig = [
+            folded.folded_density(self.model, pts[s : s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
+            for s in range(0, len(pts), chunk)
+        ]
+        density = np.zeros(unseen.shape, np.float32)
+        density[~unseen] = torch.cat(sig).float().cpu().numpy()
+        return GridDensity(density, unseen)
+
+    def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        m, r = self.cfg.model, self.cfg.render
+        planes = self.planes(query)
+        return folded_ray_depth(
+            self.model,
+            query.views,
+            planes,
+            query.head,
+            dirs,
+            r.samples,
+            m.z_near,
+            m.z_far,
+            self.chunk(query.head, len(planes)),
+            gen,
+            fine=r.fine,
+        )
+
+
+FieldQuery = ReferenceField | FoldedField
+
+
+def choose_field(
+    cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]
+) -> FieldQuery:
+    """The query strategy of ``model.fast``: the fast path (folded maps) or the reference path."""
+    return (FoldedField if cfg.model.fast else ReferenceField)(cfg, model, device, input_size)

@@ -1,0 +1,168 @@
+"""The fast inference path (model.fast) against the plain reference path, and the work it does once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_config
+
+from kdbts_ros.core.camera import ray_grid
+from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.checkpoint import random_model
+from kdbts_ros.core.model.network import Architecture, Views
+from kdbts_ros.core.model.render import sample_depths
+from kdbts_ros.runtime.runner import FrameRunner
+
+pytestmark = pytest.mark.integration
+
+K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
+
+
+def _sequence(cfg, n: int = 4, seed: int = 0) -> list:
+    """Outputs of n frames of a camera driving forward and drifting right (random images)."""
+    rng = np.random.default_rng(seed)
+    runner = FrameRunner(cfg)
+    outs = []
+    for i in range(n):
+        T = np.eye(4)
+        T[:3, 3] = (0.1 * i, 0.0, 1.0 * i)
+        img = rng.integers(0, 255, (64, 192, 3), dtype=np.uint8)
+        outs.append(runner.process(Frame(img, K, (i + 1) * 10**8, "cam", T)))
+    return outs
+
+
+@pytest.mark.parametrize("mode,jitter", [("sv", "none"), ("mv", "none"), ("mv", "seeded"), ("auto", "none")])
+def test_fast_path_matches_the_reference_path(mode, jitter):
+    outs = {
+        fast: _sequence(
+            small_config(
+                **{"mode": mode, "window_size": 3, "model.fast": fast, "render.jitter": jitter, "render.samples": 24}
+            )
+        )
+        for fast in (False, True)
+    }
+    for ref, fast in zip(outs[False], outs[True]):
+        assert (ref.head, ref.num_views) == (fast.head, fast.num_views)
+        assert np.array_equal(ref.unseen, fast.unseen)
+        seen = ~ref.unseen
+        np.testing.assert_allclose(fast.density[seen], ref.density[seen], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fast.depth, ref.depth, rtol=1e-5)
+        assert np.array_equal(ref.occupancy, fast.occupancy)
+        np.testing.assert_array_equal(fast.points, ref.points)
+    assert [o.num_views for o in outs[True]] == ([1, 1, 1, 1] if mode == "sv" else [1, 2, 3, 3])
+
+
+def test_ray_density_equals_point_density_including_border_rays():
+    model = random_model(Architecture("resnet18"), 3).eval()
+    V = 3
+    feats = torch.randn(V, 64, 12, 40)
+    Kn = torch.tensor([[1.2, 0, 0.05], [0, 3.9, -0.1], [0, 0, 1.0]]).expand(V, 3, 3).clone()
+    w2c = torch.eye(4).expand(V, 4, 4).clone()
+    w2c[1, :3, 3] = torch.tensor([0.3, 0.0, 2.0])
+    w2c[2, :3, 3] = torch.tensor([-0.5, 0.1, -4.0])  # a view ahead: many samples fall outside it
+    dirs = ray_grid(Kn[0], 5, 7).reshape(-1, 3)  # the outer rays sit exactly on the image border
+    views = Views(feats[None], Kn[None], w2c[None])
+    for t, shared in (
+        (sample_depths(len(dirs), 16, 3.0, 80.0), True),
+        (sample_depths(len(dirs), 16, 3.0, 80.0, torch.Generator().manual_seed(1)), False),
+    ):
+        points = (dirs[:, None] * t[..., None]).reshape(-1, 3)
+        with torch.no_grad():
+            for head in ("sv", "mv"):
+                planes = torch.stack([folded.fold_features(model, f, head) for f in feats])
+                ref = model.density(points[None], views, head)[0][0].view_as(t)
+                torch.testing.assert_close(
+                    folded.ray_density(model, dirs, t, planes, Kn, w2c, head, shared), ref, rtol=1e-5, atol=1e-5
+                )
+                sigma, invalid = folded.folded_density(model, points, planes, Kn, w2c, head)
+                torch.testing.assert_close(sigma.view_as(t), ref, rtol=1e-5, atol=1e-5)
+                ref_invalid = model.density(points[None], views, head)[1][0]
+                assert torch.equal(invalid, ref_invalid if head == "mv" else ref_invalid[:, :1])
+
+
+def test_each_frame_is_encoded_and_folded_once(monkeypatch):
+    cfg = small_config(mode="auto", window_size=4)
+    runner = FrameRunner(cfg)
+    calls = {"encode": 0, "fold": []}
+    encode = runner.stages.model.encode
+
+    def counting_encode(x):
+        calls["encode"] += 1
+        return encode(x)
+
+    fold = folded.fold_features
+
+    def counting_fold(model, features, head):
+        calls["fold"].append(head)
+        return fold(model, features, head)
+
+    monkeypatch.setattr(runner.stages.model, "encode", counting_encode)
+    monkeypatch.setattr(folded, "fold_features", counting_fold)
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        T = np.eye(4)
+        T[2, 3] = float(i)
+        out = runner.process(Frame(rng.integers(0, 255, (64, 192, 3), dtype=np.uint8), K, (i + 1) * 10**8, "c", T))
+    assert out.num_views == 4
+    assert calls["encode"] == 6
+    # auto mode may use either head, so each frame gets both folded maps, once
+    assert sorted(calls["fold"]) == ["mv"] * 6 + ["sv"] * 6
+
+
+def test_only_grid_cells_the_camera_sees_are_decoded(monkeypatch):
+    cfg = small_config(mode="sv")
+    runner = FrameRunner(cfg)
+    sizes = []
+    density = folded.folded_density
+
+    def recording(model, points, *args):
+        sizes.append(len(points))
+        return density(model, points, *args)
+
+    monkeypatch.setattr(folded, "folded_density", recording)
+    out = runner.process(Frame(np.zeros((64, 192, 3), np.uint8), K, 1, "c", None), want_depth=False)
+    seen = int((~out.unseen).sum())
+    assert 0 < seen < out.density.size
+    assert np.isfinite(out.density).all() and not out.density[out.unseen].any()  # the mask says unseen, not NaN
+    assert sum(sizes) == seen
+
+
+@pytest.mark.parametrize("mode", ["sv", "mv"])
+def test_reduced_precision_fast_path_keeps_occupancy_of_the_trained_network(mode):
+    rng = np.random.default_rng(2)
+    images = [(rng.random((96, 320, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    Kt = np.array([[250.0, 0, 160], [0, 250, 48], [0, 0, 1]])
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = small_config(
+            **{
+                "model.checkpoint": "",
+                "model.image_height": 0,
+                "model.image_width": 0,
+                "model.dtype": dtype,
+                "grid.resolution": 0.2,
+                "mode": mode,
+            }
+        )
+        runner = FrameRunner(cfg)
+        for i, img in enumerate(images):
+            T = np.eye(4)
+            T[2, 3] = float(i)
+            out[dtype] = runner.process(Frame(img, Kt, i + 1, "c", T))
+    assert out["bfloat16"].num_views == (1 if mode == "sv" else 2)
+    a, b = out["float32"].density, out["bfloat16"].density
+    seen = ~out["float32"].unseen
+    assert np.array_equal(seen, ~out["bfloat16"].unseen) and seen.sum() > 10000
+    assert np.mean((a[seen] > 0.5) == (b[seen] > 0.5)) >= 0.995
+    assert np.nanmedian(np.abs(out["bfloat16"].depth - out["float32"].depth) / out["float32"].depth) < 0.02
+
+
+def test_channel_first_code_equals_the_row_code_and_pads_with_zeros():
+    model = random_model(Architecture("resnet18"), 0)
+    x = torch.randn(2, 3, 50)
+    rows = model.code_xyz(x.transpose(1, 2).reshape(-1, 3)).view(2, 50, -1).transpose(1, 2)
+    channels = model.code_xyz.channels(x, 40, torch.float32)
+    torch.testing.assert_close(channels[:, :39], rows)
+    assert channels.shape == (2, 40, 50) and not channels[:, 39].any()
