@@ -139,7 +139,7 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
     from kdbts_ros.core.loading import checkpoint_camera
     from kdbts_ros.data.datasets import load_recording
     from kdbts_ros.evaluation.evaluate import TABLE_KEYS, markdown_table, write_report
-    from kdbts_ros.evaluation.metrics import DEPTH_KEYS
+    from kdbts_ros.evaluation.metrics import DEPTH_KEYS, SPLIT_KEYS
     from kdbts_ros.evaluation.priors import PRIORS
     from kdbts_ros.evaluation.real_depth import RealDepthEvaluator, RealDepthSettings
     from kdbts_ros.evaluation.real_occupancy import LidarOccupancySettings
@@ -151,7 +151,7 @@ def _real(args: argparse.Namespace, models: dict, infos: dict, paths: dict, devi
     occ = evaluator.occupancy
     if occ is not None:
         print(occ.message(len(evaluator.frames)), file=sys.stdout if occ.truth else sys.stderr)
-    keys = TABLE_KEYS if occ is not None and occ.truth else DEPTH_KEYS
+    keys = (TABLE_KEYS if occ is not None and occ.truth else DEPTH_KEYS) + SPLIT_KEYS
     results = {}
     for label, model in models.items():
         # the network sees each frame through its checkpoint's camera at its training size, as the node does

@@ -41,6 +41,11 @@ TABLE_NAMES = {
     "a1": "δ<1.25 ↑",
     "a2": "δ<1.25² ↑",
     "a3": "δ<1.25³ ↑",
+    "off_abs_rel": "Abs Rel off road ↓",
+    "off_a1": "δ<1.25 off road ↑",
+    "road_abs_rel": "Abs Rel road ↓",
+    "road_a1": "δ<1.25 road ↑",
+    "off_share": "off road",
 }
 
 
@@ -147,7 +152,7 @@ def markdown_table(results: dict[str, dict[str, float]], keys: tuple[str, ...] =
     head = "| model | " + " | ".join(TABLE_NAMES[k] for k in keys) + " |"
     lines = [head, "|---" * (len(keys) + 1) + "|"]
     for label, r in results.items():
-        lines.append(f"| {label} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,8 @@ import numpy as np
 from kdbts_ros.data.records import DatasetError
 
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+# Abs Rel and delta < 1.25 on the pixels off the road and on it, and the share off it (see ground_split)
+SPLIT_KEYS = ("off_abs_rel", "off_a1", "road_abs_rel", "road_a1", "off_share")
 OCCUPANCY_KEYS = ("o_acc", "o_prec", "o_rec", "ie_acc", "ie_prec", "ie_rec")
 
 
@@ -33,6 +35,22 @@ def depth_metrics(
         "a2": float(np.mean(ratio < 1.25**2)),
         "a3": float(np.mean(ratio < 1.25**3)),
     }
+
+
+def ground_split_metrics(
+    gt: np.ndarray, pred: np.ndarray, off: np.ndarray, min_depth: float = 1e-3, max_depth: float = 80.0
+) -> dict[str, float]:
+    """:data:`SPLIT_KEYS` of one frame: Abs Rel and delta < 1.25 on the pixels ``off`` the road and on the rest
+    (NaN for a part with no valid pixel), and the share of valid pixels off the road."""
+    valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
+    out = {"off_share": float(off[valid].mean()) if valid.any() else float("nan")}
+    for name, part in (("off", off), ("road", ~off)):
+        if (part & valid).any():
+            m = depth_metrics(gt[part], pred[part], min_depth, max_depth)
+            out[f"{name}_abs_rel"], out[f"{name}_a1"] = m["abs_rel"], m["a1"]
+        else:
+            out[f"{name}_abs_rel"] = out[f"{name}_a1"] = float("nan")
+    return out
 
 
 def _share(num: np.ndarray, den: np.ndarray) -> float:

@@ -25,7 +25,15 @@ from kdbts_ros.core.inference import encode_views, ray_depth
 from kdbts_ros.core.lens import CanonicalCamera, Resampler, resampler
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.records import DatasetError, FrameRecord, Recording, read_velodyne
-from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means
+from kdbts_ros.evaluation.ground_split import off_ground, road_depth, road_plane
+from kdbts_ros.evaluation.metrics import (
+    DEPTH_KEYS,
+    OCCUPANCY_KEYS,
+    SPLIT_KEYS,
+    depth_metrics,
+    frame_means,
+    ground_split_metrics,
+)
 from kdbts_ros.evaluation.priors import DepthPrior
 from kdbts_ros.evaluation.real_occupancy import LidarOccupancy, LidarOccupancySettings
 
@@ -96,16 +104,23 @@ class RealDepthEvaluator:
         if not self.frames:
             raise DatasetError(f"{rec.name} has no velodyne scans: no depth ground truth")
         mask = crop_mask(c.height, c.width, GARG_CROP if settings.garg_crop else None)
+        # unit-z rays of every evaluated pixel of the original image
+        self.rays = c.lens().pixel_rays()
         self.truth = []
+        # per frame: which ground-truth pixels stand off the road (None: the scan shows no road to split by)
+        self.off_ground: list[np.ndarray | None] = []
         for i in self.frames:
             f = rec.frames[i]
             assert f.velodyne is not None  # self.frames are the frames with a scan
-            depth = velodyne_depth(read_velodyne(f.velodyne), f.T_cam_velo(cam), c.K, c.width, c.height)
+            scan, T = read_velodyne(f.velodyne), f.T_cam_velo(cam)
+            depth = velodyne_depth(scan, T, c.K, c.width, c.height)
             valid = mask & np.isfinite(depth) & (depth > settings.min_depth) & (depth < settings.max_depth)
             rows, cols = np.nonzero(valid)
             self.truth.append((rows, cols, depth[rows, cols]))
-        # unit-z rays of every evaluated pixel of the original image
-        self.rays = c.lens().pixel_rays()
+            plane = road_plane(scan[:, :3] @ T[:3, :3].T + T[:3, 3])
+            self.off_ground.append(
+                None if plane is None else off_ground(depth[rows, cols], road_depth(self.rays[rows, cols], plane))
+            )
         self.occupancy = None if occupancy is None else LidarOccupancy(rec, self.frames, occupancy, cam)
         self._maps: dict[tuple[int, CanonicalCamera], Resampler] = {}
 
@@ -246,10 +261,11 @@ class RealDepthEvaluator:
         """Per-frame metrics of a predictor, averaged over the frames it can read, on the ground-truth pixels it
         ``seen`` (default: all); how many it does not see is counted."""
         s = self.settings
-        records, occupied = [], []
+        records, occupied, split = [], [], []
         pixels = unseen = 0
         for k in tqdm(range(len(self.frames)), disable=not progress, desc=label, leave=False):
             rows, cols, gt = self.truth[k]
+            off = self.off_ground[k]
             has_occupancy = self.occupancy is not None and self.frames[k] in self.occupancy.truth
             # the MV head skips frames without a posed successor; its "frames" count says how many it scored
             if (len(gt) == 0 and not has_occupancy) or not readable(k):
@@ -260,17 +276,22 @@ class RealDepthEvaluator:
                 keep = seen(rows, cols)
                 pixels, unseen = pixels + len(gt), unseen + int((~keep).sum())
                 rows, cols, gt = rows[keep], cols[keep], gt[keep]
+                off = None if off is None else off[keep]
             if len(gt) == 0:
                 continue
             pred = depth(k, rows, cols)
             if s.median_scaling:
                 pred = pred * np.median(gt) / np.median(pred)
             records.append(depth_metrics(gt, pred, s.min_depth, s.max_depth))
+            if off is not None:
+                split.append(ground_split_metrics(gt, pred, off, s.min_depth, s.max_depth))
         if not records:
             raise DatasetError(
                 f"{self.rec.name}: no frame that {label} can read has velodyne ground truth in the evaluated region"
             )
         out = {k: float(np.mean([r[k] for r in records])) for k in DEPTH_KEYS} | {"frames": len(records)}
+        if split:
+            out |= frame_means(split, SPLIT_KEYS) | {"split_frames": len(split)}
         if seen is not None:
             # ground-truth pixels whose ray the network's canonical view does not see are not scored
             out |= {"gt_pixels": pixels, "unseen_gt_pixels": unseen}
