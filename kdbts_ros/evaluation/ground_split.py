@@ -14,10 +14,13 @@ import numpy as np
 import open3d as o3d
 
 OFF_GROUND_MARGIN = 0.25  # nearer than the road by more than this share of the road's depth
-# road candidates in the camera frame: ahead, not far to the side, below the camera (y points down)
-ROAD_CANDIDATES = {"z": (2.0, 40.0), "x": 15.0, "below_m": 0.5}
+# road candidates in the camera frame: ahead (z), not far to the side (|x|), below the camera (y points down)
+CANDIDATE_Z = (2.0, 40.0)
+CANDIDATE_HALF_WIDTH = 15.0
+CANDIDATE_BELOW = 0.5
 MAX_TILT_DEG = 20.0  # a fitted plane tilted more than this from the camera's horizontal is no road
-RANSAC = {"distance_threshold": 0.08, "ransac_n": 3, "num_iterations": 500}
+RANSAC_DISTANCE = 0.08  # metres from the plane an inlier may lie (a road's roughness and the scan's noise)
+RANSAC_ITERATIONS = 500
 MIN_CANDIDATES = 50
 
 
@@ -28,14 +31,14 @@ def road_plane(points_cam: np.ndarray, seed: int = 0) -> np.ndarray | None:
     ``points_cam`` (N, 3): the frame's scan in the camera frame.
     """
     p = np.asarray(points_cam, np.float64)
-    z_min, z_max = ROAD_CANDIDATES["z"]
-    keep = (p[:, 2] > z_min) & (p[:, 2] < z_max) & (np.abs(p[:, 0]) < ROAD_CANDIDATES["x"])
-    keep &= p[:, 1] > ROAD_CANDIDATES["below_m"]
+    z_min, z_max = CANDIDATE_Z
+    keep = (p[:, 2] > z_min) & (p[:, 2] < z_max) & (np.abs(p[:, 0]) < CANDIDATE_HALF_WIDTH)
+    keep &= p[:, 1] > CANDIDATE_BELOW
     if keep.sum() < MIN_CANDIDATES:
         return None
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p[keep]))
     o3d.utility.random.seed(seed)  # RANSAC draws its samples: one answer per scan
-    plane, inliers = cloud.segment_plane(**RANSAC)
+    plane, inliers = cloud.segment_plane(RANSAC_DISTANCE, 3, RANSAC_ITERATIONS)
     plane = np.asarray(plane, np.float64)
     plane /= np.linalg.norm(plane[:3])
     if plane[1] > 0:
