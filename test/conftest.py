@@ -241,3 +241,11 @@ def view_panel(rgb: np.ndarray, lens, camera, width: int) -> np.ndarray:
     view = cv2.cvtColor(maps(rgb), cv2.COLOR_RGB2BGR)
     view[~maps.valid] = UNKNOWN_BGR
     return cv2.resize(view, (width, round(width * camera.height / camera.width)), interpolation=cv2.INTER_NEAREST)
+
+
+def above_legend(picture: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The picture a labelled PNG shows above its colour bar, back at ``width`` x ``height``: pictures narrower
+    than 400 px are scaled up by the smallest whole factor that reaches it (nearest)."""
+    k = -(-400 // width)
+    assert picture.shape[1] == k * width and picture.shape[0] > k * height, picture.shape
+    return picture[: k * height : k, ::k]

@@ -33,6 +33,7 @@ from kdbts_ros.core.lens import Lens, Resampler, resampler
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
 from kdbts_ros.evaluation.metrics import depth_metrics
 from kdbts_ros.evaluation.real_depth import GARG_CROP, crop_mask, velodyne_depth
+from kdbts_ros.runtime.legends import depth_legend, legend_scale
 from kdbts_ros.runtime.pictures import depth_png
 from kdbts_ros.runtime.runner import FrameRunner
 
@@ -270,7 +271,7 @@ def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CAPTION = "depth: magma on inverse depth (near bright), grey = not seen"
+CAPTION = "depth (magma on inverse depth, near bright)"
 
 
 def picture_png(picture: Picture, near: float, far: float, width: int = 400, title: str = "") -> np.ndarray:
@@ -290,7 +291,8 @@ def picture_png(picture: Picture, near: float, far: float, width: int = 400, tit
         ),
         (CAPTION, scaled(depth_png(picture.depth, near, far), cv2.INTER_NEAREST)),
     ]
-    return np.vstack([row for text, img in panels for row in (_caption_bar(text, width), img)])
+    rows = [row for text, img in panels for row in (_caption_bar(text, width), img)]
+    return np.vstack([*rows, depth_legend(near, far)(width, legend_scale(width))])
 
 
 def _caption_bar(text: str, width: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.synth_folder import SynthFolder
 from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
 from kdbts_ros.evaluation.protocol import OccupancyProtocol, visible_from_depth
+from kdbts_ros.runtime.legends import legend_scale, profile_legend
 from kdbts_ros.runtime.pictures import profile_picture, query_profile
 from kdbts_ros.training.objective import pixel_rays
 from kdbts_ros.training.samples import TrainingFrames
@@ -167,7 +168,7 @@ def profile_strip(evaluator: Evaluator, pictures: dict[str, np.ndarray], index: 
     rgb = evaluator.input_image(index)
     top = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     top = cv2.resize(top, (row.shape[1], round(row.shape[1] * rgb.shape[0] / rgb.shape[1])))
-    return np.vstack([top, row])
+    return np.vstack([top, row, profile_legend(row.shape[1], legend_scale(row.shape[1]))])
 
 
 def write_report(

@@ -20,6 +20,13 @@ from kdbts_ros.core.inference import encode_views
 from kdbts_ros.core.lens import Lens
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.stages import Stages
+from kdbts_ros.runtime.legends import (
+    UNKNOWN_BGR,
+    depth_legend,
+    occupancy_legend,
+    profile_legend,
+    with_legend,
+)
 
 INPUT_CAPTION = "network's view (grey: not seen)"
 DEPTH_CAPTION = "depth (magma: near bright)"
@@ -30,12 +37,9 @@ def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:
     # scale in a wide integer type: uint8 * 255 would wrap around
     levels = (np.clip(occupancy.astype(np.int32), 0, 100) * 255 // 100).astype(np.uint8)
     img = cv2.applyColorMap(levels, cv2.COLORMAP_MAGMA)
-    img[occupancy < 0] = (128, 128, 128)
+    img[occupancy < 0] = UNKNOWN_BGR
     img = img[::-1]  # row 0 is the nearest row of the grid
     return cv2.resize(img, None, fx=cell_px, fy=cell_px, interpolation=cv2.INTER_NEAREST)
-
-
-UNKNOWN_BGR = (96, 96, 96)  # pixels the camera does not see (padding of the canonical view)
 
 
 def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
@@ -45,6 +49,16 @@ def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     picture = cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
     picture[unknown] = UNKNOWN_BGR
     return picture
+
+
+def labelled_occupancy_png(occupancy: np.ndarray) -> np.ndarray:
+    """:func:`occupancy_png` over its colour bar (free, occupied, unknown)."""
+    return with_legend(occupancy_png(occupancy), occupancy_legend)
+
+
+def labelled_depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
+    """:func:`depth_png` over its colour bar in metres (scaled up by a whole factor when small)."""
+    return with_legend(depth_png(depth, near, far), depth_legend(near, far))
 
 
 def profile_picture(profile: np.ndarray) -> np.ndarray:
@@ -108,32 +122,44 @@ def figure(stages: Stages, rgb: np.ndarray, lens: Lens, head: str | None = None,
         cv2.resize(view, size, interpolation=cv2.INTER_NEAREST),
         depth_png(cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST), cfg.model.z_near, cfg.model.z_far),
         profile_picture(profile),
+        (cfg.model.z_near, cfg.model.z_far),
         profile_caption(spec),
     )
     return Figure(depth, profile, picture)
 
 
 def compose_figure(
-    rgb: np.ndarray, depth_bgr: np.ndarray, profile_bgr: np.ndarray, profile_label: str = profile_caption()
+    rgb: np.ndarray,
+    depth_bgr: np.ndarray,
+    profile_bgr: np.ndarray,
+    depth_range: tuple[float, float],
+    profile_label: str = profile_caption(),
 ) -> np.ndarray:
-    """Input (the network's view, scaled to the image's width) over the depth picture (same size), the profile
-    as a square of their height right.
+    """Input (the network's view, scaled to the image's width) over the depth picture (same size) and its colour
+    bar (``depth_range``: near and far metres), the profile as a square of their height right over its own bar.
 
     Each panel gets its caption in its top-left corner, sized to the input's height.
     """
     h, w = rgb.shape[:2]
     if depth_bgr.shape[:2] != (h, w):
         raise ValueError(f"depth picture {depth_bgr.shape[1]}x{depth_bgr.shape[0]} is not the input's {w}x{h}")
-    scale = max(0.35, 0.8 * h / 375)  # KITTI's 375 rows: 0.8, about 18 px tall letters
+    scale = caption_scale(h)
     left = np.vstack(
         [
             _captioned(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), INPUT_CAPTION, scale),
             _captioned(depth_bgr.copy(), DEPTH_CAPTION, scale),
+            depth_legend(*depth_range)(w, scale),
         ]
     )
     # nearest: the profile is a grid of cells, interpolation would invent values between them
     square = cv2.resize(profile_bgr, (2 * h, 2 * h), interpolation=cv2.INTER_NEAREST)
-    return np.hstack([left, _captioned(square, profile_label, scale)])
+    right = np.vstack([_captioned(square, profile_label, scale), profile_legend(2 * h, scale)])
+    return np.hstack([left, right])
+
+
+def caption_scale(height: int) -> float:
+    """Text scale of a figure's captions and colour bars for panels ``height`` rows tall."""
+    return max(0.35, 0.8 * height / 375)  # KITTI's 375 rows: 0.8, about 18 px tall letters
 
 
 def _captioned(img: np.ndarray, text: str, scale: float) -> np.ndarray:

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import KITTI_SAMPLE as KITTI
-from conftest import needs_kitti, small_config, view_panel
+from conftest import above_legend, needs_kitti, small_config, view_panel
 from rosbags.rosbag2 import Reader
 
 from kdbts_ros.commands.cli import main
@@ -14,6 +14,8 @@ from kdbts_ros.core.model.checkpoint import load_checkpoint
 from kdbts_ros.data.sequences import KITTI_DRIVE, kitti_sample, synthetic_sample
 from kdbts_ros.messages import cdr
 from kdbts_ros.runtime.demo import run_demo
+from kdbts_ros.runtime.legends import UNKNOWN_BGR, legend_height
+from kdbts_ros.runtime.pictures import caption_scale
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +28,8 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     # the network's view of the last frame (192 x 64) at the frame's width over its depth, the profile as a
     # square of their height
     h = round(320 * 64 / 192)
-    assert cv2.imread(str(result["files"]["figure_png"])).shape == (2 * h, 320 + 2 * h, 3)
+    bar = legend_height(caption_scale(h))  # each column over its colour bar
+    assert cv2.imread(str(result["files"]["figure_png"])).shape == (2 * h + bar, 320 + 2 * h, 3)
     np.testing.assert_array_equal(
         cv2.imread(str(result["files"]["input_png"])), cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR)
     )
@@ -52,14 +55,15 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
     near, far = cfg.model.z_near, cfg.model.z_far
     inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
     np.testing.assert_array_equal(
-        cv2.imread(str(result["files"]["depth_png"])),
+        above_legend(cv2.imread(str(result["files"]["depth_png"])), d.width, d.height),
         cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA),
     )
     grid = last["/kdbts/occupancy"]
     cells = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
-    occupancy = cv2.imread(str(result["files"]["occupancy_png"]))
-    assert occupancy.shape == (4 * grid.info.height, 4 * grid.info.width, 3)
-    np.testing.assert_array_equal((occupancy[::4, ::4] == 128).all(-1), (cells == -1)[::-1])
+    occupancy = above_legend(
+        cv2.imread(str(result["files"]["occupancy_png"])), 4 * grid.info.width, 4 * grid.info.height
+    )
+    np.testing.assert_array_equal((occupancy[::4, ::4] == UNKNOWN_BGR).all(-1), (cells == -1)[::-1])
     assert (cells == -1).any() and (cells >= 0).any()
 
 
@@ -85,7 +89,8 @@ def test_demo_command_on_the_real_kitti_sample(tmp_path, capsys):
     assert KITTI_DRIVE in out and "frames processed: 2" in out and "occupancy_bev.png" in out
     figure = cv2.imread(str(tmp_path / "out" / "figure.png"))
     h = round(1242 * 64 / 192)  # the network's view (192 x 64) at the frame's width
-    assert figure.shape == (2 * h, 1242 + 2 * h, 3) and str(tmp_path / "out" / "figure.png") in out
+    bar = legend_height(caption_scale(h))
+    assert figure.shape == (2 * h + bar, 1242 + 2 * h, 3) and str(tmp_path / "out" / "figure.png") in out
     # the input panel is the frame seen through the embedded checkpoint's camera, its padding grey
     camera = checkpoint_camera(load_checkpoint(EMBEDDED_CHECKPOINT)[1], (64, 192))
     expected = view_panel(seq.images[1], Lens.pinhole(seq.K, 1242, 375), camera, 1242)

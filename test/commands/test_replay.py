@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import KITTI_SAMPLE, needs_kitti, read_bag, small_config, view_panel
+from conftest import KITTI_SAMPLE, above_legend, needs_kitti, read_bag, small_config, view_panel
 
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.errors import EXIT_USER
@@ -20,7 +20,9 @@ from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
 from kdbts_ros.runtime.config import load_runner_config
+from kdbts_ros.runtime.legends import legend_height
 from kdbts_ros.runtime.offline import run_messages
+from kdbts_ros.runtime.pictures import caption_scale
 from kdbts_ros.runtime.replay import replay
 from kdbts_ros.runtime.replay_pngs import PngWriter
 from kdbts_ros.runtime.runner import FrameRunner
@@ -89,7 +91,8 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
         f"{kind}_{t}.png" for kind in ("occupancy", "depth", "figure") for t in stamps
     )
     for d, t in zip(depth, stamps, strict=True):
-        assert cv2.imread(str(tmp_path / "png" / f"depth_{t}.png")).shape == (d.height, d.width, 3)
+        picture = above_legend(cv2.imread(str(tmp_path / "png" / f"depth_{t}.png")), d.width, d.height)
+        assert picture.shape == (d.height, d.width, 3)
     # one figure per processed frame, showing that frame's image at its recorded size
     images = {
         cdr.stamp_ns(m.header.stamp): sensor_data.decode_image(m, cdr.IMAGE)
@@ -103,7 +106,7 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     lens, h = Lens.pinhole(rec.frames[0].K(0), 1242, 375), round(1242 * camera.height / camera.width)
     for f in figures:
         picture = cv2.imread(str(f))
-        assert picture.shape == (2 * h, 1242 + 2 * h, 3)
+        assert picture.shape == (2 * h + legend_height(caption_scale(h)), 1242 + 2 * h, 3)
         expected = view_panel(images[int(f.stem.split("_")[1])], lens, camera, 1242)
         np.testing.assert_array_equal(picture[100:h, :1242], expected[100:])
 

@@ -8,6 +8,8 @@ from conftest import SMALL_ARCH, slab_model
 from kdbts_ros.commands.cli import main
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.model.checkpoint import save_checkpoint
+from kdbts_ros.runtime.legends import legend_height
+from kdbts_ros.runtime.pictures import caption_scale
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,7 @@ def test_viz_of_a_slab_shows_free_space_up_to_the_wall(tmp_path, capsys):
     )  # the folder is made
     picture = cv2.imread(str(tmp_path / "new" / "v.png"))
     h = round(320 * 64 / 192)  # the network's view (192 x 64) at the image's width over its depth, the square profile
-    assert picture.shape == (2 * h, 320 + 2 * h, 3)
+    assert picture.shape == (2 * h + legend_height(caption_scale(h)), 320 + 2 * h, 3)  # over the colour bars
     from kdbts_ros.runtime.config import load_runner_config
     from kdbts_ros.runtime.viz import preset_intrinsics, render_figure
 
