@@ -123,6 +123,14 @@ class TrainDataConfig:
         0.0,
         1.0,
     )
+    crop_padding: float = setting(
+        0.0,
+        "probability of showing the encoder's frame (frame 0) through a narrower camera: a random window of "
+        "35-100 % of the training view's width, the columns outside it repeating its edge as the runtime pads a "
+        "narrower camera, and unseen (no loss there); teaches the network to answer beside padding",
+        0.0,
+        1.0,
+    )
     grey: float = setting(
         0.0, "probability of turning a sample's colour frames grey (one network for grey and colour cameras)", 0.0, 1.0
     )

@@ -39,6 +39,7 @@ from kdbts_ros.data.records import DatasetError
 from kdbts_ros.training.hints import plane_sweep_hint, stereo_hint
 
 RIG, MONO = 0, 1  # sample layouts (the "layout" entry of a sample)
+MIN_CROP_WIDTH = 0.35  # crop_padding's narrowest window: about the 4:3 crop of a KITTI frame (39 % of the view)
 FRAME_CACHE = 4096  # decoded frames kept per source
 RECTIFIED_TOLERANCE = 1e-3  # a stereo pair is taken as rectified when rotation and off-axis offset are this small
 
@@ -106,8 +107,9 @@ class TrainingFrames(Dataset):
         min_motion: float = 0.0,
         hints: bool = False,
         depth_range: tuple[float, float] = (3.0, 80.0),
+        crop_padding: float = 0.0,
     ):
-        self.source, self.side_offset = source, side_offset
+        self.source, self.side_offset, self.crop_padding = source, side_offset, crop_padding
         self.hints, self.depth_range = hints, depth_range
         self.flip_lr, self.colour_jitter, self.grey = flip_lr, colour_jitter, grey
         self.layout = MONO if layout == "mono" else RIG
@@ -231,6 +233,8 @@ class TrainingFrames(Dataset):
         hints = self.sample_hints(seq, t, ids) if self.hints else None
         if flip and hints is not None:
             hints = hints[:, :, ::-1]
+        if self.crop_padding > 0 and self.rng.random() < self.crop_padding:
+            imgs, valid, hints = self._narrower(imgs, valid, hints)
         images = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2)
         if self.colour_jitter > 0:
             images = self._jitter(images)
@@ -251,6 +255,26 @@ class TrainingFrames(Dataset):
         if hints is not None:
             sample["hints"] = torch.from_numpy(np.ascontiguousarray(hints))
         return sample
+
+    def _narrower(
+        self, imgs: np.ndarray, valid: np.ndarray, hints: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Frame 0 (the encoder's) seen through a narrower camera of the same rays: a random column window of
+        :data:`MIN_CROP_WIDTH` to all of the width; the columns outside it repeat its edge columns, as
+        :class:`~kdbts_ros.core.lens.Resampler` pads a camera narrower than the network's, and are unseen. The
+        other frames keep their view: they still give the colours the loss compares."""
+        W = imgs.shape[2]
+        w = int(self.rng.integers(round(MIN_CROP_WIDTH * W), W + 1))
+        x0 = int(self.rng.integers(0, W - w + 1))
+        x1 = x0 + w
+        imgs, valid = imgs.copy(), valid.copy()
+        imgs[0, :, :x0] = imgs[0, :, x0 : x0 + 1]
+        imgs[0, :, x1:] = imgs[0, :, x1 - 1 : x1]
+        valid[0, :, :x0] = valid[0, :, x1:] = False
+        if hints is not None:
+            hints = hints.copy()
+            hints[0, :, :x0] = hints[0, :, x1:] = 0.0
+        return imgs, valid, hints
 
     def _jitter(self, images: torch.Tensor) -> torch.Tensor:
         """Brightness, contrast and saturation changes, the same for every frame of the sample."""

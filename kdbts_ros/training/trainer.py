@@ -109,6 +109,7 @@ def build_dataset(cfg: TrainConfig, seed: int) -> MixedFrames:
                 min_motion=d.min_motion,
                 hints=(cfg.loss.motion_hints if src.layout == "mono" else cfg.loss.stereo_hints) > 0,
                 depth_range=(cfg.model.z_near, cfg.model.z_far),
+                crop_padding=d.crop_padding,
             )
         )
     return MixedFrames(frames, [src.weight for src in sources])

@@ -202,3 +202,28 @@ def test_the_hints_recipe_continues_the_embedded_default_on_the_same_frames_with
 def test_hints_need_the_photometric_branch():
     with pytest.raises(ValueError, match="frozen"):
         load_config(TrainConfig, None, {"teacher": "frozen", "init_checkpoint": "x", "loss.stereo_hints": 1.0}).check()
+
+
+def test_crop_padding_shows_frame_0_through_a_narrower_camera_padded_as_the_runtime_pads(tiny_streets):
+    folder = SynthFolder(tiny_streets)
+    plain = TrainingFrames(folder, side_offset=1, hints=True, seed=3)
+    narrow = TrainingFrames(folder, side_offset=1, hints=True, seed=3, crop_padding=1.0)
+    widths = []
+    for i in (0, 1, 0, 1, 0, 1):  # each draw of a sample picks its own window
+        a, b = plain[i], narrow[i]
+        seen = b["valid"][0].numpy()
+        cols = np.nonzero(seen.all(0))[0]
+        x0, x1 = cols[0], cols[-1] + 1
+        widths.append(x1 - x0)
+        # one window of whole columns: seen inside, unseen outside
+        assert seen[:, x0:x1].all() and not seen[:, :x0].any() and not seen[:, x1:].any()
+        img, ref = b["images"][0].numpy(), a["images"][0].numpy()
+        np.testing.assert_array_equal(img[:, :, x0:x1], ref[:, :, x0:x1])
+        # outside, each row repeats the window's edge pixel (the runtime's padding of a narrower camera)
+        np.testing.assert_array_equal(img[:, :, :x0], np.repeat(ref[:, :, x0 : x0 + 1], x0, 2))
+        np.testing.assert_array_equal(img[:, :, x1:], np.repeat(ref[:, :, x1 - 1 : x1], 160 - x1, 2))
+        assert not b["hints"][0].numpy()[~seen].any()
+        # the other frames keep their whole view: the colours the loss compares
+        np.testing.assert_array_equal(b["images"][1:].numpy(), a["images"][1:].numpy())
+        assert b["valid"][1:].all()
+    assert min(widths) >= round(0.35 * 160) and len(set(widths)) > 1
