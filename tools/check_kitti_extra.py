@@ -5,8 +5,8 @@
 - frame order: for every frame k, NCC(k, k+1) > NCC(k, k+3) (half resolution);
 - stereo pairing: each right frame k is matched (OpenCV SGBM) against left frames k-2..k+2 and warped onto
   them; its own left frame must give the smallest photometric error;
-- raw drives: colour frame k against grey frames k-2..k+2 of the same side (NCC, small shift search): its own
-  grey frame must match best (the four cameras share one trigger);
+- colour frame k against grey frames k-2..k+2 of the same side (NCC, small shift search), where both cameras
+  are here: its own grey frame must match best (the four cameras share one trigger);
 - raw drives: timestamps (spacing, OXTS against image_00) and OXTS positions against the OXTS speed;
 - odometry: poses (orthonormal rotations, step lengths) and the calib's P0-P3 against the 2011_09_26 raw
   calibration (sequence 03 is the 2011_09_26 drive 0067).
@@ -93,7 +93,12 @@ def stereo_pairs(folders: dict[str, list[Path]]) -> list[tuple[str, dict[int, Pa
     """(name, left frames, right frames) of every stereo pair of folders."""
     out = []
     for d in sorted(folders):
-        for left, right in (("image_00", "image_01"), ("image_02", "image_03"), ("image_0", "image_1")):
+        for left, right in (
+            ("image_00", "image_01"),
+            ("image_02", "image_03"),
+            ("image_0", "image_1"),
+            ("image_2", "image_3"),
+        ):
             parts = Path(d).parts
             if left in parts and str(Path(d)).replace(f"/{left}", f"/{right}") in folders:
                 rd = str(Path(d)).replace(f"/{left}", f"/{right}")
@@ -129,7 +134,7 @@ def check_stereo(folders: dict[str, list[Path]]) -> None:
 
 
 def check_colour_grey(folders: dict[str, list[Path]]) -> None:
-    """Raw drives: colour frame k matches grey frame k of the same side best."""
+    """Colour frame k matches grey frame k of the same side best (raw image_02/03 vs 00/01, odometry 2/3 vs 0/1)."""
 
     def best_shift(a: np.ndarray, b: np.ndarray, m: int = 12) -> float:
         h, w = a.shape
@@ -137,14 +142,22 @@ def check_colour_grey(folders: dict[str, list[Path]]) -> None:
             ncc(a[h // 4 : 3 * h // 4, m : w - m], b[h // 4 : 3 * h // 4, m - s : w - m - s]) for s in range(-m, m + 1)
         )
 
+    sides = (("image_02", "image_00"), ("image_03", "image_01"), ("image_2", "image_0"), ("image_3", "image_1"))
     for d in sorted(folders):
-        for colour, grey_cam in (("image_02", "image_00"), ("image_03", "image_01")):
-            gd = d.replace(f"/{colour}/", f"/{grey_cam}/")
-            if f"/{colour}/" not in d + "/" or gd not in folders:
+        for colour, grey_cam in sides:
+            parts = list(Path(d).parts)
+            if colour not in parts:
+                continue
+            parts[parts.index(colour)] = grey_cam
+            gd = str(Path(*parts))
+            if gd not in folders:
                 continue
             g = {int(f.stem): grey(f) for f in folders[gd]}
-            ok, bad = 0, []
+            ok, bad, n = 0, [], 0
             for f in folders[d]:
+                if int(f.stem) not in g:
+                    continue
+                n += 1
                 k, c = int(f.stem), grey(f)
                 score = {j: best_shift(c, g[j]) for j in range(k - 2, k + 3) if j in g}
                 best = max(score, key=score.__getitem__)
@@ -152,7 +165,7 @@ def check_colour_grey(folders: dict[str, list[Path]]) -> None:
                 if best != k:
                     bad.append((k, best))
             print(
-                f"sync {d} vs {grey_cam}: {ok}/{len(folders[d])} colour frames match their own grey frame best; "
+                f"sync {d} vs {grey_cam}: {ok}/{n} colour frames match their own grey frame best; "
                 f"otherwise (frame, best): {bad[:5]}"
             )
 
