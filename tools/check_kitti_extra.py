@@ -186,15 +186,18 @@ def check_raw_motion(root: Path) -> None:
         east = scale * 6378137.0 * np.radians([packets[k][1] for k in ks])
         north = scale * 6378137.0 * np.log(np.tan(np.radians(90.0 + lat) / 2.0))
         step = np.hypot(np.diff(east), np.diff(north))
-        t_img, t_ox = stamps(drive / "image_00" / "timestamps.txt"), stamps(drive / "oxts" / "timestamps.txt")
+        cam = next(
+            c for c in ("image_00", "image_01", "image_02", "image_03") if (drive / c / "timestamps.txt").is_file()
+        )
+        t_img, t_ox = stamps(drive / cam / "timestamps.txt"), stamps(drive / "oxts" / "timestamps.txt")
         speed = np.array([np.hypot(packets[k][8], packets[k][9]) for k in ks])
         dtk = np.diff(t_img[ks])
         pred = 0.5 * (speed[:-1] + speed[1:]) * dtk
-        first = (drive / "image_00" / "timestamps.txt").read_text().split("\n")[0]
+        first = (drive / cam / "timestamps.txt").read_text().split("\n")[0]
         print(
             f"motion {drive.name}: {len(t_img)} timestamp lines, first {first}; "
             f"spacing {dtk.min():.3f}-{dtk.max():.3f} s; "
-            f"|t_oxts - t_image_00| <= {np.abs(t_ox[ks] - t_img[ks]).max() * 1e3:.1f} ms; path {step.sum():.1f} m, "
+            f"|t_oxts - t_{cam}| <= {np.abs(t_ox[ks] - t_img[ks]).max() * 1e3:.1f} ms; path {step.sum():.1f} m, "
             f"speed {speed.min():.1f}-{speed.max():.1f} m/s; |step - speed*dt| <= {np.abs(step - pred).max():.3f} m"
         )
 
