@@ -27,17 +27,18 @@ def inverse_depth_level(depth: np.ndarray, near: float, far: float) -> np.ndarra
 
 
 def _layout(scale: float) -> tuple[int, int, int, int, int]:
-    """Line thickness, letter height, padding, bar height and the strip's height at text ``scale``."""
+    """Line thickness, letter height, padding, bar height and the text's baseline at text ``scale``."""
     thickness = max(1, round(scale * 1.5))
     (_, th), base = cv2.getTextSize("0", FONT, scale, thickness)
     pad = max(2, th // 2)
     bar_h = max(6, round(th * 0.9))
-    return thickness, th, pad, bar_h, 3 * pad + bar_h + th + base
+    return thickness, th, pad, bar_h, base
 
 
 def legend_height(scale: float) -> int:
     """Rows of a legend drawn at text ``scale`` (any width)."""
-    return _layout(scale)[4]
+    _, th, pad, bar_h, base = _layout(scale)
+    return 3 * pad + bar_h + th + base
 
 
 def _strip(
@@ -45,10 +46,10 @@ def _strip(
 ) -> np.ndarray:
     """A magma bar of ``levels`` (values in [0, 1] along the bar), ``ticks`` (position in [0, 1], label) under
     it, and a grey swatch labelled ``unknown`` at the right end (none when None)."""
-    thickness, th, pad, bar_h, height = _layout(scale)
+    thickness, th, pad, bar_h, _ = _layout(scale)
     swatch = 0 if unknown is None else bar_h + 2 * pad + cv2.getTextSize(unknown, FONT, scale, thickness)[0][0] + pad
     bar_w = max(1, width - swatch - 2 * pad)
-    strip = np.zeros((height, width, 3), np.uint8)
+    strip = np.zeros((legend_height(scale), width, 3), np.uint8)
     colours = cv2.applyColorMap((np.clip(levels, 0, 1) * 255).astype(np.uint8)[None], cv2.COLORMAP_MAGMA)
     strip[pad : pad + bar_h, pad : pad + bar_w] = cv2.resize(colours, (bar_w, bar_h), interpolation=cv2.INTER_LINEAR)
     white = (255, 255, 255)
