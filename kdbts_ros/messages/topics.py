@@ -38,6 +38,13 @@ class TopicsConfig:
         "topic whose name contains 'rect', as image_proc's image_rect, else raw)",
         choices=("auto", "rectified", "raw"),
     )
+    mono16_bits: int = setting(
+        16,
+        "significant bits of mono16 images, of which the network sees the top 8: 16 divides by 256 as "
+        "cv_bridge's mono16 to mono8 does; 12 for a 12-bit sensor (values 0-4095), 10 for a 10-bit one",
+        8,
+        16,
+    )
     camera_frame: str = setting(
         "",
         "TF frame of the first camera's images, used in place of their header.frame_id when that "

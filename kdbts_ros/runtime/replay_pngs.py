@@ -71,7 +71,7 @@ class PngWriter:
                 assert intrinsics is not None  # the frame was processed with them
                 return figure(  # the runner's lens, still that of this frame
                     self.runner.stages,
-                    sensor_data.decode_image(msg, msgtype),
+                    sensor_data.decode_image(msg, msgtype, self.cfg.topics.mono16_bits),
                     intrinsics.lens,
                     pitch_deg=self.pitch_deg,
                 ).picture

@@ -342,7 +342,7 @@ class FrameRunner:
         if img.rgb is None:
             t0 = time.perf_counter()
             try:
-                img.rgb = sensor_data.decode_image(img.msg, cam.msgtype)
+                img.rgb = sensor_data.decode_image(img.msg, cam.msgtype, self.cfg.topics.mono16_bits)
             except cdr.ConversionError as exc:
                 self.rig.discard(cam, img, "bad_image", f"{cam.image_topic}: {exc}")
             img.decode_s = time.perf_counter() - t0

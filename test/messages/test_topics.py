@@ -13,6 +13,7 @@ def test_one_table_of_outputs_names_each_output_setting_and_its_switch():
         "camera_infos",
         "image_geometry",
         "camera_frame",
+        "mono16_bits",
     }  # inputs
     assert {o.key for o in OUTPUTS} == outputs and len(OUTPUTS) == len(outputs)
     node = NodeConfig()

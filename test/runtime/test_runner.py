@@ -257,7 +257,7 @@ def test_camera_info_faults(model):
 def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
     runner, rig, t = _after_one_rig_frame(model)
     rig.pose(t, 1.0)
-    rig.image(0, t, encoding="yuv422")  # unsupported encoding: the rig frame is dropped
+    rig.image(0, t, encoding="yuv444")  # unsupported encoding: the rig frame is dropped
     rig.image(1, t)
     runner.step(t)
     assert runner.drops == {"bad_image": 1}
