@@ -71,18 +71,25 @@ def point_cloud(points: np.ndarray, density: np.ndarray, rgb: np.ndarray, stamp:
 
 
 def occupancy_grid(out: Outputs) -> Any:
-    """nav_msgs/OccupancyGrid of the bird's-eye view, placed at the grid's lower corner."""
+    """nav_msgs/OccupancyGrid of the frame: the planner's grid (axis-aligned in its frame) when there is one, else
+    the camera-aligned slab's bird's-eye view placed at its lower corner."""
     assert out.occupancy is not None, "occupancy_grid of a frame without a bird's-eye view"
-    spec: GridSpec = out.spec
+    if out.planner is not None:
+        g = out.planner
+        values, frame_id, origin, resolution = g.values, g.frame_id, g.origin, g.resolution
+    else:
+        spec: GridSpec = out.spec
+        values, frame_id, resolution = out.occupancy, out.out_frame, spec.resolution
+        origin = out.T_out_cam @ spec.T_cam_grid()
     info = msg_type("nav_msgs/msg/MapMetaData")(
         map_load_time=header(out.stamp_ns, "").stamp,
-        resolution=float(spec.resolution),
-        width=spec.size_x,
-        height=spec.size_y,
-        origin=pose(out.T_out_cam @ spec.T_cam_grid()),
+        resolution=float(resolution),
+        width=values.shape[1],
+        height=values.shape[0],
+        origin=pose(origin),
     )
     return msg_type("nav_msgs/msg/OccupancyGrid")(
-        header=header(out.stamp_ns, out.out_frame), info=info, data=out.occupancy.astype(np.int8).reshape(-1)
+        header=header(out.stamp_ns, frame_id), info=info, data=values.astype(np.int8).reshape(-1)
     )
 
 

@@ -24,6 +24,11 @@ class PublishConfig:
     density_grid: bool = setting(True, "publish the full 3D DensityGrid", runtime=True)
     latency: bool = setting(True, "publish the latency of each processed frame", runtime=True)
     reliable: bool = setting(True, "publish outputs reliable (false: best effort)")
+    occupancy_latched: bool = setting(
+        True,
+        "publish the per-frame OccupancyGrid transient-local (latched), as nav2's static layer subscribes; "
+        "volatile subscribers connect too; false: volatile, like the other per-frame outputs",
+    )
 
 
 @dataclass

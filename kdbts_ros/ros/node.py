@@ -45,7 +45,7 @@ from kdbts_ros.core.errors import EXIT_USER, classify
 from kdbts_ros.core.model.checkpoint import CheckpointError
 from kdbts_ros.core.settings import ConfigError, get_param, iter_params, read_yaml_mapping, set_param, set_params
 from kdbts_ros.messages import cdr
-from kdbts_ros.messages.topics import DIAGNOSTICS, OUTPUTS
+from kdbts_ros.messages.topics import DIAGNOSTICS, OUTPUTS, Output
 from kdbts_ros.ros.config import NodeConfig
 from kdbts_ros.ros.parent import exit_with_parent
 from kdbts_ros.ros.tf_store import frame_runner
@@ -236,7 +236,9 @@ class KdbtsNode(LifecycleNode):
             if cls is None:
                 self.get_logger().warning(f"{output.msgtype} is not built; {topic} will not be published")
                 continue
-            self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, latched_qos if output.latched else out_qos)
+            self.pubs[topic] = self.create_lifecycle_publisher(
+                cls, topic, latched_qos if self._latched(output) else out_qos
+            )
         self._map_services = [
             self.create_service(Trigger, "~/clear_map", self._clear_map),
             self.create_service(Trigger, "~/save_map", self._save_map),
@@ -292,6 +294,10 @@ class KdbtsNode(LifecycleNode):
             self._worker.join(timeout=60.0)
         self._worker = None
 
+    def _latched(self, output: Output) -> bool:
+        """Whether an output is published transient-local: the map always, the per-frame grid by its setting."""
+        return output.latched or (output.key == "occupancy" and self.cfg.publish.occupancy_latched)
+
     def _wanted(self) -> set[str]:
         """The runner's outputs switched on that have a subscriber, or are latched (asked after run-time
         changes are applied); the latency is the node's own, published in :meth:`_step`.
@@ -301,7 +307,7 @@ class KdbtsNode(LifecycleNode):
             topic = output.topic(self.cfg.topics)
             if output.stage == "latency" or not get_param(self.cfg, output.switch) or topic not in self.pubs:
                 continue
-            if output.latched or self.pubs[topic].get_subscription_count() > 0:
+            if self._latched(output) or self.pubs[topic].get_subscription_count() > 0:
                 wanted.add(topic)  # a latched one whether or not anyone listens yet, for late subscribers
         return wanted
 

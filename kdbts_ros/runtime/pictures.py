@@ -15,6 +15,7 @@ import torch
 
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.field import Query, ReferenceField
+from kdbts_ros.core.frames import Outputs
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.inference import encode_views
 from kdbts_ros.core.lens import Lens
@@ -36,6 +37,13 @@ def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:
 
 
 UNKNOWN_BGR = (96, 96, 96)  # pixels the camera does not see (padding of the canonical view)
+
+
+def published_bird_view(out: Outputs) -> np.ndarray:
+    """The occupancy the frame publishes, row 0 nearest (:func:`occupancy_png`'s input): the planner's grid when
+    there is one, else the camera slab's."""
+    assert out.occupancy is not None, "a frame without a grid has no bird's-eye view"
+    return out.planner.bird_rows() if out.planner is not None else out.occupancy
 
 
 def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:

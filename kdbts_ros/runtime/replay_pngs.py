@@ -12,7 +12,7 @@ import numpy as np
 from kdbts_ros.core.frames import Outputs
 from kdbts_ros.data.image_files import write_image
 from kdbts_ros.messages import cdr, sensor_data
-from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png
+from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png, published_bird_view
 from kdbts_ros.runtime.runner import FrameRunner
 
 log = logging.getLogger("kdbts_ros")
@@ -47,7 +47,7 @@ class PngWriter:
 
     def __call__(self, out: Outputs) -> None:
         pictures = {
-            "occupancy": occupancy_png(out.occupancy) if out.occupancy is not None else None,
+            "occupancy": occupancy_png(published_bird_view(out)) if out.occupancy is not None else None,
             "depth": depth_png(out.depth, self.cfg.model.z_near, self.cfg.model.z_far)
             if out.depth is not None
             else None,

@@ -41,6 +41,7 @@ from kdbts_ros.runtime.grid_budget import GridBudget
 from kdbts_ros.runtime.head_choice import HeadChoice
 from kdbts_ros.runtime.mapping import MapStage
 from kdbts_ros.runtime.params import ParamStage
+from kdbts_ros.runtime.planner import PlannerStage
 from kdbts_ros.runtime.time_jumps import TimeJumps
 from kdbts_ros.runtime.window import FrameWindow
 
@@ -76,6 +77,7 @@ class FrameRunner:
         self._last_grid_timing: tuple[float, float] | None = None  # (frame_s, grid_s) of the last grid frame
         self.params = ParamStage(cfg, self.stages, self.window)
         self.mapping = MapStage(cfg, self.accounting)  # the world map, while map.enabled
+        self.planner = PlannerStage(cfg, self.tf, self.accounting)  # the occupancy grid in the planner's frame
         self.time_jumps = TimeJumps(cfg, self.accounting, self.rig, self.window, self.tf, self.mapping)
         self.processed = 0
         self.latencies: deque[float] = deque(maxlen=100)
@@ -276,12 +278,13 @@ class FrameRunner:
         field = self.stages.field
         density, unseen = np.zeros(spec.shape, np.float32), np.ones(spec.shape, bool)
         occupancy, points, pdens = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
-        prgb = np.zeros((0, 3), np.uint8)
+        prgb, planner = np.zeros((0, 3), np.uint8), None
         if want_grid:
             density, unseen = (a.reshape(spec.shape) for a in field.grid(centres, query))
             occupancy = bev_occupancy(density, unseen, spec.resolution_z)
             points, pdens = occupied_voxels(centres, density, unseen, cfg.grid.occupied_density)
             prgb = point_colours(points, encoding.canonical.Kn, prepared.resized)
+            planner = self.planner.grid(frame, field, query) if self.planner.enabled else None
         t3 = synced_time(device)
 
         depth = depth_lens = None
@@ -308,6 +311,7 @@ class FrameRunner:
             density,
             unseen,
             occupancy,
+            planner,
             points,
             pdens.astype(np.float32),
             prgb,

@@ -55,11 +55,14 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
         cv2.imread(str(result["files"]["depth_png"])),
         cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA),
     )
+    # the grid is the planner's, in base_link (rows along y, left; columns along x, forward): the picture
+    # shows forward up and left on the left
     grid = last["/kdbts/occupancy"]
+    assert grid.header.frame_id == "base_link"
     cells = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
     occupancy = cv2.imread(str(result["files"]["occupancy_png"]))
-    assert occupancy.shape == (4 * grid.info.height, 4 * grid.info.width, 3)
-    np.testing.assert_array_equal((occupancy[::4, ::4] == 128).all(-1), (cells == -1)[::-1])
+    assert occupancy.shape == (4 * grid.info.width, 4 * grid.info.height, 3)
+    np.testing.assert_array_equal((occupancy[::4, ::4] == 128).all(-1), (cells == -1).T[::-1, ::-1])
     assert (cells == -1).any() and (cells >= 0).any()
 
 

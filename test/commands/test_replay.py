@@ -81,7 +81,10 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     seen = np.isfinite(values)
     assert 0.5 < seen.mean() < 1.0 and values[seen].min() >= 3.0 - 1e-3
     occupancy = next(m for t, _, m in outputs if t == "/kdbts/occupancy")
-    assert occupancy.header.frame_id == "world"
+    # the planner's grid, in the bag's base frame (axis-aligned there, nav2's way)
+    assert occupancy.header.frame_id == "base_link"
+    q = occupancy.info.origin.orientation
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
     # size of the depth published for that frame
     stamps = [cdr.stamp_ns(d.header.stamp) for d in depth]
@@ -202,7 +205,8 @@ def test_replay_takes_the_bags_cameras_and_tf_root_when_the_config_names_others(
     outputs, _ = read_bag(tmp_path / "out")
     depth = [m for t, _, m in outputs if t == "/kdbts/depth/image"]
     assert len(depth) == 3 and depth[0].header.frame_id == "cam2_optical"  # the first camera makes the outputs
-    assert {m.header.frame_id for t, _, m in outputs if t == "/kdbts/occupancy"} == {"map"}
+    # the planner's grid in the rig's base frame
+    assert {m.header.frame_id for t, _, m in outputs if t == "/kdbts/occupancy"} == {"base_link"}
 
 
 def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):

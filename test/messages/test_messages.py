@@ -158,7 +158,7 @@ def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():
     from kdbts_ros.data.sequences import T_base_cam
     from kdbts_ros.runtime.runner import FrameRunner
 
-    cfg = small_config()
+    cfg = small_config(**{"planner.frame": "camera"})  # the camera slab's grid (the planner's: test_planner)
     T = T_base_cam()
     out = FrameRunner(cfg).process(
         Frame(np.full((40, 120, 3), 90, np.uint8), np.array([[60.0, 0, 60], [0, 60, 20], [0, 0, 1]]), 99, "cam", T),

@@ -212,7 +212,7 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
     node, pubs, got = system
     before = dict(node.runner.drops)
     # images are decoded when their turn comes (a superseded one never is): one fault at a time
-    _send_frame(pubs, 10, encoding="yuv422")  # unsupported encoding
+    _send_frame(pubs, 10, encoding="yuv444")  # unsupported encoding
     assert _wait(lambda: node.runner.drops["bad_image"] > before.get("bad_image", 0), 10)
     _send_frame(pubs, 11, image=np.zeros((H + 2, W, 3), np.uint8))  # size differs from camera_info
     assert _wait(lambda: node.runner.drops["size_mismatch"] > before.get("size_mismatch", 0), 10)

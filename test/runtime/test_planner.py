@@ -1,0 +1,146 @@
+"""The planner's occupancy grid: axis-aligned in base_link, its band above the ground, obstacles where they stand.
+
+A camera 1.5 m above the ground, yawed 30 degrees and pitched 15 degrees down in base_link, sees
+the slab network's wall: everything at camera depth 10 m and beyond is dense. Which cells of the
+base_link grid must then be occupied, free or unknown is worked out here with scipy's rotations
+alone (not the package's geometry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import slab_model, small_config
+from scipy.spatial.transform import Rotation
+
+from kdbts_ros.core.stages import Stages
+from kdbts_ros.messages import cdr, sensor_data
+from kdbts_ros.runtime.runner import FrameRunner
+
+S = 1_000_000_000
+W, H = 640, 192
+K = np.array([[160.0, 0, W / 2], [0, 160.0, H / 2], [0, 0, 1]])  # 127 x 62 deg: wider than the network's view
+# optical axes in base_link (x forward, y left, z up): optical x right = -y, y down = -z, z forward = x
+R_BASE_OPTICAL_LEVEL = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+YAW, PITCH, HEIGHT = 30.0, 15.0, 1.5
+
+
+def T_base_cam() -> np.ndarray:
+    """The camera in base_link: turned left by YAW, tilted down by PITCH (about base_link's y), HEIGHT up."""
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("zy", [YAW, PITCH], degrees=True).as_matrix() @ R_BASE_OPTICAL_LEVEL
+    T[:3, 3] = (0.0, 0.0, HEIGHT)
+    return T
+
+
+@pytest.fixture(scope="module")
+def wall():
+    return slab_model(10.0)
+
+
+def run(model, with_base: bool = True, frames: int = 1) -> tuple[FrameRunner, list]:
+    cfg = small_config(
+        **{"topics.images": ["/cam/image_raw"], "topics.camera_infos": ["/cam/camera_info"], "mode": "sv"}
+    )
+    runner = FrameRunner(cfg, Stages(cfg, model))
+    static = [("base_link", "cam", 0, T_base_cam())] if with_base else [("odom", "cam", 0, T_base_cam())]
+    runner.handle("/tf_static", cdr.serialize(sensor_data.tf_message(static)), 0)
+    grids = []
+    for i in range(frames):
+        t = S + i * S // 10
+        if with_base:
+            runner.handle("/tf", cdr.serialize(sensor_data.tf_message([("odom", "base_link", t, np.eye(4))])), t)
+        runner.handle("/cam/camera_info", cdr.serialize(sensor_data.camera_info(K, W, H, t, "cam")), t)
+        rgb = np.full((H, W, 3), 100, np.uint8)
+        runner.handle("/cam/image_raw", cdr.serialize(sensor_data.rgb_image(rgb, t, "cam")), t)
+        for topic, msgtype, data in runner.step(t):
+            if topic == cfg.topics.occupancy:
+                grids.append(cdr.deserialize(data, msgtype))
+    return runner, grids
+
+
+def column_points(grid, runner: FrameRunner) -> np.ndarray:
+    """Every cell's band samples in base_link (rows, cols, levels, 3), from the message and the settings."""
+    g, info = runner.cfg.planner, grid.info
+    r = info.resolution
+    x = info.origin.position.x + (np.arange(info.width) + 0.5) * r
+    y = info.origin.position.y + (np.arange(info.height) + 0.5) * r
+    z = g.ground_z + g.z_min + (np.arange(g.levels) + 0.5) * (g.z_max - g.z_min) / g.levels
+    gy, gx, gz = np.meshgrid(y, x, z, indexing="ij")
+    return np.stack([gx, gy, gz], -1)
+
+
+def test_a_yawed_and_pitched_camera_puts_the_wall_in_base_link_cells_along_its_axes(wall):
+    runner, grids = run(wall)
+    grid = grids[-1]
+    assert grid.header.frame_id == "base_link"
+    q = grid.info.origin.orientation
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)  # nav2 reads only the position
+    g = runner.cfg.planner
+    p = grid.info.origin.position
+    assert (p.x, p.y, p.z) == pytest.approx((g.x_min, g.y_min, g.ground_z + g.z_min))
+    values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+
+    # independent geometry: each band sample in the camera, and whether the network's view sees it
+    pts = column_points(grid, runner)
+    T_cam_base = np.linalg.inv(T_base_cam())
+    cam = pts @ T_cam_base[:3, :3].T + T_cam_base[:3, 3]
+    lens = runner.stages.canonical.lens()
+    front = cam[..., 2] > 0.1
+    uv = cam[..., :2] / np.where(front, cam[..., 2], 1.0)[..., None] * np.diag(lens.K)[:2] + lens.K[:2, 2]
+    margin = 4.0  # pixels of the network's view: clear of its edges
+    inside = front & (uv[..., 0] > margin) & (uv[..., 0] < lens.width - margin)
+    inside &= (uv[..., 1] > margin) & (uv[..., 1] < lens.height - margin)
+    z = cam[..., 2]
+    near = runner.cfg.model.z_near
+    wall_behind = (inside & (z > 10.6)).any(-1)  # some sample of the column is seen behind the wall
+    clear = (inside & (z > near + 0.3) & (z < 9.4)).all(-1)  # every sample seen, all in front of it
+    unseen = (~front | (z < near)).all(-1)  # behind the camera or nearer than it renders
+    assert wall_behind.sum() > 50 and clear.sum() > 50 and unseen.sum() > 50
+    assert (values[wall_behind] >= 50).all()
+    assert (values[clear] <= 10).all() and (values[clear] >= 0).all()
+    assert (values[unseen] == -1).all()  # the near field is unknown, never free
+    # the wall runs across the camera's axis, 30 degrees left of base_link's x: its cells are not one row
+    rows = np.nonzero(wall_behind)[0]
+    assert rows.max() - rows.min() > 10
+
+
+def test_without_a_base_frame_the_grid_is_in_the_fixed_frame_around_the_camera_and_said_once(wall):
+    runner, grids = run(wall, with_base=False, frames=2)
+    assert len(grids) == 2 and all(gr.header.frame_id == "odom" for gr in grids)
+    assert runner.faults["planner_frame_fallback"] == 1
+    info = grids[-1].info
+    q = info.origin.orientation
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)  # odom is z-up here (map.up_axis auto)
+    # a square window centred on the camera, its corner on the resolution's lattice
+    centre = np.array([info.origin.position.x, info.origin.position.y]) + info.width * info.resolution / 2
+    np.testing.assert_allclose(centre, T_base_cam()[:2, 3], atol=info.resolution)
+    assert info.width == info.height
+    assert info.origin.position.x / info.resolution == pytest.approx(round(info.origin.position.x / info.resolution))
+
+
+def test_the_camera_slab_is_kept_on_request(wall):
+    cfg = small_config(**{"planner.frame": "camera"})
+    assert cfg.planner.frame == "camera"
+    runner = FrameRunner(cfg, Stages(cfg, wall))
+    assert not runner.planner.enabled
+
+
+def test_the_shipped_nav2_costmaps_read_the_nodes_default_outputs_and_band():
+    import yaml
+
+    from kdbts_ros.runtime.config import RunnerConfig
+
+    cfg = RunnerConfig()
+    root = Path(__file__).resolve().parents[2]
+    nav2 = yaml.safe_load((root / "config/nav2/costmaps.yaml").read_text())
+    local = nav2["local_costmap"]["local_costmap"]["ros__parameters"]
+    source = local["obstacle_layer"]["kdbts_points"]
+    assert source["topic"] == cfg.topics.points and source["data_type"] == "PointCloud2"
+    assert local["robot_base_frame"] == cfg.planner.frame and local["global_frame"] == cfg.fixed_frame
+    band = (cfg.planner.ground_z + cfg.planner.z_min, cfg.planner.ground_z + cfg.planner.z_max)
+    assert (source["min_obstacle_height"], source["max_obstacle_height"]) == pytest.approx(band)
+    static = nav2["global_costmap"]["global_costmap"]["ros__parameters"]["static_layer"]
+    assert static["map_topic"] == cfg.topics.map and static["map_subscribe_transient_local"] is True
