@@ -56,6 +56,7 @@ def system(tmp_path_factory):
         "model.checkpoint": str(ckpt),
         "model.image_height": 64,
         "model.image_width": 192,
+        "planner.frame": "camera",  # the camera slab's grid, whose geometry these tests check
         "grid.resolution": 0.5,
         "render.depth_scale": 0.5,
         "render.samples": 64,

@@ -251,6 +251,7 @@ def system(checkpoint):
             "model.checkpoint": str(checkpoint),
             "model.image_height": 64,
             "model.image_width": 192,
+            "planner.frame": "camera",  # the camera slab's grid, whose geometry these tests check
             "grid.resolution": 0.5,
             "render.depth_scale": 0.5,
             "render.samples": 32,
