@@ -44,7 +44,15 @@ from tf2_msgs.msg import TFMessage
 
 from kdbts_ros.core.errors import EXIT_USER, classify
 from kdbts_ros.core.model.checkpoint import CheckpointError
-from kdbts_ros.core.settings import ConfigError, get_param, iter_params, read_yaml_mapping, set_param, set_params
+from kdbts_ros.core.settings import (
+    ConfigError,
+    get_param,
+    iter_params,
+    load_config,
+    read_yaml_mapping,
+    set_param,
+    set_params,
+)
 from kdbts_ros.messages import cdr
 from kdbts_ros.messages.topics import DIAGNOSTICS, NODE_NAME, OUTPUTS
 from kdbts_ros.ros.config import NodeConfig
@@ -69,6 +77,10 @@ _MSG_CLASSES = {
     cdr.DENSITY_GRID: DensityGrid,
     "std_msgs/msg/Float64": Float64,
 }
+
+
+# parameters rclpy declares itself (a launch file passes use_sim_time to every node)
+RCLPY_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_description_service")
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -480,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.fatal(f"cannot start: {exc}" + (f" (parameter files: {', '.join(files)})" if files else ""))
         rclpy.try_shutdown()
         return EXIT_USER
+    for path in files:  # what rcl passes by without a word: a file whose sections are all other nodes', unknown names
+        try:
+            load_config(NodeConfig, path, read_elsewhere=RCLPY_PARAMETERS, node=node.get_fully_qualified_name())
+        except ConfigError as exc:
+            node.get_logger().warning(f"{exc}; those parameters are not applied")
     # without a lifecycle manager the node brings itself up (autostart); a failed configure leaves
     # it unconfigured and reachable, so a manager can retry once the checkpoint is fixed
     if node.cfg.autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
