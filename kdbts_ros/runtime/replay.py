@@ -146,6 +146,8 @@ def replay(
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
     skipped: Counter[str] = Counter()
+    cfg = copy.deepcopy(cfg)
+    cfg.topics = cfg.topics.resolved()  # relative names in the root namespace, as the bag's topics are
     with open_bag(bag_in) as source:
         if source.cut_short:
             log.warning("%s", source.cut_short)
@@ -158,7 +160,6 @@ def replay(
                 else f"{bag_in}: no message on a topic to replay"
             )
         messages = itertools.chain([first], messages)
-        cfg = copy.deepcopy(cfg)
         if save_map is not None:
             cfg.map.enabled = True
         # before the network is built

@@ -55,9 +55,16 @@ class FrameRunner:
         stages: Stages | None = None,
         tf: TfStore | None = None,
         tf_name: str | None = None,
+        node_name: str = "/" + topics.NODE_NAME,
     ):
-        """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed."""
+        """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed.
+
+        Relative topic names of ``cfg`` are taken in the root namespace (the offline tools'; the node
+        resolves its own first). ``node_name``: the fully qualified name the diagnostics carry.
+        """
+        cfg.topics = cfg.topics.resolved()
         self.cfg = cfg
+        self.node_name = node_name
         self.stages = stages or Stages(cfg)
         self.tf, self.tf_name = (
             (tf, tf_name or type(tf).__name__)
@@ -103,7 +110,7 @@ class FrameRunner:
 
     # ------------------------------------------------------------ inputs
     def handle(self, topic: str, data: bytes, arrival_ns: int) -> None:
-        """Dispatch one serialized input message by topic, as the node's subscriptions do."""
+        """Dispatch one serialized input message by its fully qualified topic, as the node's subscriptions do."""
         if topic in ("/tf", "/tf_static"):
             self.on_tf(data, topic == "/tf_static")
         elif topic in self.rig.info_topics:

@@ -159,12 +159,12 @@ class _Discard:
 def test_each_figure_shows_its_frame_even_when_a_corrupt_image_follows_it(tmp_path):
     cfg = small_config()
     seq = synthetic_sample(2, width=320, height=96)
+    runner = FrameRunner(cfg)  # its topics fully qualified, as the stream's
     messages = []
     for item in input_messages(seq, cfg.fixed_frame, cfg.topics):
         messages.append(item)
-        if item[1] == cfg.topics.images[0]:  # a truncated copy right behind each image: the runner drops it
+        if item[1] == runner.cfg.topics.images[0]:  # a truncated copy right behind each image: the runner drops it
             messages.append((*item[:3], item[3][:40]))
-    runner = FrameRunner(cfg)
     pngs = PngWriter(tmp_path, runner)
     run_messages(runner, pngs.watch(iter(messages)), _Discard(), pngs)
     assert runner.processed == 2 and runner.drops == {"bad_image": 2}
