@@ -60,6 +60,11 @@ class TopicsConfig:
         "/kdbts/depth/camera_info",
         "output CameraInfo of the camera the depth image is in (beside it, as image_transport expects)",
     )
+    depth_confidence: str = setting(
+        "depth/confidence",
+        "output sensor_msgs/Image 32FC1 in [0, 1] beside the depth image, pixel for pixel: the opacity of "
+        "its ray (render.min_opacity)",
+    )
     density_grid: str = setting("/kdbts/density_grid", "output kdbts_ros/DensityGrid")
     latency: str = setting("/kdbts/latency", "output std_msgs/Float64: seconds from the image stamp to the publish")
     map: str = setting(
@@ -117,6 +122,7 @@ OUTPUTS = (
     Output("points", "sensor_msgs/msg/PointCloud2", "grid", "publish.points"),
     Output("depth", IMAGE, "depth", "publish.depth"),
     Output("depth_info", "sensor_msgs/msg/CameraInfo", "depth", "publish.depth"),
+    Output("depth_confidence", IMAGE, "depth", "publish.depth_confidence"),
     Output("latency", "std_msgs/msg/Float64", "latency", "publish.latency"),
     Output("map", "nav_msgs/msg/OccupancyGrid", "map", "map.enabled", latched=True),
     Output("map_points", "sensor_msgs/msg/PointCloud2", "map", "map.enabled"),
