@@ -54,7 +54,9 @@ class TopicsConfig:
     occupancy: str = setting("/kdbts/occupancy", "output nav_msgs/OccupancyGrid")
     points: str = setting("/kdbts/points", "output sensor_msgs/PointCloud2")
     depth: str = setting(
-        "/kdbts/depth/image", "output sensor_msgs/Image 32FC1 metres along the optical axis, NaN where not seen"
+        "/kdbts/depth/image",
+        "output sensor_msgs/Image 32FC1 metres along the optical axis (REP 118), NaN where not seen or not "
+        "terminated within range (render.min_opacity)",
     )
     depth_info: str = setting(
         "/kdbts/depth/camera_info",
