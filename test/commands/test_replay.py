@@ -174,7 +174,7 @@ def test_each_figure_shows_its_frame_even_when_a_corrupt_image_follows_it(tmp_pa
     run_messages(runner, pngs.watch(iter(messages)), _Discard(), pngs)
     assert runner.processed == 2 and runner.drops == {"bad_image": 2}
     figures = sorted(tmp_path.glob("figure_*.png"))
-    assert len(figures) == 2 and len(pngs.files) == 6
+    assert len(figures) == 2 and len(pngs.files) == 8  # occupancy, depth, confidence and figure per frame
     lens, h = Lens.pinhole(seq.K, 320, 96), round(320 * 64 / 192)
     for f, rgb in zip(figures, seq.images, strict=True):
         expected = view_panel(rgb, lens, runner.stages.canonical, 320)
