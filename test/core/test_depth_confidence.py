@@ -12,11 +12,14 @@ import pytest
 import torch
 from conftest import slab_model, small_config
 
+from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.model.checkpoint import save_checkpoint
 from kdbts_ros.core.model.network import SV_HEAD
 from kdbts_ros.core.model.render import RayRender, sample_depths
 from kdbts_ros.core.model.render_fine import render_depth_fine
+from kdbts_ros.messages import cdr
+from kdbts_ros.messages.published import output_messages
 from kdbts_ros.runtime.runner import FrameRunner
 
 NEAR, FAR, S = 3.0, 80.0, 64
@@ -123,3 +126,29 @@ def test_a_field_without_density_is_all_nan_with_zero_confidence(tmp_path):
     assert out.depth is not None and out.depth_confidence is not None
     assert np.all(np.isnan(out.depth)) and float(out.depth_confidence.max()) < 1e-6
     assert out.depth_confidence.shape == out.depth.shape == (64, 192)  # the input camera's size
+
+
+def depth_image_proc_points(depth_msg, info_msg) -> np.ndarray:
+    """(h, w, 3) points as depth_image_proc's point_cloud_xyz makes them from a 32FC1 image and its camera_info:
+    image_geometry's fx, fy, cx, cy (from P), NaN where the depth is not valid."""
+    assert depth_msg.encoding == "32FC1" and (depth_msg.width, depth_msg.height) == (info_msg.width, info_msg.height)
+    depth = np.frombuffer(bytes(depth_msg.data), "<f4").reshape(depth_msg.height, depth_msg.width)
+    P = np.asarray(info_msg.p).reshape(3, 4)
+    v, u = np.mgrid[0 : depth.shape[0], 0 : depth.shape[1]]
+    return np.stack([(u - P[0, 2]) * depth / P[0, 0], (v - P[1, 2]) * depth / P[1, 1], depth], -1)
+
+
+@pytest.mark.integration
+def test_a_depth_image_proc_consumer_gets_the_rendered_rays_and_no_point_where_nothing_was_hit(tmp_path):
+    runner = _runner(tmp_path, half_wall_model())
+    out = _outputs(runner)
+    messages = {t: cdr.deserialize(cdr.serialize(m), mt) for t, mt, m in output_messages(out, runner.cfg.topics)}
+    topics = runner.cfg.topics
+    points = depth_image_proc_points(messages[topics.depth], messages[topics.depth_info])
+    assert out.depth is not None and out.depth_lens is not None
+    rays = ray_grid(torch.as_tensor(runner.stages.encoding.canonical.Kn), *out.depth.shape).numpy()
+    hit = np.isfinite(points[..., 2])
+    assert np.array_equal(hit, np.isfinite(out.depth)) and 0.3 < hit.mean() < 0.7
+    # each point lies on the ray the network rendered for its pixel, at the depth rendered along it
+    np.testing.assert_allclose(points[hit], rays[hit] * out.depth[hit][:, None], rtol=1e-5, atol=1e-5)
+    assert np.all(np.isnan(points[~hit]))  # sky: no point at the far plane
