@@ -179,7 +179,23 @@ class RenderConfig:
     """Volume rendering of the expected ray-termination depth."""
 
     samples: int = setting(64, "samples per ray, spaced linearly in inverse depth", 2, 512)
-    depth_scale: float = setting(0.25, "depth image size relative to the network input", 0.05, 1.0, runtime=True)
+    depth_scale: float = setting(
+        1.0,
+        "depth image size relative to the network input (1: its input size; the MV head on a CPU takes "
+        "seconds at 1 and needs about 0.25 to stay near latency_budget: docs/performance/depth_size.md)",
+        0.05,
+        1.0,
+        runtime=True,
+    )
+    min_opacity: float = setting(
+        0.9,
+        "opacity (the share of a ray's light stopped between its first and last sample, model.z_near to "
+        "about z_far) below which a depth pixel is NaN: the ray is not terminated within range (sky, the "
+        "far end of a street); the opacity is published as depth/confidence; 0: never NaN",
+        0.0,
+        1.0,
+        runtime=True,
+    )
     depth_camera: str = setting(
         "canonical",
         "camera of the depth image: canonical (the network's own view at render.depth_scale of its input "

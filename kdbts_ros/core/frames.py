@@ -63,8 +63,9 @@ class Outputs:
     points: np.ndarray  # (M, 3) float32 in out_frame
     point_density: np.ndarray  # (M,) float32
     point_rgb: np.ndarray  # (M, 3) uint8
-    depth: np.ndarray | None  # (h, w) float32 metres (camera z), NaN where the camera does not see
+    depth: np.ndarray | None  # (h, w) float32 metres (camera z), NaN where not seen or not terminated within range
     depth_lens: Lens | None  # the camera the depth image is in (render.depth_camera)
+    depth_confidence: np.ndarray | None  # (h, w) float32 in [0, 1]: each depth ray's opacity, 0 where not seen
     head: str
     num_views: int
     stage_times: dict[str, float] = field(default_factory=dict)  # seconds of resize, encode, grid and depth

@@ -17,10 +17,10 @@ if TYPE_CHECKING:  # no torch for message conversion
     from kdbts_ros.core.frames import Outputs
 
 
-def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> Any:
-    """sensor_msgs/Image 32FC1 in metres (REP 118)."""
-    h, w = depth.shape
-    data = np.ascontiguousarray(depth, "<f4").view(np.uint8).reshape(-1)
+def float_image(image: np.ndarray, stamp: int, frame_id: str) -> Any:
+    """sensor_msgs/Image 32FC1: a depth image in metres (REP 118), or its confidence."""
+    h, w = image.shape
+    data = np.ascontiguousarray(image, "<f4").view(np.uint8).reshape(-1)
     return msg_type(IMAGE)(
         header=header(stamp, frame_id), height=h, width=w, encoding="32FC1", is_bigendian=0, step=4 * w, data=data
     )
@@ -160,7 +160,12 @@ def _points(out: Outputs) -> Any:
 
 def _depth(out: Outputs) -> Any:
     assert out.depth is not None, "a depth message of a frame without a depth render"
-    return depth_image(out.depth, out.stamp_ns, out.camera_frame)
+    return float_image(out.depth, out.stamp_ns, out.camera_frame)
+
+
+def _depth_confidence(out: Outputs) -> Any:
+    assert out.depth_confidence is not None, "a depth render comes with its confidence"
+    return float_image(out.depth_confidence, out.stamp_ns, out.camera_frame)
 
 
 def depth_info(out: Outputs) -> Any:
@@ -178,6 +183,7 @@ FRAME_MESSAGES: dict[str, Callable[[Outputs], Any]] = {
     "points": _points,
     "depth": _depth,
     "depth_info": depth_info,
+    "depth_confidence": _depth_confidence,
 }
 
 

@@ -105,11 +105,18 @@ class TopicsConfig:
     occupancy: str = setting("kdbts/occupancy", "output nav_msgs/OccupancyGrid")
     points: str = setting("kdbts/points", "output sensor_msgs/PointCloud2")
     depth: str = setting(
-        "kdbts/depth/image", "output sensor_msgs/Image 32FC1 metres along the optical axis, NaN where not seen"
+        "kdbts/depth/image",
+        "output sensor_msgs/Image 32FC1 metres along the optical axis (REP 118), NaN where not seen or not "
+        "terminated within range (render.min_opacity)",
     )
     depth_info: str = setting(
         "kdbts/depth/camera_info",
         "output CameraInfo of the camera the depth image is in (beside it, as image_transport expects)",
+    )
+    depth_confidence: str = setting(
+        "kdbts/depth/confidence",
+        "output sensor_msgs/Image 32FC1 in [0, 1] beside the depth image, pixel for pixel: the opacity of "
+        "its ray (render.min_opacity)",
     )
     density_grid: str = setting("kdbts/density_grid", "output kdbts_ros/DensityGrid")
     latency: str = setting("kdbts/latency", "output std_msgs/Float64: seconds from the image stamp to the publish")
@@ -192,6 +199,7 @@ OUTPUTS = (
     Output("points", "sensor_msgs/msg/PointCloud2", "grid", "publish.points"),
     Output("depth", IMAGE, "depth", "publish.depth"),
     Output("depth_info", "sensor_msgs/msg/CameraInfo", "depth", "publish.depth"),
+    Output("depth_confidence", IMAGE, "depth", "publish.depth_confidence"),
     Output("latency", "std_msgs/msg/Float64", "latency", "publish.latency"),
     Output("map", "nav_msgs/msg/OccupancyGrid", "map", "map.enabled", latched=True),
     Output("map_points", "sensor_msgs/msg/PointCloud2", "map", "map.enabled"),

@@ -138,7 +138,7 @@ class KdbtsNode(LifecycleNode):
     - Parameters: every setting of the configuration schema, declared with its description and
       range; the run-time ones apply between frames, the others are read at start-up.
     - Subscriptions (created in ``configure``): each camera's image and camera_info, ``/tf``, ``/tf_static``.
-    - Publications: the occupancy grid, occupied-voxel cloud, depth image and its camera_info,
+    - Publications: the occupancy grid, occupied-voxel cloud, depth image, its camera_info and confidence,
       density grid, latency, the world map and its cloud, and ``/diagnostics``.
     - Services: ``~/clear_map`` and ``~/save_map``.
 

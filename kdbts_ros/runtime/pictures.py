@@ -55,6 +55,13 @@ def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     return picture
 
 
+def confidence_png(confidence: np.ndarray) -> np.ndarray:
+    """BGR picture of a depth image's confidence: black at 0 (no light stopped within range, or not seen) to
+    white at 1."""
+    grey = np.rint(np.clip(confidence, 0.0, 1.0) * 255).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
 def profile_picture(profile: np.ndarray) -> np.ndarray:
     """BGR magma picture of a density profile, min-max normalised as the official figures."""
     norm = (profile - profile.min()) / max(float(np.ptp(profile)), 1e-6)
@@ -106,7 +113,7 @@ def figure(stages: Stages, rgb: np.ndarray, lens: Lens, head: str | None = None,
         views = encode_views(model, image01, Kn[None])
         # the reference path, whatever model.fast: one image, its own encoding
         reference = ReferenceField(cfg, model, stages.device, stages.input_size)
-        depth, _ = reference.depth(Query(head, [], views, valid), Kn, scale=1.0)
+        depth = reference.depth(Query(head, [], views, valid), Kn, scale=1.0).depth
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
     size = (rgb.shape[1], round(rgb.shape[1] * seen.shape[0] / seen.shape[1]))
     view = seen.copy()

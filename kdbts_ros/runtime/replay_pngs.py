@@ -1,4 +1,5 @@
-"""The pictures of each frame a replay processes: BEV occupancy, depth and the figure, named by the frame's stamp."""
+"""The pictures of each frame a replay processes: BEV occupancy, depth, its confidence and the figure, named by the
+frame's stamp."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from kdbts_ros.core.frames import Outputs
 from kdbts_ros.data.image_files import write_image
 from kdbts_ros.messages import cdr, sensor_data
-from kdbts_ros.runtime.pictures import depth_png, figure, occupancy_png, published_bird_view
+from kdbts_ros.runtime.pictures import confidence_png, depth_png, figure, occupancy_png, published_bird_view
 from kdbts_ros.runtime.runner import FrameRunner
 
 log = logging.getLogger("kdbts_ros")
@@ -22,7 +23,7 @@ RECENT_IMAGES = 4
 
 
 class PngWriter:
-    """BEV occupancy, depth and figure pictures of each processed frame, named by its stamp.
+    """BEV occupancy, depth, depth confidence and figure pictures of each processed frame, named by its stamp.
 
     The figure needs the frame's image, which the runner does not keep (the node should not
     pay for pictures): :meth:`watch` holds on to the output camera's last image messages on
@@ -51,6 +52,7 @@ class PngWriter:
             "depth": depth_png(out.depth, self.cfg.model.z_near, self.cfg.model.z_far)
             if out.depth is not None
             else None,
+            "confidence": confidence_png(out.depth_confidence) if out.depth_confidence is not None else None,
             "figure": self._figure(out.stamp_ns),
         }
         for kind, img in pictures.items():

@@ -294,12 +294,14 @@ class FrameRunner:
             planner = self.planner.grid(frame, field, query) if self.planner.enabled else None
         t3 = synced_time(device)
 
-        depth = depth_lens = None
+        depth = depth_lens = confidence = None
         if want_depth:
-            depth, depth_K = field.depth(query, prepared.Kn)
+            depth, confidence, depth_K = field.depth(query, prepared.Kn)
             depth_lens = Lens.pinhole(depth_K, depth.shape[1], depth.shape[0])
             if cfg.render.depth_camera == "input":
-                depth, depth_lens = depth_in(depth, depth_lens, frame.lens()), frame.lens()
+                target = frame.lens()
+                depth, confidence = depth_in(depth, depth_lens, target), depth_in(confidence, depth_lens, target, 0.0)
+                depth_lens = target
         t4 = synced_time(device)
 
         if frame.T_fixed_cam is not None:
@@ -324,6 +326,7 @@ class FrameRunner:
             prgb,
             depth,
             depth_lens,
+            confidence,
             query.head,
             int(query.views.features.shape[1]),
             {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},

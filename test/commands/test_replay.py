@@ -28,7 +28,14 @@ from kdbts_ros.runtime.runner import FrameRunner
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth/image", "/kdbts/depth/camera_info", "/kdbts/density_grid")
+OUTPUTS = (
+    "/kdbts/occupancy",
+    "/kdbts/points",
+    "/kdbts/depth/image",
+    "/kdbts/depth/camera_info",
+    "depth/confidence",
+    "/kdbts/density_grid",
+)
 
 
 def test_presets_name_the_converted_topics_and_frames():
@@ -89,10 +96,11 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     # size of the depth published for that frame
     stamps = [cdr.stamp_ns(d.header.stamp) for d in depth]
     assert sorted(p.name for p in (tmp_path / "png").glob("*.png")) == sorted(
-        f"{kind}_{t}.png" for kind in ("occupancy", "depth", "figure") for t in stamps
+        f"{kind}_{t}.png" for kind in ("occupancy", "depth", "confidence", "figure") for t in stamps
     )
     for d, t in zip(depth, stamps, strict=True):
-        assert cv2.imread(str(tmp_path / "png" / f"depth_{t}.png")).shape == (d.height, d.width, 3)
+        for kind in ("depth", "confidence"):
+            assert cv2.imread(str(tmp_path / "png" / f"{kind}_{t}.png")).shape == (d.height, d.width, 3)
     # one figure per processed frame, showing that frame's image at its recorded size
     images = {
         cdr.stamp_ns(m.header.stamp): sensor_data.decode_image(m, cdr.IMAGE)
@@ -169,7 +177,7 @@ def test_each_figure_shows_its_frame_even_when_a_corrupt_image_follows_it(tmp_pa
     run_messages(runner, pngs.watch(iter(messages)), _Discard(), pngs)
     assert runner.processed == 2 and runner.drops == {"bad_image": 2}
     figures = sorted(tmp_path.glob("figure_*.png"))
-    assert len(figures) == 2 and len(pngs.files) == 6
+    assert len(figures) == 2 and len(pngs.files) == 8  # occupancy, depth, confidence and figure per frame
     lens, h = Lens.pinhole(seq.K, 320, 96), round(320 * 64 / 192)
     for f, rgb in zip(figures, seq.images, strict=True):
         expected = view_panel(rgb, lens, runner.stages.canonical, 320)

@@ -138,9 +138,10 @@ def test_the_shipped_nav2_costmaps_read_the_nodes_default_outputs_and_band():
     nav2 = yaml.safe_load((root / "config/nav2/costmaps.yaml").read_text())
     local = nav2["local_costmap"]["local_costmap"]["ros__parameters"]
     source = local["obstacle_layer"]["kdbts_points"]
-    assert source["topic"] == cfg.topics.points and source["data_type"] == "PointCloud2"
+    # relative topic names: a node at the root publishes them under /
+    assert source["topic"] == "/" + cfg.topics.points and source["data_type"] == "PointCloud2"
     assert local["robot_base_frame"] == cfg.planner.frame and local["global_frame"] == cfg.fixed_frame
     band = (cfg.planner.ground_z + cfg.planner.z_min, cfg.planner.ground_z + cfg.planner.z_max)
     assert (source["min_obstacle_height"], source["max_obstacle_height"]) == pytest.approx(band)
     static = nav2["global_costmap"]["global_costmap"]["ros__parameters"]["static_layer"]
-    assert static["map_topic"] == cfg.topics.map and static["map_subscribe_transient_local"] is True
+    assert static["map_topic"] == "/" + cfg.topics.map and static["map_subscribe_transient_local"] is True

@@ -111,6 +111,7 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
         "/kdbts/depth/image",
         "/kdbts/occupancy",
         "/kdbts/points",
+        "depth/confidence",
     ]
     assert all(cdr.stamp_ns(cdr.deserialize(data, msgtype).header.stamp) == S for _, msgtype, data in out)
     # the right camera sees the grid from 0.5 m beside the left one: auto takes the MV head on frame one
@@ -342,6 +343,7 @@ def test_outputs_nobody_wants_are_neither_computed_nor_serialized(model):
         t.points,
         t.depth,
         t.depth_info,
+        t.depth_confidence,
     ]  # no choice: every output
 
 

@@ -27,8 +27,12 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.sequences import T_base_cam  # noqa: E402
 from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
+from kdbts_ros.messages.topics import TopicsConfig  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
+
+# relative: resolved in the node's namespace (the probe's, the root)
+CONFIDENCE = TopicsConfig().depth_confidence
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +77,7 @@ def system(tmp_path_factory):
         ("/kdbts/points", PointCloud2),
         ("/kdbts/depth/image", Image),
         ("/kdbts/depth/camera_info", CameraInfo),
+        (CONFIDENCE, Image),
         ("/kdbts/density_grid", DensityGrid),
         ("/diagnostics", DiagnosticArray),
     ):
@@ -141,6 +146,7 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
         lambda: all(
             any(_stamp(m) == last for m in got.get(t, []))
             for t in ("/kdbts/occupancy", "/kdbts/points", "/kdbts/density_grid", "/kdbts/depth/camera_info")
+            + (CONFIDENCE,)
         )
     )
     pick = lambda t: next(m for m in got[t] if _stamp(m) == last)  # noqa: E731
@@ -185,6 +191,16 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     seen = np.isfinite(depth)
     assert 0.5 < seen.mean() < 1.0 and seen[16:, 40:56].all() and not seen[:, 0].any()
     assert np.all(depth[seen] >= WALL) and np.all(depth[seen] <= WALL + spacing + 0.05)
+    # the confidence beside it, pixel for pixel: the wall stops every ray, the padding has none
+    conf_msg = pick(CONFIDENCE)
+    assert (conf_msg.header.frame_id, conf_msg.encoding, conf_msg.height, conf_msg.width) == (
+        "cam_optical",
+        "32FC1",
+        32,
+        96,
+    )
+    confidence = np.frombuffer(bytes(conf_msg.data), "<f4").reshape(32, 96)
+    assert np.all(confidence[seen] > 0.999) and np.all(confidence[~seen] == 0.0)
 
     cloud = pick("/kdbts/points")
     assert cloud.header.frame_id == "odom" and cloud.point_step == 20

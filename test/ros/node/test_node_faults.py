@@ -41,6 +41,7 @@ from kdbts_ros.core.field import query_memory_mb  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.rig import RigCamera  # noqa: E402
 from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
+from kdbts_ros.messages.topics import TopicsConfig  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 
@@ -56,11 +57,14 @@ PERIOD = 10**8  # 10 Hz stamps
 STEP_M = 0.5  # the base moves this far per frame: above keyframe.distance, so every frame is a keyframe
 TF_TIMEOUT = 0.3
 DG, OCC, DEPTH, DEPTH_INFO = "/kdbts/density_grid", "/kdbts/occupancy", "/kdbts/depth/image", "/kdbts/depth/camera_info"
+CONFIDENCE = TopicsConfig().depth_confidence  # relative: the probe resolves it in the node's namespace, the root
+DEPTH_OUTPUTS = (DEPTH, DEPTH_INFO, CONFIDENCE)
 OUTPUT_TYPES = {
     OCC: OccupancyGrid,
     "/kdbts/points": PointCloud2,
     DEPTH: Image,
     DEPTH_INFO: CameraInfo,
+    CONFIDENCE: Image,
     DG: DensityGrid,
     "/kdbts/latency": Float64,
     "/diagnostics": DiagnosticArray,
@@ -670,16 +674,24 @@ def test_a_rejected_atomic_parameter_set_changes_nothing(system):
 
 def test_publish_toggle_stops_an_output_and_its_computation(system):
     s = system
-    assert s.node.set_parameters([Parameter("publish.depth", value=False)])[0].successful
-    assert _wait(lambda: not s.node.cfg.publish.depth, 5)
+    toggles = [Parameter("publish.depth", value=False), Parameter("publish.depth_confidence", value=False)]
+    assert all(r.successful for r in s.node.set_parameters(toggles))
+    assert _wait(lambda: not (s.node.cfg.publish.depth or s.node.cfg.publish.depth_confidence), 5)
     depth_count = len(s.got[DEPTH])
     stamp = s.frame()
     s.wait_published(stamp, OCC)
     s.wait_published(stamp)
     assert len(s.got[DEPTH]) == depth_count and s.published(stamp, DEPTH_INFO) is None
+    assert s.published(stamp, CONFIDENCE) is None
     assert s.runner.last.stamp_ns == stamp and s.runner.last.depth is None
-    assert s.node.set_parameters([Parameter("publish.depth", value=True)])[0].successful
+    # the confidence alone: the depth is rendered for it, the depth image and its camera_info stay off
+    assert s.node.set_parameters([Parameter("publish.depth_confidence", value=True)])[0].successful
     # the node reads its toggles just before the runner applies accepted changes: wait for them to be in
+    assert _wait(lambda: s.node.cfg.publish.depth_confidence, 5)
+    stamp = s.frame()
+    s.wait_published(stamp, CONFIDENCE)
+    assert s.published(stamp, DEPTH) is None and s.published(stamp, DEPTH_INFO) is None
+    assert s.node.set_parameters([Parameter("publish.depth", value=True)])[0].successful
     assert _wait(lambda: s.node.cfg.publish.depth, 5)
     s.wait_published(s.frame(), DEPTH)
 
@@ -687,16 +699,10 @@ def test_publish_toggle_stops_an_output_and_its_computation(system):
 def test_outputs_nobody_subscribes_to_are_not_computed(system):
     s = system
     depth_pub = s.node.pubs[DEPTH]
-    for topic in (DEPTH, DEPTH_INFO):
+    for topic in DEPTH_OUTPUTS:
         s.unsubscribe(topic)
     try:
-        assert _wait(
-            lambda: (
-                s.node.pubs[DEPTH].get_subscription_count() == 0
-                and s.node.pubs[DEPTH_INFO].get_subscription_count() == 0
-            ),
-            10,
-        )
+        assert _wait(lambda: all(s.node.pubs[t].get_subscription_count() == 0 for t in DEPTH_OUTPUTS), 10)
         stamp = s.frame()
         s.wait_published(stamp)
         occupancy = s.wait_published(stamp, OCC)
@@ -704,7 +710,7 @@ def test_outputs_nobody_subscribes_to_are_not_computed(system):
         # the grid is still computed: the occupancy published is this frame's
         np.testing.assert_array_equal(np.asarray(occupancy.data, np.int8), s.runner.last.occupancy.reshape(-1))
     finally:
-        for topic in (DEPTH, DEPTH_INFO):
+        for topic in DEPTH_OUTPUTS:
             s.subscribe(topic)
     assert _wait(lambda: depth_pub.get_subscription_count() > 0, 10)
     stamp = s.frame()
