@@ -195,7 +195,8 @@ class FoldedField(_Field):
             for s in range(0, len(pts), chunk)
         ]
         density = np.zeros(unseen.shape, np.float32)
-        density[~unseen] = torch.cat(sig).float().cpu().numpy()
+        if sig:  # a grid the camera sees none of (a planner window behind it) has nothing to decode
+            density[~unseen] = torch.cat(sig).float().cpu().numpy()
         return GridDensity(density, unseen)
 
     def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:

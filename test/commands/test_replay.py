@@ -33,7 +33,7 @@ OUTPUTS = (
     "/kdbts/points",
     "/kdbts/depth/image",
     "/kdbts/depth/camera_info",
-    "depth/confidence",
+    "/kdbts/depth/confidence",
     "/kdbts/density_grid",
 )
 

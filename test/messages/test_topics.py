@@ -22,7 +22,7 @@ def test_one_table_of_outputs_names_each_output_setting_and_its_switch():
     switches = {s.name: s for s in iter_params(node) if s.name in {o.switch for o in OUTPUTS}}
     assert set(switches) == {o.switch for o in OUTPUTS} and all(s.type is bool for s in switches.values())
     # every publish toggle but the QoS setting switches an output
-    toggles = {f"publish.{f.name}" for f in fields(PublishConfig)} - {"publish.reliable"}
+    toggles = {f"publish.{f.name}" for f in fields(PublishConfig)} - {"publish.reliable", "publish.occupancy_latched"}
     assert toggles <= set(switches)
 
 

@@ -108,10 +108,10 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
     assert sorted(t for t, _, _ in out) == [
         "/kdbts/density_grid",
         "/kdbts/depth/camera_info",
+        "/kdbts/depth/confidence",
         "/kdbts/depth/image",
         "/kdbts/occupancy",
         "/kdbts/points",
-        "depth/confidence",
     ]
     assert all(cdr.stamp_ns(cdr.deserialize(data, msgtype).header.stamp) == S for _, msgtype, data in out)
     # the right camera sees the grid from 0.5 m beside the left one: auto takes the MV head on frame one

@@ -57,7 +57,7 @@ PERIOD = 10**8  # 10 Hz stamps
 STEP_M = 0.5  # the base moves this far per frame: above keyframe.distance, so every frame is a keyframe
 TF_TIMEOUT = 0.3
 DG, OCC, DEPTH, DEPTH_INFO = "/kdbts/density_grid", "/kdbts/occupancy", "/kdbts/depth/image", "/kdbts/depth/camera_info"
-CONFIDENCE = TopicsConfig().depth_confidence  # relative: the probe resolves it in the node's namespace, the root
+CONFIDENCE = "/" + TopicsConfig().depth_confidence  # relative: a node at the root publishes it under /
 DEPTH_OUTPUTS = (DEPTH, DEPTH_INFO, CONFIDENCE)
 OUTPUT_TYPES = {
     OCC: OccupancyGrid,

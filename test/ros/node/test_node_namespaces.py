@@ -69,6 +69,7 @@ def system(tmp_path_factory):
         "model": {"checkpoint": str(ckpt), "image_height": 64, "image_width": 192},
         "render": {"depth_scale": 0.5, "samples": 64},
         "grid": {"resolution": RESOLUTION["/front"]},
+        "planner": {"resolution": RESOLUTION["/front"]},  # the OccupancyGrid is the planner's
         "tf_timeout": 2.0,
     }
     params = tmp / "robot.yaml"
@@ -76,7 +77,12 @@ def system(tmp_path_factory):
         yaml.safe_dump(
             {
                 "/**": {"ros__parameters": shared},
-                "/rear/kdbts_node": {"ros__parameters": {"grid": {"resolution": RESOLUTION["/rear"]}}},
+                "/rear/kdbts_node": {
+                    "ros__parameters": {
+                        "grid": {"resolution": RESOLUTION["/rear"]},
+                        "planner": {"resolution": RESOLUTION["/rear"]},
+                    }
+                },
             }
         )
     )
