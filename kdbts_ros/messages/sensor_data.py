@@ -13,7 +13,7 @@ from kdbts_ros.messages.cdr import COMPRESSED_IMAGE, IMAGE, ConversionError, hea
 
 # bytes per pixel of each raw encoding read, and how it becomes RGB (cv2 conversion codes as cv_bridge's for the
 # Bayer and YUV encodings; ROS names a Bayer pattern by its first row, OpenCV by its second)
-_BYTES = {
+IMAGE_ENCODINGS = {
     "rgb8": 3,
     "bgr8": 3,
     "rgba8": 4,
@@ -39,7 +39,6 @@ _TO_RGB = {
     "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV,
     "yuyv": cv2.COLOR_YUV2RGB_YUYV,
 }
-IMAGE_ENCODINGS = tuple(_BYTES)
 
 
 def image_to_rgb(msg: Any, mono16_bits: int = 16) -> np.ndarray:
@@ -50,9 +49,11 @@ def image_to_rgb(msg: Any, mono16_bits: int = 16) -> np.ndarray:
     turns mono16 into mono8; a 12-bit sensor's values (0-4095) want 12.
     """
     enc = msg.encoding.lower()
-    if enc not in _BYTES:
-        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(_BYTES)}")
-    c, h, w = _BYTES[enc], int(msg.height), int(msg.width)
+    if enc not in IMAGE_ENCODINGS:
+        raise ConversionError(
+            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(IMAGE_ENCODINGS)}"
+        )
+    c, h, w = IMAGE_ENCODINGS[enc], int(msg.height), int(msg.width)
     if h == 0 or w == 0:
         raise ConversionError(f"empty image {w}x{h}")
     if enc in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and w % 2:
