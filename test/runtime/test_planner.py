@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import slab_model, small_config
+from conftest import planner_cells, slab_model, small_config
 from scipy.spatial.transform import Rotation
 
 from kdbts_ros.core.stages import Stages
@@ -61,17 +61,6 @@ def run(model, with_base: bool = True, frames: int = 1) -> tuple[FrameRunner, li
     return runner, grids
 
 
-def column_points(grid, runner: FrameRunner) -> np.ndarray:
-    """Every cell's band samples in base_link (rows, cols, levels, 3), from the message and the settings."""
-    g, info = runner.cfg.planner, grid.info
-    r = info.resolution
-    x = info.origin.position.x + (np.arange(info.width) + 0.5) * r
-    y = info.origin.position.y + (np.arange(info.height) + 0.5) * r
-    z = g.ground_z + g.z_min + (np.arange(g.levels) + 0.5) * (g.z_max - g.z_min) / g.levels
-    gy, gx, gz = np.meshgrid(y, x, z, indexing="ij")
-    return np.stack([gx, gy, gz], -1)
-
-
 def test_a_yawed_and_pitched_camera_puts_the_wall_in_base_link_cells_along_its_axes(wall):
     runner, grids = run(wall)
     grid = grids[-1]
@@ -83,21 +72,7 @@ def test_a_yawed_and_pitched_camera_puts_the_wall_in_base_link_cells_along_its_a
     assert (p.x, p.y, p.z) == pytest.approx((g.x_min, g.y_min, g.ground_z + g.z_min))
     values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
 
-    # independent geometry: each band sample in the camera, and whether the network's view sees it
-    pts = column_points(grid, runner)
-    T_cam_base = np.linalg.inv(T_base_cam())
-    cam = pts @ T_cam_base[:3, :3].T + T_cam_base[:3, 3]
-    lens = runner.stages.canonical.lens()
-    front = cam[..., 2] > 0.1
-    uv = cam[..., :2] / np.where(front, cam[..., 2], 1.0)[..., None] * np.diag(lens.K)[:2] + lens.K[:2, 2]
-    margin = 4.0  # pixels of the network's view: clear of its edges
-    inside = front & (uv[..., 0] > margin) & (uv[..., 0] < lens.width - margin)
-    inside &= (uv[..., 1] > margin) & (uv[..., 1] < lens.height - margin)
-    z = cam[..., 2]
-    near = runner.cfg.model.z_near
-    wall_behind = (inside & (z > 10.6)).any(-1)  # some sample of the column is seen behind the wall
-    clear = (inside & (z > near + 0.3) & (z < 9.4)).all(-1)  # every sample seen, all in front of it
-    unseen = (~front | (z < near)).all(-1)  # behind the camera or nearer than it renders
+    wall_behind, clear, unseen = planner_cells(grid, runner.cfg, T_base_cam(), runner.stages.canonical.lens())
     assert wall_behind.sum() > 50 and clear.sum() > 50 and unseen.sum() > 50
     assert (values[wall_behind] >= 50).all()
     assert (values[clear] <= 10).all() and (values[clear] >= 0).all()

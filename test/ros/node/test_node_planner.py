@@ -1,0 +1,107 @@
+"""kdbts_node's occupancy grid as nav2 reads it: a late subscriber with the static layer's QoS gets the last grid,
+axis-aligned in base_link, the slab network's wall in the cells where it stands for a yawed and pitched camera."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("tf2_msgs.msg")
+from conftest import planner_cells, slab_model  # noqa: E402
+from nav_msgs.msg import OccupancyGrid  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+
+from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
+from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
+from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+W, H = 640, 192
+K = np.array([[160.0, 0, W / 2], [0, 160.0, H / 2], [0, 0, 1]])
+STAMP = 2_000 * 10**9
+# nav2_costmap_2d's static layer with map_subscribe_transient_local: reliable, transient local, depth 1
+NAV2_STATIC_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
+
+def T_base_cam() -> np.ndarray:
+    """A camera 1.5 m up in base_link, turned 30 degrees left and tilted 15 degrees down (scipy's rotations)."""
+    level = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])  # optical axes in base_link, facing forward
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("zy", [30.0, 15.0], degrees=True).as_matrix() @ level
+    T[:3, 3] = (0.0, 0.0, 1.5)
+    return T
+
+
+def _wait(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_late_nav2_static_layer_gets_the_grid_with_the_wall_where_it_stands(tmp_path):
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    ckpt = tmp_path / "slab.safetensors"
+    save_checkpoint(ckpt, slab_model(10.0))
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=100 + os.getpid() % 99)
+    overrides = {"model.checkpoint": str(ckpt), "model.image_height": 64, "model.image_width": 192, "tf_timeout": 2.0}
+    node = KdbtsNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    node.trigger_configure()
+    node.trigger_activate()
+    probe = rclpy.create_node("probe", context=ctx)
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    tf_static = probe.create_publisher(TFMessage, "/tf_static", latched)
+    tf = probe.create_publisher(TFMessage, "/tf", reliable)
+    info = probe.create_publisher(CameraInfo, "/camera/camera_info", reliable)
+    image = probe.create_publisher(Image, "/camera/image_raw", reliable)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    executor.add_node(probe)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        tf_static.publish(cdr.serialize(sensor_data.tf_message([("base_link", "cam_optical", 0, T_base_cam())])))
+        assert _wait(lambda: node.runner.processed == 0 and image.get_subscription_count() > 0, 10)
+        for i in range(20):  # until the node has processed one frame (discovery takes a moment)
+            stamp = STAMP + i * 10**8
+            tf.publish(cdr.serialize(sensor_data.tf_message([("odom", "base_link", stamp, np.eye(4))])))
+            info.publish(cdr.serialize(sensor_data.camera_info(K, W, H, stamp, "cam_optical")))
+            image.publish(cdr.serialize(sensor_data.rgb_image(np.full((H, W, 3), 100, np.uint8), stamp, "cam_optical")))
+            if _wait(lambda: node.runner.processed > 0, 3):
+                break
+        assert node.runner.processed > 0, dict(node.runner.drops)
+        time.sleep(0.5)  # the grid has been published before anyone asked for it
+        got: list = []
+        probe.create_subscription(OccupancyGrid, "/kdbts/occupancy", got.append, NAV2_STATIC_QOS)
+        assert _wait(lambda: len(got) > 0, 10), "a transient-local subscriber joining late gets the last grid"
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5)
+    grid = got[-1]
+    assert grid.header.frame_id == "base_link"
+    q = grid.info.origin.orientation
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    wall_behind, clear, unseen = planner_cells(grid, node.cfg, T_base_cam(), node.runner.stages.canonical.lens())
+    assert wall_behind.sum() > 50 and clear.sum() > 50
+    assert (values[wall_behind] >= 50).all() and (values[clear] <= 10).all() and (values[unseen] == -1).all()
+    node.destroy_node()
+    probe.destroy_node()
+    rclpy.shutdown(context=ctx)
