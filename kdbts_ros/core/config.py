@@ -303,15 +303,15 @@ class MapConfig:
         runtime=True,
     )
     min_z: float = setting(
-        -1.3,
-        "2-D map: bottom of the height band projected, metres relative to the camera "
-        "(KITTI camera 1.65 m above the road: -1.3 leaves the road out)",
+        0.2,
+        "2-D map: bottom of the height band projected, metres above the ground (the planner grid's: "
+        "planner.ground_z in planner.frame, under the latest frame), as planner.z_min",
         -100.0,
         100.0,
         runtime=True,
     )
     max_z: float = setting(
-        0.5, "2-D map: top of the height band projected, metres relative to the camera", -100.0, 100.0, runtime=True
+        1.8, "2-D map: top of the height band projected, metres above the ground", -100.0, 100.0, runtime=True
     )
     publish_rate: float = setting(
         1.0, "Hz of the map OccupancyGrid and occupied-voxel PointCloud2 (0: never)", 0.0, 100.0, runtime=True

@@ -96,6 +96,85 @@ def test_without_a_base_frame_the_grid_is_in_the_fixed_frame_around_the_camera_a
     assert info.origin.position.x / info.resolution == pytest.approx(round(info.origin.position.x / info.resolution))
 
 
+def drive(model, bases: list[np.ndarray]) -> tuple[FrameRunner, list, list]:
+    """The camera on a base_link at each pose of ``bases`` in odom, the world map on: (runner, map grids, grids)."""
+    cfg = small_config(
+        **{
+            "topics.images": ["/cam/image_raw"],
+            "topics.camera_infos": ["/cam/camera_info"],
+            "mode": "sv",
+            "map.enabled": True,
+            "map.publish_rate": 100.0,
+        }
+    )
+    runner = FrameRunner(cfg, Stages(cfg, model))
+    runner.handle("/tf_static", cdr.serialize(sensor_data.tf_message([("base_link", "cam", 0, T_base_cam())])), 0)
+    maps, grids = [], []
+    for i, T in enumerate(bases):
+        t = S + i * S // 10
+        runner.handle("/tf", cdr.serialize(sensor_data.tf_message([("odom", "base_link", t, T)])), t)
+        runner.handle("/cam/camera_info", cdr.serialize(sensor_data.camera_info(K, W, H, t, "cam")), t)
+        rgb = np.full((H, W, 3), 100, np.uint8)
+        runner.handle("/cam/image_raw", cdr.serialize(sensor_data.rgb_image(rgb, t, "cam")), t)
+        for topic, msgtype, data in runner.step(t):
+            if topic == cfg.topics.map:
+                maps.append(cdr.deserialize(data, msgtype))
+            elif topic == cfg.topics.occupancy:
+                grids.append(cdr.deserialize(data, msgtype))
+    return runner, maps, grids
+
+
+def base_at(x: float, z: float, yaw: float = 20.0) -> np.ndarray:
+    """base_link in odom: turned by ``yaw`` degrees, ``x`` metres along its own forward axis from (3, -2), ``z`` up."""
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("z", yaw, degrees=True).as_matrix()
+    T[:3, 3] = T[:3, :3] @ (x, 0.0, 0.0) + (3.0, -2.0, z)
+    return T
+
+
+def test_the_world_map_lies_along_odom_its_band_above_the_ground_under_base_link(wall):
+    base = base_at(0.0, 0.5)
+    runner, maps, _ = drive(wall, [base])
+    grid, g = maps[-1], runner.cfg.map
+    q, p = grid.info.origin.orientation, grid.info.origin.position
+    assert grid.header.frame_id == "odom" and (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    ground = 0.5 + runner.cfg.planner.ground_z  # base_link is 0.5 m up in odom: the ground under it too
+    assert p.z == pytest.approx(ground + g.min_z)  # not the camera's height (2.0 m) nor its tilt
+    # where the wall stands: each column's band seen from the camera, worked out from the message alone
+    r = grid.info.resolution
+    x = p.x + (np.arange(grid.info.width) + 0.5) * r
+    y = p.y + (np.arange(grid.info.height) + 0.5) * r
+    z = p.z + np.linspace(0.0, g.max_z - g.min_z, 9)
+    gy, gx, gz = np.meshgrid(y, x, z, indexing="ij")
+    pts = np.stack([gx, gy, gz], -1)
+    T_cam_odom = np.linalg.inv(base @ T_base_cam())
+    depth = (pts @ T_cam_odom[:3, :3].T + T_cam_odom[:3, 3])[..., 2]
+    values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    occupied, free = values >= 50, (values >= 0) & (values < 50)
+    assert occupied.sum() >= 10 and free.sum() >= 200
+    assert (depth[occupied].max(-1) > 9.5).all()  # an occupied column reaches behind the wall
+    assert (depth[free].min(-1) < 10.5).all()  # a free one has a stretch in front of it
+
+
+def test_the_near_field_the_grid_leaves_unknown_the_map_knows_from_earlier_frames(wall):
+    runner, maps, grids = drive(wall, [base_at(4.0 * i, 0.5 + 0.1 * i) for i in range(3)])
+    grid, m = grids[-1], maps[-1]
+    assert m.info.origin.position.z == pytest.approx(0.7 + runner.cfg.map.min_z)  # the band follows the ground
+    values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    _, _, unseen = planner_cells(grid, runner.cfg, T_base_cam(), runner.stages.canonical.lens())
+    rows, cols = np.nonzero(unseen)
+    assert (values[rows, cols] == -1).all()
+    r = grid.info.resolution
+    o = grid.info.origin.position
+    centres = np.stack([o.x + (cols + 0.5) * r, o.y + (rows + 0.5) * r, np.zeros(len(rows)), np.ones(len(rows))], -1)
+    odom = centres @ base_at(8.0, 0.7).T
+    mr = m.info.resolution
+    ix = ((odom[:, 0] - m.info.origin.position.x) / mr).astype(int)
+    iy = ((odom[:, 1] - m.info.origin.position.y) / mr).astype(int)
+    known = np.asarray(m.data, np.int8).reshape(m.info.height, m.info.width)[iy, ix] >= 0
+    assert known.sum() >= 50  # seen from 4 and 8 m back
+
+
 def test_the_camera_slab_is_kept_on_request(wall):
     cfg = small_config(**{"planner.frame": "camera"})
     assert cfg.planner.frame == "camera"
