@@ -17,7 +17,7 @@ forward, y right, z down, measured from calib_cam_to_pose; base_link has y left,
 grid or a map band in base_link is level and above the ground. T_world_base is a line of poses.txt
 times that turn, and a rectified camera sits on base_link at ``T_BASE_POSE @ calib_cam_to_pose @
 inv(R_rect)`` (kitti360Scripts' placement, turned). The world is the dataset's. The road lies 0.94 m
-below base_link (a RANSAC plane of the sample's velodyne scans: 0.91 to 0.99 m over five frames).
+below base_link (a RANSAC plane of the sample's velodyne scans: 0.91 to 0.99 m over five frames; tested).
 
 The fisheyes are served as the official loaders use them: virtual pinhole cameras with camera 00's
 rectified K and size, rotated by ``fisheye_rotation`` (yaw, pitch; default (0, -15): 15 deg down, the
@@ -54,6 +54,7 @@ FISHEYE = ("image_02", "image_03")  # left, right
 CAMERA_FRAMES = {c: f"kitti360_cam_{c[-2:]}" for c in PERSPECTIVE + FISHEYE}
 # base_link (x forward, y left, z up) from KITTI-360's GPS/IMU pose frame (x forward, y right, z down); its own inverse
 T_BASE_POSE = np.diag([1.0, -1.0, -1.0, 1.0])
+POSE_FRAME_HEIGHT = 0.94  # the pose frame above the road, metres: a plane fit to the sample's velodyne scans
 IMAGE_FOLDERS = {**dict.fromkeys(PERSPECTIVE, "data_rect"), **dict.fromkeys(FISHEYE, "data_rgb")}
 
 
@@ -123,7 +124,9 @@ class Kitti360Calibration:
     def rig(self, cameras: list[str]) -> DatasetRig:
         """The chosen cameras and the velodyne on base_link."""
         return DatasetRig(
-            tuple(self.camera(c) for c in cameras), self.T_base_unrect("image_00") @ geometry.invert(self.T_velo_cam0)
+            tuple(self.camera(c) for c in cameras),
+            self.T_base_unrect("image_00") @ geometry.invert(self.T_velo_cam0),
+            -POSE_FRAME_HEIGHT,
         )
 
 

@@ -59,6 +59,4 @@ class PlannerStage:
         unseen = unseen | near_field(centres, self.cfg.model.z_near)
         values = bev_occupancy(density, unseen, spec.resolution_z)
         ground = T_fixed_plan[:3, :3] @ np.array([0.0, 0.0, g.ground_z]) + T_fixed_plan[:3, 3]
-        return PlannerGrid(
-            values, frame_id, T_frame_plan @ spec.origin(), spec.resolution, frame_id == g.frame, ground
-        )
+        return PlannerGrid(values, frame_id, T_frame_plan @ spec.origin(), spec.resolution, frame_id == g.frame, ground)

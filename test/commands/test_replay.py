@@ -19,7 +19,7 @@ from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
-from kdbts_ros.runtime.config import load_runner_config
+from kdbts_ros.runtime.config import RunnerConfig, load_runner_config
 from kdbts_ros.runtime.offline import run_messages
 from kdbts_ros.runtime.replay import replay
 from kdbts_ros.runtime.replay_pngs import PngWriter
@@ -88,10 +88,10 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     seen = np.isfinite(values)
     assert 0.5 < seen.mean() < 1.0 and values[seen].min() >= 3.0 - 1e-3
     occupancy = next(m for t, _, m in outputs if t == "/kdbts/occupancy")
-    # the planner's grid, in the bag's base frame (axis-aligned there, nav2's way)
-    assert occupancy.header.frame_id == "base_link"
-    q = occupancy.info.origin.orientation
-    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    # the planner's grid, on the bag's base_footprint (axis-aligned there, nav2's way), its band above the road
+    assert occupancy.header.frame_id == "base_footprint"
+    q, p = occupancy.info.origin.orientation, occupancy.info.origin.position
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0) and p.z == pytest.approx(RunnerConfig().planner.z_min)
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
     # size of the depth published for that frame
     stamps = [cdr.stamp_ns(d.header.stamp) for d in depth]
