@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -267,3 +269,13 @@ def planner_cells(grid, cfg, T_base_cam: np.ndarray, lens) -> tuple[np.ndarray, 
     clear = (inside & (depth > near + 0.3) & (depth < 9.4)).all(-1)
     unseen = (~front | (depth < near)).all(-1)
     return wall_behind, clear, unseen
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 30.0) -> bool:
+    """Whether ``cond()`` turned true within ``timeout`` seconds, asked every 50 ms and once more at the end."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())

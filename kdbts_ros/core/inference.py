@@ -2,7 +2,7 @@
 
 The node keeps each frame's features in its window and assembles views with :func:`views_of`
 (:class:`kdbts_ros.core.field.Query`); one-off users (figures, evaluations) encode with :func:`encode_views`.
-Everyone renders with :func:`ray_render` (evaluations with :func:`ray_depth`, its depth alone), whose
+Everyone renders with :func:`ray_render` (evaluations read its ``depth`` alone), whose
 options carry the conventions that differ (seeded jitter, unit-length rays of the official evaluator);
 the fast path renders from the views' folded maps with :func:`folded_ray_render`.
 """
@@ -54,22 +54,6 @@ def ray_render(
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     out = render_depth(along_rays(model.point_density(views, head)), dirs, samples, z_near, z_far, chunk, gen)
     return out._replace(depth=out.depth * dirs[:, 2]) if unit_rays else out
-
-
-def ray_depth(
-    model: DensityField,
-    views: Views,
-    head: str,
-    dirs: torch.Tensor,
-    samples: int,
-    z_near: float,
-    z_far: float,
-    chunk: int,
-    gen: torch.Generator | None = None,
-    unit_rays: bool = False,
-) -> torch.Tensor:
-    """The expected depth (M,) of :func:`ray_render`: what the evaluations compare, no ray masked."""
-    return ray_render(model, views, head, dirs, samples, z_near, z_far, chunk, gen, unit_rays).depth
 
 
 def folded_ray_render(

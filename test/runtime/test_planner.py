@@ -40,29 +40,34 @@ def wall():
     return slab_model(10.0)
 
 
-def run(model, with_base: bool = True, frames: int = 1) -> tuple[FrameRunner, list]:
-    cfg = small_config(
-        **{"topics.images": ["/cam/image_raw"], "topics.camera_infos": ["/cam/camera_info"], "mode": "sv"}
-    )
+def run(model, bases: list[np.ndarray | None], map_on: bool = False) -> tuple[FrameRunner, list, list]:
+    """One frame per pose of base_link in odom (None: no base frame, the camera fixed on odom): (runner, grids,
+    maps)."""
+    overrides = {"topics.images": ["/cam/image_raw"], "topics.camera_infos": ["/cam/camera_info"], "mode": "sv"}
+    if map_on:
+        overrides |= {"map.enabled": True, "map.publish_rate": 100.0}
+    cfg = small_config(**overrides)
     runner = FrameRunner(cfg, Stages(cfg, model))
-    static = [("base_link", "cam", 0, T_base_cam())] if with_base else [("odom", "cam", 0, T_base_cam())]
-    runner.handle("/tf_static", cdr.serialize(sensor_data.tf_message(static)), 0)
-    grids = []
-    for i in range(frames):
+    parent = "odom" if bases[0] is None else "base_link"
+    runner.handle("/tf_static", cdr.serialize(sensor_data.tf_message([(parent, "cam", 0, T_base_cam())])), 0)
+    grids, maps = [], []
+    for i, T in enumerate(bases):
         t = S + i * S // 10
-        if with_base:
-            runner.handle("/tf", cdr.serialize(sensor_data.tf_message([("odom", "base_link", t, np.eye(4))])), t)
+        if T is not None:
+            runner.handle("/tf", cdr.serialize(sensor_data.tf_message([("odom", "base_link", t, T)])), t)
         runner.handle("/cam/camera_info", cdr.serialize(sensor_data.camera_info(K, W, H, t, "cam")), t)
         rgb = np.full((H, W, 3), 100, np.uint8)
         runner.handle("/cam/image_raw", cdr.serialize(sensor_data.rgb_image(rgb, t, "cam")), t)
         for topic, msgtype, data in runner.step(t):
             if topic == cfg.topics.occupancy:
                 grids.append(cdr.deserialize(data, msgtype))
-    return runner, grids
+            elif topic == cfg.topics.map:
+                maps.append(cdr.deserialize(data, msgtype))
+    return runner, grids, maps
 
 
 def test_a_yawed_and_pitched_camera_puts_the_wall_in_base_link_cells_along_its_axes(wall):
-    runner, grids = run(wall)
+    runner, grids, _ = run(wall, [np.eye(4)])
     grid = grids[-1]
     assert grid.header.frame_id == "base_link"
     q = grid.info.origin.orientation
@@ -83,7 +88,7 @@ def test_a_yawed_and_pitched_camera_puts_the_wall_in_base_link_cells_along_its_a
 
 
 def test_without_a_base_frame_the_grid_is_in_the_fixed_frame_around_the_camera_and_said_once(wall):
-    runner, grids = run(wall, with_base=False, frames=2)
+    runner, grids, _ = run(wall, [None, None])
     assert len(grids) == 2 and all(gr.header.frame_id == "odom" for gr in grids)
     assert runner.faults["planner_frame_fallback"] == 1
     info = grids[-1].info
@@ -96,34 +101,6 @@ def test_without_a_base_frame_the_grid_is_in_the_fixed_frame_around_the_camera_a
     assert info.origin.position.x / info.resolution == pytest.approx(round(info.origin.position.x / info.resolution))
 
 
-def drive(model, bases: list[np.ndarray]) -> tuple[FrameRunner, list, list]:
-    """The camera on a base_link at each pose of ``bases`` in odom, the world map on: (runner, map grids, grids)."""
-    cfg = small_config(
-        **{
-            "topics.images": ["/cam/image_raw"],
-            "topics.camera_infos": ["/cam/camera_info"],
-            "mode": "sv",
-            "map.enabled": True,
-            "map.publish_rate": 100.0,
-        }
-    )
-    runner = FrameRunner(cfg, Stages(cfg, model))
-    runner.handle("/tf_static", cdr.serialize(sensor_data.tf_message([("base_link", "cam", 0, T_base_cam())])), 0)
-    maps, grids = [], []
-    for i, T in enumerate(bases):
-        t = S + i * S // 10
-        runner.handle("/tf", cdr.serialize(sensor_data.tf_message([("odom", "base_link", t, T)])), t)
-        runner.handle("/cam/camera_info", cdr.serialize(sensor_data.camera_info(K, W, H, t, "cam")), t)
-        rgb = np.full((H, W, 3), 100, np.uint8)
-        runner.handle("/cam/image_raw", cdr.serialize(sensor_data.rgb_image(rgb, t, "cam")), t)
-        for topic, msgtype, data in runner.step(t):
-            if topic == cfg.topics.map:
-                maps.append(cdr.deserialize(data, msgtype))
-            elif topic == cfg.topics.occupancy:
-                grids.append(cdr.deserialize(data, msgtype))
-    return runner, maps, grids
-
-
 def base_at(x: float, z: float, yaw: float = 20.0) -> np.ndarray:
     """base_link in odom: turned by ``yaw`` degrees, ``x`` metres along its own forward axis from (3, -2), ``z`` up."""
     T = np.eye(4)
@@ -134,7 +111,7 @@ def base_at(x: float, z: float, yaw: float = 20.0) -> np.ndarray:
 
 def test_the_world_map_lies_along_odom_its_band_above_the_ground_under_base_link(wall):
     base = base_at(0.0, 0.5)
-    runner, maps, _ = drive(wall, [base])
+    runner, _, maps = run(wall, [base], map_on=True)
     grid, g = maps[-1], runner.cfg.map
     q, p = grid.info.origin.orientation, grid.info.origin.position
     assert grid.header.frame_id == "odom" and (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
@@ -157,7 +134,7 @@ def test_the_world_map_lies_along_odom_its_band_above_the_ground_under_base_link
 
 
 def test_the_near_field_the_grid_leaves_unknown_the_map_knows_from_earlier_frames(wall):
-    runner, maps, grids = drive(wall, [base_at(4.0 * i, 0.5 + 0.1 * i) for i in range(3)])
+    runner, grids, maps = run(wall, [base_at(4.0 * i, 0.5 + 0.1 * i) for i in range(3)], map_on=True)
     grid, m = grids[-1], maps[-1]
     assert m.info.origin.position.z == pytest.approx(0.7 + runner.cfg.map.min_z)  # the band follows the ground
     values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)

@@ -15,7 +15,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
-from conftest import slab_model  # noqa: E402
+from conftest import slab_model, wait_until  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -105,15 +105,6 @@ def system(tmp_path_factory):
     thread.join(timeout=5)
 
 
-def _wait(cond, timeout=30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _send_frame(pubs, i: int, image: np.ndarray | None = None, encoding: str = "rgb8", tf: bool = True) -> int:
     stamp = STAMP0 + i * 10**8
     if tf:
@@ -133,16 +124,16 @@ def _stamp(msg) -> int:
 def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(system):
     node, pubs, got = system
     pubs["tf_static"].publish(cdr.serialize(sensor_data.tf_message([("base_link", "cam_optical", 0, T_base_cam())])))
-    assert _wait(lambda: node.count_subscribers("/camera/image_raw") and node.count_publishers("/tf") >= 1, 10)
+    assert wait_until(lambda: node.count_subscribers("/camera/image_raw") and node.count_publishers("/tf") >= 1, 10)
     time.sleep(0.5)
     stamps = []
     for i in range(3):
         stamps.append(_send_frame(pubs, i))
-        assert _wait(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth/image", [])), 60), (
+        assert wait_until(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth/image", [])), 60), (
             f"no depth for frame {i}; drops {dict(node.runner.drops)}"
         )
     last = stamps[-1]
-    assert _wait(
+    assert wait_until(
         lambda: all(
             any(_stamp(m) == last for m in got.get(t, []))
             for t in ("/kdbts/occupancy", "/kdbts/points", "/kdbts/density_grid", "/kdbts/depth/camera_info")
@@ -230,14 +221,14 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
     before = dict(node.runner.drops)
     # images are decoded when their turn comes (a superseded one never is): one fault at a time
     _send_frame(pubs, 10, encoding="yuv444")  # unsupported encoding
-    assert _wait(lambda: node.runner.drops["bad_image"] > before.get("bad_image", 0), 10)
+    assert wait_until(lambda: node.runner.drops["bad_image"] > before.get("bad_image", 0), 10)
     _send_frame(pubs, 11, image=np.zeros((H + 2, W, 3), np.uint8))  # size differs from camera_info
-    assert _wait(lambda: node.runner.drops["size_mismatch"] > before.get("size_mismatch", 0), 10)
+    assert wait_until(lambda: node.runner.drops["size_mismatch"] > before.get("size_mismatch", 0), 10)
     stamp = _send_frame(pubs, 12)
-    assert _wait(lambda: any(_stamp(m) == stamp for m in got.get("/kdbts/depth/image", [])), 60)
+    assert wait_until(lambda: any(_stamp(m) == stamp for m in got.get("/kdbts/depth/image", [])), 60)
     values = lambda m: {kv.key: kv.value for kv in m.status[0].values}  # noqa: E731
     # diagnostics come at 1 Hz: wait for a report that includes the last frame
-    assert _wait(lambda: any(int(values(m)["frames_processed"]) >= 4 for m in got.get("/diagnostics", [])), 15)
+    assert wait_until(lambda: any(int(values(m)["frames_processed"]) >= 4 for m in got.get("/diagnostics", [])), 15)
     report = values(got["/diagnostics"][-1])
     # one image dropped for each fault, as the runner counted it
     assert int(report["dropped_bad_image"]) == node.runner.drops["bad_image"] == before.get("bad_image", 0) + 1
@@ -250,7 +241,7 @@ def test_runtime_parameters_are_validated(system):
     node, _, _ = system
     ok = node.set_parameters([Parameter("grid.occupied_density", value=1.5)])[0]
     # applied between frames by the inference timer
-    assert ok.successful and _wait(lambda: node.cfg.grid.occupied_density == 1.5, 5)
+    assert ok.successful and wait_until(lambda: node.cfg.grid.occupied_density == 1.5, 5)
     bad = node.set_parameters([Parameter("mode", value="both")])[0]
     assert not bad.successful and "not one of" in bad.reason
     start_only = node.set_parameters([Parameter("model.backbone", value="resnet18")])[0]
@@ -271,8 +262,8 @@ def test_the_map_is_latched_for_late_subscribers_and_cleared_and_saved_by_servic
         )
     )
     stamp = _send_frame(pubs, 30)
-    assert _wait(lambda: node.runner.mapping.enabled and node.runner.mapping.map.frames >= 1, 60)
-    assert _wait(lambda: node.runner.last.stamp_ns == stamp, 10)
+    assert wait_until(lambda: node.runner.mapping.enabled and node.runner.mapping.map.frames >= 1, 60)
+    assert wait_until(lambda: node.runner.last.stamp_ns == stamp, 10)
     # a subscriber that starts after the map was published gets it (reliable, transient local, depth 1)
     late = rclpy.create_node("late_map_reader", context=node.context)
     executor = SingleThreadedExecutor(context=node.context)

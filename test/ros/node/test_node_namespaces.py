@@ -19,7 +19,7 @@ import yaml
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
 pytest.importorskip("lifecycle_msgs.srv")
-from conftest import slab_model  # noqa: E402
+from conftest import slab_model, wait_until  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
@@ -125,15 +125,6 @@ def system(tmp_path_factory):
     thread.join(timeout=5)
 
 
-def _wait(cond, timeout=30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _stamp(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
@@ -202,7 +193,7 @@ def test_two_nodes_in_two_namespaces_each_read_their_camera_and_publish_their_ow
 
     statics = [("base_link", frame, 0, _T_base(180.0 * i)) for i, (frame, _) in enumerate(CAMERAS.values())]
     tf_static.publish(cdr.serialize(sensor_data.tf_message(statics)))
-    assert _wait(lambda: all(n.count_subscribers(f"{ns}/camera/image_raw") for ns, n in nodes.items()), 10)
+    assert wait_until(lambda: all(n.count_subscribers(f"{ns}/camera/image_raw") for ns, n in nodes.items()), 10)
     time.sleep(0.5)
     sent: dict[str, list[int]] = {ns: [] for ns in CAMERAS}
     for i in range(2):
@@ -216,14 +207,14 @@ def test_two_nodes_in_two_namespaces_each_read_their_camera_and_publish_their_ow
             image.publish(cdr.serialize(sensor_data.rgb_image(np.full((H, W, 3), 90 + i, np.uint8), stamp, frame)))
             sent[ns].append(stamp)
         for ns in CAMERAS:
-            assert _wait(
+            assert wait_until(
                 lambda ns=ns: any(_stamp(m) == sent[ns][-1] for m in got.get(f"{ns}/kdbts/depth/image", [])), 60
             ), f"{ns}: no depth for frame {i}; drops {dict(nodes[ns].runner.drops)}"
     for ns, (frame, _) in CAMERAS.items():
         # its own camera's frames (stamps and frame id), and nothing of the other's
         depth = got[f"{ns}/kdbts/depth/image"]
         assert {_stamp(m) for m in depth} <= set(sent[ns]) and {m.header.frame_id for m in depth} == {frame}
-        assert _wait(lambda ns=ns: any(_stamp(m) == sent[ns][-1] for m in got.get(f"{ns}/kdbts/occupancy", [])))
+        assert wait_until(lambda ns=ns: any(_stamp(m) == sent[ns][-1] for m in got.get(f"{ns}/kdbts/occupancy", [])))
         grids = got[f"{ns}/kdbts/occupancy"]
         assert {_stamp(m) for m in grids} <= set(sent[ns])
         assert {round(m.info.resolution, 6) for m in grids} == {RESOLUTION[ns]}  # its own parameters
@@ -240,6 +231,6 @@ def test_two_nodes_in_two_namespaces_each_read_their_camera_and_publish_their_ow
         assert any(f"intrinsics from {ns}/camera/camera_info" in line for line in said[ns]), said[ns]
         assert not any(f"{other}/camera" in line for line in said[ns]), said[ns]
     names = [n.get_fully_qualified_name() for n in nodes.values()]
-    assert _wait(lambda: all(int(values(fq).get("frames_processed", 0)) == 2 for fq in names), 5)
+    assert wait_until(lambda: all(int(values(fq).get("frames_processed", 0)) == 2 for fq in names), 5)
     for ns, fq in zip(CAMERAS, names):
         assert status(fq).name == f"{fq}: density field" and values(fq)["camera0_topic"] == f"{ns}/camera/image_raw"

@@ -12,7 +12,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
-from conftest import planner_cells, slab_model  # noqa: E402
+from conftest import planner_cells, slab_model, wait_until  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -45,15 +45,6 @@ def T_base_cam() -> np.ndarray:
     return T
 
 
-def _wait(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_late_nav2_static_layer_gets_the_grid_with_the_wall_where_it_stands(tmp_path):
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     ckpt = tmp_path / "slab.safetensors"
@@ -78,19 +69,19 @@ def test_a_late_nav2_static_layer_gets_the_grid_with_the_wall_where_it_stands(tm
     thread.start()
     try:
         tf_static.publish(cdr.serialize(sensor_data.tf_message([("base_link", "cam_optical", 0, T_base_cam())])))
-        assert _wait(lambda: node.runner.processed == 0 and image.get_subscription_count() > 0, 10)
+        assert wait_until(lambda: node.runner.processed == 0 and image.get_subscription_count() > 0, 10)
         for i in range(20):  # until the node has processed one frame (discovery takes a moment)
             stamp = STAMP + i * 10**8
             tf.publish(cdr.serialize(sensor_data.tf_message([("odom", "base_link", stamp, np.eye(4))])))
             info.publish(cdr.serialize(sensor_data.camera_info(K, W, H, stamp, "cam_optical")))
             image.publish(cdr.serialize(sensor_data.rgb_image(np.full((H, W, 3), 100, np.uint8), stamp, "cam_optical")))
-            if _wait(lambda: node.runner.processed > 0, 3):
+            if wait_until(lambda: node.runner.processed > 0, 3):
                 break
         assert node.runner.processed > 0, dict(node.runner.drops)
         time.sleep(0.5)  # the grid has been published before anyone asked for it
         got: list = []
         probe.create_subscription(OccupancyGrid, "/kdbts/occupancy", got.append, NAV2_STATIC_QOS)
-        assert _wait(lambda: len(got) > 0, 10), "a transient-local subscriber joining late gets the last grid"
+        assert wait_until(lambda: len(got) > 0, 10), "a transient-local subscriber joining late gets the last grid"
     finally:
         executor.shutdown()
         thread.join(timeout=5)
