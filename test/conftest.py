@@ -245,20 +245,25 @@ def view_panel(rgb: np.ndarray, lens, camera, width: int) -> np.ndarray:
     return cv2.resize(view, (width, round(width * camera.height / camera.width)), interpolation=cv2.INTER_NEAREST)
 
 
+def columns_in_camera(grid, bottom: float, top: float, levels: int, T_frame_cam: np.ndarray) -> np.ndarray:
+    """Points (height, width, levels, 3) in the camera frame: each cell of an OccupancyGrid (axis-aligned in its frame)
+    at ``levels`` heights evenly in [bottom, top] of that frame."""
+    info, r = grid.info, grid.info.resolution
+    x = info.origin.position.x + (np.arange(info.width) + 0.5) * r
+    y = info.origin.position.y + (np.arange(info.height) + 0.5) * r
+    z = bottom + (np.arange(levels) + 0.5) * (top - bottom) / levels
+    gy, gx, gz = np.meshgrid(y, x, z, indexing="ij")
+    T_cam_frame = np.linalg.inv(T_frame_cam)
+    return np.stack([gx, gy, gz], -1) @ T_cam_frame[:3, :3].T + T_cam_frame[:3, 3]
+
+
 def planner_cells(grid, cfg, T_base_cam: np.ndarray, lens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which cells of a planner OccupancyGrid (in base_link) the slab network's wall at camera depth 10 m must make
     occupied, free or unknown, from the message, the settings, the camera pose and the network's view ``lens``
     alone: (column with a sample seen behind the wall, column seen all in front of it, column all behind the
     camera or nearer than it renders)."""
-    g, info = cfg.planner, grid.info
-    r = info.resolution
-    x = info.origin.position.x + (np.arange(info.width) + 0.5) * r
-    y = info.origin.position.y + (np.arange(info.height) + 0.5) * r
-    z = g.ground_z + g.z_min + (np.arange(g.levels) + 0.5) * (g.z_max - g.z_min) / g.levels
-    gy, gx, gz = np.meshgrid(y, x, z, indexing="ij")
-    pts = np.stack([gx, gy, gz], -1)
-    T_cam_base = np.linalg.inv(T_base_cam)
-    cam = pts @ T_cam_base[:3, :3].T + T_cam_base[:3, 3]
+    g = cfg.planner
+    cam = columns_in_camera(grid, g.ground_z + g.z_min, g.ground_z + g.z_max, g.levels, T_base_cam)
     front = cam[..., 2] > 0.1
     uv = cam[..., :2] / np.where(front, cam[..., 2], 1.0)[..., None] * np.diag(lens.K)[:2] + lens.K[:2, 2]
     margin = 4.0  # pixels of the network's view: clear of its edges

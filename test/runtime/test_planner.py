@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import planner_cells, slab_model, small_config
+from conftest import columns_in_camera, planner_cells, slab_model, small_config
 from scipy.spatial.transform import Rotation
 
 from kdbts_ros.core.stages import Stages
@@ -118,14 +118,7 @@ def test_the_world_map_lies_along_odom_its_band_above_the_ground_under_base_link
     ground = 0.5 + runner.cfg.planner.ground_z  # base_link is 0.5 m up in odom: the ground under it too
     assert p.z == pytest.approx(ground + g.min_z)  # not the camera's height (2.0 m) nor its tilt
     # where the wall stands: each column's band seen from the camera, worked out from the message alone
-    r = grid.info.resolution
-    x = p.x + (np.arange(grid.info.width) + 0.5) * r
-    y = p.y + (np.arange(grid.info.height) + 0.5) * r
-    z = p.z + np.linspace(0.0, g.max_z - g.min_z, 9)
-    gy, gx, gz = np.meshgrid(y, x, z, indexing="ij")
-    pts = np.stack([gx, gy, gz], -1)
-    T_cam_odom = np.linalg.inv(base @ T_base_cam())
-    depth = (pts @ T_cam_odom[:3, :3].T + T_cam_odom[:3, 3])[..., 2]
+    depth = columns_in_camera(grid, p.z, p.z + g.max_z - g.min_z, 9, base @ T_base_cam())[..., 2]
     values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
     occupied, free = values >= 50, (values >= 0) & (values < 50)
     assert occupied.sum() >= 10 and free.sum() >= 200

@@ -1,5 +1,6 @@
-"""kdbts_node's occupancy grid as nav2 reads it: a late subscriber with the static layer's QoS gets the last grid,
-axis-aligned in base_link, the slab network's wall in the cells where it stands for a yawed and pitched camera."""
+"""kdbts_node's occupancy grids as nav2 reads them: late subscribers with the static layer's QoS get the last grid,
+axis-aligned in base_link, and the world map, axis-aligned in odom, the slab network's wall in the cells where it
+stands for a yawed and pitched camera."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
-from conftest import planner_cells, slab_model, wait_until  # noqa: E402
+from conftest import columns_in_camera, planner_cells, slab_model, wait_until  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -51,7 +52,13 @@ def test_a_late_nav2_static_layer_gets_the_grid_with_the_wall_where_it_stands(tm
     save_checkpoint(ckpt, slab_model(10.0))
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=100 + os.getpid() % 99)
-    overrides = {"model.checkpoint": str(ckpt), "model.image_height": 64, "model.image_width": 192, "tf_timeout": 2.0}
+    overrides = {
+        "model.checkpoint": str(ckpt),
+        "model.image_height": 64,
+        "model.image_width": 192,
+        "tf_timeout": 2.0,
+        "map.enabled": True,
+    }
     node = KdbtsNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     node.trigger_configure()
     node.trigger_activate()
@@ -80,8 +87,11 @@ def test_a_late_nav2_static_layer_gets_the_grid_with_the_wall_where_it_stands(tm
         assert node.runner.processed > 0, dict(node.runner.drops)
         time.sleep(0.5)  # the grid has been published before anyone asked for it
         got: list = []
+        maps: list = []
         probe.create_subscription(OccupancyGrid, "/kdbts/occupancy", got.append, NAV2_STATIC_QOS)
+        probe.create_subscription(OccupancyGrid, "/kdbts/map", maps.append, NAV2_STATIC_QOS)
         assert wait_until(lambda: len(got) > 0, 10), "a transient-local subscriber joining late gets the last grid"
+        assert wait_until(lambda: len(maps) > 0, 10), "and the last map"
     finally:
         executor.shutdown()
         thread.join(timeout=5)
@@ -93,6 +103,16 @@ def test_a_late_nav2_static_layer_gets_the_grid_with_the_wall_where_it_stands(tm
     wall_behind, clear, unseen = planner_cells(grid, node.cfg, T_base_cam(), node.runner.stages.canonical.lens())
     assert wall_behind.sum() > 50 and clear.sum() > 50
     assert (values[wall_behind] >= 50).all() and (values[clear] <= 10).all() and (values[unseen] == -1).all()
+    # the map: in odom (base_link at its origin here), identity orientation, its band above the ground
+    world = maps[-1]
+    q, p = world.info.origin.orientation, world.info.origin.position
+    assert world.header.frame_id == "odom" and (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    assert p.z == pytest.approx(node.cfg.planner.ground_z + node.cfg.map.min_z)
+    cells = np.asarray(world.data, np.int8).reshape(world.info.height, world.info.width)
+    depth = columns_in_camera(world, p.z, p.z + node.cfg.map.max_z - node.cfg.map.min_z, 9, T_base_cam())[..., 2]
+    occupied, free = cells >= 50, (cells >= 0) & (cells < 50)
+    assert occupied.any() and free.sum() > 100
+    assert (depth[occupied].max(-1) > 9.5).all() and (depth[free].min(-1) < 10.5).all()  # behind / before the wall
     node.destroy_node()
     probe.destroy_node()
     rclpy.shutdown(context=ctx)
