@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -249,3 +251,44 @@ def above_legend(picture: np.ndarray, width: int, height: int) -> np.ndarray:
     k = -(-400 // width)
     assert picture.shape[1] == k * width and picture.shape[0] > k * height, picture.shape
     return picture[: k * height : k, ::k]
+
+
+def columns_in_camera(grid, bottom: float, top: float, levels: int, T_frame_cam: np.ndarray) -> np.ndarray:
+    """Points (height, width, levels, 3) in the camera frame: each cell of an OccupancyGrid (axis-aligned in its frame)
+    at ``levels`` heights evenly in [bottom, top] of that frame."""
+    info, r = grid.info, grid.info.resolution
+    x = info.origin.position.x + (np.arange(info.width) + 0.5) * r
+    y = info.origin.position.y + (np.arange(info.height) + 0.5) * r
+    z = bottom + (np.arange(levels) + 0.5) * (top - bottom) / levels
+    gy, gx, gz = np.meshgrid(y, x, z, indexing="ij")
+    T_cam_frame = np.linalg.inv(T_frame_cam)
+    return np.stack([gx, gy, gz], -1) @ T_cam_frame[:3, :3].T + T_cam_frame[:3, 3]
+
+
+def planner_cells(grid, cfg, T_base_cam: np.ndarray, lens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which cells of a planner OccupancyGrid (in base_link) the slab network's wall at camera depth 10 m must make
+    occupied, free or unknown, from the message, the settings, the camera pose and the network's view ``lens``
+    alone: (column with a sample seen behind the wall, column seen all in front of it, column all behind the
+    camera or nearer than it renders)."""
+    g = cfg.planner
+    cam = columns_in_camera(grid, g.ground_z + g.z_min, g.ground_z + g.z_max, g.levels, T_base_cam)
+    front = cam[..., 2] > 0.1
+    uv = cam[..., :2] / np.where(front, cam[..., 2], 1.0)[..., None] * np.diag(lens.K)[:2] + lens.K[:2, 2]
+    margin = 4.0  # pixels of the network's view: clear of its edges
+    inside = front & (uv[..., 0] > margin) & (uv[..., 0] < lens.width - margin)
+    inside &= (uv[..., 1] > margin) & (uv[..., 1] < lens.height - margin)
+    depth, near = cam[..., 2], cfg.model.z_near
+    wall_behind = (inside & (depth > 10.6)).any(-1)
+    clear = (inside & (depth > near + 0.3) & (depth < 9.4)).all(-1)
+    unseen = (~front | (depth < near)).all(-1)
+    return wall_behind, clear, unseen
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 30.0) -> bool:
+    """Whether ``cond()`` turned true within ``timeout`` seconds, asked every 50 ms and once more at the end."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())

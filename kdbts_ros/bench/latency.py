@@ -173,13 +173,14 @@ def run_case(
     device = pick_device(cfg.model.device)
     driver = NodePublisher(cfg) if publish else _Direct(cfg)
     runner = driver.runner
+    image_topic = runner.cfg.topics.images[0]  # fully qualified, as the stream's
     samples: list[dict[str, float]] = []
     e2e: list[float] = []
     try:
         for stamp, topic, _msgtype, data in stream:
             t0 = time.perf_counter()
             runner.handle(topic, data, stamp)
-            if topic != cfg.topics.images[0]:
+            if topic != image_topic:
                 continue
             before = runner.processed
             driver.step(stamp)
@@ -188,7 +189,7 @@ def run_case(
                 samples.append(dict(runner.timings))
         if not samples:
             raise RuntimeError(f"no frame was measured (frames after warm-up: 0; drops: {dict(runner.drops)})")
-        last_image = next(d for _, t, _, d in reversed(stream) if t == cfg.topics.images[0])
+        last_image = next(d for _, t, _, d in reversed(stream) if t == image_topic)
         assert runner.cameras[0].intrinsics is not None and runner.last is not None  # a frame was measured
         lens = runner.cameras[0].intrinsics.lens
         rgb = sensor_data.image_to_rgb(cdr.deserialize(last_image, "sensor_msgs/msg/Image"))

@@ -325,7 +325,7 @@ def run(
         report = {
             "machine": machine(),
             "input": f"{frames} rig frames of {len(cfg.topics.images)} camera(s) {width}x{height} "
-            f"({', '.join(cfg.topics.images)}), {DISTINCT_FRAMES} distinct frames looped",
+            f"({', '.join(h.node.cfg.topics.images)}), {DISTINCT_FRAMES} distinct frames looped",  # as resolved
             "network": report_path(stages.model_info.get("weights", cfg.model.checkpoint)),
             "device": str(stages.device),
             "mode": cfg.mode,

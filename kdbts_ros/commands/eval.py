@@ -212,7 +212,8 @@ def _camera_shapes(args: argparse.Namespace, paths: dict) -> int:
     for n, (label, path) in enumerate(paths.items()):
         cfg = RunnerConfig()
         cfg.model.checkpoint, cfg.model.device = str(path), args.device
-        cfg.mode, cfg.render.depth_scale = "sv", 1.0
+        # every ray's expected depth, as the official evaluator scores it: no NaN mask (render.min_opacity)
+        cfg.mode, cfg.render.depth_scale, cfg.render.min_opacity = "sv", 1.0, 0.0
         runner = FrameRunner(cfg)
         scores = bench.run(runner, label=label)
         results[label] = summary(scores)

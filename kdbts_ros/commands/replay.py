@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--png",
         type=Path,
         metavar="DIR",
-        help="also write occupancy_<stamp>.png, depth_<stamp>.png "
-        "and figure_<stamp>.png (input, depth, density profile) of every processed frame; the figure "
-        "encodes the image again and queries the profile: slower",
+        help="also write occupancy_<stamp>.png, depth_<stamp>.png, confidence_<stamp>.png (the depth's, "
+        "black 0 to white 1) and figure_<stamp>.png (input, depth, density profile) of every processed "
+        "frame; the figure encodes the image again and queries the profile: slower",
     )
     p.add_argument(
         "--pitch",

@@ -142,6 +142,34 @@ class GridConfig:
         )
 
 
+@dataclass
+class PlannerGridConfig:
+    """The per-frame OccupancyGrid for planners: axis-aligned in a planar frame (REP-103), band above its ground."""
+
+    frame: str = setting(
+        "base_link",
+        "frame the per-frame occupancy grid is built and published in, axis-aligned (identity orientation; "
+        "x forward, y left, z up): a base frame that moves with the robot; when TF has no such frame, the "
+        "fixed frame (a square window centred on the camera); 'camera': the camera-aligned slab of the "
+        "grid.* settings (the paper's bird's-eye view)",
+    )
+    x_min: float = setting(0.0, "back edge of the window in planner.frame (x, forward), metres", -200.0, 200.0)
+    x_max: float = setting(24.0, "front edge of the window in planner.frame (x, forward), metres", -200.0, 200.0)
+    y_min: float = setting(-10.0, "right edge of the window in planner.frame (y, left), metres", -200.0, 200.0)
+    y_max: float = setting(10.0, "left edge of the window in planner.frame (y, left), metres", -200.0, 200.0)
+    ground_z: float = setting(
+        0.0,
+        "height of the ground in planner.frame (z, metres): 0 for a frame on the ground (base_footprint, an "
+        "odom at road level); minus the frame's height above the road otherwise; the band is measured from it",
+        -50.0,
+        50.0,
+    )
+    z_min: float = setting(0.2, "bottom of the obstacle band above the ground, metres", -10.0, 50.0)
+    z_max: float = setting(1.8, "top of the obstacle band above the ground, metres", -10.0, 50.0)
+    levels: int = setting(8, "heights sampled in the band per cell", 1, 64)
+    resolution: float = setting(0.2, "cell size, metres", 0.01, 5.0)
+
+
 # a grid beyond this many voxels would take seconds per frame and gigabytes: refused, not attempted
 MAX_GRID_VOXELS = 1 << 23
 
@@ -151,7 +179,23 @@ class RenderConfig:
     """Volume rendering of the expected ray-termination depth."""
 
     samples: int = setting(64, "samples per ray, spaced linearly in inverse depth", 2, 512)
-    depth_scale: float = setting(0.25, "depth image size relative to the network input", 0.05, 1.0, runtime=True)
+    depth_scale: float = setting(
+        1.0,
+        "depth image size relative to the network input (1: its input size; the MV head on a CPU takes "
+        "seconds at 1 and needs about 0.25 to stay near latency_budget: docs/performance/depth_size.md)",
+        0.05,
+        1.0,
+        runtime=True,
+    )
+    min_opacity: float = setting(
+        0.9,
+        "opacity (the share of a ray's light stopped between its first and last sample, model.z_near to "
+        "about z_far) below which a depth pixel is NaN: the ray is not terminated within range (sky, the "
+        "far end of a street); the opacity is published as depth/confidence; 0: never NaN",
+        0.0,
+        1.0,
+        runtime=True,
+    )
     depth_camera: str = setting(
         "canonical",
         "camera of the depth image: canonical (the network's own view at render.depth_scale of its input "
@@ -259,15 +303,15 @@ class MapConfig:
         runtime=True,
     )
     min_z: float = setting(
-        -1.3,
-        "2-D map: bottom of the height band projected, metres relative to the camera "
-        "(KITTI camera 1.65 m above the road: -1.3 leaves the road out)",
+        0.2,
+        "2-D map: bottom of the height band projected, metres above the ground (the planner grid's: "
+        "planner.ground_z in planner.frame, under the latest frame), as planner.z_min",
         -100.0,
         100.0,
         runtime=True,
     )
     max_z: float = setting(
-        0.5, "2-D map: top of the height band projected, metres relative to the camera", -100.0, 100.0, runtime=True
+        1.8, "2-D map: top of the height band projected, metres above the ground", -100.0, 100.0, runtime=True
     )
     publish_rate: float = setting(
         1.0, "Hz of the map OccupancyGrid and occupied-voxel PointCloud2 (0: never)", 0.0, 100.0, runtime=True
@@ -342,6 +386,7 @@ class PipelineConfig:
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    planner: PlannerGridConfig = field(default_factory=PlannerGridConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     map: MapConfig = field(default_factory=MapConfig)
@@ -356,6 +401,15 @@ class PipelineConfig:
             raise ValueError(
                 f"grid: {nx} x {nz} x {g.height_levels} = {nx * nz * g.height_levels} voxels is more "
                 f"than {MAX_GRID_VOXELS}; coarsen grid.resolution or shrink the extent"
+            )
+        pg = self.planner
+        if not (pg.x_min < pg.x_max and pg.y_min < pg.y_max and pg.z_min < pg.z_max):
+            raise ValueError("planner: each min must be below its max")
+        cells = round((pg.x_max - pg.x_min) / pg.resolution) * round((pg.y_max - pg.y_min) / pg.resolution)
+        if cells * pg.levels > MAX_GRID_VOXELS:
+            raise ValueError(
+                f"planner: {cells} cells x {pg.levels} levels is more than {MAX_GRID_VOXELS} points; "
+                "coarsen planner.resolution or shrink the window"
             )
         mp = self.map
         nz, ny, nx = mp.window_cells()

@@ -21,9 +21,10 @@ from kdbts_ros.core import geometry
 from kdbts_ros.core.camera import project, ray_grid, ray_pixel_intrinsics
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import EncodedFrame
-from kdbts_ros.core.inference import folded_ray_depth, ray_depth, views_of
+from kdbts_ros.core.inference import folded_ray_render, ray_render, views_of
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.model.render import RayRender
 
 
 class Query:
@@ -72,6 +73,20 @@ class GridDensity(NamedTuple):
     unseen: np.ndarray
 
 
+class DepthImage(NamedTuple):
+    """A depth render (h, w) float32 of the canonical camera and the pixel intrinsics K (3, 3) of its size.
+
+    ``depth``: camera z in metres, NaN where the ray is not terminated within range (its opacity is
+    below ``render.min_opacity``) or falls in the padding the camera does not see; elsewhere the
+    official expected depth. ``confidence``: the ray's opacity (1 - the transmittance that reaches
+    the far end of its samples) in [0, 1], 0 in the padding.
+    """
+
+    depth: np.ndarray
+    confidence: np.ndarray
+    K: np.ndarray
+
+
 def query_memory_mb(cfg: PipelineConfig, device: torch.device) -> int:
     """Working memory of one fast-path query chunk: configured, else 64 MiB on CPU (cache), 4 GiB on CUDA."""
     return cfg.model.query_memory_mb or (4096 if device.type == "cuda" else 64)
@@ -95,24 +110,24 @@ class _Field:
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
         self.cfg, self.model, self.device, self.input_size = cfg, model, device, input_size
 
-    def depth(self, query: Query, Kn: torch.Tensor, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Expected depth (h, w) at ``scale`` (default ``render.depth_scale``) of the network size, and its K."""
+    def depth(self, query: Query, Kn: torch.Tensor, scale: float | None = None) -> DepthImage:
+        """The depth image at ``scale`` (default ``render.depth_scale``) of the network size, its confidence and K."""
         cfg, (H, W) = self.cfg, self.input_size
         scale = cfg.render.depth_scale if scale is None else scale
         h = max(1, round(H * scale))
         w = max(1, round(W * scale))
         dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
-        padded = unseen_pixels(project(dirs, Kn)[0], query.valid)
+        seen = torch.nonzero(~unseen_pixels(project(dirs, Kn)[0], query.valid))[:, 0]
         depth = np.full(h * w, np.nan, np.float32)  # rays into the padding: no depth invented
-        if bool(padded.any()):
-            seen = torch.nonzero(~padded)[:, 0]
-            depth[seen.cpu().numpy()] = self._ray_depth(query, dirs[seen], gen).float().cpu().numpy()
-        else:
-            depth[:] = self._ray_depth(query, dirs, gen).float().cpu().numpy()
-        return depth.reshape(h, w), ray_pixel_intrinsics(Kn.cpu().numpy(), w, h)
+        confidence = np.zeros(h * w, np.float32)
+        if len(seen):
+            render, index = self._ray_render(query, dirs[seen], gen), seen.cpu().numpy()
+            depth[index], confidence[index] = render.depth.float().cpu().numpy(), render.opacity.float().cpu().numpy()
+        depth[confidence < cfg.render.min_opacity] = np.nan  # not terminated within range (sky)
+        return DepthImage(depth.reshape(h, w), confidence.reshape(h, w), ray_pixel_intrinsics(Kn.cpu().numpy(), w, h))
 
-    def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
         raise NotImplementedError
 
 
@@ -128,9 +143,9 @@ class ReferenceField(_Field):
         unseen = (invalid[0, :, 0] | padded).cpu().numpy()
         return GridDensity(np.where(unseen, 0.0, sigma[0].float().cpu().numpy()).astype(np.float32), unseen)
 
-    def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
         m, r = self.cfg.model, self.cfg.render
-        return ray_depth(self.model, query.views, query.head, dirs, r.samples, m.z_near, m.z_far, m.chunk_points, gen)
+        return ray_render(self.model, query.views, query.head, dirs, r.samples, m.z_near, m.z_far, m.chunk_points, gen)
 
 
 class FoldedField(_Field):
@@ -180,13 +195,14 @@ class FoldedField(_Field):
             for s in range(0, len(pts), chunk)
         ]
         density = np.zeros(unseen.shape, np.float32)
-        density[~unseen] = torch.cat(sig).float().cpu().numpy()
+        if sig:  # a grid the camera sees none of (a planner window behind it) has nothing to decode
+            density[~unseen] = torch.cat(sig).float().cpu().numpy()
         return GridDensity(density, unseen)
 
-    def _ray_depth(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
         m, r = self.cfg.model, self.cfg.render
         planes = self.planes(query)
-        return folded_ray_depth(
+        return folded_ray_render(
             self.model,
             query.views,
             planes,

@@ -9,6 +9,7 @@ import numpy as np
 
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.lens import Lens
+from kdbts_ros.core.planar_grid import PlannerGrid
 
 if TYPE_CHECKING:  # frames are plain data: importing them loads no torch
     import torch
@@ -58,11 +59,13 @@ class Outputs:
     density: np.ndarray  # (size_z, size_y, size_x) float32, finite: 0 where unseen
     unseen: np.ndarray  # spec.shape bool: cells the camera does not see (their density means nothing)
     occupancy: np.ndarray | None  # (size_y, size_x) int8
+    planner: PlannerGrid | None  # the occupancy grid in the planner's frame (planner.*), when posed
     points: np.ndarray  # (M, 3) float32 in out_frame
     point_density: np.ndarray  # (M,) float32
     point_rgb: np.ndarray  # (M, 3) uint8
-    depth: np.ndarray | None  # (h, w) float32 metres (camera z), NaN where the camera does not see
+    depth: np.ndarray | None  # (h, w) float32 metres (camera z), NaN where not seen or not terminated within range
     depth_lens: Lens | None  # the camera the depth image is in (render.depth_camera)
+    depth_confidence: np.ndarray | None  # (h, w) float32 in [0, 1]: each depth ray's opacity, 0 where not seen
     head: str
     num_views: int
     stage_times: dict[str, float] = field(default_factory=dict)  # seconds of resize, encode, grid and depth

@@ -2,9 +2,9 @@
 
 The node keeps each frame's features in its window and assembles views with :func:`views_of`
 (:class:`kdbts_ros.core.field.Query`); one-off users (figures, evaluations) encode with :func:`encode_views`.
-Everyone renders with :func:`ray_depth`, whose options carry the conventions that differ
-(seeded jitter, unit-length rays of the official evaluator); the fast path renders from the
-views' folded maps with :func:`folded_ray_depth`.
+Everyone renders with :func:`ray_render` (evaluations read its ``depth`` alone), whose
+options carry the conventions that differ (seeded jitter, unit-length rays of the official evaluator);
+the fast path renders from the views' folded maps with :func:`folded_ray_render`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.model.render import along_rays, render_depth
+from kdbts_ros.core.model.render import RayRender, along_rays, render_depth
 from kdbts_ros.core.model.render_fine import render_depth_fine
 
 
@@ -31,7 +31,7 @@ def encode_views(
     return views_of(model.encode(images01), Kn, w2c)
 
 
-def ray_depth(
+def ray_render(
     model: DensityField,
     views: Views,
     head: str,
@@ -42,8 +42,8 @@ def ray_depth(
     chunk: int,
     gen: torch.Generator | None = None,
     unit_rays: bool = False,
-) -> torch.Tensor:
-    """Expected depth (M,) along view 0's rays ``dirs`` (M, 3), on the reference path.
+) -> RayRender:
+    """Expected depth and opacity (M,) along view 0's rays ``dirs`` (M, 3), on the reference path.
 
     ``gen``: seeded stratified jitter, else the same sample depths for every ray. ``unit_rays``:
     the official evaluator's convention: rays scaled to unit length, samples ``z_near``..``z_far``
@@ -52,11 +52,11 @@ def ray_depth(
     """
     if unit_rays:
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    depth = render_depth(along_rays(model.point_density(views, head)), dirs, samples, z_near, z_far, chunk, gen)
-    return depth * dirs[:, 2] if unit_rays else depth
+    out = render_depth(along_rays(model.point_density(views, head)), dirs, samples, z_near, z_far, chunk, gen)
+    return out._replace(depth=out.depth * dirs[:, 2]) if unit_rays else out
 
 
-def folded_ray_depth(
+def folded_ray_render(
     model: DensityField,
     views: Views,
     planes: list[torch.Tensor],
@@ -68,10 +68,11 @@ def folded_ray_depth(
     chunk: int,
     gen: torch.Generator | None = None,
     fine: bool = False,
-) -> torch.Tensor:
-    """Expected depth (M,) along view 0's unit-z rays ``dirs`` (M, 3) on the fast path (the views' folded maps).
+) -> RayRender:
+    """Expected depth and opacity (M,) along view 0's unit-z rays ``dirs`` (M, 3) on the fast path (the views'
+    folded maps).
 
-    ``gen`` as in :func:`ray_depth`. ``fine``: without ``gen``, the coarse-to-fine render
+    ``gen`` as in :func:`ray_render`. ``fine``: without ``gen``, the coarse-to-fine render
     (:func:`render_fine.render_depth_fine`: about half the evaluations, the same depth within
     1 % on 99 % of pixels); otherwise ignored.
     """

@@ -344,13 +344,13 @@ def lens_resampler(source: Lens, target: Lens) -> Resampler:
     return resampler(source, target, max_factor=1)
 
 
-def depth_in(depth: np.ndarray, lens: Lens, target: Lens) -> np.ndarray:
-    """A z-depth image of ``lens`` seen in ``target`` (same optical centre and axes): nearest neighbour, so no
-    depth is blended across an edge; NaN where ``lens`` does not see.
+def depth_in(depth: np.ndarray, lens: Lens, target: Lens, outside: float = np.nan) -> np.ndarray:
+    """A z-depth image (or any per-ray image) of ``lens`` seen in ``target`` (same optical centre and axes):
+    nearest neighbour, so no depth is blended across an edge; ``outside`` (NaN) where ``lens`` does not see.
     """
     maps = lens_resampler(lens, target)
     out = cv2.remap(
         depth.astype(np.float32), maps.map_x, maps.map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
     )
-    out[~maps.valid] = np.nan
+    out[~maps.valid] = outside
     return out

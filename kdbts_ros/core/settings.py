@@ -3,7 +3,7 @@
 A setting is a dataclass field made with :func:`setting` (description, range, choices, whether it
 may change at run time). A configuration is a tree of such dataclasses; its settings have dotted
 names (``grid.resolution``). The node declares its ROS parameters from them, the command-line
-tools read the same YAML file (ROS 2 parameter-file layout, ``<node>: ros__parameters: ...``),
+tools read the same YAML file (ROS 2 parameter-file layout, ``/**: ros__parameters: ...``),
 and training uses the same engine for its own schema. The schemas themselves live elsewhere
 (:mod:`kdbts_ros.core.config` and the layers above it).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,16 @@ def _flatten(tree: dict, prefix: str = "", depth: int = 0) -> dict[str, Any]:
     return out
 
 
-def to_yaml(cfg: Any, node_name: str = "kdbts_node") -> str:
-    """The config as a commented ROS 2 parameter file (what ``config/default.yaml`` holds)."""
+# the node every parameter file is read for when no other is named: kdbts_node in the root namespace
+# (the offline tools', and the node's when started without a namespace or another name)
+DEFAULT_NODE = "/kdbts_node"
+
+
+def to_yaml(cfg: Any, node_name: str = "/**") -> str:
+    """The config as a commented ROS 2 parameter file (what ``config/default.yaml`` holds).
+
+    Keyed ``/**`` by default: every node reads it, whatever its name and namespace.
+    """
     lines = [f"{node_name}:", "  ros__parameters:"]
     opened: list[str] = []
     for spec in iter_params(cfg):
@@ -203,15 +212,19 @@ def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     read_elsewhere: Collection[str] = (),
+    node: str = DEFAULT_NODE,
 ) -> Config:
     """Read a YAML file (ROS 2 parameter layout or plain nested mapping) into a checked ``cls`` config.
 
-    ``read_elsewhere``: settings (or whole sections) of the file that another program reads, such
-    as the node's own settings in its parameter file read by an offline tool: accepted and left
-    out. Any other name ``cls`` lacks is refused, and so is any in ``overrides`` (given for this program).
+    In a parameter file, the sections whose key matches ``node`` (a fully qualified node name) are
+    read as rcl reads them: ``/**``, ``/**/kdbts_node``, ``kdbts_node``, ``/front/*``..., later ones
+    overriding earlier ones. ``read_elsewhere``: settings (or whole sections) of the file that
+    another program reads, such as the node's own settings in its parameter file read by an
+    offline tool: accepted and left out. Any other name ``cls`` lacks is refused, and so is any
+    in ``overrides`` (given for this program).
     """
     cfg = cls()
-    values = _read_settings(Path(path)) if path is not None else {}
+    values = _read_settings(Path(path), node) if path is not None else {}
     values = {name: value for name, value in values.items() if not _listed(name, read_elsewhere)}
     overrides = overrides or {}
     values.update(overrides)
@@ -251,16 +264,49 @@ def read_yaml_mapping(path: Path) -> dict:
     return tree
 
 
-def _read_settings(path: Path) -> dict[str, Any]:
-    """Dotted settings of a YAML file; raises ConfigError naming the file (OSError when it cannot be read)."""
+def node_pattern(key: str) -> re.Pattern[str]:
+    """The fully qualified node names a parameter file's node key applies to, as rcl matches them.
+
+    ``/**`` matches any namespace and name (or what follows it: ``/**/kdbts_node``), ``*`` one
+    token; a key without a leading slash is in the root namespace.
+    """
+    key = key if key.startswith("/") else "/" + key
+    parts = re.split(r"(/\*\*|\*)", key)
+    wild = {"/**": "(/[^/]+)*", "*": "[^/]+"}
+    return re.compile("".join(wild.get(part, re.escape(part)) for part in parts))
+
+
+def _merge(into: dict, tree: dict) -> None:
+    """Deep-merge ``tree`` into ``into``, ``tree``'s values winning."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def _read_settings(path: Path, node: str = DEFAULT_NODE) -> dict[str, Any]:
+    """Dotted settings of a YAML file for ``node``; raises ConfigError naming the file (OSError when it cannot be read).
+
+    A ROS 2 parameter file nests settings under ``<node key>: ros__parameters:``; every section whose
+    key matches ``node`` applies, in the file's order. A file without such sections is plain settings.
+    """
     tree = read_yaml_mapping(path)
-    # ROS 2 parameter files nest settings under "<node name>: ros__parameters:"
-    for node_tree in list(tree.values()):
-        if isinstance(node_tree, dict) and "ros__parameters" in node_tree:
-            tree = node_tree["ros__parameters"] or {}
-            if not isinstance(tree, dict):
-                raise ConfigError(f"{path}: ros__parameters must be a mapping of settings")
-            break
+    sections = {k: v for k, v in tree.items() if isinstance(v, dict) and "ros__parameters" in v}
+    if sections:
+        tree = {}
+        for key, section in sections.items():
+            if not node_pattern(str(key)).fullmatch(node):
+                continue
+            params = section["ros__parameters"] or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{path}: {key}: ros__parameters must be a mapping of settings")
+            _merge(tree, params)
+        if not any(node_pattern(str(k)).fullmatch(node) for k in sections):
+            raise ConfigError(
+                f"{path}: no parameters for {node} (sections: {', '.join(map(str, sections))}); "
+                "key them /**: to apply to every node"
+            )
     try:
         return _flatten(tree)
     except ValueError as exc:

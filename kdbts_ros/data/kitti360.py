@@ -12,8 +12,12 @@ Layout below the dataset root (explicit paths override each part)::
     data_poses/<seq>/cam0_to_world.txt "<frame> 4x4" rectified camera 0 -> world
     data_3d_raw/<seq>/velodyne_points/data/<frame:010d>.bin
 
-base_link is the pose frame, so T_world_base is a line of poses.txt and a rectified camera sits
-on it at ``calib_cam_to_pose @ inv(R_rect)`` (as kitti360Scripts). The world is the dataset's.
+base_link is the pose frame turned to REP-103's axes (:data:`T_BASE_POSE`: the pose frame has x
+forward, y right, z down, measured from calib_cam_to_pose; base_link has y left, z up), so a planner
+grid or a map band in base_link is level and above the ground. T_world_base is a line of poses.txt
+times that turn, and a rectified camera sits on base_link at ``T_BASE_POSE @ calib_cam_to_pose @
+inv(R_rect)`` (kitti360Scripts' placement, turned). The world is the dataset's. The road lies 0.94 m
+below base_link (a RANSAC plane of the sample's velodyne scans: 0.91 to 0.99 m over five frames; tested).
 
 The fisheyes are served as the official loaders use them: virtual pinhole cameras with camera 00's
 rectified K and size, rotated by ``fisheye_rotation`` (yaw, pitch; default (0, -15): 15 deg down, the
@@ -48,6 +52,9 @@ from kdbts_ros.data.records import (
 PERSPECTIVE = ("image_00", "image_01")
 FISHEYE = ("image_02", "image_03")  # left, right
 CAMERA_FRAMES = {c: f"kitti360_cam_{c[-2:]}" for c in PERSPECTIVE + FISHEYE}
+# base_link (x forward, y left, z up) from KITTI-360's GPS/IMU pose frame (x forward, y right, z down); its own inverse
+T_BASE_POSE = np.diag([1.0, -1.0, -1.0, 1.0])
+POSE_FRAME_HEIGHT = 0.94  # the pose frame above the road, metres: a plane fit to the sample's velodyne scans
 IMAGE_FOLDERS = {**dict.fromkeys(PERSPECTIVE, "data_rect"), **dict.fromkeys(FISHEYE, "data_rgb")}
 
 
@@ -67,9 +74,9 @@ class Kitti360Calibration:
         }
         self.calib_dir = d
 
-    def T_pose_cam(self, name: str) -> np.ndarray:
-        """Unrectified camera ``image_0k`` -> pose frame."""
-        return rows_to_poses(calib_entry(self.cam_to_pose, name, 12, self.pose_path)[None])[0]
+    def T_base_unrect(self, name: str) -> np.ndarray:
+        """Unrectified camera ``image_0k`` -> base_link (calib_cam_to_pose's row, turned by :data:`T_BASE_POSE`)."""
+        return T_BASE_POSE @ rows_to_poses(calib_entry(self.cam_to_pose, name, 12, self.pose_path)[None])[0]
 
     def camera(self, name: str) -> DatasetCamera:
         """Rectified perspective camera ``image_00`` / ``01`` or virtual pinhole ``image_02`` / ``03`` on base_link."""
@@ -93,7 +100,7 @@ class Kitti360Calibration:
                 ],
             )
         return DatasetCamera(
-            name, CAMERA_FRAMES[name], K, w, h, self.T_pose_cam(name) @ geometry.invert(R_rect), projection_tx=tx
+            name, CAMERA_FRAMES[name], K, w, h, self.T_base_unrect(name) @ geometry.invert(R_rect), projection_tx=tx
         )
 
     def fisheye_camera(self, name: str) -> DatasetCamera:
@@ -110,14 +117,16 @@ class Kitti360Calibration:
             ref.K.copy(),
             ref.width,
             ref.height,
-            self.T_pose_cam(name) @ rigid(R, np.zeros(3)),
+            self.T_base_unrect(name) @ rigid(R, np.zeros(3)),
             recorded=Rotated(self.fisheye[name], R),
         )
 
     def rig(self, cameras: list[str]) -> DatasetRig:
         """The chosen cameras and the velodyne on base_link."""
         return DatasetRig(
-            tuple(self.camera(c) for c in cameras), self.T_pose_cam("image_00") @ geometry.invert(self.T_velo_cam0)
+            tuple(self.camera(c) for c in cameras),
+            self.T_base_unrect("image_00") @ geometry.invert(self.T_velo_cam0),
+            -POSE_FRAME_HEIGHT,
         )
 
 
@@ -161,7 +170,7 @@ def load_kitti360_sequence(
     stamps, source = frame_stamps(indices, read_timestamps(ts) if ts.is_file() else None)
     pose_dir = root / "data_poses" / sequence
     if poses is not None or (pose_dir / "poses.txt").is_file():
-        T_world_base = read_indexed_poses(poses or pose_dir / "poses.txt")
+        T_world_base = {i: T @ T_BASE_POSE for i, T in read_indexed_poses(poses or pose_dir / "poses.txt").items()}
         poses_from = f"{Path(poses or pose_dir / 'poses.txt').name}; world: KITTI-360's"
     elif (pose_dir / "cam0_to_world.txt").is_file():
         T_base_rect0 = calib.camera("image_00").T_base_cam

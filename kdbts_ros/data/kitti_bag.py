@@ -3,8 +3,9 @@
 Conventions (kitti2bag's names for KITTI raw and odometry; our own for KITTI-360):
 
 * TF: ``world`` -> ``base_link`` on ``/tf`` at every posed frame (the vehicle pose, once);
-  ``base_link`` -> each camera's rectified optical frame and -> the velodyne on ``/tf_static``
-  (one message, offered reliable + transient-local, so late subscribers such as RViz get it).
+  ``base_link`` -> each camera's rectified optical frame, -> the velodyne and -> ``base_footprint``
+  (REP-120: base_link's projection on the road, the planner grid's frame in the KITTI presets) on
+  ``/tf_static`` (one message, offered reliable + transient-local, so late subscribers such as RViz get it).
 * Images are rectified (KITTI-360's fisheyes resampled to virtual pinhole views); ``camera_info``
   carries the rectified projection in ``p`` (K, and Tx = -fx * baseline for a stereo pair's second
   camera), ``k`` the same K, zero distortion, R = I.
@@ -36,6 +37,7 @@ class BagConventions:
     image_topic: str
     info_topic: str
     base_frame: str = "base_link"
+    footprint_frame: str = "base_footprint"  # REP-120: base_link's projection on the road
 
     def stream(self, cam: DatasetCamera) -> CameraStream:
         """The camera's frame and topics on base_link."""
@@ -103,6 +105,10 @@ def recording_messages(
     children = [(s.frame_id, s.T_base_cam) for s in streams]
     if velodyne and rec.rig.T_base_velo is not None:
         children.append((conv.velo_frame, rec.rig.T_base_velo))
+    if rec.rig.ground_z is not None:
+        T_base_footprint = np.eye(4)
+        T_base_footprint[2, 3] = rec.rig.ground_z
+        children.append((conv.footprint_frame, T_base_footprint))
     yield static_tf(children, frames[0].stamp_ns, conv.base_frame)
     for f in frames:
         if clock:

@@ -28,6 +28,7 @@ from kdbts_ros.data.records import (
     rows_to_poses,
 )
 from kdbts_ros.data.rig import PERIOD_NS, R_BASE_OPTICAL, START_NS
+from kdbts_ros.messages.kitti2bag import CAMERA_HEIGHT
 
 # odometry folder -> the raw dataset's camera name (image_2 is image_02, the left colour camera)
 ODOMETRY_CAMERAS = {f"image_{k}": f"image_0{k}" for k in range(4)}
@@ -63,7 +64,7 @@ def odometry_rig(calib_path: Path, cameras: list[str], sizes: dict[str, tuple[in
         Tr = np.eye(4)
         Tr[:3, :] = calib_entry(calib, "Tr", 12, calib_path).reshape(3, 4)
         T_base_velo = T_BASE_RECT0 @ Tr
-    return DatasetRig(tuple(out), T_base_velo)
+    return DatasetRig(tuple(out), T_base_velo, -CAMERA_HEIGHT)
 
 
 def load_odometry_sequence(

@@ -29,6 +29,7 @@ from kdbts_ros.data.records import (
     require_file,
     rows_to_poses,
 )
+from kdbts_ros.messages.kitti2bag import IMU_HEIGHT
 
 # dataset camera -> ROS frame (the kitti2bag names; topics are /kitti/<frame>/image_raw)
 CAMERA_FRAMES = {
@@ -119,7 +120,7 @@ class RawCalibration:
 
     def rig(self, cameras: list[str]) -> DatasetRig:
         """The chosen cameras and the velodyne on base_link."""
-        return DatasetRig(tuple(self.camera(c) for c in cameras), geometry.invert(self.T_velo_imu))
+        return DatasetRig(tuple(self.camera(c) for c in cameras), geometry.invert(self.T_velo_imu), -IMU_HEIGHT)
 
 
 def read_orbslam_poses(path: str | Path) -> np.ndarray:

@@ -8,7 +8,9 @@ is derived from these two, so the vehicle pose sits on base_link exactly once an
 (:class:`RecordingFrames`, a ``PosedFrames``), evaluation, replay and bag conversion.
 
 Frames: base_link is the dataset's vehicle frame (KITTI raw: the OXTS IMU; KITTI-360: the
-GPS/IMU "pose" frame; KITTI odometry: a REP 103 frame at camera 0); cameras are rectified
+GPS/IMU "pose" frame turned to REP 103; KITTI odometry: a REP 103 frame at camera 0), each with the
+road's height below it (``DatasetRig.ground_z``: KITTI's sensor setup puts the IMU 0.93 m and the
+cameras 1.65 m above the road; KITTI-360's pose frame is 0.94 m above it); cameras are rectified
 optical frames (x right, y down, z forward); ``T_a_b`` maps points of frame b into frame a.
 """
 
@@ -66,10 +68,11 @@ class DatasetCamera:
 
 @dataclass(frozen=True, eq=False)
 class DatasetRig:
-    """The sensors of a recording, all placed on base_link."""
+    """The sensors of a recording, all placed on base_link, and the road's height below it."""
 
     cameras: tuple[DatasetCamera, ...]
     T_base_velo: np.ndarray | None = None
+    ground_z: float | None = None  # the road's z in base_link (REP-120's base_footprint lies there); None: unknown
 
     def camera(self, name: str) -> int:
         """Index of the camera called ``name`` (dataset name or frame id)."""

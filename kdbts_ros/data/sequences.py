@@ -15,6 +15,7 @@ from kdbts_ros.core import geometry
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.bags import CameraStream, rig_messages
 from kdbts_ros.data.rig import RigCamera
+from kdbts_ros.messages.topics import qualified
 
 # the demo camera: forward, level, 1.65 m above base_link (on the ground)
 DEMO_CAMERA = RigCamera("camera_color_left", 0.0, 0.0, (0.0, 0.0, 1.65))
@@ -62,8 +63,11 @@ def synthetic_sample(n: int, width: int = 640, height: int = 192) -> Sequence:
 
 
 def input_messages(seq: Sequence, fixed_frame: str, topics) -> list[tuple[int, str, str, bytes]]:
-    """(stamp, topic, msgtype, bytes) of the sequence as a driver plus a localiser would publish."""
+    """(stamp, topic, msgtype, bytes) of the sequence as a driver plus a localiser would publish.
+
+    The topics are fully qualified (relative names of ``topics`` in the root namespace), as a bag holds them.
+    """
     T_bc = T_base_cam()
-    camera = CameraStream(seq.camera_frame, T_bc, seq.K, topics.images[0], topics.camera_infos[0])
+    camera = CameraStream(seq.camera_frame, T_bc, seq.K, qualified(topics.images[0]), qualified(topics.camera_infos[0]))
     T_fixed_base = seq.T_fixed_cam @ geometry.invert(T_bc)
     return list(rig_messages([camera], T_fixed_base, [[img] for img in seq.images], fixed_frame))

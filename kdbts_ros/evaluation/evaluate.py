@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from kdbts_ros.core.camera import project
 from kdbts_ros.core.grids import ProfileSpec, density_profile
-from kdbts_ros.core.inference import encode_views, ray_depth
+from kdbts_ros.core.inference import encode_views, ray_render
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.synth_folder import SynthFolder
 from kdbts_ros.evaluation.metrics import DEPTH_KEYS, OCCUPANCY_KEYS, depth_metrics, frame_means, occupancy_metrics
@@ -113,9 +113,9 @@ class Evaluator:
             rec = occupancy_metrics(sigma[0].cpu().numpy() > s.occupied_density, occupied, visible)
             dirs = pixel_rays(rows, cols, sample["Kn"][0], H, W).reshape(-1, 3).to(device)
             gen.manual_seed(s.seed)
-            pred = ray_depth(
+            pred = ray_render(
                 model, views, head, dirs, s.samples, model.arch.z_near, model.arch.z_far, s.chunk_points, gen
-            )
+            ).depth
             rec.update(
                 depth_metrics(depth_gt[rows, cols], pred.cpu().numpy().reshape(rows.shape), max_depth=s.max_depth)
             )

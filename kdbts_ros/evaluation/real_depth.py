@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from kdbts_ros.core import geometry
-from kdbts_ros.core.inference import encode_views, ray_depth
+from kdbts_ros.core.inference import encode_views, ray_render
 from kdbts_ros.core.lens import CanonicalCamera, Resampler, resampler
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.data.records import DatasetError, FrameRecord, Recording, read_velodyne
@@ -207,7 +207,7 @@ class RealDepthEvaluator:
             v, _ = views(k)
             dirs = torch.as_tensor(self.rays[rows, cols], dtype=torch.float32, device=device)
             gen.manual_seed(s.seed)
-            z = ray_depth(
+            z = ray_render(
                 model,
                 v,
                 head,
@@ -218,7 +218,7 @@ class RealDepthEvaluator:
                 s.chunk_points,
                 gen,
                 unit_rays=True,
-            )
+            ).depth
             return z.cpu().numpy().astype(np.float64)
 
         def occupancy(k: int) -> dict[str, float]:

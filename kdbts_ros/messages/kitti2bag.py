@@ -29,8 +29,10 @@ IMU_FRAME = "imu_link"
 VELO_FRAME = "velo_link"
 ODOM_CAMERA_FRAME = "camera_left"  # the odometry layouts' one posed frame: camera 0
 VELO_TOPIC = "/kitti/velo/pointcloud"
+# KITTI's sensor setup: the OXTS IMU and the cameras above the road, metres (the velodyne scans agree)
+IMU_HEIGHT, CAMERA_HEIGHT = 0.93, 1.65
 # base_link -> imu_link in the raw layout: kitti2bag's fixed lever arm (half the 2.71 m wheelbase, ...)
-IMU_LEVER_ARM = (-2.71 / 2.0 - 0.05, 0.32, 0.93)
+IMU_LEVER_ARM = (-2.71 / 2.0 - 0.05, 0.32, IMU_HEIGHT)
 # kitti2bag's camera number -> frame id; each camera's topics are /kitti/<frame>/...
 CAMERAS = ("camera_gray_left", "camera_gray_right", "camera_color_left", "camera_color_right")
 RAW_IMAGE, ODOM_IMAGE = "image_raw", "image_rect"
@@ -63,9 +65,14 @@ class Kitti2bagBag:
     # the TF frame its images are placed in, when their frame_id is not in the TF tree; "" when it is
     camera_frame: str
     image_frame: str  # the frame_id its images carry
+    # the planner grid's frame and the road's z in it: raw_synced's base_link lies on the road (kitti2bag puts
+    # imu_link 0.93 m above it); the odometry layouts have no vehicle frame ("": the grid falls back to
+    # world turned z up, camera 0 at the first frame, 1.65 m above the road by KITTI's sensor setup)
+    planner_frame: str
+    ground_z: float
 
-    def describe(self, image: str, camera_frame: str, fixed_frame: str) -> str:
-        """One line: the layout, and the camera, camera frame and fixed frame it replays with."""
+    def describe(self, image: str, camera_frame: str, fixed_frame: str, planner: str = "") -> str:
+        """One line: the layout, and the camera, camera frame, fixed frame (and planner grid) it replays with."""
         parts = [f"camera {image}"]
         if camera_frame:
             parts.append(
@@ -75,6 +82,8 @@ class Kitti2bagBag:
         if self.layout == "raw_synced":
             parts.append("images rectified (camera_info's P; its unrectified K and D are not applied)")
         parts.append(f"fixed frame {fixed_frame}")
+        if planner:
+            parts.append(planner)
         return f"kitti2bag {self.layout} bag: {'; '.join(parts)} (choose with --images, --camera-frame, --fixed-frame)"
 
 
@@ -95,7 +104,7 @@ def detect(topics: dict[str, str], tf_frames: set[str]) -> Kitti2bagBag | None:
             if topics.get(image) != cdr.IMAGE or topics.get(info) != "sensor_msgs/msg/CameraInfo":
                 continue
             if layout == "raw_synced" and IMU_FRAME in tf_frames:
-                return Kitti2bagBag(layout, image, info, FIXED_FRAME, "", frame)
+                return Kitti2bagBag(layout, image, info, FIXED_FRAME, "", frame, BASE_FRAME, 0.0)
             if layout != "raw_synced" and ODOM_CAMERA_FRAME in tf_frames and frame not in tf_frames:
-                return Kitti2bagBag(layout, image, info, FIXED_FRAME, ODOM_CAMERA_FRAME, frame)
+                return Kitti2bagBag(layout, image, info, FIXED_FRAME, ODOM_CAMERA_FRAME, frame, "", -CAMERA_HEIGHT)
     return None

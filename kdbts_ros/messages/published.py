@@ -17,10 +17,10 @@ if TYPE_CHECKING:  # no torch for message conversion
     from kdbts_ros.core.frames import Outputs
 
 
-def depth_image(depth: np.ndarray, stamp: int, frame_id: str) -> Any:
-    """sensor_msgs/Image 32FC1 in metres (REP 118)."""
-    h, w = depth.shape
-    data = np.ascontiguousarray(depth, "<f4").view(np.uint8).reshape(-1)
+def float_image(image: np.ndarray, stamp: int, frame_id: str) -> Any:
+    """sensor_msgs/Image 32FC1: a depth image in metres (REP 118), or its confidence."""
+    h, w = image.shape
+    data = np.ascontiguousarray(image, "<f4").view(np.uint8).reshape(-1)
     return msg_type(IMAGE)(
         header=header(stamp, frame_id), height=h, width=w, encoding="32FC1", is_bigendian=0, step=4 * w, data=data
     )
@@ -71,18 +71,25 @@ def point_cloud(points: np.ndarray, density: np.ndarray, rgb: np.ndarray, stamp:
 
 
 def occupancy_grid(out: Outputs) -> Any:
-    """nav_msgs/OccupancyGrid of the bird's-eye view, placed at the grid's lower corner."""
+    """nav_msgs/OccupancyGrid of the frame: the planner's grid (axis-aligned in its frame) when there is one, else
+    the camera-aligned slab's bird's-eye view placed at its lower corner."""
     assert out.occupancy is not None, "occupancy_grid of a frame without a bird's-eye view"
-    spec: GridSpec = out.spec
+    if out.planner is not None:
+        g = out.planner
+        values, frame_id, origin, resolution = g.values, g.frame_id, g.origin, g.resolution
+    else:
+        spec: GridSpec = out.spec
+        values, frame_id, resolution = out.occupancy, out.out_frame, spec.resolution
+        origin = out.T_out_cam @ spec.T_cam_grid()
     info = msg_type("nav_msgs/msg/MapMetaData")(
         map_load_time=header(out.stamp_ns, "").stamp,
-        resolution=float(spec.resolution),
-        width=spec.size_x,
-        height=spec.size_y,
-        origin=pose(out.T_out_cam @ spec.T_cam_grid()),
+        resolution=float(resolution),
+        width=values.shape[1],
+        height=values.shape[0],
+        origin=pose(origin),
     )
     return msg_type("nav_msgs/msg/OccupancyGrid")(
-        header=header(out.stamp_ns, out.out_frame), info=info, data=out.occupancy.astype(np.int8).reshape(-1)
+        header=header(out.stamp_ns, frame_id), info=info, data=values.astype(np.int8).reshape(-1)
     )
 
 
@@ -153,7 +160,12 @@ def _points(out: Outputs) -> Any:
 
 def _depth(out: Outputs) -> Any:
     assert out.depth is not None, "a depth message of a frame without a depth render"
-    return depth_image(out.depth, out.stamp_ns, out.camera_frame)
+    return float_image(out.depth, out.stamp_ns, out.camera_frame)
+
+
+def _depth_confidence(out: Outputs) -> Any:
+    assert out.depth_confidence is not None, "a depth render comes with its confidence"
+    return float_image(out.depth_confidence, out.stamp_ns, out.camera_frame)
 
 
 def depth_info(out: Outputs) -> Any:
@@ -171,6 +183,7 @@ FRAME_MESSAGES: dict[str, Callable[[Outputs], Any]] = {
     "points": _points,
     "depth": _depth,
     "depth_info": depth_info,
+    "depth_confidence": _depth_confidence,
 }
 
 

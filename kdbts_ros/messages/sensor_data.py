@@ -11,21 +11,63 @@ from kdbts_ros.core import geometry
 from kdbts_ros.core.lens import MODELS, Lens, LensError
 from kdbts_ros.messages.cdr import COMPRESSED_IMAGE, IMAGE, ConversionError, header, msg_type, pose, stamp_ns
 
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+# bytes per pixel of each raw encoding read, and how it becomes RGB (cv2 conversion codes as cv_bridge's for the
+# Bayer and YUV encodings; ROS names a Bayer pattern by its first row, OpenCV by its second)
+IMAGE_ENCODINGS = {
+    "rgb8": 3,
+    "bgr8": 3,
+    "rgba8": 4,
+    "bgra8": 4,
+    "mono8": 1,
+    "mono16": 2,
+    "bayer_rggb8": 1,
+    "bayer_bggr8": 1,
+    "bayer_gbrg8": 1,
+    "bayer_grbg8": 1,
+    "yuv422": 2,  # UYVY byte order (sensor_msgs' YUV422)
+    "uyvy": 2,
+    "yuv422_yuy2": 2,  # YUYV byte order
+    "yuyv": 2,
+}
+_TO_RGB = {
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
+    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV,
+    "yuyv": cv2.COLOR_YUV2RGB_YUYV,
+}
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8."""
+def image_to_rgb(msg: Any, mono16_bits: int = 16) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image in any of :data:`IMAGE_ENCODINGS`.
+
+    Bayer mosaics are demosaiced and YUV 4:2:2 converted by OpenCV. Of mono16 (either byte order)
+    the top 8 of its ``mono16_bits`` significant bits are kept: 16 divides by 256 as cv_bridge
+    turns mono16 into mono8; a 12-bit sensor's values (0-4095) want 12.
+    """
     enc = msg.encoding.lower()
-    if enc not in _CHANNELS:
-        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(_CHANNELS)}")
-    c, h, w = _CHANNELS[enc], int(msg.height), int(msg.width)
+    if enc not in IMAGE_ENCODINGS:
+        raise ConversionError(
+            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(IMAGE_ENCODINGS)}"
+        )
+    c, h, w = IMAGE_ENCODINGS[enc], int(msg.height), int(msg.width)
     if h == 0 or w == 0:
         raise ConversionError(f"empty image {w}x{h}")
+    if enc in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and w % 2:
+        raise ConversionError(f"{enc} image of odd width {w}: 4:2:2 pixels come in pairs")
     if msg.step < w * c or len(msg.data) < msg.step * h:
         raise ConversionError(f"image data ({len(msg.data)} bytes, step {msg.step}) too small for {w}x{h} {enc}")
-    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * h).reshape(h, msg.step)
-    px = rows[:, : w * c].reshape(h, w, c)
+    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * h).reshape(h, msg.step)[:, : w * c]
+    if enc == "mono16":
+        values = np.ascontiguousarray(rows).view(">u2" if msg.is_bigendian else "<u2")
+        grey = np.minimum(values >> (mono16_bits - 8), 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if enc in _TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(rows.reshape(h, w, c) if c > 1 else rows), _TO_RGB[enc])
+    px = rows.reshape(h, w, c)
     if enc == "mono8":
         return np.repeat(px, 3, axis=2)
     rgb = px[..., :3]
@@ -125,9 +167,9 @@ def image_format(msg: Any, msgtype: str) -> str:
     return msg.format if _is_compressed(msgtype) else msg.encoding
 
 
-def decode_image(msg: Any, msgtype: str) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a sensor_msgs/Image or sensor_msgs/CompressedImage."""
-    return compressed_to_rgb(msg) if _is_compressed(msgtype) else image_to_rgb(msg)
+def decode_image(msg: Any, msgtype: str, mono16_bits: int = 16) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image or sensor_msgs/CompressedImage (see :func:`image_to_rgb`)."""
+    return compressed_to_rgb(msg) if _is_compressed(msgtype) else image_to_rgb(msg, mono16_bits)
 
 
 class CameraModel(NamedTuple):

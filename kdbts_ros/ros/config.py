@@ -21,9 +21,15 @@ class PublishConfig:
     occupancy: bool = setting(True, "publish the bird's-eye OccupancyGrid", runtime=True)
     points: bool = setting(True, "publish the occupied-voxel PointCloud2", runtime=True)
     depth: bool = setting(True, "publish the depth image and its camera_info", runtime=True)
+    depth_confidence: bool = setting(True, "publish the depth image's confidence", runtime=True)
     density_grid: bool = setting(True, "publish the full 3D DensityGrid", runtime=True)
     latency: bool = setting(True, "publish the latency of each processed frame", runtime=True)
     reliable: bool = setting(True, "publish outputs reliable (false: best effort)")
+    occupancy_latched: bool = setting(
+        True,
+        "publish the per-frame OccupancyGrid transient-local (latched), as nav2's static layer subscribes; "
+        "volatile subscribers connect too; false: volatile, like the other per-frame outputs",
+    )
 
 
 @dataclass

@@ -117,7 +117,7 @@ class SoakHarness:
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.sink = rclpy.create_node("kdbts_soak_sink", context=self.context)
         # the per-frame outputs: latency has no header, and the world map is published at its own rate
-        frame_outputs = {o.topic(cfg.topics) for o in OUTPUTS if o.stage in ("grid", "depth")}
+        frame_outputs = {o.topic(self.node.cfg.topics) for o in OUTPUTS if o.stage in ("grid", "depth")}  # resolved
         self.outputs = [t for t in self.node.pubs if t in frame_outputs]
         for topic, pub in self.node.pubs.items():
             callback = self._on_output if topic in self.outputs else (lambda _data: None)

@@ -1,26 +1,38 @@
-"""What ``launch/kdbts.launch.py`` starts, decided from its arguments before anything starts.
+"""What the launch files start, decided from their arguments before anything starts.
 
-Kept out of the launch file so it runs (and is tested) without the launch stack: the
-parameter file a ``config:=`` names, the ``ros2 bag play`` command with one clock source,
-the RViz configuration for the parameter file's frame and topics, and the tools that must
-be installed. Anything that cannot work raises :class:`LaunchError` with the reason.
+Kept out of the launch files so it runs (and is tested) without the launch stack: the
+parameter file a ``config:=`` names, the node's namespace, name and remappings, the nodes of
+``two_cameras.launch.py``, the ``ros2 bag play`` command with one clock source, the RViz
+configuration for the parameter file's frame and topics, and the tools that must be installed.
+Anything that cannot work raises :class:`LaunchError` with the reason, on one line.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from kdbts_ros.core.settings import load_config
+from kdbts_ros.core.settings import ConfigError, load_config
 from kdbts_ros.messages.bag_info import bag_storage, bag_topics, has_clock
-from kdbts_ros.messages.topics import OUTPUTS, TopicsConfig
+from kdbts_ros.messages.topics import DIAGNOSTICS, NODE_NAME, OUTPUTS, TopicsConfig, output_topics, resolver
 from kdbts_ros.ros.config import NodeConfig
-from kdbts_ros.runtime.config import RunnerConfig
 
 # rosbag2 storage identifier -> the plugin package ``ros2 bag play`` loads for it
 STORAGE_PLUGINS = {"mcap": "rosbag2_storage_mcap", "sqlite3": "rosbag2_storage_sqlite3"}
+# launch arguments every launch file of the package declares alike: (name, default, description)
+NODE_ARGUMENTS = (
+    (
+        "autostart",
+        "",
+        "true: the node configures and activates itself; false: it waits for a lifecycle manager "
+        "(config/nav2_lifecycle.yaml); empty: the config's",
+    ),
+    ("use_sim_time", "false", "follow /clock"),
+)
 
 
 class LaunchError(RuntimeError):
@@ -37,6 +49,76 @@ def resolve_config(value: str, config_dir: Path) -> Path:
             return candidate
     presets = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml") if not p.stem.startswith("train_")))
     raise LaunchError(f"config:={value} is neither a file nor a preset of {config_dir} ({presets})")
+
+
+# a namespace of tokens (letters, digits, underscores, not starting with a digit) and a node name
+_NAMESPACE = re.compile(r"/?([A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*/?)?")
+_NODE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One kdbts_node to start: where, under which name, with which remappings and configuration."""
+
+    namespace: str  # fully qualified: "/" or "/front"
+    name: str
+    remappings: tuple[tuple[str, str], ...]
+    config: NodeConfig  # as the node reads its parameter file: its sections, topics resolved
+
+    @property
+    def fully_qualified_name(self) -> str:
+        return f"{self.namespace.rstrip('/')}/{self.name}"
+
+
+def parse_remappings(value: str) -> tuple[tuple[str, str], ...]:
+    """``remappings:=`` as (from, to) pairs: ``from:=to`` items separated by spaces or commas."""
+    pairs = []
+    for item in value.replace(",", " ").split():
+        source, sep, target = item.partition(":=")
+        if not sep or not source or not target:
+            raise LaunchError(f"remappings:={value}: {item!r} is not from:=to; nothing was started")
+        pairs.append((source, target))
+    return tuple(pairs)
+
+
+def node_plan(params_file: Path, namespace: str = "", name: str = NODE_NAME, remappings: str = "") -> NodePlan:
+    """The node ``namespace``/``name`` started with ``params_file`` and ``remappings``, checked before it starts.
+
+    Its configuration is what it reads of the file (the ``/**`` section and its own), with every
+    topic resolved as the node will resolve it.
+    """
+    if not _NAMESPACE.fullmatch(namespace):
+        raise LaunchError(f"namespace:={namespace} is not a ROS namespace; nothing was started")
+    if not _NODE_NAME.fullmatch(name):
+        raise LaunchError(f"name:={name} is not a ROS node name; nothing was started")
+    ns = "/" + namespace.strip("/")
+    pairs = parse_remappings(remappings)
+    try:
+        cfg = load_config(NodeConfig, params_file, node=f"{ns.rstrip('/')}/{name}")
+    except ConfigError as exc:  # it names the file
+        raise LaunchError(f"config:= {exc}; nothing was started") from exc
+    cfg.topics = cfg.topics.resolved(resolver(ns, name, pairs))
+    return NodePlan(ns, name, pairs, cfg)
+
+
+def camera_nodes(params_file: Path, namespaces: str, name: str = NODE_NAME) -> list[NodePlan]:
+    """One node per namespace of ``namespaces`` (comma separated), each reading its own section of
+    ``params_file``; they must read different cameras and publish different topics."""
+    plans = [node_plan(params_file, ns, name) for ns in namespaces.replace(",", " ").split()]
+    if len(plans) < 2:
+        raise LaunchError(f"cameras:={namespaces} names fewer than two namespaces; nothing was started")
+    for i, a in enumerate(plans):
+        for b in plans[:i]:
+            if a.namespace == b.namespace:
+                raise LaunchError(f"cameras:={namespaces} names {a.namespace} twice; nothing was started")
+            shared = set(a.config.topics.images) & set(b.config.topics.images)
+            shared |= output_topics(a.config.topics) & output_topics(b.config.topics) - {DIAGNOSTICS}
+            if shared:
+                raise LaunchError(
+                    f"{b.fully_qualified_name} and {a.fully_qualified_name} would both use "
+                    f"{', '.join(sorted(shared))} (config:={params_file}); give each its own topics"
+                )
+    return plans
 
 
 def bag_play_command(bag: str) -> list[str]:
@@ -85,18 +167,19 @@ def require_bag_player(bag: str) -> None:
         )
 
 
-def rviz_config(template: dict, cfg: RunnerConfig) -> dict:
-    """The RViz configuration ``template`` (written for the default parameters) for ``cfg``'s frame and topics.
+def rviz_config(template: dict, plan: NodePlan) -> dict:
+    """The RViz configuration ``template`` (written for the default parameters) for a node's frame and topics.
 
-    The fixed frame becomes ``cfg.fixed_frame``; each display of a default topic shows the
-    topic ``cfg`` names instead (the first camera's image, the node's outputs).
+    The fixed frame becomes the node's ``fixed_frame``; each display of a default topic (as a node
+    without a namespace has it) shows the topic the node uses instead (the first camera's image,
+    the node's outputs), in its namespace and after its remappings.
     """
-    default, ours = TopicsConfig(), cfg.topics
+    default, ours = TopicsConfig().resolved(), plan.config.topics
     renamed = {default.images[0]: ours.images[0]}
     renamed.update({o.topic(default): o.topic(ours) for o in OUTPUTS})
     out = yaml.safe_load(yaml.safe_dump(template))  # a deep copy of plain data
     manager = out["Visualization Manager"]
-    manager["Global Options"]["Fixed Frame"] = cfg.fixed_frame
+    manager["Global Options"]["Fixed Frame"] = plan.config.fixed_frame
     for display in manager["Displays"]:
         topic = display.get("Topic")
         if isinstance(topic, dict) and topic.get("Value") in renamed:
@@ -104,13 +187,9 @@ def rviz_config(template: dict, cfg: RunnerConfig) -> dict:
     return out
 
 
-def write_rviz_config(template_file: Path, params_file: Path, out_dir: Path) -> Path:
-    """Write ``rviz_config`` of the template for the parameter file into ``out_dir``; returns the file."""
-    try:
-        cfg = load_config(NodeConfig, params_file)
-    except ValueError as exc:
-        raise LaunchError(f"config:={params_file}: {exc}") from exc
-    text = yaml.safe_dump(rviz_config(yaml.safe_load(template_file.read_text()), cfg), sort_keys=False)
+def write_rviz_config(template_file: Path, plan: NodePlan, params_file: Path, out_dir: Path) -> Path:
+    """Write ``rviz_config`` of the template for the planned node into ``out_dir``; returns the file."""
+    text = yaml.safe_dump(rviz_config(yaml.safe_load(template_file.read_text()), plan), sort_keys=False)
     out = out_dir / f"kdbts_{params_file.stem}.rviz"
     out.write_text(text)
     return out

@@ -20,7 +20,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,17 @@ from tf2_msgs.msg import TFMessage
 
 from kdbts_ros.core.errors import EXIT_USER, classify
 from kdbts_ros.core.model.checkpoint import CheckpointError
-from kdbts_ros.core.settings import ConfigError, get_param, iter_params, read_yaml_mapping, set_param, set_params
+from kdbts_ros.core.settings import (
+    ConfigError,
+    get_param,
+    iter_params,
+    load_config,
+    read_yaml_mapping,
+    set_param,
+    set_params,
+)
 from kdbts_ros.messages import cdr
-from kdbts_ros.messages.topics import DIAGNOSTICS, OUTPUTS
+from kdbts_ros.messages.topics import DIAGNOSTICS, NODE_NAME, OUTPUTS, Output
 from kdbts_ros.ros.config import NodeConfig
 from kdbts_ros.ros.parent import exit_with_parent
 from kdbts_ros.ros.tf_store import frame_runner
@@ -70,6 +79,10 @@ _MSG_CLASSES = {
 }
 
 
+# parameters rclpy declares itself (a launch file passes use_sim_time to every node)
+RCLPY_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_description_service")
+
+
 def _descriptor(spec) -> ParameterDescriptor:
     text = spec.description + ("" if spec.runtime else " (read at start-up)")
     if spec.choices:
@@ -82,6 +95,22 @@ def _descriptor(spec) -> ParameterDescriptor:
     return d
 
 
+# the node the running thread works for (its callbacks, its inference thread): the core's log records
+# go to that node's logger alone, so that two nodes in one process each say only what is theirs;
+# a record made outside any node's work goes to every node's
+_WORKING_FOR = threading.local()
+
+
+@contextmanager
+def _working_for(node: LifecycleNode) -> Iterator[None]:
+    previous = getattr(_WORKING_FOR, "node", None)
+    _WORKING_FOR.node = node
+    try:
+        yield
+    finally:
+        _WORKING_FOR.node = previous
+
+
 class _RosLogHandler(logging.Handler):
     """Route the core's Python logging into the node's ROS logger (the runner throttles per reason)."""
 
@@ -90,6 +119,9 @@ class _RosLogHandler(logging.Handler):
         self.node = node
 
     def emit(self, record: logging.LogRecord) -> None:
+        owner = getattr(_WORKING_FOR, "node", None)
+        if owner is not None and owner is not self.node:
+            return  # another node's record
         logger = self.node.get_logger()
         msg = self.format(record)
         if record.levelno >= logging.ERROR:
@@ -106,7 +138,7 @@ class KdbtsNode(LifecycleNode):
     - Parameters: every setting of the configuration schema, declared with its description and
       range; the run-time ones apply between frames, the others are read at start-up.
     - Subscriptions (created in ``configure``): each camera's image and camera_info, ``/tf``, ``/tf_static``.
-    - Publications: the occupancy grid, occupied-voxel cloud, depth image and its camera_info,
+    - Publications: the occupancy grid, occupied-voxel cloud, depth image, its camera_info and confidence,
       density grid, latency, the world map and its cloud, and ``/diagnostics``.
     - Services: ``~/clear_map`` and ``~/save_map``.
 
@@ -115,7 +147,7 @@ class KdbtsNode(LifecycleNode):
     """
 
     def __init__(self, **kwargs: Any):
-        super().__init__("kdbts_node", **kwargs)
+        super().__init__(NODE_NAME, **kwargs)
         self.cfg = NodeConfig()
         self._specs = {s.name: s for s in iter_params(self.cfg)}
         for spec in self._specs.values():
@@ -130,6 +162,9 @@ class KdbtsNode(LifecycleNode):
             self.cfg.check()
         except ValueError as exc:
             raise ConfigError(f"parameters: {exc}") from exc
+        # relative names under this node's namespace, with the remappings it was started with: the
+        # runner, the publishers and the logs all use the names the graph shows
+        self.cfg.topics = self.cfg.topics.resolved(self.resolve_topic_name)
         self._log_handler = _RosLogHandler(self)
         logging.getLogger("kdbts_ros").addHandler(self._log_handler)
         logging.getLogger("kdbts_ros").setLevel(logging.INFO)
@@ -148,7 +183,10 @@ class KdbtsNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create the subscriptions, publishers and timers; a bad checkpoint fails here."""
         try:
-            self.runner = frame_runner(self.cfg, prefer_tf2=not self.cfg.tf_builtin)
+            with _working_for(self):
+                self.runner = frame_runner(
+                    self.cfg, prefer_tf2=not self.cfg.tf_builtin, node_name=self.get_fully_qualified_name()
+                )
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
             failure = classify(exc)  # a file's fault reads as the command line tools say it
             self.get_logger().error(
@@ -190,14 +228,21 @@ class KdbtsNode(LifecycleNode):
 
     def _create_entities(self, runner: FrameRunner) -> None:
         # raw=True: rclpy hands the callbacks the serialized message (bytes)
+        def own(callback: Callable[[bytes], None]) -> Callable[[bytes], None]:
+            def run(data: bytes) -> None:
+                with _working_for(self):
+                    callback(data)
+
+            return run
+
         def image_cb(i: int) -> Callable[[bytes], None]:
-            return lambda d: self._on_image(i, d)
+            return own(lambda d: self._on_image(i, d))
 
         def info_cb(i: int) -> Callable[[bytes], None]:
-            return lambda d: runner.on_camera_info(i, d)
+            return own(lambda d: runner.on_camera_info(i, d))
 
         def tf_cb(static: bool) -> Callable[[bytes], None]:
-            return lambda d: runner.on_tf(d, static)
+            return own(lambda d: runner.on_tf(d, static))
 
         reliability = ReliabilityPolicy.RELIABLE if self.cfg.input_reliable else ReliabilityPolicy.BEST_EFFORT
         sensor_qos = QoSProfile(depth=5, reliability=reliability)
@@ -236,7 +281,9 @@ class KdbtsNode(LifecycleNode):
             if cls is None:
                 self.get_logger().warning(f"{output.msgtype} is not built; {topic} will not be published")
                 continue
-            self.pubs[topic] = self.create_lifecycle_publisher(cls, topic, latched_qos if output.latched else out_qos)
+            self.pubs[topic] = self.create_lifecycle_publisher(
+                cls, topic, latched_qos if self._latched(output) else out_qos
+            )
         self._map_services = [
             self.create_service(Trigger, "~/clear_map", self._clear_map),
             self.create_service(Trigger, "~/save_map", self._save_map),
@@ -292,6 +339,10 @@ class KdbtsNode(LifecycleNode):
             self._worker.join(timeout=60.0)
         self._worker = None
 
+    def _latched(self, output: Output) -> bool:
+        """Whether an output is published transient-local: the map always, the per-frame grid by its setting."""
+        return output.latched or (output.key == "occupancy" and self.cfg.publish.occupancy_latched)
+
     def _wanted(self) -> set[str]:
         """The runner's outputs switched on that have a subscriber, or are latched (asked after run-time
         changes are applied); the latency is the node's own, published in :meth:`_step`.
@@ -301,13 +352,13 @@ class KdbtsNode(LifecycleNode):
             topic = output.topic(self.cfg.topics)
             if output.stage == "latency" or not get_param(self.cfg, output.switch) or topic not in self.pubs:
                 continue
-            if output.latched or self.pubs[topic].get_subscription_count() > 0:
+            if self._latched(output) or self.pubs[topic].get_subscription_count() > 0:
                 wanted.add(topic)  # a latched one whether or not anyone listens yet, for late subscribers
         return wanted
 
     def step(self) -> None:
         """Process the pending frame and publish what is wanted (the inference thread's work)."""
-        with self._step_lock:
+        with self._step_lock, _working_for(self):
             if self._active and self.runner is not None:
                 self._step(self.runner)
 
@@ -397,7 +448,8 @@ class KdbtsNode(LifecycleNode):
             changes.append((p.name, p.value))
         try:
             if self.runner is not None:
-                self.runner.set_params(changes)
+                with _working_for(self):
+                    self.runner.set_params(changes)
             else:
                 set_params(self.cfg, changes)
         except ValueError as exc:
@@ -446,6 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.fatal(f"cannot start: {exc}" + (f" (parameter files: {', '.join(files)})" if files else ""))
         rclpy.try_shutdown()
         return EXIT_USER
+    for path in files:  # what rcl passes by without a word: a file whose sections are all other nodes', unknown names
+        try:
+            load_config(NodeConfig, path, read_elsewhere=RCLPY_PARAMETERS, node=node.get_fully_qualified_name())
+        except ConfigError as exc:
+            node.get_logger().warning(f"{exc}; those parameters are not applied")
     # without a lifecycle manager the node brings itself up (autostart); a failed configure leaves
     # it unconfigured and reachable, so a manager can retry once the checkpoint is fixed
     if node.cfg.autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbts_ros.core.settings import iter_params, parameter_table
-from kdbts_ros.messages.topics import DIAGNOSTICS
+from kdbts_ros.messages.topics import DIAGNOSTICS, qualified
 from kdbts_ros.ros.config import NodeConfig
 
 NODE_MD = Path(__file__).resolve().parents[2] / "docs" / "node.md"
@@ -52,13 +52,15 @@ def parameters_section() -> str:
 
 
 def _topic_parameters() -> dict[str, tuple[str, str]]:
-    """Default topic name -> (the ``topics.*`` parameter that sets it, its description); lists as ``name[N]``."""
+    """Default topic name, as a node without a namespace resolves it -> (the ``topics.*`` parameter that sets
+    it, its description); lists as ``name[N]``."""
     found = {}
     for s in iter_params(node_settings()):
         if not s.name.startswith("topics."):
             continue
         for topic in s.default if isinstance(s.default, list) else [s.default]:
-            found[topic] = (f"{s.name}[N]" if isinstance(s.default, list) else s.name, s.description)
+            if isinstance(topic, str):  # the others (topics.mono16_bits) name no topic
+                found[qualified(topic)] = (f"{s.name}[N]" if isinstance(s.default, list) else s.name, s.description)
     return found
 
 

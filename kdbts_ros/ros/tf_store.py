@@ -14,6 +14,7 @@ import numpy as np
 from kdbts_ros.core import geometry
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore, frame_list
+from kdbts_ros.messages.topics import NODE_NAME
 from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.runner import FrameRunner
 
@@ -131,8 +132,11 @@ def make_tf_store(cache_s: float, extrapolation_limit_s: float, prefer_tf2: bool
     return TfBuffer.from_seconds(cache_s, extrapolation_limit_s), "builtin"
 
 
-def frame_runner(cfg: RunnerConfig, stages: Stages | None = None, prefer_tf2: bool = True) -> FrameRunner:
+def frame_runner(
+    cfg: RunnerConfig, stages: Stages | None = None, prefer_tf2: bool = True, node_name: str = "/" + NODE_NAME
+) -> FrameRunner:
     """The runner with tf2_ros's TF buffer where installed and preferred (the node: ``tf_builtin`` false), as the
-    node and the benchmarks run it (offline tools build theirs in the runtime layer, with the built-in buffer)."""
+    node and the benchmarks run it (offline tools build theirs in the runtime layer, with the built-in buffer).
+    ``node_name``: the node's fully qualified name, for its diagnostics."""
     tf, name = make_tf_store(cfg.tf_cache, cfg.tf_extrapolation, prefer_tf2=prefer_tf2)
-    return FrameRunner(cfg, stages, tf, name)
+    return FrameRunner(cfg, stages, tf, name, node_name)

@@ -17,7 +17,13 @@ from kdbts_ros.data.image_files import write_image
 from kdbts_ros.data.sequences import Sequence, input_messages
 from kdbts_ros.runtime.config import RunnerConfig
 from kdbts_ros.runtime.offline import run_messages
-from kdbts_ros.runtime.pictures import figure, labelled_depth_png, labelled_occupancy_png
+from kdbts_ros.runtime.pictures import (
+    figure,
+    labelled_confidence_png,
+    labelled_depth_png,
+    labelled_occupancy_png,
+    published_bird_view,
+)
 from kdbts_ros.runtime.runner import FrameRunner
 
 
@@ -50,13 +56,15 @@ def run_demo(cfg: RunnerConfig, out_dir: Path, seq: Sequence) -> DemoResult:
         "bag": bag_path,
         "occupancy_png": out_dir / "occupancy_bev.png",
         "depth_png": out_dir / "depth.png",
+        "confidence_png": out_dir / "depth_confidence.png",
         "input_png": out_dir / "input.png",
         "figure_png": out_dir / "figure.png",
     }
     # every output was wanted (run_messages asks for all): the grid and depth are there
-    assert last.occupancy is not None and last.depth is not None
-    write_image(files["occupancy_png"], labelled_occupancy_png(last.occupancy))
+    assert last.occupancy is not None and last.depth is not None and last.depth_confidence is not None
+    write_image(files["occupancy_png"], labelled_occupancy_png(published_bird_view(last)))
     write_image(files["depth_png"], labelled_depth_png(last.depth, cfg.model.z_near, cfg.model.z_far))
+    write_image(files["confidence_png"], labelled_confidence_png(last.depth_confidence))
     write_image(files["input_png"], cv2.cvtColor(seq.images[-1], cv2.COLOR_RGB2BGR))
     # the demo camera is level (DEMO_CAMERA): the profile needs no pitch
     write_image(

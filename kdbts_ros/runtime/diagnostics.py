@@ -22,6 +22,7 @@ class RunnerState(Protocol):
     """What the report reads (a :class:`kdbts_ros.runtime.runner.FrameRunner`)."""
 
     cfg: RunnerConfig
+    node_name: str  # fully qualified: two nodes in two namespaces report apart
     stages: Stages
     window: FrameWindow
     tf_name: str
@@ -78,7 +79,7 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
         values["grid_resolution_m"] = f"{last.spec.resolution:.3f}"  # may differ from grid.resolution: the budget
         values.update({f"time_{k}_s": f"{v:.4f}" for k, v in runner.timings.items()})
     return cdr.serialize(
-        published.diagnostics(stamp_ns, "kdbts_ros: density field", "kdbts_node", level, message, values)
+        published.diagnostics(stamp_ns, f"{runner.node_name}: density field", runner.node_name, level, message, values)
     )
 
 

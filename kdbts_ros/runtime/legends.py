@@ -42,15 +42,21 @@ def legend_height(scale: float) -> int:
 
 
 def _strip(
-    width: int, scale: float, levels: np.ndarray, ticks: Sequence[tuple[float, str]], unknown: str | None
+    width: int,
+    scale: float,
+    levels: np.ndarray,
+    ticks: Sequence[tuple[float, str]],
+    unknown: str | None,
+    grey: bool = False,
 ) -> np.ndarray:
-    """A magma bar of ``levels`` (values in [0, 1] along the bar), ``ticks`` (position in [0, 1], label) under
-    it, and a grey swatch labelled ``unknown`` at the right end (none when None)."""
+    """A magma (or ``grey``) bar of ``levels`` (values in [0, 1] along the bar), ``ticks`` (position in [0, 1],
+    label) under it, and a grey swatch labelled ``unknown`` at the right end (none when None)."""
     thickness, th, pad, bar_h, _ = _layout(scale)
     swatch = 0 if unknown is None else bar_h + 2 * pad + cv2.getTextSize(unknown, FONT, scale, thickness)[0][0] + pad
     bar_w = max(1, width - swatch - 2 * pad)
     strip = np.zeros((legend_height(scale), width, 3), np.uint8)
-    colours = cv2.applyColorMap((np.clip(levels, 0, 1) * 255).astype(np.uint8)[None], cv2.COLORMAP_MAGMA)
+    level8 = (np.clip(levels, 0, 1) * 255).astype(np.uint8)[None]
+    colours = cv2.cvtColor(level8, cv2.COLOR_GRAY2BGR) if grey else cv2.applyColorMap(level8, cv2.COLORMAP_MAGMA)
     strip[pad : pad + bar_h, pad : pad + bar_w] = cv2.resize(colours, (bar_w, bar_h), interpolation=cv2.INTER_LINEAR)
     white = (255, 255, 255)
     for position, label in ticks:
@@ -85,6 +91,11 @@ def occupancy_legend(width: int, scale: float) -> np.ndarray:
     return _strip(
         width, scale, np.linspace(0, 1, 256), [(0.0, "free 0"), (0.5, "50"), (1.0, "100 occupied")], "unknown"
     )
+
+
+def confidence_legend(width: int, scale: float) -> np.ndarray:
+    """Depth confidence pictures: each ray's opacity, black 0 (nothing stopped it, or not seen) to white 1."""
+    return _strip(width, scale, np.linspace(0, 1, 256), [(0.0, "0 nothing hit"), (1.0, "1 opaque")], None, grey=True)
 
 
 def profile_legend(width: int, scale: float) -> np.ndarray:

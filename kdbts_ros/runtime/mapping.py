@@ -18,8 +18,14 @@ turned by :func:`kdbts_ros.core.world_map.gravity_rotation` so that its up axis 
 takes as up the fixed frame's axis nearest to the first fused camera's up (-y of its optical frame),
 chosen once per map; an explicit axis (``+z``, ``-y``, ...) overrides it. What is published stays in
 the fixed frame: the occupied-voxel cloud is turned back into it, and the 2-D OccupancyGrid's origin
-pose carries the rotation (nav2 and RViz place a rotated origin). The saved pgm + yaml, whose origin
-has no room for a tilt, are in the gravity-aligned frame; the saved cloud is in the fixed frame.
+pose carries the rotation (the identity for a REP-103 ``odom``, as nav2 needs: it reads only the
+origin's position). The saved pgm + yaml, whose origin has no room for a tilt, are in the
+gravity-aligned frame; the saved cloud is in the fixed frame.
+
+Ground, the planner grid's rule: the 2-D map's band (``map.min_z`` .. ``max_z``) is measured from the
+ground under ``planner.frame`` at the latest fused frame (its origin plus ``planner.ground_z``, from
+the planner grid), or from ``planner.ground_z`` in the gravity-aligned frame when there is no planner
+grid; never from the camera, whose pitch would move obstacles in and out of the band.
 
 Publishing is paced by message stamps, not wall time, so a bag replayed at any speed publishes
 the same maps: a frame publishes when at least ``1 / publish_rate`` of stamp time passed since
@@ -63,6 +69,7 @@ class MapStage:
         self._last_publish_ns: int | None = None
         self.up_axis: str | None = None  # the fixed frame's axis taken as up; None until the first fused frame
         self.T_map_fixed = np.eye(4)  # the gravity-aligned map frame's rotation from the fixed frame
+        self.ground_z = cfg.planner.ground_z  # the ground's height in the map frame, under the latest fused frame
         self.configure()
 
     @property
@@ -100,6 +107,8 @@ class MapStage:
                 reason = wmap.integrate(
                     out.density, out.unseen, out.spec, T, self.cfg.grid.occupied_density, out.stamp_ns
                 )
+                if reason is None:
+                    self._ground(out)
             if reason is not None:
                 self.accounting.fault(
                     f"map_skipped_{_slug(reason)}",
@@ -122,6 +131,13 @@ class MapStage:
             )
         return self.T_map_fixed
 
+    def _ground(self, out: Outputs) -> None:
+        """Follow the ground under the planner frame (TF), or ``planner.ground_z`` in the map frame without one."""
+        if out.planner is not None:
+            self.ground_z = float(self.T_map_fixed[2, :3] @ out.planner.ground + self.T_map_fixed[2, 3])
+        else:  # no planner grid (planner.frame camera): the fixed frame's own ground, as the planner's fallback
+            self.ground_z = self.cfg.planner.ground_z
+
     def _fixed_points(self) -> tuple[np.ndarray, np.ndarray]:
         """The map's occupied voxel centres in the fixed frame, and their probabilities."""
         points, prob = self.map.occupied_points() if self.map is not None else (np.zeros((0, 3)), np.zeros(0))
@@ -143,7 +159,7 @@ class MapStage:
         assert wmap is not None  # _due checked it under the lock
         t, frame_id, msgs = self.cfg.topics, self.cfg.fixed_frame, []
         if want_map:
-            grid = occupancy_2d(wmap)
+            grid = occupancy_2d(wmap, self.ground_z)
             if grid is not None:
                 msg = published.occupancy_grid_map(grid, stamp, frame_id, self.T_map_fixed.T)
                 msgs.append((t.map, OUTPUT["map"].msgtype, msg))
@@ -196,7 +212,7 @@ class MapStage:
             stem = Path(stem).expanduser()
             cloud = stem.with_suffix(f".{cloud_format}")  # as the pgm and yaml beside it
             map_files.save_points(cloud, *self._fixed_points())
-            grid = occupancy_2d(self.map)
+            grid = occupancy_2d(self.map, self.ground_z)
             assert grid is not None  # the map holds a frame
             pgm, meta = map_files.save_pgm_yaml(stem, grid)
             return [cloud, pgm, meta]

@@ -15,6 +15,7 @@ import torch
 
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.field import Query, ReferenceField
+from kdbts_ros.core.frames import Outputs
 from kdbts_ros.core.grids import ProfileSpec, density_profile
 from kdbts_ros.core.inference import encode_views
 from kdbts_ros.core.lens import Lens
@@ -22,6 +23,7 @@ from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.runtime.legends import (
     UNKNOWN_BGR,
+    confidence_legend,
     depth_legend,
     occupancy_legend,
     profile_legend,
@@ -42,6 +44,13 @@ def occupancy_png(occupancy: np.ndarray, cell_px: int = 4) -> np.ndarray:
     return cv2.resize(img, None, fx=cell_px, fy=cell_px, interpolation=cv2.INTER_NEAREST)
 
 
+def published_bird_view(out: Outputs) -> np.ndarray:
+    """The occupancy the frame publishes, row 0 nearest (:func:`occupancy_png`'s input): the planner's grid when
+    there is one, else the camera slab's."""
+    assert out.occupancy is not None, "a frame without a grid has no bird's-eye view"
+    return out.planner.bird_rows() if out.planner is not None else out.occupancy
+
+
 def depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     """BGR picture of a depth map: magma on normalised inverse depth, as the paper's figures; grey where NaN."""
     unknown = ~np.isfinite(depth)
@@ -59,6 +68,18 @@ def labelled_occupancy_png(occupancy: np.ndarray) -> np.ndarray:
 def labelled_depth_png(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     """:func:`depth_png` over its colour bar in metres (scaled up by a whole factor when small)."""
     return with_legend(depth_png(depth, near, far), depth_legend(near, far))
+
+
+def confidence_png(confidence: np.ndarray) -> np.ndarray:
+    """BGR picture of a depth image's confidence: black at 0 (no light stopped within range, or not seen) to
+    white at 1."""
+    grey = np.rint(np.clip(confidence, 0.0, 1.0) * 255).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def labelled_confidence_png(confidence: np.ndarray) -> np.ndarray:
+    """:func:`confidence_png` over its grey bar (0 to 1)."""
+    return with_legend(confidence_png(confidence), confidence_legend)
 
 
 def profile_picture(profile: np.ndarray) -> np.ndarray:
@@ -112,7 +133,7 @@ def figure(stages: Stages, rgb: np.ndarray, lens: Lens, head: str | None = None,
         views = encode_views(model, image01, Kn[None])
         # the reference path, whatever model.fast: one image, its own encoding
         reference = ReferenceField(cfg, model, stages.device, stages.input_size)
-        depth, _ = reference.depth(Query(head, [], views, valid), Kn, scale=1.0)
+        depth = reference.depth(Query(head, [], views, valid), Kn, scale=1.0).depth
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
     size = (rgb.shape[1], round(rgb.shape[1] * seen.shape[0] / seen.shape[1]))
     view = seen.copy()

@@ -12,7 +12,8 @@ A bag of the ``kitti2bag`` tool (:mod:`kdbts_ros.messages.kitti2bag`) is recogni
 with its layout's settings: its left camera, fixed frame ``world``, the odometry layouts' camera
 frame (``topics.camera_frame``: their images' frame is not in their TF tree), and its images taken for
 the rectified ones they are (``topics.image_geometry``: the raw layout's camera_info carries the
-unrectified K and D beside P).
+unrectified K and D beside P), and the planner grid where its TF tree has a level frame with the road's
+height known (``planner.frame`` and ``ground_z``, when the configured frame is not in it).
 ROS 1 ``.bag`` files are read as they are (:mod:`kdbts_ros.messages.bag_reader`).
 """
 
@@ -95,7 +96,13 @@ def fill_in_from_bag(
             cfg.fixed_frame = layout.fixed_frame
         if cfg.topics.images[0] == layout.image:  # KITTI's images are rectified, whatever kitti2bag names them
             cfg.topics.image_geometry = "rectified"
-        choices.append(layout.describe(cfg.topics.images[0], cfg.topics.camera_frame, cfg.fixed_frame))
+        planner = ""
+        if cfg.planner.frame not in (*frames, "camera"):
+            cfg.planner.frame = layout.planner_frame or cfg.planner.frame  # "": none, the fixed frame's fallback
+            cfg.planner.ground_z = layout.ground_z
+            where = "on the road" if layout.ground_z == 0 else f"{-layout.ground_z:g} m above the road"
+            planner = f"planner grid in {layout.planner_frame or cfg.fixed_frame + ' turned z up'} ({where})"
+        choices.append(layout.describe(cfg.topics.images[0], cfg.topics.camera_frame, cfg.fixed_frame, planner))
     found = camera_topics(topics) if absent and cameras else []
     if absent and not found:
         raise ConfigError(
@@ -146,6 +153,8 @@ def replay(
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; rosbags writes new bags only")
     skipped: Counter[str] = Counter()
+    cfg = copy.deepcopy(cfg)
+    cfg.topics = cfg.topics.resolved()  # relative names in the root namespace, as the bag's topics are
     with open_bag(bag_in) as source:
         if source.cut_short:
             log.warning("%s", source.cut_short)
@@ -158,7 +167,6 @@ def replay(
                 else f"{bag_in}: no message on a topic to replay"
             )
         messages = itertools.chain([first], messages)
-        cfg = copy.deepcopy(cfg)
         if save_map is not None:
             cfg.map.enabled = True
         # before the network is built

@@ -1,4 +1,5 @@
-"""The pictures of each frame a replay processes: BEV occupancy, depth and the figure, named by the frame's stamp."""
+"""The pictures of each frame a replay processes: BEV occupancy, depth, its confidence and the figure, named by the
+frame's stamp."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import numpy as np
 from kdbts_ros.core.frames import Outputs
 from kdbts_ros.data.image_files import write_image
 from kdbts_ros.messages import cdr, sensor_data
-from kdbts_ros.runtime.pictures import figure, labelled_depth_png, labelled_occupancy_png
+from kdbts_ros.runtime.pictures import (
+    figure,
+    labelled_confidence_png,
+    labelled_depth_png,
+    labelled_occupancy_png,
+    published_bird_view,
+)
 from kdbts_ros.runtime.runner import FrameRunner
 
 log = logging.getLogger("kdbts_ros")
@@ -22,7 +29,7 @@ RECENT_IMAGES = 4
 
 
 class PngWriter:
-    """BEV occupancy, depth and figure pictures of each processed frame, named by its stamp.
+    """BEV occupancy, depth, depth confidence and figure pictures of each processed frame, named by its stamp.
 
     The figure needs the frame's image, which the runner does not keep (the node should not
     pay for pictures): :meth:`watch` holds on to the output camera's last image messages on
@@ -47,10 +54,11 @@ class PngWriter:
 
     def __call__(self, out: Outputs) -> None:
         pictures = {
-            "occupancy": labelled_occupancy_png(out.occupancy) if out.occupancy is not None else None,
+            "occupancy": labelled_occupancy_png(published_bird_view(out)) if out.occupancy is not None else None,
             "depth": labelled_depth_png(out.depth, self.cfg.model.z_near, self.cfg.model.z_far)
             if out.depth is not None
             else None,
+            "confidence": labelled_confidence_png(out.depth_confidence) if out.depth_confidence is not None else None,
             "figure": self._figure(out.stamp_ns),
         }
         for kind, img in pictures.items():
@@ -71,7 +79,7 @@ class PngWriter:
                 assert intrinsics is not None  # the frame was processed with them
                 return figure(  # the runner's lens, still that of this frame
                     self.runner.stages,
-                    sensor_data.decode_image(msg, msgtype),
+                    sensor_data.decode_image(msg, msgtype, self.cfg.topics.mono16_bits),
                     intrinsics.lens,
                     pitch_deg=self.pitch_deg,
                 ).picture

@@ -41,6 +41,7 @@ from kdbts_ros.runtime.grid_budget import GridBudget
 from kdbts_ros.runtime.head_choice import HeadChoice
 from kdbts_ros.runtime.mapping import MapStage
 from kdbts_ros.runtime.params import ParamStage
+from kdbts_ros.runtime.planner import PlannerStage
 from kdbts_ros.runtime.time_jumps import TimeJumps
 from kdbts_ros.runtime.window import FrameWindow
 
@@ -54,9 +55,16 @@ class FrameRunner:
         stages: Stages | None = None,
         tf: TfStore | None = None,
         tf_name: str | None = None,
+        node_name: str = "/" + topics.NODE_NAME,
     ):
-        """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed."""
+        """``tf`` defaults to the built-in buffer; ``ros.tf_store.frame_runner`` passes tf2_ros's where installed.
+
+        Relative topic names of ``cfg`` are taken in the root namespace (the offline tools'; the node
+        resolves its own first). ``node_name``: the fully qualified name the diagnostics carry.
+        """
+        cfg.topics = cfg.topics.resolved()
         self.cfg = cfg
+        self.node_name = node_name
         self.stages = stages or Stages(cfg)
         self.tf, self.tf_name = (
             (tf, tf_name or type(tf).__name__)
@@ -76,6 +84,7 @@ class FrameRunner:
         self._last_grid_timing: tuple[float, float] | None = None  # (frame_s, grid_s) of the last grid frame
         self.params = ParamStage(cfg, self.stages, self.window)
         self.mapping = MapStage(cfg, self.accounting)  # the world map, while map.enabled
+        self.planner = PlannerStage(cfg, self.tf, self.accounting)  # the occupancy grid in the planner's frame
         self.time_jumps = TimeJumps(cfg, self.accounting, self.rig, self.window, self.tf, self.mapping)
         self.processed = 0
         self.latencies: deque[float] = deque(maxlen=100)
@@ -101,7 +110,7 @@ class FrameRunner:
 
     # ------------------------------------------------------------ inputs
     def handle(self, topic: str, data: bytes, arrival_ns: int) -> None:
-        """Dispatch one serialized input message by topic, as the node's subscriptions do."""
+        """Dispatch one serialized input message by its fully qualified topic, as the node's subscriptions do."""
         if topic in ("/tf", "/tf_static"):
             self.on_tf(data, topic == "/tf_static")
         elif topic in self.rig.info_topics:
@@ -276,20 +285,23 @@ class FrameRunner:
         field = self.stages.field
         density, unseen = np.zeros(spec.shape, np.float32), np.ones(spec.shape, bool)
         occupancy, points, pdens = None, np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
-        prgb = np.zeros((0, 3), np.uint8)
+        prgb, planner = np.zeros((0, 3), np.uint8), None
         if want_grid:
             density, unseen = (a.reshape(spec.shape) for a in field.grid(centres, query))
             occupancy = bev_occupancy(density, unseen, spec.resolution_z)
             points, pdens = occupied_voxels(centres, density, unseen, cfg.grid.occupied_density)
             prgb = point_colours(points, encoding.canonical.Kn, prepared.resized)
+            planner = self.planner.grid(frame, field, query) if self.planner.enabled else None
         t3 = synced_time(device)
 
-        depth = depth_lens = None
+        depth = depth_lens = confidence = None
         if want_depth:
-            depth, depth_K = field.depth(query, prepared.Kn)
+            depth, confidence, depth_K = field.depth(query, prepared.Kn)
             depth_lens = Lens.pinhole(depth_K, depth.shape[1], depth.shape[0])
             if cfg.render.depth_camera == "input":
-                depth, depth_lens = depth_in(depth, depth_lens, frame.lens()), frame.lens()
+                target = frame.lens()
+                depth, confidence = depth_in(depth, depth_lens, target), depth_in(confidence, depth_lens, target, 0.0)
+                depth_lens = target
         t4 = synced_time(device)
 
         if frame.T_fixed_cam is not None:
@@ -308,11 +320,13 @@ class FrameRunner:
             density,
             unseen,
             occupancy,
+            planner,
             points,
             pdens.astype(np.float32),
             prgb,
             depth,
             depth_lens,
+            confidence,
             query.head,
             int(query.views.features.shape[1]),
             {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},
@@ -342,7 +356,7 @@ class FrameRunner:
         if img.rgb is None:
             t0 = time.perf_counter()
             try:
-                img.rgb = sensor_data.decode_image(img.msg, cam.msgtype)
+                img.rgb = sensor_data.decode_image(img.msg, cam.msgtype, self.cfg.topics.mono16_bits)
             except cdr.ConversionError as exc:
                 self.rig.discard(cam, img, "bad_image", f"{cam.image_topic}: {exc}")
             img.decode_s = time.perf_counter() - t0

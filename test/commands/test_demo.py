@@ -42,28 +42,38 @@ def test_demo_on_a_procedural_street_writes_a_decodable_bag(tmp_path):
             msg = cdr.deserialize(data, conn.msgtype)
             seen[conn.topic] = seen.get(conn.topic, 0) + 1
             last[conn.topic] = msg
-            if conn.topic == "/kdbts/depth/image":
-                depth = np.frombuffer(msg.data, "<f4")
-                assert np.all(np.isfinite(depth)) and depth.min() >= cfg.model.z_near
     assert seen["/kdbts/occupancy"] == seen["/kdbts/points"] == seen["/kdbts/depth/image"] == 3
+    assert seen[cfg.topics.depth_confidence] == 3
     assert seen["/kdbts/density_grid"] == 3 and seen["/tf_static"] == 1
     assert "TRANSIENT_LOCAL" in str(qos["/tf_static"][0].durability)
     # the PNGs show the last frame's outputs, as they went into the bag: depth as magma on normalised inverse
     # depth, occupancy 4 pixels a cell, far at the top, unknown cells grey
-    d = last["/kdbts/depth/image"]
+    d, c = last["/kdbts/depth/image"], last[cfg.topics.depth_confidence]
     depth = np.frombuffer(d.data, "<f4").reshape(d.height, d.width)
+    confidence = np.frombuffer(c.data, "<f4").reshape(c.height, c.width)
+    # NaN where no more than render.min_opacity of a ray's light is stopped (the demo camera sees all its pixels)
+    nan = np.isnan(depth)
+    assert np.array_equal(nan, confidence < cfg.render.min_opacity) and nan.mean() < 0.5
     near, far = cfg.model.z_near, cfg.model.z_far
-    inv = (1.0 / np.clip(depth, near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
+    assert depth[~nan].min() >= near
+    inv = (1.0 / np.clip(np.where(nan, far, depth), near, far) - 1.0 / far) / (1.0 / near - 1.0 / far)
+    expected = cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
+    expected[nan] = UNKNOWN_BGR
     np.testing.assert_array_equal(
-        above_legend(cv2.imread(str(result["files"]["depth_png"])), d.width, d.height),
-        cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA),
+        above_legend(cv2.imread(str(result["files"]["depth_png"])), d.width, d.height), expected
     )
+    grey = np.rint(confidence * 255).astype(np.uint8)
+    confidence_png = cv2.imread(str(result["files"]["confidence_png"]), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(above_legend(confidence_png, c.width, c.height), grey)
+    # the grid is the planner's, in base_link (rows along y, left; columns along x, forward): the picture
+    # shows forward up and left on the left
     grid = last["/kdbts/occupancy"]
+    assert grid.header.frame_id == "base_link"
     cells = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
     occupancy = above_legend(
-        cv2.imread(str(result["files"]["occupancy_png"])), 4 * grid.info.width, 4 * grid.info.height
+        cv2.imread(str(result["files"]["occupancy_png"])), 4 * grid.info.height, 4 * grid.info.width
     )
-    np.testing.assert_array_equal((occupancy[::4, ::4] == UNKNOWN_BGR).all(-1), (cells == -1)[::-1])
+    np.testing.assert_array_equal((occupancy[::4, ::4] == UNKNOWN_BGR).all(-1), (cells == -1).T[::-1, ::-1])
     assert (cells == -1).any() and (cells >= 0).any()
 
 

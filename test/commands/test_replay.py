@@ -19,7 +19,7 @@ from kdbts_ros.data.bags import BagWriter, CameraStream, rig_messages
 from kdbts_ros.data.kitti_bag import KITTI, KITTI360, write_recording_bag
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages import cdr, sensor_data
-from kdbts_ros.runtime.config import load_runner_config
+from kdbts_ros.runtime.config import RunnerConfig, load_runner_config
 from kdbts_ros.runtime.legends import legend_height
 from kdbts_ros.runtime.offline import run_messages
 from kdbts_ros.runtime.pictures import caption_scale
@@ -30,7 +30,14 @@ from kdbts_ros.runtime.runner import FrameRunner
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUTS = ("/kdbts/occupancy", "/kdbts/points", "/kdbts/depth/image", "/kdbts/depth/camera_info", "/kdbts/density_grid")
+OUTPUTS = (
+    "/kdbts/occupancy",
+    "/kdbts/points",
+    "/kdbts/depth/image",
+    "/kdbts/depth/camera_info",
+    "/kdbts/depth/confidence",
+    "/kdbts/density_grid",
+)
 
 
 def test_presets_name_the_converted_topics_and_frames():
@@ -83,16 +90,20 @@ def test_replay_of_the_real_sample_with_the_embedded_network(tmp_path, capsys):
     seen = np.isfinite(values)
     assert 0.5 < seen.mean() < 1.0 and values[seen].min() >= 3.0 - 1e-3
     occupancy = next(m for t, _, m in outputs if t == "/kdbts/occupancy")
-    assert occupancy.header.frame_id == "world"
+    # the planner's grid, on the bag's base_footprint (axis-aligned there, nav2's way), its band above the road
+    assert occupancy.header.frame_id == "base_footprint"
+    q, p = occupancy.info.origin.orientation, occupancy.info.origin.position
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0) and p.z == pytest.approx(RunnerConfig().planner.z_min)
     # per processed frame its occupancy, depth and figure, named by the frame's stamp; the depth picture at the
     # size of the depth published for that frame
     stamps = [cdr.stamp_ns(d.header.stamp) for d in depth]
     assert sorted(p.name for p in (tmp_path / "png").glob("*.png")) == sorted(
-        f"{kind}_{t}.png" for kind in ("occupancy", "depth", "figure") for t in stamps
+        f"{kind}_{t}.png" for kind in ("occupancy", "depth", "confidence", "figure") for t in stamps
     )
     for d, t in zip(depth, stamps, strict=True):
-        picture = above_legend(cv2.imread(str(tmp_path / "png" / f"depth_{t}.png")), d.width, d.height)
-        assert picture.shape == (d.height, d.width, 3)
+        for kind in ("depth", "confidence"):
+            picture = above_legend(cv2.imread(str(tmp_path / "png" / f"{kind}_{t}.png")), d.width, d.height)
+            assert picture.shape == (d.height, d.width, 3)
     # one figure per processed frame, showing that frame's image at its recorded size
     images = {
         cdr.stamp_ns(m.header.stamp): sensor_data.decode_image(m, cdr.IMAGE)
@@ -159,17 +170,17 @@ class _Discard:
 def test_each_figure_shows_its_frame_even_when_a_corrupt_image_follows_it(tmp_path):
     cfg = small_config()
     seq = synthetic_sample(2, width=320, height=96)
+    runner = FrameRunner(cfg)  # its topics fully qualified, as the stream's
     messages = []
     for item in input_messages(seq, cfg.fixed_frame, cfg.topics):
         messages.append(item)
-        if item[1] == cfg.topics.images[0]:  # a truncated copy right behind each image: the runner drops it
+        if item[1] == runner.cfg.topics.images[0]:  # a truncated copy right behind each image: the runner drops it
             messages.append((*item[:3], item[3][:40]))
-    runner = FrameRunner(cfg)
     pngs = PngWriter(tmp_path, runner)
     run_messages(runner, pngs.watch(iter(messages)), _Discard(), pngs)
     assert runner.processed == 2 and runner.drops == {"bad_image": 2}
     figures = sorted(tmp_path.glob("figure_*.png"))
-    assert len(figures) == 2 and len(pngs.files) == 6
+    assert len(figures) == 2 and len(pngs.files) == 8  # occupancy, depth, confidence and figure per frame
     lens, h = Lens.pinhole(seq.K, 320, 96), round(320 * 64 / 192)
     for f, rgb in zip(figures, seq.images, strict=True):
         expected = view_panel(rgb, lens, runner.stages.canonical, 320)
@@ -205,7 +216,8 @@ def test_replay_takes_the_bags_cameras_and_tf_root_when_the_config_names_others(
     outputs, _ = read_bag(tmp_path / "out")
     depth = [m for t, _, m in outputs if t == "/kdbts/depth/image"]
     assert len(depth) == 3 and depth[0].header.frame_id == "cam2_optical"  # the first camera makes the outputs
-    assert {m.header.frame_id for t, _, m in outputs if t == "/kdbts/occupancy"} == {"map"}
+    # the planner's grid in the rig's base frame
+    assert {m.header.frame_id for t, _, m in outputs if t == "/kdbts/occupancy"} == {"base_link"}
 
 
 def test_replay_takes_cameras_from_the_command_line(tmp_path, capsys):

@@ -49,3 +49,27 @@ def test_an_atomic_set_is_applied_whole_or_not_at_all():
     assert cfg == PipelineConfig()
     set_params(cfg, [("grid.x_max", 30.0), ("grid.x_min", 20.0)])  # valid only as a pair, in this order
     assert (cfg.grid.x_min, cfg.grid.x_max) == (20.0, 30.0)
+
+
+def test_a_parameter_file_applies_its_wildcard_and_the_nodes_own_sections_in_order(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(
+        "/**:\n  ros__parameters:\n    mode: mv\n    latency_budget: 2.0\n    grid: {resolution: 0.5}\n"
+        "/front/kdbts_node:\n  ros__parameters:\n    grid: {resolution: 0.25}\n"
+        "/rear/*:\n  ros__parameters:\n    mode: auto\n"
+        "/**/kdbts_node:\n  ros__parameters:\n    window_size: 6\n"
+        "camera_driver:\n  ros__parameters:\n    window_size: 100\n"
+    )
+    front = load_config(PipelineConfig, f, node="/front/kdbts_node")
+    assert (front.mode, front.grid.resolution, front.latency_budget, front.window_size) == ("mv", 0.25, 2.0, 6)
+    rear = load_config(PipelineConfig, f, node="/rear/kdbts_node")
+    assert (rear.mode, rear.grid.resolution, rear.window_size) == ("auto", 0.5, 6)
+    # a file keyed by the node's name (the layout before /**) and a plain mapping read as before
+    f.write_text("kdbts_node:\n  ros__parameters:\n    mode: mv\n")
+    assert load_config(PipelineConfig, f).mode == "mv"
+    f.write_text("mode: mv\n")
+    assert load_config(PipelineConfig, f, node="/front/kdbts_node").mode == "mv"
+    # a file with sections for other nodes only says so, naming them
+    f.write_text("/front/kdbts_node:\n  ros__parameters:\n    mode: mv\n")
+    with pytest.raises(ValueError, match=r"no parameters for /kdbts_node \(sections: /front/kdbts_node\).*/\*\*"):
+        load_config(PipelineConfig, f)

@@ -1,4 +1,4 @@
-"""The world map's 2-D projection: a height band around the camera, and the map messages built from it."""
+"""The world map's 2-D projection: a height band above the ground, and the map messages built from it."""
 
 import numpy as np
 import pytest
@@ -8,11 +8,11 @@ from kdbts_ros.core.map_2d import occupancy_2d
 from kdbts_ros.core.world_map import WorldMap
 
 
-def test_the_2d_map_is_the_band_around_the_camera_height_in_fixed_frame_axes():
+def test_the_2d_map_is_the_band_above_the_ground_in_fixed_frame_axes():
     m = WorldMap(CFG)
     for n in range(5):
         m.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=n * 10**8)
-    grid = occupancy_2d(m, -0.6, 0.4)  # z 1.0 .. 2.0: the layers 1.1 .. 1.9 the grid saw
+    grid = occupancy_2d(m, 0.5, 0.5, 1.5)  # z 1.0 .. 2.0: the layers 1.1 .. 1.9 the grid saw
     x0, y0, z0 = grid.origin
     assert grid.data.shape == (200, 200) and grid.resolution == 0.2 and z0 == pytest.approx(1.0)
 
@@ -23,7 +23,8 @@ def test_the_2d_map_is_the_band_around_the_camera_height_in_fixed_frame_axes():
     assert value(5.1, 0.1) == 12 and value(12.9, 1.9) == 12  # clamp_min
     assert value(-5.1, 0.1) == -1 and value(5.1, 2.1) == -1  # behind, beside the grid
     assert (grid.data >= 0).sum() == 20 * 50
-    assert (occupancy_2d(m, 3.0, 4.0).data == -1).all()  # a band above everything seen
+    assert (occupancy_2d(m, 0.0, 3.0, 4.0).data == -1).all()  # a band above everything seen
+    assert (occupancy_2d(m, 2.5, 0.2, 1.8).data == -1).all()  # the same band on a higher ground: above it too
 
 
 def test_the_map_messages_carry_the_grid_and_the_occupied_voxels():
@@ -33,7 +34,7 @@ def test_the_map_messages_carry_the_grid_and_the_occupied_voxels():
     m = WorldMap(CFG)
     for n in range(5):
         m.integrate(wall_density(), ALL_SEEN, GRID, camera_at(0.0), 0.5, stamp_ns=n * 10**8)
-    grid = occupancy_2d(m)
+    grid = occupancy_2d(m, 0.0)
     msg = cdr.deserialize(cdr.serialize(occupancy_grid_map(grid, 123, "odom")), "nav_msgs/msg/OccupancyGrid")
     assert msg.header.frame_id == "odom" and (msg.info.width, msg.info.height) == (200, 200)
     assert msg.info.resolution == pytest.approx(0.2) and msg.info.origin.orientation.w == pytest.approx(1.0)

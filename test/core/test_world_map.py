@@ -181,5 +181,5 @@ def test_the_map_section_is_in_the_parameter_table_and_checked():
     with pytest.raises(ValueError, match="clamp_min < prob_miss"):
         set_param(cfg, "map.prob_hit", 0.98)
     with pytest.raises(ValueError, match="min_z must be below"):
-        set_param(cfg, "map.min_z", 1.0)
+        set_param(cfg, "map.min_z", 2.0)
     assert cfg == PipelineConfig()

@@ -183,8 +183,8 @@ def test_official_views_of_the_real_calibration_look_sideways_and_down_inside_th
     for name, side in (("image_02", -1), ("image_03", 1)):
         cam = calib.camera(name)
         np.testing.assert_allclose(cam.K, calib.camera("image_00").K)
-        axis = cam.T_base_cam[:3, 2]  # the optical axis in the pose frame: x forward, y right, z down
-        assert axis[1] * side > 0.95 and axis[2] == pytest.approx(np.sin(np.radians(15)), abs=0.03)
+        axis = cam.T_base_cam[:3, 2]  # the optical axis in base_link: x forward, y left, z up
+        assert -axis[1] * side > 0.95 and -axis[2] == pytest.approx(np.sin(np.radians(15)), abs=0.03)
         # the narrow official crop (BTS issue #29) lies wholly inside the 1400x1400 fisheye image
         assert cam.resampling is not None and cam.resampling.valid.shape == (376, 1408) and cam.resampling.valid.all()
 
@@ -250,10 +250,11 @@ def write_kitti360(root: Path, n: int = 3) -> None:
     np.savetxt(root / "data_poses" / SEQ / "poses.txt", np.c_[np.arange(n), poses.reshape(n, 12)])
 
 
-def T_pose(name: str) -> np.ndarray:
+def T_base(name: str) -> np.ndarray:
+    """A camera on base_link: its calib_cam_to_pose row, the pose frame (y right, z down) turned to y left, z up."""
     T = np.eye(4)
     T[:3] = np.array(CAM_TO_POSE[name].split(), float).reshape(3, 4)
-    return T
+    return np.diag([1.0, -1.0, -1.0, 1.0]) @ T
 
 
 def test_loader_serves_the_fisheyes_as_rotated_virtual_pinholes(tmp_path):
@@ -265,8 +266,8 @@ def test_loader_serves_the_fisheyes_as_rotated_virtual_pinholes(tmp_path):
     np.testing.assert_allclose(left.K, K00)
     pitch = np.eye(4)
     pitch[:3, :3] = R_x(-15.0)
-    np.testing.assert_allclose(left.T_base_cam, T_pose("image_02") @ pitch, atol=1e-12)
-    np.testing.assert_allclose(right.T_base_cam, T_pose("image_03") @ pitch, atol=1e-12)  # yaw 0: mirrored 0
+    np.testing.assert_allclose(left.T_base_cam, T_base("image_02") @ pitch, atol=1e-12)
+    np.testing.assert_allclose(right.T_base_cam, T_base("image_03") @ pitch, atol=1e-12)  # yaw 0: mirrored 0
     # a frame reads as the pinhole view: the raw fisheye file resampled with the maps of K00 and the pitch
     raw = cv2.cvtColor(cv2.imread(str(rec.frames[1].images[2])), cv2.COLOR_BGR2RGB)
     expected = resampler(
@@ -278,7 +279,7 @@ def test_loader_serves_the_fisheyes_as_rotated_virtual_pinholes(tmp_path):
     # a yaw turns the right camera the other way
     turned = load_kitti360_sequence(tmp_path, SEQ, ["image_02", "image_03"], fisheye_rotation=(20.0, 0.0))
     T_02, T_03 = (
-        np.linalg.inv(T_pose(c)) @ cam.T_base_cam for c, cam in zip(("image_02", "image_03"), turned.rig.cameras)
+        np.linalg.inv(T_base(c)) @ cam.T_base_cam for c, cam in zip(("image_02", "image_03"), turned.rig.cameras)
     )
     assert T_02[0, 2] == pytest.approx(np.sin(np.radians(20))) and T_03[0, 2] == pytest.approx(-np.sin(np.radians(20)))
 

@@ -56,6 +56,9 @@ def test_raw_sample_bag_round_trip(tmp_path):
     # camera <- velo_link from the bag's TF equals the devkit's P_rect chain (up to K)
     T_cam_velo = buf.lookup("camera_color_left", "velo_link", rec.frames[0].stamp_ns)
     np.testing.assert_allclose(T_cam_velo, devkit_T_cam2_velo(), atol=1e-6)
+    # base_footprint (the KITTI presets' planner frame): level under the IMU, the camera 1.65 m above it
+    T_foot_cam = buf.lookup("base_footprint", "camera_color_left", rec.frames[0].stamp_ns)
+    assert T_foot_cam[2, 3] == pytest.approx(1.65, abs=0.03) and T_foot_cam[2, 1] < -0.99
     by_topic: dict[str, list] = {}
     for topic, stamp, msg in msgs:
         by_topic.setdefault(topic, []).append((stamp, msg))

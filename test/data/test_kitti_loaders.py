@@ -335,3 +335,22 @@ def test_training_reads_a_kitti360_recording_resized_through_its_config(tmp_path
     train(cfg, tmp_path / "run", progress=False)
     _, info = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     assert (info["image_width"], info["image_height"]) == (176, 64)
+
+
+@needs_kitti
+@pytest.mark.parametrize("dataset", ["raw", "kitti360"])
+def test_base_link_is_level_and_the_road_lies_where_the_rig_says(dataset):
+    """base_link is REP-103 (z up) in both datasets and the road lies ``rig.ground_z`` below it (base_footprint's
+    place): the road plane of the velodyne scans, fitted with open3d's RANSAC in base_link."""
+    o3d = pytest.importorskip("open3d")
+    rec = shared_sample.raw_sample(KITTI_SAMPLE) if dataset == "raw" else shared_sample.kitti360_sample(KITTI_SAMPLE)
+    assert rec.rig.cameras[0].T_base_cam[2, 1] < -0.95  # the image's down is base_link's -z
+    T = rec.rig.T_base_velo
+    o3d.utility.random.seed(0)
+    for f in [f for f in rec.frames if f.velodyne is not None][:5]:
+        p = read_velodyne(f.velodyne)[:, :3] @ T[:3, :3].T + T[:3, 3]
+        road = p[(np.abs(p[:, 1]) < 6) & (p[:, 0] > 3) & (p[:, 0] < 20)]  # the lane ahead, beside parked cars
+        plane, inliers = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(road)).segment_plane(0.05, 3, 500)
+        normal, offset = np.sign(plane[2]) * np.asarray(plane[:3]), np.sign(plane[2]) * plane[3]  # the normal up
+        assert len(inliers) > 5000 and normal[2] > np.cos(np.radians(5))  # a level road
+        assert -offset / normal[2] == pytest.approx(rec.rig.ground_z, abs=0.06)

@@ -24,7 +24,7 @@ def test_saved_point_clouds_and_the_map_server_pair_read_back(tmp_path):
         assert np.allclose(back, points, atol=1e-5)
     with pytest.raises(ValueError, match=r"pcd or \.ply"):
         save_points(tmp_path / "map.xyz", *m.occupied_points())
-    grid = occupancy_2d(m, -0.6, 0.4)
+    grid = occupancy_2d(m, 0.0, 1.0, 2.0)
     pgm, meta = save_pgm_yaml(tmp_path / "maps" / "drive", grid)
     info = yaml.safe_load(meta.read_text())
     assert info == {

@@ -18,12 +18,13 @@ from kdbts_ros.data.datasets import conventions, load_recording
 from kdbts_ros.data.kitti_bag import recording_messages
 from kdbts_ros.data.sequences import input_messages, synthetic_sample
 from kdbts_ros.messages.bag_reader import BagError, open_bag
+from kdbts_ros.messages.topics import qualified
 from kdbts_ros.runtime.replay import replay
 
 pytestmark = pytest.mark.integration
 
 FRAMES = 6
-IMAGE = small_config().topics.images[0]
+IMAGE = qualified(small_config().topics.images[0])  # as the bag holds it
 
 
 def _record(path: Path, storage: str = "mcap") -> list[tuple[int, str, str, bytes]]:

@@ -81,6 +81,69 @@ def test_raw_encodings_decode_to_rgb(rng, encoding, pad):
     assert sensor_data.image_format(msg, cdr.IMAGE) == encoding
 
 
+def bayer_mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """The one-channel mosaic a Bayer sensor records: ``pattern`` names the colours of a 2x2 cell row by row."""
+    mosaic = np.zeros(rgb.shape[:2], np.uint8)
+    for (dy, dx), colour in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pattern, strict=True):
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, "rgb".index(colour)]
+    return mosaic
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_mosaics_are_demosaiced_to_the_scene_colours(pattern):
+    rgb = smooth_rgb()
+    msg = through_cdr(raw_image(bayer_mosaic(rgb, pattern), f"bayer_{pattern}8", pad=3), cdr.IMAGE)
+    out = sensor_data.decode_image(msg, cdr.IMAGE).astype(int)
+    # a smooth scene: demosaicing recovers it inside the border (a swapped pattern is 25-37 levels off)
+    assert np.abs(out[2:-2, 2:-2] - rgb[2:-2, 2:-2]).mean() < 1.0
+
+
+def yuv422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """Packed 4:2:2 bytes (H, W * 2) of an RGB image in ITU-R BT.601 studio range (Y 16-235), pixel pairs
+    sharing their mean U and V; ``order`` 'uyvy' or 'yuyv'."""
+    r, g, b = (rgb[..., k].astype(np.float64) / 255 for k in range(3))
+    y = 16 + 65.481 * r + 128.553 * g + 24.966 * b
+    u = 128 - 37.797 * r - 74.203 * g + 112.0 * b
+    v = 128 + 112.0 * r - 93.786 * g - 18.214 * b
+    u2, v2 = (u[:, 0::2] + u[:, 1::2]) / 2, (v[:, 0::2] + v[:, 1::2]) / 2
+    parts = {"y0": y[:, 0::2], "y1": y[:, 1::2], "u": u2, "v": v2}
+    names = ("u", "y0", "v", "y1") if order == "uyvy" else ("y0", "u", "y1", "v")
+    return np.rint(np.stack([parts[n] for n in names], -1)).astype(np.uint8).reshape(rgb.shape[0], -1)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "order"), [("yuv422", "uyvy"), ("uyvy", "uyvy"), ("yuv422_yuy2", "yuyv"), ("yuyv", "yuyv")]
+)
+def test_yuv422_images_decode_in_their_byte_order(encoding, order):
+    rgb = smooth_rgb()
+    msg = raw_image(yuv422(rgb, order), encoding)
+    msg.width = rgb.shape[1]  # two bytes a pixel
+    out = sensor_data.decode_image(through_cdr(msg, cdr.IMAGE), cdr.IMAGE).astype(int)
+    assert out.shape == rgb.shape and np.abs(out - rgb).mean() < 3.0  # the other order is far off
+    odd = raw_image(yuv422(rgb, order)[:, :-2], encoding)
+    odd.width = rgb.shape[1] - 1
+    with pytest.raises(cdr.ConversionError, match="odd width"):
+        sensor_data.decode_image(odd, cdr.IMAGE)
+
+
+@pytest.mark.parametrize("bigendian", [0, 1])
+@pytest.mark.parametrize("bits", [16, 12])
+def test_mono16_keeps_the_top_8_of_its_significant_bits_in_either_byte_order(rng, bigendian, bits):
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint16)
+    low = bits - 8  # the bits below the top 8
+    value = (grey << low) + rng.integers(0, 1 << low, (5, 7), dtype=np.uint16)
+    if bits < 16:
+        value[0, 0] = 65535  # a value beyond the stated bits saturates
+    data = value.astype(">u2" if bigendian else "<u2").view(np.uint8).reshape(5, 14)
+    msg = raw_image(data, "mono16")
+    msg.width, msg.is_bigendian = 7, bigendian
+    out = sensor_data.decode_image(through_cdr(msg, cdr.IMAGE), cdr.IMAGE, mono16_bits=bits)
+    want = grey.astype(np.uint8)
+    if bits < 16:
+        want[0, 0] = 255
+    np.testing.assert_array_equal(out, np.repeat(want[..., None], 3, 2))
+
+
 def test_image_msgtype_follows_image_transport_topic_names():
     assert sensor_data.image_msgtype("/cam/image_raw/compressed") == cdr.COMPRESSED_IMAGE
     assert sensor_data.image_msgtype("compressed") == cdr.COMPRESSED_IMAGE

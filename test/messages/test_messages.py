@@ -110,7 +110,7 @@ def test_point_cloud_bytes_decode_with_rclpy(rng):
 
 def test_depth_image_and_camera_info_decode_with_rclpy(rng):
     depth = rng.uniform(3, 80, (6, 9)).astype(np.float32)
-    msg = rclpy_serialization.deserialize_message(cdr.serialize(published.depth_image(depth, 3, "cam")), Image)
+    msg = rclpy_serialization.deserialize_message(cdr.serialize(published.float_image(depth, 3, "cam")), Image)
     assert (msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian) == ("32FC1", 6, 9, 36, 0)
     np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), "<f4").reshape(6, 9), depth)
     K = np.array([[100.0, 0, 4.0], [0, 110.0, 2.5], [0, 0, 1]])
@@ -158,7 +158,7 @@ def test_occupancy_grid_from_pipeline_outputs_decodes_with_rclpy():
     from kdbts_ros.data.sequences import T_base_cam
     from kdbts_ros.runtime.runner import FrameRunner
 
-    cfg = small_config()
+    cfg = small_config(**{"planner.frame": "camera"})  # the camera slab's grid (the planner's: test_planner)
     T = T_base_cam()
     out = FrameRunner(cfg).process(
         Frame(np.full((40, 120, 3), 90, np.uint8), np.array([[60.0, 0, 60], [0, 60, 20], [0, 0, 1]]), 99, "cam", T),

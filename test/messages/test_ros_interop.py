@@ -44,7 +44,7 @@ def test_our_images_equal_cv_bridges_both_ways(rng):
     cv_bridge = pytest.importorskip("cv_bridge")
     bridge = cv_bridge.CvBridge()
     depth = (rng.random((6, 8)) * 40).astype(np.float32)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(published.depth_image(depth, 1, "cam"), Image)), depth)
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(_to_rclpy(published.float_image(depth, 1, "cam"), Image)), depth)
     rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
     np.testing.assert_array_equal(
         bridge.imgmsg_to_cv2(_to_rclpy(sensor_data.rgb_image(rgb, 1, "cam"), Image), "rgb8"), rgb

@@ -43,17 +43,16 @@ NOT_ON_PYPI = {
     "launch": "launch file only",
     "launch_ros": "launch file only",
 }
-# declared, but not for an import: building msg/, and the tools the launch file starts
+# declared, but not for an import: building msg/
 NOT_IMPORTED = {
     "ament_cmake",
     "ament_cmake_python",
     "rosidl_default_generators",
     "rosidl_default_runtime",
     "builtin_interfaces",
-    "rviz2",
-    "ros2bag",
-    "rosbag2_storage_mcap",
 }
+# what launch arguments start (rviz:=true, bag:=), which a robot does without: named, not declared
+OPTIONAL_TOOLS = {"rviz2", "ros2bag", "rosbag2_storage_mcap"}
 
 
 def _imports() -> set[str]:
@@ -113,3 +112,10 @@ def test_readme_rosdep_line_names_what_rosdep_cannot_install():
     line = next(line for line in (ROOT / "README.md").read_text().splitlines() if "rosdep install" in line)
     named = set(re.search(r"pip install ([\w\- ]+)", line)[1].split())
     assert named == {pip for key, pip in PYTHON.values() if key is None}
+
+
+def test_rviz_and_rosbag2_are_optional_and_said_so_in_the_manifest():
+    declared = {e.text for e in ET.parse(ROOT / "package.xml").getroot().iter() if e.tag.endswith("depend")}
+    assert not declared & OPTIONAL_TOOLS
+    comments = " ".join(re.findall(r"<!--(.*?)-->", (ROOT / "package.xml").read_text(), re.S))
+    assert all(tool in comments for tool in OPTIONAL_TOOLS)

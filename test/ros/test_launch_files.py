@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch/kdbts.launch.py"
 
 
-def _constants() -> dict[str, object]:
-    tree = ast.parse(LAUNCH.read_text())
+TWO_CAMERAS = ROOT / "launch/two_cameras.launch.py"
+
+
+def _constants(launch: Path = LAUNCH) -> dict[str, object]:
+    tree = ast.parse(launch.read_text())
     return {
         t.id: ast.literal_eval(n.value)
         for n in tree.body
@@ -46,14 +49,26 @@ def test_launch_file_names_existing_files_executable_and_parameters():
     text = LAUNCH.read_text()
     for param in re.findall(r'"(model\.[a-z_]+)"', text):
         assert param in names
-    for arg in ("config", "checkpoint", "use_sim_time", "rviz", "bag"):
+    args = ("config", "checkpoint", "namespace", "name", "remappings", "autostart", "use_sim_time", "rviz", "bag")
+    for arg in args:
+        assert re.search(rf'DeclareLaunchArgument\(\s*"{arg}"', text), arg
+
+
+def test_two_cameras_launch_file_names_the_same_node_and_its_own_config():
+    one, two = _constants(), _constants(TWO_CAMERAS)
+    assert (two["PACKAGE"], two["EXECUTABLE"]) == (one["PACKAGE"], one["EXECUTABLE"])
+    config = ROOT / Path(*two["DEFAULT_CONFIG"])
+    text = TWO_CAMERAS.read_text()
+    # the default config:= is the shipped file, by its preset name
+    assert re.search(rf'"config",\s*default_value="{config.stem}"', text) and config.is_file()
+    for arg in ("config", "cameras", "checkpoint", "autostart", "use_sim_time"):
         assert re.search(rf'DeclareLaunchArgument\(\s*"{arg}"', text), arg
 
 
 def test_rviz_config_shows_the_node_outputs():
     rviz = yaml.safe_load((ROOT / "rviz/kdbts.rviz").read_text())["Visualization Manager"]
     topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
-    t = TopicsConfig()
+    t = TopicsConfig().resolved()  # RViz needs fully qualified names: a node's without a namespace
     # each display on its own output, and nothing else subscribed
     assert topics == {
         "Occupancy (bird's-eye)": t.occupancy,

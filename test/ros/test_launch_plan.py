@@ -58,19 +58,28 @@ def test_config_is_a_file_or_a_preset_by_name(tmp_path):
 @pytest.mark.parametrize("preset", ["default", "kitti_raw", "kitti_gray", "kitti360"])
 def test_rviz_opens_on_the_presets_fixed_frame_and_camera(tmp_path, preset):
     cfg = load_config(NodeConfig, CONFIG / f"{preset}.yaml")
-    written = plan.write_rviz_config(TEMPLATE, CONFIG / f"{preset}.yaml", tmp_path)
+    written = plan.write_rviz_config(TEMPLATE, plan.node_plan(CONFIG / f"{preset}.yaml"), CONFIG / "x.yaml", tmp_path)
     rviz = yaml.safe_load(written.read_text())["Visualization Manager"]
     assert rviz["Global Options"]["Fixed Frame"] == cfg.fixed_frame
     topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
-    assert topics["Camera"] == topics["Camera with overlays"] == cfg.topics.images[0]
+    # RViz needs them fully qualified: a node without a namespace takes relative names in the root one
+    t = cfg.topics.resolved()
+    assert topics["Camera"] == topics["Camera with overlays"] == t.images[0]
     assert {topics["Occupancy (bird's-eye)"], topics["Occupied voxels"], topics["Depth"]} == {
-        cfg.topics.occupancy,
-        cfg.topics.points,
-        cfg.topics.depth,
+        t.occupancy,
+        t.points,
+        t.depth,
     }
+    assert all(v.startswith("/") for v in topics.values())
     # everything else is the template's
     template = yaml.safe_load(TEMPLATE.read_text())
     assert [d["Class"] for d in rviz["Displays"]] == [d["Class"] for d in template["Visualization Manager"]["Displays"]]
+
+
+def _rviz_topics(node: plan.NodePlan, tmp_path: Path) -> dict[str, str]:
+    written = plan.write_rviz_config(TEMPLATE, node, tmp_path / "p.yaml", tmp_path)
+    rviz = yaml.safe_load(written.read_text())["Visualization Manager"]
+    return {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
 
 
 def test_rviz_follows_renamed_outputs_and_a_bad_config_is_refused(tmp_path):
@@ -91,11 +100,9 @@ def test_rviz_follows_renamed_outputs_and_a_bad_config_is_refused(tmp_path):
             }
         )
     )
-    rviz = yaml.safe_load(plan.write_rviz_config(TEMPLATE, own, tmp_path).read_text())["Visualization Manager"]
-    topics = {d["Name"]: d["Topic"]["Value"] for d in rviz["Displays"] if "Topic" in d}
-    default = TopicsConfig()
+    default = TopicsConfig().resolved()
     # the renamed output and camera in their displays, the others on their defaults
-    assert topics == {
+    assert _rviz_topics(plan.node_plan(own), tmp_path) == {
         "Occupancy (bird's-eye)": "/grid",
         "Occupied voxels": default.points,
         "Depth": default.depth,
@@ -106,7 +113,65 @@ def test_rviz_follows_renamed_outputs_and_a_bad_config_is_refused(tmp_path):
     }
     own.write_text("kdbts_node:\n  ros__parameters:\n    window_size: 0\n")
     with pytest.raises(plan.LaunchError, match="window_size"):
-        plan.write_rviz_config(TEMPLATE, own, tmp_path)
+        plan.node_plan(own)
+
+
+def test_namespace_name_and_remappings_place_the_nodes_topics(tmp_path):
+    own = tmp_path / "own.yaml"
+    own.write_text(
+        "/**:\n  ros__parameters:\n    fixed_frame: map\n"
+        "/front/cam_a:\n  ros__parameters:\n    topics:\n      points: ~/cloud\n"
+        "/rear/cam_a:\n  ros__parameters:\n    fixed_frame: odom\n"
+    )
+    node = plan.node_plan(own, "front", "cam_a", "camera/image_raw:=/drivers/cam0/image, kdbts/depth/image:=depth")
+    assert (node.namespace, node.fully_qualified_name) == ("/front", "/front/cam_a")
+    assert node.remappings == (("camera/image_raw", "/drivers/cam0/image"), ("kdbts/depth/image", "depth"))
+    assert node.config.fixed_frame == "map"  # /** applies; /rear/cam_a does not
+    assert _rviz_topics(node, tmp_path) == {
+        "Occupancy (bird's-eye)": "/front/kdbts/occupancy",  # relative: under the namespace
+        "Occupied voxels": "/front/cam_a/cloud",  # private: under the node, from its own section
+        "Depth": "/front/depth",  # remapped, the target resolved in the namespace too
+        "Camera": "/drivers/cam0/image",
+        "Camera with overlays": "/drivers/cam0/image",
+        "World map": "/front/kdbts/map",
+        "World map voxels": "/front/kdbts/map_points",
+    }
+    assert plan.node_plan(own, "/rear/", "cam_a").config.fixed_frame == "odom"
+    for args, said in (
+        (("front/", "cam a"), "name:=cam a is not"),
+        (("2front",), "namespace:=2front is not"),
+        (("front", "kdbts_node", "camera/image_raw"), "'camera/image_raw' is not from:=to"),
+    ):
+        with pytest.raises(plan.LaunchError, match=said):
+            plan.node_plan(own, *args)
+
+
+def test_two_cameras_get_a_node_each_with_its_own_topics_and_parameters(tmp_path):
+    front, rear = plan.camera_nodes(CONFIG / "two_cameras.yaml", "front,rear")
+    assert (front.fully_qualified_name, rear.fully_qualified_name) == ("/front/kdbts_node", "/rear/kdbts_node")
+    assert (front.config.topics.images, rear.config.topics.images) == (
+        ["/front/camera/image_raw"],
+        ["/rear/camera/image_raw"],
+    )
+    assert (front.config.topics.occupancy, rear.config.topics.occupancy) == (
+        "/front/kdbts/occupancy",
+        "/rear/kdbts/occupancy",
+    )
+    # the shared section for both, each its own after it
+    assert front.config.fixed_frame == rear.config.fixed_frame == "odom"
+    assert (front.config.map.enabled, rear.config.map.enabled) == (True, False)
+    assert (front.config.grid.resolution, rear.config.grid.resolution) == (NodeConfig().grid.resolution, 0.4)
+    # two nodes on one camera, or one namespace twice, are refused before anything starts
+    same = tmp_path / "same.yaml"
+    same.write_text(
+        "/**:\n  ros__parameters:\n    topics:\n      images: [/cam/image]\n      camera_infos: [/cam/info]\n"
+    )
+    with pytest.raises(plan.LaunchError, match="would both use /cam/image"):
+        plan.camera_nodes(same, "front,rear")
+    with pytest.raises(plan.LaunchError, match="names /front twice"):
+        plan.camera_nodes(CONFIG / "two_cameras.yaml", "front,/front")
+    with pytest.raises(plan.LaunchError, match="fewer than two"):
+        plan.camera_nodes(CONFIG / "two_cameras.yaml", "front")
 
 
 def _prefix(root: Path, packages: dict[str, str | None]) -> str:

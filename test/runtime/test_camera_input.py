@@ -115,8 +115,8 @@ def test_padding_is_unseen_and_depth_is_described_by_its_camera_info() -> None:
     runner.handle("/cam/image_raw", cdr.serialize(sensor_data.rgb_image(rgb, 2 * S, "cam")), 2 * S)
     published = {t: cdr.deserialize(d, m) for t, m, d in runner.step(2 * S)}
     info = published["/kdbts/depth/camera_info"]
-    image = published["/kdbts/depth/image"]
-    assert (info.width, info.height) == (image.width, image.height)
+    image, confidence = published["/kdbts/depth/image"], published[runner.cfg.topics.depth_confidence]
+    assert (info.width, info.height) == (image.width, image.height) == (confidence.width, confidence.height)
     lens = sensor_data.camera_info_lens(info, rectified=True).lens
     assert np.allclose(lens.K, runner.last.depth_lens.K)
 
@@ -134,3 +134,12 @@ def test_depth_resampled_to_the_input_camera_carries_its_lens() -> None:
     published = {t: cdr.deserialize(d, m) for t, m, d in runner.step(2 * S)}
     info = published["/kdbts/depth/camera_info"]
     assert info.distortion_model == "plumb_bob" and np.allclose(info.d, D) and (info.width, info.height) == (160, 60)
+    # the confidence resampled with the depth, pixel for pixel: at least render.min_opacity where there is a
+    # depth, 0 where the network's view does not reach the input's pixel
+    message = published[runner.cfg.topics.depth_confidence]
+    assert (message.width, message.height, message.encoding) == (160, 60, "32FC1")
+    confidence = np.frombuffer(bytes(message.data), "<f4").reshape(60, 160)
+    np.testing.assert_array_equal(confidence, runner.last.depth_confidence)
+    depth = runner.last.depth
+    assert np.all(confidence[np.isfinite(depth)] >= runner.cfg.render.min_opacity)
+    assert np.all(confidence[np.isnan(depth)] < runner.cfg.render.min_opacity)

@@ -57,7 +57,8 @@ def _last_diagnostics(bag: Path) -> dict[str, str]:
 def test_each_kitti2bag_layout_replays_without_a_config(tmp_path, layout):
     image, camera_frame, up = LAYOUTS[layout]
     lines: list[str] = []
-    cfg = small_config(**{"map.enabled": True, "map.decay_per_s": 0.0})
+    # base_footprint as the KITTI presets name it: kitti2bag's bags have none
+    cfg = small_config(**{"map.enabled": True, "map.decay_per_s": 0.0, "planner.frame": "base_footprint"})
     result = replay(cfg, _bag(layout, tmp_path / "in.bag"), tmp_path / "out", progress=False, report=lines.append)
     assert result.processed == N and not result.drops, (result.drops, lines)
     (line,) = lines
@@ -68,6 +69,17 @@ def test_each_kitti2bag_layout_replays_without_a_config(tmp_path, layout):
     msgs, _ = read_bag(tmp_path / "out")
     depth = [m for topic, _, m in msgs if topic == "/kdbts/depth/image"]
     assert len(depth) == N and depth[0].header.frame_id == (camera_frame or "camera_color_left")
+    # the planner grid: on raw_synced's base_link, which kitti2bag puts on the road (imu_link 0.93 m above it);
+    # the odometry layouts have no vehicle frame: world turned z up, the road 1.65 m below camera 0's start
+    grids = [m for topic, _, m in msgs if topic == "/kdbts/occupancy"]
+    assert len(grids) == N
+    origin, z_min = grids[-1].info.origin.position, cfg.planner.z_min
+    if layout == "raw_synced":
+        assert "planner grid in base_link (on the road)" in line
+        assert grids[-1].header.frame_id == "base_link" and origin.z == pytest.approx(z_min)
+    else:
+        assert "planner grid in world turned z up (1.65 m above the road)" in line
+        assert grids[-1].header.frame_id == "world" and -origin.y == pytest.approx(z_min - 1.65)  # world's up: -y
 
 
 @needs_data

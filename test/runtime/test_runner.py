@@ -108,6 +108,7 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
     assert sorted(t for t, _, _ in out) == [
         "/kdbts/density_grid",
         "/kdbts/depth/camera_info",
+        "/kdbts/depth/confidence",
         "/kdbts/depth/image",
         "/kdbts/occupancy",
         "/kdbts/points",
@@ -257,7 +258,7 @@ def test_camera_info_faults(model):
 def test_image_faults_are_counted_and_the_next_frame_is_processed(model):
     runner, rig, t = _after_one_rig_frame(model)
     rig.pose(t, 1.0)
-    rig.image(0, t, encoding="yuv422")  # unsupported encoding: the rig frame is dropped
+    rig.image(0, t, encoding="yuv444")  # unsupported encoding: the rig frame is dropped
     rig.image(1, t)
     runner.step(t)
     assert runner.drops == {"bad_image": 1}
@@ -342,6 +343,7 @@ def test_outputs_nobody_wants_are_neither_computed_nor_serialized(model):
         t.points,
         t.depth,
         t.depth_info,
+        t.depth_confidence,
     ]  # no choice: every output
 
 

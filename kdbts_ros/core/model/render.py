@@ -1,8 +1,9 @@
-"""Volume rendering along camera rays: inverse-depth sampling, compositing, expected depth."""
+"""Volume rendering along camera rays: inverse-depth sampling, compositing, expected depth and opacity."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -47,6 +48,39 @@ def composite(sigma: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch
     return weights, (weights * t).sum(-1)
 
 
+def opacity(weights: torch.Tensor) -> torch.Tensor:
+    """Share of each ray's light (R,) stopped before its last sample, from :func:`composite`'s weights (R, S).
+
+    The capped last sample takes whatever light is left (official ``hard_alpha_cap``), so its
+    weight is the transmittance that reaches it: what the density did not stop between the first
+    and the last sample (about ``z_near`` to ``z_far``). Clamped to [0, 1] (the renderer's 1e-10
+    per sample lets the transmittance exceed 1 by S * 1e-10 in empty space).
+    """
+    return (1 - weights[:, -1]).clamp(0.0, 1.0)
+
+
+class RayRender(NamedTuple):
+    """What a depth render gives per ray: the expected depth (R,) and the opacity (R,) of :func:`opacity`.
+
+    The depth is the official one: the weights' mean depth with the light no density stopped at
+    the last sample, near the far plane.
+    """
+
+    depth: torch.Tensor
+    opacity: torch.Tensor
+
+    @classmethod
+    def of(cls, sigma: torch.Tensor, t: torch.Tensor) -> RayRender:
+        """Composite densities (R, S) at depths t (R, S)."""
+        weights, depth = composite(sigma, t)
+        return cls(depth, opacity(weights))
+
+    @classmethod
+    def cat(cls, parts: list[RayRender]) -> RayRender:
+        """The renders of consecutive chunks of rays as one."""
+        return cls(torch.cat([p.depth for p in parts]), torch.cat([p.opacity for p in parts]))
+
+
 RayDensity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -67,8 +101,8 @@ def render_depth(
     far: float,
     chunk_points: int,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Expected ray-termination depth (R,) along rays from the origin with directions (R, 3).
+) -> RayRender:
+    """Expected ray-termination depth and opacity (R,) along rays from the origin with directions (R, 3).
 
     ``density_fn`` maps ray directions (R', 3) and sample depths (R', S) to
     densities (R', S) at the points ``dirs * t`` (see :func:`along_rays`).
@@ -80,5 +114,5 @@ def render_depth(
     for start in range(0, R, rays_per_chunk):
         d = dirs[start : start + rays_per_chunk]
         t = sample_depths(d.shape[0], n_samples, near, far, generator, d.device, d.dtype)
-        out.append(composite(density_fn(d, t), t)[1])
-    return torch.cat(out)
+        out.append(RayRender.of(density_fn(d, t), t))
+    return RayRender.cat(out)

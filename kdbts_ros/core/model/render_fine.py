@@ -8,10 +8,10 @@ linearly between them, and evaluates the reference samples of a block between tw
 samples only where that block matters: light still reaches it (transmittance above
 ``min_transmittance``) and the interpolated optical depth across it is above
 ``min_optical_depth``. Refined blocks change the transmittance, so the choice repeats
-(at most ``rounds`` times) until no block is added. The depth is then composited at the
-reference depths, exactly as :func:`render.composite` does, with the evaluated densities
-where there are any and the interpolated ones elsewhere: with every block refined it
-equals the reference.
+(at most ``rounds`` times) until no block is added. The depth and the opacity are then composited
+at the reference depths, exactly as :func:`render.composite` does, with the evaluated densities
+where there are any and the interpolated ones elsewhere: with every block refined they
+equal the reference.
 
 Deterministic (the strata's mid-points); a seeded jitter has no fixed sample set to
 refine, so it stays with the reference path.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbts_ros.core.model.render import RayDensity, composite, sample_depths
+from kdbts_ros.core.model.render import RayDensity, RayRender, sample_depths
 
 
 @dataclass
@@ -56,8 +56,9 @@ def render_depth_fine(
     rounds: int = 4,
     coarse_fn: RayDensity | None = None,
     stats: FineStats | None = None,
-) -> torch.Tensor:
-    """Expected ray-termination depth (R,) as :func:`render.render_depth` without jitter, in fewer evaluations.
+) -> RayRender:
+    """Expected ray-termination depth and opacity (R,) as :func:`render.render_depth` without jitter, in fewer
+    evaluations.
 
     ``density_fn`` (dirs (R', 3), t (R', S')) -> (R', S') must take different depths per row;
     ``coarse_fn``, if given, is used for the coarse pass, whose rows all have the same depths
@@ -85,7 +86,7 @@ def render_depth_fine(
                 stats,
             )
         )
-    return torch.cat(out)
+    return RayRender.cat(out)
 
 
 def _render_chunk(
@@ -101,7 +102,7 @@ def _render_chunk(
     rounds: int,
     chunk_points: int,
     stats: FineStats | None,
-) -> torch.Tensor:
+) -> RayRender:
     R, dev, dtype = d.shape[0], d.device, d.dtype
     t = sample_depths(R, S, near, far, None, dev, dtype)
     cidx = torch.tensor(coarse, device=dev)
@@ -139,7 +140,7 @@ def _render_chunk(
         stats.rays += R
         stats.evaluations += evaluations
         stats.reference += R * S
-    return composite(sigma, t)[1]
+    return RayRender.of(sigma, t)
 
 
 def _transmittance(sigma: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -125,7 +125,7 @@ def test_slab_network_renders_the_slab_depth():
     views = Views(feats, torch.tensor([[[[1.1, 0, 0], [0, 3.8, 0], [0, 0, 1.0]]]]), torch.eye(4)[None, None])
     dirs = torch.tensor([[0.0, 0.0, 1.0], [0.3, 0.1, 1.0]])
     with torch.no_grad():
-        d = render_depth(along_rays(lambda p: net.density(p[None], views, "sv")[0][0]), dirs, 64, 3.0, 80.0, 4096)
+        d = render_depth(along_rays(lambda p: net.density(p[None], views, "sv")[0][0]), dirs, 64, 3.0, 80.0, 4096).depth
     spacing = 10.0**2 * (1 / 3 - 1 / 80) / 64  # sample spacing in metres near 10 m
     assert torch.all(d >= 10.0) and torch.all(d <= 10.0 + spacing + 0.1)
 

@@ -38,8 +38,8 @@ def test_a_wall_ends_every_ray_at_the_first_sample_behind_it_in_fewer_evaluation
     z_wall = torch.linspace(3.5, 60.0, 200)
     dirs = torch.stack([torch.arange(200.0), torch.zeros(200), torch.ones(200)], -1)  # x carries the ray's index
     stats = FineStats()
-    fine = render_depth_fine(_wall(z_wall), dirs, S, NEAR, FAR, 4096, stats=stats)
-    ref = render_depth(_wall(z_wall), dirs, S, NEAR, FAR, 4096)
+    fine = render_depth_fine(_wall(z_wall), dirs, S, NEAR, FAR, 4096, stats=stats).depth
+    ref = render_depth(_wall(z_wall), dirs, S, NEAR, FAR, 4096).depth
     t = sample_depths(1, S, NEAR, FAR)[0]
     exact = t[torch.searchsorted(t, z_wall)]  # the wall is opaque at its first sample
     assert torch.allclose(ref, exact, rtol=1e-5) and torch.allclose(fine, exact, rtol=1e-5)
@@ -55,7 +55,8 @@ def test_refining_every_block_is_the_reference():
 
     dirs = torch.stack([torch.rand(50, generator=g), torch.arange(50.0), torch.ones(50)], -1)
     fine = render_depth_fine(fn, dirs, S, NEAR, FAR, 1 << 14, min_transmittance=-1, min_optical_depth=-1)
-    assert torch.allclose(fine, render_depth(fn, dirs, S, NEAR, FAR, 1 << 14), rtol=1e-6)
+    ref = render_depth(fn, dirs, S, NEAR, FAR, 1 << 14)
+    assert torch.allclose(fine.depth, ref.depth, rtol=1e-6) and torch.allclose(fine.opacity, ref.opacity, atol=1e-6)
 
 
 def _depth_agreement(seq, n_views: int) -> tuple[float, float]:
@@ -82,10 +83,10 @@ def _depth_agreement(seq, n_views: int) -> tuple[float, float]:
             def fn(d, t, shared=False):  # called within this iteration only: late binding cannot bite
                 return folded.ray_density(stages.model, d, t, planes, Kn, w2c, head, shared_depths=shared)  # noqa: B023
 
-            ref = render_depth(lambda d, t: fn(d, t, True), dirs, S, NEAR, FAR, 1 << 16)
+            ref = render_depth(lambda d, t: fn(d, t, True), dirs, S, NEAR, FAR, 1 << 16).depth
             fine = render_depth_fine(
                 fn, dirs, S, NEAR, FAR, 1 << 16, coarse_fn=lambda d, t: fn(d, t, True), stats=stats
-            )
+            ).depth
             rel.append(((fine - ref).abs() / ref).numpy())
     rel = np.concatenate(rel)
     return float((rel < 0.01).mean()), stats.evaluations / stats.reference

@@ -15,7 +15,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
-from conftest import slab_model  # noqa: E402
+from conftest import slab_model, wait_until  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -27,8 +27,12 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.sequences import T_base_cam  # noqa: E402
 from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
+from kdbts_ros.messages.topics import TopicsConfig  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
+
+# relative: resolved in the node's namespace (the probe's, the root)
+CONFIDENCE = TopicsConfig().depth_confidence
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +60,7 @@ def system(tmp_path_factory):
         "model.checkpoint": str(ckpt),
         "model.image_height": 64,
         "model.image_width": 192,
+        "planner.frame": "camera",  # the camera slab's grid, whose geometry these tests check
         "grid.resolution": 0.5,
         "render.depth_scale": 0.5,
         "render.samples": 64,
@@ -72,6 +77,7 @@ def system(tmp_path_factory):
         ("/kdbts/points", PointCloud2),
         ("/kdbts/depth/image", Image),
         ("/kdbts/depth/camera_info", CameraInfo),
+        (CONFIDENCE, Image),
         ("/kdbts/density_grid", DensityGrid),
         ("/diagnostics", DiagnosticArray),
     ):
@@ -99,15 +105,6 @@ def system(tmp_path_factory):
     thread.join(timeout=5)
 
 
-def _wait(cond, timeout=30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _send_frame(pubs, i: int, image: np.ndarray | None = None, encoding: str = "rgb8", tf: bool = True) -> int:
     stamp = STAMP0 + i * 10**8
     if tf:
@@ -127,19 +124,20 @@ def _stamp(msg) -> int:
 def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(system):
     node, pubs, got = system
     pubs["tf_static"].publish(cdr.serialize(sensor_data.tf_message([("base_link", "cam_optical", 0, T_base_cam())])))
-    assert _wait(lambda: node.count_subscribers("/camera/image_raw") and node.count_publishers("/tf") >= 1, 10)
+    assert wait_until(lambda: node.count_subscribers("/camera/image_raw") and node.count_publishers("/tf") >= 1, 10)
     time.sleep(0.5)
     stamps = []
     for i in range(3):
         stamps.append(_send_frame(pubs, i))
-        assert _wait(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth/image", [])), 60), (
+        assert wait_until(lambda: any(_stamp(m) == stamps[-1] for m in got.get("/kdbts/depth/image", [])), 60), (
             f"no depth for frame {i}; drops {dict(node.runner.drops)}"
         )
     last = stamps[-1]
-    assert _wait(
+    assert wait_until(
         lambda: all(
             any(_stamp(m) == last for m in got.get(t, []))
             for t in ("/kdbts/occupancy", "/kdbts/points", "/kdbts/density_grid", "/kdbts/depth/camera_info")
+            + (CONFIDENCE,)
         )
     )
     pick = lambda t: next(m for m in got[t] if _stamp(m) == last)  # noqa: E731
@@ -184,6 +182,16 @@ def test_outputs_arrive_with_type_frame_stamp_size_and_consistent_geometry(syste
     seen = np.isfinite(depth)
     assert 0.5 < seen.mean() < 1.0 and seen[16:, 40:56].all() and not seen[:, 0].any()
     assert np.all(depth[seen] >= WALL) and np.all(depth[seen] <= WALL + spacing + 0.05)
+    # the confidence beside it, pixel for pixel: the wall stops every ray, the padding has none
+    conf_msg = pick(CONFIDENCE)
+    assert (conf_msg.header.frame_id, conf_msg.encoding, conf_msg.height, conf_msg.width) == (
+        "cam_optical",
+        "32FC1",
+        32,
+        96,
+    )
+    confidence = np.frombuffer(bytes(conf_msg.data), "<f4").reshape(32, 96)
+    assert np.all(confidence[seen] > 0.999) and np.all(confidence[~seen] == 0.0)
 
     cloud = pick("/kdbts/points")
     assert cloud.header.frame_id == "odom" and cloud.point_step == 20
@@ -212,15 +220,15 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(system):
     node, pubs, got = system
     before = dict(node.runner.drops)
     # images are decoded when their turn comes (a superseded one never is): one fault at a time
-    _send_frame(pubs, 10, encoding="yuv422")  # unsupported encoding
-    assert _wait(lambda: node.runner.drops["bad_image"] > before.get("bad_image", 0), 10)
+    _send_frame(pubs, 10, encoding="yuv444")  # unsupported encoding
+    assert wait_until(lambda: node.runner.drops["bad_image"] > before.get("bad_image", 0), 10)
     _send_frame(pubs, 11, image=np.zeros((H + 2, W, 3), np.uint8))  # size differs from camera_info
-    assert _wait(lambda: node.runner.drops["size_mismatch"] > before.get("size_mismatch", 0), 10)
+    assert wait_until(lambda: node.runner.drops["size_mismatch"] > before.get("size_mismatch", 0), 10)
     stamp = _send_frame(pubs, 12)
-    assert _wait(lambda: any(_stamp(m) == stamp for m in got.get("/kdbts/depth/image", [])), 60)
+    assert wait_until(lambda: any(_stamp(m) == stamp for m in got.get("/kdbts/depth/image", [])), 60)
     values = lambda m: {kv.key: kv.value for kv in m.status[0].values}  # noqa: E731
     # diagnostics come at 1 Hz: wait for a report that includes the last frame
-    assert _wait(lambda: any(int(values(m)["frames_processed"]) >= 4 for m in got.get("/diagnostics", [])), 15)
+    assert wait_until(lambda: any(int(values(m)["frames_processed"]) >= 4 for m in got.get("/diagnostics", [])), 15)
     report = values(got["/diagnostics"][-1])
     # one image dropped for each fault, as the runner counted it
     assert int(report["dropped_bad_image"]) == node.runner.drops["bad_image"] == before.get("bad_image", 0) + 1
@@ -233,7 +241,7 @@ def test_runtime_parameters_are_validated(system):
     node, _, _ = system
     ok = node.set_parameters([Parameter("grid.occupied_density", value=1.5)])[0]
     # applied between frames by the inference timer
-    assert ok.successful and _wait(lambda: node.cfg.grid.occupied_density == 1.5, 5)
+    assert ok.successful and wait_until(lambda: node.cfg.grid.occupied_density == 1.5, 5)
     bad = node.set_parameters([Parameter("mode", value="both")])[0]
     assert not bad.successful and "not one of" in bad.reason
     start_only = node.set_parameters([Parameter("model.backbone", value="resnet18")])[0]
@@ -254,8 +262,8 @@ def test_the_map_is_latched_for_late_subscribers_and_cleared_and_saved_by_servic
         )
     )
     stamp = _send_frame(pubs, 30)
-    assert _wait(lambda: node.runner.mapping.enabled and node.runner.mapping.map.frames >= 1, 60)
-    assert _wait(lambda: node.runner.last.stamp_ns == stamp, 10)
+    assert wait_until(lambda: node.runner.mapping.enabled and node.runner.mapping.map.frames >= 1, 60)
+    assert wait_until(lambda: node.runner.last.stamp_ns == stamp, 10)
     # a subscriber that starts after the map was published gets it (reliable, transient local, depth 1)
     late = rclpy.create_node("late_map_reader", context=node.context)
     executor = SingleThreadedExecutor(context=node.context)

@@ -25,7 +25,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
 import torch  # noqa: E402
-from conftest import slab_model  # noqa: E402
+from conftest import slab_model, wait_until  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
@@ -41,6 +41,7 @@ from kdbts_ros.core.field import query_memory_mb  # noqa: E402
 from kdbts_ros.core.model.checkpoint import save_checkpoint  # noqa: E402
 from kdbts_ros.data.rig import RigCamera  # noqa: E402
 from kdbts_ros.messages import cdr, sensor_data  # noqa: E402
+from kdbts_ros.messages.topics import TopicsConfig  # noqa: E402
 from kdbts_ros.msg import DensityGrid  # noqa: E402
 from kdbts_ros.ros.node import KdbtsNode  # noqa: E402
 
@@ -56,25 +57,19 @@ PERIOD = 10**8  # 10 Hz stamps
 STEP_M = 0.5  # the base moves this far per frame: above keyframe.distance, so every frame is a keyframe
 TF_TIMEOUT = 0.3
 DG, OCC, DEPTH, DEPTH_INFO = "/kdbts/density_grid", "/kdbts/occupancy", "/kdbts/depth/image", "/kdbts/depth/camera_info"
+CONFIDENCE = "/" + TopicsConfig().depth_confidence  # relative: a node at the root publishes it under /
+DEPTH_OUTPUTS = (DEPTH, DEPTH_INFO, CONFIDENCE)
 OUTPUT_TYPES = {
     OCC: OccupancyGrid,
     "/kdbts/points": PointCloud2,
     DEPTH: Image,
     DEPTH_INFO: CameraInfo,
+    CONFIDENCE: Image,
     DG: DensityGrid,
     "/kdbts/latency": Float64,
     "/diagnostics": DiagnosticArray,
 }
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def _wait(cond: Callable[[], Any], timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
 
 
 def _stamp(msg: Any) -> int:
@@ -193,7 +188,7 @@ class System:
             return False
 
     def wait_published(self, stamp: int, topic: str = DG, timeout: float = 60.0) -> Any:
-        assert _wait(lambda: self.published(stamp, topic) is not None, timeout), (
+        assert wait_until(lambda: self.published(stamp, topic) is not None, timeout), (
             f"no {topic} for stamp {stamp}; drops {dict(self.runner.drops)}, faults {dict(self.runner.faults)}"
         )
         return self.published(stamp, topic)
@@ -203,12 +198,12 @@ class System:
         return self.wait_published(self.frame(**kwargs))
 
     def wait_drop(self, reason: str, before: int, timeout: float = 10.0) -> None:
-        assert _wait(lambda: self.runner.drops[reason] > before, timeout), (
+        assert wait_until(lambda: self.runner.drops[reason] > before, timeout), (
             f"no {reason} drop; drops {dict(self.runner.drops)}, faults {dict(self.runner.faults)}"
         )
 
     def wait_fault(self, reason: str, before: int, timeout: float = 10.0) -> None:
-        assert _wait(lambda: self.runner.faults[reason] > before, timeout), (
+        assert wait_until(lambda: self.runner.faults[reason] > before, timeout), (
             f"no {reason} fault; drops {dict(self.runner.drops)}, faults {dict(self.runner.faults)}"
         )
 
@@ -221,7 +216,7 @@ class System:
             found.extend(m for m in self.got["/diagnostics"][start + len(found) :] if cond(m))
             return bool(found)
 
-        assert _wait(match, timeout), f"no such /diagnostics; last: {self.got['/diagnostics'][-1:]}"
+        assert wait_until(match, timeout), f"no such /diagnostics; last: {self.got['/diagnostics'][-1:]}"
         return found[0]
 
 
@@ -251,6 +246,7 @@ def system(checkpoint):
             "model.checkpoint": str(checkpoint),
             "model.image_height": 64,
             "model.image_width": 192,
+            "planner.frame": "camera",  # the camera slab's grid, whose geometry these tests check
             "grid.resolution": 0.5,
             "render.depth_scale": 0.5,
             "render.samples": 32,
@@ -271,7 +267,7 @@ def system(checkpoint):
         cdr.serialize(sensor_data.tf_message([("base_link", c.name, 0, c.T_base_cam()) for c in RIG]))
     )
     # reliable delivery needs matched endpoints: wait until every writer sees its reader
-    assert _wait(
+    assert wait_until(
         lambda: (
             all(p.get_subscription_count() > 0 for p in s.pubs.values())
             and all(p.get_subscription_count() > 0 for topic, p in node.pubs.items() if topic in OUTPUT_TYPES)
@@ -342,10 +338,10 @@ def test_tf_missing_late_unknown_and_invalid(system):
     s.fresh_frame()
     # late, but within tf_timeout: the image waits for its pose (a long timeout makes this certain)
     assert s.node.set_parameters([Parameter("tf_timeout", value=5.0)])[0].successful
-    assert _wait(lambda: s.node.cfg.tf_timeout == 5.0, 5)
+    assert wait_until(lambda: s.node.cfg.tf_timeout == 5.0, 5)
     received = s.runner.cameras[0].received
     stamp = s.frame(tf=False)
-    assert _wait(lambda: s.runner.cameras[0].received > received, 5)
+    assert wait_until(lambda: s.runner.cameras[0].received > received, 5)
     assert s.published(stamp) is None and s.runner.pending.stamp_ns == stamp
     s.pose(stamp)
     s.wait_published(stamp)
@@ -392,7 +388,7 @@ def test_image_encoding_size_and_format_changes(system):
     faults = s.runner.faults.copy()
     big = (2 * W, 2 * H)
     s.info(0, s.stamp, K * [[2], [2], [1]], big)
-    assert _wait(lambda: _size(s.runner.cameras[0].intrinsics) == big, 5)
+    assert wait_until(lambda: _size(s.runner.cameras[0].intrinsics) == big, 5)
     stamp = s.next_stamp()
     s.pose(stamp)
     s.info(1, stamp)
@@ -403,7 +399,7 @@ def test_image_encoding_size_and_format_changes(system):
     assert s.runner.faults["camera_info_changed"] > faults["camera_info_changed"]
     # an image unlike its camera_info cannot be used
     s.info(0, s.stamp)
-    assert _wait(lambda: _size(s.runner.cameras[0].intrinsics) == (W, H), 5)
+    assert wait_until(lambda: _size(s.runner.cameras[0].intrinsics) == (W, H), 5)
     stamp = s.frame(left={"size": big})
     s.wait_drop("size_mismatch", drops["size_mismatch"])
     assert s.published(stamp) is None
@@ -451,7 +447,7 @@ def test_time_jumping_back_clears_the_window_even_mid_frame(system, monkeypatch)
     s.stamp -= 50 * PERIOD
     received = s.runner.cameras[0].received
     jumped = s.frame()
-    assert _wait(lambda: s.runner.cameras[0].received > received, 10)
+    assert wait_until(lambda: s.runner.cameras[0].received > received, 10)
     release.set()
     s.wait_published(before)
     grid = s.wait_published(jumped)
@@ -472,7 +468,7 @@ def test_images_faster_than_processing_keep_the_newest(system, monkeypatch):
     assert started.wait(10)
     received = [c.received for c in s.runner.cameras]
     burst = [s.frame() for _ in range(4)]
-    assert _wait(lambda: all(c.received == r + 4 for c, r in zip(s.runner.cameras, received)), 10)
+    assert wait_until(lambda: all(c.received == r + 4 for c, r in zip(s.runner.cameras, received)), 10)
     release.set()
     s.wait_published(first)
     s.wait_published(burst[-1])
@@ -493,7 +489,7 @@ def test_an_image_arriving_while_the_frame_is_taken_is_not_lost(system, monkeypa
             entered.set()
             received = s.runner.cameras[0].received
             # let the next image arrive now if it can (it must not be lost between taking and clearing)
-            _wait(lambda: s.runner.cameras[0].received > received, 1.0)
+            wait_until(lambda: s.runner.cameras[0].received > received, 1.0)
         return real(cam, img, *args)
 
     monkeypatch.setattr(s.runner, "_frame", frame)
@@ -506,7 +502,7 @@ def test_an_image_arriving_while_the_frame_is_taken_is_not_lost(system, monkeypa
     for cam in (0, 1):
         s.info(cam, first)
     s.image(1, first)
-    assert _wait(lambda: s.runner.cameras[1].received > received and s.has_pose(first), 10)
+    assert wait_until(lambda: s.runner.cameras[1].received > received and s.has_pose(first), 10)
     s.image(0, first)
     assert entered.wait(10)
     second = s.frame()
@@ -583,7 +579,7 @@ def test_a_deactivated_node_counts_images_as_inactive_and_resumes(system):
         inactive = s.runner.drops["inactive"]
         processed = s.runner.processed
         stamps = [s.frame() for _ in range(2)]
-        assert _wait(lambda: s.runner.drops["inactive"] >= inactive + 4, 10)  # both cameras' images
+        assert wait_until(lambda: s.runner.drops["inactive"] >= inactive + 4, 10)  # both cameras' images
         report = s.wait_diagnostics(lambda m: int(_values(m).get("dropped_inactive", 0)) >= inactive + 4)
         assert int(_values(report)["frames_processed"]) == processed
         assert s.runner.processed == processed and not any(s.published(t) for t in stamps)
@@ -604,12 +600,12 @@ def test_parameters_and_tf_flow_while_a_frame_is_processed(system, monkeypatch):
         request = SetParameters.Request(parameters=[Parameter("keyframe.angle", value=7.5).to_parameter_msg()])
         t0 = time.monotonic()
         future = client.call_async(request)
-        assert _wait(future.done, 10)
+        assert wait_until(future.done, 10)
         answered = time.monotonic() - t0
         tf_stamp = stamp + PERIOD // 2
         t0 = time.monotonic()
         s.pose(tf_stamp)
-        assert _wait(lambda: s.has_pose(tf_stamp), 10)
+        assert wait_until(lambda: s.has_pose(tf_stamp), 10)
         tf_in = time.monotonic() - t0
         # all of it while the frame was still being processed (process waits for release)
         assert not release.is_set() and s.published(stamp) is None
@@ -619,7 +615,7 @@ def test_parameters_and_tf_flow_while_a_frame_is_processed(system, monkeypatch):
     finally:
         release.set()
     s.wait_published(stamp)
-    assert _wait(lambda: s.node.cfg.keyframe.angle == 7.5, 5)
+    assert wait_until(lambda: s.node.cfg.keyframe.angle == 7.5, 5)
     s.probe.destroy_client(client)
     s.fresh_frame()
 
@@ -669,33 +665,35 @@ def test_a_rejected_atomic_parameter_set_changes_nothing(system):
 
 def test_publish_toggle_stops_an_output_and_its_computation(system):
     s = system
-    assert s.node.set_parameters([Parameter("publish.depth", value=False)])[0].successful
-    assert _wait(lambda: not s.node.cfg.publish.depth, 5)
+    toggles = [Parameter("publish.depth", value=False), Parameter("publish.depth_confidence", value=False)]
+    assert all(r.successful for r in s.node.set_parameters(toggles))
+    assert wait_until(lambda: not (s.node.cfg.publish.depth or s.node.cfg.publish.depth_confidence), 5)
     depth_count = len(s.got[DEPTH])
     stamp = s.frame()
     s.wait_published(stamp, OCC)
     s.wait_published(stamp)
     assert len(s.got[DEPTH]) == depth_count and s.published(stamp, DEPTH_INFO) is None
+    assert s.published(stamp, CONFIDENCE) is None
     assert s.runner.last.stamp_ns == stamp and s.runner.last.depth is None
-    assert s.node.set_parameters([Parameter("publish.depth", value=True)])[0].successful
+    # the confidence alone: the depth is rendered for it, the depth image and its camera_info stay off
+    assert s.node.set_parameters([Parameter("publish.depth_confidence", value=True)])[0].successful
     # the node reads its toggles just before the runner applies accepted changes: wait for them to be in
-    assert _wait(lambda: s.node.cfg.publish.depth, 5)
+    assert wait_until(lambda: s.node.cfg.publish.depth_confidence, 5)
+    stamp = s.frame()
+    s.wait_published(stamp, CONFIDENCE)
+    assert s.published(stamp, DEPTH) is None and s.published(stamp, DEPTH_INFO) is None
+    assert s.node.set_parameters([Parameter("publish.depth", value=True)])[0].successful
+    assert wait_until(lambda: s.node.cfg.publish.depth, 5)
     s.wait_published(s.frame(), DEPTH)
 
 
 def test_outputs_nobody_subscribes_to_are_not_computed(system):
     s = system
     depth_pub = s.node.pubs[DEPTH]
-    for topic in (DEPTH, DEPTH_INFO):
+    for topic in DEPTH_OUTPUTS:
         s.unsubscribe(topic)
     try:
-        assert _wait(
-            lambda: (
-                s.node.pubs[DEPTH].get_subscription_count() == 0
-                and s.node.pubs[DEPTH_INFO].get_subscription_count() == 0
-            ),
-            10,
-        )
+        assert wait_until(lambda: all(s.node.pubs[t].get_subscription_count() == 0 for t in DEPTH_OUTPUTS), 10)
         stamp = s.frame()
         s.wait_published(stamp)
         occupancy = s.wait_published(stamp, OCC)
@@ -703,9 +701,9 @@ def test_outputs_nobody_subscribes_to_are_not_computed(system):
         # the grid is still computed: the occupancy published is this frame's
         np.testing.assert_array_equal(np.asarray(occupancy.data, np.int8), s.runner.last.occupancy.reshape(-1))
     finally:
-        for topic in (DEPTH, DEPTH_INFO):
+        for topic in DEPTH_OUTPUTS:
             s.subscribe(topic)
-    assert _wait(lambda: depth_pub.get_subscription_count() > 0, 10)
+    assert wait_until(lambda: depth_pub.get_subscription_count() > 0, 10)
     stamp = s.frame()
     depth = s.wait_published(stamp, DEPTH)
     # computed again, for this frame, and published as computed
@@ -722,11 +720,11 @@ def test_latency_is_published_and_warns_above_the_budget(system):
     # the test's stamps advance 0.1 s a frame, slower than the clock: catch up (a step forward is no fault)
     s.stamp = max(s.stamp, time.time_ns() - PERIOD)
     s.fresh_frame()
-    assert _wait(lambda: len(s.got["/kdbts/latency"]) > count, 5)
+    assert wait_until(lambda: len(s.got["/kdbts/latency"]) > count, 5)
     latency = s.got["/kdbts/latency"][-1].data
     assert 0.0 <= latency < 60.0
     assert s.node.set_parameters([Parameter("latency_budget", value=0.0)])[0].successful
-    assert _wait(lambda: s.node.cfg.latency_budget == 0.0, 5)
+    assert wait_until(lambda: s.node.cfg.latency_budget == 0.0, 5)
     report = s.wait_diagnostics(lambda m: "above budget" in m.status[0].message).status[0]
     assert report.level == DiagnosticStatus.WARN
     assert report.message.startswith("latency") and "above budget 0.0 s" in report.message

@@ -11,12 +11,12 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import wait_until  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -40,15 +40,6 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 @pytest.mark.parametrize("flag,survives", [("--exit-with-parent", False), (None, True)])
 def test_the_node_ends_with_its_killed_parent_only_when_asked(flag, survives):
@@ -70,10 +61,10 @@ def test_the_node_ends_with_its_killed_parent_only_when_asked(flag, survives):
         rclpy.init(context=ctx)
         probe = rclpy.create_node("kdbts_lifetime_probe", context=ctx)
         # up and past the flag's handling once the node is on the graph
-        assert _wait(lambda: "kdbts_node" in probe.get_node_names(), 120), "kdbts_node never came up"
+        assert wait_until(lambda: "kdbts_node" in probe.get_node_names(), 120), "kdbts_node never came up"
         parent.kill()
         parent.wait()
-        gone = _wait(lambda: not _running(child), 5 if survives else 30)
+        gone = wait_until(lambda: not _running(child), 5 if survives else 30)
         assert gone != survives
     finally:
         parent.kill()

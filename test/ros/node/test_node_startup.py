@@ -107,3 +107,32 @@ def test_inputs_without_a_publisher_or_of_another_type_are_named(monkeypatch):
     finally:
         rclpy.shutdown(context=ctx)
         rclpy.shutdown(context=other)
+
+
+@pytest.mark.parametrize(
+    "content,said",
+    [
+        # a section keyed by another node's name: rcl applies nothing and says nothing
+        ("/rear/kdbts_node:\n  ros__parameters:\n    window_size: 6\n", "no parameters for /front/kdbts_node"),
+        # rclpy's own (use_sim_time, as the launch files pass it) are no news
+        ("/**:\n  ros__parameters:\n    use_sim_time: false\n    autostrat: false\n", "unknown parameter 'autostrat'"),
+    ],
+)
+def test_parameters_a_node_would_pass_by_are_one_warning_line(tmp_path, content, said):
+    params = tmp_path / "params.yaml"
+    params.write_text(content)
+    proc = subprocess.Popen(
+        [*NODE, "-r", "__ns:=/front", "-p", "autostart:=false", "--params-file", str(params)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ROS_DOMAIN_ID": str(150 + os.getpid() % 30)},
+    )
+    try:
+        assert select.select([proc.stderr], [], [], 120)[0], "the node said nothing"
+        line = proc.stderr.readline()
+        time.sleep(0.5)
+        assert proc.poll() is None  # it starts all the same, as rcl would have it
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert "[WARN]" in line and str(params) in line and said in line and "not applied" in line, line

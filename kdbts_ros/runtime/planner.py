@@ -1,0 +1,62 @@
+"""The planner stage: each posed frame's occupancy grid in the planner's frame (``planner.*``).
+
+The grid's frame is found in TF at the frame's stamp (``planner.frame``, a base frame); when TF has
+no such frame the grid is built in the fixed frame, turned by ``map.up_axis``'s rule so that its z
+is up (the identity for a REP-103 ``odom``), as a square window around the camera. Which frame the
+grid is in is said once when it changes (a ``planner_frame_fallback`` fault) and in the diagnostics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdbts_ros.core import geometry
+from kdbts_ros.core.field import FieldQuery, Query
+from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.grids import bev_occupancy
+from kdbts_ros.core.planar_grid import PlannerGrid, near_field, planar_spec
+from kdbts_ros.core.tf_buffer import TfError, TfStore
+from kdbts_ros.core.world_map import gravity_rotation, up_axis_of
+from kdbts_ros.runtime.accounting import Accounting
+from kdbts_ros.runtime.config import RunnerConfig
+
+
+class PlannerStage:
+    """Builds :class:`~kdbts_ros.core.planar_grid.PlannerGrid` s; remembers which frame they are in."""
+
+    def __init__(self, cfg: RunnerConfig, tf: TfStore, accounting: Accounting):
+        self.cfg, self.tf, self.accounting = cfg, tf, accounting
+        self.frame_id: str | None = None  # the frame of the last grid (None before the first)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the occupancy grid is the planner's (else the camera-aligned slab's bird's-eye view)."""
+        return self.cfg.planner.frame != "camera"
+
+    def grid(self, frame: Frame, field: FieldQuery, query: Query) -> PlannerGrid | None:
+        """The planner grid of a posed frame (None without a pose: nothing places it in the world)."""
+        if frame.T_fixed_cam is None:
+            return None
+        g, T_fixed_cam = self.cfg.planner, frame.T_fixed_cam
+        try:
+            T_fixed_plan = self.tf.lookup(self.cfg.fixed_frame, g.frame, frame.stamp_ns)
+            frame_id, spec, T_frame_plan = g.frame, planar_spec(g), np.eye(4)
+        except TfError as exc:
+            axis = self.cfg.map.up_axis
+            T_plan_fixed = gravity_rotation(up_axis_of(T_fixed_cam) if axis == "auto" else axis)
+            T_fixed_plan = T_frame_plan = geometry.invert(T_plan_fixed)
+            frame_id, spec = self.cfg.fixed_frame, planar_spec(g, (T_plan_fixed @ T_fixed_cam)[:2, 3])
+            if self.frame_id != frame_id:
+                self.accounting.fault(
+                    "planner_frame_fallback",
+                    f"planner.frame {g.frame!r} is not in TF ({exc}): the occupancy grid is in {frame_id!r}",
+                )
+        self.frame_id = frame_id
+        T_cam_plan = geometry.invert(T_fixed_cam) @ T_fixed_plan
+        centres = spec.centres() @ T_cam_plan[:3, :3].T + T_cam_plan[:3, 3]
+        density, unseen = (a.reshape(spec.shape) for a in field.grid(centres.astype(np.float32), query))
+        # nearer than the camera renders is unknown, never free: the world map keeps what earlier frames saw
+        unseen = unseen | near_field(centres, self.cfg.model.z_near)
+        values = bev_occupancy(density, unseen, spec.resolution_z)
+        ground = T_fixed_plan[:3, :3] @ np.array([0.0, 0.0, g.ground_z]) + T_fixed_plan[:3, 3]
+        return PlannerGrid(values, frame_id, T_frame_plan @ spec.origin(), spec.resolution, frame_id == g.frame, ground)
