@@ -24,18 +24,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--restart", action="store_true", help="ignore OUT/state.pt and start from step 0")
     p.add_argument(
+        "--resume-from",
+        type=Path,
+        help="when OUT has no state.pt: continue from this checkpoint's weights and compact state (its step, "
+        "schedule and random streams; Adam's moments start again), e.g. the committed embedded default",
+    )
+    p.add_argument(
         "--max-minutes", type=float, default=0.0, help="stop after this much wall-clock time (0: run all iterations)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; resumes from OUT/state.pt when present. Only rank 0 of a DDP run prints."""
+    """Train; resumes from OUT/state.pt when present, else from a checkpoint's compact state. Only rank 0 of a DDP
+    run prints."""
     from kdbts_ros.core.settings import load_config
     from kdbts_ros.training.config import TrainConfig
     from kdbts_ros.training.trainer import train
 
     cfg = load_config(TrainConfig, args.config, overrides(args.set))
-    model = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes)
+    model = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes, resume_from=args.resume_from)
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"heads trained: {model.available_heads}; wrote {args.out / 'checkpoint.safetensors'} "

@@ -310,6 +310,18 @@ class MixedFrames(Dataset):
         for k, s in enumerate(self.sources):
             s.rng = np.random.default_rng([seed, k])
 
+    @property
+    def augmentation_state(self) -> list[dict]:
+        """The sources' augmentation streams (in this process: data-loader workers draw from their own)."""
+        return [s.rng.bit_generator.state for s in self.sources]
+
+    @augmentation_state.setter
+    def augmentation_state(self, states: list[dict]) -> None:
+        if len(states) != len(self.sources):
+            raise ValueError(f"{len(states)} augmentation streams for {len(self.sources)} sources")
+        for s, state in zip(self.sources, states, strict=True):
+            s.rng.bit_generator.state = state
+
 
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn: reseed the augmentation from torch's per-worker seed.

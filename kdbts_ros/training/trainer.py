@@ -1,13 +1,21 @@
 """The training loop: single process, or one process per GPU/CPU under ``torchrun`` (DDP).
 
 Writes into the output folder:
-  ``checkpoint.safetensors``  the trained network (project format, loadable by the node)
+  ``checkpoint.safetensors``  the trained network (project format, loadable by the node), its info holding
+                              the compact state (step, scheduler, RNGs: a few kB)
   ``state.pt``                resumable state (weights, optimiser, scheduler, RNGs, step)
+
+A run resumes from ``state.pt``; without one (it is 3x the network, too big to commit), from a
+checkpoint's weights and compact state (``OUT/checkpoint.safetensors``, or ``resume_from``: the
+committed default), at the same step, batch order and learning rate. Only Adam's moment estimates
+start again from zero: they re-form within a few dozen steps (Adam's beta2 horizon is 1000 steps, but
+its bias correction restarts with them).
   ``metrics.jsonl``           one record per ``log_every`` steps (also TensorBoard events in ``tb/``)
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -137,9 +145,17 @@ def _loop(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
 
 
 def train(
-    cfg: TrainConfig, out_dir: Path, resume: bool = True, max_minutes: float = 0.0, progress: bool = True
+    cfg: TrainConfig,
+    out_dir: Path,
+    resume: bool = True,
+    max_minutes: float = 0.0,
+    progress: bool = True,
+    resume_from: Path | None = None,
 ) -> DensityField:
-    """Train as configured; returns the trained network (every rank's copy is identical under DDP)."""
+    """Train as configured; returns the trained network (every rank's copy is identical under DDP).
+
+    ``resume``: continue from ``out_dir/state.pt``, else from the compact state of ``resume_from`` (default
+    ``out_dir/checkpoint.safetensors``) when it has one."""
     rank, world, local_rank = _distributed()
     device = _device(cfg.device, local_rank)
     if device.type == "cuda":
@@ -173,7 +189,10 @@ def train(
 
     step = 0
     state_path = out_dir / "state.pt"
-    if resume and state_path.exists():
+    compact_path = Path(resume_from) if resume_from else out_dir / "checkpoint.safetensors"
+    if resume and not state_path.exists() and compact_path.is_file():
+        step = _resume_compact(compact_path, model, scheduler, objective, batches)
+    elif resume and state_path.exists():
         # our own file, but loaded without pickle execution all the same
         state = load_torch_file(state_path)
         try:
@@ -183,6 +202,8 @@ def train(
             objective.generator.set_state(state["generator"])
             if "batches" in state:  # states written before sources were mixed have none
                 batches.generator.set_state(state["batches"])
+            if "augmentation" in state:  # nor before the augmentation streams were kept
+                batches.data.augmentation_state = state["augmentation"]
             step = int(state["step"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # another run's state, or a damaged one
             raise CheckpointError(
@@ -209,10 +230,10 @@ def train(
     # a fresh run (no state, or --restart) starts a fresh log; a resumed one appends
     log = open(out_dir / "metrics.jsonl", "a" if step else "w") if rank == 0 else None  # noqa: SIM115 - closed in finally
     try:
-        for batch in _loop(loader):
-            if step >= cfg.iterations or (max_minutes and time.monotonic() - start > 60 * max_minutes):
-                break
-            batch = {k: v.to(device) for k, v in batch.items()}
+        stream = _loop(loader)
+        # the stop test comes before the next batch is drawn: a saved state must not have drawn one it never used
+        while step < cfg.iterations and not (max_minutes and time.monotonic() - start > 60 * max_minutes):
+            batch = {k: v.to(device) for k, v in next(stream).items()}
             losses = wrapped(batch)
             optimiser.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -269,6 +290,7 @@ def _save(
         "scheduler": scheduler.state_dict(),
         "generator": objective.generator.get_state(),
         "batches": batches.generator.get_state(),
+        "augmentation": batches.data.augmentation_state,
         "step": step,
     }
     tmp = out_dir / "state.pt.tmp"
@@ -276,7 +298,44 @@ def _save(
     tmp.replace(out_dir / "state.pt")  # atomic: a crash mid-write never corrupts the last state
     heads = model.available_heads
     model.available_heads = TRAINED_HEADS[cfg.method]
+    compact = {
+        "step": step,
+        "scheduler": scheduler.state_dict(),
+        "generator": _b64(state["generator"]),
+        "batches": _b64(state["batches"]),
+        "augmentation": state["augmentation"],
+    }
     try:
-        save_checkpoint(out_dir / "checkpoint.safetensors", model, {**info, "step": step})
+        save_checkpoint(out_dir / "checkpoint.safetensors", model, {**info, "step": step, "resume": compact})
     finally:
         model.available_heads = heads
+
+
+def _b64(state: torch.Tensor) -> str:
+    """A generator's state (a uint8 tensor) as text for the checkpoint's JSON info."""
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+
+def _unb64(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def _resume_compact(path: Path, model: DensityField, scheduler, objective: Objective, batches: SourceBatches) -> int:
+    """Load a checkpoint's weights and compact state into this run (fresh optimiser moments); its step, or 0 when
+    the checkpoint has no compact state (one written before it was recorded: a fresh start from step 0)."""
+    saved, info = load_checkpoint(path)
+    compact = info.get("resume")
+    if not compact:
+        return 0
+    try:
+        model.load_state_dict(saved.state_dict())
+        scheduler.load_state_dict(compact["scheduler"])
+        objective.generator.set_state(_unb64(compact["generator"]))
+        batches.generator.set_state(_unb64(compact["batches"]))
+        batches.data.augmentation_state = compact["augmentation"]
+        return int(compact["step"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: its compact state does not resume this run ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); --restart ignores it"
+        ) from exc
