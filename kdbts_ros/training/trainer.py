@@ -332,7 +332,8 @@ def _resume_compact(path: Path, model: DensityField, scheduler, objective: Objec
         scheduler.load_state_dict(compact["scheduler"])
         objective.generator.set_state(_unb64(compact["generator"]))
         batches.generator.set_state(_unb64(compact["batches"]))
-        batches.data.augmentation_state = compact["augmentation"]
+        if "augmentation" in compact:  # absent from states converted from runs before it was kept
+            batches.data.augmentation_state = compact["augmentation"]
         return int(compact["step"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(

@@ -199,6 +199,17 @@ def test_the_hints_recipe_continues_the_embedded_default_on_the_same_frames_with
     assert hints.loss.stereo_hints > 0 and hints.loss.motion_hints > 0 and hints.threads == 1
 
 
+def test_the_extra_data_recipe_continues_the_hints_run_and_trains_on_no_held_out_drive():
+    config = Path(__file__).parents[2] / "config"
+    extra = load_config(TrainConfig, config / "train_kdbts_extra.yaml")
+    assert extra.init_checkpoint == "runs/kdbts_hints/checkpoint.safetensors"  # train_kdbts_hints.yaml's output
+    roots = [line.split()[1] for line in extra.data.sources]
+    assert any("2011_09_26_drive_0005" in r for r in roots) and extra.loss.stereo_hints > 0
+    for root in roots:  # reviewers evaluate on these: never trained on
+        assert "0052" not in root and "KITTI360" not in root and "2011_09_30" not in root, root
+        assert not any(f"2011_09_26_drive_{d}" in root for d in ("0002", "0009", "0013")), root  # Eigen test drives
+
+
 def test_hints_need_the_photometric_branch():
     with pytest.raises(ValueError, match="frozen"):
         load_config(TrainConfig, None, {"teacher": "frozen", "init_checkpoint": "x", "loss.stereo_hints": 1.0}).check()
