@@ -108,7 +108,13 @@ def generate_launch_description() -> LaunchDescription:
                 description="topic remappings from:=to, separated by spaces or commas "
                 "(camera/image_raw:=/cam0/image_raw)",
             ),
-            *(DeclareLaunchArgument(n, default_value=d, description=t) for n, d, t in launch_plan.NODE_ARGUMENTS),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="",
+                description="true: the node configures and activates itself; false: it waits for a lifecycle "
+                "manager (config/nav2_lifecycle.yaml); empty: the config's",
+            ),
+            DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock"),
             DeclareLaunchArgument(
                 "rviz", default_value="false", description="start RViz on the config's fixed frame and camera"
             ),

@@ -66,7 +66,13 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "checkpoint", default_value="", description="model checkpoint for every node; empty: the config's"
             ),
-            *(DeclareLaunchArgument(n, default_value=d, description=t) for n, d, t in launch_plan.NODE_ARGUMENTS),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="",
+                description="true: the node configures and activates itself; false: it waits for a lifecycle "
+                "manager (config/nav2_lifecycle.yaml); empty: the config's",
+            ),
+            DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock"),
             OpaqueFunction(function=_actions),
         ]
     )

@@ -148,7 +148,7 @@ def stage_gflops(runner: FrameRunner, rgb: np.ndarray, lens: Lens) -> dict[str, 
             stages.field.grid(centres, query)
         counts["grid"] = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
-            stages.field.depth(query, current.Kn)
+            stages.field.depth(runner.heads.depth_query(query), current.Kn)  # the head render.depth_head picks
         counts["depth"] = fc.get_total_flops()
     return {k: v / 1e9 for k, v in counts.items()}
 

@@ -129,6 +129,14 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         print("kdbts bench: no case left to run", file=sys.stderr)
         return 2
+    warm = max(c.window if args.warmup is None else args.warmup for c in cases)
+    if args.frames <= warm:
+        print(
+            f"kdbts bench: --frames {args.frames} leaves no frame to time after the warm-up of {warm} "
+            f"({'--warmup' if args.warmup is not None else 'the largest window'}); give --frames {warm + 1} or more",
+            file=sys.stderr,
+        )
+        return 2
     base = config(args)
     base.model.compile = base.model.compile or args.compile
     base.map.enabled = base.map.enabled or args.map

@@ -179,10 +179,18 @@ class RenderConfig:
     """Volume rendering of the expected ray-termination depth."""
 
     samples: int = setting(64, "samples per ray, spaced linearly in inverse depth", 2, 512)
+    depth_head: str = setting(
+        "sv",
+        "head the depth image is rendered with: sv, the single-view head on the frame alone (the more "
+        "accurate on the real held-out drives, docs/real; on a CPU about 40x faster than MV over 4 views at "
+        "full size), while the grid may use the multi-view one; frame: the head the frame's grid uses",
+        choices=("sv", "frame"),
+        runtime=True,
+    )
     depth_scale: float = setting(
         1.0,
         "depth image size relative to the network input (1: its input size; the MV head on a CPU takes "
-        "seconds at 1 and needs about 0.25 to stay near latency_budget: docs/performance/depth_size.md)",
+        "seconds at 1 (render.depth_head frame): docs/performance/depth_size.md)",
         0.05,
         1.0,
         runtime=True,

@@ -24,9 +24,11 @@ from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.settings import ConfigError
 
 
-def heads_for_mode(model: DensityField, mode: str) -> list[str]:
-    """Heads a head mode may query with these weights (their folded maps are made when a frame is encoded)."""
-    return [h for h in ("sv", "mv") if h in model.available_heads and mode in (h, "auto")]
+def heads_for_mode(model: DensityField, cfg: PipelineConfig) -> list[str]:
+    """Heads the head mode (and the depth image's head, ``render.depth_head``) may query with these weights (their
+    folded maps are made when a frame is encoded)."""
+    wanted = {cfg.mode} | ({"sv"} if cfg.render.depth_head == "sv" else set())
+    return [h for h in ("sv", "mv") if h in model.available_heads and (wanted & {h, "auto"})]
 
 
 def mode_problem(model: DensityField, mode: str) -> str | None:
@@ -62,7 +64,7 @@ class Stages:
             self.model,
             self.device,
             self.input_size,
-            heads_for_mode(self.model, cfg.mode),
+            heads_for_mode(self.model, cfg),
             checkpoint=str(self.model_info.get("weights", "")),
         )
         self.encoding = Encoding(self.model, self.device, self.canonical, encoder, fold=cfg.model.fast)

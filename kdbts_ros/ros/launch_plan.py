@@ -23,16 +23,6 @@ from kdbts_ros.ros.config import NodeConfig
 
 # rosbag2 storage identifier -> the plugin package ``ros2 bag play`` loads for it
 STORAGE_PLUGINS = {"mcap": "rosbag2_storage_mcap", "sqlite3": "rosbag2_storage_sqlite3"}
-# launch arguments every launch file of the package declares alike: (name, default, description)
-NODE_ARGUMENTS = (
-    (
-        "autostart",
-        "",
-        "true: the node configures and activates itself; false: it waits for a lifecycle manager "
-        "(config/nav2_lifecycle.yaml); empty: the config's",
-    ),
-    ("use_sim_time", "false", "follow /clock"),
-)
 
 
 class LaunchError(RuntimeError):

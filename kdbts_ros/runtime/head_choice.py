@@ -10,6 +10,7 @@ import torch
 from kdbts_ros.core import geometry
 from kdbts_ros.core.camera import project
 from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.field import Query
 from kdbts_ros.core.frames import EncodedFrame
 from kdbts_ros.core.grids import GridSpec
 from kdbts_ros.core.model.network import DensityField
@@ -24,7 +25,7 @@ class HeadChoice:
 
     def for_mode(self) -> list[str]:
         """Heads the current mode may query, so a new frame's folded maps are made when it is encoded."""
-        return heads_for_mode(self.model, self.cfg.mode)
+        return heads_for_mode(self.model, self.cfg)
 
     def choose(
         self, current: EncodedFrame, group: Sequence[EncodedFrame], window: Sequence[EncodedFrame], spec: GridSpec
@@ -46,6 +47,13 @@ class HeadChoice:
             others = [e for e in others if self._sees_grid(e, current, centres)]
         use_mv = "mv" in self.model.available_heads and (mode == "mv" or (mode == "auto" and bool(others)))
         return ("mv" if use_mv else "sv"), [current] + (others if use_mv else [])
+
+    def depth_query(self, query: Query) -> Query:
+        """The query the depth image is rendered with: the frame's (``render.depth_head`` frame, or an SV query
+        already), else the single-view head on the frame alone (when the weights have one)."""
+        if self.cfg.render.depth_head == "frame" or query.head == "sv" or "sv" not in self.model.available_heads:
+            return query
+        return Query.of("sv", query.entries[:1], self.device)
 
     def _sees_grid(self, entry: EncodedFrame, current: EncodedFrame, centres: np.ndarray) -> bool:
         """Whether any of the grid cell centres (N, 3) in the current camera lies in ``entry``'s view."""

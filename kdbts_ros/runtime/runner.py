@@ -296,7 +296,7 @@ class FrameRunner:
 
         depth = depth_lens = confidence = None
         if want_depth:
-            depth, confidence, depth_K = field.depth(query, prepared.Kn)
+            depth, confidence, depth_K = field.depth(self.heads.depth_query(query), prepared.Kn)
             depth_lens = Lens.pinhole(depth_K, depth.shape[1], depth.shape[0])
             if cfg.render.depth_camera == "input":
                 target = frame.lens()

@@ -113,3 +113,11 @@ def test_bench_backends_and_depth_renders_are_case_dimensions(tmp_path, monkeypa
     assert not ort[0]["backend_info"]["cached"] and ort[1]["backend_info"]["cached"]
     assert not any(c["backend_info"]["dir"].startswith("/") for c in ort)  # no machine path in a report
     assert ort[0]["gflops"]["grid"] > 0  # counted as the same arithmetic in torch
+
+
+@pytest.mark.parametrize("extra", [["--frames", "3", "--windows", "4"], ["--frames", "4", "--warmup", "4"]])
+def test_frames_not_above_the_warm_up_are_one_line_and_exit_2(tmp_path, capsys, extra):
+    rc = main(["bench", "--device", "cpu", "--networks", "embedded", "--out", str(tmp_path / "b"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and "leaves no frame to time after the warm-up" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()  # refused before any network was built

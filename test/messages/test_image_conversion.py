@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from kdbts_ros.messages import cdr, sensor_data
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+# the encodings robots send beside them (sensor_msgs' image_encodings names), bytes per pixel
+ROBOT_CHANNELS = {"mono16": 2, "bayer_rggb8": 1, "bayer_gbrg8": 1, "yuv422": 2, "yuv422_yuy2": 2, "yuyv": 2, "uyvy": 2}
+PAIRED = ("yuv422", "yuv422_yuy2", "yuyv", "uyvy")  # 4:2:2: two pixels share their chroma, so widths are even
 PROPERTY = settings(max_examples=150, deadline=None)
 
 
@@ -270,7 +273,7 @@ def test_compressed_image_builder_rejects_unknown_formats():
 
 # ---------------------------------------------------------------- malformed messages (property-based)
 
-ENCODINGS = list(CHANNELS) + ["RGB8", "Mono8", "yuv422", "16UC1", "32FC1", "bayer_rggb8", "rgb8 ", ""]
+ENCODINGS = list(CHANNELS | ROBOT_CHANNELS) + ["RGB8", "Mono8", "16UC1", "32FC1", "bayer_rggb16", "rgb8 ", ""]
 DIMS = st.one_of(st.integers(0, 12), st.just(2**32 - 1))
 IMAGE_FIELDS = ("encoding", "height", "width", "step", "size")
 
@@ -278,9 +281,10 @@ IMAGE_FIELDS = ("encoding", "height", "width", "step", "size")
 @st.composite
 def raw_images(draw) -> tuple[object, bool]:
     """(Image, well formed): half well formed, else with one field or every field corrupted."""
-    enc = draw(st.sampled_from(list(CHANNELS)))
+    enc = draw(st.sampled_from(list(CHANNELS | ROBOT_CHANNELS)))
     h, w = draw(st.integers(1, 8)), draw(st.integers(1, 8))
-    step = w * CHANNELS[enc] + draw(st.integers(0, 3))
+    w += w % 2 if enc in PAIRED else 0
+    step = w * (CHANNELS | ROBOT_CHANNELS)[enc] + draw(st.integers(0, 3))
     size = step * h + draw(st.integers(0, 3))
     mode = draw(st.sampled_from(["good", "good", "one field", "all fields"]))
     bad = {"good": (), "one field": (draw(st.sampled_from(IMAGE_FIELDS)),), "all fields": IMAGE_FIELDS}[mode]
@@ -303,8 +307,9 @@ def raw_images(draw) -> tuple[object, bool]:
         step=step,
         data=np.frombuffer(draw(st.binary(min_size=size, max_size=size)), np.uint8),
     )
-    c = CHANNELS.get(enc.lower())
-    return msg, c is not None and h > 0 and w > 0 and step >= w * c and size >= step * h
+    c = (CHANNELS | ROBOT_CHANNELS).get(enc.lower())
+    paired = enc.lower() not in PAIRED or w % 2 == 0
+    return msg, c is not None and h > 0 and w > 0 and paired and step >= w * c and size >= step * h
 
 
 @PROPERTY

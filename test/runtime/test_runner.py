@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_ARCH, small_config
+from conftest import SMALL_ARCH, slab_model, small_config
 
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.stages import Stages, mode_problem
@@ -119,6 +119,26 @@ def test_two_cameras_form_one_rig_frame_and_the_multi_view_head_reads_both(model
     rig.frame(S + S // 10, 1.0)
     assert runner.last.num_views == 4 and len(runner.window.entries) == 4
     assert not runner.drops and runner.cameras[1].received == 2 and not runner.cameras[1].waiting
+
+
+def test_the_depth_image_is_the_single_view_heads_while_the_grid_reads_both_cameras():
+    wall = slab_model(10.0)  # its SV head sees a wall 10 m ahead; its MV head is random
+    outs = {}
+    for name, cameras, overrides in (
+        ("default", 2, {}),
+        ("frame", 2, {"render.depth_head": "frame"}),
+        ("left alone", 1, {"mode": "sv"}),
+    ):
+        runner = _runner(wall, cameras, **overrides)
+        Rig(runner).frame(S, 0.0, cameras)
+        outs[name] = runner.last
+    default, frame, alone = outs["default"], outs["frame"], outs["left alone"]
+    assert default.head == frame.head == "mv" and alone.head == "sv"
+    np.testing.assert_array_equal(default.density, frame.density)  # the grid: the MV head over both cameras
+    np.testing.assert_array_equal(default.depth, alone.depth)  # the depth: the SV head on the left image
+    np.testing.assert_array_equal(default.depth_confidence, alone.depth_confidence)
+    assert np.nanmedian(alone.depth) == pytest.approx(10.0, rel=0.05)
+    assert not np.array_equal(frame.depth, alone.depth, equal_nan=True)  # depth_head frame: the MV head's
 
 
 def test_the_output_camera_waits_for_a_live_partner_and_not_for_a_silent_one(model):
