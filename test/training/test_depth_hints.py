@@ -194,7 +194,7 @@ def test_the_hints_recipe_continues_the_embedded_default_on_the_same_frames_with
     config = Path(__file__).parents[2] / "config"
     hints = load_config(TrainConfig, config / "train_kdbts_hints.yaml")
     real = load_config(TrainConfig, config / "train_kdbts_real.yaml")
-    assert hints.init_checkpoint == "kdbts_ros/weights/kdbts_real.safetensors"
+    assert hints.init_checkpoint == "runs/kdbts_real/checkpoint.safetensors"  # train_kdbts_real.yaml's output
     assert hints.data == real.data and hints.model == real.model and hints.method == real.method
     assert hints.loss.stereo_hints > 0 and hints.loss.motion_hints > 0 and hints.threads == 1
 
