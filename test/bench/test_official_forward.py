@@ -137,7 +137,7 @@ def test_bench_makes_one_official_row_per_device_and_window_of_the_resnet50_case
 
 
 def test_bench_refuses_official_without_resnet50_or_a_checkout(tmp_path, capsys):
-    args = ["bench", "--device", "cpu", "--frames", "2", "--no-publish", "--out", str(tmp_path / "out")]
+    args = ["bench", "--device", "cpu", "--frames", "9", "--no-publish", "--out", str(tmp_path / "out")]
     assert main([*args, "--networks", "embedded", "--official", str(tmp_path)]) == 2
     assert "add resnet50 to --networks" in capsys.readouterr().err
     assert main([*args, "--networks", "resnet50", "--official", str(tmp_path)]) == 2
