@@ -55,16 +55,14 @@ benchmark: msgs
 	$(VENV)/bin/kdbts eval data/synth_test --out docs/benchmark --model BTS=runs/bts/checkpoint.safetensors \
 	  MVBTS=runs/mvbts/checkpoint.safetensors KDBTS=runs/kdbts/checkpoint.safetensors
 
-# The embedded default in three stages, each continuing the last: the shared KITTI odometry 00/01/07 and
-# streets 0-11; then Depth Hints on the same frames; then more real stereo from ../data/kitti_extra
-# (tools/fetch_kitti_extra.py). KITTI raw 0052 and KITTI-360 are held out. Resumable: a second 'make real'
-# continues each stage from runs/<stage>/state.pt (a finished stage returns at once). docs/real/README.md.
+# The embedded default in two stages, the second continuing the first: the shared KITTI odometry 00/01/07
+# and streets 0-11, then Depth Hints on the same frames (runs/kdbts_hints/checkpoint.safetensors is the
+# default). KITTI raw 0052 and KITTI-360 are held out. Resumable: a second 'make real' continues each stage
+# from runs/<stage>/state.pt (a finished stage returns at once). docs/real/README.md.
 real: msgs
 	test -d data/synth_real || $(VENV)/bin/kdbts synth data/synth_real --seed-range 0 12 --frames 40
 	$(VENV)/bin/kdbts train --config config/train_kdbts_real.yaml --out runs/kdbts_real
 	$(VENV)/bin/kdbts train --config config/train_kdbts_hints.yaml --out runs/kdbts_hints
-	test -d ../data/kitti_extra || { echo "../data/kitti_extra is missing: data/kitti_extra/README.md rebuilds it"; exit 1; }
-	$(VENV)/bin/kdbts train --config config/train_kdbts_extra.yaml --out runs/kdbts_extra
 
 # Depth against velodyne (KITTI raw 0052, KITTI-360 sample) and KITTI-360 occupancy, metric and median-scaled.
 S := ../shared/data/kitti

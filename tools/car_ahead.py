@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""What stands directly ahead in a KITTI raw drive 0052 frame: the network's depth against the lidar's.
+
+The README's figure is frame 7 (a car 7.4 m ahead). The lidar points of the frame's scan are projected
+into the network's own camera; those off the road (evaluation/ground_split.py: nearer than the road plane
+by more than 25 %), within the central fifth of the image's columns and nearer than 20 m are what stands
+ahead. Printed: their median lidar depth, the median depth the network renders at the same pixels (the
+figure's depth, single-view head, full input size), the ratio, and the median per-point relative error.
+
+    python tools/car_ahead.py kdbts_ros/weights/kdbts_real.safetensors --frame 7
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from kdbts_ros.core.config import PipelineConfig
+from kdbts_ros.core.stages import Stages
+from kdbts_ros.data import shared_sample
+from kdbts_ros.data.records import read_velodyne
+from kdbts_ros.evaluation.ground_split import off_ground, road_depth, road_plane
+from kdbts_ros.runtime.pictures import figure
+
+AHEAD_COLUMNS = 0.1  # half the central band of columns, a share of the image's width
+AHEAD_RANGE_M = 20.0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="network to score (a checkpoint file or release name)")
+    p.add_argument("--frame", type=int, default=7, help="frame of drive 0052 with a lidar scan (0-9; default 7)")
+    p.add_argument("--shared", type=Path, default=Path("../shared/data/kitti"), help="the shared KITTI samples")
+    args = p.parse_args()
+    cfg = PipelineConfig()
+    cfg.model.checkpoint = args.checkpoint
+    stages = Stages(cfg)
+    rec = shared_sample.raw_sample(args.shared)
+    f = rec.frames[args.frame]
+    if f.velodyne is None:
+        p.error(f"frame {args.frame} has no lidar scan")
+    depth = figure(stages, f.image(0), rec.rig.cameras[0].lens(), "sv").depth
+    lens = stages.canonical.lens()
+    h, w = depth.shape
+    T = f.T_cam_velo(0)
+    pts = read_velodyne(f.velodyne)[:, :3] @ T[:3, :3].T + T[:3, 3]
+    pts = pts[pts[:, 2] > 1.0]
+    uv = pts[:, :2] / pts[:, 2:3] * np.diag(lens.K)[:2] + lens.K[:2, 2]
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    pts, uv = pts[inside], uv[inside]
+    plane = road_plane(pts)
+    if plane is None:
+        p.error(f"frame {args.frame}: the scan shows no road")
+    off = off_ground(pts[:, 2], road_depth(pts / pts[:, 2:3], plane))
+    ahead = off & (np.abs(uv[:, 0] - w / 2) < AHEAD_COLUMNS * w) & (pts[:, 2] < AHEAD_RANGE_M)
+    lidar = pts[ahead, 2]
+    net = depth[uv[ahead, 1].astype(int), uv[ahead, 0].astype(int)]
+    seen = np.isfinite(net)
+    print(
+        f"frame {args.frame}: {ahead.sum()} lidar points stand ahead; lidar median {np.median(lidar):.2f} m, "
+        f"network median {np.nanmedian(net):.2f} m (ratio {np.nanmedian(net) / np.median(lidar):.3f}); "
+        f"median per-point |error| {np.median(np.abs(net[seen] - lidar[seen]) / lidar[seen]):.1%}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
