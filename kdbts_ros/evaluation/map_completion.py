@@ -32,6 +32,7 @@ from kdbts_ros.core.world_map import WorldMap
 from kdbts_ros.data.records import DatasetError, Recording, read_velodyne
 from kdbts_ros.evaluation.ray_fusion import integrate_depth, integrate_points
 from kdbts_ros.runtime.config import RunnerConfig
+from kdbts_ros.runtime.legends import swatch_legend, with_legend
 from kdbts_ros.runtime.runner import FrameRunner
 
 
@@ -113,6 +114,21 @@ def scores(
     return out
 
 
+# the top-down pictures' colours (BGR), and their legend
+OCCUPIED_BGR, FREE_BGR, UNKNOWN_BGR = (20, 20, 20), (235, 235, 235), (128, 128, 128)
+LIDAR_BGR, TRACK_BGR = (0, 0, 255), (255, 128, 0)
+MAP_LEGEND = swatch_legend(
+    [
+        (OCCUPIED_BGR, "occupied"),
+        (FREE_BGR, "free"),
+        (UNKNOWN_BGR, "unknown"),
+        (LIDAR_BGR, "lidar occupied (tint)"),
+        (TRACK_BGR, "camera track"),
+        ((104, 104, 104), "outside the scored region (dimmed)"),
+    ]
+)
+
+
 def top_down(
     m: WorldMap,
     lidar_occupied: np.ndarray,
@@ -130,15 +146,15 @@ def top_down(
     lo = max(0, int(np.floor(band[0] / r)) - m.origin[2])
     hi = min(nz, int(np.floor(band[1] / r)) - m.origin[2] + 1)
     L = m.log_odds[lo:hi]
-    img: np.ndarray = np.full((ny, nx, 3), 128, np.uint8)
-    img[(L < 0).any(0) & ~(L > 0).any(0)] = 235
-    img[(L > 0).any(0)] = 20
+    img: np.ndarray = np.full((ny, nx, 3), UNKNOWN_BGR, np.uint8)
+    img[(L < 0).any(0) & ~(L > 0).any(0)] = FREE_BGR
+    img[(L > 0).any(0)] = OCCUPIED_BGR
     img[~region2d] = (img[~region2d] * 0.5 + 40).astype(np.uint8)
-    img[lidar_occupied] = (img[lidar_occupied] * 0.3 + np.array([0, 0, 255]) * 0.7).astype(np.uint8)
+    img[lidar_occupied] = (img[lidar_occupied] * 0.3 + np.array(LIDAR_BGR) * 0.7).astype(np.uint8)
     for p in track:
         ix, iy = np.floor(p[:2] / r).astype(int) - m.origin[:2]
         if 0 <= ix < nx and 0 <= iy < ny:
-            img[iy, ix] = (255, 128, 0)
+            img[iy, ix] = TRACK_BGR
     img = cv2.resize(img[::-1], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # north (+y) up
     cv2.putText(img, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
     return img
@@ -235,5 +251,7 @@ def run(
         cv2.putText(pictures[-1], name, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
     out_dir.mkdir(parents=True, exist_ok=True)
     sep = np.full((pictures[0].shape[0], 6, 3), 255, np.uint8)
-    cv2.imwrite(str(out_dir / f"{rec.name}_maps.png"), np.hstack([pictures[0], sep, pictures[1]]))
+    cv2.imwrite(
+        str(out_dir / f"{rec.name}_maps.png"), with_legend(np.hstack([pictures[0], sep, pictures[1]]), MAP_LEGEND)
+    )
     return results

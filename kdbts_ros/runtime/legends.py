@@ -103,6 +103,25 @@ def profile_legend(width: int, scale: float) -> np.ndarray:
     return _strip(width, scale, np.linspace(0, 1, 256), [(0.0, "occupied high up"), (1.0, "free to the road")], None)
 
 
+def swatch_legend(items: Sequence[tuple[tuple[int, int, int], str]]) -> Legend:
+    """Pictures of categories (a map's free, occupied, unknown, ...): a swatch of each BGR colour and its label."""
+
+    def draw(width: int, scale: float) -> np.ndarray:
+        thickness, _, pad, bar_h, _ = _layout(scale)
+        strip = np.zeros((legend_height(scale), width, 3), np.uint8)
+        x = pad
+        for colour, label in items:
+            strip[pad : pad + bar_h, x : x + bar_h] = colour
+            cv2.rectangle(strip, (x, pad), (x + bar_h - 1, pad + bar_h - 1), (255, 255, 255), 1)
+            cv2.putText(
+                strip, label, (x + bar_h + pad, pad + bar_h), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA
+            )
+            x += bar_h + 3 * pad + cv2.getTextSize(label, FONT, scale, thickness)[0][0]
+        return strip
+
+    return draw
+
+
 def with_legend(picture: np.ndarray, legend: Legend, min_width: int = MIN_WIDTH) -> np.ndarray:
     """``picture`` (BGR) over its legend; a picture narrower than ``min_width`` is first scaled up by a whole
     factor (nearest: every pixel stays one value)."""

@@ -12,6 +12,7 @@ from kdbts_ros.runtime.legends import (
     legend_height,
     occupancy_legend,
     profile_legend,
+    swatch_legend,
     with_legend,
 )
 from kdbts_ros.runtime.pictures import depth_png, occupancy_png
@@ -71,3 +72,16 @@ def test_a_small_picture_is_scaled_by_a_whole_factor_above_its_legend():
     np.testing.assert_array_equal(out[: 5 * 24], cv2.resize(small, None, fx=5, fy=5, interpolation=cv2.INTER_NEAREST))
     wide = rng.integers(0, 256, (30, 500, 3), np.uint8)
     np.testing.assert_array_equal(with_legend(wide, occupancy_legend)[:30], wide)
+
+
+def test_a_category_legend_shows_each_colour_as_a_solid_swatch_in_its_order():
+    items = [((20, 20, 20), "occupied"), ((235, 235, 235), "free"), ((0, 0, 255), "lidar")]
+    strip = swatch_legend(items)(WIDTH, SCALE)
+    assert strip.shape == (legend_height(SCALE), WIDTH, 3)
+    lefts = []
+    for colour, _ in items:
+        solid = cv2.erode((strip == colour).all(-1).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        assert solid.any(), colour
+        lefts.append(np.nonzero(solid.any(0))[0][0])
+    assert lefts == sorted(lefts)  # left to right as listed, each after the previous one's label
+    assert (strip == 255).all(-1)[:, lefts[0] : lefts[1]].sum() > 20  # a label between two swatches
