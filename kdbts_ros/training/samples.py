@@ -313,7 +313,7 @@ class MixedFrames(Dataset):
     @property
     def augmentation_state(self) -> list[dict]:
         """The sources' augmentation streams (in this process: data-loader workers draw from their own)."""
-        return [s.rng.bit_generator.state for s in self.sources]
+        return [dict(s.rng.bit_generator.state) for s in self.sources]
 
     @augmentation_state.setter
     def augmentation_state(self, states: list[dict]) -> None:
