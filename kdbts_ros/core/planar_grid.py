@@ -84,9 +84,8 @@ class PlannerGrid:
     origin: np.ndarray  # 4x4 pose of cell (0, 0)'s outer corner in frame_id
     resolution: float
     forward_is_x: bool  # a base frame: columns run forward; else rows run along +y (drawn upwards)
-    ground: (
-        np.ndarray
-    )  # (3,) the ground under the planner frame's origin, in the fixed frame: the map's band rests on it
+    # (3,) the ground under the planner frame's origin, in the fixed frame: the world map's band rests on it
+    ground: np.ndarray
 
     def bird_rows(self) -> np.ndarray:
         """The values as the camera slab's bird's-eye view holds them: row 0 the nearest (or lowest y), columns from

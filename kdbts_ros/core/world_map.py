@@ -79,8 +79,11 @@ def transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
 UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
 
 
-def up_axis_of(T_fixed_cam: np.ndarray) -> str:
-    """The fixed frame's axis nearest to a camera's up, -y of its optical frame (``map.up_axis`` auto)."""
+def up_axis_of(T_fixed_cam: np.ndarray, setting: str = "auto") -> str:
+    """The fixed frame's up by ``map.up_axis``'s rule: the axis ``setting`` names, or (``auto``) the one nearest
+    to a camera's up, -y of its optical frame."""
+    if setting != "auto":
+        return setting
     up = -np.asarray(T_fixed_cam, np.float64)[:3, 1]
     i = int(np.argmax(np.abs(up)))
     return ("+" if up[i] > 0 else "-") + "xyz"[i]

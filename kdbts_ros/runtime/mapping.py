@@ -121,7 +121,7 @@ class MapStage:
         """T_map_fixed, chosen at the first fused frame by ``map.up_axis`` (auto: from this camera's up)."""
         if self.up_axis is None:
             axis = self.cfg.map.up_axis
-            self.up_axis = up_axis_of(T_fixed_cam) if axis == "auto" else axis
+            self.up_axis = up_axis_of(T_fixed_cam, axis)
             self.T_map_fixed = gravity_rotation(self.up_axis)
             log.info(
                 "world map: up is %s's %s axis (%s)",

@@ -42,8 +42,7 @@ class PlannerStage:
             T_fixed_plan = self.tf.lookup(self.cfg.fixed_frame, g.frame, frame.stamp_ns)
             frame_id, spec, T_frame_plan = g.frame, planar_spec(g), np.eye(4)
         except TfError as exc:
-            axis = self.cfg.map.up_axis
-            T_plan_fixed = gravity_rotation(up_axis_of(T_fixed_cam) if axis == "auto" else axis)
+            T_plan_fixed = gravity_rotation(up_axis_of(T_fixed_cam, self.cfg.map.up_axis))
             T_fixed_plan = T_frame_plan = geometry.invert(T_plan_fixed)
             frame_id, spec = self.cfg.fixed_frame, planar_spec(g, (T_plan_fixed @ T_fixed_cam)[:2, 3])
             if self.frame_id != frame_id:
