@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """What stands directly ahead in a KITTI raw drive 0052 frame: the network's depth against the lidar's.
 
-The README's figure is frame 7 (a car 7.4 m ahead). The lidar points of the frame's scan are projected
-into the network's own camera; those off the road (evaluation/ground_split.py: nearer than the road plane
-by more than 25 %), within the central fifth of the image's columns and nearer than 20 m are what stands
-ahead. Printed: their median lidar depth, the median depth the network renders at the same pixels (the
-figure's depth, single-view head, full input size), the ratio, and the median per-point relative error.
+The README's figure is frame 7 (a car 7.4 m ahead). The frame's scan is projected into the network's own
+camera as `kdbts eval` projects it (the nearest return per pixel); the pixels off the road
+(evaluation/ground_split.py: nearer than the road plane by more than 25 %), within the central fifth of the
+image's columns and nearer than 20 m are what stands ahead. Printed: their median lidar depth, the median
+depth the network renders at the same pixels (the figure's depth, single-view head, full input size), the
+ratio, and the median per-pixel relative error.
 
     python tools/car_ahead.py kdbts_ros/weights/kdbts_real.safetensors --frame 7
 """
@@ -22,6 +23,7 @@ from kdbts_ros.core.stages import Stages
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.records import read_velodyne
 from kdbts_ros.evaluation.ground_split import off_ground, road_depth, road_plane
+from kdbts_ros.evaluation.real_depth import velodyne_depth
 from kdbts_ros.runtime.pictures import figure
 
 AHEAD_COLUMNS = 0.1  # half the central band of columns, a share of the image's width
@@ -44,24 +46,22 @@ def main() -> int:
     depth = figure(stages, f.image(0), rec.rig.cameras[0].lens(), "sv").depth
     lens = stages.canonical.lens()
     h, w = depth.shape
-    T = f.T_cam_velo(0)
-    pts = read_velodyne(f.velodyne)[:, :3] @ T[:3, :3].T + T[:3, 3]
-    pts = pts[pts[:, 2] > 1.0]
-    uv = pts[:, :2] / pts[:, 2:3] * np.diag(lens.K)[:2] + lens.K[:2, 2]
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
-    pts, uv = pts[inside], uv[inside]
-    plane = road_plane(pts)
+    # the lidar as the evaluation sees it: the nearest return per pixel of the network's camera, split by the road
+    scan, T = read_velodyne(f.velodyne), f.T_cam_velo(0)
+    lidar_depth = velodyne_depth(scan, T, lens.K, w, h)
+    rows, cols = np.nonzero(np.isfinite(lidar_depth))
+    plane = road_plane(scan[:, :3] @ T[:3, :3].T + T[:3, 3])
     if plane is None:
         p.error(f"frame {args.frame}: the scan shows no road")
-    off = off_ground(pts[:, 2], road_depth(pts / pts[:, 2:3], plane))
-    ahead = off & (np.abs(uv[:, 0] - w / 2) < AHEAD_COLUMNS * w) & (pts[:, 2] < AHEAD_RANGE_M)
-    lidar = pts[ahead, 2]
-    net = depth[uv[ahead, 1].astype(int), uv[ahead, 0].astype(int)]
+    lidar = lidar_depth[rows, cols]
+    off = off_ground(lidar, road_depth(lens.pixel_rays()[rows, cols], plane))
+    ahead = off & (np.abs(cols + 0.5 - w / 2) < AHEAD_COLUMNS * w) & (lidar < AHEAD_RANGE_M)
+    lidar, net = lidar[ahead], depth[rows[ahead], cols[ahead]]
     seen = np.isfinite(net)
     print(
-        f"frame {args.frame}: {ahead.sum()} lidar points stand ahead; lidar median {np.median(lidar):.2f} m, "
+        f"frame {args.frame}: {ahead.sum()} lidar pixels stand ahead; lidar median {np.median(lidar):.2f} m, "
         f"network median {np.nanmedian(net):.2f} m (ratio {np.nanmedian(net) / np.median(lidar):.3f}); "
-        f"median per-point |error| {np.median(np.abs(net[seen] - lidar[seen]) / lidar[seen]):.1%}"
+        f"median per-pixel |error| {np.median(np.abs(net[seen] - lidar[seen]) / lidar[seen]):.1%}"
     )
     return 0
 
