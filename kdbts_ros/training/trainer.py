@@ -190,26 +190,20 @@ def train(
     step = 0
     state_path = out_dir / "state.pt"
     compact_path = Path(resume_from) if resume_from else out_dir / "checkpoint.safetensors"
-    if resume and not state_path.exists() and compact_path.is_file():
-        step = _resume_compact(compact_path, model, scheduler, objective, batches)
-    elif resume and state_path.exists():
+    if resume and state_path.exists():
         # our own file, but loaded without pickle execution all the same
-        state = load_torch_file(state_path)
-        try:
-            model.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimiser"])
-            scheduler.load_state_dict(state["scheduler"])
-            objective.generator.set_state(state["generator"])
-            if "batches" in state:  # states written before sources were mixed have none
-                batches.generator.set_state(state["batches"])
-            if "augmentation" in state:  # nor before the augmentation streams were kept
-                batches.data.augmentation_state = state["augmentation"]
-            step = int(state["step"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # another run's state, or a damaged one
-            raise CheckpointError(
-                f"{state_path}: does not resume this run ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}); --restart ignores it"
-            ) from exc
+        step = _resume(state_path, load_torch_file(state_path), model, optimiser, scheduler, objective, batches)
+    elif resume and compact_path.is_file():
+        saved, info = load_checkpoint(compact_path)
+        compact = info.get("resume")  # none in a checkpoint written before it was recorded: step 0
+        if compact:
+            state = {
+                **compact,
+                "model": saved.state_dict(),
+                "generator": _unb64(compact["generator"]),
+                "batches": _unb64(compact["batches"]),
+            }
+            step = _resume(compact_path, state, model, optimiser, scheduler, objective, batches)
     wrapped = (
         DistributedDataParallel(objective, device_ids=[local_rank] if device.type == "cuda" else None)
         if world > 1
@@ -299,11 +293,9 @@ def _save(
     heads = model.available_heads
     model.available_heads = TRAINED_HEADS[cfg.method]
     compact = {
-        "step": step,
-        "scheduler": scheduler.state_dict(),
+        **{k: state[k] for k in ("step", "scheduler", "augmentation")},
         "generator": _b64(state["generator"]),
         "batches": _b64(state["batches"]),
-        "augmentation": state["augmentation"],
     }
     try:
         save_checkpoint(out_dir / "checkpoint.safetensors", model, {**info, "step": step, "resume": compact})
@@ -320,23 +312,24 @@ def _unb64(text: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
 
-def _resume_compact(path: Path, model: DensityField, scheduler, objective: Objective, batches: SourceBatches) -> int:
-    """Load a checkpoint's weights and compact state into this run (fresh optimiser moments); its step, or 0 when
-    the checkpoint has no compact state (one written before it was recorded: a fresh start from step 0)."""
-    saved, info = load_checkpoint(path)
-    compact = info.get("resume")
-    if not compact:
-        return 0
+def _resume(
+    path: Path, state: dict, model: DensityField, optimiser, scheduler, objective: Objective, batches: SourceBatches
+) -> int:
+    """Load a saved state (as :func:`_save` writes it; a compact one has no optimiser: Adam's moments start
+    again) into this run; its step."""
     try:
-        model.load_state_dict(saved.state_dict())
-        scheduler.load_state_dict(compact["scheduler"])
-        objective.generator.set_state(_unb64(compact["generator"]))
-        batches.generator.set_state(_unb64(compact["batches"]))
-        if "augmentation" in compact:  # absent from states converted from runs before it was kept
-            batches.data.augmentation_state = compact["augmentation"]
-        return int(compact["step"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        model.load_state_dict(state["model"])
+        if "optimiser" in state:
+            optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        objective.generator.set_state(state["generator"])
+        if "batches" in state:  # states written before sources were mixed have none
+            batches.generator.set_state(state["batches"])
+        if "augmentation" in state:  # nor before the augmentation streams were kept
+            batches.data.augmentation_state = state["augmentation"]
+        return int(state["step"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # another run's state, or a damaged one
         raise CheckpointError(
-            f"{path}: its compact state does not resume this run ({type(exc).__name__}: "
+            f"{path}: does not resume this run ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); --restart ignores it"
         ) from exc
