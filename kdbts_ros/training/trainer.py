@@ -194,8 +194,8 @@ def train(
         # our own file, but loaded without pickle execution all the same
         step = _resume(state_path, load_torch_file(state_path), model, optimiser, scheduler, objective, batches)
     elif resume and compact_path.is_file():
-        saved, info = load_checkpoint(compact_path)
-        compact = info.get("resume")  # none in a checkpoint written before it was recorded: step 0
+        saved, saved_info = load_checkpoint(compact_path)
+        compact: dict | None = saved_info.get("resume")  # none in a checkpoint written before it was recorded: step 0
         if compact:
             state = {
                 **compact,
