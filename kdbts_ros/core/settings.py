@@ -295,14 +295,13 @@ def _read_settings(path: Path, node: str = DEFAULT_NODE) -> dict[str, Any]:
     sections = {k: v for k, v in tree.items() if isinstance(v, dict) and "ros__parameters" in v}
     if sections:
         tree = {}
-        for key, section in sections.items():
-            if not node_pattern(str(key)).fullmatch(node):
-                continue
-            params = section["ros__parameters"] or {}
+        mine = [key for key in sections if node_pattern(str(key)).fullmatch(node)]
+        for key in mine:
+            params = sections[key]["ros__parameters"] or {}
             if not isinstance(params, dict):
                 raise ConfigError(f"{path}: {key}: ros__parameters must be a mapping of settings")
             _merge(tree, params)
-        if not any(node_pattern(str(k)).fullmatch(node) for k in sections):
+        if not mine:
             raise ConfigError(
                 f"{path}: no parameters for {node} (sections: {', '.join(map(str, sections))}); "
                 "key them /**: to apply to every node"
