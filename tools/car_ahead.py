@@ -22,8 +22,7 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.data import shared_sample
 from kdbts_ros.data.records import read_velodyne
-from kdbts_ros.evaluation.ground_split import off_ground, road_depth, road_plane
-from kdbts_ros.evaluation.real_depth import velodyne_depth
+from kdbts_ros.evaluation.real_depth import lidar_truth
 from kdbts_ros.runtime.pictures import figure
 
 AHEAD_COLUMNS = 0.1  # half the central band of columns, a share of the image's width
@@ -45,17 +44,14 @@ def main() -> int:
         p.error(f"frame {args.frame} has no lidar scan")
     depth = figure(stages, f.image(0), rec.rig.cameras[0].lens(), "sv").depth
     lens = stages.canonical.lens()
-    h, w = depth.shape
+    w = depth.shape[1]
     # the lidar as the evaluation sees it: the nearest return per pixel of the network's camera, split by the road
-    scan, T = read_velodyne(f.velodyne), f.T_cam_velo(0)
-    lidar_depth = velodyne_depth(scan, T, lens.K, w, h)
-    rows, cols = np.nonzero(np.isfinite(lidar_depth))
-    plane = road_plane(scan[:, :3] @ T[:3, :3].T + T[:3, 3])
-    if plane is None:
+    lidar_depth, off = lidar_truth(read_velodyne(f.velodyne), f.T_cam_velo(0), lens.K, lens.pixel_rays())
+    if off is None:
         p.error(f"frame {args.frame}: the scan shows no road")
+    rows, cols = np.nonzero(np.isfinite(lidar_depth))
     lidar = lidar_depth[rows, cols]
-    off = off_ground(lidar, road_depth(lens.pixel_rays()[rows, cols], plane))
-    ahead = off & (np.abs(cols + 0.5 - w / 2) < AHEAD_COLUMNS * w) & (lidar < AHEAD_RANGE_M)
+    ahead = off[rows, cols] & (np.abs(cols + 0.5 - w / 2) < AHEAD_COLUMNS * w) & (lidar < AHEAD_RANGE_M)
     lidar, net = lidar[ahead], depth[rows[ahead], cols[ahead]]
     seen = np.isfinite(net)
     print(

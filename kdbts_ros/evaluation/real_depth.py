@@ -56,6 +56,22 @@ def velodyne_depth(
     return depth
 
 
+def lidar_truth(
+    scan: np.ndarray, T_cam_velo: np.ndarray, K: np.ndarray, rays: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A scan as ground truth in a camera of pixel rays ``rays`` (H, W, 3): its z-depth (:func:`velodyne_depth`,
+    inf where no return lands) and which of those pixels stand off the road (:mod:`.ground_split`; None when the
+    scan shows no road)."""
+    height, width = rays.shape[:2]
+    depth = velodyne_depth(scan, T_cam_velo, K, width, height)
+    plane = road_plane(scan[:, :3] @ T_cam_velo[:3, :3].T + T_cam_velo[:3, 3])
+    if plane is None:
+        return depth, None
+    off, hit = np.zeros(depth.shape, bool), np.isfinite(depth)
+    off[hit] = off_ground(depth[hit], road_depth(rays[hit], plane))
+    return depth, off
+
+
 def crop_mask(height: int, width: int, crop: tuple[float, float, float, float] | None = GARG_CROP) -> np.ndarray:
     """Boolean (height, width) mask of the evaluated image region (all True without a crop)."""
     mask = np.zeros((height, width), bool)
@@ -112,15 +128,11 @@ class RealDepthEvaluator:
         for i in self.frames:
             f = rec.frames[i]
             assert f.velodyne is not None  # self.frames are the frames with a scan
-            scan, T = read_velodyne(f.velodyne), f.T_cam_velo(cam)
-            depth = velodyne_depth(scan, T, c.K, c.width, c.height)
+            depth, off = lidar_truth(read_velodyne(f.velodyne), f.T_cam_velo(cam), c.K, self.rays)
             valid = mask & np.isfinite(depth) & (depth > settings.min_depth) & (depth < settings.max_depth)
             rows, cols = np.nonzero(valid)
             self.truth.append((rows, cols, depth[rows, cols]))
-            plane = road_plane(scan[:, :3] @ T[:3, :3].T + T[:3, 3])
-            self.off_ground.append(
-                None if plane is None else off_ground(depth[rows, cols], road_depth(self.rays[rows, cols], plane))
-            )
+            self.off_ground.append(None if off is None else off[rows, cols])
         self.occupancy = None if occupancy is None else LidarOccupancy(rec, self.frames, occupancy, cam)
         self._maps: dict[tuple[int, CanonicalCamera], Resampler] = {}
 
