@@ -100,8 +100,8 @@ def case_config(base: RunnerConfig, case: Case, depth_scale: float | None) -> Ru
     if case.backend != "torch":
         m.compile = False  # torch.compile applies to the torch encoder only
     cfg.mode, cfg.window_size = case.mode, case.window
-    # the targets: quarter-resolution depth on a CPU, full resolution on a GPU
-    cfg.render.depth_scale = depth_scale or (1.0 if case.device.startswith("cuda") else 0.25)
+    if depth_scale:  # otherwise the node's own depth size (render.depth_scale)
+        cfg.render.depth_scale = depth_scale
     return cfg
 
 
@@ -147,8 +147,15 @@ def stage_gflops(runner: FrameRunner, rgb: np.ndarray, lens: Lens) -> dict[str, 
         with FlopCounterMode(display=False) as fc:
             stages.field.grid(centres, query)
         counts["grid"] = fc.get_total_flops()
-        with FlopCounterMode(display=False) as fc:
-            stages.field.depth(runner.heads.depth_query(query), current.Kn)  # the head render.depth_head picks
+        # the fused ray march (render.fused) is one compiled kernel the counter cannot see into; torch's
+        # operators do the same multiply-adds, so the count is theirs
+        render, fused = runner.cfg.render, runner.cfg.render.fused
+        render.fused = False
+        try:
+            with FlopCounterMode(display=False) as fc:
+                stages.field.depth(runner.heads.depth_query(query), current.Kn)  # the head render.depth_head picks
+        finally:
+            render.fused = fused
         counts["depth"] = fc.get_total_flops()
     return {k: v / 1e9 for k, v in counts.items()}
 

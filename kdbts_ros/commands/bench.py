@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--depth-scale",
         type=float,
-        help="depth image size relative to the network input (default: 0.25 on CPU, 1 on CUDA)",
+        help="depth image size relative to the network input (default: the config's render.depth_scale, 1: the node's)",
     )
     p.add_argument(
         "--compile",

@@ -218,6 +218,13 @@ class RenderConfig:
         "(stratified jitter from model.seed, as the official evaluation)",
         choices=("none", "seeded"),
     )
+    fused: bool = setting(
+        True,
+        "the SV depth (no jitter, render.fine false) in one loop nest that torch.compile builds at the first "
+        "depth image (C++ on a CPU, Triton on CUDA; seconds, then kept in torch's cache); false, or when it "
+        "cannot be built (a fault, depth_unfused): torch's operators, about 8x slower at full size on a CPU",
+        runtime=True,
+    )
     fine: bool = setting(
         False,
         "coarse-to-fine depth on the fast path without jitter: every 4th sample first, the "

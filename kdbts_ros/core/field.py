@@ -24,6 +24,7 @@ from kdbts_ros.core.frames import EncodedFrame
 from kdbts_ros.core.inference import folded_ray_render, ray_render, views_of
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.network import DensityField, Views
+from kdbts_ros.core.model.ray_march import CompiledMarch
 from kdbts_ros.core.model.render import RayRender
 
 
@@ -130,6 +131,11 @@ class _Field:
     def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
         raise NotImplementedError
 
+    @property
+    def march_problem(self) -> str | None:
+        """Why the fused SV ray march (``render.fused``) could not be built, or None (the reference path has none)."""
+        return None
+
 
 class ReferenceField(_Field):
     """The reference path: the model's point queries, every cell and every ray sample on its own."""
@@ -154,6 +160,11 @@ class FoldedField(_Field):
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
         super().__init__(cfg, model, device, input_size)
         self._visible_cache: tuple[tuple, np.ndarray, torch.Tensor, np.ndarray] | None = None
+        self._march: CompiledMarch | None = None  # built when render.fused first asks for it
+
+    @property
+    def march_problem(self) -> str | None:
+        return None if self._march is None else self._march.problem
 
     def planes(self, query: Query) -> list[torch.Tensor]:
         """The query frames' folded maps for its head (a head new to a frame is folded once and kept)."""
@@ -167,9 +178,11 @@ class FoldedField(_Field):
     def _visible(
         self, centres: np.ndarray, Kn: torch.Tensor, valid: torch.Tensor | None
     ) -> tuple[torch.Tensor, np.ndarray]:
-        """Indices of the grid cells (flat) the current camera sees, and the unseen mask.
+        """Indices of the grid cells (flat) the current camera sees, in the order of their pixels, and the unseen mask.
 
-        Kept while the intrinsics, the camera's valid pixels (kept per lens by the encoding) and the grid stay.
+        Decoded in pixel order, neighbouring cells read neighbouring texels of the folded maps: bilinear
+        sampling measured 2x faster than in the grid's order on this CPU. Kept while the intrinsics, the
+        camera's valid pixels (kept per lens by the encoding) and the grid stay.
         """
         key = (Kn, valid)
         if (
@@ -181,7 +194,11 @@ class FoldedField(_Field):
             pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
             xy, _, outside = project(pts, Kn)
             unseen = outside | unseen_pixels(xy, valid)
-            self._visible_cache = (key, centres, torch.nonzero(~unseen)[:, 0], unseen.cpu().numpy())
+            seen = torch.nonzero(~unseen)[:, 0]
+            H, W = self.input_size
+            col = ((xy[seen, 0] + 1) * (W / 2)).long().clamp(0, W - 1)
+            row = ((xy[seen, 1] + 1) * (H / 2)).long().clamp(0, H - 1)
+            self._visible_cache = (key, centres, seen[torch.argsort(row * W + col)], unseen.cpu().numpy())
         return self._visible_cache[2], self._visible_cache[3]
 
     def grid(self, centres: np.ndarray, query: Query) -> GridDensity:
@@ -196,12 +213,14 @@ class FoldedField(_Field):
         ]
         density = np.zeros(unseen.shape, np.float32)
         if sig:  # a grid the camera sees none of (a planner window behind it) has nothing to decode
-            density[~unseen] = torch.cat(sig).float().cpu().numpy()
+            density[visible.cpu().numpy()] = torch.cat(sig).float().cpu().numpy()
         return GridDensity(density, unseen)
 
     def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
         m, r = self.cfg.model, self.cfg.render
         planes = self.planes(query)
+        if r.fused and self._march is None:
+            self._march = CompiledMarch()
         return folded_ray_render(
             self.model,
             query.views,
@@ -214,6 +233,7 @@ class FoldedField(_Field):
             self.chunk(query.head, len(planes)),
             gen,
             fine=r.fine,
+            march=self._march if r.fused else None,
         )
 
 

@@ -297,6 +297,12 @@ class FrameRunner:
         depth = depth_lens = confidence = None
         if want_depth:
             depth, confidence, depth_K = field.depth(self.heads.depth_query(query), prepared.Kn)
+            if cfg.render.fused and field.march_problem is not None:
+                self.accounting.fault(
+                    "depth_unfused",
+                    f"render.fused: the fused ray march could not be built ({field.march_problem}); "
+                    "the depth is rendered with torch's operators",
+                )
             depth_lens = Lens.pinhole(depth_K, depth.shape[1], depth.shape[0])
             if cfg.render.depth_camera == "input":
                 target = frame.lens()

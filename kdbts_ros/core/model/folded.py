@@ -45,6 +45,11 @@ def code_weights(model: DensityField, head: str, coord: int) -> torch.Tensor:
     return lin.weight[:, model.arch.feature_dim + coord :: 3]
 
 
+def code_term(model: DensityField, head: str, coord: int, values: torch.Tensor) -> torch.Tensor:
+    """One code coordinate's share (hidden, n) of the first layer's pre-activation at n values (n,) of it."""
+    return code_weights(model, head, coord) @ model.code_xyz(values[:, None]).T
+
+
 def fold_features(model: DensityField, features: torch.Tensor, head: str) -> torch.Tensor:
     """A frame's folded map (hidden, H, W) for one head from its features (C, H, W).
 
@@ -149,6 +154,20 @@ def folded_density(
     return F.softplus(fuse(model, out, invalid, head)), invalid.transpose(0, 1)
 
 
+def ray_terms(
+    model: DensityField, head: str, plane: torch.Tensor, xy: torch.Tensor, zs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A head's first-layer pre-activations along rays from view 0's centre, split by what they depend on.
+
+    Per ray (hidden, R): view 0's folded ``plane`` sampled at the rays' normalised image points xy
+    (R, 2), plus their x, y code. Per sample (hidden, n, S): the z code at depths ``zs`` (n, S),
+    n = 1 when every ray has the same depths. A sample's pre-activation is the sum of its two.
+    """
+    per_ray = _sample(plane, xy) + code_term(model, head, 0, xy[:, 0]) + code_term(model, head, 1, xy[:, 1])
+    zcode = z_code(zs.reshape(-1), model.arch.z_near, model.arch.z_far)
+    return per_ray, code_term(model, head, 2, zcode).view(-1, *zs.shape)
+
+
 def ray_density(
     model: DensityField,
     dirs: torch.Tensor,
@@ -166,13 +185,8 @@ def ray_density(
     """
     mlp = first_mlp(model, head)
     R, S = t.shape
-    xy = project(dirs, Kn[0])[0]  # unit-z rays: z = t
-    per_ray = _sample(planes[0], xy)  # (hidden, R)
-    for coord in (0, 1):
-        per_ray = per_ray + code_weights(model, head, coord) @ model.code_xyz(xy[:, coord : coord + 1]).T
     zs = t[:1] if shared_depths else t
-    zcode = model.code_xyz(z_code(zs.reshape(-1, 1), model.arch.z_near, model.arch.z_far))
-    per_sample = (code_weights(model, head, 2) @ zcode.T).view(-1, zs.shape[0], S)  # (hidden, 1 or R, S)
+    per_ray, per_sample = ray_terms(model, head, planes[0], project(dirs, Kn[0])[0], zs)
     pre = (per_ray[:, :, None] + per_sample).reshape(-1, R * S)
     V = len(planes) if head == "mv" else 1
     out = pre.new_empty(V, mlp.lin_out.out_features, R * S)
