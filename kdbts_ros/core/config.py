@@ -222,7 +222,7 @@ class RenderConfig:
         True,
         "the SV depth (no jitter, render.fine false) in one loop nest that torch.compile builds at the first "
         "depth image (C++ on a CPU, Triton on CUDA; seconds, then kept in torch's cache); false, or when it "
-        "cannot be built (a fault, depth_unfused): torch's operators, about 8x slower at full size on a CPU",
+        "cannot be built (a fault, not_compiled): torch's operators, about 4x slower at full size on a CPU",
         runtime=True,
     )
     fine: bool = setting(

@@ -23,8 +23,9 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import EncodedFrame
 from kdbts_ros.core.inference import folded_ray_render, ray_render, views_of
 from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.model.ray_march import CompiledMarch
+from kdbts_ros.core.model.ray_march import march
 from kdbts_ros.core.model.render import RayRender
 
 
@@ -131,11 +132,6 @@ class _Field:
     def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
         raise NotImplementedError
 
-    @property
-    def march_problem(self) -> str | None:
-        """Why the fused SV ray march (``render.fused``) could not be built, or None (the reference path has none)."""
-        return None
-
 
 class ReferenceField(_Field):
     """The reference path: the model's point queries, every cell and every ray sample on its own."""
@@ -160,11 +156,7 @@ class FoldedField(_Field):
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
         super().__init__(cfg, model, device, input_size)
         self._visible_cache: tuple[tuple, np.ndarray, torch.Tensor, np.ndarray] | None = None
-        self._march: CompiledMarch | None = None  # built when render.fused first asks for it
-
-    @property
-    def march_problem(self) -> str | None:
-        return None if self._march is None else self._march.problem
+        self._march: Compiled | None = None  # built when render.fused first asks for it
 
     def planes(self, query: Query) -> list[torch.Tensor]:
         """The query frames' folded maps for its head (a head new to a frame is folded once and kept)."""
@@ -220,7 +212,7 @@ class FoldedField(_Field):
         m, r = self.cfg.model, self.cfg.render
         planes = self.planes(query)
         if r.fused and self._march is None:
-            self._march = CompiledMarch()
+            self._march = Compiled(march)
         return folded_ray_render(
             self.model,
             query.views,

@@ -13,8 +13,8 @@ import torch
 
 from kdbts_ros.core.camera import project
 from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.model.ray_march import CompiledMarch
 from kdbts_ros.core.model.render import RayRender, along_rays, render_depth, sample_depths
 from kdbts_ros.core.model.render_fine import render_depth_fine
 
@@ -70,7 +70,7 @@ def folded_ray_render(
     chunk: int,
     gen: torch.Generator | None = None,
     fine: bool = False,
-    march: CompiledMarch | None = None,
+    march: Compiled | None = None,
 ) -> RayRender:
     """Expected depth and opacity (M,) along view 0's unit-z rays ``dirs`` (M, 3) on the fast path (the views'
     folded maps).
@@ -78,7 +78,7 @@ def folded_ray_render(
     ``gen`` as in :func:`ray_render`. ``fine``: without ``gen``, the coarse-to-fine render
     (:func:`render_fine.render_depth_fine`: about half the evaluations, the same depth within
     1 % on 99 % of pixels); otherwise ignored. ``march``: the SV head without ``gen`` or ``fine``
-    renders every ray in that compiled loop nest (:mod:`ray_march`) unless it could not be built.
+    renders every ray in that compiled :func:`ray_march.march` unless it could not be built.
     """
     Kn_v, w2c = views.Kn[0], views.w2c[0]
     shared_depths = gen is None
@@ -87,7 +87,7 @@ def folded_ray_render(
         per_ray, per_sample = folded.ray_terms(model, head, planes[0], project(dirs, Kn_v[0])[0], t)
         lin_out = folded.first_mlp(model, head).lin_out
         w_out, b_out = lin_out.weight[0].to(per_ray.dtype), lin_out.bias.to(per_ray.dtype)
-        fused = march(per_ray.T.contiguous(), per_sample[:, 0], w_out, b_out, t[0])
+        fused = march(per_ray, per_sample[:, 0], w_out, b_out, t[0])
         if fused is not None:
             return fused
 

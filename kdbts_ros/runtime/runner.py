@@ -30,6 +30,7 @@ from kdbts_ros.core.frames import Frame, Outputs
 from kdbts_ros.core.grids import bev_occupancy, occupied_voxels, point_colours
 from kdbts_ros.core.lens import Lens, depth_in
 from kdbts_ros.core.loading import synced_time
+from kdbts_ros.core.model import compiled
 from kdbts_ros.core.stages import Stages
 from kdbts_ros.core.tf_buffer import TfBuffer, TfError, TfStore
 from kdbts_ros.messages import cdr, published, sensor_data, topics
@@ -297,18 +298,17 @@ class FrameRunner:
         depth = depth_lens = confidence = None
         if want_depth:
             depth, confidence, depth_K = field.depth(self.heads.depth_query(query), prepared.Kn)
-            if cfg.render.fused and field.march_problem is not None:
-                self.accounting.fault(
-                    "depth_unfused",
-                    f"render.fused: the fused ray march could not be built ({field.march_problem}); "
-                    "the depth is rendered with torch's operators",
-                )
             depth_lens = Lens.pinhole(depth_K, depth.shape[1], depth.shape[0])
             if cfg.render.depth_camera == "input":
                 target = frame.lens()
                 depth, confidence = depth_in(depth, depth_lens, target), depth_in(confidence, depth_lens, target, 0.0)
                 depth_lens = target
         t4 = synced_time(device)
+        for problem in compiled.problems():
+            self.accounting.fault(
+                "not_compiled",
+                f"a compiled loop nest could not be built ({problem}); torch's operators run instead, slower",
+            )
 
         if frame.T_fixed_cam is not None:
             out_frame, T_out_cam = cfg.fixed_frame, frame.T_fixed_cam

@@ -158,12 +158,3 @@ def test_reduced_precision_fast_path_keeps_occupancy_of_the_trained_network(mode
     assert np.array_equal(seen, ~out["bfloat16"].unseen) and seen.sum() > 10000
     assert np.mean((a[seen] > 0.5) == (b[seen] > 0.5)) >= 0.995
     assert np.nanmedian(np.abs(out["bfloat16"].depth - out["float32"].depth) / out["float32"].depth) < 0.02
-
-
-def test_channel_first_code_equals_the_row_code_and_pads_with_zeros():
-    model = random_model(Architecture("resnet18"), 0)
-    x = torch.randn(2, 3, 50)
-    rows = model.code_xyz(x.transpose(1, 2).reshape(-1, 3)).view(2, 50, -1).transpose(1, 2)
-    channels = model.code_xyz.channels(x, 40, torch.float32)
-    torch.testing.assert_close(channels[:, :39], rows)
-    assert channels.shape == (2, 40, 50) and not channels[:, 39].any()

@@ -36,18 +36,6 @@ class PositionalEncoding(nn.Module):
         """Encode (N, d_in) to (N, d_out)."""
         return torch.cat([x, self._embed(x.unsqueeze(1), self._freqs, self._phases).flatten(1)], -1)
 
-    def channels(self, x: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
-        """Encode (B, d_in, N) to (B, rows, N) channel-first in ``dtype``, entries as :meth:`forward`, zero rows after
-        d_out.
-        """
-        B, d, N = x.shape
-        out = torch.zeros(B, rows, N, dtype=dtype, device=x.device)
-        out[:, :d] = x
-        out[:, d : self.d_out].view(B, -1, d, N).copy_(
-            self._embed(x.unsqueeze(1), self._freqs[..., None], self._phases[..., None])
-        )
-        return out
-
     @staticmethod
     def _embed(x: torch.Tensor, freqs: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
         return torch.sin(torch.addcmul(phases.to(x.dtype), x, freqs.to(x.dtype)))

@@ -4,9 +4,8 @@ With the SV head and every ray's samples at the same depths (no jitter), a sampl
 pre-activation is a per-ray part plus a per-sample part (:func:`folded.ray_terms`). What is left
 per sample is ``w_out . relu(a_ray + b_sample)``: one output, so torch's operators must write the
 (hidden, rays x samples) sums to memory and read them back for a matrix-vector product, about 80x
-the arithmetic's time on a CPU (docs/performance). ``torch.compile`` turns :func:`march` into one
-loop nest (C++ with OpenMP on a CPU, Triton on CUDA) that keeps those sums in registers and
-composites in the same pass; no library offers that product otherwise.
+the arithmetic's time on a CPU (docs/performance). Through :class:`compiled.Compiled`, :func:`march`
+is one loop nest that keeps those sums in registers and composites in the same pass.
 """
 
 from __future__ import annotations
@@ -29,32 +28,3 @@ def march(
     """
     logits = (torch.relu(per_ray[:, :, None] + per_sample[None]) * w_out[None, :, None]).sum(1) + b_out
     return RayRender.of(F.softplus(logits), t.expand(per_ray.shape[0], -1))
-
-
-class CompiledMarch:
-    """:func:`march` through ``torch.compile``, built on the first call (seconds; torch keeps it on disk).
-
-    Shapes are dynamic, so rays, samples and hidden sizes never trigger a second build. When the
-    build fails (a CPU without a C++ compiler or Python headers, CUDA without Triton), ``problem``
-    says why and every call returns None: the caller renders with torch's operators.
-    """
-
-    def __init__(self) -> None:
-        self._fn = torch.compile(march, dynamic=True)
-        self.problem: str | None = None
-
-    def __call__(
-        self,
-        per_ray: torch.Tensor,
-        per_sample: torch.Tensor,
-        w_out: torch.Tensor,
-        b_out: torch.Tensor,
-        t: torch.Tensor,
-    ) -> RayRender | None:
-        if self.problem is not None:
-            return None
-        try:
-            return self._fn(per_ray, per_sample, w_out, b_out, t)
-        except Exception as exc:  # compilers fail in many ways (missing tools or headers, no memory)
-            self.problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            return None

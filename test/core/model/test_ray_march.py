@@ -10,10 +10,11 @@ from conftest import slab_model, small_config
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.inference import folded_ray_render, ray_render, views_of
-from kdbts_ros.core.model import folded, ray_march
+from kdbts_ros.core.model import compiled, folded
 from kdbts_ros.core.model.checkpoint import random_model
+from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.network import Architecture
-from kdbts_ros.core.model.ray_march import CompiledMarch
+from kdbts_ros.core.model.ray_march import march as ray_march
 from kdbts_ros.runtime.runner import FrameRunner
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ def _scene(seed: int, h: int = 24, w: int = 80):
 @pytest.mark.parametrize("seed,samples", [(0, 64), (1, 17)])
 def test_the_compiled_march_renders_what_torchs_operators_and_the_reference_render(seed, samples):
     model, views, planes, dirs = _scene(seed)
-    march = CompiledMarch()
+    march = Compiled(ray_march)
     with torch.inference_mode():
         fused = folded_ray_render(model, views, planes, "sv", dirs, samples, 3.0, 80.0, 4096, march=march)
         unfused = folded_ray_render(model, views, planes, "sv", dirs, samples, 3.0, 80.0, 4096)
@@ -54,7 +55,7 @@ def test_a_wall_stops_the_compiled_march_where_it_stands():
     planes = [folded.fold_features(model, features[0], "sv")]
     dirs = ray_grid(Kn, 16, 48).reshape(-1, 3)
     with torch.inference_mode():
-        out = folded_ray_render(model, views, planes, "sv", dirs, 64, 3.0, 80.0, 4096, march=CompiledMarch())
+        out = folded_ray_render(model, views, planes, "sv", dirs, 64, 3.0, 80.0, 4096, march=Compiled(ray_march))
     # the first sample behind the wall takes the light: depth within one sample spacing after 12 m
     t = 1.0 / torch.linspace(1 / 3.0, 1 / 80.0, 65)
     spacing = float((t[t > 12.0][1] - t[t > 12.0][0]).abs())
@@ -76,10 +77,10 @@ class _NoCompiler:
 
 
 def test_a_march_that_cannot_be_built_says_why_once_and_renders_unfused(monkeypatch):
-    monkeypatch.setattr(ray_march.torch, "compile", _NoCompiler())
+    monkeypatch.setattr(compiled.torch, "compile", _NoCompiler())
     _NoCompiler.calls = 0
     model, views, planes, dirs = _scene(2)
-    march = CompiledMarch()
+    march = Compiled(ray_march)
     with torch.inference_mode():
         first = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
         second = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
@@ -89,15 +90,15 @@ def test_a_march_that_cannot_be_built_says_why_once_and_renders_unfused(monkeypa
     assert torch.equal(first.depth, unfused.depth) and torch.equal(second.opacity, unfused.opacity)
 
 
-def test_the_node_counts_frames_rendered_unfused_and_keeps_publishing_depth(monkeypatch):
-    monkeypatch.setattr(ray_march.torch, "compile", _NoCompiler())
+def test_the_node_counts_frames_rendered_without_the_compiled_march_and_keeps_publishing_depth(monkeypatch):
+    monkeypatch.setattr(compiled.torch, "compile", _NoCompiler())
     K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
     img = np.random.default_rng(0).integers(0, 255, (64, 192, 3), dtype=np.uint8)
     outs = {}
-    for fused in (True, False):
+    for fused in (False, True):  # the process's failed build counts from when it fails
         runner = FrameRunner(small_config(**{"render.fused": fused}))
         outs[fused] = [runner.process(Frame(img, K, (i + 1) * 10**8, "cam", None)) for i in range(2)]
-        assert runner.faults["depth_unfused"] == (2 if fused else 0)
+        assert runner.faults["not_compiled"] == (2 if fused else 0)
     for a, b in zip(outs[True], outs[False]):
         np.testing.assert_array_equal(a.depth, b.depth)
         assert np.isfinite(a.depth).any()

@@ -1,0 +1,44 @@
+"""Loop nests that ``torch.compile`` builds on first use, with torch's operators as the fallback.
+
+A few products of the fast path are memory-bound as torch's operators run them (each writes a
+large intermediate that the next reads back), and no library offers them fused. ``torch.compile``
+turns each into one loop nest (C++ with OpenMP on a CPU, Triton on CUDA). Building takes seconds
+the first time in a process (then torch's on-disk cache) and needs a C++ compiler with Python's
+headers on a CPU; when it fails, :attr:`Compiled.problem` says why, calls return None and the
+caller runs torch's operators; :func:`problems` collects the reasons for the node's faults.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_BUILT: weakref.WeakSet[Compiled] = weakref.WeakSet()
+
+
+class Compiled:
+    """``fn`` through ``torch.compile`` with dynamic shapes (no rebuild when sizes change), built on its first call."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = torch.compile(fn, dynamic=True)
+        self.problem: str | None = None
+        _BUILT.add(self)
+
+    def __call__(self, *args: torch.Tensor) -> Any:
+        """``fn(*args)``, or None when the loop nest could not be built (then never tried again)."""
+        if self.problem is not None:
+            return None
+        try:
+            return self._fn(*args)
+        except Exception as exc:  # compilers fail in many ways (missing tools or headers, no memory)
+            text = str(exc).strip()
+            self.problem = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            return None
+
+
+def problems() -> list[str]:
+    """Why loop nests of this process could not be built (empty when all that were asked for were)."""
+    return sorted({c.problem for c in _BUILT if c.problem is not None})
