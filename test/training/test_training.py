@@ -194,7 +194,8 @@ def _photometric_on_fixed_rays(model, cfg, batch) -> float:
 
 
 def test_a_short_training_run_lowers_the_photometric_loss(tiny_data, tmp_path):
-    cfg = tiny_config(tiny_data, method="bts", iterations=40, lr=2e-3, **{"data.flip_lr": 0.0})
+    # lr 1e-3: at 2e-3 this 40-step run diverged on an AMD EPYC (loss 0.065 -> 0.094) while it converged elsewhere
+    cfg = tiny_config(tiny_data, method="bts", iterations=40, lr=1e-3, **{"data.flip_lr": 0.0})
     batch = {k: v[None] for k, v in build_dataset(cfg, 0)[0].items()}
     before = _photometric_on_fixed_rays(random_model(cfg.model.architecture(), cfg.seed), cfg, batch)
     model = train(cfg, tmp_path / "run", progress=False)

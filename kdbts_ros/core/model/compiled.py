@@ -32,7 +32,9 @@ class Compiled:
         if self.problem is not None:
             return None
         try:
-            return self._fn(*args)
+            # one grad mode and no autograd history: the callers infer, and a build per grad mode would be wasted
+            with torch.no_grad():
+                return self._fn(*(a.detach() for a in args))
         except Exception as exc:  # compilers fail in many ways (missing tools or headers, no memory)
             text = str(exc).strip()
             self.problem = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

@@ -143,4 +143,8 @@ class OnnxBackend:
         if tuple(image01.shape) != (1, 3, H, W):
             raise ValueError(f"the exported encoder takes (1, 3, {H}, {W}) images, not {tuple(image01.shape)}")
         outs = self.encoder.run(None, {"image": np.ascontiguousarray(image01.detach().cpu().float().numpy())})
-        return torch.from_numpy(outs[0][0]), {h: torch.from_numpy(o[0]) for h, o in zip(self.heads, outs[1:])}
+        # the maps channels-last, as fold_features keeps them on a CPU (the fast path samples them a row per corner)
+        planes = {
+            h: torch.from_numpy(o[0].transpose(1, 2, 0).copy()).permute(2, 0, 1) for h, o in zip(self.heads, outs[1:])
+        }
+        return torch.from_numpy(outs[0][0]), planes
