@@ -155,7 +155,8 @@ class FoldedField(_Field):
 
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
         super().__init__(cfg, model, device, input_size)
-        self._visible_cache: tuple[tuple, np.ndarray, torch.Tensor, np.ndarray] | None = None
+        # (Kn, valid pixels, centres, visible, unseen) per grid: the paper's and the planner's alternate
+        self._visible_cache: list[tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor, np.ndarray]] = []
         self._march: Compiled | None = None  # built when render.fused first asks for it
 
     def planes(self, query: Query) -> list[torch.Tensor]:
@@ -173,25 +174,28 @@ class FoldedField(_Field):
         """Indices of the grid cells (flat) the current camera sees, in the order of their pixels, and the unseen mask.
 
         Decoded in pixel order, neighbouring cells read neighbouring texels of the folded maps: bilinear
-        sampling measured 2x faster than in the grid's order on this CPU. Kept while the intrinsics, the
-        camera's valid pixels (kept per lens by the encoding) and the grid stay.
+        sampling measured 2x faster than in the grid's order on this CPU. Kept for the last two grids (a
+        frame queries the paper's and the planner's) while the intrinsics, the camera's valid pixels
+        (kept per lens by the encoding) and the grid stay.
         """
-        key = (Kn, valid)
-        if (
-            self._visible_cache is None
-            or not torch.equal(self._visible_cache[0][0], Kn)
-            or self._visible_cache[0][1] is not valid
-            or not (self._visible_cache[1] is centres or np.array_equal(self._visible_cache[1], centres))
-        ):
-            pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
-            xy, _, outside = project(pts, Kn)
-            unseen = outside | unseen_pixels(xy, valid)
-            seen = torch.nonzero(~unseen)[:, 0]
-            H, W = self.input_size
-            col = ((xy[seen, 0] + 1) * (W / 2)).long().clamp(0, W - 1)
-            row = ((xy[seen, 1] + 1) * (H / 2)).long().clamp(0, H - 1)
-            self._visible_cache = (key, centres, seen[torch.argsort(row * W + col)], unseen.cpu().numpy())
-        return self._visible_cache[2], self._visible_cache[3]
+        for entry in self._visible_cache:
+            kn, kept_valid, kept_centres, visible, unseen = entry
+            if (
+                kept_valid is valid
+                and torch.equal(kn, Kn)
+                and (kept_centres is centres or np.array_equal(kept_centres, centres))
+            ):
+                return visible, unseen
+        pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
+        xy, _, outside = project(pts, Kn)
+        seen_mask = ~(outside | unseen_pixels(xy, valid))
+        seen = torch.nonzero(seen_mask)[:, 0]
+        H, W = self.input_size
+        col = ((xy[seen, 0] + 1) * (W / 2)).long().clamp(0, W - 1)
+        row = ((xy[seen, 1] + 1) * (H / 2)).long().clamp(0, H - 1)
+        visible, unseen = seen[torch.argsort(row * W + col)], (~seen_mask).cpu().numpy()
+        self._visible_cache = [(Kn, valid, centres, visible, unseen), *self._visible_cache[:1]]
+        return visible, unseen
 
     def grid(self, centres: np.ndarray, query: Query) -> GridDensity:
         """Densities and unseen mask (flat) of grid cell centres (..., 3); only the seen cells are decoded."""
