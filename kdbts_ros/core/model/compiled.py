@@ -35,6 +35,8 @@ class Compiled:
             # one grad mode and no autograd history: the callers infer, and a build per grad mode would be wasted
             with torch.no_grad():
                 return self._fn(*(a.detach() for a in args))
+        except torch.cuda.OutOfMemoryError:
+            raise  # the frame's problem, not the build's: the runner skips it and halves the query chunks
         except Exception as exc:  # compilers fail in many ways (missing tools or headers, no memory)
             text = str(exc).strip()
             self.problem = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

@@ -102,3 +102,17 @@ def test_the_node_counts_frames_rendered_without_the_compiled_march_and_keeps_pu
     for a, b in zip(outs[True], outs[False]):
         np.testing.assert_array_equal(a.depth, b.depth)
         assert np.isfinite(a.depth).any()
+
+
+def test_running_out_of_device_memory_is_the_frames_problem_not_the_builds(monkeypatch):
+    def out_of_memory(fn, **_kwargs):
+        def run(*_args):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+        return run
+
+    monkeypatch.setattr(compiled.torch, "compile", out_of_memory)
+    march = Compiled(ray_march)
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # the runner skips the frame and halves its chunks
+        march(torch.zeros(2, 4), torch.zeros(4, 3), torch.zeros(4), torch.zeros(1), torch.ones(3))
+    assert march.problem is None  # not marked unbuildable: the next frame runs it again
