@@ -157,7 +157,7 @@ class FoldedField(_Field):
         super().__init__(cfg, model, device, input_size)
         # (Kn, valid pixels, centres, visible, unseen) per grid: the paper's and the planner's alternate
         self._visible_cache: list[tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor, np.ndarray]] = []
-        self._march: Compiled | None = None  # built when render.fused first asks for it
+        self._march = Compiled(march)  # torch.compile builds it at its first call, when render.fused asks
 
     def planes(self, query: Query) -> list[torch.Tensor]:
         """The query frames' folded maps for its head (a head new to a frame is folded once and kept)."""
@@ -215,8 +215,6 @@ class FoldedField(_Field):
     def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
         m, r = self.cfg.model, self.cfg.render
         planes = self.planes(query)
-        if r.fused and self._march is None:
-            self._march = Compiled(march)
         return folded_ray_render(
             self.model,
             query.views,
