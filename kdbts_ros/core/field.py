@@ -24,6 +24,7 @@ from kdbts_ros.core.frames import EncodedFrame
 from kdbts_ros.core.inference import folded_ray_render, ray_render, views_of
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.compiled import Compiled
+from kdbts_ros.core.model.native_march import NativeMarch
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.model.ray_march import march
 from kdbts_ros.core.model.render import RayRender
@@ -157,7 +158,8 @@ class FoldedField(_Field):
         super().__init__(cfg, model, device, input_size)
         # (Kn, valid pixels, centres, visible, unseen) per grid: the paper's and the planner's alternate
         self._visible_cache: list[tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor, np.ndarray]] = []
-        self._march = Compiled(march)  # torch.compile builds it at its first call, when render.fused asks
+        # built at the first call, when render.fused asks: march.c on a CPU (2x inductor's loop), Triton on CUDA
+        self._march = NativeMarch() if device.type == "cpu" else Compiled(march)
 
     def planes(self, query: Query) -> list[torch.Tensor]:
         """The query frames' folded maps for its head (a head new to a frame is folded once and kept)."""

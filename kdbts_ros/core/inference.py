@@ -9,11 +9,12 @@ the fast path renders from the views' folded maps with :func:`folded_ray_render`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kdbts_ros.core.camera import project
 from kdbts_ros.core.model import folded
-from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.network import DensityField, Views
 from kdbts_ros.core.model.render import RayRender, along_rays, render_depth, sample_depths
 from kdbts_ros.core.model.render_fine import render_depth_fine
@@ -70,7 +71,7 @@ def folded_ray_render(
     chunk: int,
     gen: torch.Generator | None = None,
     fine: bool = False,
-    march: Compiled | None = None,
+    march: Callable[..., RayRender | None] | None = None,
 ) -> RayRender:
     """Expected depth and opacity (M,) along view 0's unit-z rays ``dirs`` (M, 3) on the fast path (the views'
     folded maps).
@@ -78,7 +79,8 @@ def folded_ray_render(
     ``gen`` as in :func:`ray_render`. ``fine``: without ``gen``, the coarse-to-fine render
     (:func:`render_fine.render_depth_fine`: about half the evaluations, the same depth within
     1 % on 99 % of pixels); otherwise ignored. ``march``: the SV head without ``gen`` or ``fine``
-    renders every ray in that compiled :func:`ray_march.march` unless it could not be built.
+    renders every ray in that loop nest (:func:`ray_march.march` compiled, or ``native_march``) unless it
+    could not be built (it returns None).
     """
     Kn_v, w2c = views.Kn[0], views.w2c[0]
     shared_depths = gen is None

@@ -63,7 +63,7 @@ def workspace(tmp_path_factory) -> Path:
     return ws
 
 
-def test_install_space_holds_the_node_launch_config_rviz_messages_and_weights(workspace):
+def test_install_space_holds_the_node_launch_config_rviz_messages_weights_and_c_source(workspace):
     prefix = workspace / "install" / "kdbts_ros"
     node = prefix / "lib/kdbts_ros/kdbts_node"
     assert node.is_file() and os.access(node, os.X_OK)
@@ -77,6 +77,8 @@ def test_install_space_holds_the_node_launch_config_rviz_messages_and_weights(wo
     assert list(package.glob("kdbts_ros_s__rosidl_typesupport_fastrtps_c*.so"))
     for weights in (ROOT / "kdbts_ros/weights").glob("*.safetensors"):
         assert (package / "weights" / weights.name).read_bytes() == weights.read_bytes()
+    march = ROOT / "kdbts_ros/core/model/march.c"  # compiled at first use on the robot
+    assert (package / "core/model/march.c").read_bytes() == march.read_bytes()
 
 
 def _sourced(workspace: Path, command: str) -> subprocess.CompletedProcess:

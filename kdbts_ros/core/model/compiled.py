@@ -5,7 +5,8 @@ large intermediate that the next reads back), and no library offers them fused. 
 turns each into one loop nest (C++ with OpenMP on a CPU, Triton on CUDA). Building takes seconds
 the first time in a process (then torch's on-disk cache) and needs a C++ compiler with Python's
 headers on a CPU; when it fails, :attr:`Compiled.problem` says why, calls return None and the
-caller runs torch's operators; :func:`problems` collects the reasons for the node's faults.
+caller runs torch's operators; :func:`problems` collects the reasons for the node's faults, those
+of every :class:`LoopNest` (``native_march`` builds one with the C compiler).
 """
 
 from __future__ import annotations
@@ -16,16 +17,23 @@ from typing import Any
 
 import torch
 
-_BUILT: weakref.WeakSet[Compiled] = weakref.WeakSet()
+_BUILT: weakref.WeakSet[LoopNest] = weakref.WeakSet()
 
 
-class Compiled:
+class LoopNest:
+    """A loop nest built on first use: :attr:`problem` says why it could not be (then calls return None)."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        _BUILT.add(self)
+
+
+class Compiled(LoopNest):
     """``fn`` through ``torch.compile`` with dynamic shapes (no rebuild when sizes change), built on its first call."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
         self._fn = torch.compile(fn, dynamic=True)
-        self.problem: str | None = None
-        _BUILT.add(self)
 
     def __call__(self, *args: torch.Tensor) -> Any:
         """``fn(*args)``, or None when the loop nest could not be built (then never tried again)."""

@@ -1,4 +1,5 @@
-"""The fused SV ray march (render.fused): the same depth as torch's operators, and a clean fallback."""
+"""The fused SV ray march (render.fused), compiled by torch and hand-written (march.c): the same depth as torch's
+operators, early termination within its bound, and a clean fallback."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from conftest import slab_model, small_config
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.inference import folded_ray_render, ray_render, views_of
-from kdbts_ros.core.model import compiled, folded
+from kdbts_ros.core.model import compiled, folded, native_march
 from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.compiled import Compiled
+from kdbts_ros.core.model.native_march import NativeMarch
 from kdbts_ros.core.model.network import Architecture
 from kdbts_ros.core.model.ray_march import march as ray_march
+from kdbts_ros.core.model.render import RayRender, sample_depths
 from kdbts_ros.runtime.runner import FrameRunner
 
 pytestmark = pytest.mark.integration
@@ -32,10 +35,20 @@ def _scene(seed: int, h: int = 24, w: int = 80):
     return model, views, [folded.fold_features(model, features[0], "sv")], dirs
 
 
+MARCHES = {"compiled": lambda: Compiled(ray_march), "native": NativeMarch}
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """march.c built into one cache for this module, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.mark.parametrize("kind", MARCHES)
 @pytest.mark.parametrize("seed,samples", [(0, 64), (1, 17)])
-def test_the_compiled_march_renders_what_torchs_operators_and_the_reference_render(seed, samples):
+def test_the_fused_march_renders_what_torchs_operators_and_the_reference_render(kind, seed, samples):
     model, views, planes, dirs = _scene(seed)
-    march = Compiled(ray_march)
+    march = MARCHES[kind]()
     with torch.inference_mode():
         fused = folded_ray_render(model, views, planes, "sv", dirs, samples, 3.0, 80.0, 4096, march=march)
         unfused = folded_ray_render(model, views, planes, "sv", dirs, samples, 3.0, 80.0, 4096)
@@ -47,7 +60,8 @@ def test_the_compiled_march_renders_what_torchs_operators_and_the_reference_rend
     assert float(fused.depth.std()) > 0.1  # the rays differ: the comparison is not of constants
 
 
-def test_a_wall_stops_the_compiled_march_where_it_stands():
+@pytest.mark.parametrize("kind", MARCHES)
+def test_a_wall_stops_the_fused_march_where_it_stands(kind):
     """Analytic: the slab network's density jumps at camera depth 12 m, so every ray's depth is near 12 m."""
     model = slab_model(12.0).eval()
     features = torch.randn(1, model.arch.feature_dim, 16, 48)
@@ -55,7 +69,7 @@ def test_a_wall_stops_the_compiled_march_where_it_stands():
     planes = [folded.fold_features(model, features[0], "sv")]
     dirs = ray_grid(Kn, 16, 48).reshape(-1, 3)
     with torch.inference_mode():
-        out = folded_ray_render(model, views, planes, "sv", dirs, 64, 3.0, 80.0, 4096, march=Compiled(ray_march))
+        out = folded_ray_render(model, views, planes, "sv", dirs, 64, 3.0, 80.0, 4096, march=MARCHES[kind]())
     # the first sample behind the wall takes the light: depth within one sample spacing after 12 m
     t = 1.0 / torch.linspace(1 / 3.0, 1 / 80.0, 65)
     spacing = float((t[t > 12.0][1] - t[t > 12.0][0]).abs())
@@ -90,8 +104,8 @@ def test_a_march_that_cannot_be_built_says_why_once_and_renders_unfused(monkeypa
     assert torch.equal(first.depth, unfused.depth) and torch.equal(second.opacity, unfused.opacity)
 
 
-def test_the_node_counts_frames_rendered_without_the_compiled_march_and_keeps_publishing_depth(monkeypatch):
-    monkeypatch.setattr(compiled.torch, "compile", _NoCompiler())
+def test_the_node_counts_frames_rendered_without_the_fused_march_and_keeps_publishing_depth(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")  # march.c, the CPU's march, cannot be built
     K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
     img = np.random.default_rng(0).integers(0, 255, (64, 192, 3), dtype=np.uint8)
     outs = {}
@@ -116,3 +130,77 @@ def test_running_out_of_device_memory_is_the_frames_problem_not_the_builds(monke
     with pytest.raises(torch.cuda.OutOfMemoryError):  # the runner skips the frame and halves its chunks
         march(torch.zeros(2, 4), torch.zeros(4, 3), torch.zeros(4), torch.zeros(1), torch.ones(3))
     assert march.problem is None  # not marked unbuildable: the next frame runs it again
+
+
+def _terms(seed: int, rays: int, hidden: int, samples: int, scale: float):
+    """Random per-ray and per-sample pre-activations, an output layer and inverse-depth samples."""
+    g = torch.Generator().manual_seed(seed)
+    per_ray = torch.randn(rays, hidden, generator=g) * scale
+    per_sample = torch.randn(hidden, samples, generator=g) * scale
+    w_out, b_out = torch.randn(hidden, generator=g) * 0.3, torch.randn(1, generator=g)
+    return per_ray, per_sample, w_out, b_out, sample_depths(1, samples, 3.0, 80.0)[0]
+
+
+def _exact(per_ray, per_sample, w_out, b_out, t) -> RayRender:
+    """torch's operators in float64: the independent computation march.c is held to."""
+    p = [x.double() for x in (per_ray, per_sample, w_out, b_out, t)]
+    logits = (torch.relu(p[0][:, :, None] + p[1][None]) * p[2][None, :, None]).sum(1) + p[3]
+    return RayRender.of(torch.nn.functional.softplus(logits), p[4].expand(len(p[0]), -1))
+
+
+@pytest.mark.parametrize(
+    "rays,hidden,samples,scale",
+    [(1000, 64, 64, 0.5), (13, 7, 17, 0.5), (301, 33, 100, 0.5), (517, 64, 64, 4.0), (9, 64, 1, 0.5)],
+)
+def test_the_native_march_renders_what_torchs_operators_do(rays, hidden, samples, scale):
+    """Odd ray, unit and sample counts (partial groups and blocks); scale 4 puts logits past softplus's
+    threshold of 20 and far below zero, where transmittance ends within a block."""
+    terms = _terms(rays + hidden, rays, hidden, samples, scale)
+    out, exact = NativeMarch()(*terms), _exact(*terms)
+    logits = (torch.relu(terms[0][:, :, None] + terms[1][None]) * terms[2][None, :, None]).sum(1) + terms[3]
+    if scale > 1:
+        assert float(logits.max()) > 20 and float(logits.min()) < -20
+    torch.testing.assert_close(out.depth.double(), exact.depth, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.opacity.double(), exact.opacity, rtol=0, atol=1e-5)
+    assert out.depth.dtype == torch.float32
+    assert samples == 1 or float(exact.depth.std()) > 0.1  # the rays differ: not a comparison of constants
+
+
+def test_native_early_termination_moves_the_depth_by_at_most_the_light_it_leaves_out(monkeypatch):
+    """A ray group stops once every transmittance is below the threshold: the samples it skips held at most that
+    share of the light, each at most z_far away."""
+    terms = _terms(5, 4000, 64, 64, 2.0)
+    exact = _exact(*terms)
+    monkeypatch.setattr(native_march, "TRANSMITTANCE_SPENT", 1e-2)
+    stopped = NativeMarch()(*terms)
+    error = (stopped.depth.double() - exact.depth).abs()
+    assert float(error.max()) > 1e-3  # groups stopped early: the threshold is honoured, not ignored
+    assert float(error.max()) <= 1e-2 * 80.0 + 1e-4
+
+
+def test_march_c_is_built_once_and_a_damaged_cache_is_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    builds = []
+    run = native_march.subprocess.run
+    monkeypatch.setattr(native_march.subprocess, "run", lambda cmd, **kw: builds.append(cmd) or run(cmd, **kw))
+    lib = native_march.build()
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(lib.read_bytes()[:1000])  # a disk that filled up, a copy cut short
+    damaged.replace(lib)
+    terms = _terms(3, 50, 16, 20, 0.5)
+    first = NativeMarch()(*terms)
+    assert first is not None and len(builds) == 2  # built again
+    torch.testing.assert_close(first.depth.double(), _exact(*terms).depth, rtol=1e-5, atol=1e-5)
+    assert NativeMarch()(*terms).depth.equal(first.depth) and len(builds) == 2  # then taken from the cache
+
+
+def test_a_native_march_without_a_compiler_says_why_and_renders_unfused(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    model, views, planes, dirs = _scene(4)
+    march = NativeMarch()
+    with torch.inference_mode():
+        fused = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
+        unfused = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096)
+    assert march.problem is not None and "/nonexistent/cc" in march.problem
+    assert march.problem in compiled.problems()  # the node's not_compiled fault gives this reason
+    assert torch.equal(fused.depth, unfused.depth)

@@ -1,0 +1,144 @@
+"""The single-view ray march as a hand-written C loop nest (``march.c``), built with the system's C compiler.
+
+Why by hand: no library fuses ``w . relu(a_ray + b_sample)`` over a ray's samples with the
+softplus and the compositing, and the loop ``torch.compile`` writes for :func:`ray_march.march`
+sums one vector of samples over the hidden units into one accumulator, so each add waits on the
+one before it (measured 2x slower here: docs/performance/full_depth.md). ``march.c`` keeps a
+block of a ray's samples in registers with four accumulators, halves the arithmetic per unit
+(``w relu(x) = w x / 2 + w |x| / 2``, the linear halves summed once per ray and per sample),
+composites eight rays per vector, and stops a group of rays once their transmittance is spent.
+
+It is built once per machine into the user's cache (``$XDG_CACHE_HOME/kdbts_ros``; a second of
+compiler time), named by a hash of the source, compiler and flags, and called through ctypes,
+which lets go of the GIL: torch's thread count of calls run at once on slices of the rays. Where
+no compiler builds it, :attr:`NativeMarch.problem` says why and calls return None, as
+:class:`compiled.Compiled` does (the node counts ``not_compiled``); CUDA uses that one instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from kdbts_ros.core.model.compiled import LoopNest
+from kdbts_ros.core.model.render import RayRender
+
+SOURCE = Path(__file__).with_name("march.c")
+# the transmittance below which a group of rays stops: what it leaves out moves the depth by at most
+# this share of z_far (8 um at 80 m), far inside the fast path's tested 1e-5
+TRANSMITTANCE_SPENT = 1e-7
+SLICES_PER_THREAD = 8  # rays that stop early are not spread evenly: more slices than threads balance the load
+
+
+def _flags() -> list[str]:
+    """Compiler flags: AVX2 and FMA where torch found them on this CPU (no -march=native: a cache shared by
+    machines with other CPUs must not hold instructions they lack); math without errno or traps so the
+    polynomials vectorise."""
+    arch = ["-mavx2", "-mfma"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
+    return ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", *arch]
+
+
+def cache_dir() -> Path:
+    """Where built loop nests are kept: ``$XDG_CACHE_HOME/kdbts_ros`` (``~/.cache/kdbts_ros``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdbts_ros"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(source: Path = SOURCE) -> Path:
+    """The shared library of ``source`` for this machine, compiled unless the cache holds it intact.
+
+    The compiler is ``$CC`` (default ``cc``). Each library is kept with its SHA-256: loading a
+    damaged one (a copy cut short, a full disk) would crash the process, so a library that does
+    not match is built again. Raises OSError or CalledProcessError (with the compiler's message)
+    when it cannot be built.
+    """
+    cc, flags = os.environ.get("CC", "cc"), _flags()
+    key = hashlib.sha256(b"\0".join([source.read_bytes(), cc.encode(), *map(str.encode, flags)]))
+    lib = cache_dir() / f"{source.stem}-{platform.machine()}-{key.hexdigest()[:16]}.so"
+    digest = lib.with_suffix(".sha256")
+    if lib.is_file() and digest.is_file() and digest.read_text().strip() == _digest(lib):
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    # built beside its final name, then renamed: a process reading the cache sees no half-written file
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+    os.close(fd)
+    try:
+        subprocess.run([cc, *flags, "-o", tmp, str(source), "-lm"], check=True, capture_output=True, text=True)
+        Path(tmp + ".sha256").write_text(_digest(Path(tmp)))
+        os.replace(tmp, lib)
+        os.replace(tmp + ".sha256", digest)
+    finally:
+        for leftover in (tmp, tmp + ".sha256"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return lib
+
+
+@functools.lru_cache(maxsize=1)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="kdbts-march")
+
+
+class NativeMarch(LoopNest):
+    """:func:`ray_march.march` on a CPU through ``march.c``: the same call, depth and opacity in float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fn: ctypes._CFuncPtr | None = None
+
+    def _load(self) -> ctypes._CFuncPtr:
+        try:
+            fn = ctypes.CDLL(str(build())).march
+        except subprocess.CalledProcessError as exc:
+            raise OSError(f"{exc.cmd[0]} could not build march.c: {(exc.stderr or '').strip()[:300]}") from exc
+        P, L = ctypes.c_void_p, ctypes.c_long
+        fn.argtypes = [P, P, P, ctypes.c_float, P, L, L, L, L, ctypes.c_float, P, P]
+        fn.restype = ctypes.c_int
+        return fn
+
+    def __call__(
+        self, per_ray: torch.Tensor, per_sample: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor, t: torch.Tensor
+    ) -> RayRender | None:
+        """Depth and opacity (R,) as :func:`ray_march.march`, or None when ``march.c`` could not be built."""
+        if self.problem is not None or per_ray.device.type != "cpu":
+            return None
+        if self._fn is None:
+            try:
+                self._fn = self._load()
+            except OSError as exc:  # no compiler, a compiler that fails, an unreadable cache
+                self.problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                return None
+        dtype = per_ray.dtype
+        per_ray, per_sample, w_out, t = (
+            x.detach().to(torch.float32).contiguous() for x in (per_ray, per_sample, w_out, t)
+        )
+        bias = float(b_out.detach())
+        R, hidden = per_ray.shape
+        depth, opacity = per_ray.new_empty(R), per_ray.new_empty(R)
+        threads = torch.get_num_threads()
+        slices = max(1, min(threads * SLICES_PER_THREAD, R // 256))
+        bounds = [R * i // slices for i in range(slices + 1)]
+        fn = self._fn
+
+        def run(i: int) -> int:
+            return fn(
+                per_ray.data_ptr(), per_sample.data_ptr(), w_out.data_ptr(), bias, t.data_ptr(),
+                bounds[i], bounds[i + 1], hidden, t.shape[0], TRANSMITTANCE_SPENT, depth.data_ptr(), opacity.data_ptr(),
+            )  # fmt: skip
+
+        codes = list(_pool(threads).map(run, range(slices))) if slices > 1 else [run(0)]
+        if any(codes):
+            raise MemoryError("march.c could not allocate its buffers")
+        return RayRender(depth.to(dtype), opacity.to(dtype))
