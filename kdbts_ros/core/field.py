@@ -107,11 +107,36 @@ def smaller_query_memory(cfg: PipelineConfig, device: torch.device) -> list[tupl
     ]
 
 
+class DepthRays(NamedTuple):
+    """A depth image's rays where its camera sees (its padding has no depth), kept while the camera stays."""
+
+    dirs: torch.Tensor  # (M, 3) camera-frame directions with unit z
+    xy: torch.Tensor  # (M, 2) their normalised image points
+    index: np.ndarray  # (M,) their pixels, flat
+    xy_terms: dict[str, torch.Tensor]  # per head, the x, y code term of folded_ray_render, filled on first use
+
+
 class _Field:
     """What both strategies share: the model, the live configuration and the depth image's pixel rays."""
 
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
         self.cfg, self.model, self.device, self.input_size = cfg, model, device, input_size
+        self._rays: tuple[torch.Tensor, int, int, torch.Tensor | None, DepthRays] | None = None
+
+    def depth_rays(self, Kn: torch.Tensor, h: int, w: int, valid: torch.Tensor | None) -> DepthRays:
+        """The seen rays of an h x w depth image (:func:`ray_grid`), kept while the intrinsics, the size and the
+        camera's valid pixels (kept per lens by the encoding) stay: about 10 ms a frame at 640 x 192 on this CPU,
+        and the code term of the rays with them."""
+        if self._rays is not None:
+            kn, kept_h, kept_w, kept_valid, rays = self._rays
+            if (kept_h, kept_w) == (h, w) and kept_valid is valid and torch.equal(kn, Kn):
+                return rays
+        dirs = ray_grid(Kn, h, w).reshape(-1, 3)
+        xy = project(dirs, Kn)[0]
+        seen = torch.nonzero(~unseen_pixels(xy, valid))[:, 0]
+        rays = DepthRays(dirs[seen], xy[seen], seen.cpu().numpy(), {})
+        self._rays = (Kn, h, w, valid, rays)
+        return rays
 
     def depth(self, query: Query, Kn: torch.Tensor, scale: float | None = None) -> DepthImage:
         """The depth image at ``scale`` (default ``render.depth_scale``) of the network size, its confidence and K."""
@@ -119,18 +144,18 @@ class _Field:
         scale = cfg.render.depth_scale if scale is None else scale
         h = max(1, round(H * scale))
         w = max(1, round(W * scale))
-        dirs = ray_grid(Kn, h, w).reshape(-1, 3)
         gen = torch.Generator(device=self.device).manual_seed(cfg.model.seed) if cfg.render.jitter == "seeded" else None
-        seen = torch.nonzero(~unseen_pixels(project(dirs, Kn)[0], query.valid))[:, 0]
+        rays = self.depth_rays(Kn, h, w, query.valid)
         depth = np.full(h * w, np.nan, np.float32)  # rays into the padding: no depth invented
         confidence = np.zeros(h * w, np.float32)
-        if len(seen):
-            render, index = self._ray_render(query, dirs[seen], gen), seen.cpu().numpy()
-            depth[index], confidence[index] = render.depth.float().cpu().numpy(), render.opacity.float().cpu().numpy()
+        if len(rays.index):
+            render = self._ray_render(query, rays, gen)
+            depth[rays.index] = render.depth.float().cpu().numpy()
+            confidence[rays.index] = render.opacity.float().cpu().numpy()
         depth[confidence < cfg.render.min_opacity] = np.nan  # not terminated within range (sky)
         return DepthImage(depth.reshape(h, w), confidence.reshape(h, w), ray_pixel_intrinsics(Kn.cpu().numpy(), w, h))
 
-    def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
+    def _ray_render(self, query: Query, rays: DepthRays, gen: torch.Generator | None) -> RayRender:
         raise NotImplementedError
 
 
@@ -146,9 +171,23 @@ class ReferenceField(_Field):
         unseen = (invalid[0, :, 0] | padded).cpu().numpy()
         return GridDensity(np.where(unseen, 0.0, sigma[0].float().cpu().numpy()).astype(np.float32), unseen)
 
-    def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
+    def _ray_render(self, query: Query, rays: DepthRays, gen: torch.Generator | None) -> RayRender:
         m, r = self.cfg.model, self.cfg.render
-        return ray_render(self.model, query.views, query.head, dirs, r.samples, m.z_near, m.z_far, m.chunk_points, gen)
+        return ray_render(
+            self.model, query.views, query.head, rays.dirs, r.samples, m.z_near, m.z_far, m.chunk_points, gen
+        )
+
+
+class _Visible(NamedTuple):
+    """A grid's cells the camera sees (:meth:`FoldedField._visible`) and what they were found with."""
+
+    Kn: torch.Tensor
+    valid: torch.Tensor | None
+    centres: np.ndarray
+    visible: torch.Tensor  # (M,) flat indices of the seen cells, in pixel order
+    points: torch.Tensor  # (M, 3) their centres
+    unseen: np.ndarray  # (N,) bool
+    view0: dict[str, folded.View0Terms]  # per head, filled on first use
 
 
 class FoldedField(_Field):
@@ -156,8 +195,7 @@ class FoldedField(_Field):
 
     def __init__(self, cfg: PipelineConfig, model: DensityField, device: torch.device, input_size: tuple[int, int]):
         super().__init__(cfg, model, device, input_size)
-        # (Kn, valid pixels, centres, visible, unseen) per grid: the paper's and the planner's alternate
-        self._visible_cache: list[tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor, np.ndarray]] = []
+        self._visible_cache: list[_Visible] = []  # per grid: the paper's and the planner's alternate
         # built at the first call, when render.fused asks: march.c on a CPU (2x inductor's loop), Triton on CUDA
         self._march = NativeMarch() if device.type == "cpu" else Compiled(march)
 
@@ -170,24 +208,22 @@ class FoldedField(_Field):
         budget = query_memory_mb(self.cfg, self.device) * 2**20
         return max(1024, budget // folded.bytes_per_point(self.model, head, num_views))
 
-    def _visible(
-        self, centres: np.ndarray, Kn: torch.Tensor, valid: torch.Tensor | None
-    ) -> tuple[torch.Tensor, np.ndarray]:
-        """Indices of the grid cells (flat) the current camera sees, in the order of their pixels, and the unseen mask.
+    def _visible(self, centres: np.ndarray, Kn: torch.Tensor, valid: torch.Tensor | None) -> _Visible:
+        """The grid cells (flat) the current camera sees, in the order of their pixels, and the unseen mask.
 
         Decoded in pixel order, neighbouring cells read neighbouring texels of the folded maps: bilinear
         sampling measured 2x faster than in the grid's order on this CPU. Kept for the last two grids (a
         frame queries the paper's and the planner's) while the intrinsics, the camera's valid pixels
-        (kept per lens by the encoding) and the grid stay.
+        (kept per lens by the encoding) and the grid stay, with what view 0 contributes to the cells
+        (:class:`folded.View0Terms`, per head): their projection and code cost more than their decoding.
         """
         for entry in self._visible_cache:
-            kn, kept_valid, kept_centres, visible, unseen = entry
             if (
-                kept_valid is valid
-                and torch.equal(kn, Kn)
-                and (kept_centres is centres or np.array_equal(kept_centres, centres))
+                entry.valid is valid
+                and torch.equal(entry.Kn, Kn)
+                and (entry.centres is centres or np.array_equal(entry.centres, centres))
             ):
-                return visible, unseen
+                return entry
         pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)
         xy, _, outside = project(pts, Kn)
         seen_mask = ~(outside | unseen_pixels(xy, valid))
@@ -195,26 +231,36 @@ class FoldedField(_Field):
         H, W = self.input_size
         col = ((xy[seen, 0] + 1) * (W / 2)).long().clamp(0, W - 1)
         row = ((xy[seen, 1] + 1) * (H / 2)).long().clamp(0, H - 1)
-        visible, unseen = seen[torch.argsort(row * W + col)], (~seen_mask).cpu().numpy()
-        self._visible_cache = [(Kn, valid, centres, visible, unseen), *self._visible_cache[:1]]
-        return visible, unseen
+        visible = seen[torch.argsort(row * W + col)]
+        entry = _Visible(Kn, valid, centres, visible, pts[visible], (~seen_mask).cpu().numpy(), {})
+        self._visible_cache = [entry, *self._visible_cache[:1]]
+        return entry
 
     def grid(self, centres: np.ndarray, query: Query) -> GridDensity:
         """Densities and unseen mask (flat) of grid cell centres (..., 3); only the seen cells are decoded."""
         views, head, planes = query.views, query.head, self.planes(query)
-        visible, unseen = self._visible(centres, views.Kn[0, 0], query.valid)
-        pts = torch.as_tensor(centres.reshape(-1, 3).astype(np.float32), device=self.device)[visible]
-        chunk = self.chunk(head, len(planes))
+        cells = self._visible(centres, views.Kn[0, 0], query.valid)
+        if head not in cells.view0:
+            cells.view0[head] = folded.view0_terms(self.model, head, cells.points, views.Kn[0, 0])
+        view0, chunk = cells.view0[head], self.chunk(head, len(planes))
         sig = [
-            folded.folded_density(self.model, pts[s : s + chunk], planes, views.Kn[0], views.w2c[0], head)[0]
-            for s in range(0, len(pts), chunk)
+            folded.folded_density(
+                self.model,
+                cells.points[s : s + chunk],
+                planes,
+                views.Kn[0],
+                views.w2c[0],
+                head,
+                folded.View0Terms(*(t[s : s + chunk] for t in view0)),
+            )[0]
+            for s in range(0, len(cells.points), chunk)
         ]
-        density = np.zeros(unseen.shape, np.float32)
+        density = np.zeros(cells.unseen.shape, np.float32)
         if sig:  # a grid the camera sees none of (a planner window behind it) has nothing to decode
-            density[visible.cpu().numpy()] = torch.cat(sig).float().cpu().numpy()
-        return GridDensity(density, unseen)
+            density[cells.visible.cpu().numpy()] = torch.cat(sig).float().cpu().numpy()
+        return GridDensity(density, cells.unseen)
 
-    def _ray_render(self, query: Query, dirs: torch.Tensor, gen: torch.Generator | None) -> RayRender:
+    def _ray_render(self, query: Query, rays: DepthRays, gen: torch.Generator | None) -> RayRender:
         m, r = self.cfg.model, self.cfg.render
         planes = self.planes(query)
         return folded_ray_render(
@@ -222,7 +268,7 @@ class FoldedField(_Field):
             query.views,
             planes,
             query.head,
-            dirs,
+            rays.dirs,
             r.samples,
             m.z_near,
             m.z_far,
@@ -230,6 +276,8 @@ class FoldedField(_Field):
             gen,
             fine=r.fine,
             march=self._march if r.fused else None,
+            xy=rays.xy,
+            xy_terms=rays.xy_terms,
         )
 
 

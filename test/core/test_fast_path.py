@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
 
 
-def _sequence(cfg, n: int = 4, seed: int = 0) -> list:
-    """Outputs of n frames of a camera driving forward and drifting right (random images)."""
+def _sequence(cfg, n: int = 4, seed: int = 0, Ks: list[np.ndarray] | None = None) -> list:
+    """Outputs of n frames of a camera driving forward and drifting right (random images), with intrinsics Ks[i]."""
     rng = np.random.default_rng(seed)
     runner = FrameRunner(cfg)
     outs = []
@@ -29,8 +29,19 @@ def _sequence(cfg, n: int = 4, seed: int = 0) -> list:
         T = np.eye(4)
         T[:3, 3] = (0.1 * i, 0.0, 1.0 * i)
         img = rng.integers(0, 255, (64, 192, 3), dtype=np.uint8)
-        outs.append(runner.process(Frame(img, K, (i + 1) * 10**8, "cam", T)))
+        outs.append(runner.process(Frame(img, K if Ks is None else Ks[i], (i + 1) * 10**8, "cam", T)))
     return outs
+
+
+def _assert_same_outputs(ref, fast) -> None:
+    assert (ref.head, ref.num_views) == (fast.head, fast.num_views)
+    assert np.array_equal(ref.unseen, fast.unseen)
+    seen = ~ref.unseen
+    np.testing.assert_allclose(fast.density[seen], ref.density[seen], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.depth, ref.depth, rtol=1e-5)  # NaN (sky, padding) at the same pixels
+    np.testing.assert_allclose(fast.depth_confidence, ref.depth_confidence, atol=1e-5)
+    assert np.array_equal(ref.occupancy, fast.occupancy)
+    np.testing.assert_array_equal(fast.points, ref.points)
 
 
 @pytest.mark.parametrize("mode,jitter", [("sv", "none"), ("mv", "none"), ("mv", "seeded"), ("auto", "none")])
@@ -44,15 +55,22 @@ def test_fast_path_matches_the_reference_path(mode, jitter):
         for fast in (False, True)
     }
     for ref, fast in zip(outs[False], outs[True]):
-        assert (ref.head, ref.num_views) == (fast.head, fast.num_views)
-        assert np.array_equal(ref.unseen, fast.unseen)
-        seen = ~ref.unseen
-        np.testing.assert_allclose(fast.density[seen], ref.density[seen], rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(fast.depth, ref.depth, rtol=1e-5)  # NaN (sky, padding) at the same pixels
-        np.testing.assert_allclose(fast.depth_confidence, ref.depth_confidence, atol=1e-5)
-        assert np.array_equal(ref.occupancy, fast.occupancy)
-        np.testing.assert_array_equal(fast.points, ref.points)
+        _assert_same_outputs(ref, fast)
     assert [o.num_views for o in outs[True]] == ([1, 1, 1, 1] if mode == "sv" else [1, 2, 3, 3])
+
+
+@pytest.mark.parametrize("mode", ["sv", "mv"])
+def test_the_fast_paths_kept_rays_and_cells_follow_a_change_of_intrinsics(mode):
+    """The depth rays, grid cells and their code terms are kept while the camera stays: a zoomed camera_info
+    (frame 2) and its return (frame 3) must not be served the other lens's."""
+    zoomed = K.copy()
+    zoomed[0, 0], zoomed[1, 1], zoomed[0, 2] = 150.0, 150.0, 90.0
+    Ks = [K, K, zoomed, K]
+    cfg = {"mode": mode, "window_size": 2, "render.samples": 24}
+    ref, fast = (_sequence(small_config(**cfg, **{"model.fast": f}), Ks=Ks) for f in (False, True))
+    for r, f in zip(ref, fast):
+        _assert_same_outputs(r, f)
+    assert not np.allclose(ref[2].depth, ref[1].depth, equal_nan=True)  # the zoom changes what the frame shows
 
 
 def test_ray_density_equals_point_density_including_border_rays():

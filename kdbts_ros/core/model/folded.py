@@ -19,7 +19,7 @@ floating-point summation order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,36 @@ def _head_out(mlp: MLP, pre: torch.Tensor, out: torch.Tensor) -> None:
     torch.addmm(mlp.lin_out.bias.to(pre.dtype), torch.relu_(pre), mlp.lin_out.weight.to(pre.dtype).T, out=out)
 
 
+class View0Terms(NamedTuple):
+    """What view 0 (the query camera, w2c = I) contributes to points that stay (a grid's cells): their normalised
+    image points xy (N, 2), invalid mask (N,) and the code's share of a head's first layer (N, hidden)."""
+
+    xy: torch.Tensor
+    invalid: torch.Tensor
+    code: torch.Tensor
+
+
+def _code_inputs(
+    model: DensityField, points: torch.Tensor, Kn: torch.Tensor, w2c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per view (V): points' (N, 3) normalised image points (V, N, 2), invalid mask (V, N) and code (V, N, 39)."""
+    cam = to_camera(w2c, points[None])  # (V, N, 3)
+    xy, z, invalid = project(cam, Kn)
+    coords = torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1)
+    return xy, invalid, model.code_xyz(coords.reshape(-1, 3)).view(len(w2c), points.shape[0], -1)
+
+
+def _all_code_weights(model: DensityField, head: str, dtype: torch.dtype) -> torch.Tensor:
+    """Columns (hidden, 39) of a head's first layer that read the code."""
+    return first_mlp(model, head).lin_in.weight[:, model.arch.feature_dim :].to(dtype)
+
+
+def view0_terms(model: DensityField, head: str, points: torch.Tensor, Kn0: torch.Tensor) -> View0Terms:
+    """:class:`View0Terms` of points (N, 3) in view 0's camera with its normalised K' (3, 3), in float32."""
+    xy, invalid, code = _code_inputs(model, points, Kn0[None], torch.eye(4, device=points.device)[None])
+    return View0Terms(xy[0], invalid[0], code[0] @ _all_code_weights(model, head, code.dtype).T)
+
+
 def view_outputs(
     model: DensityField,
     points: torch.Tensor,
@@ -120,31 +150,39 @@ def view_outputs(
     w2c: torch.Tensor,
     head: str,
     out: torch.Tensor | None = None,
+    view0: View0Terms | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-view head outputs (V, N, d_out), into ``out`` if given, and invalid mask (V, N) of points (N, 3).
 
     planes are the V views' :func:`fold_features` maps (hidden, H, W) for
     ``head``, kept per frame and never stacked (a copy per frame on a CPU);
     Kn (V, 3, 3) and w2c (V, 4, 4) as in :class:`Views` without the batch dimension.
-    Points in rows: the samples come channels-last from the maps, and the code's product
-    accumulates into them (measured 2-3x faster than channel-first outputs on a CPU).
+    ``view0``: view 0's terms of these points, kept by a caller whose points stay (then only the
+    other views are projected and coded). Points in rows: the samples come channels-last from the
+    maps, and the code's product accumulates into them (measured 2-3x faster than channel-first
+    outputs on a CPU).
     """
     mlp = first_mlp(model, head)
     V, N = len(planes), points.shape[0]
     dtype = planes[0].dtype  # the planes carry the compute dtype (folded under autocast)
-    cam = to_camera(w2c, points[None])  # (V, N, 3)
-    xy, z, invalid = project(cam, Kn)
-    w_code = mlp.lin_in.weight[:, model.arch.feature_dim :].to(dtype)
-    coords = torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1)
-    code = model.code_xyz(coords.reshape(-1, 3)).to(dtype).view(V, N, -1)  # (V, N, 39)
-    if points.is_cuda:  # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
-        w_code, code = F.pad(w_code, (0, 1)), F.pad(code, (0, 1))
     if out is None:
         out = torch.empty(V, N, mlp.lin_out.out_features, dtype=dtype, device=points.device)
-    for v in range(V):
-        pre = _sample(planes[v], xy[v])
+    first = 0 if view0 is None else 1  # the first view projected and coded here
+    if view0 is not None:
+        pre = _sample(planes[0], view0.xy)
+        _head_out(mlp, pre.add_(view0.code.to(dtype)), out[0])
+        if V == 1:
+            return out, view0.invalid[None]
+    xy, invalid, code = _code_inputs(model, points, Kn[first:], w2c[first:])
+    w_code, code = _all_code_weights(model, head, dtype), code.to(dtype)
+    if points.is_cuda:  # a zero 40th entry: fp16/bf16 tensor-core GEMMs need inner sizes that are multiples of 8
+        w_code, code = F.pad(w_code, (0, 1)), F.pad(code, (0, 1))
+    if view0 is not None:
+        invalid = torch.cat([view0.invalid[None], invalid])
+    for v in range(first, V):
+        pre = _sample(planes[v], xy[v - first])
         # out= rather than addmm_: the same in-place product, and torch's flop counter (kdbts bench) sees it
-        _head_out(mlp, torch.addmm(pre, code[v], w_code.T, out=pre), out[v])
+        _head_out(mlp, torch.addmm(pre, code[v - first], w_code.T, out=pre), out[v])
     return out, invalid
 
 
@@ -167,27 +205,47 @@ def folded_density(
     Kn: torch.Tensor,
     w2c: torch.Tensor,
     head: str,
+    view0: View0Terms | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softplus density (N,) and invalid mask (N, V) of points (N, 3), as ``model.density``."""
+    """Softplus density (N,) and invalid mask (N, V) of points (N, 3), as ``model.density`` (``view0``: as in
+    :func:`view_outputs`)."""
     if head == "sv":
         planes, Kn, w2c = planes[:1], Kn[:1], w2c[:1]
-    out, invalid = view_outputs(model, points, planes, Kn, w2c, head)
+    out, invalid = view_outputs(model, points, planes, Kn, w2c, head, view0=view0)
     return F.softplus(fuse(model, out, invalid, head)), invalid.transpose(0, 1)
 
 
+def add_xy_code(model: DensityField, head: str, xy: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (R, hidden) plus the x, y code's share of a head's first-layer pre-activation at image points xy (R, 2).
+
+    The code's products accumulate into ``out``: no temporaries.
+    """
+    for coord in (0, 1):
+        code = model.code_xyz(xy[:, coord : coord + 1]).to(out.dtype)
+        torch.addmm(out, code, code_weights(model, head, coord).T.to(out.dtype), out=out)
+    return out
+
+
 def ray_terms(
-    model: DensityField, head: str, plane: torch.Tensor, xy: torch.Tensor, zs: torch.Tensor
+    model: DensityField,
+    head: str,
+    plane: torch.Tensor,
+    xy: torch.Tensor,
+    zs: torch.Tensor,
+    xy_term: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A head's first-layer pre-activations along rays from view 0's centre, split by what they depend on.
 
     Per ray (R, hidden): view 0's folded ``plane`` sampled at the rays' normalised image points xy
-    (R, 2), plus their x, y code. Per sample (hidden, n, S): the z code at depths ``zs`` (n, S),
-    n = 1 when every ray has the same depths. A sample's pre-activation is the sum of its two.
+    (R, 2), plus their x, y code (``xy_term``: :func:`add_xy_code` of zeros, kept by a caller whose
+    rays stay). Per sample (hidden, n, S): the z code at depths ``zs`` (n, S), n = 1 when every ray
+    has the same depths. A sample's pre-activation is the sum of its two.
     """
     per_ray = _sample(plane, xy)
-    for coord in (0, 1):  # the x, y code's products accumulate into the samples: no temporaries
-        code = model.code_xyz(xy[:, coord : coord + 1]).to(per_ray.dtype)
-        torch.addmm(per_ray, code, code_weights(model, head, coord).T.to(per_ray.dtype), out=per_ray)
+    if xy_term is None:
+        add_xy_code(model, head, xy, per_ray)
+    else:
+        per_ray += xy_term.to(per_ray.dtype)
     zcode = z_code(zs.reshape(-1), model.arch.z_near, model.arch.z_far)
     return per_ray, code_term(model, head, 2, zcode).view(-1, *zs.shape)
 
