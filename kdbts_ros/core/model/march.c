@@ -7,6 +7,7 @@
  * Plain C with GCC/Clang vector extensions: AVX2 where the flags allow it, two SSE/NEON halves otherwise.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,23 +77,21 @@ static inline v8 splat8(float x) { v8 v = {x, x, x, x, x, x, x, x}; return v; }
 static inline v8 abs8(v8 x) { return (v8)((v8i)x & 0x7fffffff); }
 static inline float hsum8(v8 x) { float s = 0.0f; for (int k = 0; k < 8; k++) s += x[k]; return s; }
 
-int march(const float *per_ray, const float *per_sample, const float *w, float b, const float *t,
-           long first, long last, long hidden, long samples, float stop, float *depth, float *opacity) {
-    long padded = (samples + BLOCK - 1) / BLOCK * BLOCK;
-    float *delta = malloc(sizeof(float) * padded), *lin_s = malloc(sizeof(float) * padded);
-    float *half_w = malloc(sizeof(float) * hidden), *ps = malloc(sizeof(float) * hidden * padded);
-    if (!delta || !lin_s || !half_w || !ps) {
-        free(delta), free(lin_s), free(half_w), free(ps);
-        return -1;
-    }
-    for (long s = 0; s < padded; s++) delta[s] = s + 1 < samples ? fabsf(t[s + 1] - t[s]) : 1e10f;
-    for (long h = 0; h < hidden; h++) half_w[h] = 0.5f * w[h];
-    for (long s = 0; s < padded; s++) lin_s[s] = 0.0f;
-    for (long h = 0; h < hidden; h++)
-        for (long s = 0; s < padded; s++) {
-            ps[h * padded + s] = s < samples ? per_sample[h * samples + s] : 0.0f;
-            lin_s[s] += half_w[h] * ps[h * padded + s];
-        }
+/* What every thread reads: the call's arguments and the per-sample terms prepared once. */
+struct march_job {
+    const float *per_ray, *ps, *half_w, *lin_s, *delta, *t;
+    float b, stop;
+    long hidden, samples, padded, rays, slice;
+    float *depth, *opacity;
+    long next; /* the first ray of the next slice, taken atomically: rays that stop early are not spread evenly */
+};
+
+static void march_rays(const struct march_job *job, long first, long last) {
+    const float *per_ray = job->per_ray, *ps = job->ps, *half_w = job->half_w, *lin_s = job->lin_s;
+    const float *delta = job->delta, *t = job->t;
+    const float b = job->b, stop = job->stop;
+    const long hidden = job->hidden, samples = job->samples, padded = job->padded;
+    float *depth = job->depth, *opacity = job->opacity;
     for (long r0 = first; r0 < last; r0 += RAYS) {
         long nr = last - r0 < RAYS ? last - r0 : RAYS;
         float lin_r[RAYS];
@@ -158,6 +157,46 @@ int march(const float *per_ray, const float *per_sample, const float *w, float b
             opacity[r0 + i] = o < 0.0f ? 0.0f : (o > 1.0f ? 1.0f : o);
         }
     }
-    free(delta), free(lin_s), free(half_w), free(ps);
+}
+
+static void *march_worker(void *arg) {
+    struct march_job *job = arg;
+    for (;;) {
+        long first = __atomic_fetch_add(&job->next, job->slice, __ATOMIC_RELAXED);
+        if (first >= job->rays) return NULL;
+        march_rays(job, first, first + job->slice < job->rays ? first + job->slice : job->rays);
+    }
+}
+
+/* Depth and opacity of `rays` rays on `threads` threads (the caller's among them). Returns 0, or -1 when out of
+ * memory. Threads are started per call: a few tens of microseconds against milliseconds of work, and no pool
+ * to outlive the library. */
+int march(const float *per_ray, const float *per_sample, const float *w, float b, const float *t, long rays,
+          long hidden, long samples, float stop, long threads, float *depth, float *opacity) {
+    long padded = (samples + BLOCK - 1) / BLOCK * BLOCK;
+    float *delta = malloc(sizeof(float) * padded), *lin_s = malloc(sizeof(float) * padded);
+    float *half_w = malloc(sizeof(float) * hidden), *ps = malloc(sizeof(float) * hidden * padded);
+    pthread_t *tid = malloc(sizeof(pthread_t) * (threads > 1 ? threads : 1));
+    if (!delta || !lin_s || !half_w || !ps || !tid) {
+        free(delta), free(lin_s), free(half_w), free(ps), free(tid);
+        return -1;
+    }
+    for (long s = 0; s < padded; s++) delta[s] = s + 1 < samples ? fabsf(t[s + 1] - t[s]) : 1e10f;
+    for (long h = 0; h < hidden; h++) half_w[h] = 0.5f * w[h];
+    for (long s = 0; s < padded; s++) lin_s[s] = 0.0f;
+    for (long h = 0; h < hidden; h++)
+        for (long s = 0; s < padded; s++) {
+            ps[h * padded + s] = s < samples ? per_sample[h * samples + s] : 0.0f;
+            lin_s[s] += half_w[h] * ps[h * padded + s];
+        }
+    long slice = rays / (threads * 8 > 0 ? threads * 8 : 1) / RAYS * RAYS;
+    struct march_job job = {per_ray, ps, half_w, lin_s, delta, t, b, stop, hidden, samples, padded, rays,
+                            slice > RAYS ? slice : RAYS, depth, opacity, 0};
+    long started = 0;
+    for (; started + 1 < threads; started++) /* a thread that cannot start leaves its share to the others */
+        if (pthread_create(&tid[started], NULL, march_worker, &job) != 0) break;
+    march_worker(&job);
+    for (long i = 0; i < started; i++) pthread_join(tid[i], NULL);
+    free(delta), free(lin_s), free(half_w), free(ps), free(tid);
     return 0;
 }

@@ -9,8 +9,9 @@ block of a ray's samples in registers with four accumulators, halves the arithme
 composites eight rays per vector, and stops a group of rays once their transmittance is spent.
 
 It is built once per machine into the user's cache (``$XDG_CACHE_HOME/kdbts_ros``; a second of
-compiler time), named by a hash of the source, compiler and flags, and called through ctypes,
-which lets go of the GIL: torch's thread count of calls run at once on slices of the rays. Where
+compiler time), named by a hash of the source, compiler and flags, and called once per frame
+through ctypes, which lets go of the GIL; it runs on torch's thread count of its own threads (one
+GIL hand-over a frame: a node's other Python threads cannot hold up its slices). Where
 no compiler builds it, :attr:`NativeMarch.problem` says why and calls return None, as
 :class:`compiled.Compiled` does (the node counts ``not_compiled``); CUDA uses that one instead.
 """
@@ -18,13 +19,11 @@ no compiler builds it, :attr:`NativeMarch.problem` says why and calls return Non
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -36,7 +35,6 @@ SOURCE = Path(__file__).with_name("march.c")
 # the transmittance below which a group of rays stops: what it leaves out moves the depth by at most
 # this share of z_far (8 um at 80 m), far inside the fast path's tested 1e-5
 TRANSMITTANCE_SPENT = 1e-7
-SLICES_PER_THREAD = 8  # rays that stop early are not spread evenly: more slices than threads balance the load
 
 
 def _flags() -> list[str]:
@@ -44,7 +42,7 @@ def _flags() -> list[str]:
     machines with other CPUs must not hold instructions they lack); math without errno or traps so the
     polynomials vectorise."""
     arch = ["-mavx2", "-mfma"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
-    return ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", *arch]
+    return ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math", *arch]
 
 
 def cache_dir() -> Path:
@@ -86,11 +84,6 @@ def build(source: Path = SOURCE) -> Path:
     return lib
 
 
-@functools.lru_cache(maxsize=1)
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="kdbts-march")
-
-
 class NativeMarch(LoopNest):
     """:func:`ray_march.march` on a CPU through ``march.c``: the same call, depth and opacity in float32."""
 
@@ -104,7 +97,7 @@ class NativeMarch(LoopNest):
         except subprocess.CalledProcessError as exc:
             raise OSError(f"{exc.cmd[0]} could not build march.c: {(exc.stderr or '').strip()[:300]}") from exc
         P, L = ctypes.c_void_p, ctypes.c_long
-        fn.argtypes = [P, P, P, ctypes.c_float, P, L, L, L, L, ctypes.c_float, P, P]
+        fn.argtypes = [P, P, P, ctypes.c_float, P, L, L, L, ctypes.c_float, L, P, P]
         fn.restype = ctypes.c_int
         return fn
 
@@ -127,18 +120,10 @@ class NativeMarch(LoopNest):
         bias = float(b_out.detach())
         R, hidden = per_ray.shape
         depth, opacity = per_ray.new_empty(R), per_ray.new_empty(R)
-        threads = torch.get_num_threads()
-        slices = max(1, min(threads * SLICES_PER_THREAD, R // 256))
-        bounds = [R * i // slices for i in range(slices + 1)]
-        fn = self._fn
-
-        def run(i: int) -> int:
-            return fn(
-                per_ray.data_ptr(), per_sample.data_ptr(), w_out.data_ptr(), bias, t.data_ptr(),
-                bounds[i], bounds[i + 1], hidden, t.shape[0], TRANSMITTANCE_SPENT, depth.data_ptr(), opacity.data_ptr(),
-            )  # fmt: skip
-
-        codes = list(_pool(threads).map(run, range(slices))) if slices > 1 else [run(0)]
-        if any(codes):
+        code = self._fn(
+            per_ray.data_ptr(), per_sample.data_ptr(), w_out.data_ptr(), bias, t.data_ptr(), R, hidden, t.shape[0],
+            TRANSMITTANCE_SPENT, torch.get_num_threads(), depth.data_ptr(), opacity.data_ptr(),
+        )  # fmt: skip
+        if code:
             raise MemoryError("march.c could not allocate its buffers")
         return RayRender(depth.to(dtype), opacity.to(dtype))
