@@ -8,6 +8,7 @@ import torch
 from conftest import small_config
 
 from kdbts_ros.core.camera import ray_grid
+from kdbts_ros.core.field import Query, choose_field
 from kdbts_ros.core.frames import Frame
 from kdbts_ros.core.model import folded
 from kdbts_ros.core.model.checkpoint import random_model
@@ -176,3 +177,26 @@ def test_reduced_precision_fast_path_keeps_occupancy_of_the_trained_network(mode
     assert np.array_equal(seen, ~out["bfloat16"].unseen) and seen.sum() > 10000
     assert np.mean((a[seen] > 0.5) == (b[seen] > 0.5)) >= 0.995
     assert np.nanmedian(np.abs(out["bfloat16"].depth - out["float32"].depth) / out["float32"].depth) < 0.02
+
+
+def test_grid_cells_placed_with_rounding_noise_reuse_their_kept_terms(monkeypatch):
+    """A planner grid placed through a moving odom frame and back moves by rounding noise (about 1e-6 m) every frame:
+    its cells' view-0 terms are kept; a grid that moved by a millimetre is projected again."""
+    runner = FrameRunner(small_config(mode="sv"))
+    stages = runner.stages
+    entry = stages.encoding.encode(Frame(np.full((64, 192, 3), 90, np.uint8), K, 1, "cam", None), ("sv",))
+    query = Query.of("sv", [entry], stages.device)
+    xs, ys, zs = np.meshgrid(np.linspace(-4, 4, 9), np.linspace(-1, 1.5, 5), np.linspace(4, 30, 12), indexing="ij")
+    centres = np.stack([xs, ys, zs], -1).astype(np.float32)
+    built = []
+    terms = folded.view0_terms
+    monkeypatch.setattr(folded, "view0_terms", lambda *a: built.append(1) or terms(*a))
+    with stages.precision():
+        first = stages.field.grid(centres, query)
+        noisy = stages.field.grid(centres + np.float32(1e-6), query)
+        moved = stages.field.grid(centres + np.float32(1e-3), query)
+        assert len(built) == 2  # the noisy grid took the kept terms, the moved one was projected again
+        fresh = choose_field(stages.cfg, stages.model, stages.device, stages.input_size).grid(centres + 1e-3, query)
+    np.testing.assert_allclose(noisy.density, first.density, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(moved.density, fresh.density, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(moved.unseen, fresh.unseen) and (~first.unseen).sum() > 100
