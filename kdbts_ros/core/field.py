@@ -23,10 +23,9 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import EncodedFrame
 from kdbts_ros.core.inference import folded_ray_render, ray_render, views_of
 from kdbts_ros.core.model import folded
-from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.native_march import NativeMarch
 from kdbts_ros.core.model.network import DensityField, Views
-from kdbts_ros.core.model.ray_march import march
+from kdbts_ros.core.model.ray_march import CompiledMarch
 from kdbts_ros.core.model.render import RayRender
 
 
@@ -206,7 +205,7 @@ class FoldedField(_Field):
         super().__init__(cfg, model, device, input_size)
         self._visible_cache: list[_Visible] = []  # per grid: the paper's and the planner's alternate
         # built at the first call, when render.fused asks: march.c on a CPU (2x inductor's loop), Triton on CUDA
-        self._march = NativeMarch() if device.type == "cpu" else Compiled(march)
+        self._march = NativeMarch() if device.type == "cpu" else CompiledMarch()
 
     def planes(self, query: Query) -> list[torch.Tensor]:
         """The query frames' folded maps for its head (a head new to a frame is folded once and kept)."""

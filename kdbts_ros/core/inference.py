@@ -81,23 +81,20 @@ def folded_ray_render(
     ``gen`` as in :func:`ray_render`. ``fine``: without ``gen``, the coarse-to-fine render
     (:func:`render_fine.render_depth_fine`: about half the evaluations, the same depth within
     1 % on 99 % of pixels); otherwise ignored. ``march``: the SV head without ``gen`` or ``fine``
-    renders every ray in that loop nest (:func:`ray_march.march` compiled, or ``native_march``) unless it
-    could not be built (it returns None). ``xy``: the rays' normalised image points when the caller has them;
+    renders every ray in that loop nest (``ray_march.CompiledMarch`` or ``native_march.NativeMarch``) unless
+    it could not be built (it returns None). ``xy``: the rays' normalised image points when the caller has them;
     ``xy_terms``: per head, the rays' x, y code term (:func:`folded.add_xy_code`), filled here on first use and
     kept by a caller whose rays stay (a depth image's, while the camera stays).
     """
     Kn_v, w2c = views.Kn[0], views.w2c[0]
     shared_depths = gen is None
     if march is not None and head == "sv" and shared_depths and not fine:
-        t = sample_depths(1, samples, z_near, z_far, device=dirs.device, dtype=dirs.dtype)
+        t = sample_depths(1, samples, z_near, z_far, device=dirs.device, dtype=dirs.dtype)[0]
         xy = project(dirs, Kn_v[0])[0] if xy is None else xy
         xy_term = None if xy_terms is None else xy_terms.get(head)
         if xy_term is None and xy_terms is not None:
             xy_term = xy_terms[head] = folded.add_xy_code(model, head, xy, xy.new_zeros(len(xy), planes[0].shape[0]))
-        per_ray, per_sample = folded.ray_terms(model, head, planes[0], xy, t, xy_term)
-        lin_out = folded.first_mlp(model, head).lin_out
-        w_out, b_out = lin_out.weight[0].to(per_ray.dtype), lin_out.bias.to(per_ray.dtype)
-        fused = march(per_ray, per_sample[:, 0], w_out, b_out, t[0])
+        fused = march(model, head, planes[0], xy, xy_term, t)
         if fused is not None:
             return fused
 

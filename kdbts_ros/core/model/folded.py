@@ -226,6 +226,17 @@ def add_xy_code(model: DensityField, head: str, xy: torch.Tensor, out: torch.Ten
     return out
 
 
+def sample_term(model: DensityField, head: str, t: torch.Tensor) -> torch.Tensor:
+    """The z code's share (hidden, S) of a head's first-layer pre-activation at depths t (S,) shared by every ray."""
+    return code_term(model, head, 2, z_code(t, model.arch.z_near, model.arch.z_far))
+
+
+def output_layer(model: DensityField, head: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SV head's output weights (hidden,) and bias (1,): one density logit per sample."""
+    lin_out = first_mlp(model, head).lin_out
+    return lin_out.weight[0].to(dtype), lin_out.bias.to(dtype)
+
+
 def ray_terms(
     model: DensityField,
     head: str,

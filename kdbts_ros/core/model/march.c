@@ -71,6 +71,7 @@ static inline float softplus_f(float x) {
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 #define RAYS 8 /* rays marched together: the compositing runs with one ray per vector lane */
+#define MAX_HIDDEN 512 /* a ray group's pre-activations stay on the stack (16 KiB) */
 
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline v8 splat8(float x) { v8 v = {x, x, x, x, x, x, x, x}; return v; }
@@ -79,24 +80,43 @@ static inline float hsum8(v8 x) { float s = 0.0f; for (int k = 0; k < 8; k++) s 
 
 /* What every thread reads: the call's arguments and the per-sample terms prepared once. */
 struct march_job {
-    const float *per_ray, *ps, *half_w, *lin_s, *delta, *t;
+    const float *rows, *tap_w, *xy_term, *ps, *half_w, *lin_s, *delta, *t;
+    const int64_t *taps;
     float b, stop;
     long hidden, samples, padded, rays, slice;
     float *depth, *opacity;
     long next; /* the first ray of the next slice, taken atomically: rays that stop early are not spread evenly */
 };
 
+/* A ray's first-layer pre-activation (hidden) without the z code: the folded map's texels at its four taps,
+ * weighted in bilinear.bilinear_rows' order, plus its x, y code term. */
+static void per_ray(const struct march_job *job, long r, float *a) {
+    const long hidden = job->hidden;
+    const int64_t *tap = job->taps + 4 * r;
+    const float *tw = job->tap_w + 4 * r, *code = job->xy_term + r * hidden;
+    const float *p0 = job->rows + tap[0] * hidden, *p1 = job->rows + tap[1] * hidden;
+    const float *p2 = job->rows + tap[2] * hidden, *p3 = job->rows + tap[3] * hidden;
+    long h = 0;
+    for (; h + 8 <= hidden; h += 8) {
+        v8 v = load8(p0 + h) * tw[0] + load8(p1 + h) * tw[1];
+        v = v + load8(p2 + h) * tw[2] + load8(p3 + h) * tw[3] + load8(code + h);
+        memcpy(a + h, &v, sizeof v);
+    }
+    for (; h < hidden; h++) a[h] = (p0[h] * tw[0] + p1[h] * tw[1]) + p2[h] * tw[2] + p3[h] * tw[3] + code[h];
+}
+
 static void march_rays(const struct march_job *job, long first, long last) {
-    const float *per_ray = job->per_ray, *ps = job->ps, *half_w = job->half_w, *lin_s = job->lin_s;
+    const float *ps = job->ps, *half_w = job->half_w, *lin_s = job->lin_s;
     const float *delta = job->delta, *t = job->t;
     const float b = job->b, stop = job->stop;
     const long hidden = job->hidden, samples = job->samples, padded = job->padded;
     float *depth = job->depth, *opacity = job->opacity;
     for (long r0 = first; r0 < last; r0 += RAYS) {
         long nr = last - r0 < RAYS ? last - r0 : RAYS;
-        float lin_r[RAYS];
+        float lin_r[RAYS], pre[RAYS][MAX_HIDDEN];
         for (long i = 0; i < RAYS; i++) {
-            const float *a = per_ray + (r0 + (i < nr ? i : 0)) * hidden;
+            const float *a = pre[i];
+            per_ray(job, r0 + (i < nr ? i : 0), pre[i]);
             v8 dot8 = splat8(0.0f);
             long h = 0;
             for (; h + 8 <= hidden; h += 8) dot8 += load8(half_w + h) * load8(a + h);
@@ -109,7 +129,7 @@ static void march_rays(const struct march_job *job, long first, long last) {
             long n = samples - s0 < BLOCK ? samples - s0 : BLOCK;
             float keep[BLOCK][RAYS]; /* sample-major: the compositing below runs over rays in lanes */
             for (long i = 0; i < RAYS; i++) {
-                const float *a = per_ray + (r0 + (i < nr ? i : 0)) * hidden;
+                const float *a = pre[i];
                 v8 acc0 = splat8(0.0f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
                 long h = 0;
                 /* w relu(x) = w x / 2 + w |x| / 2: the linear halves are summed once per ray and per sample */
@@ -168,11 +188,14 @@ static void *march_worker(void *arg) {
     }
 }
 
-/* Depth and opacity of `rays` rays on `threads` threads (the caller's among them). Returns 0, or -1 when out of
- * memory. Threads are started per call: a few tens of microseconds against milliseconds of work, and no pool
+/* Depth and opacity of `rays` rays on `threads` threads (the caller's among them). A ray's map features come
+ * from `rows` (map pixels x hidden, channels-last) at its four `taps` (rays x 4) with weights `tap_w`. Returns 0,
+ * -1 when out of memory, -2 when `hidden` is above MAX_HIDDEN. Threads are started per call: a few tens of microseconds against milliseconds of work, and no pool
  * to outlive the library. */
-int march(const float *per_ray, const float *per_sample, const float *w, float b, const float *t, long rays,
-          long hidden, long samples, float stop, long threads, float *depth, float *opacity) {
+int march(const float *rows, const int64_t *taps, const float *tap_w, const float *xy_term, const float *per_sample,
+          const float *w, float b, const float *t, long rays, long hidden, long samples, float stop, long threads,
+          float *depth, float *opacity) {
+    if (hidden > MAX_HIDDEN) return -2;
     long padded = (samples + BLOCK - 1) / BLOCK * BLOCK;
     float *delta = malloc(sizeof(float) * padded), *lin_s = malloc(sizeof(float) * padded);
     float *half_w = malloc(sizeof(float) * hidden), *ps = malloc(sizeof(float) * hidden * padded);
@@ -190,8 +213,8 @@ int march(const float *per_ray, const float *per_sample, const float *w, float b
             lin_s[s] += half_w[h] * ps[h * padded + s];
         }
     long slice = rays / (threads * 8 > 0 ? threads * 8 : 1) / RAYS * RAYS;
-    struct march_job job = {per_ray, ps, half_w, lin_s, delta, t, b, stop, hidden, samples, padded, rays,
-                            slice > RAYS ? slice : RAYS, depth, opacity, 0};
+    struct march_job job = {rows, tap_w, xy_term, ps, half_w, lin_s, delta, t, taps, b, stop, hidden, samples,
+                            padded, rays, slice > RAYS ? slice : RAYS, depth, opacity, 0};
     long started = 0;
     for (; started + 1 < threads; started++) /* a thread that cannot start leaves its share to the others */
         if (pthread_create(&tid[started], NULL, march_worker, &job) != 0) break;

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
+from kdbts_ros.core.model import bilinear, folded
 from kdbts_ros.core.model.compiled import LoopNest
+from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.model.render import RayRender
 
 SOURCE = Path(__file__).with_name("march.c")
@@ -85,11 +87,14 @@ def build(source: Path = SOURCE) -> Path:
 
 
 class NativeMarch(LoopNest):
-    """:func:`ray_march.march` on a CPU through ``march.c``: the same call, depth and opacity in float32."""
+    """:func:`ray_march.march` on a CPU through ``march.c``, which samples the folded map itself (a ray's texels
+    read once, no (rays, hidden) tensor written and read back)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._fn: ctypes._CFuncPtr | None = None
+        # the last rays' taps: a depth image's rays stay while the camera does (field.DepthRays keeps xy)
+        self._taps: tuple[torch.Tensor, int, int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _load(self) -> ctypes._CFuncPtr:
         try:
@@ -97,15 +102,57 @@ class NativeMarch(LoopNest):
         except subprocess.CalledProcessError as exc:
             raise OSError(f"{exc.cmd[0]} could not build march.c: {(exc.stderr or '').strip()[:300]}") from exc
         P, L = ctypes.c_void_p, ctypes.c_long
-        fn.argtypes = [P, P, P, ctypes.c_float, P, L, L, L, ctypes.c_float, L, P, P]
+        fn.argtypes = [P, P, P, P, P, P, ctypes.c_float, P, L, L, L, ctypes.c_float, L, P, P]
         fn.restype = ctypes.c_int
         return fn
 
     def __call__(
-        self, per_ray: torch.Tensor, per_sample: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor, t: torch.Tensor
+        self,
+        model: DensityField,
+        head: str,
+        plane: torch.Tensor,
+        xy: torch.Tensor,
+        xy_term: torch.Tensor | None,
+        t: torch.Tensor,
     ) -> RayRender | None:
-        """Depth and opacity (R,) as :func:`ray_march.march`, or None when ``march.c`` could not be built."""
-        if self.problem is not None or per_ray.device.type != "cpu":
+        """Depth and opacity (R,) of rays through normalised image points xy (R, 2) from a head's folded map
+        ``plane`` (hidden, H, W), with their x, y code term (R, hidden; None: formed here) and shared depths
+        t (S,), as :class:`ray_march.CompiledMarch`; None when ``march.c`` could not be built."""
+        if plane.device.type != "cpu":
+            return None
+        f32 = torch.float32
+        rows = plane.detach().permute(1, 2, 0).to(f32)  # a CPU's channels-last fp32 map: a view, no copy
+        H, W, hidden = rows.shape
+        if xy_term is None:
+            xy_term = folded.add_xy_code(model, head, xy, xy.new_zeros(len(xy), hidden, dtype=f32))
+        if self._taps is None or self._taps[0] is not xy or self._taps[1:3] != (H, W):
+            self._taps = (xy, H, W, bilinear.taps(xy.detach(), H, W))
+        out = self.run(
+            rows.reshape(H * W, hidden),
+            *self._taps[3],
+            xy_term,
+            folded.sample_term(model, head, t),
+            *folded.output_layer(model, head, f32),
+            t,
+        )
+        return None if out is None else RayRender(out.depth.to(plane.dtype), out.opacity.to(plane.dtype))
+
+    def run(
+        self,
+        rows: torch.Tensor,
+        taps: torch.Tensor,
+        tap_w: torch.Tensor,
+        xy_term: torch.Tensor,
+        per_sample: torch.Tensor,
+        w_out: torch.Tensor,
+        b_out: torch.Tensor,
+        t: torch.Tensor,
+    ) -> RayRender | None:
+        """``march.c`` on its terms: a map's texels ``rows`` (pixels, hidden), each ray's four ``taps`` (R, 4) into
+        it with weights ``tap_w`` (R, 4), the rays' x, y code term (R, hidden), the z code term per sample
+        (hidden, S), the output layer's weights (hidden,) and bias (1,), the depths t (S,). Float32 results; None
+        when ``march.c`` could not be built or takes no head this wide."""
+        if self.problem is not None:
             return None
         if self._fn is None:
             try:
@@ -113,17 +160,21 @@ class NativeMarch(LoopNest):
             except OSError as exc:  # no compiler, a compiler that fails, an unreadable cache
                 self.problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                 return None
-        dtype = per_ray.dtype
-        per_ray, per_sample, w_out, t = (
-            x.detach().to(torch.float32).contiguous() for x in (per_ray, per_sample, w_out, t)
+        f32 = torch.float32
+        rows, tap_w, xy_term, per_sample, w_out, t = (
+            x.detach().to(f32).contiguous() for x in (rows, tap_w, xy_term, per_sample, w_out, t)
         )
-        bias = float(b_out.detach())
-        R, hidden = per_ray.shape
-        depth, opacity = per_ray.new_empty(R), per_ray.new_empty(R)
+        taps = taps.detach().to(torch.int64).contiguous()
+        R, hidden = len(taps), rows.shape[1]
+        depth, opacity = t.new_empty(R), t.new_empty(R)
         code = self._fn(
-            per_ray.data_ptr(), per_sample.data_ptr(), w_out.data_ptr(), bias, t.data_ptr(), R, hidden, t.shape[0],
+            rows.data_ptr(), taps.data_ptr(), tap_w.data_ptr(), xy_term.data_ptr(),
+            per_sample.data_ptr(), w_out.data_ptr(), float(b_out.detach()), t.data_ptr(), R, hidden, len(t),
             TRANSMITTANCE_SPENT, torch.get_num_threads(), depth.data_ptr(), opacity.data_ptr(),
         )  # fmt: skip
+        if code == -2:
+            self.problem = f"march.c takes at most 512 hidden units, the head has {hidden}"
+            return None
         if code:
             raise MemoryError("march.c could not allocate its buffers")
-        return RayRender(depth.to(dtype), opacity.to(dtype))
+        return RayRender(depth, opacity)

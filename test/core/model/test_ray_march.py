@@ -16,6 +16,7 @@ from kdbts_ros.core.model.checkpoint import random_model
 from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.native_march import NativeMarch
 from kdbts_ros.core.model.network import Architecture
+from kdbts_ros.core.model.ray_march import CompiledMarch
 from kdbts_ros.core.model.ray_march import march as ray_march
 from kdbts_ros.core.model.render import RayRender, sample_depths
 from kdbts_ros.runtime.runner import FrameRunner
@@ -35,7 +36,7 @@ def _scene(seed: int, h: int = 24, w: int = 80):
     return model, views, [folded.fold_features(model, features[0], "sv")], dirs
 
 
-MARCHES = {"compiled": lambda: Compiled(ray_march), "native": NativeMarch}
+MARCHES = {"compiled": CompiledMarch, "native": NativeMarch}
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +95,7 @@ def test_a_march_that_cannot_be_built_says_why_once_and_renders_unfused(monkeypa
     monkeypatch.setattr(compiled.torch, "compile", _NoCompiler())
     _NoCompiler.calls = 0
     model, views, planes, dirs = _scene(2)
-    march = Compiled(ray_march)
+    march = CompiledMarch()
     with torch.inference_mode():
         first = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
         second = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
@@ -133,19 +134,33 @@ def test_running_out_of_device_memory_is_the_frames_problem_not_the_builds(monke
 
 
 def _terms(seed: int, rays: int, hidden: int, samples: int, scale: float):
-    """Random per-ray and per-sample pre-activations, an output layer and inverse-depth samples."""
+    """march.c's terms at random: a map of 50 texels, four taps per ray, an x, y code term, a z code term per
+    sample, an output layer and inverse-depth samples."""
     g = torch.Generator().manual_seed(seed)
-    per_ray = torch.randn(rays, hidden, generator=g) * scale
+    rows = torch.randn(50, hidden, generator=g) * scale
+    taps = torch.randint(0, 50, (rays, 4), generator=g)
+    tap_w = torch.rand(rays, 4, generator=g)
+    xy_term = torch.randn(rays, hidden, generator=g) * scale
     per_sample = torch.randn(hidden, samples, generator=g) * scale
     w_out, b_out = torch.randn(hidden, generator=g) * 0.3, torch.randn(1, generator=g)
-    return per_ray, per_sample, w_out, b_out, sample_depths(1, samples, 3.0, 80.0)[0]
+    return (
+        rows,
+        taps,
+        tap_w / tap_w.sum(1, keepdim=True),
+        xy_term,
+        per_sample,
+        w_out,
+        b_out,
+        sample_depths(1, samples, 3.0, 80.0)[0],
+    )
 
 
-def _exact(per_ray, per_sample, w_out, b_out, t) -> RayRender:
+def _exact(rows, taps, tap_w, xy_term, per_sample, w_out, b_out, t) -> RayRender:
     """torch's operators in float64: the independent computation march.c is held to."""
-    p = [x.double() for x in (per_ray, per_sample, w_out, b_out, t)]
-    logits = (torch.relu(p[0][:, :, None] + p[1][None]) * p[2][None, :, None]).sum(1) + p[3]
-    return RayRender.of(torch.nn.functional.softplus(logits), p[4].expand(len(p[0]), -1))
+    per_ray = (rows.double()[taps] * tap_w.double()[..., None]).sum(1) + xy_term.double()
+    p = [x.double() for x in (per_sample, w_out, b_out, t)]
+    logits = (torch.relu(per_ray[:, :, None] + p[0][None]) * p[1][None, :, None]).sum(1) + p[2]
+    return RayRender.of(torch.nn.functional.softplus(logits), p[3].expand(len(per_ray), -1))
 
 
 @pytest.mark.parametrize(
@@ -156,9 +171,10 @@ def test_the_native_march_renders_what_torchs_operators_do(rays, hidden, samples
     """Odd ray, unit and sample counts (partial groups and blocks); scale 4 puts logits past softplus's
     threshold of 20 and far below zero, where transmittance ends within a block."""
     terms = _terms(rays + hidden, rays, hidden, samples, scale)
-    out, exact = NativeMarch()(*terms), _exact(*terms)
-    logits = (torch.relu(terms[0][:, :, None] + terms[1][None]) * terms[2][None, :, None]).sum(1) + terms[3]
+    out, exact = NativeMarch().run(*terms), _exact(*terms)
     if scale > 1:
+        pre = (terms[0][terms[1]] * terms[2][..., None]).sum(1) + terms[3]
+        logits = (torch.relu(pre[:, :, None] + terms[4][None]) * terms[5][None, :, None]).sum(1) + terms[6]
         assert float(logits.max()) > 20 and float(logits.min()) < -20
     torch.testing.assert_close(out.depth.double(), exact.depth, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.opacity.double(), exact.opacity, rtol=0, atol=1e-5)
@@ -172,10 +188,16 @@ def test_native_early_termination_moves_the_depth_by_at_most_the_light_it_leaves
     terms = _terms(5, 4000, 64, 64, 2.0)
     exact = _exact(*terms)
     monkeypatch.setattr(native_march, "TRANSMITTANCE_SPENT", 1e-2)
-    stopped = NativeMarch()(*terms)
+    stopped = NativeMarch().run(*terms)
     error = (stopped.depth.double() - exact.depth).abs()
     assert float(error.max()) > 1e-3  # groups stopped early: the threshold is honoured, not ignored
     assert float(error.max()) <= 1e-2 * 80.0 + 1e-4
+
+
+def test_a_head_wider_than_march_c_takes_is_rendered_by_torchs_operators():
+    march = NativeMarch()
+    assert march.run(*_terms(0, 20, 513, 8, 0.5)) is None
+    assert march.problem == "march.c takes at most 512 hidden units, the head has 513"
 
 
 def test_march_c_is_built_once_and_a_damaged_cache_is_rebuilt(monkeypatch, tmp_path):
@@ -188,10 +210,10 @@ def test_march_c_is_built_once_and_a_damaged_cache_is_rebuilt(monkeypatch, tmp_p
     damaged.write_bytes(lib.read_bytes()[:1000])  # a disk that filled up, a copy cut short
     damaged.replace(lib)
     terms = _terms(3, 50, 16, 20, 0.5)
-    first = NativeMarch()(*terms)
+    first = NativeMarch().run(*terms)
     assert first is not None and len(builds) == 2  # built again
     torch.testing.assert_close(first.depth.double(), _exact(*terms).depth, rtol=1e-5, atol=1e-5)
-    assert NativeMarch()(*terms).depth.equal(first.depth) and len(builds) == 2  # then taken from the cache
+    assert NativeMarch().run(*terms).depth.equal(first.depth) and len(builds) == 2  # then taken from the cache
 
 
 def test_a_native_march_without_a_compiler_says_why_and_renders_unfused(monkeypatch):
