@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from kdbts_ros.core.camera import project, to_camera
 from kdbts_ros.core.model import bilinear
 from kdbts_ros.core.model.code import z_code
+from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.heads import MLP, MultiViewHead
 from kdbts_ros.core.model.network import MV_HEAD, SV_HEAD, DensityField
 
@@ -112,6 +113,32 @@ def _head_out(mlp: MLP, pre: torch.Tensor, out: torch.Tensor) -> None:
     torch.addmm(mlp.lin_out.bias.to(pre.dtype), torch.relu_(pre), mlp.lin_out.weight.to(pre.dtype).T, out=out)
 
 
+def _decoded(
+    rows: torch.Tensor, xy: torch.Tensor, code: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor
+) -> torch.Tensor:
+    """One output per point (N,) of a head with one: ``w_out . relu(sample + code) + b_out``, the sample of the
+    channels-last map ``rows`` (H, W, hidden) at xy (N, 2) and the code term (N, hidden)."""
+    return (torch.relu(bilinear.bilinear_rows(rows, xy).float() + code.float()) * w_out.float()).sum(1) + b_out.float()
+
+
+# sampling, code, relu and output in one loop nest: torch's operators write and read the (N, hidden)
+# pre-activations three times (measured 45 -> 13 ms at 141,000 points on this CPU)
+DECODED = Compiled(_decoded)
+
+
+def _view0_out(mlp: MLP, plane: torch.Tensor, view0: View0Terms, out: torch.Tensor) -> None:
+    """View 0's head outputs (N, d_out) into ``out`` from its kept terms: one loop nest for the SV head's single
+    output on a CPU's channels-last map, else sampled then decoded by torch's operators."""
+    rows = plane.permute(1, 2, 0)
+    if mlp.lin_out.out_features == 1 and not plane.is_cuda and rows.is_contiguous():
+        logits = DECODED(rows, view0.xy, view0.code, mlp.lin_out.weight[0], mlp.lin_out.bias)
+        if logits is not None:
+            out[:, 0] = logits
+            return
+    pre = _sample(plane, view0.xy)
+    _head_out(mlp, pre.add_(view0.code.to(pre.dtype)), out)
+
+
 class View0Terms(NamedTuple):
     """What view 0 (the query camera, w2c = I) contributes to points that stay (a grid's cells): their normalised
     image points xy (N, 2), invalid mask (N,) and the code's share of a head's first layer (N, hidden)."""
@@ -169,8 +196,7 @@ def view_outputs(
         out = torch.empty(V, N, mlp.lin_out.out_features, dtype=dtype, device=points.device)
     first = 0 if view0 is None else 1  # the first view projected and coded here
     if view0 is not None:
-        pre = _sample(planes[0], view0.xy)
-        _head_out(mlp, pre.add_(view0.code.to(dtype)), out[0])
+        _view0_out(mlp, planes[0], view0, out[0])
         if V == 1:
             return out, view0.invalid[None]
     xy, invalid, code = _code_inputs(model, points, Kn[first:], w2c[first:])
