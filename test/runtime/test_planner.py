@@ -169,3 +169,24 @@ def test_the_shipped_nav2_costmaps_read_the_nodes_default_outputs_and_band():
     assert (source["min_obstacle_height"], source["max_obstacle_height"]) == pytest.approx(band)
     static = nav2["global_costmap"]["global_costmap"]["ros__parameters"]["static_layer"]
     assert static["map_topic"] == "/" + cfg.topics.map and static["map_subscribe_transient_local"] is True
+
+
+def test_a_moving_base_keeps_its_grid_cells_in_the_camera_and_the_same_occupancy(wall, monkeypatch):
+    """base_link drives and turns through odom; the camera is rigid on it, so the grid's cells stay put in the
+    camera (up to the rounding of going through odom and back) and are formed once; each frame's grid is the
+    first's."""
+    from kdbts_ros.core.planar_grid import PlanarGridSpec
+
+    formed = []
+    centres = PlanarGridSpec.centres
+    monkeypatch.setattr(PlanarGridSpec, "centres", lambda self: formed.append(1) or centres(self))
+    bases = []
+    for i in range(4):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_euler("z", 7.0 * i + 0.3, degrees=True).as_matrix()
+        T[:3, 3] = (1234.5 + 3.1 * i, -87.25 + 0.7 * i, 0.02 * i)  # far from odom's origin: rounding at work
+        bases.append(T)
+    _, grids, _ = run(wall, bases)
+    assert len(grids) == 4 and len(formed) == 1
+    for grid in grids[1:]:
+        assert np.array_equal(grid.data, grids[0].data)
