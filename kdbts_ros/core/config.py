@@ -220,9 +220,10 @@ class RenderConfig:
     )
     fused: bool = setting(
         True,
-        "the SV depth (no jitter, render.fine false) in one loop nest that torch.compile builds at the first "
-        "depth image (C++ on a CPU, Triton on CUDA; seconds, then kept in torch's cache); false, or when it "
-        "cannot be built (a fault, not_compiled): torch's operators, about 4x slower at full size on a CPU",
+        "the SV depth (no jitter, render.fine false) in one loop nest built at the first depth image (on a CPU "
+        "core/model/march.c with the system's C compiler, kept in ~/.cache/kdbts_ros; on CUDA torch.compile's "
+        "Triton); false, or when it cannot be built (a fault, not_compiled): torch's operators, over 10x "
+        "slower at full size on a CPU",
         runtime=True,
     )
     fine: bool = setting(
