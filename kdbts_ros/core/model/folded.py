@@ -155,7 +155,7 @@ def _code_inputs(
     cam = to_camera(w2c, points[None])  # (V, N, 3)
     xy, z, invalid = project(cam, Kn)
     coords = torch.cat([xy, z_code(z, model.arch.z_near, model.arch.z_far)], -1)
-    return xy, invalid, model.code_xyz(coords.reshape(-1, 3)).view(len(w2c), points.shape[0], -1)
+    return xy, invalid, model.code_xyz(coords.reshape(-1, 3)).view(len(w2c), points.shape[0], model.code_xyz.d_out)
 
 
 def _all_code_weights(model: DensityField, head: str, dtype: torch.dtype) -> torch.Tensor:
