@@ -111,7 +111,7 @@ class DepthRays(NamedTuple):
 
     dirs: torch.Tensor  # (M, 3) camera-frame directions with unit z
     xy: torch.Tensor  # (M, 2) their normalised image points
-    index: np.ndarray  # (M,) their pixels, flat
+    pixels: np.ndarray  # (M,) their pixels, flat
     xy_terms: dict[str, torch.Tensor]  # per head, the x, y code term of folded_ray_render, filled on first use
 
 
@@ -147,10 +147,10 @@ class _Field:
         rays = self.depth_rays(Kn, h, w, query.valid)
         depth = np.full(h * w, np.nan, np.float32)  # rays into the padding: no depth invented
         confidence = np.zeros(h * w, np.float32)
-        if len(rays.index):
+        if len(rays.pixels):
             render = self._ray_render(query, rays, gen)
-            depth[rays.index] = render.depth.float().cpu().numpy()
-            confidence[rays.index] = render.opacity.float().cpu().numpy()
+            depth[rays.pixels] = render.depth.float().cpu().numpy()
+            confidence[rays.pixels] = render.opacity.float().cpu().numpy()
         depth[confidence < cfg.render.min_opacity] = np.nan  # not terminated within range (sky)
         return DepthImage(depth.reshape(h, w), confidence.reshape(h, w), ray_pixel_intrinsics(Kn.cpu().numpy(), w, h))
 

@@ -24,6 +24,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -92,11 +93,11 @@ class NativeMarch(LoopNest):
 
     def __init__(self) -> None:
         super().__init__()
-        self._fn: ctypes._CFuncPtr | None = None
+        self._fn: Callable[..., int] | None = None
         # the last rays' taps: a depth image's rays stay while the camera does (field.DepthRays keeps xy)
         self._taps: tuple[torch.Tensor, int, int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def _load(self) -> ctypes._CFuncPtr:
+    def _load(self) -> Callable[..., int]:
         try:
             fn = ctypes.CDLL(str(build())).march
         except subprocess.CalledProcessError as exc:
