@@ -92,8 +92,10 @@ def folded_ray_render(
         t = sample_depths(1, samples, z_near, z_far, device=dirs.device, dtype=dirs.dtype)[0]
         xy = project(dirs, Kn_v[0])[0] if xy is None else xy
         xy_term = None if xy_terms is None else xy_terms.get(head)
-        if xy_term is None and xy_terms is not None:
-            xy_term = xy_terms[head] = folded.add_xy_code(model, head, xy, xy.new_zeros(len(xy), planes[0].shape[0]))
+        if xy_term is None:
+            xy_term = folded.add_xy_code(model, head, xy, xy.new_zeros(len(xy), planes[0].shape[0]))
+            if xy_terms is not None:
+                xy_terms[head] = xy_term
         fused = march(model, head, planes[0], xy, xy_term, t)
         if fused is not None:
             return fused

@@ -253,7 +253,7 @@ def add_xy_code(model: DensityField, head: str, xy: torch.Tensor, out: torch.Ten
 
 
 def sample_term(model: DensityField, head: str, t: torch.Tensor) -> torch.Tensor:
-    """The z code's share (hidden, S) of a head's first-layer pre-activation at depths t (S,) shared by every ray."""
+    """The z code's share (hidden, S) of a head's first-layer pre-activation at depths t (S,)."""
     return code_term(model, head, 2, z_code(t, model.arch.z_near, model.arch.z_far))
 
 
@@ -283,8 +283,7 @@ def ray_terms(
         add_xy_code(model, head, xy, per_ray)
     else:
         per_ray += xy_term.to(per_ray.dtype)
-    zcode = z_code(zs.reshape(-1), model.arch.z_near, model.arch.z_far)
-    return per_ray, code_term(model, head, 2, zcode).view(-1, *zs.shape)
+    return per_ray, sample_term(model, head, zs.reshape(-1)).view(-1, *zs.shape)
 
 
 def ray_density(

@@ -113,19 +113,17 @@ class NativeMarch(LoopNest):
         head: str,
         plane: torch.Tensor,
         xy: torch.Tensor,
-        xy_term: torch.Tensor | None,
+        xy_term: torch.Tensor,
         t: torch.Tensor,
     ) -> RayRender | None:
         """Depth and opacity (R,) of rays through normalised image points xy (R, 2) from a head's folded map
-        ``plane`` (hidden, H, W), with their x, y code term (R, hidden; None: formed here) and shared depths
+        ``plane`` (hidden, H, W), with their x, y code term (R, hidden) and shared depths
         t (S,), as :class:`ray_march.CompiledMarch`; None when ``march.c`` could not be built."""
         if plane.device.type != "cpu":
             return None
         f32 = torch.float32
         rows = plane.detach().permute(1, 2, 0).to(f32)  # a CPU's channels-last fp32 map: a view, no copy
         H, W, hidden = rows.shape
-        if xy_term is None:
-            xy_term = folded.add_xy_code(model, head, xy, xy.new_zeros(len(xy), hidden, dtype=f32))
         if self._taps is None or self._taps[0] is not xy or self._taps[1:3] != (H, W):
             self._taps = (xy, H, W, bilinear.taps(xy.detach(), H, W))
         out = self.run(

@@ -36,7 +36,7 @@ def march(
 
 class CompiledMarch:
     """:func:`march` through ``torch.compile``, called as ``native_march.NativeMarch`` is: with a head's folded map
-    (hidden, H, W), the rays' normalised image points xy (R, 2), their x, y code term (R, hidden) or None, and the
+    (hidden, H, W), the rays' normalised image points xy (R, 2), their x, y code term (R, hidden), and the
     depths t (S,) every ray shares. Returns None when the loop nest could not be built (:attr:`problem` says why).
     """
 
@@ -53,7 +53,7 @@ class CompiledMarch:
         head: str,
         plane: torch.Tensor,
         xy: torch.Tensor,
-        xy_term: torch.Tensor | None,
+        xy_term: torch.Tensor,
         t: torch.Tensor,
     ) -> RayRender | None:
         per_ray, per_sample = folded.ray_terms(model, head, plane, xy, t[None], xy_term)
