@@ -84,8 +84,10 @@ class ModelConfig:
     threads: int = setting(0, "CPU threads for torch and onnxruntime; 0: their default (one per core)", 0, 256)
     compile: bool = setting(
         False,
-        "torch.compile the encoder for its fixed input size (on CUDA with CUDA graphs: "
-        "far fewer kernel launches); the first frames then take tens of seconds",
+        "torch.compile the encoder for its fixed input size (on CUDA with CUDA graphs: far fewer "
+        "kernel launches; on a CPU with its weights frozen in: 0.7-0.9x torch's encoder at 640x192, "
+        "docs/performance/full_depth.md); the first frame then takes 10-30 s on a 2-core CPU, and a "
+        "build that fails counts not_compiled and torch's encoder runs",
     )
     backend: str = setting(
         "torch",

@@ -23,6 +23,7 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import EncodedFrame, Frame
 from kdbts_ros.core.lens import CanonicalCamera, Lens, Resampler, resampler
 from kdbts_ros.core.model import folded
+from kdbts_ros.core.model.compiled import LoopNest, build_problem
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.model.onnx_backend import OnnxBackend, cached_export
 from kdbts_ros.core.settings import ConfigError
@@ -55,17 +56,37 @@ class TorchEncoder:
         return self.model.encode(image01)[0], {}
 
 
-class CompiledEncoder:
-    """The model's encoder through ``torch.compile`` for its fixed input size (CUDA graphs on CUDA)."""
+class CompiledEncoder(LoopNest):
+    """The model's encoder through ``torch.compile`` for its fixed input size, built on the first frame.
+
+    On CUDA with CUDA graphs (far fewer kernel launches). On a CPU with the weights frozen into the
+    graph: batch norms folded into the convolutions and the weights packed once for oneDNN, with the
+    ReLUs, ELUs and adds fused around them (docs/performance/full_depth.md measures it). Frozen
+    weights are why a model is never trained through this encoder. When the build fails,
+    :attr:`problem` says why (the node counts ``not_compiled``) and torch's encoder runs instead.
+    """
 
     def __init__(self, model: DensityField, device: torch.device):
-        self._encode = torch.compile(
-            model.encode, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None
-        )
+        super().__init__()
+        self._torch = TorchEncoder(model)
+        self._cuda_graphs = device.type == "cuda"
+        if self._cuda_graphs:
+            self._encode = torch.compile(model.encode, dynamic=False, mode="reduce-overhead")
+        else:
+            self._encode = torch.compile(model.encode, dynamic=False, options={"freezing": True})
 
     def __call__(self, image01: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.problem is not None:
+            return self._torch(image01)
+        try:
+            features = self._encode(image01)[0]
+        except torch.cuda.OutOfMemoryError:
+            raise  # the frame's problem, not the build's
+        except Exception as exc:  # compilers fail in many ways (missing tools or headers, no memory)
+            self.problem = build_problem(exc)
+            return self._torch(image01)
         # a CUDA graph's output is overwritten by its next replay, and the window keeps features
-        return self._encode(image01)[0].clone(), {}
+        return (features.clone() if self._cuda_graphs else features), {}
 
 
 class OnnxEncoder:

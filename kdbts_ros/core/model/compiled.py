@@ -46,9 +46,14 @@ class Compiled(LoopNest):
         except torch.cuda.OutOfMemoryError:
             raise  # the frame's problem, not the build's: the runner skips it and halves the query chunks
         except Exception as exc:  # compilers fail in many ways (missing tools or headers, no memory)
-            text = str(exc).strip()
-            self.problem = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            self.problem = build_problem(exc)
             return None
+
+
+def build_problem(exc: Exception) -> str:
+    """A failed build's reason in one line: the exception's type and first line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def problems() -> list[str]:

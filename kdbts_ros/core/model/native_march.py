@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from kdbts_ros.core.model import bilinear, folded
-from kdbts_ros.core.model.compiled import LoopNest
+from kdbts_ros.core.model.compiled import LoopNest, build_problem
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.model.render import RayRender
 
@@ -157,7 +157,7 @@ class NativeMarch(LoopNest):
             try:
                 self._fn = self._load()
             except OSError as exc:  # no compiler, a compiler that fails, an unreadable cache
-                self.problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                self.problem = build_problem(exc)
                 return None
         f32 = torch.float32
         rows, tap_w, xy_term, per_sample, w_out, t = (

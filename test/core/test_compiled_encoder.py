@@ -1,0 +1,64 @@
+"""model.compile: the encoder through torch.compile gives torch's features, and a failed build falls back to them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_config
+
+from kdbts_ros.core import encoding
+from kdbts_ros.core.encoding import CompiledEncoder, TorchEncoder
+from kdbts_ros.core.frames import Frame
+from kdbts_ros.core.model.checkpoint import random_model
+from kdbts_ros.core.model.network import Architecture
+from kdbts_ros.runtime.runner import FrameRunner
+
+
+class _NoCompiler:
+    """Stands in for torch.compile where no C++ compiler is installed: the build fails on the first call."""
+
+    calls = 0
+
+    def __call__(self, fn, **_kwargs):
+        def build(*_args):
+            _NoCompiler.calls += 1
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\nno such file: g++")
+
+        return build
+
+
+def test_an_encoder_that_cannot_be_built_counts_not_compiled_and_the_node_keeps_its_outputs(monkeypatch):
+    monkeypatch.setattr(encoding.torch, "compile", _NoCompiler())
+    _NoCompiler.calls = 0
+    K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
+    img = np.random.default_rng(1).integers(0, 255, (64, 192, 3), dtype=np.uint8)
+    outs, runners = {}, {}
+    for compile_ in (False, True):
+        runner = FrameRunner(small_config(**{"model.compile": compile_, "render.fused": False}))
+        outs[compile_] = [runner.process(Frame(img, K, (i + 1) * 10**8, "cam", None)) for i in range(3)]
+        runners[compile_] = runner
+    assert isinstance(runners[True].stages.encoding.encoder, CompiledEncoder)
+    assert _NoCompiler.calls == 1  # tried once, not on every frame
+    assert runners[True].faults["not_compiled"] == 3 and runners[False].faults["not_compiled"] == 0
+    assert "CppCompileError" in runners[True].stages.encoding.encoder.problem
+    for a, b in zip(outs[True], outs[False]):
+        np.testing.assert_array_equal(a.depth, b.depth)
+        np.testing.assert_array_equal(a.density, b.density)
+
+
+@pytest.mark.integration
+def test_the_compiled_encoder_with_frozen_weights_gives_torch_s_features():
+    """A real build (inductor, weights frozen into the graph): about 10 s here."""
+    model = random_model(Architecture(backbone="resnet18", feature_dim=32), seed=3).eval()
+    image = torch.rand(1, 3, 64, 96).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # channels-last, as uploaded
+    compiled = CompiledEncoder(model, torch.device("cpu"))
+    with torch.inference_mode():
+        ours, _ = compiled(image)
+        again, _ = compiled(image * 0.5)
+        ref, _ = TorchEncoder(model)(image)
+        ref_half, _ = TorchEncoder(model)(image * 0.5)
+    assert compiled.problem is None
+    scale = ref.abs().max()
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(again, ref_half, rtol=0, atol=1e-5 * scale)  # the same build, a new image
