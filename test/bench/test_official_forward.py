@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import small_config
 
-from kdbts_ros.bench.latency import OFFICIAL, Case, markdown, official_cases
+from kdbts_ros.bench.latency import OFFICIAL, Case, markdown, official_cases, with_official
 from kdbts_ros.bench.official_forward import (
     OfficialCodeError,
     load_official,
@@ -109,6 +109,8 @@ def test_bench_makes_one_official_row_per_device_and_window_of_the_resnet50_case
         Case("resnet50", "cpu", "fast", 4, "bfloat16"),
     ]
     assert official_cases(cases) == [Case("resnet50", "cpu", OFFICIAL, 1), Case("resnet50", "cpu", OFFICIAL, 4)]
+    # each official case runs right after the last of ours it is compared with
+    assert with_official(cases) == [*cases[:3], official_cases(cases)[0], cases[3], official_cases(cases)[1]]
     case = official_cases(cases)[1]
     ms = {"median_ms": 10.0, "p99_ms": 12.0}
     row = {
@@ -128,7 +130,19 @@ def test_bench_makes_one_official_row_per_device_and_window_of_the_resnet50_case
         "official": {"repo": "/src/KDBTS", "torchvision": "stand-in"},
         "agreement": {"points": 45000, "frames": 6, "max_abs_diff": 4.8e-7, "max_density": 9.5, "max_rel_diff": 5.0e-8},
     }
-    table = markdown({"machine": "test", "cases": [row]})
+    ours = {
+        **row,
+        "path": "fast",
+        "label": "cpu resnet50 fast MV(4) float32",
+        "stages": {"encode": ms, "grid": ms, "depth": ms},
+        "end_to_end": {"median_ms": 8.0, "p99_ms": 9.0},
+        "gflops": {"encode": 2.0, "grid": 1.0, "depth": 1.0},
+    }
+    embedded = {**ours, "network": "embedded", "label": "cpu embedded fast MV(4) float32"}
+    table = markdown({"machine": "test", "cases": [ours, embedded, row]})
+    # official 20 ms end to end against ours 8 ms; the embedded network is not compared
+    assert "| cpu resnet50 fast MV(4) float32 | cpu resnet50 official MV(4) float32 | 8.0 | 20.0 | 2.50x |" in table
+    assert "| cpu embedded fast MV(4) float32 | cpu resnet50 official" not in table
     # decode, resize, encode, grid, depth, messages, map, publish; end-to-end, frames/s, memory
     expected = "| cpu resnet50 official MV(4) float32 | - | - | 10.0 | 10.0 | - | - | - | - | 20.0 / 24.0 | 50.00 | - |"
     assert expected in table
