@@ -6,7 +6,7 @@ On a machine with a CUDA device it runs, one after the other, each step's output
 1. ``kdbts bench`` in fp16 autocast with the compiled encoder (CUDA graphs), ResNet-50 at 640x192
    and the embedded network, SV and MV(4), full-size depth, without ROS publishing (the network's
    per-frame path);
-2. the same in fp32, the baseline the fp16 rows are read against;
+2. the same in fp32 with torch's encoder, the baseline the fp16 rows are read against;
 3. where ``trtexec`` (TensorRT) is on PATH: ``kdbts export`` of the embedded network and fp16
    engines of its encoder and SV query, with trtexec's timing logs;
 4. ``<tag>_targets.md``: step 1's frames/s and p99 against the GPU targets.
@@ -50,8 +50,7 @@ def bench_step(kdbts: str, out: Path, dtype: str, compiled: bool) -> Step:
     argv = [kdbts, "bench", "--device", "cuda", "--networks", "resnet50,embedded", "--windows", "1,4"]
     argv += ["--paths", "fast", "--dtype", dtype, "--depth-scale", "1", "--frames", str(FRAMES)]
     argv += ["--warmup", str(WARMUP), "--no-publish", "--out", str(out)]
-    if compiled:
-        argv.append("--compile")
+    argv.append("--compile" if compiled else "--no-compile")
     return Step(f"kdbts bench, {dtype}{', compiled encoder' if compiled else ''}", argv, out)
 
 

@@ -55,9 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--compile",
-        action="store_true",
-        help="set model.compile (torch.compile the encoder; CUDA "
-        "graphs on CUDA); give --warmup for the compilation frames",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--compile: torch.compile every case's encoder whatever its size (model.compile_min_gflop 0; CUDA "
+        "graphs on CUDA); --no-compile: torch's encoder (model.compile false); default: the config's, which "
+        "compiles encoders from 20 GFLOP a frame. The build is in the first frame, a warm-up frame",
     )
     p.add_argument(
         "--publish",
@@ -138,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     base = config(args)
-    base.model.compile = base.model.compile or args.compile
+    if args.compile is not None:
+        base.model.compile = args.compile
+        if args.compile:
+            base.model.compile_min_gflop = 0.0
     base.map.enabled = base.map.enabled or args.map
     try:
         report = latency.run(base, cases, args.frames, args.warmup, args.depth_scale, publish, args.official)

@@ -83,11 +83,19 @@ class ModelConfig:
     )
     threads: int = setting(0, "CPU threads for torch and onnxruntime; 0: their default (one per core)", 0, 256)
     compile: bool = setting(
-        False,
-        "torch.compile the encoder for its fixed input size (on CUDA with CUDA graphs: far fewer "
-        "kernel launches; on a CPU with its weights frozen in: 0.7-0.9x torch's encoder at 640x192, "
-        "docs/performance/full_depth.md); the first frame then takes 10-30 s on a 2-core CPU, and a "
-        "build that fails counts not_compiled and torch's encoder runs",
+        True,
+        "torch.compile the torch encoder for its fixed input size when its arithmetic is worth the build "
+        "(model.compile_min_gflop): on CUDA with CUDA graphs (far fewer kernel launches), on a CPU with its "
+        "weights frozen in (0.7-0.9x torch's encoder, docs/performance/full_depth.md). The build takes "
+        "10-30 s at the first frame on a 2-core CPU; one that fails counts not_compiled and torch's encoder runs",
+    )
+    compile_min_gflop: float = setting(
+        20.0,
+        "the least encoder arithmetic per frame (GFLOP, counted on the first frame) that model.compile builds "
+        "for: ResNet-50 at 640x192 is 56, the embedded network at 320x96 3.0 (a build it would never repay "
+        "in a short run); 0: any",
+        0.0,
+        1e6,
     )
     backend: str = setting(
         "torch",

@@ -6,7 +6,7 @@ ones); its pixels the camera does not see are marked invalid. Then the features 
 maps) are computed.
 
 How the features are made is a strategy chosen once at start-up (:func:`choose_encoder`):
-torch's encoder, the same compiled with ``torch.compile`` (``model.compile``), or the exported
+torch's encoder, the same compiled with ``torch.compile`` where that pays (``model.compile``), or the exported
 graph run by onnxruntime (``model.backend onnxruntime``), which also gives the folded maps of
 the heads it was exported with.
 """
@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import EncodedFrame, Frame
@@ -57,26 +58,41 @@ class TorchEncoder:
 
 
 class CompiledEncoder(LoopNest):
-    """The model's encoder through ``torch.compile`` for its fixed input size, built on the first frame.
+    """The model's encoder through ``torch.compile`` for its fixed input size, where it is worth the build.
 
-    On CUDA with CUDA graphs (far fewer kernel launches). On a CPU with the weights frozen into the
-    graph: batch norms folded into the convolutions and the weights packed once for oneDNN, with the
-    ReLUs, ELUs and adds fused around them (docs/performance/full_depth.md measures it). Frozen
-    weights are why a model is never trained through this encoder. When the build fails,
-    :attr:`problem` says why (the node counts ``not_compiled``) and torch's encoder runs instead.
+    The first frame is encoded by torch's encoder with its arithmetic counted (:attr:`gflop`); when
+    that reaches ``min_gflop`` the compiled encoder is built at once and runs from then on,
+    otherwise torch's encoder goes on (:attr:`compiled` says which). On CUDA with CUDA graphs (far
+    fewer kernel launches); on a CPU with the weights frozen into the graph: batch norms folded into
+    the convolutions and the weights packed once for oneDNN, with the ReLUs, ELUs and adds fused
+    around them. Frozen weights are why a model is never trained through this encoder. When the
+    build fails, :attr:`problem` says why (the node counts ``not_compiled``) and torch's encoder runs.
     """
 
-    def __init__(self, model: DensityField, device: torch.device):
+    def __init__(self, model: DensityField, device: torch.device, min_gflop: float):
         super().__init__()
         self._torch = TorchEncoder(model)
+        self.min_gflop = min_gflop
+        self.gflop: float | None = None  # counted on the first frame
         self._cuda_graphs = device.type == "cuda"
         if self._cuda_graphs:
             self._encode = torch.compile(model.encode, dynamic=False, mode="reduce-overhead")
         else:
             self._encode = torch.compile(model.encode, dynamic=False, options={"freezing": True})
 
+    @property
+    def compiled(self) -> bool:
+        """Whether frames go through the compiled encoder (False before the first frame)."""
+        return self.gflop is not None and self.gflop >= self.min_gflop and self.problem is None
+
     def __call__(self, image01: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.problem is not None:
+        if self.gflop is None:
+            with FlopCounterMode(display=False) as counter:
+                out = self._torch(image01)
+            self.gflop = counter.get_total_flops() / 1e9
+            if not self.compiled:
+                return out
+        if not self.compiled:
             return self._torch(image01)
         try:
             features = self._encode(image01)[0]
@@ -124,13 +140,11 @@ def choose_encoder(
         problem = m.backend_problem()
         if problem:  # a configuration changed without check() (check() refuses it too)
             raise ConfigError(problem)
-        if m.compile:
-            raise ConfigError("model.compile compiles the torch encoder; with model.backend onnxruntime set it false")
         folder, export = cached_export(model, input_size, heads, checkpoint=checkpoint)
         info.update(export, heads=list(heads))
         return OnnxEncoder(OnnxBackend(folder, m.threads)), info
     if m.compile:
-        return CompiledEncoder(model, device), info
+        return CompiledEncoder(model, device, m.compile_min_gflop), info
     return TorchEncoder(model), info
 
 

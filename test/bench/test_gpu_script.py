@@ -21,7 +21,7 @@ def test_the_plan_benches_fp16_compiled_and_fp32_at_full_size_and_writes_under_d
         assert argv[1] == "bench" and opts["--device"] == "cuda" and opts["--dtype"] == dtype
         assert opts["--windows"] == "1,4" and opts["--depth-scale"] == "1" and "resnet50" in opts["--networks"]
         assert int(opts["--frames"]) - int(opts["--warmup"]) >= 200  # enough frames for a p99
-    assert "--compile" in fp16 and "--compile" not in fp32
+    assert "--compile" in fp16 and "--no-compile" in fp32 and "--compile" not in fp32
     assert [s.writes for s in steps] == [
         Path("docs/performance/gpu_x_fp16_compiled"),
         Path("docs/performance/gpu_x_fp32"),

@@ -90,9 +90,6 @@ def test_onnxruntime_refuses_what_it_cannot_run():
         set_param(cfg, "model.fast", False)
     with pytest.raises(ValueError, match="float32"):
         set_param(cfg, "model.dtype", "float16")
-    cfg.model.compile = True
-    with pytest.raises(ConfigError, match=r"model\.compile"):
-        Stages(cfg)
     cfg = _config("onnxruntime", "sv", 1)
     cfg.model.device = "cuda"
     with pytest.raises(ConfigError, match="cuda"):
