@@ -30,13 +30,27 @@ from kdbts_ros.core.model.render import RayRender
 
 
 class Query:
-    """What a frame is queried with: the head, the encoded frames it reads (the query frame first), their views
-    and the query frame's valid pixels (None: its camera sees them all).
+    """What a frame is queried with: the head, the encoded frames it reads (the query frame first), each one's
+    normalised intrinsics ``Kn`` (V, 3, 3) and pose ``w2c`` (V, 4, 4) from the query frame, and the query frame's
+    valid pixels (None: its camera sees them all).
+
+    :attr:`views`, the frames' features stacked for the model's own query (the reference path), is formed on
+    first use: the fast path reads the folded maps instead, and stacking a window of full-size feature maps
+    into fresh memory took 100-350 ms a frame at MV(4) (640x192, this CPU).
     """
 
-    def __init__(self, head: str, entries: Sequence[EncodedFrame], views: Views, valid: torch.Tensor | None = None):
-        self.head, self.entries, self.views = head, list(entries), views
+    def __init__(
+        self,
+        head: str,
+        entries: Sequence[EncodedFrame],
+        Kn: torch.Tensor,
+        w2c: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        views: Views | None = None,
+    ):
+        self.head, self.entries, self.Kn, self.w2c = head, list(entries), Kn, w2c
         self.valid = entries[0].valid if entries else valid
+        self._views = views
 
     @classmethod
     def of(cls, head: str, entries: Sequence[EncodedFrame], device: torch.device) -> Query:
@@ -46,12 +60,24 @@ class Query:
         for e in entries[1:]:
             assert e.T_fixed_cam is not None and current.T_fixed_cam is not None  # other views are posed
             w2c.append(geometry.invert(e.T_fixed_cam) @ current.T_fixed_cam)
-        views = views_of(
-            torch.stack([e.features for e in entries]),
-            torch.stack([e.Kn for e in entries]),
-            torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device),
-        )
-        return cls(head, entries, views)
+        Kn = torch.stack([e.Kn for e in entries])
+        return cls(head, entries, Kn, torch.as_tensor(np.stack(w2c), dtype=torch.float32, device=device))
+
+    @classmethod
+    def of_views(cls, head: str, views: Views, valid: torch.Tensor | None = None) -> Query:
+        """A query of already encoded views (a batch of one) rather than of window entries."""
+        return cls(head, [], views.Kn[0], views.w2c[0], valid, views)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.Kn)
+
+    @property
+    def views(self) -> Views:
+        """The frames' features, intrinsics and poses as the model's own query takes them (stacked on first use)."""
+        if self._views is None:
+            self._views = views_of(torch.stack([e.features for e in self.entries]), self.Kn, self.w2c)
+        return self._views
 
 
 def unseen_pixels(xy: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -166,7 +192,7 @@ class ReferenceField(_Field):
         pts = torch.as_tensor(centres.reshape(1, -1, 3).astype(np.float32), device=self.device)
         sigma, invalid = self.model.query(pts, query.views, query.head, self.cfg.model.chunk_points)
         # a voxel is seen when the current camera sees it (the SV head reads view 0 only), not in its padding
-        padded = unseen_pixels(project(pts[0], query.views.Kn[0, 0])[0], query.valid)
+        padded = unseen_pixels(project(pts[0], query.Kn[0])[0], query.valid)
         unseen = (invalid[0, :, 0] | padded).cpu().numpy()
         return GridDensity(np.where(unseen, 0.0, sigma[0].float().cpu().numpy()).astype(np.float32), unseen)
 
@@ -247,18 +273,18 @@ class FoldedField(_Field):
 
     def grid(self, centres: np.ndarray, query: Query) -> GridDensity:
         """Densities and unseen mask (flat) of grid cell centres (..., 3); only the seen cells are decoded."""
-        views, head, planes = query.views, query.head, self.planes(query)
-        cells = self._visible(centres, views.Kn[0, 0], query.valid)
+        head, planes = query.head, self.planes(query)
+        cells = self._visible(centres, query.Kn[0], query.valid)
         if head not in cells.view0:
-            cells.view0[head] = folded.view0_terms(self.model, head, cells.points, views.Kn[0, 0])
+            cells.view0[head] = folded.view0_terms(self.model, head, cells.points, query.Kn[0])
         view0, chunk = cells.view0[head], self.chunk(head, len(planes))
         sig = [
             folded.folded_density(
                 self.model,
                 cells.points[s : s + chunk],
                 planes,
-                views.Kn[0],
-                views.w2c[0],
+                query.Kn,
+                query.w2c,
                 head,
                 folded.View0Terms(*(t[s : s + chunk] for t in view0)),
             )[0]
@@ -274,7 +300,8 @@ class FoldedField(_Field):
         planes = self.planes(query)
         return folded_ray_render(
             self.model,
-            query.views,
+            query.Kn,
+            query.w2c,
             planes,
             query.head,
             rays.dirs,

@@ -61,7 +61,8 @@ def ray_render(
 
 def folded_ray_render(
     model: DensityField,
-    views: Views,
+    Kn: torch.Tensor,
+    w2c: torch.Tensor,
     planes: list[torch.Tensor],
     head: str,
     dirs: torch.Tensor,
@@ -75,8 +76,8 @@ def folded_ray_render(
     xy: torch.Tensor | None = None,
     xy_terms: dict[str, torch.Tensor] | None = None,
 ) -> RayRender:
-    """Expected depth and opacity (M,) along view 0's unit-z rays ``dirs`` (M, 3) on the fast path (the views'
-    folded maps).
+    """Expected depth and opacity (M,) along view 0's unit-z rays ``dirs`` (M, 3) on the fast path: the views'
+    folded maps ``planes``, normalised intrinsics ``Kn`` (V, 3, 3) and poses ``w2c`` (V, 4, 4) from view 0.
 
     ``gen`` as in :func:`ray_render`. ``fine``: without ``gen``, the coarse-to-fine render
     (:func:`render_fine.render_depth_fine`: about half the evaluations, the same depth within
@@ -86,11 +87,10 @@ def folded_ray_render(
     ``xy_terms``: per head, the rays' x, y code term (:func:`folded.add_xy_code`), filled here on first use and
     kept by a caller whose rays stay (a depth image's, while the camera stays).
     """
-    Kn_v, w2c = views.Kn[0], views.w2c[0]
     shared_depths = gen is None
     if march is not None and head == "sv" and shared_depths and not fine:
         t = sample_depths(1, samples, z_near, z_far, device=dirs.device, dtype=dirs.dtype)[0]
-        xy = project(dirs, Kn_v[0])[0] if xy is None else xy
+        xy = project(dirs, Kn[0])[0] if xy is None else xy
         xy_term = None if xy_terms is None else xy_terms.get(head)
         if xy_term is None:
             xy_term = folded.add_xy_code(model, head, xy, xy.new_zeros(len(xy), planes[0].shape[0]))
@@ -101,7 +101,7 @@ def folded_ray_render(
             return fused
 
     def fn(d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return folded.ray_density(model, d, t, planes, Kn_v, w2c, head, shared_depths=shared_depths)
+        return folded.ray_density(model, d, t, planes, Kn, w2c, head, shared_depths=shared_depths)
 
     if fine and gen is None:
 
@@ -110,7 +110,7 @@ def folded_ray_render(
             # refinement: one block's reference depths for all its rays) the z code is shared, as in
             # the coarse pass: same densities within 4e-6, measured about half the arithmetic
             shared = bool((t == t[:1]).all())
-            return folded.ray_density(model, d, t, planes, Kn_v, w2c, head, shared_depths=shared)
+            return folded.ray_density(model, d, t, planes, Kn, w2c, head, shared_depths=shared)
 
         return render_depth_fine(per_row, dirs, samples, z_near, z_far, chunk, coarse_fn=fn)
     return render_depth(fn, dirs, samples, z_near, z_far, chunk, gen)

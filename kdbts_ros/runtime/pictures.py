@@ -133,7 +133,7 @@ def figure(stages: Stages, rgb: np.ndarray, lens: Lens, head: str | None = None,
         views = encode_views(model, image01, Kn[None])
         # the reference path, whatever model.fast: one image, its own encoding
         reference = ReferenceField(cfg, model, stages.device, stages.input_size)
-        depth = reference.depth(Query(head, [], views, valid), Kn, scale=1.0).depth
+        depth = reference.depth(Query.of_views(head, views, valid), Kn, scale=1.0).depth
         profile = query_profile(model, views, head, cfg.model.chunk_points, spec)
     size = (rgb.shape[1], round(rgb.shape[1] * seen.shape[0] / seen.shape[1]))
     view = seen.copy()

@@ -334,7 +334,7 @@ class FrameRunner:
             depth_lens,
             confidence,
             query.head,
-            int(query.views.features.shape[1]),
+            query.num_views,
             {"resize": t1 - t0, "encode": t2 - t1, "grid": t3 - t2, "depth": t4 - t3},
         )
 

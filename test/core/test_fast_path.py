@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import small_config
 
+from kdbts_ros.core import field
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.field import Query, choose_field
 from kdbts_ros.core.frames import Frame
@@ -100,6 +101,22 @@ def test_ray_density_equals_point_density_including_border_rays():
                 torch.testing.assert_close(sigma.view_as(t), ref, rtol=1e-5, atol=1e-5)
                 ref_invalid = model.density(points[None], views, head)[1][0]
                 assert torch.equal(invalid, ref_invalid if head == "mv" else ref_invalid[:, :1])
+
+
+def test_the_fast_path_never_stacks_the_windows_feature_maps(monkeypatch):
+    """Stacking the window's full-size maps into fresh memory cost 100-350 ms a frame at MV(4), 640x192: only the
+    reference path (the model's own query) reads them stacked."""
+    stacked = []
+    views_of = field.views_of
+    monkeypatch.setattr(
+        field, "views_of", lambda features, *rest: stacked.append(len(features)) or views_of(features, *rest)
+    )
+    for fast in (True, False):
+        stacked.clear()
+        outs = _sequence(small_config(**{"mode": "mv", "window_size": 3, "model.fast": fast, "render.samples": 8}))
+        assert [o.num_views for o in outs] == [1, 2, 3, 3]
+        # the reference path stacks the frame's views, and the current frame alone for its SV depth image
+        assert stacked == ([] if fast else [1, 1, 2, 1, 3, 1, 3, 1])
 
 
 def test_each_frame_is_encoded_and_folded_once(monkeypatch):

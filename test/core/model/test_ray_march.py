@@ -51,8 +51,10 @@ def test_the_fused_march_renders_what_torchs_operators_and_the_reference_render(
     model, views, planes, dirs = _scene(seed)
     march = MARCHES[kind]()
     with torch.inference_mode():
-        fused = folded_ray_render(model, views, planes, "sv", dirs, samples, 3.0, 80.0, 4096, march=march)
-        unfused = folded_ray_render(model, views, planes, "sv", dirs, samples, 3.0, 80.0, 4096)
+        fused = folded_ray_render(
+            model, views.Kn[0], views.w2c[0], planes, "sv", dirs, samples, 3.0, 80.0, 4096, march=march
+        )
+        unfused = folded_ray_render(model, views.Kn[0], views.w2c[0], planes, "sv", dirs, samples, 3.0, 80.0, 4096)
         reference = ray_render(model, views, "sv", dirs, samples, 3.0, 80.0, 4096)
     assert march.problem is None  # it was built and ran, not fallen back
     for out in (unfused, reference):
@@ -70,7 +72,9 @@ def test_a_wall_stops_the_fused_march_where_it_stands(kind):
     planes = [folded.fold_features(model, features[0], "sv")]
     dirs = ray_grid(Kn, 16, 48).reshape(-1, 3)
     with torch.inference_mode():
-        out = folded_ray_render(model, views, planes, "sv", dirs, 64, 3.0, 80.0, 4096, march=MARCHES[kind]())
+        out = folded_ray_render(
+            model, views.Kn[0], views.w2c[0], planes, "sv", dirs, 64, 3.0, 80.0, 4096, march=MARCHES[kind]()
+        )
     # the first sample behind the wall takes the light: depth within one sample spacing after 12 m
     t = 1.0 / torch.linspace(1 / 3.0, 1 / 80.0, 65)
     spacing = float((t[t > 12.0][1] - t[t > 12.0][0]).abs())
@@ -97,9 +101,13 @@ def test_a_march_that_cannot_be_built_says_why_once_and_renders_unfused(monkeypa
     model, views, planes, dirs = _scene(2)
     march = CompiledMarch()
     with torch.inference_mode():
-        first = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
-        second = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
-        unfused = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096)
+        first = folded_ray_render(
+            model, views.Kn[0], views.w2c[0], planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march
+        )
+        second = folded_ray_render(
+            model, views.Kn[0], views.w2c[0], planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march
+        )
+        unfused = folded_ray_render(model, views.Kn[0], views.w2c[0], planes, "sv", dirs, 32, 3.0, 80.0, 4096)
     assert march.problem == "RuntimeError: InductorError: CppCompileError: C++ compile error"
     assert _NoCompiler.calls == 1  # not rebuilt for every frame
     assert torch.equal(first.depth, unfused.depth) and torch.equal(second.opacity, unfused.opacity)
@@ -221,8 +229,10 @@ def test_a_native_march_without_a_compiler_says_why_and_renders_unfused(monkeypa
     model, views, planes, dirs = _scene(4)
     march = NativeMarch()
     with torch.inference_mode():
-        fused = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march)
-        unfused = folded_ray_render(model, views, planes, "sv", dirs, 32, 3.0, 80.0, 4096)
+        fused = folded_ray_render(
+            model, views.Kn[0], views.w2c[0], planes, "sv", dirs, 32, 3.0, 80.0, 4096, march=march
+        )
+        unfused = folded_ray_render(model, views.Kn[0], views.w2c[0], planes, "sv", dirs, 32, 3.0, 80.0, 4096)
     assert march.problem is not None and "/nonexistent/cc" in march.problem
     assert march.problem in compiled.problems()  # the node's not_compiled fault gives this reason
     assert torch.equal(fused.depth, unfused.depth)
