@@ -62,6 +62,19 @@ def small_config(**overrides) -> RunnerConfig:
     return cfg
 
 
+class NoCompiler:
+    """Stands in for torch.compile where no C++ compiler is installed: the build fails on the first call."""
+
+    calls = 0
+
+    def __call__(self, fn, **_kwargs):
+        def build(*_args):
+            NoCompiler.calls += 1
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\nno such file: g++")
+
+        return build
+
+
 def slab_model(z_wall: float, arch: Architecture = SMALL_ARCH, seed: int = 0) -> DensityField:
     """A network whose single-view density is ~0 in front of camera depth z_wall and large behind it.
 

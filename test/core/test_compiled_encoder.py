@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import NoCompiler, small_config
 
 from kdbts_ros.core import encoding
 from kdbts_ros.core.encoding import CompiledEncoder, TorchEncoder
@@ -16,22 +16,9 @@ from kdbts_ros.core.model.network import Architecture
 from kdbts_ros.runtime.runner import FrameRunner
 
 
-class _NoCompiler:
-    """Stands in for torch.compile where no C++ compiler is installed: the build fails on the first call."""
-
-    calls = 0
-
-    def __call__(self, fn, **_kwargs):
-        def build(*_args):
-            _NoCompiler.calls += 1
-            raise RuntimeError("InductorError: CppCompileError: C++ compile error\nno such file: g++")
-
-        return build
-
-
 def test_an_encoder_that_cannot_be_built_counts_not_compiled_and_the_node_keeps_its_outputs(monkeypatch):
-    monkeypatch.setattr(encoding.torch, "compile", _NoCompiler())
-    _NoCompiler.calls = 0
+    monkeypatch.setattr(encoding.torch, "compile", NoCompiler())
+    NoCompiler.calls = 0
     K = np.array([[120.0, 0, 97], [0, 120, 33], [0, 0, 1]])
     img = np.random.default_rng(1).integers(0, 255, (64, 192, 3), dtype=np.uint8)
     outs, runners = {}, {}
@@ -42,7 +29,7 @@ def test_an_encoder_that_cannot_be_built_counts_not_compiled_and_the_node_keeps_
         runners[compile_] = runner
     encoder = runners[True].stages.encoding.encoder
     assert isinstance(encoder, CompiledEncoder) and not encoder.compiled
-    assert _NoCompiler.calls == 1  # tried once, not on every frame
+    assert NoCompiler.calls == 1  # tried once, not on every frame
     assert runners[True].faults["not_compiled"] == 3 and runners[False].faults["not_compiled"] == 0
     assert encoder.problem is not None and "CppCompileError" in encoder.problem
     for a, b in zip(outs[True], outs[False]):
@@ -66,17 +53,17 @@ def _conv_gflop(model: torch.nn.Module, image: torch.Tensor) -> float:
 
 
 def test_an_encoder_below_the_threshold_is_never_built_and_one_above_is_built_once(monkeypatch):
-    monkeypatch.setattr(encoding.torch, "compile", _NoCompiler())
+    monkeypatch.setattr(encoding.torch, "compile", NoCompiler())
     model = random_model(Architecture(backbone="resnet18", feature_dim=32), seed=3).eval()
     image = torch.rand(1, 3, 64, 96)
     gflop = _conv_gflop(model, image)
     for min_gflop, builds in ((gflop * 1.01, 0), (gflop * 0.99, 1)):
-        _NoCompiler.calls = 0
+        NoCompiler.calls = 0
         encoder = CompiledEncoder(model, torch.device("cpu"), min_gflop)
         with torch.inference_mode():
             outs = [encoder(image)[0] for _ in range(3)]
         assert encoder.gflop == pytest.approx(gflop, rel=1e-9)
-        assert _NoCompiler.calls == builds  # the build (failing here) is tried at the first frame, once
+        assert NoCompiler.calls == builds  # the build (failing here) is tried at the first frame, once
         for out in outs:
             torch.testing.assert_close(out, TorchEncoder(model)(image)[0], rtol=0, atol=0)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import slab_model, small_config
+from conftest import NoCompiler, slab_model, small_config
 
 from kdbts_ros.core.camera import ray_grid
 from kdbts_ros.core.frames import Frame
@@ -82,22 +82,9 @@ def test_a_wall_stops_the_fused_march_where_it_stands(kind):
     assert torch.all(out.opacity > 0.99)
 
 
-class _NoCompiler:
-    """Stands in for torch.compile where no C++ compiler is installed: the build fails on the first call."""
-
-    calls = 0
-
-    def __call__(self, fn, **_kwargs):
-        def build(*_args):
-            _NoCompiler.calls += 1
-            raise RuntimeError("InductorError: CppCompileError: C++ compile error\nno such file: g++")
-
-        return build
-
-
 def test_a_march_that_cannot_be_built_says_why_once_and_renders_unfused(monkeypatch):
-    monkeypatch.setattr(compiled.torch, "compile", _NoCompiler())
-    _NoCompiler.calls = 0
+    monkeypatch.setattr(compiled.torch, "compile", NoCompiler())
+    NoCompiler.calls = 0
     model, views, planes, dirs = _scene(2)
     march = CompiledMarch()
     with torch.inference_mode():
@@ -109,7 +96,7 @@ def test_a_march_that_cannot_be_built_says_why_once_and_renders_unfused(monkeypa
         )
         unfused = folded_ray_render(model, views.Kn[0], views.w2c[0], planes, "sv", dirs, 32, 3.0, 80.0, 4096)
     assert march.problem == "RuntimeError: InductorError: CppCompileError: C++ compile error"
-    assert _NoCompiler.calls == 1  # not rebuilt for every frame
+    assert NoCompiler.calls == 1  # not rebuilt for every frame
     assert torch.equal(first.depth, unfused.depth) and torch.equal(second.opacity, unfused.opacity)
 
 
