@@ -233,6 +233,7 @@ def run_case(
             "gflops": stage_gflops(runner, rgb, lens),
             # onnxruntime: the export's key, folder, and seconds (0 when the cached export was reused)
             "backend_info": {k: report_path(v) if k == "dir" else v for k, v in runner.stages.backend_info.items()},
+            "encoder": runner.stages.encoding.encoder.describe(),
         }
     finally:
         driver.close()

@@ -46,12 +46,19 @@ class Encoder(Protocol):
 
     def __call__(self, image01: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
+    def describe(self) -> str:
+        """What encodes the frames, in a few words (the node's diagnostics, the benchmark's report)."""
+        ...
+
 
 class TorchEncoder:
     """The model's own encoder."""
 
     def __init__(self, model: DensityField):
         self.model = model
+
+    def describe(self) -> str:
+        return "torch"
 
     def __call__(self, image01: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.model.encode(image01)[0], {}
@@ -85,6 +92,15 @@ class CompiledEncoder(LoopNest):
         """Whether frames go through the compiled encoder (False before the first frame)."""
         return self.gflop is not None and self.gflop >= self.min_gflop and self.problem is None
 
+    def describe(self) -> str:
+        if self.gflop is None:
+            return "torch.compile where it pays: decided at the first frame"
+        if self.compiled:
+            return f"compiled ({self.gflop:.1f} GFLOP a frame)"
+        if self.problem is not None:
+            return f"torch (the build failed: {self.problem})"
+        return f"torch ({self.gflop:.1f} GFLOP a frame, below model.compile_min_gflop {self.min_gflop:g})"
+
     def __call__(self, image01: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.gflop is None:
             with FlopCounterMode(display=False) as counter:
@@ -110,6 +126,9 @@ class OnnxEncoder:
 
     def __init__(self, backend: OnnxBackend):
         self.backend = backend
+
+    def describe(self) -> str:
+        return "onnxruntime"
 
     def __call__(self, image01: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.backend.encode(image01)

@@ -62,6 +62,7 @@ def diagnostic_array(runner: RunnerState, stamp_ns: int) -> bytes:
         "window_frames": len(runner.window),
         "weights": runner.stages.model_info.get("weights", ""),
         "device": str(runner.stages.device),
+        "encoder": runner.stages.encoding.encoder.describe(),
         "network_camera": network_camera(runner),
         "tf_buffer": runner.tf_name,
     }

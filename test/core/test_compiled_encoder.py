@@ -32,6 +32,8 @@ def test_an_encoder_that_cannot_be_built_counts_not_compiled_and_the_node_keeps_
     assert NoCompiler.calls == 1  # tried once, not on every frame
     assert runners[True].faults["not_compiled"] == 3 and runners[False].faults["not_compiled"] == 0
     assert encoder.problem is not None and "CppCompileError" in encoder.problem
+    assert encoder.describe().startswith("torch (the build failed: RuntimeError: InductorError: CppCompileError")
+    assert runners[False].stages.encoding.encoder.describe() == "torch"
     for a, b in zip(outs[True], outs[False]):
         np.testing.assert_array_equal(a.depth, b.depth)
         np.testing.assert_array_equal(a.density, b.density)
@@ -60,8 +62,13 @@ def test_an_encoder_below_the_threshold_is_never_built_and_one_above_is_built_on
     for min_gflop, builds in ((gflop * 1.01, 0), (gflop * 0.99, 1)):
         NoCompiler.calls = 0
         encoder = CompiledEncoder(model, torch.device("cpu"), min_gflop)
+        assert encoder.describe() == "torch.compile where it pays: decided at the first frame"
         with torch.inference_mode():
             outs = [encoder(image)[0] for _ in range(3)]
+        if not builds:
+            assert (
+                encoder.describe() == f"torch ({gflop:.1f} GFLOP a frame, below model.compile_min_gflop {min_gflop:g})"
+            )
         assert encoder.gflop == pytest.approx(gflop, rel=1e-9)
         assert NoCompiler.calls == builds  # the build (failing here) is tried at the first frame, once
         for out in outs:
@@ -80,6 +87,7 @@ def test_the_compiled_encoder_with_frozen_weights_gives_torch_s_features():
         ref, _ = TorchEncoder(model)(image)
         ref_half, _ = TorchEncoder(model)(image * 0.5)
     assert compiled.problem is None and compiled.compiled
+    assert compiled.describe() == f"compiled ({compiled.gflop:.1f} GFLOP a frame)"
     scale = ref.abs().max()
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5 * scale)
     torch.testing.assert_close(again, ref_half, rtol=0, atol=1e-5 * scale)  # the same build, a new image

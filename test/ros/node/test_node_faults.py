@@ -313,6 +313,8 @@ def test_two_cameras_form_rig_frames_for_the_multi_view_head(system):
     assert int(values["camera0_images"]) >= 4 and int(values["camera1_images"]) >= 4
     assert values["camera0_intrinsics"] == "k" == values["camera1_intrinsics"]  # raw topics: K (and D)
     assert values["head"] == "mv" and int(values["num_views"]) >= 2
+    # a network this small is not worth model.compile's build
+    assert values["encoder"].startswith("torch (") and "below model.compile_min_gflop 20" in values["encoder"]
 
 
 # ---------------------------------------------------------------- TF
