@@ -24,7 +24,7 @@ from kdbts_ros.core.config import PipelineConfig
 from kdbts_ros.core.frames import EncodedFrame, Frame
 from kdbts_ros.core.lens import CanonicalCamera, Lens, Resampler, resampler
 from kdbts_ros.core.model import folded
-from kdbts_ros.core.model.compiled import LoopNest, build_problem
+from kdbts_ros.core.model.compiled import Compiled
 from kdbts_ros.core.model.network import DensityField
 from kdbts_ros.core.model.onnx_backend import OnnxBackend, cached_export
 from kdbts_ros.core.settings import ConfigError
@@ -64,7 +64,7 @@ class TorchEncoder:
         return self.model.encode(image01)[0], {}
 
 
-class CompiledEncoder(LoopNest):
+class CompiledEncoder:
     """The model's encoder through ``torch.compile`` for its fixed input size, where it is worth the build.
 
     The first frame is encoded by torch's encoder with its arithmetic counted (:attr:`gflop`); when
@@ -77,15 +77,17 @@ class CompiledEncoder(LoopNest):
     """
 
     def __init__(self, model: DensityField, device: torch.device, min_gflop: float):
-        super().__init__()
         self._torch = TorchEncoder(model)
         self.min_gflop = min_gflop
         self.gflop: float | None = None  # counted on the first frame
         self._cuda_graphs = device.type == "cuda"
-        if self._cuda_graphs:
-            self._encode = torch.compile(model.encode, dynamic=False, mode="reduce-overhead")
-        else:
-            self._encode = torch.compile(model.encode, dynamic=False, options={"freezing": True})
+        how = {"mode": "reduce-overhead"} if self._cuda_graphs else {"options": {"freezing": True}}
+        self._encode = Compiled(model.encode, dynamic=False, **how)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the compiled encoder could not be built, or None."""
+        return self._encode.problem
 
     @property
     def compiled(self) -> bool:
@@ -108,17 +110,13 @@ class CompiledEncoder(LoopNest):
             self.gflop = counter.get_total_flops() / 1e9
             if not self.compiled:
                 return out
-        if not self.compiled:
+        elif not self.compiled:
             return self._torch(image01)
-        try:
-            features = self._encode(image01)[0]
-        except torch.cuda.OutOfMemoryError:
-            raise  # the frame's problem, not the build's
-        except Exception as exc:  # compilers fail in many ways (missing tools or headers, no memory)
-            self.problem = build_problem(exc)
+        encoded = self._encode(image01)
+        if encoded is None:  # the build failed (problem says why)
             return self._torch(image01)
         # a CUDA graph's output is overwritten by its next replay, and the window keeps features
-        return (features.clone() if self._cuda_graphs else features), {}
+        return (encoded[0].clone() if self._cuda_graphs else encoded[0]), {}
 
 
 class OnnxEncoder:

@@ -29,11 +29,12 @@ class LoopNest:
 
 
 class Compiled(LoopNest):
-    """``fn`` through ``torch.compile`` with dynamic shapes (no rebuild when sizes change), built on its first call."""
+    """``fn`` through ``torch.compile``, built on its first call: with dynamic shapes (no rebuild when sizes
+    change) unless ``compile_kwargs`` (torch.compile's keywords) say otherwise."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], **compile_kwargs: Any) -> None:
         super().__init__()
-        self._fn = torch.compile(fn, dynamic=True)
+        self._fn = torch.compile(fn, **{"dynamic": True, **compile_kwargs})
 
     def __call__(self, *args: torch.Tensor) -> Any:
         """``fn(*args)``, or None when the loop nest could not be built (then never tried again)."""
